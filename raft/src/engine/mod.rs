@@ -1,0 +1,85 @@
+//! The narrow storage seam under the Raft log and the state machine.
+//!
+//! Raft code never touches sled directly: it sees an [`Engine`] — ordered byte keys, atomic
+//! write batches and an explicit durability barrier — and typed key spaces over it
+//! ([`crate::keyspace`]). Replacing sled means writing one more `Engine` impl.
+
+mod sled_engine;
+
+use std::ops::Bound;
+
+pub use sled_engine::SledEngine;
+
+/// Errors of a storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's own I/O or corruption error.
+    #[error("storage engine: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value could not be decoded: the data on disk is not what this version wrote.
+    #[error("corrupt value in key space {space}: {source}")]
+    Decode {
+        /// The key space the value was read from.
+        space: &'static str,
+        /// Why decoding failed.
+        #[source]
+        source: bincode::Error,
+    },
+    /// A stored key does not have the layout its key space expects.
+    #[error("corrupt key in key space {space}")]
+    BadKey {
+        /// The key space the key was read from.
+        space: &'static str,
+    },
+}
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key` if present.
+    Delete(Vec<u8>),
+}
+
+/// A set of writes applied all-or-nothing.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// Queue a put.
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(key, value));
+    }
+    /// Queue a delete.
+    pub fn delete_raw(&mut self, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(key));
+    }
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key and its value as stored.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value engine with atomic batches and a real durability barrier.
+pub trait Engine: Send + Sync + 'static {
+    /// Read one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Keys in `[start, end)` order, at most `limit` of them (`0` = no limit).
+    fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> Result<Vec<RawEntry>>;
+    /// The last key in range, if any.
+    fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>>;
+    /// Apply a batch atomically. Not yet durable: see [`Engine::sync`].
+    fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// Make every completed write durable against power loss (a full fsync, not only
+    /// a page-cache write-back).
+    fn sync(&self) -> Result<()>;
+}

@@ -1,0 +1,23 @@
+//! Skiff's replicated state store: openraft 0.9 over sled.
+//!
+//! ```text
+//!   client write ─▶ [store::Store] batcher ─▶ openraft ─▶ log_store (sled, fsync) ─▶ peers
+//!                                                │ committed
+//!                                                ▼
+//!                             state_machine (sled: kv, history, applied) ─▶ watch feed
+//! ```
+//!
+//! - [`engine`]: the narrow storage seam (sled behind it).
+//! - [`keyspace`]: typed key spaces over an engine.
+//! - [`log_store`]: the Raft log.
+//! - [`state_machine`]: MVCC key-value state, snapshots, watch.
+//! - [`mvcc`]: the data model (transactions, key-values, events).
+
+pub mod engine;
+pub mod keyspace;
+pub mod log_store;
+pub mod mvcc;
+pub mod state_machine;
+pub mod types;
+
+pub use types::{NodeId, Request, RequestId, Response, TypeConfig, Write};

@@ -1,0 +1,3 @@
+//! Integration tests of the store crate.
+
+mod conformance;
