@@ -13,11 +13,18 @@
 //! - [`state_machine`]: MVCC key-value state, snapshots, watch.
 //! - [`mvcc`]: the data model (transactions, key-values, events).
 
+pub mod batcher;
 pub mod engine;
+pub mod error;
+pub mod grpc;
 pub mod keyspace;
 pub mod log_store;
 pub mod mvcc;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 pub mod types;
 
+pub use error::{Result, StoreError};
+pub use node::{NodeConfig, RaftNode};
 pub use types::{NodeId, Request, RequestId, Response, TypeConfig, Write};

@@ -1,0 +1,133 @@
+//! `skiff control`: one control node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use skiff_control::bootstrap::{self, BootstrapError};
+use skiff_control::server;
+use skiff_raft::{NodeConfig, RaftNode};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Args, Debug, Clone)]
+pub struct ControlArgs {
+    /// This member's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// Directory for this member's log, state and snapshots.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address to listen on for peers and clients (host:port).
+    #[arg(long)]
+    pub listen: String,
+    /// Address others reach this member at; defaults to --listen.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The founding members, ID=HOST:PORT,... Needed to initialise a new cluster; omit it
+    /// (and pass --join) to start a member that will be added with `skiffctl cluster add`.
+    #[arg(long, conflicts_with = "join")]
+    pub initial_cluster: Option<String>,
+    /// Start empty and wait to be added to an existing cluster.
+    #[arg(long)]
+    pub join: bool,
+    /// The cluster's id; members of different clusters refuse each other. Defaults to one
+    /// derived from --initial-cluster; required with --join.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Build a snapshot and purge the log behind it every N entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_behind_snapshot: u64,
+    /// Revisions of change history kept for watchers.
+    #[arg(long, default_value_t = 50_000)]
+    pub history_revisions: u64,
+    /// Leader heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Election timeout range in milliseconds, MIN-MAX.
+    #[arg(long, default_value = "150-300")]
+    pub election_timeout_ms: String,
+}
+
+fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
+    let (a, b) = v.split_once('-').ok_or_else(|| format!("--election-timeout-ms: {v:?} is not MIN-MAX"))?;
+    let a: u64 = a.parse().map_err(|_| format!("--election-timeout-ms: {a:?} is not a number"))?;
+    let b: u64 = b.parse().map_err(|_| format!("--election-timeout-ms: {b:?} is not a number"))?;
+    if a == 0 || b <= a {
+        return Err(format!("--election-timeout-ms: need 0 < MIN < MAX, got {a}-{b}"));
+    }
+    Ok((Duration::from_millis(a), Duration::from_millis(b)))
+}
+
+pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
+    if args.id == 0 {
+        anyhow::bail!("--id: member ids start at 1");
+    }
+    bootstrap::parse_addr("--listen", &args.listen)?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.clone());
+    bootstrap::parse_addr("--advertise", &advertise)?;
+    let election = parse_range(&args.election_timeout_ms).map_err(anyhow::Error::msg)?;
+    let members = match &args.initial_cluster {
+        Some(v) => {
+            let m = bootstrap::parse_initial_cluster(v)?;
+            if !m.contains_key(&args.id) {
+                let ids: Vec<String> = m.keys().map(|k| k.to_string()).collect();
+                return Err(BootstrapError::UnknownMember { id: args.id, members: ids.join(",") }.into());
+            }
+            Some(m)
+        }
+        None if args.join => None,
+        None => anyhow::bail!("--initial-cluster: required to start a member of a new cluster (or pass --join to be added later)"),
+    };
+    let cluster_id = match (&args.cluster_id, &members) {
+        (Some(c), _) if c.is_empty() => anyhow::bail!("--cluster-id: must not be empty"),
+        (Some(c), _) => c.clone(),
+        (None, Some(m)) => bootstrap::derived_cluster_id(m),
+        (None, None) => anyhow::bail!("--cluster-id: required with --join (see `skiffctl cluster status`)"),
+    };
+    bootstrap::claim_data_dir(&args.data_dir, &cluster_id, args.id)?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    let mut config = NodeConfig::new(args.id, advertise.clone(), args.data_dir.clone(), cluster_id.clone());
+    config.snapshot_every = args.snapshot_every;
+    config.keep_behind_snapshot = args.keep_behind_snapshot;
+    config.history_revisions = args.history_revisions;
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms);
+    config.election_timeout = election;
+    let node = RaftNode::open(config).await?;
+    tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(node.clone(), listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    if let Some(m) = &members {
+        bootstrap::initialize_once(&node, m).await?;
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = &mut Box::pin(async { server.await }) => {
+            node.shutdown().await;
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e).context("gRPC server"),
+                Err(e) => Err(e).context("gRPC server task"),
+            };
+        }
+    }
+    tracing::info!(member = args.id, "stopping");
+    let _ = stop_tx.send(());
+    node.shutdown().await;
+    // Everything applied is made durable before exit; the log already is.
+    if let Err(e) = node.state().sync() {
+        tracing::warn!("final sync of the state: {e}");
+    }
+    Ok(())
+}

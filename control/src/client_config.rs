@@ -1,0 +1,88 @@
+//! The client configuration file: named contexts, each with the endpoints of one cluster.
+//! `skiff up` writes `.skiff/config.json`; `skiffctl` reads it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One cluster a client can talk to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Context {
+    /// The context's name.
+    pub name: String,
+    /// Control node addresses (`host:port`).
+    pub endpoints: Vec<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClientConfig {
+    /// The context used when none is named.
+    pub current_context: String,
+    /// Known contexts.
+    pub contexts: Vec<Context>,
+}
+
+/// Errors reading or writing the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The named context is not in the file.
+    #[error("context {name:?} is not in {path}")]
+    NoContext {
+        /// The name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ClientConfig {
+    /// A file with one context.
+    pub fn single(name: &str, endpoints: Vec<String>) -> Self {
+        Self { current_context: name.into(), contexts: vec![Context { name: name.into(), endpoints }] }
+    }
+
+    /// Read `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    /// Write `path`.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io { path: path.into(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        std::fs::write(path, bytes).map_err(io)
+    }
+
+    /// The context named `name`, or the current one.
+    pub fn context(&self, name: Option<&str>, path: &Path) -> Result<&Context, ConfigError> {
+        let name = name.unwrap_or(&self.current_context);
+        self.contexts
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ConfigError::NoContext { name: name.into(), path: path.into() })
+    }
+}

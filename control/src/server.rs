@@ -1,0 +1,34 @@
+//! The gRPC server of a control node: Raft peer RPCs, the Kv API and the Cluster API on one
+//! listener, built from the shared server builder in `skiff-proto`.
+
+use std::future::Future;
+
+use skiff_proto::pb::cluster_server::ClusterServer;
+use skiff_proto::pb::kv_server::KvServer;
+use skiff_proto::pb::raft_server::RaftServer;
+use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
+use skiff_raft::grpc::cluster_service::ClusterService;
+use skiff_raft::grpc::kv_service::KvService;
+use skiff_raft::grpc::raft_service::RaftService;
+use skiff_raft::RaftNode;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serve `node` on `listener` until `shutdown` resolves.
+pub async fn serve(node: RaftNode, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+    let raft = RaftServer::new(RaftService::new(node.raft().clone(), node.config().cluster_id.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let kv = KvServer::new(KvService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster = ClusterServer::new(ClusterService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    transport::server()
+        .add_service(raft)
+        .add_service(kv)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,18 @@
+//! Skiff's gRPC contracts and the one place transport settings live.
+//!
+//! - [`pb`]: code generated from `proto/skiff/v1/*.proto`.
+//! - [`transport`]: the channel constructor and server builder every connection uses.
+//! - [`status`]: how errors travel as `tonic::Status`, both ways.
+//! - [`client`]: the client with an endpoint list and fail-over.
+
+pub mod client;
+pub mod status;
+pub mod transport;
+
+/// Generated protobuf and gRPC code of package `skiff.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("skiff.v1");
+}
+
+pub use client::{Client, ClientConfig, ClientError, WatchEvent};

@@ -1,0 +1,45 @@
+//! Transport settings for every gRPC connection and server: deadlines, keep-alive and
+//! message limits are set here and nowhere else.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint, Server};
+
+/// Largest gRPC message accepted or sent. Above the 1.5 MiB value limit so an oversized value
+/// reaches validation and gets a precise error instead of a transport failure.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The largest value the store accepts.
+pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
+
+/// Parse `host:port` (or `http://host:port`) into an endpoint with Skiff's settings.
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .initial_connection_window_size(4 << 20)
+        .initial_stream_window_size(2 << 20))
+}
+
+/// A lazily connected channel to `addr`; reconnects by itself after failures.
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr)?.connect_lazy())
+}
+
+/// The server builder every Skiff server starts from.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .initial_connection_window_size(4 << 20)
+        .initial_stream_window_size(2 << 20)
+}

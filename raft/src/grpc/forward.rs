@@ -1,0 +1,104 @@
+//! Forwarding calls that need the leader. A call that arrives at a follower is sent on to the
+//! leader once, marked as forwarded; a forwarded call that finds no leader here is answered
+//! `UNAVAILABLE`, so forwarding never loops and the client retries.
+
+use std::future::Future;
+use std::time::Duration;
+
+use skiff_proto::pb::cluster_client::ClusterClient;
+use skiff_proto::pb::kv_client::KvClient;
+use skiff_proto::status;
+use skiff_proto::transport::MAX_MESSAGE_BYTES;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::error::StoreError;
+use crate::grpc::convert::store_error;
+use crate::node::RaftNode;
+
+/// Metadata key that marks a forwarded call.
+pub const FORWARDED: &str = "skiff-forwarded";
+
+/// How long a member waits for an election to produce a leader before answering.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `req` was forwarded by another member.
+pub fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}
+
+/// Mark `req` as forwarded.
+pub fn mark<T>(mut req: Request<T>) -> Request<T> {
+    req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req
+}
+
+/// Where a call should run.
+pub enum Route {
+    /// Here: this member is the leader.
+    Local,
+    /// On the leader at this channel.
+    Leader(Channel),
+}
+
+/// Decide where a leader-only call runs, waiting briefly for an election if needed.
+pub async fn route(node: &RaftNode, forwarded: bool) -> Result<Route, Status> {
+    let leader = match node.leader() {
+        Some(l) => l,
+        None => {
+            let waited = node
+                .raft()
+                .wait(Some(LEADER_WAIT))
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await;
+            if waited.is_err() {
+                return Err(status::unavailable("no leader"));
+            }
+            node.leader().ok_or_else(|| status::unavailable("no leader"))?
+        }
+    };
+    if leader.0 == node.id() {
+        return Ok(Route::Local);
+    }
+    if forwarded {
+        return Err(status::unavailable(format!("not the leader; leader is {} at {}", leader.0, leader.1)));
+    }
+    let ch = node.channels().get(&leader.1).map_err(|e| status::unavailable(format!("leader address {}: {e}", leader.1)))?;
+    Ok(Route::Leader(ch))
+}
+
+/// A Kv client to the leader.
+pub fn kv(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A Cluster client to the leader.
+pub fn cluster(ch: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Run a leader-only call: locally when this member leads, else on the leader. If leadership
+/// moves away while the local call runs, the call goes to the new leader (writes carry a
+/// request id, so this never applies one twice).
+pub async fn leader_call<R, L, LF, F, FF>(node: &RaftNode, forwarded: bool, mut local: L, mut remote: F) -> Result<R, Status>
+where
+    L: FnMut() -> LF,
+    LF: Future<Output = Result<R, StoreError>>,
+    F: FnMut(Channel) -> FF,
+    FF: Future<Output = Result<tonic::Response<R>, Status>>,
+{
+    for _ in 0..3 {
+        match route(node, forwarded).await? {
+            Route::Local => match local().await {
+                Ok(r) => return Ok(r),
+                Err(StoreError::NotLeader { .. }) if !forwarded => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(store_error(e)),
+            },
+            Route::Leader(ch) => return remote(ch).await.map(|r| r.into_inner()),
+        }
+    }
+    Err(status::unavailable("leadership is changing"))
+}

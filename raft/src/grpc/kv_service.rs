@@ -1,0 +1,210 @@
+//! The Kv gRPC service: range, put, delete, txn, watch and status on any member.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use skiff_proto::pb::kv_server::Kv;
+use skiff_proto::pb::{self};
+use skiff_proto::status;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::convert::{self, event_to_pb, kv_to_pb, store_error};
+use super::forward::{self, is_forwarded, leader_call, mark};
+use crate::mvcc::{OpResult, Txn, TxnResult};
+use crate::node::RaftNode;
+use crate::state_machine::{WatchError, WatchFilter, WatchMessage};
+use crate::types::Write;
+
+/// Default period of watch progress (bookmark) events.
+const DEFAULT_PROGRESS: Duration = Duration::from_secs(1);
+
+/// Serves the Kv API of one member.
+pub struct KvService {
+    node: RaftNode,
+}
+
+impl KvService {
+    /// Serve `node`.
+    pub fn new(node: RaftNode) -> Self {
+        Self { node }
+    }
+
+    fn header(&self, revision: u64) -> pb::ResponseHeader {
+        let term = self.node.raft().metrics().borrow().current_term;
+        pb::ResponseHeader { member_id: self.node.id(), revision, raft_term: term }
+    }
+}
+
+/// The first operation's result of a single-operation write.
+fn first_op(result: TxnResult) -> (u64, Option<OpResult>) {
+    (result.revision, result.ops.into_iter().next())
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        if req.key.is_empty() && !req.prefix {
+            return Err(status::invalid("key", "must not be empty (use prefix to list)"));
+        }
+        if !req.stale {
+            let local = || async { self.node.read_barrier().await };
+            let routed = forward::route(&self.node, forwarded).await?;
+            match routed {
+                forward::Route::Local => local().await.map_err(store_error)?,
+                forward::Route::Leader(ch) => {
+                    return forward::kv(ch).range(mark(Request::new(req))).await;
+                }
+            }
+        }
+        let start_after = (!req.start_after.is_empty()).then_some(req.start_after.as_slice());
+        let r = self
+            .node
+            .state()
+            .range(&req.key, req.prefix, start_after, req.limit as usize)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::RangeResponse {
+            header: Some(self.header(r.revision)),
+            kvs: r.kvs.into_iter().map(kv_to_pb).collect(),
+            more: r.more,
+        }))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let mut req = request.into_inner();
+        let request_id = convert::request_id("request_id", &req.request_id)?;
+        req.request_id = request_id.to_be_bytes().to_vec();
+        let op = convert::put_op("put", req.clone())?;
+        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let span = tracing::debug_span!("put", key = %String::from_utf8_lossy(&req.key));
+        let local = || async {
+            let (rev, op) = first_op(self.node.write(write.clone()).await?);
+            let prev_kv = match op {
+                Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
+                _ => None,
+            };
+            Ok(pb::PutResponse { header: Some(self.header(rev)), prev_kv })
+        };
+        let remote = |ch| {
+            let req = req.clone();
+            async move { forward::kv(ch).put(mark(Request::new(req))).await }
+        };
+        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let mut req = request.into_inner();
+        let request_id = convert::request_id("request_id", &req.request_id)?;
+        req.request_id = request_id.to_be_bytes().to_vec();
+        let op = convert::delete_op("delete", req.clone())?;
+        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let span = tracing::debug_span!("delete", key = %String::from_utf8_lossy(&req.key), prefix = req.prefix);
+        let local = || async {
+            let (rev, op) = first_op(self.node.write(write.clone()).await?);
+            let prev = match op {
+                Some(OpResult::Delete { prev }) => prev,
+                _ => vec![],
+            };
+            Ok(pb::DeleteResponse {
+                header: Some(self.header(rev)),
+                deleted: prev.len() as u64,
+                prev_kvs: prev.into_iter().map(kv_to_pb).collect(),
+            })
+        };
+        let remote = |ch| {
+            let req = req.clone();
+            async move { forward::kv(ch).delete(mark(Request::new(req))).await }
+        };
+        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let mut req = request.into_inner();
+        let request_id = convert::request_id("request_id", &req.request_id)?;
+        req.request_id = request_id.to_be_bytes().to_vec();
+        let write = Write { request_id, txn: convert::txn_from_pb(req.clone())? };
+        let span = tracing::debug_span!("txn", request_id = %format!("{request_id:032x}"));
+        let local = || async {
+            let result = self.node.write(write.clone()).await?;
+            let header = self.header(result.revision);
+            Ok(convert::txn_result_to_pb(result, header))
+        };
+        let remote = |ch| {
+            let req = req.clone();
+            async move { forward::kv(ch).txn(mark(Request::new(req))).await }
+        };
+        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let state = self.node.state().clone();
+        let current = state.revision();
+        let compacted = state.state().compacted;
+        let start = if req.start_revision == 0 { current + 1 } else { req.start_revision };
+        if start <= compacted {
+            return Err(status::expired(start, compacted));
+        }
+        let every = match req.progress_interval_ms {
+            0 => DEFAULT_PROGRESS,
+            ms => Duration::from_millis(ms.into()),
+        };
+        let filter = WatchFilter { key: req.key, prefix: req.prefix };
+        let rx = state.watch(filter, start, every);
+        let member_id = self.node.id();
+        let metrics = self.node.raft().metrics();
+        let header = move |revision: u64| pb::ResponseHeader { member_id, revision, raft_term: metrics.borrow().current_term };
+        // The first message tells the client where the watch starts, so a reconnect never
+        // skips or repeats.
+        let created = pb::WatchResponse { header: Some(header(start - 1)), events: vec![], progress: true };
+        let stream = futures::stream::unfold((rx, Some(created)), move |(mut rx, first)| {
+            let header = header.clone();
+            async move {
+                if let Some(first) = first {
+                    return Some((Ok(first), (rx, None)));
+                }
+                let msg = rx.recv().await?;
+                let item = match msg {
+                    Ok(WatchMessage::Events(events)) => {
+                        let rev = events.last().map(|(r, _)| *r).unwrap_or(0);
+                        Ok(pb::WatchResponse {
+                            header: Some(header(rev)),
+                            events: events.into_iter().map(|(_, e)| event_to_pb(e)).collect(),
+                            progress: false,
+                        })
+                    }
+                    Ok(WatchMessage::Progress(rev)) => Ok(pb::WatchResponse { header: Some(header(rev)), events: vec![], progress: true }),
+                    Err(WatchError::Expired { requested, compacted }) => Err(status::expired(requested, compacted)),
+                    Err(e @ WatchError::Storage(_)) => Err(Status::internal(e.to_string())),
+                };
+                Some((item, (rx, None)))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.node.raft().metrics().borrow().clone();
+        let learner = !m.membership_config.membership().voter_ids().any(|v| v == self.node.id());
+        Ok(Response::new(pb::StatusResponse {
+            member_id: self.node.id(),
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            revision: self.node.state().revision(),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            cluster_id: self.node.config().cluster_id.clone(),
+            learner,
+        }))
+    }
+}

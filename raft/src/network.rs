@@ -1,0 +1,152 @@
+//! Raft RPCs to peers over tonic: openraft's messages serialised with bincode inside a
+//! `RaftRequest`, one reused HTTP/2 channel per peer address.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use skiff_proto::pb::raft_client::RaftClient;
+use skiff_proto::pb::RaftRequest;
+use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
+use tonic::transport::Channel;
+
+use crate::types::{NodeId, TypeConfig};
+
+/// Channels to other members by address, shared by Raft replication and request forwarding
+/// so each peer has one connection.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    /// The channel to `addr`, created on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = transport::channel(addr)?;
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Builds a [`PeerClient`] per target for openraft.
+#[derive(Clone)]
+pub struct Network {
+    cluster_id: String,
+    channels: PeerChannels,
+}
+
+impl Network {
+    /// A network for the cluster `cluster_id`, using `channels`.
+    pub fn new(cluster_id: String, channels: PeerChannels) -> Self {
+        Self { cluster_id, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            cluster_id: self.cluster_id.clone(),
+            channel: self.channels.get(&node.addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    cluster_id: String,
+    channel: Result<Channel, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    async fn send<Req, Resp, E>(&mut self, kind: RpcKind, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let channel = self
+            .channel
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {e}", self.addr)))))?;
+        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = RaftRequest { cluster_id: self.cluster_id.clone(), payload };
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let call = async {
+            match kind {
+                RpcKind::Append => client.append_entries(request).await,
+                RpcKind::Vote => client.vote(request).await,
+                RpcKind::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {}", self.addr, status.message())))))
+            }
+            Ok(Err(status)) => {
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!("{}: {}", self.addr, status.message())))))
+            }
+            Err(_) => return Err(RPCError::Network(NetworkError::new(&Msg(format!("{}: timed out", self.addr))))),
+        };
+        let result: Result<Resp, E> =
+            bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RpcKind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send(RpcKind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+        self.send(RpcKind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send(RpcKind::Vote, &rpc, &option).await
+    }
+}

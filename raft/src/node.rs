@@ -1,0 +1,228 @@
+//! One member of the store: openraft wired to the sled log store, the state machine, the
+//! peer network and the write batcher. The gRPC services are built on top of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
+
+use crate::batcher::Batcher;
+use crate::engine::SledEngine;
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::mvcc::TxnResult;
+use crate::network::{Network, PeerChannels};
+use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
+use crate::types::{NodeId, Raft, Write};
+
+/// Settings of a member.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This member's id.
+    pub id: NodeId,
+    /// The address peers and clients reach this member at.
+    pub addr: String,
+    /// Where the log, state and snapshot live.
+    pub data_dir: PathBuf,
+    /// Members of other clusters are refused.
+    pub cluster_id: String,
+    /// Leader heartbeat period.
+    pub heartbeat: Duration,
+    /// Election timeout range; a follower that hears nothing for a random time in it campaigns.
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so briefly lagging members need no snapshot.
+    pub keep_behind_snapshot: u64,
+    /// Revisions of history kept for watchers.
+    pub history_revisions: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for member `id` at `addr` with data in `data_dir`.
+    pub fn new(id: NodeId, addr: String, data_dir: PathBuf, cluster_id: String) -> Self {
+        Self {
+            id,
+            addr,
+            data_dir,
+            cluster_id,
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+            history_revisions: StateMachineConfig::default().history_revisions,
+        }
+    }
+}
+
+struct Inner {
+    config: NodeConfig,
+    raft: Raft,
+    sm: Arc<SmShared<SledEngine>>,
+    batcher: Batcher,
+    channels: PeerChannels,
+}
+
+/// A running member; cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+/// Error opening a member.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The Raft settings are inconsistent.
+    #[error("invalid raft settings: {0}")]
+    Config(#[source] openraft::ConfigError),
+    /// The data directory could not be opened.
+    #[error("opening {path}: {source}")]
+    Storage {
+        /// What was being opened.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: crate::engine::EngineError,
+    },
+    /// openraft refused to start.
+    #[error("starting raft: {0}")]
+    Raft(#[source] openraft::error::Fatal<NodeId>),
+}
+
+impl RaftNode {
+    /// Open the member's data and start Raft. The gRPC server is started by the caller.
+    pub async fn open(config: NodeConfig) -> std::result::Result<Self, OpenError> {
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_id.clone(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
+            snapshot_max_chunk_size: 1 << 20,
+            max_payload_entries: 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(OpenError::Config)?;
+
+        let open = |sub: &str| {
+            let path = config.data_dir.join(sub);
+            SledEngine::open(&path).map_err(|source| OpenError::Storage { path, source })
+        };
+        let log = LogStore::new(open("log")?);
+        let sm = StateMachineStore::open(
+            open("state")?,
+            config.data_dir.join("snapshot.bin"),
+            StateMachineConfig { history_revisions: config.history_revisions },
+        )
+        .map_err(|source| OpenError::Storage { path: config.data_dir.join("state"), source })?;
+        let shared = sm.shared();
+        let channels = PeerChannels::default();
+        let network = Network::new(config.cluster_id.clone(), channels.clone());
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await.map_err(OpenError::Raft)?;
+        let batcher = Batcher::start(raft.clone());
+        Ok(Self { inner: Arc::new(Inner { config, raft, sm: shared, batcher, channels }) })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.config.id
+    }
+
+    /// This member's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The openraft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The applied state, for local (stale) reads and watches.
+    pub fn state(&self) -> &Arc<SmShared<SledEngine>> {
+        &self.inner.sm
+    }
+
+    /// Channels to peers, shared with request forwarding.
+    pub fn channels(&self) -> &PeerChannels {
+        &self.inner.channels
+    }
+
+    /// The current leader's id and address, as this member knows it.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Whether the cluster has been initialised on this member's disk.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        self.inner.raft.is_initialized().await.map_err(StoreError::Fatal)
+    }
+
+    /// Initialise a new cluster with `members` as voters. Refused if this member has state.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<()> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+        self.inner.raft.initialize(nodes).await.map_err(|e| match e {
+            RaftError::APIError(e) => StoreError::Initialize(e),
+            RaftError::Fatal(f) => StoreError::Fatal(f),
+        })
+    }
+
+    /// Apply a write through Raft (leader only) and return its result.
+    pub async fn write(&self, write: Write) -> Result<TxnResult> {
+        self.inner.batcher.write(write).await
+    }
+
+    /// Wait until a read of the local state is linearizable (leader only).
+    pub async fn read_barrier(&self) -> Result<()> {
+        match self.inner.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(StoreError::NotLeader { leader: None }),
+            Err(RaftError::Fatal(f)) => Err(StoreError::Fatal(f)),
+        }
+    }
+
+    /// Add `id` at `addr` as a learner and wait until it has caught up.
+    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
+        self.inner.raft.add_learner(id, BasicNode::new(addr), true).await?;
+        Ok(())
+    }
+
+    /// Make learner `id` a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<()> {
+        self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await?;
+        Ok(())
+    }
+
+    /// Remove `id`, voter or learner, from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<()> {
+        let membership = self.inner.raft.metrics().borrow().membership_config.clone();
+        let m = membership.membership();
+        let change = if m.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if m.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(StoreError::UnknownMember(id));
+        };
+        self.inner.raft.change_membership(change, false).await?;
+        Ok(())
+    }
+
+    /// Stop Raft on this member.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
