@@ -1,5 +1,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["skiff/v1/kv.proto", "skiff/v1/cluster.proto", "skiff/v1/raft.proto"];
+    let protos = [
+        "skiff/v1/kv.proto",
+        "skiff/v1/cluster.proto",
+        "skiff/v1/raft.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -82,12 +82,18 @@ pub enum BootstrapError {
 
 /// Check an address flag and resolve it.
 pub fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, BootstrapError> {
-    let bad = |reason: &str| BootstrapError::BadAddress { field: field.into(), value: value.into(), reason: reason.into() };
+    let bad = |reason: &str| BootstrapError::BadAddress {
+        field: field.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
     let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    let port: u16 = port.parse().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (host, port)
         .to_socket_addrs()
@@ -100,17 +106,22 @@ pub fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, BootstrapError
 pub fn parse_initial_cluster(value: &str) -> Result<BTreeMap<NodeId, String>, BootstrapError> {
     let mut members = BTreeMap::new();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').ok_or_else(|| BootstrapError::BadInitialCluster(format!("{part:?} has no '='")))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .map_err(|_| BootstrapError::BadInitialCluster(format!("member id {id:?} is not a positive integer")))?;
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| BootstrapError::BadInitialCluster(format!("{part:?} has no '='")))?;
+        let id: NodeId = id.trim().parse().map_err(|_| {
+            BootstrapError::BadInitialCluster(format!("member id {id:?} is not a positive integer"))
+        })?;
         if id == 0 {
-            return Err(BootstrapError::BadInitialCluster("member ids start at 1".into()));
+            return Err(BootstrapError::BadInitialCluster(
+                "member ids start at 1".into(),
+            ));
         }
         parse_addr(&format!("--initial-cluster member {id}"), addr.trim())?;
         if members.insert(id, addr.trim().to_string()).is_some() {
-            return Err(BootstrapError::BadInitialCluster(format!("member {id} is listed twice")));
+            return Err(BootstrapError::BadInitialCluster(format!(
+                "member {id} is listed twice"
+            )));
         }
     }
     if members.is_empty() {
@@ -150,28 +161,51 @@ pub enum DataDir {
 
 /// Claim `dir` for `cluster_id` and member `id`, or check an earlier claim.
 pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDir, BootstrapError> {
-    let io_err = |source| BootstrapError::Io { dir: dir.to_path_buf(), source };
+    let io_err = |source| BootstrapError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let path = dir.join("member.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let meta: MemberMeta = serde_json::from_slice(&bytes).map_err(|source| BootstrapError::CorruptMeta { path: path.clone(), source })?;
+            let meta: MemberMeta =
+                serde_json::from_slice(&bytes).map_err(|source| BootstrapError::CorruptMeta {
+                    path: path.clone(),
+                    source,
+                })?;
             if meta.cluster_id != cluster_id {
-                return Err(BootstrapError::ForeignCluster { dir: dir.into(), found: meta.cluster_id, expected: cluster_id.into() });
+                return Err(BootstrapError::ForeignCluster {
+                    dir: dir.into(),
+                    found: meta.cluster_id,
+                    expected: cluster_id.into(),
+                });
             }
             if meta.member_id != id {
-                return Err(BootstrapError::ForeignMember { dir: dir.into(), found: meta.member_id, expected: id });
+                return Err(BootstrapError::ForeignMember {
+                    dir: dir.into(),
+                    found: meta.member_id,
+                    expected: id,
+                });
             }
             Ok(DataDir::Existing)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(io_err)?;
-            let meta = MemberMeta { cluster_id: cluster_id.into(), member_id: id };
+            let meta = MemberMeta {
+                cluster_id: cluster_id.into(),
+                member_id: id,
+            };
             let tmp = dir.join("member.json.tmp");
-            let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| io_err(io::Error::other(e)))?;
+            let bytes =
+                serde_json::to_vec_pretty(&meta).map_err(|e| io_err(io::Error::other(e)))?;
             std::fs::write(&tmp, bytes).map_err(io_err)?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err)?;
             std::fs::rename(&tmp, &path).map_err(io_err)?;
-            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err)?;
             Ok(DataDir::Fresh)
         }
         Err(e) => Err(io_err(e)),
@@ -179,12 +213,18 @@ pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDi
 }
 
 /// Initialise the cluster if this member should and nobody has yet. Returns whether it did.
-pub async fn initialize_once(node: &RaftNode, members: &BTreeMap<NodeId, String>) -> Result<bool, skiff_raft::StoreError> {
+pub async fn initialize_once(
+    node: &RaftNode,
+    members: &BTreeMap<NodeId, String>,
+) -> Result<bool, skiff_raft::StoreError> {
     if node.is_initialized().await? {
         return Ok(false);
     }
     if members.keys().next() != Some(&node.id()) {
-        tracing::info!("waiting for member {} to initialise the cluster", members.keys().next().copied().unwrap_or(0));
+        tracing::info!(
+            "waiting for member {} to initialise the cluster",
+            members.keys().next().copied().unwrap_or(0)
+        );
         return Ok(false);
     }
     for (id, addr) in members {
@@ -223,18 +263,39 @@ mod tests {
     fn initial_cluster_parses_and_rejects_bad_input() {
         let m = parse_initial_cluster("1=127.0.0.1:7401, 2=127.0.0.1:7402").unwrap();
         assert_eq!(m.len(), 2);
-        assert!(parse_initial_cluster("1=127.0.0.1").unwrap_err().to_string().contains("no port"));
-        assert!(parse_initial_cluster("x=127.0.0.1:1").unwrap_err().to_string().contains("not a positive integer"));
-        assert!(parse_initial_cluster("1=a:1,1=b:2").unwrap_err().to_string().contains("twice"));
-        assert!(parse_addr("--listen", "127.0.0.1:99999").unwrap_err().to_string().contains("--listen"));
+        assert!(parse_initial_cluster("1=127.0.0.1")
+            .unwrap_err()
+            .to_string()
+            .contains("no port"));
+        assert!(parse_initial_cluster("x=127.0.0.1:1")
+            .unwrap_err()
+            .to_string()
+            .contains("not a positive integer"));
+        assert!(parse_initial_cluster("1=a:1,1=b:2")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(parse_addr("--listen", "127.0.0.1:99999")
+            .unwrap_err()
+            .to_string()
+            .contains("--listen"));
     }
 
     #[test]
     fn data_dir_of_another_cluster_or_member_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(claim_data_dir(dir.path(), "a", 1).unwrap(), DataDir::Fresh);
-        assert_eq!(claim_data_dir(dir.path(), "a", 1).unwrap(), DataDir::Existing);
-        assert!(matches!(claim_data_dir(dir.path(), "b", 1), Err(BootstrapError::ForeignCluster { .. })));
-        assert!(matches!(claim_data_dir(dir.path(), "a", 2), Err(BootstrapError::ForeignMember { .. })));
+        assert_eq!(
+            claim_data_dir(dir.path(), "a", 1).unwrap(),
+            DataDir::Existing
+        );
+        assert!(matches!(
+            claim_data_dir(dir.path(), "b", 1),
+            Err(BootstrapError::ForeignCluster { .. })
+        ));
+        assert!(matches!(
+            claim_data_dir(dir.path(), "a", 2),
+            Err(BootstrapError::ForeignMember { .. })
+        ));
     }
 }

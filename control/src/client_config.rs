@@ -58,22 +58,40 @@ pub enum ConfigError {
 impl ClientConfig {
     /// A file with one context.
     pub fn single(name: &str, endpoints: Vec<String>) -> Self {
-        Self { current_context: name.into(), contexts: vec![Context { name: name.into(), endpoints }] }
+        Self {
+            current_context: name.into(),
+            contexts: vec![Context {
+                name: name.into(),
+                endpoints,
+            }],
+        }
     }
 
     /// Read `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Write `path`.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io { path: path.into(), source };
+        let io = |source| ConfigError::Io {
+            path: path.into(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
         std::fs::write(path, bytes).map_err(io)
     }
 
@@ -83,6 +101,9 @@ impl ClientConfig {
         self.contexts
             .iter()
             .find(|c| c.name == name)
-            .ok_or_else(|| ConfigError::NoContext { name: name.into(), path: path.into() })
+            .ok_or_else(|| ConfigError::NoContext {
+                name: name.into(),
+                path: path.into(),
+            })
     }
 }

@@ -15,10 +15,17 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serve `node` on `listener` until `shutdown` resolves.
-pub async fn serve(node: RaftNode, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
-    let raft = RaftServer::new(RaftService::new(node.raft().clone(), node.config().cluster_id.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+pub async fn serve(
+    node: RaftNode,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let raft = RaftServer::new(RaftService::new(
+        node.raft().clone(),
+        node.config().cluster_id.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let kv = KvServer::new(KvService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

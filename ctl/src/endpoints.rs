@@ -18,7 +18,11 @@ fn default_config() -> Option<PathBuf> {
 }
 
 /// The endpoints to use.
-pub fn resolve(flag: &[String], config: Option<&Path>, context: Option<&str>) -> anyhow::Result<Vec<String>> {
+pub fn resolve(
+    flag: &[String],
+    config: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     if !flag.is_empty() {
         return Ok(flag.to_vec());
     }

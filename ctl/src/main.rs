@@ -6,7 +6,11 @@ mod endpoints;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skiffctl", version, about = "Command-line client for Skiff clusters")]
+#[command(
+    name = "skiffctl",
+    version,
+    about = "Command-line client for Skiff clusters"
+)]
 struct Cli {
     /// Control node addresses (host:port,...); overrides the config file.
     #[arg(long, global = true, env = "SKIFF_ENDPOINTS", value_delimiter = ',')]
@@ -33,9 +37,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -43,7 +55,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let endpoints = endpoints::resolve(&cli.endpoints, cli.config.as_deref(), cli.context.as_deref())?;
+        let endpoints = endpoints::resolve(
+            &cli.endpoints,
+            cli.config.as_deref(),
+            cli.context.as_deref(),
+        )?;
         let client = skiff_proto::Client::new(&endpoints)?;
         match cli.command {
             Command::Kv(c) => cmd::kv::run(&client, c).await,

@@ -66,11 +66,17 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// How long a call keeps trying other endpoints before giving up.
     pub call_deadline: Duration,
+    /// Start at a random endpoint (spreads load); otherwise at the first.
+    pub random_start: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { attempt_timeout: Duration::from_secs(5), call_deadline: Duration::from_secs(15) }
+        Self {
+            attempt_timeout: Duration::from_secs(5),
+            call_deadline: Duration::from_secs(15),
+            random_start: true,
+        }
     }
 }
 
@@ -119,12 +125,24 @@ impl Client {
         }
         let mut channels = Vec::with_capacity(endpoints.len());
         for addr in endpoints {
-            let ch = transport::channel(addr).map_err(|source| ClientError::BadEndpoint { addr: addr.clone(), source })?;
+            let ch = transport::channel(addr).map_err(|source| ClientError::BadEndpoint {
+                addr: addr.clone(),
+                source,
+            })?;
             channels.push(ch);
         }
-        let start = rand::thread_rng().gen_range(0..endpoints.len());
+        let start = if config.random_start {
+            rand::thread_rng().gen_range(0..endpoints.len())
+        } else {
+            0
+        };
         Ok(Self {
-            inner: Arc::new(Inner { addrs: endpoints.to_vec(), channels, preferred: AtomicUsize::new(start), config }),
+            inner: Arc::new(Inner {
+                addrs: endpoints.to_vec(),
+                channels,
+                preferred: AtomicUsize::new(start),
+                config,
+            }),
         })
     }
 
@@ -134,11 +152,15 @@ impl Client {
     }
 
     fn kv(ch: Channel) -> KvClient<Channel> {
-        KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+        KvClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     fn cluster(ch: Channel) -> ClusterClient<Channel> {
-        ClusterClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+        ClusterClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Run `f` against the preferred endpoint, failing over until the call deadline.
@@ -153,24 +175,42 @@ impl Client {
         let mut tries_since_sleep = 0;
         loop {
             let i = self.inner.preferred.load(Ordering::Relaxed) % n;
-            let attempt = tokio::time::timeout(self.inner.config.attempt_timeout, f(self.inner.channels[i].clone())).await;
+            let attempt = tokio::time::timeout(
+                self.inner.config.attempt_timeout,
+                f(self.inner.channels[i].clone()),
+            )
+            .await;
             let status = match attempt {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(s)) => s,
-                Err(_) => Status::deadline_exceeded(format!("{} did not answer in time", self.inner.addrs[i])),
+                Err(_) => Status::deadline_exceeded(format!(
+                    "{} did not answer in time",
+                    self.inner.addrs[i]
+                )),
             };
             if !is_retryable(&status) {
                 return Err(ClientError::Rejected(status));
             }
             let waited = started.elapsed();
             if waited >= self.inner.config.call_deadline {
-                return Err(ClientError::Unavailable { waited, last: status });
+                return Err(ClientError::Unavailable {
+                    waited,
+                    last: status,
+                });
             }
             tracing::debug!(endpoint = %self.inner.addrs[i], error = %status, "retrying on another endpoint");
-            let _ = self.inner.preferred.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = self.inner.preferred.compare_exchange(
+                i,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             tries_since_sleep += 1;
             // Try every endpoint once quickly, then back off before the next round.
-            if tries_since_sleep >= n || status.code() == tonic::Code::Unavailable && status.message().contains("no leader") {
+            if tries_since_sleep >= n
+                || status.code() == tonic::Code::Unavailable
+                    && status.message().contains("no leader")
+            {
                 tries_since_sleep = 0;
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -180,7 +220,11 @@ impl Client {
 
     /// Read one key; linearizable unless `stale`.
     pub async fn get(&self, key: impl Into<Vec<u8>>, stale: bool) -> Result<Option<pb::KeyValue>> {
-        let req = pb::RangeRequest { key: key.into(), stale, ..Default::default() };
+        let req = pb::RangeRequest {
+            key: key.into(),
+            stale,
+            ..Default::default()
+        };
         Ok(self.range(req).await?.kvs.into_iter().next())
     }
 
@@ -194,8 +238,16 @@ impl Client {
     }
 
     /// Set a key.
-    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<pb::PutResponse> {
-        let req = pb::PutRequest { key: key.into(), value: value.into(), request_id: new_request_id() };
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<pb::PutResponse> {
+        let req = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            request_id: new_request_id(),
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).put(req).await }
@@ -204,8 +256,16 @@ impl Client {
     }
 
     /// Remove a key, or every key with the prefix.
-    pub async fn delete(&self, key: impl Into<Vec<u8>>, prefix: bool) -> Result<pb::DeleteResponse> {
-        let req = pb::DeleteRequest { key: key.into(), prefix, request_id: new_request_id() };
+    pub async fn delete(
+        &self,
+        key: impl Into<Vec<u8>>,
+        prefix: bool,
+    ) -> Result<pb::DeleteResponse> {
+        let req = pb::DeleteRequest {
+            key: key.into(),
+            prefix,
+            request_id: new_request_id(),
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).delete(req).await }
@@ -227,7 +287,8 @@ impl Client {
 
     /// Status of whichever member answers.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
-        self.call(|ch| async move { Self::kv(ch).status(pb::StatusRequest {}).await }).await
+        self.call(|ch| async move { Self::kv(ch).status(pb::StatusRequest {}).await })
+            .await
     }
 
     /// Status of the member at `addr`, without fail-over.
@@ -238,17 +299,34 @@ impl Client {
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("{addr}: {e}")))?;
-        Ok(Self::kv(ch).status(pb::StatusRequest {}).await?.into_inner())
+        Ok(Self::kv(ch)
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// The members of the Raft group.
     pub async fn members(&self) -> Result<pb::MemberListResponse> {
-        self.call(|ch| async move { Self::cluster(ch).member_list(pb::MemberListRequest {}).await }).await
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .member_list(pb::MemberListRequest {})
+                .await
+        })
+        .await
     }
 
     /// Add a member as a learner, wait for it to catch up, and make it a voter if `promote`.
-    pub async fn member_add(&self, id: u64, addr: &str, promote: bool) -> Result<pb::MemberListResponse> {
-        let req = pb::MemberAddRequest { id, addr: addr.to_string(), promote };
+    pub async fn member_add(
+        &self,
+        id: u64,
+        addr: &str,
+        promote: bool,
+    ) -> Result<pb::MemberListResponse> {
+        let req = pb::MemberAddRequest {
+            id,
+            addr: addr.to_string(),
+            promote,
+        };
         self.call(|ch| {
             let req = req.clone();
             async move { Self::cluster(ch).member_add(req).await }
@@ -258,19 +336,34 @@ impl Client {
 
     /// Make a learner a voter.
     pub async fn member_promote(&self, id: u64) -> Result<pb::MemberListResponse> {
-        self.call(|ch| async move { Self::cluster(ch).member_promote(pb::MemberPromoteRequest { id }).await }).await
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .member_promote(pb::MemberPromoteRequest { id })
+                .await
+        })
+        .await
     }
 
     /// Remove a member.
     pub async fn member_remove(&self, id: u64) -> Result<pb::MemberListResponse> {
-        self.call(|ch| async move { Self::cluster(ch).member_remove(pb::MemberRemoveRequest { id }).await }).await
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .member_remove(pb::MemberRemoveRequest { id })
+                .await
+        })
+        .await
     }
 
     /// Watch `key` (or the prefix) from `start_revision` (0 = now). The watch survives the
     /// loss of the member serving it: it resumes on another from the next revision, so events
     /// arrive once each and in order. It ends with [`ClientError::Expired`] if the history it
     /// needs is gone.
-    pub fn watch(&self, key: impl Into<Vec<u8>>, prefix: bool, start_revision: u64) -> mpsc::Receiver<Result<WatchEvent>> {
+    pub fn watch(
+        &self,
+        key: impl Into<Vec<u8>>,
+        prefix: bool,
+        start_revision: u64,
+    ) -> mpsc::Receiver<Result<WatchEvent>> {
         let (tx, rx) = mpsc::channel(256);
         let client = self.clone();
         let key = key.into();
@@ -278,14 +371,25 @@ impl Client {
         rx
     }
 
-    async fn watch_loop(&self, key: Vec<u8>, prefix: bool, start: u64, tx: mpsc::Sender<Result<WatchEvent>>) {
+    async fn watch_loop(
+        &self,
+        key: Vec<u8>,
+        prefix: bool,
+        start: u64,
+        tx: mpsc::Sender<Result<WatchEvent>>,
+    ) {
         let n = self.inner.channels.len();
         // `next` is the first revision not yet delivered; 0 until we know where "now" is.
         let mut next = start;
         let mut backoff = Duration::from_millis(100);
         loop {
             let i = self.inner.preferred.load(Ordering::Relaxed) % n;
-            let req = pb::WatchRequest { key: key.clone(), prefix, start_revision: next, progress_interval_ms: 0 };
+            let req = pb::WatchRequest {
+                key: key.clone(),
+                prefix,
+                start_revision: next,
+                progress_interval_ms: 0,
+            };
             let result = Self::kv(self.inner.channels[i].clone()).watch(req).await;
             let mut stream = match result {
                 Ok(s) => s.into_inner(),
@@ -298,7 +402,12 @@ impl Client {
                         let _ = tx.send(Err(ClientError::Rejected(s))).await;
                         return;
                     }
-                    let _ = self.inner.preferred.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = self.inner.preferred.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
@@ -340,7 +449,12 @@ impl Client {
                     }
                 }
             }
-            let _ = self.inner.preferred.compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = self.inner.preferred.compare_exchange(
+                i,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }

@@ -37,7 +37,10 @@ pub fn unavailable(reason: impl std::fmt::Display) -> Status {
 
 /// Whether a client may retry after this status, on this or another endpoint.
 pub fn is_retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
 }
 
 /// If `s` is an `EXPIRED` status, the compacted revision it names.

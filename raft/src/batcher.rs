@@ -17,7 +17,7 @@ use crate::types::{Raft, Request, Write};
 /// Most writes coalesced into one entry.
 const MAX_WRITES_PER_ENTRY: usize = 1024;
 /// Payload bytes above which an entry takes no more writes (a single larger write still goes).
-const MAX_ENTRY_BYTES: usize = 1 << 20;
+const MAX_ENTRY_BYTES: usize = 256 << 10;
 /// Proposals in flight at once.
 const MAX_IN_FLIGHT: usize = 4;
 
@@ -43,20 +43,28 @@ impl Batcher {
     /// Propose `write` and wait for its result.
     pub async fn write(&self, write: Write) -> Result<TxnResult> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Pending { write, reply }).await.map_err(|_| StoreError::Stopped)?;
+        self.tx
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let first = match carry.take() {
             Some(p) => p,
             None => match rx.recv().await {
@@ -82,8 +90,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.write, p.reply)).unzip();
-            let request = Request { time_ms: now_ms(), writes };
+            let (writes, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.write, p.reply)).unzip();
+            let request = Request {
+                time_ms: now_ms(),
+                writes,
+            };
             match raft.client_write(request).await {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
@@ -107,7 +119,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
 /// Every caller of a failed batch gets the same error.
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
-        StoreError::NotLeader { leader } => StoreError::NotLeader { leader: leader.clone() },
+        StoreError::NotLeader { leader } => StoreError::NotLeader {
+            leader: leader.clone(),
+        },
         StoreError::Fatal(f) => StoreError::Fatal(f.clone()),
         StoreError::Membership(m) => StoreError::Membership(m.clone()),
         _ => StoreError::Stopped,

@@ -42,9 +42,13 @@ impl From<openraft::error::RaftError<NodeId, ClientWriteError<NodeId, BasicNode>
     fn from(e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
         match e {
             openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) }
+                StoreError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                }
             }
-            openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => StoreError::Membership(c),
+            openraft::error::RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                StoreError::Membership(c)
+            }
             openraft::error::RaftError::Fatal(f) => StoreError::Fatal(f),
         }
     }

@@ -55,7 +55,10 @@ impl SpaceKey for (u64, u32) {
         if bytes.len() != 12 {
             return None;
         }
-        Some((u64::decode(&bytes[..8])?, u32::from_be_bytes(bytes[8..].try_into().ok()?)))
+        Some((
+            u64::decode(&bytes[..8])?,
+            u32::from_be_bytes(bytes[8..].try_into().ok()?),
+        ))
     }
 }
 
@@ -92,7 +95,10 @@ pub trait KeySpace {
 }
 
 fn decode_value<KS: KeySpace>(bytes: &[u8]) -> Result<KS::Value> {
-    bincode::deserialize(bytes).map_err(|source| EngineError::Decode { space: KS::NAME, source })
+    bincode::deserialize(bytes).map_err(|source| EngineError::Decode {
+        space: KS::NAME,
+        source,
+    })
 }
 
 fn encode_value<KS: KeySpace>(value: &KS::Value) -> Vec<u8> {
@@ -114,7 +120,10 @@ fn map_bound<KS: KeySpace>(b: Bound<&KS::Key>) -> Bound<Vec<u8>> {
     }
 }
 
-fn space_bounds<KS: KeySpace>(start: Bound<&KS::Key>, end: Bound<&KS::Key>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+fn space_bounds<KS: KeySpace>(
+    start: Bound<&KS::Key>,
+    end: Bound<&KS::Key>,
+) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let start = match map_bound::<KS>(start) {
         Bound::Unbounded => Bound::Included(vec![KS::PREFIX]),
         b => b,
@@ -138,9 +147,17 @@ pub trait TypedRead {
         limit: usize,
     ) -> Result<Vec<(KS::Key, KS::Value)>>;
     /// Keys of `KS` whose encoded key starts with `prefix` (bytes after the space prefix).
-    fn scan_prefix_in<KS: KeySpace>(&self, prefix: &[u8], limit: usize) -> Result<Vec<(KS::Key, KS::Value)>>;
+    fn scan_prefix_in<KS: KeySpace>(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(KS::Key, KS::Value)>>;
     /// The greatest entry of `KS` in range.
-    fn last_in<KS: KeySpace>(&self, start: Bound<&KS::Key>, end: Bound<&KS::Key>) -> Result<Option<(KS::Key, KS::Value)>>;
+    fn last_in<KS: KeySpace>(
+        &self,
+        start: Bound<&KS::Key>,
+        end: Bound<&KS::Key>,
+    ) -> Result<Option<(KS::Key, KS::Value)>>;
 }
 
 fn decode_pairs<KS: KeySpace>(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(KS::Key, KS::Value)>> {
@@ -163,7 +180,9 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl<E: Engine + ?Sized> TypedRead for E {
     fn get_in<KS: KeySpace>(&self, key: &KS::Key) -> Result<Option<KS::Value>> {
-        self.get(&KS::raw_key(key))?.map(|v| decode_value::<KS>(&v)).transpose()
+        self.get(&KS::raw_key(key))?
+            .map(|v| decode_value::<KS>(&v))
+            .transpose()
     }
 
     fn scan_in<KS: KeySpace>(
@@ -176,7 +195,11 @@ impl<E: Engine + ?Sized> TypedRead for E {
         decode_pairs::<KS>(self.scan(s, e, limit)?)
     }
 
-    fn scan_prefix_in<KS: KeySpace>(&self, prefix: &[u8], limit: usize) -> Result<Vec<(KS::Key, KS::Value)>> {
+    fn scan_prefix_in<KS: KeySpace>(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(KS::Key, KS::Value)>> {
         let mut start = vec![KS::PREFIX];
         start.extend_from_slice(prefix);
         let end = match prefix_end(&start) {
@@ -186,7 +209,11 @@ impl<E: Engine + ?Sized> TypedRead for E {
         decode_pairs::<KS>(self.scan(Bound::Included(start), end, limit)?)
     }
 
-    fn last_in<KS: KeySpace>(&self, start: Bound<&KS::Key>, end: Bound<&KS::Key>) -> Result<Option<(KS::Key, KS::Value)>> {
+    fn last_in<KS: KeySpace>(
+        &self,
+        start: Bound<&KS::Key>,
+        end: Bound<&KS::Key>,
+    ) -> Result<Option<(KS::Key, KS::Value)>> {
         let (s, e) = space_bounds::<KS>(start, end);
         match self.last(s, e)? {
             Some((k, v)) => Ok(Some((decode_key::<KS>(&k)?, decode_value::<KS>(&v)?))),

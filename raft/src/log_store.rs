@@ -73,7 +73,10 @@ pub struct LogStore<E: Engine> {
 
 impl<E: Engine> Clone for LogStore<E> {
     fn clone(&self) -> Self {
-        Self { engine: self.engine.clone(), flusher: self.flusher.clone() }
+        Self {
+            engine: self.engine.clone(),
+            flusher: self.flusher.clone(),
+        }
     }
 }
 
@@ -87,7 +90,10 @@ impl<E: Engine> LogStore<E> {
             .name("raft-log-flush".into())
             .spawn(move || flush_loop(flush_engine, rx))
             .expect("spawning the log flusher thread");
-        Self { engine, flusher: tx }
+        Self {
+            engine,
+            flusher: tx,
+        }
     }
 }
 
@@ -129,7 +135,10 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
             .last_in::<LogEntries>(Bound::Unbounded, Bound::Unbounded)
             .map_err(read_err)?
             .map(|(_, e)| e.log_id);
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -139,8 +148,12 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
         b.put::<VoteSpace>(&ONLY, vote);
-        self.engine.write(b).map_err(|e| write_err(ErrorSubject::Vote, e))?;
-        self.engine.sync().map_err(|e| write_err(ErrorSubject::Vote, e))
+        self.engine
+            .write(b)
+            .map_err(|e| write_err(ErrorSubject::Vote, e))?;
+        self.engine
+            .sync()
+            .map_err(|e| write_err(ErrorSubject::Vote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -152,14 +165,24 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         // own last-applied id, which is always safe.
         let mut b = WriteBatch::default();
         b.put::<CommittedSpace>(&ONLY, &committed);
-        self.engine.write(b).map_err(|e| write_err(ErrorSubject::Store, e))
+        self.engine
+            .write(b)
+            .map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.engine.get_in::<CommittedSpace>(&ONLY).map_err(read_err)?.flatten())
+        Ok(self
+            .engine
+            .get_in::<CommittedSpace>(&ONLY)
+            .map_err(read_err)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -168,7 +191,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         for entry in entries {
             b.put::<LogEntries>(&entry.log_id.index, &entry);
         }
-        self.engine.write(b).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.engine
+            .write(b)
+            .map_err(|e| write_err(ErrorSubject::Logs, e))?;
         if cfg!(feature = "planted-bug-early-ack") {
             // Planted for the chaos suite: acknowledge before the data is durable.
             callback.log_io_completed(Ok(()));
@@ -189,7 +214,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         for (index, _) in doomed {
             b.delete::<LogEntries>(&index);
         }
-        self.engine.write(b).map_err(|e| write_err(ErrorSubject::Logs, e))
+        self.engine
+            .write(b)
+            .map_err(|e| write_err(ErrorSubject::Logs, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -202,6 +229,8 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         for (index, _) in doomed {
             b.delete::<LogEntries>(&index);
         }
-        self.engine.write(b).map_err(|e| write_err(ErrorSubject::Logs, e))
+        self.engine
+            .write(b)
+            .map_err(|e| write_err(ErrorSubject::Logs, e))
     }
 }

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Revision of the transaction that created the key (since its last deletion).
     pub create_revision: u64,
@@ -25,6 +27,7 @@ pub enum Compare {
     /// The key exists and was last modified at exactly this revision.
     ModRevision {
         /// Key checked.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Expected `mod_revision`; `0` means "the key is absent".
         revision: u64,
@@ -32,11 +35,13 @@ pub enum Compare {
     /// The key exists.
     Exists {
         /// Key checked.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// The key does not exist.
     Absent {
         /// Key checked.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
 }
@@ -47,23 +52,28 @@ pub enum Op {
     /// Set a key.
     Put {
         /// Key written.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// New value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove a key.
     Delete {
         /// Key removed.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Remove every key that starts with `prefix`.
     DeletePrefix {
         /// Prefix removed.
+        #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
     /// Read a key as of the transaction (used by failure branches to report the current value).
     Get {
         /// Key read.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
 }
@@ -82,15 +92,29 @@ pub struct Txn {
 impl Txn {
     /// A plain put, as a transaction without compares.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Self { success: vec![Op::Put { key: key.into(), value: value.into() }], ..Default::default() }
+        Self {
+            success: vec![Op::Put {
+                key: key.into(),
+                value: value.into(),
+            }],
+            ..Default::default()
+        }
     }
     /// A plain delete.
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
-        Self { success: vec![Op::Delete { key: key.into() }], ..Default::default() }
+        Self {
+            success: vec![Op::Delete { key: key.into() }],
+            ..Default::default()
+        }
     }
     /// A plain prefix delete.
     pub fn delete_prefix(prefix: impl Into<Vec<u8>>) -> Self {
-        Self { success: vec![Op::DeletePrefix { prefix: prefix.into() }], ..Default::default() }
+        Self {
+            success: vec![Op::DeletePrefix {
+                prefix: prefix.into(),
+            }],
+            ..Default::default()
+        }
     }
     /// Bytes of keys and values this transaction carries; bounds Raft entry sizes.
     pub fn payload_len(&self) -> usize {
@@ -100,7 +124,9 @@ impl Txn {
             Op::DeletePrefix { prefix } => prefix.len(),
         };
         let cmp_len = |c: &Compare| match c {
-            Compare::ModRevision { key, .. } | Compare::Exists { key } | Compare::Absent { key } => key.len() + 8,
+            Compare::ModRevision { key, .. }
+            | Compare::Exists { key }
+            | Compare::Absent { key } => key.len() + 8,
         };
         self.compares.iter().map(cmp_len).sum::<usize>()
             + self.success.iter().map(op_len).sum::<usize>()

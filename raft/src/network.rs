@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -50,7 +52,10 @@ pub struct Network {
 impl Network {
     /// A network for the cluster `cluster_id`, using `channels`.
     pub fn new(cluster_id: String, channels: PeerChannels) -> Self {
-        Self { cluster_id, channels }
+        Self {
+            cluster_id,
+            channels,
+        }
     }
 }
 
@@ -80,18 +85,26 @@ pub struct PeerClient {
 struct Msg(String);
 
 impl PeerClient {
-    async fn send<Req, Resp, E>(&mut self, kind: RpcKind, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    async fn send<Req, Resp, E>(
+        &mut self,
+        kind: RpcKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let channel = self
-            .channel
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {e}", self.addr)))))?;
-        let payload = bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let request = RaftRequest { cluster_id: self.cluster_id.clone(), payload };
+        let channel = self.channel.clone().map_err(|e| {
+            RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {e}", self.addr))))
+        })?;
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = RaftRequest {
+            cluster_id: self.cluster_id.clone(),
+            payload,
+        };
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -105,15 +118,28 @@ impl PeerClient {
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {}", self.addr, status.message())))))
+                return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
+                    "{}: {}",
+                    self.addr,
+                    status.message()
+                )))))
             }
             Ok(Err(status)) => {
-                return Err(RPCError::Network(NetworkError::new(&Msg(format!("{}: {}", self.addr, status.message())))))
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "{}: {}",
+                    self.addr,
+                    status.message()
+                )))))
             }
-            Err(_) => return Err(RPCError::Network(NetworkError::new(&Msg(format!("{}: timed out", self.addr))))),
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "{}: timed out",
+                    self.addr
+                )))))
+            }
         };
-        let result: Result<Resp, E> =
-            bincode::deserialize(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, E> = bincode::deserialize(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -138,7 +164,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.send(RpcKind::Snapshot, &rpc, &option).await
     }
 

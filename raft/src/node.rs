@@ -49,8 +49,8 @@ impl NodeConfig {
             addr,
             data_dir,
             cluster_id,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
             snapshot_every: 10_000,
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
@@ -104,7 +104,7 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
             snapshot_max_chunk_size: 1 << 20,
-            max_payload_entries: 1024,
+            max_payload_entries: 256,
             ..Default::default()
         }
         .validate()
@@ -118,15 +118,30 @@ impl RaftNode {
         let sm = StateMachineStore::open(
             open("state")?,
             config.data_dir.join("snapshot.bin"),
-            StateMachineConfig { history_revisions: config.history_revisions },
+            StateMachineConfig {
+                history_revisions: config.history_revisions,
+            },
         )
-        .map_err(|source| OpenError::Storage { path: config.data_dir.join("state"), source })?;
+        .map_err(|source| OpenError::Storage {
+            path: config.data_dir.join("state"),
+            source,
+        })?;
         let shared = sm.shared();
         let channels = PeerChannels::default();
         let network = Network::new(config.cluster_id.clone(), channels.clone());
-        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm).await.map_err(OpenError::Raft)?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
+            .await
+            .map_err(OpenError::Raft)?;
         let batcher = Batcher::start(raft.clone());
-        Ok(Self { inner: Arc::new(Inner { config, raft, sm: shared, batcher, channels }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                sm: shared,
+                batcher,
+                channels,
+            }),
+        })
     }
 
     /// This member's id.
@@ -165,16 +180,27 @@ impl RaftNode {
 
     /// Whether the cluster has been initialised on this member's disk.
     pub async fn is_initialized(&self) -> Result<bool> {
-        self.inner.raft.is_initialized().await.map_err(StoreError::Fatal)
+        self.inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(StoreError::Fatal)
     }
 
     /// Initialise a new cluster with `members` as voters. Refused if this member has state.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<()> {
-        let nodes: BTreeMap<NodeId, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
-        self.inner.raft.initialize(nodes).await.map_err(|e| match e {
-            RaftError::APIError(e) => StoreError::Initialize(e),
-            RaftError::Fatal(f) => StoreError::Fatal(f),
-        })
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        self.inner
+            .raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(e) => StoreError::Initialize(e),
+                RaftError::Fatal(f) => StoreError::Fatal(f),
+            })
     }
 
     /// Apply a write through Raft (leader only) and return its result.
@@ -187,22 +213,32 @@ impl RaftNode {
         match self.inner.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+                Err(StoreError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(StoreError::NotLeader { leader: None }),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(StoreError::NotLeader { leader: None })
+            }
             Err(RaftError::Fatal(f)) => Err(StoreError::Fatal(f)),
         }
     }
 
     /// Add `id` at `addr` as a learner and wait until it has caught up.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
-        self.inner.raft.add_learner(id, BasicNode::new(addr), true).await?;
+        self.inner
+            .raft
+            .add_learner(id, BasicNode::new(addr), true)
+            .await?;
         Ok(())
     }
 
     /// Make learner `id` a voter.
     pub async fn promote(&self, id: NodeId) -> Result<()> {
-        self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await?;
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await?;
         Ok(())
     }
 

@@ -26,8 +26,18 @@ pub async fn run(client: &Client, cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Status => status(client).await,
         ClusterCommand::Add { id, addr, learner } => {
             let r = client.member_add(id, &addr, !learner).await?;
-            println!("member {id} added at {addr} as {}", if learner { "learner" } else { "voter" });
-            println!("members: {}", r.members.iter().map(|m| m.id.to_string()).collect::<Vec<_>>().join(", "));
+            println!(
+                "member {id} added at {addr} as {}",
+                if learner { "learner" } else { "voter" }
+            );
+            println!(
+                "members: {}",
+                r.members
+                    .iter()
+                    .map(|m| m.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             Ok(())
         }
         ClusterCommand::Promote { id } => {
@@ -47,7 +57,11 @@ async fn status(client: &Client) -> anyhow::Result<()> {
     let list = client.members().await?;
     let leader_last = list.last_log_index;
     let mut cluster_id = String::new();
-    let mut rows = vec![["ID", "ADDRESS", "ROLE", "TERM", "REVISION", "APPLIED", "LAG"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "ID", "ADDRESS", "ROLE", "TERM", "REVISION", "APPLIED", "LAG", "SNAPSHOT",
+    ]
+    .map(String::from)
+    .to_vec()];
     for m in &list.members {
         let role = if m.id == list.leader {
             "leader"
@@ -67,6 +81,7 @@ async fn status(client: &Client) -> anyhow::Result<()> {
                     st.revision.to_string(),
                     st.applied_index.to_string(),
                     leader_last.saturating_sub(st.applied_index).to_string(),
+                    st.snapshot_index.to_string(),
                 ]);
             }
             Err(e) => rows.push(vec![
@@ -77,13 +92,23 @@ async fn status(client: &Client) -> anyhow::Result<()> {
                 "-".into(),
                 "-".into(),
                 "-".into(),
+                "-".into(),
             ]),
         }
     }
-    println!("cluster {cluster_id}, leader {}, term {}", list.leader, list.term);
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    println!(
+        "cluster {cluster_id}, leader {}, term {}",
+        list.leader, list.term
+    );
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         println!("{}", line.join("   ").trim_end());
     }
     Ok(())

@@ -63,12 +63,30 @@ fn kv_json(kv: &pb::KeyValue) -> serde_json::Value {
 
 pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
     match cmd {
-        KvCommand::Get { key, prefix, stale, limit, keys_only, json } => {
-            let r = client.range(pb::RangeRequest { key: key.into_bytes(), prefix, limit, stale, start_after: vec![] }).await?;
+        KvCommand::Get {
+            key,
+            prefix,
+            stale,
+            limit,
+            keys_only,
+            json,
+        } => {
+            let r = client
+                .range(pb::RangeRequest {
+                    key: key.into_bytes(),
+                    prefix,
+                    limit,
+                    stale,
+                    start_after: vec![],
+                })
+                .await?;
             if json {
                 let revision = r.header.as_ref().map(|h| h.revision).unwrap_or(0);
                 let kvs: Vec<_> = r.kvs.iter().map(kv_json).collect();
-                println!("{}", serde_json::json!({ "revision": revision, "kvs": kvs, "more": r.more }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "revision": revision, "kvs": kvs, "more": r.more })
+                );
                 return Ok(());
             }
             for kv in &r.kvs {
@@ -90,21 +108,38 @@ pub async fn run(client: &Client, cmd: KvCommand) -> anyhow::Result<()> {
                 value.into_bytes()
             };
             let r = client.put(key, value).await?;
-            println!("OK (revision {})", r.header.map(|h| h.revision).unwrap_or(0));
+            println!(
+                "OK (revision {})",
+                r.header.map(|h| h.revision).unwrap_or(0)
+            );
         }
         KvCommand::Del { key, prefix } => {
             let r = client.delete(key, prefix).await?;
             println!("{}", r.deleted);
         }
-        KvCommand::Watch { key, prefix, rev, progress } => {
+        KvCommand::Watch {
+            key,
+            prefix,
+            rev,
+            progress,
+        } => {
             let mut rx = client.watch(key, prefix, rev);
             while let Some(item) = rx.recv().await {
                 match item? {
                     WatchEvent::Events(events) => {
                         for ev in events {
-                            let kind = if ev.r#type == pb::event::EventType::Delete as i32 { "DELETE" } else { "PUT" };
+                            let kind = if ev.r#type == pb::event::EventType::Delete as i32 {
+                                "DELETE"
+                            } else {
+                                "PUT"
+                            };
                             let kv = ev.kv.unwrap_or_default();
-                            println!("{kind} {} {} (revision {})", text(&kv.key), text(&kv.value), kv.mod_revision);
+                            println!(
+                                "{kind} {} {} (revision {})",
+                                text(&kv.key),
+                                text(&kv.value),
+                                kv.mod_revision
+                            );
                         }
                     }
                     WatchEvent::Progress(r) if progress => println!("PROGRESS (revision {r})"),

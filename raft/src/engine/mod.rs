@@ -74,7 +74,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Read one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Keys in `[start, end)` order, at most `limit` of them (`0` = no limit).
-    fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> Result<Vec<RawEntry>>;
+    fn scan(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<RawEntry>>;
     /// The last key in range, if any.
     fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>>;
     /// Apply a batch atomically. Not yet durable: see [`Engine::sync`].

@@ -41,7 +41,10 @@ impl SledEngine {
             .map_err(backend)?;
         // Sled keeps its data in `<dir>/db`; fsync through our own handle reaches the same inode.
         let data_file = File::open(dir.join("db")).map_err(backend)?;
-        Ok(Self { tree, data_file: Arc::new(data_file) })
+        Ok(Self {
+            tree,
+            data_file: Arc::new(data_file),
+        })
     }
 }
 
@@ -50,7 +53,12 @@ impl Engine for SledEngine {
         Ok(self.tree.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>, limit: usize) -> Result<Vec<RawEntry>> {
+    fn scan(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<RawEntry>> {
         let mut out = Vec::new();
         for item in self.tree.range((start, end)) {
             let (k, v) = item.map_err(backend)?;

@@ -52,22 +52,32 @@ impl ClusterService {
 }
 
 fn check_addr(addr: &str) -> Result<(), Status> {
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| status::invalid("addr", format!("{addr:?} is not host:port")))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| status::invalid("addr", format!("{addr:?} is not host:port")))?;
     if host.is_empty() {
         return Err(status::invalid("addr", format!("{addr:?} has no host")));
     }
-    port.parse::<u16>().map_err(|_| status::invalid("addr", format!("{addr:?} has no valid port")))?;
+    port.parse::<u16>()
+        .map_err(|_| status::invalid("addr", format!("{addr:?} has no valid port")))?;
     Ok(())
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_list(&self, request: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let local = || async { Ok::<_, StoreError>(self.list()) };
         let remote = |ch| {
             let req = pb::MemberListRequest {};
-            async move { forward::cluster(ch).member_list(mark(Request::new(req))).await }
+            async move {
+                forward::cluster(ch)
+                    .member_list(mark(Request::new(req)))
+                    .await
+            }
         };
         match leader_call(&self.node, forwarded, local, remote).await {
             Ok(r) => Ok(Response::new(r)),
@@ -76,7 +86,10 @@ impl Cluster for ClusterService {
         }
     }
 
-    async fn member_add(&self, request: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         if req.id == 0 {
@@ -85,12 +98,22 @@ impl Cluster for ClusterService {
         check_addr(&req.addr)?;
         let span = tracing::info_span!("member_add", member = req.id, addr = %req.addr);
         let local = || async {
-            let known = self.node.raft().metrics().borrow().membership_config.membership().get_node(&req.id).cloned();
+            let known = self
+                .node
+                .raft()
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&req.id)
+                .cloned();
             match known {
                 Some(n) if n.addr != req.addr => {
-                    return Err(StoreError::Membership(openraft::error::ChangeMembershipError::LearnerNotFound(
-                        openraft::error::LearnerNotFound { node_id: req.id },
-                    )))
+                    return Err(StoreError::Membership(
+                        openraft::error::ChangeMembershipError::LearnerNotFound(
+                            openraft::error::LearnerNotFound { node_id: req.id },
+                        ),
+                    ))
                 }
                 _ => {}
             }
@@ -104,12 +127,22 @@ impl Cluster for ClusterService {
         };
         let remote = |ch| {
             let req = req.clone();
-            async move { forward::cluster(ch).member_add(mark(Request::new(req))).await }
+            async move {
+                forward::cluster(ch)
+                    .member_add(mark(Request::new(req)))
+                    .await
+            }
         };
-        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
-    async fn member_promote(&self, request: Request<pb::MemberPromoteRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let local = || async {
@@ -118,12 +151,21 @@ impl Cluster for ClusterService {
         };
         let remote = |ch| {
             let req = req.clone();
-            async move { forward::cluster(ch).member_promote(mark(Request::new(req))).await }
+            async move {
+                forward::cluster(ch)
+                    .member_promote(mark(Request::new(req)))
+                    .await
+            }
         };
-        leader_call(&self.node, forwarded, local, remote).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .await
+            .map(Response::new)
     }
 
-    async fn member_remove(&self, request: Request<pb::MemberRemoveRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let span = tracing::info_span!("member_remove", member = req.id);
@@ -133,8 +175,15 @@ impl Cluster for ClusterService {
         };
         let remote = |ch| {
             let req = req.clone();
-            async move { forward::cluster(ch).member_remove(mark(Request::new(req))).await }
+            async move {
+                forward::cluster(ch)
+                    .member_remove(mark(Request::new(req)))
+                    .await
+            }
         };
-        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 }

@@ -39,7 +39,11 @@ pub fn request_id(field: &str, bytes: &[u8]) -> Result<RequestId, Status> {
     match bytes.len() {
         0 => Ok(rand::random::<u128>() | 1),
         16 => {
-            let id = u128::from_be_bytes(bytes.try_into().map_err(|_| status::invalid(field, "must be 16 bytes"))?);
+            let id = u128::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| status::invalid(field, "must be 16 bytes"))?,
+            );
             if id == 0 {
                 return Err(status::invalid(field, "must not be all zeros"));
             }
@@ -54,7 +58,10 @@ fn check_key(field: &str, key: &[u8]) -> Result<(), Status> {
         return Err(status::invalid(field, "must not be empty"));
     }
     if key.len() > 4096 {
-        return Err(status::invalid(field, format!("{} bytes is over the 4096-byte key limit", key.len())));
+        return Err(status::invalid(
+            field,
+            format!("{} bytes is over the 4096-byte key limit", key.len()),
+        ));
     }
     Ok(())
 }
@@ -73,7 +80,10 @@ pub fn put_op(field: &str, p: pb::PutRequest) -> Result<Op, Status> {
             ),
         ));
     }
-    Ok(Op::Put { key: p.key, value: p.value })
+    Ok(Op::Put {
+        key: p.key,
+        value: p.value,
+    })
 }
 
 /// Validate a delete and turn it into an operation.
@@ -81,7 +91,10 @@ pub fn delete_op(field: &str, d: pb::DeleteRequest) -> Result<Op, Status> {
     if d.prefix {
         // An empty prefix deletes everything, which is allowed only on purpose: "/" is the root.
         if d.key.is_empty() {
-            return Err(status::invalid(&format!("{field}.key"), "an empty prefix would delete every key"));
+            return Err(status::invalid(
+                &format!("{field}.key"),
+                "an empty prefix would delete every key",
+            ));
         }
         Ok(Op::DeletePrefix { prefix: d.key })
     } else {
@@ -96,7 +109,10 @@ fn txn_op(field: &str, op: pb::TxnOp) -> Result<Op, Status> {
         Some(pb::txn_op::Op::Delete(d)) => delete_op(&format!("{field}.delete"), d),
         Some(pb::txn_op::Op::Get(g)) => {
             if g.prefix {
-                return Err(status::invalid(&format!("{field}.get.prefix"), "a transaction reads single keys only"));
+                return Err(status::invalid(
+                    &format!("{field}.get.prefix"),
+                    "a transaction reads single keys only",
+                ));
             }
             check_key(&format!("{field}.get.key"), &g.key)?;
             Ok(Op::Get { key: g.key })
@@ -112,20 +128,38 @@ pub fn txn_from_pb(req: pb::TxnRequest) -> Result<Txn, Status> {
         let field = format!("compares[{i}]");
         check_key(&format!("{field}.key"), &c.key)?;
         let cmp = match pb::compare::Target::try_from(c.target) {
-            Ok(pb::compare::Target::ModRevision) => Compare::ModRevision { key: c.key, revision: c.mod_revision },
+            Ok(pb::compare::Target::ModRevision) => Compare::ModRevision {
+                key: c.key,
+                revision: c.mod_revision,
+            },
             Ok(pb::compare::Target::Exists) => Compare::Exists { key: c.key },
             Ok(pb::compare::Target::Absent) => Compare::Absent { key: c.key },
-            Err(_) => return Err(status::invalid(&format!("{field}.target"), format!("unknown target {}", c.target))),
+            Err(_) => {
+                return Err(status::invalid(
+                    &format!("{field}.target"),
+                    format!("unknown target {}", c.target),
+                ))
+            }
         };
         compares.push(cmp);
     }
     let ops = |name: &str, list: Vec<pb::TxnOp>| -> Result<Vec<Op>, Status> {
-        list.into_iter().enumerate().map(|(i, op)| txn_op(&format!("{name}[{i}]"), op)).collect()
+        list.into_iter()
+            .enumerate()
+            .map(|(i, op)| txn_op(&format!("{name}[{i}]"), op))
+            .collect()
     };
-    let txn = Txn { compares, success: ops("success", req.success)?, failure: ops("failure", req.failure)? };
+    let txn = Txn {
+        compares,
+        success: ops("success", req.success)?,
+        failure: ops("failure", req.failure)?,
+    };
     let total = txn.payload_len();
     if total > MAX_VALUE_BYTES + 64 * 1024 {
-        return Err(status::invalid("txn", format!("{total} bytes of keys and values is over the 1.5 MiB limit")));
+        return Err(status::invalid(
+            "txn",
+            format!("{total} bytes of keys and values is over the 1.5 MiB limit"),
+        ));
     }
     Ok(txn)
 }
@@ -137,7 +171,10 @@ pub fn txn_result_to_pb(r: TxnResult, header: pb::ResponseHeader) -> pb::TxnResp
         .into_iter()
         .map(|op| pb::TxnOpResponse {
             op: Some(match op {
-                OpResult::Put { prev } => pb::txn_op_response::Op::Put(pb::PutResponse { header: None, prev_kv: prev.map(kv_to_pb) }),
+                OpResult::Put { prev } => pb::txn_op_response::Op::Put(pb::PutResponse {
+                    header: None,
+                    prev_kv: prev.map(kv_to_pb),
+                }),
                 OpResult::Delete { prev } => pb::txn_op_response::Op::Delete(pb::DeleteResponse {
                     header: None,
                     deleted: prev.len() as u64,
@@ -151,16 +188,26 @@ pub fn txn_result_to_pb(r: TxnResult, header: pb::ResponseHeader) -> pb::TxnResp
             }),
         })
         .collect();
-    pb::TxnResponse { header: Some(header), succeeded: r.succeeded, responses }
+    pb::TxnResponse {
+        header: Some(header),
+        succeeded: r.succeeded,
+        responses,
+    }
 }
 
 /// A store error as a gRPC status.
 pub fn store_error(e: StoreError) -> Status {
     match e {
-        StoreError::NotLeader { leader: Some((id, addr)) } => status::unavailable(format!("not the leader; leader is {id} at {addr}")),
+        StoreError::NotLeader {
+            leader: Some((id, addr)),
+        } => status::unavailable(format!("not the leader; leader is {id} at {addr}")),
         StoreError::NotLeader { leader: None } => status::unavailable("no leader"),
-        StoreError::Stopped | StoreError::Fatal(_) => status::unavailable(format!("member unavailable: {e}")),
-        StoreError::Membership(_) | StoreError::Initialize(_) => Status::failed_precondition(e.to_string()),
+        StoreError::Stopped | StoreError::Fatal(_) => {
+            status::unavailable(format!("member unavailable: {e}"))
+        }
+        StoreError::Membership(_) | StoreError::Initialize(_) => {
+            Status::failed_precondition(e.to_string())
+        }
         StoreError::UnknownMember(_) => Status::not_found(e.to_string()),
         StoreError::Storage(_) => Status::internal(e.to_string()),
     }

@@ -29,7 +29,8 @@ pub fn is_forwarded<T>(req: &Request<T>) -> bool {
 
 /// Mark `req` as forwarded.
 pub fn mark<T>(mut req: Request<T>) -> Request<T> {
-    req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     req
 }
 
@@ -54,33 +55,49 @@ pub async fn route(node: &RaftNode, forwarded: bool) -> Result<Route, Status> {
             if waited.is_err() {
                 return Err(status::unavailable("no leader"));
             }
-            node.leader().ok_or_else(|| status::unavailable("no leader"))?
+            node.leader()
+                .ok_or_else(|| status::unavailable("no leader"))?
         }
     };
     if leader.0 == node.id() {
         return Ok(Route::Local);
     }
     if forwarded {
-        return Err(status::unavailable(format!("not the leader; leader is {} at {}", leader.0, leader.1)));
+        return Err(status::unavailable(format!(
+            "not the leader; leader is {} at {}",
+            leader.0, leader.1
+        )));
     }
-    let ch = node.channels().get(&leader.1).map_err(|e| status::unavailable(format!("leader address {}: {e}", leader.1)))?;
+    let ch = node
+        .channels()
+        .get(&leader.1)
+        .map_err(|e| status::unavailable(format!("leader address {}: {e}", leader.1)))?;
     Ok(Route::Leader(ch))
 }
 
 /// A Kv client to the leader.
 pub fn kv(ch: Channel) -> KvClient<Channel> {
-    KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    KvClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// A Cluster client to the leader.
 pub fn cluster(ch: Channel) -> ClusterClient<Channel> {
-    ClusterClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    ClusterClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Run a leader-only call: locally when this member leads, else on the leader. If leadership
 /// moves away while the local call runs, the call goes to the new leader (writes carry a
 /// request id, so this never applies one twice).
-pub async fn leader_call<R, L, LF, F, FF>(node: &RaftNode, forwarded: bool, mut local: L, mut remote: F) -> Result<R, Status>
+pub async fn leader_call<R, L, LF, F, FF>(
+    node: &RaftNode,
+    forwarded: bool,
+    mut local: L,
+    mut remote: F,
+) -> Result<R, Status>
 where
     L: FnMut() -> LF,
     LF: Future<Output = Result<R, StoreError>>,

@@ -33,7 +33,11 @@ impl KvService {
 
     fn header(&self, revision: u64) -> pb::ResponseHeader {
         let term = self.node.raft().metrics().borrow().current_term;
-        pb::ResponseHeader { member_id: self.node.id(), revision, raft_term: term }
+        pb::ResponseHeader {
+            member_id: self.node.id(),
+            revision,
+            raft_term: term,
+        }
     }
 }
 
@@ -46,11 +50,17 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         if req.key.is_empty() && !req.prefix {
-            return Err(status::invalid("key", "must not be empty (use prefix to list)"));
+            return Err(status::invalid(
+                "key",
+                "must not be empty (use prefix to list)",
+            ));
         }
         if !req.stale {
             let local = || async { self.node.read_barrier().await };
@@ -75,13 +85,22 @@ impl Kv for KvService {
         }))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let mut req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
         req.request_id = request_id.to_be_bytes().to_vec();
         let op = convert::put_op("put", req.clone())?;
-        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let write = Write {
+            request_id,
+            txn: Txn {
+                success: vec![op],
+                ..Default::default()
+            },
+        };
         let span = tracing::debug_span!("put", key = %String::from_utf8_lossy(&req.key));
         let local = || async {
             let (rev, op) = first_op(self.node.write(write.clone()).await?);
@@ -89,22 +108,37 @@ impl Kv for KvService {
                 Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
                 _ => None,
             };
-            Ok(pb::PutResponse { header: Some(self.header(rev)), prev_kv })
+            Ok(pb::PutResponse {
+                header: Some(self.header(rev)),
+                prev_kv,
+            })
         };
         let remote = |ch| {
             let req = req.clone();
             async move { forward::kv(ch).put(mark(Request::new(req))).await }
         };
-        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let mut req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
         req.request_id = request_id.to_be_bytes().to_vec();
         let op = convert::delete_op("delete", req.clone())?;
-        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let write = Write {
+            request_id,
+            txn: Txn {
+                success: vec![op],
+                ..Default::default()
+            },
+        };
         let span = tracing::debug_span!("delete", key = %String::from_utf8_lossy(&req.key), prefix = req.prefix);
         let local = || async {
             let (rev, op) = first_op(self.node.write(write.clone()).await?);
@@ -122,15 +156,24 @@ impl Kv for KvService {
             let req = req.clone();
             async move { forward::kv(ch).delete(mark(Request::new(req))).await }
         };
-        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let mut req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
         req.request_id = request_id.to_be_bytes().to_vec();
-        let write = Write { request_id, txn: convert::txn_from_pb(req.clone())? };
+        let write = Write {
+            request_id,
+            txn: convert::txn_from_pb(req.clone())?,
+        };
         let span = tracing::debug_span!("txn", request_id = %format!("{request_id:032x}"));
         let local = || async {
             let result = self.node.write(write.clone()).await?;
@@ -141,17 +184,27 @@ impl Kv for KvService {
             let req = req.clone();
             async move { forward::kv(ch).txn(mark(Request::new(req))).await }
         };
-        leader_call(&self.node, forwarded, local, remote).instrument(span).await.map(Response::new)
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         let state = self.node.state().clone();
         let current = state.revision();
         let compacted = state.state().compacted;
-        let start = if req.start_revision == 0 { current + 1 } else { req.start_revision };
+        let start = if req.start_revision == 0 {
+            current + 1
+        } else {
+            req.start_revision
+        };
         if start <= compacted {
             return Err(status::expired(start, compacted));
         }
@@ -159,14 +212,25 @@ impl Kv for KvService {
             0 => DEFAULT_PROGRESS,
             ms => Duration::from_millis(ms.into()),
         };
-        let filter = WatchFilter { key: req.key, prefix: req.prefix };
+        let filter = WatchFilter {
+            key: req.key,
+            prefix: req.prefix,
+        };
         let rx = state.watch(filter, start, every);
         let member_id = self.node.id();
         let metrics = self.node.raft().metrics();
-        let header = move |revision: u64| pb::ResponseHeader { member_id, revision, raft_term: metrics.borrow().current_term };
+        let header = move |revision: u64| pb::ResponseHeader {
+            member_id,
+            revision,
+            raft_term: metrics.borrow().current_term,
+        };
         // The first message tells the client where the watch starts, so a reconnect never
         // skips or repeats.
-        let created = pb::WatchResponse { header: Some(header(start - 1)), events: vec![], progress: true };
+        let created = pb::WatchResponse {
+            header: Some(header(start - 1)),
+            events: vec![],
+            progress: true,
+        };
         let stream = futures::stream::unfold((rx, Some(created)), move |(mut rx, first)| {
             let header = header.clone();
             async move {
@@ -183,8 +247,15 @@ impl Kv for KvService {
                             progress: false,
                         })
                     }
-                    Ok(WatchMessage::Progress(rev)) => Ok(pb::WatchResponse { header: Some(header(rev)), events: vec![], progress: true }),
-                    Err(WatchError::Expired { requested, compacted }) => Err(status::expired(requested, compacted)),
+                    Ok(WatchMessage::Progress(rev)) => Ok(pb::WatchResponse {
+                        header: Some(header(rev)),
+                        events: vec![],
+                        progress: true,
+                    }),
+                    Err(WatchError::Expired {
+                        requested,
+                        compacted,
+                    }) => Err(status::expired(requested, compacted)),
                     Err(e @ WatchError::Storage(_)) => Err(Status::internal(e.to_string())),
                 };
                 Some((item, (rx, None)))
@@ -193,9 +264,16 @@ impl Kv for KvService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let m = self.node.raft().metrics().borrow().clone();
-        let learner = !m.membership_config.membership().voter_ids().any(|v| v == self.node.id());
+        let learner = !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.node.id());
         Ok(Response::new(pb::StatusResponse {
             member_id: self.node.id(),
             leader: m.current_leader.unwrap_or(0),
@@ -205,6 +283,8 @@ impl Kv for KvService {
             last_log_index: m.last_log_index.unwrap_or(0),
             cluster_id: self.node.config().cluster_id.clone(),
             learner,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }))
     }
 }

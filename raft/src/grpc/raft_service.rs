@@ -40,7 +40,10 @@ fn reply<T: Serialize>(v: &T) -> Result<Response<RaftReply>, Status> {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(request.into_inner())?;
         reply(&self.raft.append_entries(rpc).await)
     }
@@ -50,7 +53,10 @@ impl RaftRpc for RaftService {
         reply(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(request.into_inner())?;
         reply(&self.raft.install_snapshot(rpc).await)
     }

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::spaces::{AppliedState, HistorySpace, KvSpace, RequestByTimeSpace, RequestSpace, StoredKv};
+use super::spaces::{
+    AppliedState, HistorySpace, KvSpace, RequestByTimeSpace, RequestSpace, StoredKv,
+};
 use crate::engine::{Engine, Result, WriteBatch};
 use crate::keyspace::TypedRead;
 use crate::mvcc::{Compare, Event, EventKind, KeyValue, Op, OpResult, Txn, TxnResult};
@@ -58,8 +60,11 @@ impl<'a, E: Engine> Overlay<'a, E> {
 
     /// Live keys starting with `prefix`, merging the stored state with this batch's changes.
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, StoredKv)>> {
-        let mut merged: BTreeMap<Vec<u8>, StoredKv> =
-            self.engine.scan_prefix_in::<KvSpace>(prefix, 0)?.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, StoredKv> = self
+            .engine
+            .scan_prefix_in::<KvSpace>(prefix, 0)?
+            .into_iter()
+            .collect();
         for (k, v) in self.kv.range(prefix.to_vec()..) {
             if !k.starts_with(prefix) {
                 break;
@@ -95,8 +100,10 @@ impl<'a, E: Engine> Overlay<'a, E> {
         let result = self.apply_txn(&write.txn)?;
         if write.request_id != 0 {
             self.requests.insert(write.request_id, result.clone());
-            self.batch.put::<RequestSpace>(&write.request_id, &(time_ms, result.clone()));
-            self.batch.put::<RequestByTimeSpace>(&(time_ms, write.request_id), &());
+            self.batch
+                .put::<RequestSpace>(&write.request_id, &(time_ms, result.clone()));
+            self.batch
+                .put::<RequestByTimeSpace>(&(time_ms, write.request_id), &());
         }
         Ok(result)
     }
@@ -109,7 +116,11 @@ impl<'a, E: Engine> Overlay<'a, E> {
                 break;
             }
         }
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let rev = self.state.revision + 1;
         let mut changed = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
@@ -124,7 +135,11 @@ impl<'a, E: Engine> Overlay<'a, E> {
                 self.events.push((rev, ev));
             }
         }
-        Ok(TxnResult { succeeded, revision: self.state.revision, ops: results })
+        Ok(TxnResult {
+            succeeded,
+            revision: self.state.revision,
+            ops: results,
+        })
     }
 
     fn apply_op(&mut self, op: &Op, rev: u64, changed: &mut Vec<Event>) -> Result<OpResult> {
@@ -138,7 +153,11 @@ impl<'a, E: Engine> Overlay<'a, E> {
                     version: prev.as_ref().map(|p| p.version + 1).unwrap_or(1),
                 };
                 let prev_kv = prev.as_ref().map(|p| to_kv(key, p));
-                changed.push(Event { kind: EventKind::Put, kv: to_kv(key, &next), prev: prev_kv.clone() });
+                changed.push(Event {
+                    kind: EventKind::Put,
+                    kv: to_kv(key, &next),
+                    prev: prev_kv.clone(),
+                });
                 self.batch.put::<KvSpace>(key, &next);
                 self.kv.insert(key.clone(), Some(next));
                 Ok(OpResult::Put { prev: prev_kv })
@@ -148,22 +167,43 @@ impl<'a, E: Engine> Overlay<'a, E> {
                     Some(p) => vec![(key.clone(), p)],
                     None => vec![],
                 };
-                Ok(OpResult::Delete { prev: self.delete_all(prev, rev, changed) })
+                Ok(OpResult::Delete {
+                    prev: self.delete_all(prev, rev, changed),
+                })
             }
             Op::DeletePrefix { prefix } => {
                 let doomed = self.keys_with_prefix(prefix)?;
-                Ok(OpResult::Delete { prev: self.delete_all(doomed, rev, changed) })
+                Ok(OpResult::Delete {
+                    prev: self.delete_all(doomed, rev, changed),
+                })
             }
-            Op::Get { key } => Ok(OpResult::Get { kv: self.get(key)?.map(|s| to_kv(key, &s)) }),
+            Op::Get { key } => Ok(OpResult::Get {
+                kv: self.get(key)?.map(|s| to_kv(key, &s)),
+            }),
         }
     }
 
-    fn delete_all(&mut self, doomed: Vec<(Vec<u8>, StoredKv)>, rev: u64, changed: &mut Vec<Event>) -> Vec<KeyValue> {
+    fn delete_all(
+        &mut self,
+        doomed: Vec<(Vec<u8>, StoredKv)>,
+        rev: u64,
+        changed: &mut Vec<Event>,
+    ) -> Vec<KeyValue> {
         let mut prevs = Vec::with_capacity(doomed.len());
         for (key, prev) in doomed {
             let prev_kv = to_kv(&key, &prev);
-            let tombstone = KeyValue { key: key.clone(), value: vec![], create_revision: 0, mod_revision: rev, version: 0 };
-            changed.push(Event { kind: EventKind::Delete, kv: tombstone, prev: Some(prev_kv.clone()) });
+            let tombstone = KeyValue {
+                key: key.clone(),
+                value: vec![],
+                create_revision: 0,
+                mod_revision: rev,
+                version: 0,
+            };
+            changed.push(Event {
+                kind: EventKind::Delete,
+                kv: tombstone,
+                prev: Some(prev_kv.clone()),
+            });
             self.batch.delete::<KvSpace>(&key);
             self.kv.insert(key, None);
             prevs.push(prev_kv);
@@ -175,9 +215,11 @@ impl<'a, E: Engine> Overlay<'a, E> {
     pub(crate) fn expire(&mut self, now_ms: u64, retain_revisions: u64) -> Result<()> {
         let cutoff = now_ms.saturating_sub(REQUEST_ID_TTL_MS);
         if cutoff > 0 {
-            let old = self
-                .engine
-                .scan_in::<RequestByTimeSpace>(std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&(cutoff, 0)), 1024)?;
+            let old = self.engine.scan_in::<RequestByTimeSpace>(
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Excluded(&(cutoff, 0)),
+                1024,
+            )?;
             for ((t, id), ()) in old {
                 self.batch.delete::<RequestByTimeSpace>(&(t, id));
                 self.batch.delete::<RequestSpace>(&id);

@@ -23,7 +23,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta, StoredMembership};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta, StoredMembership,
+};
 use tokio::sync::{broadcast, mpsc};
 
 pub use apply::REQUEST_ID_TTL_MS;
@@ -49,7 +51,9 @@ pub struct StateMachineConfig {
 
 impl Default for StateMachineConfig {
     fn default() -> Self {
-        Self { history_revisions: 50_000 }
+        Self {
+            history_revisions: 50_000,
+        }
     }
 }
 
@@ -101,7 +105,13 @@ impl<E: Engine> SmShared<E> {
         progress_every: Duration,
     ) -> mpsc::Receiver<std::result::Result<WatchMessage, WatchError>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch::run_watch(self.clone(), filter, start_revision, progress_every, tx));
+        tokio::spawn(watch::run_watch(
+            self.clone(),
+            filter,
+            start_revision,
+            progress_every,
+            tx,
+        ));
         rx
     }
 
@@ -119,10 +129,20 @@ pub struct StateMachineStore<E: Engine> {
 impl<E: Engine> StateMachineStore<E> {
     /// Open the state machine over `engine`, keeping its snapshot at `snapshot_path`.
     pub fn open(engine: E, snapshot_path: PathBuf, config: StateMachineConfig) -> Result<Self> {
-        let state = engine.get_in::<AppliedSpace>(&APPLIED_KEY)?.unwrap_or_default();
+        let state = engine
+            .get_in::<AppliedSpace>(&APPLIED_KEY)?
+            .unwrap_or_default();
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared = SmShared { engine, state: RwLock::new(state), feed, config, snapshot_path };
-        Ok(Self { shared: Arc::new(shared) })
+        let shared = SmShared {
+            engine,
+            state: RwLock::new(state),
+            feed,
+            config,
+            snapshot_path,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
     }
 
     /// The handle readers share.
@@ -155,7 +175,12 @@ impl<E: Engine> StateMachineStore<E> {
             responses.push(resp);
         }
         overlay.expire(last_time, sh.config.history_revisions)?;
-        let apply::Overlay { mut batch, events, state, .. } = overlay;
+        let apply::Overlay {
+            mut batch,
+            events,
+            state,
+            ..
+        } = overlay;
         batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
         let revision = state.revision;
         {
@@ -165,7 +190,12 @@ impl<E: Engine> StateMachineStore<E> {
         }
         if !events.is_empty() || revision != prev_revision {
             // No receivers is fine: nobody watches.
-            let _ = sh.feed.send(Arc::new(Published { prev_revision, events, revision, reset: false }));
+            let _ = sh.feed.send(Arc::new(Published {
+                prev_revision,
+                events,
+                revision,
+                reset: false,
+            }));
         }
         Ok(responses)
     }
@@ -176,7 +206,10 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
 
     async fn applied_state(
         &mut self,
-    ) -> std::result::Result<(Option<LogId>, StoredMembership<NodeId, openraft::BasicNode>), StorageError> {
+    ) -> std::result::Result<
+        (Option<LogId>, StoredMembership<NodeId, openraft::BasicNode>),
+        StorageError,
+    > {
         let st = self.shared.state();
         Ok((st.last_applied, st.membership.clone()))
     }
@@ -186,14 +219,17 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries.into_iter().collect()).map_err(|e| sm_err(ErrorVerb::Write, e))
+        self.apply_entries(entries.into_iter().collect())
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder::capture(self.shared.clone())
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<io::Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> std::result::Result<Box<io::Cursor<Vec<u8>>>, StorageError> {
         Ok(Box::new(io::Cursor::new(Vec::new())))
     }
 
@@ -205,7 +241,9 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         snapshot::install(&self.shared, meta, snapshot.into_inner())
     }
 
-    async fn get_current_snapshot(&mut self) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError> {
         snapshot::load_current(&self.shared)
     }
 }

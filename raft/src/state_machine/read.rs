@@ -20,18 +20,39 @@ pub struct RangeResult {
 }
 
 fn to_kv(key: Vec<u8>, s: StoredKv) -> KeyValue {
-    KeyValue { key, value: s.value, create_revision: s.create_revision, mod_revision: s.mod_revision, version: s.version }
+    KeyValue {
+        key,
+        value: s.value,
+        create_revision: s.create_revision,
+        mod_revision: s.mod_revision,
+        version: s.version,
+    }
 }
 
 impl<E: Engine> SmShared<E> {
     /// Read `key`, or every key starting with it when `prefix` is set, from `start_after`
     /// (exclusive, for paging) on; at most `limit` keys (`0` = all).
-    pub fn range(&self, key: &[u8], prefix: bool, start_after: Option<&[u8]>, limit: usize) -> Result<RangeResult> {
+    pub fn range(
+        &self,
+        key: &[u8],
+        prefix: bool,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<RangeResult> {
         let guard = self.state();
         let revision = guard.revision;
         if !prefix {
-            let kvs = self.engine.get_in::<KvSpace>(&key.to_vec())?.map(|s| to_kv(key.to_vec(), s)).into_iter().collect();
-            return Ok(RangeResult { kvs, revision, more: false });
+            let kvs = self
+                .engine
+                .get_in::<KvSpace>(&key.to_vec())?
+                .map(|s| to_kv(key.to_vec(), s))
+                .into_iter()
+                .collect();
+            return Ok(RangeResult {
+                kvs,
+                revision,
+                more: false,
+            });
         }
         let mut start = KvSpace::raw_key(&key.to_vec());
         let start_bound = match start_after {
@@ -50,10 +71,21 @@ impl<E: Engine> SmShared<E> {
         drop(guard);
         let more = limit != 0 && raw.len() > limit;
         let mut kvs = Vec::with_capacity(raw.len().min(limit.max(1)));
-        for (k, v) in raw.into_iter().take(if limit == 0 { usize::MAX } else { limit }) {
-            let stored: StoredKv = bincode::deserialize(&v).map_err(|source| crate::engine::EngineError::Decode { space: KvSpace::NAME, source })?;
+        for (k, v) in raw
+            .into_iter()
+            .take(if limit == 0 { usize::MAX } else { limit })
+        {
+            let stored: StoredKv =
+                bincode::deserialize(&v).map_err(|source| crate::engine::EngineError::Decode {
+                    space: KvSpace::NAME,
+                    source,
+                })?;
             kvs.push(to_kv(k[1..].to_vec(), stored));
         }
-        Ok(RangeResult { kvs, revision, more })
+        Ok(RangeResult {
+            kvs,
+            revision,
+            more,
+        })
     }
 }

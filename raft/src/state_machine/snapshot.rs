@@ -18,7 +18,7 @@ use crate::types::{NodeId, StorageError, TypeConfig};
 /// The serialised body of a snapshot.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
-    pairs: Vec<RawEntry>,
+    pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
 /// A snapshot as kept on disk.
@@ -29,7 +29,11 @@ struct StoredSnapshot {
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::Snapshot(None),
+        verb,
+        io::Error::other(e.to_string()),
+    )
 }
 
 /// Builds a snapshot from the records captured when openraft asked for a builder.
@@ -44,7 +48,10 @@ impl<E: Engine> SnapshotBuilder<E> {
     pub(crate) fn capture(shared: Arc<SmShared<E>>) -> Self {
         let pairs = {
             let _guard = shared.state();
-            shared.engine.scan(Bound::Unbounded, Bound::Unbounded, 0).map_err(|e| e.to_string())
+            shared
+                .engine
+                .scan(Bound::Unbounded, Bound::Unbounded, 0)
+                .map_err(|e| e.to_string())
         };
         Self { shared, pairs }
     }
@@ -52,7 +59,8 @@ impl<E: Engine> SnapshotBuilder<E> {
 
 impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let pairs = std::mem::replace(&mut self.pairs, Ok(vec![])).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let pairs = std::mem::replace(&mut self.pairs, Ok(vec![]))
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let state = pairs
             .iter()
             .find(|(k, _)| *k == AppliedSpace::raw_key(&APPLIED_KEY))
@@ -60,16 +68,36 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
             .transpose()
             .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .unwrap_or_default();
-        let data = bincode::serialize(&SnapshotBody { pairs }).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v)))
+            .collect();
+        let data = bincode::serialize(&SnapshotBody { pairs })
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match state.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
             None => format!("0-0-{}", data.len()),
         };
-        let meta = SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership,
+            snapshot_id,
+        };
         // The log is purged behind this snapshot, so what it covers must be durable first.
-        self.shared.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        persist(&self.shared, &StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
-        Ok(Snapshot { meta, snapshot: Box::new(io::Cursor::new(data)) })
+        self.shared
+            .sync()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        persist(
+            &self.shared,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+        )?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(io::Cursor::new(data)),
+        })
     }
 }
 
@@ -92,14 +120,20 @@ fn persist<E: Engine>(shared: &SmShared<E>, snap: &StoredSnapshot) -> Result<(),
 }
 
 /// The snapshot last built or installed, if any.
-pub(crate) fn load_current<E: Engine>(shared: &SmShared<E>) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+pub(crate) fn load_current<E: Engine>(
+    shared: &SmShared<E>,
+) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
     let bytes = match std::fs::read(&shared.snapshot_path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
     };
-    let snap: StoredSnapshot = bincode::deserialize(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    Ok(Some(Snapshot { meta: snap.meta, snapshot: Box::new(io::Cursor::new(snap.data)) }))
+    let snap: StoredSnapshot =
+        bincode::deserialize(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok(Some(Snapshot {
+        meta: snap.meta,
+        snapshot: Box::new(io::Cursor::new(snap.data)),
+    }))
 }
 
 /// Replace the whole state with a received snapshot, in one atomic batch.
@@ -108,18 +142,23 @@ pub(crate) fn install<E: Engine>(
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
     data: Vec<u8>,
 ) -> Result<(), StorageError> {
-    let body: SnapshotBody = bincode::deserialize(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let body: SnapshotBody =
+        bincode::deserialize(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     let mut batch = WriteBatch::default();
     let mut state: super::AppliedState = Default::default();
     let prev_revision;
     {
         let mut guard = shared.state.write().unwrap_or_else(|p| p.into_inner());
         prev_revision = guard.revision;
-        let existing = shared.engine.scan(Bound::Unbounded, Bound::Unbounded, 0).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let existing = shared
+            .engine
+            .scan(Bound::Unbounded, Bound::Unbounded, 0)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         for (k, _) in existing {
             batch.delete_raw(k);
         }
         for (k, v) in body.pairs {
+            let (k, v) = (k.into_vec(), v.into_vec());
             if k == AppliedSpace::raw_key(&APPLIED_KEY) {
                 state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
             } else {
@@ -129,11 +168,28 @@ pub(crate) fn install<E: Engine>(
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
-        shared.engine.write(batch).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        shared.engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        shared
+            .engine
+            .write(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        shared
+            .engine
+            .sync()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         *guard = state.clone();
     }
-    persist(shared, &StoredSnapshot { meta: meta.clone(), data })?;
-    let _ = shared.feed.send(Arc::new(Published { prev_revision, events: vec![], revision: state.revision, reset: true }));
+    persist(
+        shared,
+        &StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        },
+    )?;
+    let _ = shared.feed.send(Arc::new(Published {
+        prev_revision,
+        events: vec![],
+        revision: state.revision,
+        reset: true,
+    }));
     Ok(())
 }

@@ -58,6 +58,7 @@ pub(crate) const APPLIED_KEY: u64 = 0;
 /// A key's value and revisions as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredKv {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,

@@ -89,7 +89,11 @@ pub(crate) async fn run_watch<E: Engine>(
     out: mpsc::Sender<Result<WatchMessage, WatchError>>,
 ) {
     let mut feed = shared.subscribe();
-    let mut next = if start == 0 { shared.revision() + 1 } else { start };
+    let mut next = if start == 0 {
+        shared.revision() + 1
+    } else {
+        start
+    };
     let mut ticker = tokio::time::interval(progress_every);
     ticker.tick().await;
     let mut catching_up = true;
@@ -151,7 +155,10 @@ async fn catch_up<E: Engine>(
             (st.compacted, st.revision)
         };
         if *next <= compacted {
-            return Err(WatchError::Expired { requested: *next, compacted });
+            return Err(WatchError::Expired {
+                requested: *next,
+                compacted,
+            });
         }
         if *next > current {
             return Ok(true);
@@ -164,7 +171,10 @@ async fn catch_up<E: Engine>(
         if shared.state().compacted >= *next {
             continue;
         }
-        let events: Vec<_> = events.into_iter().filter(|(_, e)| filter.matches(&e.kv.key)).collect();
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|(_, e)| filter.matches(&e.kv.key))
+            .collect();
         *next = upto + 1;
         if !events.is_empty() && out.send(Ok(WatchMessage::Events(events))).await.is_err() {
             return Ok(false);

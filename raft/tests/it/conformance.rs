@@ -15,7 +15,8 @@ type Sm = StateMachineStore<SledEngine>;
 impl StoreBuilder<TypeConfig, Ls, Sm, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, Ls, Sm), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let log = LogStore::new(SledEngine::open(&dir.path().join("log")).expect("open log engine"));
+        let log =
+            LogStore::new(SledEngine::open(&dir.path().join("log")).expect("open log engine"));
         let sm = StateMachineStore::open(
             SledEngine::open(&dir.path().join("state")).expect("open state engine"),
             dir.path().join("snapshot.bin"),

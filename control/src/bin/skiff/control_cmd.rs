@@ -45,19 +45,27 @@ pub struct ControlArgs {
     #[arg(long, default_value_t = 50_000)]
     pub history_revisions: u64,
     /// Leader heartbeat period in milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
     /// Election timeout range in milliseconds, MIN-MAX.
-    #[arg(long, default_value = "150-300")]
+    #[arg(long, default_value = "300-600")]
     pub election_timeout_ms: String,
 }
 
 fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
-    let (a, b) = v.split_once('-').ok_or_else(|| format!("--election-timeout-ms: {v:?} is not MIN-MAX"))?;
-    let a: u64 = a.parse().map_err(|_| format!("--election-timeout-ms: {a:?} is not a number"))?;
-    let b: u64 = b.parse().map_err(|_| format!("--election-timeout-ms: {b:?} is not a number"))?;
+    let (a, b) = v
+        .split_once('-')
+        .ok_or_else(|| format!("--election-timeout-ms: {v:?} is not MIN-MAX"))?;
+    let a: u64 = a
+        .parse()
+        .map_err(|_| format!("--election-timeout-ms: {a:?} is not a number"))?;
+    let b: u64 = b
+        .parse()
+        .map_err(|_| format!("--election-timeout-ms: {b:?} is not a number"))?;
     if a == 0 || b <= a {
-        return Err(format!("--election-timeout-ms: need 0 < MIN < MAX, got {a}-{b}"));
+        return Err(format!(
+            "--election-timeout-ms: need 0 < MIN < MAX, got {a}-{b}"
+        ));
     }
     Ok((Duration::from_millis(a), Duration::from_millis(b)))
 }
@@ -67,7 +75,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         anyhow::bail!("--id: member ids start at 1");
     }
     bootstrap::parse_addr("--listen", &args.listen)?;
-    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.clone());
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.clone());
     bootstrap::parse_addr("--advertise", &advertise)?;
     let election = parse_range(&args.election_timeout_ms).map_err(anyhow::Error::msg)?;
     let members = match &args.initial_cluster {
@@ -86,12 +97,21 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         (Some(c), _) if c.is_empty() => anyhow::bail!("--cluster-id: must not be empty"),
         (Some(c), _) => c.clone(),
         (None, Some(m)) => bootstrap::derived_cluster_id(m),
-        (None, None) => anyhow::bail!("--cluster-id: required with --join (see `skiffctl cluster status`)"),
+        (None, None) => {
+            anyhow::bail!("--cluster-id: required with --join (see `skiffctl cluster status`)")
+        }
     };
     bootstrap::claim_data_dir(&args.data_dir, &cluster_id, args.id)?;
 
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
-    let mut config = NodeConfig::new(args.id, advertise.clone(), args.data_dir.clone(), cluster_id.clone());
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("--listen {}", args.listen))?;
+    let mut config = NodeConfig::new(
+        args.id,
+        advertise.clone(),
+        args.data_dir.clone(),
+        cluster_id.clone(),
+    );
     config.snapshot_every = args.snapshot_every;
     config.keep_behind_snapshot = args.keep_behind_snapshot;
     config.history_revisions = args.history_revisions;

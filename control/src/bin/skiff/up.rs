@@ -48,31 +48,56 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.nodes == 0 {
         anyhow::bail!("--nodes: need at least 1");
     }
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let cluster = cluster_id(&dir)?;
     let exe = std::env::current_exe().context("locating the skiff binary")?;
-    let addrs: Vec<(u64, String)> =
-        (1..=args.nodes).map(|i| (i, format!("127.0.0.1:{}", u64::from(args.base_port) + i - 1))).collect();
-    let initial = addrs.iter().map(|(i, a)| format!("{i}={a}")).collect::<Vec<_>>().join(",");
+    let addrs: Vec<(u64, String)> = (1..=args.nodes)
+        .map(|i| {
+            (
+                i,
+                format!("127.0.0.1:{}", u64::from(args.base_port) + i - 1),
+            )
+        })
+        .collect();
+    let initial = addrs
+        .iter()
+        .map(|(i, a)| format!("{i}={a}"))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let mut members = Vec::new();
     for (id, addr) in &addrs {
         let log_path = dir.join(format!("control-{id}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = Command::new(&exe)
             .arg("control")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(dir.join(format!("control-{id}")))
-            .args(["--listen", addr, "--initial-cluster", &initial, "--cluster-id", &cluster])
+            .args([
+                "--listen",
+                addr,
+                "--initial-cluster",
+                &initial,
+                "--cluster-id",
+                &cluster,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting control node {id}"))?;
-        members.push(Member { id: *id, addr: addr.clone(), child });
+        members.push(Member {
+            id: *id,
+            addr: addr.clone(),
+            child,
+        });
     }
     let endpoints: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
     let config_path = dir.join("config.json");
@@ -89,7 +114,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             dir.display(),
             config_path.display()
         ),
-        None => println!("Started {} control nodes, but no leader yet; logs are in {}", members.len(), dir.display()),
+        None => println!(
+            "Started {} control nodes, but no leader yet; logs are in {}",
+            members.len(),
+            dir.display()
+        ),
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -122,7 +151,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("stopped; data kept in {} (run `skiff up` again to resume)", dir.display());
+    println!(
+        "stopped; data kept in {} (run `skiff up` again to resume)",
+        dir.display()
+    );
     Ok(())
 }
 

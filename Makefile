@@ -1,0 +1,46 @@
+# Skiff — the two commands of the quickstart, and what CI runs.
+#   make up     run a local HA cluster (three control nodes on loopback, data in ./.skiff/)
+#   make test   run every test (unit, storage conformance, end-to-end with real processes)
+#   make verify fmt + clippy + tests, as CI
+
+SHELL := /bin/bash
+DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client
+CARGO ?= cargo
+
+.PHONY: up test verify deps build bench-store lint
+
+# Install the Debian packages the build and tests need, only those missing.
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+up: deps
+	$(CARGO) build --release -p skiff-control -p skiffctl
+	@echo "skiffctl is at target/release/skiffctl (add target/release to PATH)"
+	./target/release/skiff up
+
+test: build
+	@if command -v cargo-nextest >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+verify: deps lint test
+
+# The store benchmark against etcd (see docs/BENCHMARKS.md).
+bench-store: deps
+	$(CARGO) build --release --workspace --bins
+	./target/release/skiff-bench store

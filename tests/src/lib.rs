@@ -1,0 +1,264 @@
+//! Harness for end-to-end tests: real `skiff control` processes on loopback, each with its
+//! own data directory, that tests start, `kill -9`, pause and restart.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use skiff_proto::{Client, ClientConfig};
+
+/// Path of a binary built from this workspace (`skiff`, `skiffctl`).
+pub fn binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Start a tracing subscriber for a test, once.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_TEST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Settings passed to every member.
+#[derive(Debug, Clone, Default)]
+pub struct MemberOptions {
+    /// Extra flags for `skiff control`.
+    pub extra_args: Vec<String>,
+}
+
+/// One control process.
+pub struct Member {
+    /// Member id.
+    pub id: u64,
+    /// host:port.
+    pub addr: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Member {
+    /// Whether its process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+}
+
+/// A cluster of real `skiff control` processes.
+pub struct Cluster {
+    /// The members, by id.
+    pub members: BTreeMap<u64, Member>,
+    /// The cluster id.
+    pub cluster_id: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Start `n` members that form a new cluster.
+    pub fn start(n: u64, opts: MemberOptions) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let initial = addrs
+            .iter()
+            .map(|(i, a)| format!("{i}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_id = format!("e2e-{}", rand::random::<u32>());
+        let mut cluster = Self {
+            members: BTreeMap::new(),
+            cluster_id: cluster_id.clone(),
+            dir,
+        };
+        for (id, addr) in &addrs {
+            let mut args = vec![
+                "--initial-cluster".to_string(),
+                initial.clone(),
+                "--cluster-id".into(),
+                cluster_id.clone(),
+            ];
+            args.extend(opts.extra_args.iter().cloned());
+            cluster.add_process(*id, addr.clone(), args);
+        }
+        cluster
+    }
+
+    /// Start a process for a new member that waits to be added (`--join`).
+    pub fn start_joiner(&mut self, id: u64, opts: MemberOptions) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "--join".to_string(),
+            "--cluster-id".into(),
+            self.cluster_id.clone(),
+        ];
+        args.extend(opts.extra_args);
+        self.add_process(id, addr.clone(), args);
+        addr
+    }
+
+    fn add_process(&mut self, id: u64, addr: String, args: Vec<String>) {
+        let data_dir = self.dir.path().join(format!("member-{id}"));
+        let log = self.dir.path().join(format!("member-{id}.log"));
+        let mut m = Member {
+            id,
+            addr,
+            data_dir,
+            child: None,
+            args,
+            log,
+        };
+        spawn(&mut m);
+        self.members.insert(id, m);
+    }
+
+    /// Where the cluster's files are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Endpoints of all members.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.values().map(|m| m.addr.clone()).collect()
+    }
+
+    /// A client of every member, with fail-over.
+    pub fn client(&self) -> Client {
+        Client::new(&self.endpoints()).expect("client")
+    }
+
+    /// A client of one member only.
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::with_config(&[self.members[&id].addr.clone()], ClientConfig::default())
+            .expect("client")
+    }
+
+    /// Wait until a leader is known to a running member; returns its id.
+    pub async fn wait_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            for m in self.members.values().filter(|m| m.is_running()) {
+                if let Ok(st) = Client::status_of(&m.addr).await {
+                    if st.leader != 0
+                        && self.members.get(&st.leader).is_some_and(|l| l.is_running())
+                    {
+                        return st.leader;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {within:?}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9` a member.
+    pub fn kill9(&mut self, id: u64) {
+        let m = self.members.get_mut(&id).expect("member");
+        if let Some(mut c) = m.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP or SIGCONT a member.
+    pub fn pause(&self, id: u64, paused: bool) {
+        if let Some(pid) = self.members[&id].pid() {
+            let _ = kill(
+                pid,
+                if paused {
+                    Signal::SIGSTOP
+                } else {
+                    Signal::SIGCONT
+                },
+            );
+        }
+    }
+
+    /// Start a stopped member again on the same data directory.
+    pub fn restart(&mut self, id: u64) {
+        let m = self.members.get_mut(&id).expect("member");
+        assert!(m.child.is_none(), "member {id} is running");
+        spawn(m);
+    }
+
+    /// The log of a member, for failure messages.
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.members[&id].log).unwrap_or_default()
+    }
+}
+
+fn spawn(m: &mut Member) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&m.log)
+        .expect("log file");
+    let child = Command::new(binary("skiff"))
+        .arg("control")
+        .args(["--id", &m.id.to_string(), "--listen", &m.addr])
+        .arg("--data-dir")
+        .arg(&m.data_dir)
+        .args(&m.args)
+        .env("SKIFF_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn skiff control");
+    m.child = Some(child);
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in self.members.values_mut() {
+            if let Some(pid) = m.pid() {
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! End-to-end tests of the replicated store: real `skiff control` processes on loopback,
+//! real disks, `kill -9`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
+use skiff_proto::pb::{self, compare, txn_op};
+use skiff_proto::{Client, ClientConfig, ClientError, WatchEvent};
+use tracing::info;
+
+fn opts(args: &[&str]) -> MemberOptions {
+    MemberOptions {
+        extra_args: args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Acknowledged writes: key → value.
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Writers that put `prefix/w/i` keys until `stop`, recording every acknowledged write and the
+/// time of each acknowledgement.
+fn spawn_writers(
+    client: &Client,
+    prefix: &str,
+    writers: usize,
+    acked: Acked,
+    ack_times: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let client = client.clone();
+            let acked = acked.clone();
+            let times = ack_times.clone();
+            let stop = stop.clone();
+            let prefix = prefix.to_string();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("{prefix}/{w}/{i}");
+                    let value = format!("v{i}");
+                    if client.put(key.clone(), value.clone()).await.is_ok() {
+                        acked.lock().unwrap().insert(key, value);
+                        times.lock().unwrap().push(Instant::now());
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+async fn assert_all_readable(client: &Client, prefix: &str, acked: &Acked) {
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "the load acknowledged nothing");
+    let stored = client
+        .range(pb::RangeRequest {
+            key: format!("{prefix}/").into_bytes(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .expect("linearizable range read");
+    let stored: BTreeMap<String, String> = stored
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect();
+    for (k, v) in &acked {
+        assert_eq!(stored.get(k), Some(v), "acknowledged write {k} was lost");
+    }
+    info!(count = acked.len(), "every acknowledged write is readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = *cluster.members.keys().find(|id| **id != leader).unwrap();
+
+    info!(
+        follower,
+        "a write sent to a follower is forwarded and applied"
+    );
+    let fc = cluster.client_of(follower);
+    let put = fc.put("greeting", "hello").await.expect("put via follower");
+    let rev = put.header.unwrap().revision;
+    let got = cluster
+        .client_of(leader)
+        .get("greeting", false)
+        .await
+        .unwrap()
+        .expect("key on leader");
+    assert_eq!(got.value, b"hello");
+    assert_eq!(got.mod_revision, rev);
+
+    info!("a value over 1.5 MiB is refused with an error naming the field, and nothing changes");
+    let big = vec![b'x'; 1536 * 1024 + 1];
+    let err = fc
+        .put("big", big)
+        .await
+        .expect_err("oversized value must be refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ClientError::Rejected(ref s) if s.code() == tonic::Code::InvalidArgument),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("value") && msg.contains("1.5 MiB"),
+        "error should name the field and the limit: {msg}"
+    );
+    assert!(
+        fc.get("big", false).await.unwrap().is_none(),
+        "nothing may be stored"
+    );
+    let st = fc.status().await.unwrap();
+    assert_eq!(
+        st.revision, rev,
+        "the refused write must not change the revision"
+    );
+
+    info!("exactly 1.5 MiB is accepted");
+    let ok = vec![b'y'; 1536 * 1024];
+    fc.put("big", ok.clone()).await.expect("value at the limit");
+    assert_eq!(
+        fc.get("big", false).await.unwrap().unwrap().value.len(),
+        ok.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kill_under_load_elects_a_new_leader_fast_and_loses_no_acknowledged_write() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = Client::with_config(
+        &cluster.endpoints(),
+        ClientConfig {
+            call_deadline: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    info!("8 writers load the cluster");
+    let acked: Acked = Default::default();
+    let times: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(
+        &client,
+        "load",
+        8,
+        acked.clone(),
+        times.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    info!(leader, "kill -9 of the leader");
+    let killed_at = Instant::now();
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let first_after = times
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|t| *t > killed_at)
+        .min()
+        .expect("writes resumed after the kill");
+    let gap = first_after - killed_at;
+    info!(?gap, new_leader, "first acknowledged write after the kill");
+    assert!(
+        gap < Duration::from_secs(2),
+        "the new leader served its first write {gap:?} after the kill; must be under 2 s"
+    );
+
+    info!("every acknowledged write is readable, also after the old leader returns");
+    assert_all_readable(&client, "load", &acked).await;
+    cluster.restart(leader);
+    assert_all_readable(&cluster.client_of(leader), "load", &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_of_all_members_then_restart_keeps_every_acknowledged_write() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+
+    info!("load, then kill -9 of all three members at once");
+    let acked: Acked = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(
+        &client,
+        "all",
+        8,
+        acked.clone(),
+        Default::default(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in [1, 2, 3] {
+        cluster.kill9(id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let snapshot_of_acked = acked.lock().unwrap().clone();
+    info!(acked = snapshot_of_acked.len(), "members killed");
+    for w in writers {
+        w.abort();
+    }
+
+    info!("restart from disk");
+    for id in [1, 2, 3] {
+        cluster.restart(id);
+    }
+    cluster.wait_leader(Duration::from_secs(15)).await;
+    let check: Acked = Arc::new(Mutex::new(snapshot_of_acked));
+    assert_all_readable(&cluster.client(), "all", &check).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
+    init_tracing();
+    let small_snapshots = opts(&["--snapshot-every", "200", "--keep-behind-snapshot", "20"]);
+    let mut cluster = Cluster::start(3, small_snapshots.clone());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+
+    info!("write enough that the log is purged behind snapshots");
+    for i in 0..600 {
+        client
+            .put(format!("early/{i:04}"), format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let acked: Acked = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(
+        &client,
+        "during",
+        4,
+        acked.clone(),
+        Default::default(),
+        stop.clone(),
+    );
+
+    info!("add member 4 under load, as a learner, then promote it");
+    let addr = cluster.start_joiner(4, small_snapshots);
+    client
+        .member_add(4, &addr, false)
+        .await
+        .expect("add learner");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st4 = loop {
+        let st4 = Client::status_of(&addr).await.unwrap();
+        // The log was purged behind index ~580 before member 4 existed: only a snapshot can
+        // have brought it the early entries.
+        if st4.snapshot_index >= 400 || Instant::now() > deadline {
+            break st4;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(st4.learner, "member 4 should be a learner first");
+    assert!(
+        st4.snapshot_index >= 400,
+        "member 4 should have installed a snapshot, got snapshot index {}",
+        st4.snapshot_index
+    );
+    client.member_promote(4).await.expect("promote");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    info!("member 4 serves stale reads of data written before it joined and during the join");
+    let c4 = cluster.client_of(4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = acked.lock().unwrap().clone();
+    loop {
+        let early = c4.get("early/0000", true).await.unwrap();
+        let latest_ok = {
+            let mut ok = true;
+            for (k, v) in want.iter().rev().take(20) {
+                ok &= c4
+                    .get(k.clone(), true)
+                    .await
+                    .unwrap()
+                    .is_some_and(|kv| kv.value == v.as_bytes());
+            }
+            ok
+        };
+        if early.is_some_and(|kv| kv.value == b"0") && latest_ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member 4 did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let members = client.members().await.unwrap();
+    assert!(
+        members.members.iter().any(|m| m.id == 4 && m.voter),
+        "member 4 should be a voter: {members:?}"
+    );
+}
+
+fn revisions(events: &[pb::Event]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().mod_revision)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_from_a_revision_gets_every_event_once_in_order_across_a_leader_change() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    let mut start = 0;
+    for i in 0..20 {
+        let r = client.put(format!("w/{i}"), "x").await.unwrap();
+        if i == 10 {
+            start = r.header.unwrap().revision;
+        }
+    }
+
+    info!(
+        start,
+        leader, "watch through the leader, from a past revision"
+    );
+    let mut order = vec![cluster.members[&leader].addr.clone()];
+    order.extend(
+        cluster
+            .members
+            .values()
+            .filter(|m| m.id != leader)
+            .map(|m| m.addr.clone()),
+    );
+    let watcher = Client::with_config(
+        &order,
+        ClientConfig {
+            random_start: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut rx = watcher.watch("w/", true, start);
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        if let WatchEvent::Events(ev) = rx.recv().await.unwrap().unwrap() {
+            seen.extend(revisions(&ev));
+        }
+    }
+
+    info!("kill -9 of the leader, then more writes");
+    cluster.kill9(leader);
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let mut last = 0;
+    for i in 20..40 {
+        last = client
+            .put(format!("w/{i}"), "y")
+            .await
+            .unwrap()
+            .header
+            .unwrap()
+            .revision;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.last().copied() != Some(last) {
+        let item = tokio::time::timeout_at(deadline.into(), rx.recv())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
+        if let WatchEvent::Events(ev) = item {
+            seen.extend(revisions(&ev));
+        }
+    }
+    let want: Vec<u64> = (start..=last).collect();
+    assert_eq!(seen, want, "every revision once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_from_a_compacted_revision_is_expired() {
+    init_tracing();
+    let cluster = Cluster::start(3, opts(&["--history-revisions", "50"]));
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    for i in 0..200 {
+        client.put(format!("c/{i}"), "x").await.unwrap();
+    }
+    let mut rx = client.watch("c/", true, 1);
+    match rx.recv().await.unwrap() {
+        Err(ClientError::Expired { compacted }) => {
+            assert!(compacted >= 100, "compacted {compacted}")
+        }
+        other => panic!("expected EXPIRED, got {other:?}"),
+    }
+    info!("a watch from a retained revision still works");
+    let mut rx = client.watch("c/", true, 190);
+    loop {
+        if let WatchEvent::Events(ev) = rx.recv().await.unwrap().unwrap() {
+            assert_eq!(revisions(&ev)[0], 190);
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compare_and_swap_increments_by_eight_writers_lose_no_update() {
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    client.put("counter", "0").await.unwrap();
+    const PER_WRITER: u64 = 25;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = cluster.client();
+            tokio::spawn(async move {
+                let mut wrote = Vec::new();
+                for _ in 0..PER_WRITER {
+                    loop {
+                        let kv = client.get("counter", false).await.unwrap().unwrap();
+                        let n: u64 = String::from_utf8_lossy(&kv.value).parse().unwrap();
+                        let txn = pb::TxnRequest {
+                            compares: vec![pb::Compare {
+                                target: compare::Target::ModRevision as i32,
+                                key: b"counter".to_vec(),
+                                mod_revision: kv.mod_revision,
+                            }],
+                            success: vec![pb::TxnOp {
+                                op: Some(txn_op::Op::Put(pb::PutRequest {
+                                    key: b"counter".to_vec(),
+                                    value: (n + 1).to_string().into_bytes(),
+                                    request_id: vec![],
+                                })),
+                            }],
+                            failure: vec![],
+                            request_id: vec![],
+                        };
+                        if client.txn(txn).await.unwrap().succeeded {
+                            wrote.push(n + 1);
+                            break;
+                        }
+                    }
+                }
+                wrote
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let total = 8 * PER_WRITER;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "each increment applied exactly once"
+    );
+    let kv = client.get("counter", false).await.unwrap().unwrap();
+    assert_eq!(kv.value, total.to_string().into_bytes());
+}
+
+fn run_control(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(binary("skiff"))
+        .arg("control")
+        .args(args)
+        .output()
+        .expect("run skiff");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn control_node_refuses_bad_flags_and_foreign_data_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("m1");
+    let d = d.to_str().unwrap();
+    let (ok, err) = run_control(&[
+        "--id",
+        "1",
+        "--data-dir",
+        d,
+        "--listen",
+        "127.0.0.1",
+        "--initial-cluster",
+        "1=127.0.0.1:1",
+    ]);
+    assert!(
+        !ok && err.contains("--listen") && err.contains("no port"),
+        "{err}"
+    );
+    let (ok, err) = run_control(&[
+        "--id",
+        "4",
+        "--data-dir",
+        d,
+        "--listen",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1,2=127.0.0.1:2",
+    ]);
+    assert!(!ok && err.contains("--id 4 is not a member"), "{err}");
+    let (ok, err) = run_control(&[
+        "--id",
+        "1",
+        "--data-dir",
+        d,
+        "--listen",
+        "127.0.0.1:1",
+        "--initial-cluster",
+        "1=127.0.0.1:1,2=nohost",
+    ]);
+    assert!(!ok && err.contains("--initial-cluster"), "{err}");
+
+    // Claim the directory for cluster "a", then try to start it as cluster "b".
+    std::fs::create_dir_all(d).unwrap();
+    std::fs::write(
+        dir.path().join("m1/member.json"),
+        r#"{"cluster_id":"a","member_id":1}"#,
+    )
+    .unwrap();
+    let port = skiff_e2e::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let (ok, err) = run_control(&[
+        "--id",
+        "1",
+        "--data-dir",
+        d,
+        "--listen",
+        &listen,
+        "--initial-cluster",
+        &format!("1={listen}"),
+        "--cluster-id",
+        "b",
+    ]);
+    assert!(!ok && err.contains("belongs to cluster \"a\""), "{err}");
+    let (ok, err) = run_control(&[
+        "--id",
+        "2",
+        "--data-dir",
+        d,
+        "--listen",
+        &listen,
+        "--initial-cluster",
+        &format!("2={listen}"),
+        "--cluster-id",
+        "a",
+    ]);
+    assert!(!ok && err.contains("belongs to member 1"), "{err}");
+}
