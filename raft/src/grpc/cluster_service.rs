@@ -149,13 +149,10 @@ impl Cluster for ClusterService {
             self.node.promote(req.id).await?;
             Ok(self.list())
         };
-        let remote = |ch| {
-            let req = req.clone();
-            async move {
-                forward::cluster(ch)
-                    .member_promote(mark(Request::new(req)))
-                    .await
-            }
+        let remote = |ch| async move {
+            forward::cluster(ch)
+                .member_promote(mark(Request::new(req)))
+                .await
         };
         leader_call(&self.node, forwarded, local, remote)
             .await
@@ -173,13 +170,10 @@ impl Cluster for ClusterService {
             self.node.remove(req.id).await?;
             Ok(self.list())
         };
-        let remote = |ch| {
-            let req = req.clone();
-            async move {
-                forward::cluster(ch)
-                    .member_remove(mark(Request::new(req)))
-                    .await
-            }
+        let remote = |ch| async move {
+            forward::cluster(ch)
+                .member_remove(mark(Request::new(req)))
+                .await
         };
         leader_call(&self.node, forwarded, local, remote)
             .instrument(span)

@@ -54,7 +54,7 @@ struct StoreArgs {
 #[derive(Clone)]
 enum Target {
     Skiff(Client),
-    Etcd(etcd_client::KvClient),
+    Etcd(Box<etcd_client::KvClient>),
 }
 
 impl Target {
@@ -221,7 +221,7 @@ impl Etcd {
 
     /// The index (1-based) of the leader, by asking each member.
     async fn leader(&self) -> Option<u64> {
-        for (_, (addr, _, child)) in &self.procs {
+        for (addr, _, child) in self.procs.values() {
             if child.is_none() {
                 continue;
             }
@@ -319,7 +319,7 @@ async fn etcd_targets(endpoints: &[String], n: usize) -> anyhow::Result<Vec<Targ
         // One connection per endpoint, spread like Skiff's clients.
         let ep = &endpoints[i % endpoints.len()];
         let c = etcd_client::Client::connect([ep.as_str()], None).await?;
-        out.push(Target::Etcd(c.kv_client()));
+        out.push(Target::Etcd(Box::new(c.kv_client())));
     }
     Ok(out)
 }
@@ -482,7 +482,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
             .iter()
             .map(|e| {
                 Client::with_config(
-                    &[e.clone()],
+                    std::slice::from_ref(e),
                     ClientConfig {
                         attempt_timeout: Duration::from_millis(250),
                         call_deadline: Duration::ZERO,

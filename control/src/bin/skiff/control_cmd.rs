@@ -121,7 +121,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(node.clone(), listener, async {
+    let mut server = tokio::spawn(server::serve(node.clone(), listener, async {
         let _ = stop_rx.await;
     }));
 
@@ -133,7 +133,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-        r = &mut Box::pin(async { server.await }) => {
+        r = &mut server => {
             node.shutdown().await;
             return match r {
                 Ok(Ok(())) => Ok(()),
