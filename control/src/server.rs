@@ -12,7 +12,6 @@ use skiff_raft::grpc::kv_service::KvService;
 use skiff_raft::grpc::raft_service::RaftService;
 use skiff_raft::RaftNode;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serve `node` on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -36,6 +35,6 @@ pub async fn serve(
         .add_service(raft)
         .add_service(kv)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
 /// Largest gRPC message accepted or sent. Above the 1.5 MiB value limit so an oversized value
@@ -42,4 +43,11 @@ pub fn server() -> Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .initial_connection_window_size(4 << 20)
         .initial_stream_window_size(2 << 20)
+}
+
+/// Accepted connections of `listener` with Skiff's socket settings. The server builder's own
+/// `tcp_nodelay` applies only to listeners it binds itself, so a listener bound by the caller
+/// must come through here, or Nagle's algorithm meets delayed ACKs and adds ~40 ms per call.
+pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(30)))
 }

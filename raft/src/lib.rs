@@ -22,6 +22,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod network;
 pub mod node;
+pub mod read_barrier;
 pub mod state_machine;
 pub mod types;
 

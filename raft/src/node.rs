@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
 use crate::batcher::Batcher;
@@ -15,6 +15,7 @@ use crate::error::{Result, StoreError};
 use crate::log_store::LogStore;
 use crate::mvcc::TxnResult;
 use crate::network::{Network, PeerChannels};
+use crate::read_barrier::ReadBarrier;
 use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
 use crate::types::{NodeId, Raft, Write};
 
@@ -49,8 +50,8 @@ impl NodeConfig {
             addr,
             data_dir,
             cluster_id,
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(120), Duration::from_millis(240)),
             snapshot_every: 10_000,
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
@@ -63,6 +64,7 @@ struct Inner {
     raft: Raft,
     sm: Arc<SmShared<SledEngine>>,
     batcher: Batcher,
+    reads: ReadBarrier,
     channels: PeerChannels,
 }
 
@@ -104,7 +106,7 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_behind_snapshot,
             snapshot_max_chunk_size: 1 << 20,
-            max_payload_entries: 256,
+            max_payload_entries: 32,
             ..Default::default()
         }
         .validate()
@@ -133,12 +135,14 @@ impl RaftNode {
             .await
             .map_err(OpenError::Raft)?;
         let batcher = Batcher::start(raft.clone());
+        let reads = ReadBarrier::start(raft.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 raft,
                 sm: shared,
                 batcher,
+                reads,
                 channels,
             }),
         })
@@ -210,18 +214,7 @@ impl RaftNode {
 
     /// Wait until a read of the local state is linearizable (leader only).
     pub async fn read_barrier(&self) -> Result<()> {
-        match self.inner.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(StoreError::NotLeader { leader: None })
-            }
-            Err(RaftError::Fatal(f)) => Err(StoreError::Fatal(f)),
-        }
+        self.inner.reads.wait().await
     }
 
     /// Add `id` at `addr` as a learner and wait until it has caught up.

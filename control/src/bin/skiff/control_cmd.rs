@@ -45,10 +45,10 @@ pub struct ControlArgs {
     #[arg(long, default_value_t = 50_000)]
     pub history_revisions: u64,
     /// Leader heartbeat period in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Election timeout range in milliseconds, MIN-MAX.
-    #[arg(long, default_value = "300-600")]
+    #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
 }
 
