@@ -19,10 +19,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let raft = RaftServer::new(RaftService::new(
-        node.raft().clone(),
-        node.config().cluster_id.clone(),
-    ))
+    let raft = RaftServer::new(RaftService::new(node.clone()))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let kv = KvServer::new(KvService::new(node.clone()))

@@ -16,6 +16,7 @@
 pub mod batcher;
 pub mod engine;
 pub mod error;
+pub mod forwarder;
 pub mod grpc;
 pub mod keyspace;
 pub mod log_store;

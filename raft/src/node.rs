@@ -14,6 +14,7 @@ use crate::engine::SledEngine;
 use crate::error::{Result, StoreError};
 use crate::log_store::LogStore;
 use crate::mvcc::TxnResult;
+use crate::forwarder::Forwarder;
 use crate::network::{Network, PeerChannels};
 use crate::read_barrier::ReadBarrier;
 use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
@@ -65,6 +66,7 @@ struct Inner {
     sm: Arc<SmShared<SledEngine>>,
     batcher: Batcher,
     reads: ReadBarrier,
+    forwarder: Forwarder,
     channels: PeerChannels,
 }
 
@@ -136,6 +138,7 @@ impl RaftNode {
             .map_err(OpenError::Raft)?;
         let batcher = Batcher::start(raft.clone());
         let reads = ReadBarrier::start(raft.clone());
+        let forwarder = Forwarder::start(config.cluster_id.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -143,6 +146,7 @@ impl RaftNode {
                 sm: shared,
                 batcher,
                 reads,
+                forwarder,
                 channels,
             }),
         })
@@ -210,6 +214,44 @@ impl RaftNode {
     /// Apply a write through Raft (leader only) and return its result.
     pub async fn write(&self, write: Write) -> Result<TxnResult> {
         self.inner.batcher.write(write).await
+    }
+
+    /// Apply a write from any member: proposed here when this member leads, else forwarded
+    /// to the leader (batched with other forwarded writes). If leadership moves meanwhile,
+    /// the write follows it; its request id keeps it from being applied twice.
+    pub async fn propose(&self, write: Write) -> Result<TxnResult> {
+        let mut last = StoreError::NotLeader { leader: None };
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            let leader = match self.leader() {
+                Some(l) => l,
+                None => {
+                    let _ = self
+                        .inner
+                        .raft
+                        .wait(Some(std::time::Duration::from_secs(3)))
+                        .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                        .await;
+                    match self.leader() {
+                        Some(l) => l,
+                        None => return Err(StoreError::NotLeader { leader: None }),
+                    }
+                }
+            };
+            let result = if leader.0 == self.id() {
+                self.write(write.clone()).await
+            } else {
+                let ch = self.channels().get(&leader.1).map_err(|_| StoreError::NotLeader { leader: Some(leader.clone()) })?;
+                self.inner.forwarder.forward(ch, write.clone()).await
+            };
+            match result {
+                Err(e @ StoreError::NotLeader { .. }) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
     }
 
     /// Wait until a read of the local state is linearizable (leader only).

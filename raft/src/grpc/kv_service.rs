@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::convert::{self, event_to_pb, kv_to_pb, store_error};
-use super::forward::{self, is_forwarded, leader_call, mark};
+use super::forward::{self, is_forwarded, mark};
 use crate::mvcc::{OpResult, Txn, TxnResult};
 use crate::node::RaftNode;
 use crate::state_machine::{WatchError, WatchFilter, WatchMessage};
@@ -85,109 +85,46 @@ impl Kv for KvService {
         }))
     }
 
-    async fn put(
-        &self,
-        request: Request<pb::PutRequest>,
-    ) -> Result<Response<pb::PutResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let mut req = request.into_inner();
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
-        req.request_id = request_id.to_be_bytes().to_vec();
-        let op = convert::put_op("put", req.clone())?;
-        let write = Write {
-            request_id,
-            txn: Txn {
-                success: vec![op],
-                ..Default::default()
-            },
-        };
         let span = tracing::debug_span!("put", key = %String::from_utf8_lossy(&req.key));
-        let local = || async {
-            let (rev, op) = first_op(self.node.write(write.clone()).await?);
-            let prev_kv = match op {
-                Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
-                _ => None,
-            };
-            Ok(pb::PutResponse {
-                header: Some(self.header(rev)),
-                prev_kv,
-            })
+        let op = convert::put_op("put", req)?;
+        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let (rev, op) = first_op(self.node.propose(write).instrument(span).await.map_err(store_error)?);
+        let prev_kv = match op {
+            Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
+            _ => None,
         };
-        let remote = |ch| {
-            let req = req.clone();
-            async move { forward::kv(ch).put(mark(Request::new(req))).await }
-        };
-        leader_call(&self.node, forwarded, local, remote)
-            .instrument(span)
-            .await
-            .map(Response::new)
+        Ok(Response::new(pb::PutResponse { header: Some(self.header(rev)), prev_kv }))
     }
 
-    async fn delete(
-        &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let mut req = request.into_inner();
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
-        req.request_id = request_id.to_be_bytes().to_vec();
-        let op = convert::delete_op("delete", req.clone())?;
-        let write = Write {
-            request_id,
-            txn: Txn {
-                success: vec![op],
-                ..Default::default()
-            },
-        };
         let span = tracing::debug_span!("delete", key = %String::from_utf8_lossy(&req.key), prefix = req.prefix);
-        let local = || async {
-            let (rev, op) = first_op(self.node.write(write.clone()).await?);
-            let prev = match op {
-                Some(OpResult::Delete { prev }) => prev,
-                _ => vec![],
-            };
-            Ok(pb::DeleteResponse {
-                header: Some(self.header(rev)),
-                deleted: prev.len() as u64,
-                prev_kvs: prev.into_iter().map(kv_to_pb).collect(),
-            })
+        let op = convert::delete_op("delete", req)?;
+        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
+        let (rev, op) = first_op(self.node.propose(write).instrument(span).await.map_err(store_error)?);
+        let prev = match op {
+            Some(OpResult::Delete { prev }) => prev,
+            _ => vec![],
         };
-        let remote = |ch| {
-            let req = req.clone();
-            async move { forward::kv(ch).delete(mark(Request::new(req))).await }
-        };
-        leader_call(&self.node, forwarded, local, remote)
-            .instrument(span)
-            .await
-            .map(Response::new)
+        Ok(Response::new(pb::DeleteResponse {
+            header: Some(self.header(rev)),
+            deleted: prev.len() as u64,
+            prev_kvs: prev.into_iter().map(kv_to_pb).collect(),
+        }))
     }
 
-    async fn txn(
-        &self,
-        request: Request<pb::TxnRequest>,
-    ) -> Result<Response<pb::TxnResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let mut req = request.into_inner();
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
-        req.request_id = request_id.to_be_bytes().to_vec();
-        let write = Write {
-            request_id,
-            txn: convert::txn_from_pb(req.clone())?,
-        };
+        let write = Write { request_id, txn: convert::txn_from_pb(req)? };
         let span = tracing::debug_span!("txn", request_id = %format!("{request_id:032x}"));
-        let local = || async {
-            let result = self.node.write(write.clone()).await?;
-            let header = self.header(result.revision);
-            Ok(convert::txn_result_to_pb(result, header))
-        };
-        let remote = |ch| {
-            let req = req.clone();
-            async move { forward::kv(ch).txn(mark(Request::new(req))).await }
-        };
-        leader_call(&self.node, forwarded, local, remote)
-            .instrument(span)
-            .await
-            .map(Response::new)
+        let result = self.node.propose(write).instrument(span).await.map_err(store_error)?;
+        let header = self.header(result.revision);
+        Ok(Response::new(convert::txn_result_to_pb(result, header)))
     }
 
     type WatchStream = WatchStream;

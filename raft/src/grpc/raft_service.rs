@@ -7,18 +7,21 @@ use skiff_proto::pb::{RaftReply, RaftRequest};
 use skiff_proto::status;
 use tonic::{Request, Response, Status};
 
-use crate::types::Raft;
+use crate::forwarder::ForwardOutcome;
+use crate::node::RaftNode;
+use crate::types::Write;
 
 /// Serves Raft RPCs for one member.
 pub struct RaftService {
-    raft: Raft,
+    node: RaftNode,
     cluster_id: String,
 }
 
 impl RaftService {
-    /// Serve `raft` of cluster `cluster_id`.
-    pub fn new(raft: Raft, cluster_id: String) -> Self {
-        Self { raft, cluster_id }
+    /// Serve the Raft RPCs of `node`.
+    pub fn new(node: RaftNode) -> Self {
+        let cluster_id = node.config().cluster_id.clone();
+        Self { node, cluster_id }
     }
 
     fn decode<T: DeserializeOwned>(&self, req: RaftRequest) -> Result<T, Status> {
@@ -45,12 +48,12 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(request.into_inner())?;
-        reply(&self.raft.append_entries(rpc).await)
+        reply(&self.node.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(request.into_inner())?;
-        reply(&self.raft.vote(rpc).await)
+        reply(&self.node.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -58,6 +61,14 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let rpc = self.decode(request.into_inner())?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        reply(&self.node.raft().install_snapshot(rpc).await)
+    }
+
+    async fn forward_writes(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let writes: Vec<Write> = self.decode(request.into_inner())?;
+        // Proposed concurrently so the batcher coalesces them into few entries.
+        let results = futures::future::join_all(writes.into_iter().map(|w| self.node.write(w))).await;
+        let outcomes: Vec<ForwardOutcome> = results.into_iter().map(ForwardOutcome::from).collect();
+        reply(&outcomes)
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::spaces::{
-    AppliedState, HistorySpace, KvSpace, RequestByTimeSpace, RequestSpace, StoredKv,
+    AppliedState, HistorySpace, KvSpace, RequestBucketSpace, RequestSpace, StoredKv,
 };
 use crate::engine::{Engine, Result, WriteBatch};
 use crate::keyspace::TypedRead;
@@ -13,16 +13,18 @@ use crate::mvcc::{Compare, Event, EventKind, KeyValue, Op, OpResult, Txn, TxnRes
 use crate::types::{RequestId, Write};
 
 /// How long a request id is remembered for retries, in the entries' own clock.
-pub const REQUEST_ID_TTL_MS: u64 = 10 * 60 * 1000;
+pub const REQUEST_ID_TTL_MS: u64 = 2 * 60 * 1000;
 
-/// At most this many history revisions are compacted per applied batch, to bound apply work.
-const COMPACT_STEP: u64 = 4096;
+/// At most this many history records are compacted per applied batch, to bound apply work.
+const COMPACT_STEP: u64 = 256;
 
 /// The changes of one apply call, not yet written.
 pub(crate) struct Overlay<'a, E: Engine> {
     engine: &'a E,
     kv: BTreeMap<Vec<u8>, Option<StoredKv>>,
     requests: HashMap<RequestId, TxnResult>,
+    /// Request ids first seen in this batch, in order.
+    new_ids: Vec<RequestId>,
     pub(crate) batch: WriteBatch,
     /// Events in apply order, with their revision.
     pub(crate) events: Vec<(u64, Event)>,
@@ -45,6 +47,7 @@ impl<'a, E: Engine> Overlay<'a, E> {
             engine,
             kv: BTreeMap::new(),
             requests: HashMap::new(),
+            new_ids: Vec::new(),
             batch: WriteBatch::default(),
             events: Vec::new(),
             state,
@@ -102,8 +105,7 @@ impl<'a, E: Engine> Overlay<'a, E> {
             self.requests.insert(write.request_id, result.clone());
             self.batch
                 .put::<RequestSpace>(&write.request_id, &(time_ms, result.clone()));
-            self.batch
-                .put::<RequestByTimeSpace>(&(time_ms, write.request_id), &());
+            self.new_ids.push(write.request_id);
         }
         Ok(result)
     }
@@ -129,11 +131,7 @@ impl<'a, E: Engine> Overlay<'a, E> {
         }
         if !changed.is_empty() {
             self.state.revision = rev;
-            for (i, ev) in changed.into_iter().enumerate() {
-                let idx = u32::try_from(i).unwrap_or(u32::MAX);
-                self.batch.put::<HistorySpace>(&(rev, idx), &ev);
-                self.events.push((rev, ev));
-            }
+            self.events.extend(changed.into_iter().map(|ev| (rev, ev)));
         }
         Ok(TxnResult {
             succeeded,
@@ -211,32 +209,45 @@ impl<'a, E: Engine> Overlay<'a, E> {
         prevs
     }
 
+    /// Record this batch's history and request ids, each as one record.
+    pub(crate) fn record_batch(&mut self, time_ms: u64, log_index: u64) {
+        if let Some((last, _)) = self.events.last() {
+            self.batch.put::<HistorySpace>(last, &self.events);
+        }
+        if !self.new_ids.is_empty() {
+            let ids = std::mem::take(&mut self.new_ids);
+            self.batch.put::<RequestBucketSpace>(&(time_ms, u128::from(log_index)), &ids);
+        }
+    }
+
     /// Forget request ids older than the TTL and history beyond the retained window.
     pub(crate) fn expire(&mut self, now_ms: u64, retain_revisions: u64) -> Result<()> {
         let cutoff = now_ms.saturating_sub(REQUEST_ID_TTL_MS);
         if cutoff > 0 {
-            let old = self.engine.scan_in::<RequestByTimeSpace>(
+            let old = self.engine.scan_in::<RequestBucketSpace>(
                 std::ops::Bound::Unbounded,
                 std::ops::Bound::Excluded(&(cutoff, 0)),
-                1024,
+                64,
             )?;
-            for ((t, id), ()) in old {
-                self.batch.delete::<RequestByTimeSpace>(&(t, id));
-                self.batch.delete::<RequestSpace>(&id);
+            for (bucket, ids) in old {
+                for id in ids {
+                    self.batch.delete::<RequestSpace>(&id);
+                }
+                self.batch.delete::<RequestBucketSpace>(&bucket);
             }
         }
         let target = self.state.revision.saturating_sub(retain_revisions);
         if target > self.state.compacted {
-            let upto = target.min(self.state.compacted + COMPACT_STEP);
+            // Whole batch records only: a record reaching past the target stays.
             let doomed = self.engine.scan_in::<HistorySpace>(
-                std::ops::Bound::Included(&(self.state.compacted + 1, 0)),
-                std::ops::Bound::Excluded(&(upto + 1, 0)),
-                0,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Included(&target),
+                COMPACT_STEP as usize,
             )?;
-            for (k, _) in doomed {
-                self.batch.delete::<HistorySpace>(&k);
+            for (last, _) in doomed {
+                self.batch.delete::<HistorySpace>(&last);
+                self.state.compacted = self.state.compacted.max(last);
             }
-            self.state.compacted = upto;
         }
         Ok(())
     }

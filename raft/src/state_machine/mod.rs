@@ -89,12 +89,28 @@ impl<E: Engine> SmShared<E> {
     /// Events of revisions `from..=to` from the retained history.
     fn history(&self, from: u64, to: u64) -> Result<Vec<(u64, crate::mvcc::Event)>> {
         let _guard = self.state();
-        let rows = self.engine.scan_in::<HistorySpace>(
-            std::ops::Bound::Included(&(from, 0)),
-            std::ops::Bound::Excluded(&(to.saturating_add(1), 0)),
-            0,
-        )?;
-        Ok(rows.into_iter().map(|((rev, _), ev)| (rev, ev)).collect())
+        let mut out = Vec::new();
+        // Records are keyed by their last revision: the first one at or after `from` holds it.
+        let mut cursor = from;
+        loop {
+            let rows = self.engine.scan_in::<HistorySpace>(std::ops::Bound::Included(&cursor), std::ops::Bound::Unbounded, 16)?;
+            let Some((last_key, _)) = rows.last() else { return Ok(out) };
+            let last_key = *last_key;
+            for (_, events) in rows {
+                for (rev, ev) in events {
+                    if rev > to {
+                        return Ok(out);
+                    }
+                    if rev >= from {
+                        out.push((rev, ev));
+                    }
+                }
+            }
+            if last_key >= to {
+                return Ok(out);
+            }
+            cursor = last_key + 1;
+        }
     }
 
     /// Start a watch; messages arrive on the returned receiver until it is dropped.
@@ -174,6 +190,8 @@ impl<E: Engine> StateMachineStore<E> {
             }
             responses.push(resp);
         }
+        let last_index = overlay.state.last_applied.map(|l| l.index).unwrap_or(0);
+        overlay.record_batch(last_time, last_index);
         overlay.expire(last_time, sh.config.history_revisions)?;
         let apply::Overlay {
             mut batch,

@@ -16,13 +16,15 @@ impl KeySpace for KvSpace {
     type Value = StoredKv;
 }
 
-/// The retained change history: `(revision, index within the revision) → Event`.
+/// The retained change history, one record per applied batch:
+/// `last revision of the batch → [(revision, event)]`. One record per batch rather than per
+/// event keeps the write cost of history to one engine insert per Raft apply.
 pub(crate) struct HistorySpace;
 impl KeySpace for HistorySpace {
     const NAME: &'static str = "history";
     const PREFIX: u8 = 11;
-    type Key = (u64, u32);
-    type Value = Event;
+    type Key = u64;
+    type Value = Vec<(u64, Event)>;
 }
 
 /// The applied state, one record written with every applied batch.
@@ -43,13 +45,14 @@ impl KeySpace for RequestSpace {
     type Value = (u64, TxnResult);
 }
 
-/// Index of [`RequestSpace`] by time, for expiry: `(time_ms, request id) → ()`.
-pub(crate) struct RequestByTimeSpace;
-impl KeySpace for RequestByTimeSpace {
-    const NAME: &'static str = "requests-by-time";
+/// The request ids of each applied batch, for expiry:
+/// `(time_ms, log index of the batch) → [request id]`.
+pub(crate) struct RequestBucketSpace;
+impl KeySpace for RequestBucketSpace {
+    const NAME: &'static str = "request-buckets";
     const PREFIX: u8 = 14;
     type Key = (u64, u128);
-    type Value = ();
+    type Value = Vec<u128>;
 }
 
 /// The single key of [`AppliedSpace`].
