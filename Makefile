@@ -4,7 +4,7 @@
 #   make verify fmt + clippy + tests, as CI
 
 SHELL := /bin/bash
-DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client
+DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2
 CARGO ?= cargo
 
 .PHONY: up test verify deps build bench-store lint

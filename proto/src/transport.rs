@@ -49,5 +49,7 @@ pub fn server() -> Server {
 /// `tcp_nodelay` applies only to listeners it binds itself, so a listener bound by the caller
 /// must come through here, or Nagle's algorithm meets delayed ACKs and adds ~40 ms per call.
 pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(30)))
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)))
 }

@@ -68,7 +68,14 @@ impl Forwarder {
     /// Send `write` to the leader at `leader` and wait for its result.
     pub async fn forward(&self, leader: Channel, write: Write) -> Result<TxnResult> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Pending { write, leader, reply }).await.map_err(|_| StoreError::Stopped)?;
+        self.tx
+            .send(Pending {
+                write,
+                leader,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 }
@@ -83,7 +90,9 @@ async fn run(cluster_id: String, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let cluster_id = cluster_id.clone();
         tokio::spawn(async move {
             send_batch(cluster_id, batch).await;
@@ -96,14 +105,18 @@ async fn send_batch(cluster_id: String, batch: Vec<Pending>) {
     // Writes queued while the leader changed may name different leaders; the batch goes to
     // the leader of its first write, and a wrong one answers NotLeader.
     let leader = batch[0].leader.clone();
-    let (writes, replies): (Vec<Write>, Vec<_>) = batch.into_iter().map(|p| (p.write, p.reply)).unzip();
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        batch.into_iter().map(|p| (p.write, p.reply)).unzip();
     let outcome = async {
         let payload = bincode::serialize(&writes).map_err(|e| e.to_string())?;
         let mut client = RaftClient::new(leader)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let reply = client
-            .forward_writes(RaftRequest { cluster_id, payload })
+            .forward_writes(RaftRequest {
+                cluster_id,
+                payload,
+            })
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();
@@ -115,7 +128,9 @@ async fn send_batch(cluster_id: String, batch: Vec<Pending>) {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(match r {
                     ForwardOutcome::Applied(t) => Ok(t),
-                    ForwardOutcome::NotLeader | ForwardOutcome::Unavailable(_) => Err(StoreError::NotLeader { leader: None }),
+                    ForwardOutcome::NotLeader | ForwardOutcome::Unavailable(_) => {
+                        Err(StoreError::NotLeader { leader: None })
+                    }
                 });
             }
         }

@@ -12,9 +12,9 @@ use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 use crate::batcher::Batcher;
 use crate::engine::SledEngine;
 use crate::error::{Result, StoreError};
+use crate::forwarder::Forwarder;
 use crate::log_store::LogStore;
 use crate::mvcc::TxnResult;
-use crate::forwarder::Forwarder;
 use crate::network::{Network, PeerChannels};
 use crate::read_barrier::ReadBarrier;
 use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
@@ -243,7 +243,12 @@ impl RaftNode {
             let result = if leader.0 == self.id() {
                 self.write(write.clone()).await
             } else {
-                let ch = self.channels().get(&leader.1).map_err(|_| StoreError::NotLeader { leader: Some(leader.clone()) })?;
+                let ch = self
+                    .channels()
+                    .get(&leader.1)
+                    .map_err(|_| StoreError::NotLeader {
+                        leader: Some(leader.clone()),
+                    })?;
                 self.inner.forwarder.forward(ch, write.clone()).await
             };
             match result {

@@ -52,12 +52,18 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
     }
 }
 
-fn to_store_error(e: &RaftError<crate::NodeId, CheckIsLeaderError<crate::NodeId, openraft::BasicNode>>) -> StoreError {
+fn to_store_error(
+    e: &RaftError<crate::NodeId, CheckIsLeaderError<crate::NodeId, openraft::BasicNode>>,
+) -> StoreError {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-            StoreError::NotLeader { leader: f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())) }
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => StoreError::NotLeader {
+            leader: f
+                .leader_id
+                .zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+            StoreError::NotLeader { leader: None }
         }
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => StoreError::NotLeader { leader: None },
         RaftError::Fatal(f) => StoreError::Fatal(f.clone()),
     }
 }

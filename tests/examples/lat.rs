@@ -2,11 +2,20 @@ use std::time::Instant;
 #[tokio::main]
 async fn main() {
     let eps: Vec<String> = std::env::args().skip(1).collect();
-    let c = skiff_proto::Client::with_config(&eps, skiff_proto::ClientConfig { random_start: false, ..Default::default() }).unwrap();
+    let c = skiff_proto::Client::with_config(
+        &eps,
+        skiff_proto::ClientConfig {
+            random_start: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut l = vec![];
     for i in 0..2000 {
         let t = Instant::now();
-        c.put(format!("k{}", i % 100), vec![1u8; 256]).await.unwrap();
+        c.put(format!("k{}", i % 100), vec![1u8; 256])
+            .await
+            .unwrap();
         l.push(t.elapsed());
     }
     l.sort();
@@ -26,7 +35,10 @@ async fn main() {
     }
     r.sort();
     println!("linearizable get p50 {:?} p99 {:?}", r[250], r[495]);
-    println!("put p50 {:?} p90 {:?} p99 {:?} max {:?}", l[1000], l[1800], l[1980], l[1999]);
+    println!(
+        "put p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        l[1000], l[1800], l[1980], l[1999]
+    );
 }
 #[allow(dead_code)]
 fn unused() {}

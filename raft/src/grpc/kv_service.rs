@@ -85,27 +85,60 @@ impl Kv for KvService {
         }))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
         let span = tracing::debug_span!("put", key = %String::from_utf8_lossy(&req.key));
         let op = convert::put_op("put", req)?;
-        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
-        let (rev, op) = first_op(self.node.propose(write).instrument(span).await.map_err(store_error)?);
+        let write = Write {
+            request_id,
+            txn: Txn {
+                success: vec![op],
+                ..Default::default()
+            },
+        };
+        let (rev, op) = first_op(
+            self.node
+                .propose(write)
+                .instrument(span)
+                .await
+                .map_err(store_error)?,
+        );
         let prev_kv = match op {
             Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
             _ => None,
         };
-        Ok(Response::new(pb::PutResponse { header: Some(self.header(rev)), prev_kv }))
+        Ok(Response::new(pb::PutResponse {
+            header: Some(self.header(rev)),
+            prev_kv,
+        }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
         let span = tracing::debug_span!("delete", key = %String::from_utf8_lossy(&req.key), prefix = req.prefix);
         let op = convert::delete_op("delete", req)?;
-        let write = Write { request_id, txn: Txn { success: vec![op], ..Default::default() } };
-        let (rev, op) = first_op(self.node.propose(write).instrument(span).await.map_err(store_error)?);
+        let write = Write {
+            request_id,
+            txn: Txn {
+                success: vec![op],
+                ..Default::default()
+            },
+        };
+        let (rev, op) = first_op(
+            self.node
+                .propose(write)
+                .instrument(span)
+                .await
+                .map_err(store_error)?,
+        );
         let prev = match op {
             Some(OpResult::Delete { prev }) => prev,
             _ => vec![],
@@ -117,12 +150,23 @@ impl Kv for KvService {
         }))
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         let request_id = convert::request_id("request_id", &req.request_id)?;
-        let write = Write { request_id, txn: convert::txn_from_pb(req)? };
+        let write = Write {
+            request_id,
+            txn: convert::txn_from_pb(req)?,
+        };
         let span = tracing::debug_span!("txn", request_id = %format!("{request_id:032x}"));
-        let result = self.node.propose(write).instrument(span).await.map_err(store_error)?;
+        let result = self
+            .node
+            .propose(write)
+            .instrument(span)
+            .await
+            .map_err(store_error)?;
         let header = self.header(result.revision);
         Ok(Response::new(convert::txn_result_to_pb(result, header)))
     }

@@ -64,10 +64,14 @@ impl RaftRpc for RaftService {
         reply(&self.node.raft().install_snapshot(rpc).await)
     }
 
-    async fn forward_writes(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn forward_writes(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         let writes: Vec<Write> = self.decode(request.into_inner())?;
         // Proposed concurrently so the batcher coalesces them into few entries.
-        let results = futures::future::join_all(writes.into_iter().map(|w| self.node.write(w))).await;
+        let results =
+            futures::future::join_all(writes.into_iter().map(|w| self.node.write(w))).await;
         let outcomes: Vec<ForwardOutcome> = results.into_iter().map(ForwardOutcome::from).collect();
         reply(&outcomes)
     }

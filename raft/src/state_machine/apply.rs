@@ -216,7 +216,8 @@ impl<'a, E: Engine> Overlay<'a, E> {
         }
         if !self.new_ids.is_empty() {
             let ids = std::mem::take(&mut self.new_ids);
-            self.batch.put::<RequestBucketSpace>(&(time_ms, u128::from(log_index)), &ids);
+            self.batch
+                .put::<RequestBucketSpace>(&(time_ms, u128::from(log_index)), &ids);
         }
     }
 

@@ -93,8 +93,14 @@ impl<E: Engine> SmShared<E> {
         // Records are keyed by their last revision: the first one at or after `from` holds it.
         let mut cursor = from;
         loop {
-            let rows = self.engine.scan_in::<HistorySpace>(std::ops::Bound::Included(&cursor), std::ops::Bound::Unbounded, 16)?;
-            let Some((last_key, _)) = rows.last() else { return Ok(out) };
+            let rows = self.engine.scan_in::<HistorySpace>(
+                std::ops::Bound::Included(&cursor),
+                std::ops::Bound::Unbounded,
+                16,
+            )?;
+            let Some((last_key, _)) = rows.last() else {
+                return Ok(out);
+            };
             let last_key = *last_key;
             for (_, events) in rows {
                 for (rev, ev) in events {

@@ -1,0 +1,203 @@
+//! Control nodes of the run, one per host namespace, started as real `skiff control`
+//! processes on data directories of the run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::net::TestNet;
+
+/// Port every control node listens on, inside its own host.
+pub const PORT: u16 = 7401;
+
+/// One control node.
+pub struct Node {
+    /// Member id (= host number).
+    pub id: u8,
+    /// `host:port`.
+    pub addr: String,
+    child: Option<Child>,
+    paused: bool,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+/// The control nodes.
+pub struct ChaosCluster {
+    /// Nodes by id order.
+    pub nodes: Vec<Node>,
+    initial: String,
+    cluster_id: String,
+    skiff: PathBuf,
+}
+
+fn skiff_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("skiff")
+}
+
+impl ChaosCluster {
+    /// Start one control node on each host of `net`, data under `dir`.
+    pub fn start(net: &TestNet, dir: &Path) -> anyhow::Result<Self> {
+        let skiff = skiff_binary();
+        anyhow::ensure!(
+            skiff.exists(),
+            "{} is not built (cargo build --workspace --bins)",
+            skiff.display()
+        );
+        let initial = (1..=net.hosts)
+            .map(|i| format!("{i}={}:{PORT}", net.addr(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            nodes: Vec::new(),
+            initial,
+            cluster_id: format!("chaos-{}", net.net),
+            skiff,
+        };
+        for i in 1..=net.hosts {
+            let mut node = Node {
+                id: i,
+                addr: format!("{}:{PORT}", net.addr(i)),
+                child: None,
+                paused: false,
+                data_dir: dir.join(format!("node-{i}")),
+                log: dir.join(format!("node-{i}.log")),
+            };
+            c.spawn(net, &mut node)?;
+            c.nodes.push(node);
+        }
+        Ok(c)
+    }
+
+    fn spawn(&self, net: &TestNet, node: &mut Node) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.ns(node.id)])
+            .arg(&self.skiff)
+            .args([
+                "control",
+                "--id",
+                &node.id.to_string(),
+                "--listen",
+                &node.addr,
+            ])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args([
+                "--initial-cluster",
+                &self.initial,
+                "--cluster-id",
+                &self.cluster_id,
+            ])
+            .env("SKIFF_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Endpoints of every node.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Whether node `id` runs (not killed).
+    pub fn is_up(&self, id: u8) -> bool {
+        self.node(id).is_some_and(|n| n.child.is_some())
+    }
+
+    fn node(&self, id: u8) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    fn node_mut(&mut self, id: u8) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    /// `kill -9` node `id`. `ip netns exec` execs the program, so the pid is skiff's own.
+    pub fn kill9(&mut self, id: u8) {
+        if let Some(n) = self.node_mut(id) {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            n.paused = false;
+        }
+    }
+
+    /// Restart node `id` if it is down.
+    pub fn restart(&mut self, net: &TestNet, id: u8) -> anyhow::Result<()> {
+        let Some(idx) = self.nodes.iter().position(|n| n.id == id) else {
+            return Ok(());
+        };
+        if self.nodes[idx].child.is_some() {
+            return Ok(());
+        }
+        let mut node = std::mem::replace(
+            &mut self.nodes[idx],
+            Node {
+                id,
+                addr: String::new(),
+                child: None,
+                paused: false,
+                data_dir: PathBuf::new(),
+                log: PathBuf::new(),
+            },
+        );
+        let r = self.spawn(net, &mut node);
+        self.nodes[idx] = node;
+        r
+    }
+
+    /// SIGSTOP or SIGCONT node `id`.
+    pub fn pause(&mut self, id: u8, paused: bool) {
+        if let Some(n) = self.node_mut(id) {
+            if let Some(c) = &n.child {
+                let _ = kill(
+                    Pid::from_raw(c.id() as i32),
+                    if paused {
+                        Signal::SIGSTOP
+                    } else {
+                        Signal::SIGCONT
+                    },
+                );
+                n.paused = paused;
+            }
+        }
+    }
+
+    /// Resume every paused node and restart every killed one.
+    pub fn heal(&mut self, net: &TestNet) -> anyhow::Result<()> {
+        let ids: Vec<u8> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.pause(id, false);
+            self.restart(net, id)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

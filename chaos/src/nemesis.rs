@@ -1,0 +1,179 @@
+//! Faults, injected on a schedule drawn from the run's seed.
+
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::Serialize;
+use skiff_proto::Client;
+
+use crate::cluster::ChaosCluster;
+use crate::net::TestNet;
+
+/// A named scenario: which faults it injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// `kill -9` of the leader, then restart.
+    KillLeader,
+    /// `kill -9` of a follower, then restart.
+    KillFollower,
+    /// `kill -9` of a random node, then restart.
+    KillRandom,
+    /// SIGSTOP of the leader, then SIGCONT: the stale-read-after-pause class.
+    PauseLeader,
+    /// The leader cut off from the other nodes by nftables drop rules.
+    PartitionLeader,
+    /// A random minority/majority split.
+    PartitionMinority,
+    /// A bridge: two halves that cannot see each other, one node that sees both.
+    PartitionBridge,
+    /// Random packet loss (nftables `numgen random`) on every node.
+    PacketLoss,
+    /// Every node killed at once, then restarted.
+    KillAll,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub fn all() -> Vec<Scenario> {
+        use clap::ValueEnum;
+        Scenario::value_variants().to_vec()
+    }
+
+    /// Its command-line name.
+    pub fn name(&self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// One injected fault, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// µs since the run started.
+    pub at_us: u64,
+    /// What was done.
+    pub what: String,
+}
+
+/// Find the leader among running nodes.
+pub async fn leader(cluster: &ChaosCluster) -> Option<u8> {
+    for n in &cluster.nodes {
+        if !cluster.is_up(n.id) {
+            continue;
+        }
+        if let Ok(Ok(st)) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            Client::status_of(&n.addr),
+        )
+        .await
+        {
+            if st.leader != 0 {
+                return u8::try_from(st.leader).ok();
+            }
+        }
+    }
+    None
+}
+
+fn drop_from(net: &TestNet, peers: &[u8]) -> Vec<String> {
+    peers
+        .iter()
+        .map(|p| format!("ip saddr {} drop", net.addr(*p)))
+        .collect()
+}
+
+/// Inject one fault of `scenario`; returns what was done.
+pub async fn inject(
+    scenario: Scenario,
+    rng: &mut StdRng,
+    net: &TestNet,
+    cluster: &mut ChaosCluster,
+) -> anyhow::Result<String> {
+    let ids: Vec<u8> = (1..=net.hosts).collect();
+    let leader = leader(cluster).await;
+    let pick = |rng: &mut StdRng| ids[rng.gen_range(0..ids.len())];
+    Ok(match scenario {
+        Scenario::KillLeader => {
+            let id = leader.unwrap_or_else(|| pick(rng));
+            cluster.kill9(id);
+            format!("kill -9 leader {id}")
+        }
+        Scenario::KillFollower => {
+            let followers: Vec<u8> = ids.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let id = followers[rng.gen_range(0..followers.len())];
+            cluster.kill9(id);
+            format!("kill -9 follower {id}")
+        }
+        Scenario::KillRandom => {
+            let id = pick(rng);
+            cluster.kill9(id);
+            format!("kill -9 node {id}")
+        }
+        Scenario::PauseLeader => {
+            let id = leader.unwrap_or_else(|| pick(rng));
+            cluster.pause(id, true);
+            format!("SIGSTOP leader {id}")
+        }
+        Scenario::PartitionLeader => {
+            let id = leader.unwrap_or_else(|| pick(rng));
+            let others: Vec<u8> = ids.iter().copied().filter(|i| *i != id).collect();
+            net.set_rules(id, &drop_from(net, &others))?;
+            for o in &others {
+                net.set_rules(*o, &drop_from(net, &[id]))?;
+            }
+            format!("isolate leader {id}")
+        }
+        Scenario::PartitionMinority => {
+            let id = pick(rng);
+            let others: Vec<u8> = ids.iter().copied().filter(|i| *i != id).collect();
+            net.set_rules(id, &drop_from(net, &others))?;
+            for o in &others {
+                net.set_rules(*o, &drop_from(net, &[id]))?;
+            }
+            format!("split {{{id}}} from {others:?}")
+        }
+        Scenario::PartitionBridge => {
+            // With three nodes: a and b cannot see each other; c sees both.
+            let mut v = ids.clone();
+            let c = v.remove(rng.gen_range(0..v.len()));
+            let (a, b) = (v[0], v[1]);
+            net.set_rules(a, &drop_from(net, &[b]))?;
+            net.set_rules(b, &drop_from(net, &[a]))?;
+            format!("bridge: {a} and {b} apart, {c} sees both")
+        }
+        Scenario::PacketLoss => {
+            let pct = rng.gen_range(10..40);
+            for i in &ids {
+                let peers: Vec<String> = ids
+                    .iter()
+                    .filter(|p| *p != i)
+                    .map(|p| net.addr(*p))
+                    .collect();
+                net.set_rules(
+                    *i,
+                    &[format!(
+                        "ip saddr {{ {} }} numgen random mod 100 < {pct} drop",
+                        peers.join(", ")
+                    )],
+                )?;
+            }
+            format!("{pct}% packet loss between nodes")
+        }
+        Scenario::KillAll => {
+            for id in &ids {
+                cluster.kill9(*id);
+            }
+            "kill -9 of every node".to_string()
+        }
+    })
+}
+
+/// Undo every fault: rules removed, paused nodes resumed, killed nodes restarted.
+pub fn heal(net: &TestNet, cluster: &mut ChaosCluster) -> anyhow::Result<()> {
+    for i in 1..=net.hosts {
+        net.clear_rules(i);
+    }
+    cluster.heal(net)
+}
