@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store lint
+.PHONY: up test verify deps build bench-store lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -32,6 +32,22 @@ test: build
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+	./target/debug/skiff-chaos run --scenario all --duration 8s --out target/chaos-results
+
+# The full chaos run of docs/CHAOS.md: every scenario for 10 minutes.
+chaos: deps
+	$(CARGO) build --release -p skiff-control -p skiff-chaos
+	./target/release/skiff-chaos run --scenario all --duration 10m --out target/chaos-results
+
+# Planted bugs must be caught: a build whose linearizable reads skip the read index must
+# fail the linearizability checker under a leader partition or pause.
+chaos-selftest: deps
+	$(CARGO) build -p skiff-control -p skiff-chaos --features skiff-control/planted-bug-stale-read --target-dir target/planted
+	@if ./target/planted/debug/skiff-chaos run --scenario partition-leader --duration 30s --seed 1 --out target/planted/results; then \
+	  echo "chaos-selftest: the planted stale read was NOT caught"; exit 1; \
+	else \
+	  echo "chaos-selftest: the planted stale read was caught"; \
 	fi
 
 lint:

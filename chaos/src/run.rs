@@ -282,7 +282,7 @@ async fn converge(cluster: &ChaosCluster) -> Vec<MemberState> {
         let mut states = Vec::new();
         for n in &cluster.nodes {
             let Ok(c) = Client::with_config(
-                &[n.addr.clone()],
+                std::slice::from_ref(&n.addr),
                 ClientConfig {
                     call_deadline: Duration::from_secs(2),
                     ..Default::default()

@@ -62,7 +62,9 @@ impl Kv for KvService {
                 "must not be empty (use prefix to list)",
             ));
         }
-        if !req.stale {
+        // Planted for the chaos suite's self-test: skip the read index everywhere.
+        let stale = req.stale || cfg!(feature = "planted-bug-stale-read");
+        if !stale {
             let local = || async { self.node.read_barrier().await };
             let routed = forward::route(&self.node, forwarded).await?;
             match routed {
