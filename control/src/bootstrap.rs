@@ -271,7 +271,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a positive integer"));
-        assert!(parse_initial_cluster("1=a:1,1=b:2")
+        assert!(parse_initial_cluster("1=127.0.0.1:1,1=127.0.0.1:2")
             .unwrap_err()
             .to_string()
             .contains("twice"));
