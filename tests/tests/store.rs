@@ -267,7 +267,15 @@ async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
         .expect("add learner");
     let deadline = Instant::now() + Duration::from_secs(10);
     let st4 = loop {
-        let st4 = Client::status_of(&addr).await.unwrap();
+        let st4 = match Client::status_of(&addr).await {
+            Ok(st) => st,
+            Err(e) if Instant::now() < deadline => {
+                info!(error = %e, "member 4 not answering yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("member 4 does not answer: {e}; its log:\n{}", cluster.log_of(4)),
+        };
         // The log was purged behind index ~580 before member 4 existed: only a snapshot can
         // have brought it the early entries.
         if st4.snapshot_index >= 400 || Instant::now() > deadline {
