@@ -61,7 +61,7 @@ pub enum BootstrapError {
         expected: NodeId,
     },
     /// Reading or writing the data directory failed.
-    #[error("data directory {dir}: {source}")]
+    #[error("data directory {dir}")]
     Io {
         /// The directory.
         dir: PathBuf,
@@ -70,7 +70,7 @@ pub enum BootstrapError {
         source: io::Error,
     },
     /// `member.json` exists but is not readable.
-    #[error("{path} is corrupt: {source}")]
+    #[error("{path} is corrupt")]
     CorruptMeta {
         /// The file.
         path: PathBuf,

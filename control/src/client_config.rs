@@ -28,7 +28,7 @@ pub struct ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -37,7 +37,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid.
-    #[error("{path}: {source}")]
+    #[error("{path} is not a valid client config")]
     Parse {
         /// The file.
         path: PathBuf,

@@ -28,7 +28,7 @@ pub enum ClientError {
     #[error("no endpoints: give at least one control node address (host:port)")]
     NoEndpoints,
     /// An endpoint address is malformed.
-    #[error("endpoint {addr:?} is not a valid address: {source}")]
+    #[error("endpoint {addr:?} is not a valid address")]
     BadEndpoint {
         /// The address as given.
         addr: String,

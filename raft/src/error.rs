@@ -19,13 +19,13 @@ pub enum StoreError {
     #[error(transparent)]
     Storage(#[from] EngineError),
     /// Raft has stopped on this member (shut down or a fatal storage error).
-    #[error("raft stopped: {0}")]
+    #[error("raft stopped")]
     Fatal(#[source] Fatal<NodeId>),
     /// A membership change was refused (for example, one is already in progress).
-    #[error("membership change refused: {0}")]
+    #[error("membership change refused")]
     Membership(#[source] ChangeMembershipError<NodeId>),
     /// Initialising the cluster was refused (it already has state).
-    #[error("cannot initialise: {0}")]
+    #[error("cannot initialise")]
     Initialize(#[source] InitializeError<NodeId, BasicNode>),
     /// The write batcher has stopped (the member is shutting down).
     #[error("the write path is stopped")]

@@ -80,10 +80,10 @@ pub struct RaftNode {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The Raft settings are inconsistent.
-    #[error("invalid raft settings: {0}")]
+    #[error("invalid raft settings")]
     Config(#[source] openraft::ConfigError),
     /// The data directory could not be opened.
-    #[error("opening {path}: {source}")]
+    #[error("opening {path}")]
     Storage {
         /// What was being opened.
         path: PathBuf,
@@ -92,7 +92,7 @@ pub enum OpenError {
         source: crate::engine::EngineError,
     },
     /// openraft refused to start.
-    #[error("starting raft: {0}")]
+    #[error("starting raft")]
     Raft(#[source] openraft::error::Fatal<NodeId>),
 }
 

@@ -274,7 +274,10 @@ async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            Err(e) => panic!("member 4 does not answer: {e}; its log:\n{}", cluster.log_of(4)),
+            Err(e) => panic!(
+                "member 4 does not answer: {e}; its log:\n{}",
+                cluster.log_of(4)
+            ),
         };
         // The log was purged behind index ~580 before member 4 existed: only a snapshot can
         // have brought it the early entries.

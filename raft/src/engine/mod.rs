@@ -14,10 +14,10 @@ pub use sled_engine::SledEngine;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The engine's own I/O or corruption error.
-    #[error("storage engine: {0}")]
+    #[error("storage engine failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value could not be decoded: the data on disk is not what this version wrote.
-    #[error("corrupt value in key space {space}: {source}")]
+    #[error("corrupt value in key space {space}")]
     Decode {
         /// The key space the value was read from.
         space: &'static str,

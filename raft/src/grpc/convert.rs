@@ -195,6 +195,18 @@ pub fn txn_result_to_pb(r: TxnResult, header: pb::ResponseHeader) -> pb::TxnResp
     }
 }
 
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A store error as a gRPC status.
 pub fn store_error(e: StoreError) -> Status {
     match e {
@@ -203,12 +215,12 @@ pub fn store_error(e: StoreError) -> Status {
         } => status::unavailable(format!("not the leader; leader is {id} at {addr}")),
         StoreError::NotLeader { leader: None } => status::unavailable("no leader"),
         StoreError::Stopped | StoreError::Fatal(_) => {
-            status::unavailable(format!("member unavailable: {e}"))
+            status::unavailable(format!("member unavailable: {}", chain(&e)))
         }
         StoreError::Membership(_) | StoreError::Initialize(_) => {
-            Status::failed_precondition(e.to_string())
+            Status::failed_precondition(chain(&e))
         }
-        StoreError::UnknownMember(_) => Status::not_found(e.to_string()),
-        StoreError::Storage(_) => Status::internal(e.to_string()),
+        StoreError::UnknownMember(_) => Status::not_found(chain(&e)),
+        StoreError::Storage(_) => Status::internal(chain(&e)),
     }
 }
