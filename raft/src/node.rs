@@ -20,6 +20,9 @@ use crate::read_barrier::ReadBarrier;
 use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
 use crate::types::{NodeId, Raft, Write};
 
+/// How long a call waits for an election to produce a leader before giving up.
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+
 /// Settings of a member.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -186,6 +189,20 @@ impl RaftNode {
         Some((id, addr))
     }
 
+    /// The leader, waiting up to [`LEADER_WAIT`] for an election to produce one.
+    pub async fn wait_leader(&self) -> Option<(NodeId, String)> {
+        if let Some(l) = self.leader() {
+            return Some(l);
+        }
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
+        self.leader()
+    }
+
     /// Whether the cluster has been initialised on this member's disk.
     pub async fn is_initialized(&self) -> Result<bool> {
         self.inner
@@ -225,20 +242,8 @@ impl RaftNode {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
             }
-            let leader = match self.leader() {
-                Some(l) => l,
-                None => {
-                    let _ = self
-                        .inner
-                        .raft
-                        .wait(Some(std::time::Duration::from_secs(3)))
-                        .metrics(|m| m.current_leader.is_some(), "a leader is known")
-                        .await;
-                    match self.leader() {
-                        Some(l) => l,
-                        None => return Err(StoreError::NotLeader { leader: None }),
-                    }
-                }
+            let Some(leader) = self.wait_leader().await else {
+                return Err(StoreError::NotLeader { leader: None });
             };
             let result = if leader.0 == self.id() {
                 self.write(write.clone()).await

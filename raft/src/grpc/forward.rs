@@ -19,9 +19,6 @@ use crate::node::RaftNode;
 /// Metadata key that marks a forwarded call.
 pub const FORWARDED: &str = "skiff-forwarded";
 
-/// How long a member waits for an election to produce a leader before answering.
-const LEADER_WAIT: Duration = Duration::from_secs(3);
-
 /// Whether `req` was forwarded by another member.
 pub fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
@@ -44,21 +41,10 @@ pub enum Route {
 
 /// Decide where a leader-only call runs, waiting briefly for an election if needed.
 pub async fn route(node: &RaftNode, forwarded: bool) -> Result<Route, Status> {
-    let leader = match node.leader() {
-        Some(l) => l,
-        None => {
-            let waited = node
-                .raft()
-                .wait(Some(LEADER_WAIT))
-                .metrics(|m| m.current_leader.is_some(), "a leader is known")
-                .await;
-            if waited.is_err() {
-                return Err(status::unavailable("no leader"));
-            }
-            node.leader()
-                .ok_or_else(|| status::unavailable("no leader"))?
-        }
-    };
+    let leader = node
+        .wait_leader()
+        .await
+        .ok_or_else(|| status::unavailable("no leader"))?;
     if leader.0 == node.id() {
         return Ok(Route::Local);
     }
