@@ -3,8 +3,10 @@
 //! - [`bootstrap`]: flags checked, the data directory claimed for one cluster and member,
 //!   and a fresh cluster initialised exactly once.
 //! - [`server`]: the gRPC server a control node runs (Raft, Kv, Cluster).
+//! - [`objects`]: the Kubernetes-shaped object API.
 //! - [`client_config`]: the client configuration file that `skiff up` writes and `skiffctl` reads.
 
 pub mod bootstrap;
 pub mod client_config;
+pub mod objects;
 pub mod server;

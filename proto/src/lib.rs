@@ -4,8 +4,12 @@
 //! - [`transport`]: the channel constructor and server builder every connection uses.
 //! - [`status`]: how errors travel as `tonic::Status`, both ways.
 //! - [`client`]: the client with an endpoint list and fail-over.
+//! - [`kinds`]: the served object kinds and the names clients use for them.
+//! - [`quantity`]: Kubernetes resource quantities.
 
 pub mod client;
+pub mod kinds;
+pub mod quantity;
 pub mod status;
 pub mod transport;
 

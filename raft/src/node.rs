@@ -269,6 +269,37 @@ impl RaftNode {
         self.inner.reads.wait().await
     }
 
+    /// Wait until a read of the local state is linearizable, on any member: the leader takes
+    /// a read barrier; a follower asks the leader for its revision after one and waits until
+    /// it has applied that far, so the read itself is served here.
+    pub async fn linearizable_read(&self) -> Result<()> {
+        let Some(leader) = self.wait_leader().await else {
+            return Err(StoreError::NotLeader { leader: None });
+        };
+        if leader.0 == self.id() {
+            return self.read_barrier().await;
+        }
+        let not_leader = || StoreError::NotLeader {
+            leader: Some(leader.clone()),
+        };
+        let ch = self.channels().get(&leader.1).map_err(|_| not_leader())?;
+        let payload = bincode::serialize(&()).map_err(|_| not_leader())?;
+        let reply = skiff_proto::pb::raft_client::RaftClient::new(ch)
+            .read_index(skiff_proto::pb::RaftRequest {
+                cluster_id: self.config().cluster_id.clone(),
+                payload,
+            })
+            .await
+            .map_err(|_| not_leader())?
+            .into_inner();
+        let revision: u64 = bincode::deserialize(&reply.payload).map_err(|_| not_leader())?;
+        if self.state().wait_revision(revision, LEADER_WAIT).await {
+            Ok(())
+        } else {
+            Err(not_leader())
+        }
+    }
+
     /// Add `id` at `addr` as a learner and wait until it has caught up.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
         self.inner

@@ -75,4 +75,16 @@ impl RaftRpc for RaftService {
         let outcomes: Vec<ForwardOutcome> = results.into_iter().map(ForwardOutcome::from).collect();
         reply(&outcomes)
     }
+
+    async fn read_index(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let () = self.decode(request.into_inner())?;
+        self.node
+            .read_barrier()
+            .await
+            .map_err(super::convert::store_error)?;
+        reply(&self.node.state().revision())
+    }
 }

@@ -137,6 +137,20 @@ impl<E: Engine> SmShared<E> {
         rx
     }
 
+    /// Wait until this member has applied `revision`; `false` if `timeout` passed first.
+    pub async fn wait_revision(&self, revision: u64, timeout: Duration) -> bool {
+        let mut feed = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.revision() < revision {
+            match tokio::time::timeout_at(deadline, feed.recv()).await {
+                Err(_) => return false,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    }
+
     /// Make everything applied so far durable.
     pub fn sync(&self) -> Result<()> {
         self.engine.sync()

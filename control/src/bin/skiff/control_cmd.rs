@@ -128,6 +128,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     if let Some(m) = &members {
         bootstrap::initialize_once(&node, m).await?;
     }
+    // The built-in namespaces exist from the start; each member makes sure, once a leader is
+    // there (the create is a compare-and-swap, so only one attempt takes effect).
+    let objects = skiff_control::objects::ObjectStore::new(node.clone());
+    tokio::spawn(async move { objects.ensure_builtin_namespaces().await });
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

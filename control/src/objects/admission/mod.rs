@@ -1,0 +1,363 @@
+//! Admission: an incoming object is decoded into its Kubernetes type (so wrong types are
+//! refused with the field's path), given Kubernetes' defaults, and validated; every problem
+//! is reported with its field. What comes out is the object as stored.
+//!
+//! One module per kind family: [`pod`] (also pod templates), [`workloads`], [`service`],
+//! [`other`].
+
+pub mod other;
+pub mod pod;
+pub mod service;
+pub mod workloads;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::Metadata;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use skiff_proto::kinds::KindInfo;
+
+use super::error::{FieldError, ObjectError, Result};
+use super::names;
+
+/// Largest total size of an object's annotations.
+const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+fn invalid(kind: &KindInfo, obj: &Value, errors: Vec<FieldError>) -> ObjectError {
+    ObjectError::Invalid {
+        kind: kind.kind.to_string(),
+        name: obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        errors,
+    }
+}
+
+/// Check that `obj` declares `kind` (filling in apiVersion and kind when absent).
+pub fn check_type(kind: &KindInfo, obj: &mut Value) -> Result<()> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ObjectError::bad("object", "must be a JSON object"));
+    };
+    let api_version = kind.api_version();
+    let declared_kind = map.get("kind").and_then(Value::as_str).map(str::to_string);
+    let declared_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut errors = Vec::new();
+    match declared_kind.as_deref() {
+        None => {
+            map.insert("kind".into(), kind.kind.into());
+        }
+        Some(k) if k == kind.kind => {}
+        Some(k) => errors.push(FieldError::new(
+            "kind",
+            format!(
+                "{k:?} does not match the resource {:?} ({})",
+                kind.plural, kind.kind
+            ),
+        )),
+    }
+    match declared_version.as_deref() {
+        None => {
+            map.insert("apiVersion".into(), api_version.into());
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => errors.push(FieldError::new(
+            "apiVersion",
+            format!("{v:?} is not served for {}; use {api_version:?}", kind.kind),
+        )),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(kind, obj, errors))
+    }
+}
+
+fn validate_meta(kind: &KindInfo, meta: &ObjectMeta) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match meta.name.as_deref() {
+        None | Some("") => errors.push(FieldError::new(
+            "metadata.name",
+            "Required value: name or generateName is required",
+        )),
+        Some(name) => {
+            let problem = match kind.kind {
+                "Namespace" => names::dns1123_label(name),
+                "Service" => names::dns1035_label(name),
+                _ => names::dns1123_subdomain(name),
+            };
+            if let Some(e) = problem {
+                errors.push(FieldError::new("metadata.name", e));
+            }
+        }
+    }
+    if kind.namespaced {
+        if let Some(e) = meta.namespace.as_deref().and_then(names::dns1123_label) {
+            errors.push(FieldError::new("metadata.namespace", e));
+        }
+    }
+    for (k, v) in meta.labels.iter().flatten() {
+        if let Some(e) = names::qualified_name(k) {
+            errors.push(FieldError::new("metadata.labels", e));
+        }
+        if let Some(e) = names::label_value(v) {
+            errors.push(FieldError::new(format!("metadata.labels[{k}]"), e));
+        }
+    }
+    let mut annotations_size = 0;
+    for (k, v) in meta.annotations.iter().flatten() {
+        annotations_size += k.len() + v.len();
+        if let Some(e) = names::qualified_name(k) {
+            errors.push(FieldError::new("metadata.annotations", e));
+        }
+    }
+    if annotations_size > ANNOTATIONS_MAX_BYTES {
+        errors.push(FieldError::new(
+            "metadata.annotations",
+            format!("Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes"),
+        ));
+    }
+    for (i, f) in meta.finalizers.iter().flatten().enumerate() {
+        if let Some(e) = names::qualified_name(f) {
+            errors.push(FieldError::new(format!("metadata.finalizers[{i}]"), e));
+        }
+    }
+    let mut controllers = 0;
+    for (i, o) in meta.owner_references.iter().flatten().enumerate() {
+        let f = format!("metadata.ownerReferences[{i}]");
+        for (field, v) in [
+            ("apiVersion", &o.api_version),
+            ("kind", &o.kind),
+            ("name", &o.name),
+            ("uid", &o.uid),
+        ] {
+            if v.is_empty() {
+                errors.push(FieldError::new(format!("{f}.{field}"), "Required value"));
+            }
+        }
+        if o.controller == Some(true) {
+            controllers += 1;
+        }
+    }
+    if controllers > 1 {
+        errors.push(FieldError::new(
+            "metadata.ownerReferences",
+            "Invalid value: only one reference can have Controller set to true",
+        ));
+    }
+    errors
+}
+
+fn run<K>(
+    kind: &KindInfo,
+    obj: Value,
+    default: fn(&mut K),
+    validate: fn(&K) -> Vec<FieldError>,
+) -> Result<Value>
+where
+    K: DeserializeOwned + Serialize + Metadata<Ty = ObjectMeta>,
+{
+    let mut typed: K = match serde_path_to_error::deserialize(&obj) {
+        Ok(t) => t,
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "object".to_string()
+            } else {
+                path
+            };
+            return Err(invalid(
+                kind,
+                &obj,
+                vec![FieldError::new(field, e.inner().to_string())],
+            ));
+        }
+    };
+    default(&mut typed);
+    let mut errors = validate_meta(kind, typed.metadata());
+    errors.extend(validate(&typed));
+    if !errors.is_empty() {
+        return Err(invalid(kind, &obj, errors));
+    }
+    serde_json::to_value(&typed).map_err(|e| ObjectError::bad("object", e.to_string()))
+}
+
+fn no_defaults<K>(_: &mut K) {}
+
+fn no_checks<K>(_: &K) -> Vec<FieldError> {
+    Vec::new()
+}
+
+/// Admit `obj` as an object of `kind`: typed, defaulted, validated.
+pub fn admit(kind: &KindInfo, mut obj: Value) -> Result<Value> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
+    check_type(kind, &mut obj)?;
+    match kind.kind {
+        "Namespace" => run::<core::Namespace>(kind, obj, other::default_namespace, no_checks),
+        "Pod" => run::<core::Pod>(kind, obj, pod::default, pod::validate),
+        "ReplicaSet" => run::<apps::ReplicaSet>(
+            kind,
+            obj,
+            workloads::default_replica_set,
+            workloads::validate_replica_set,
+        ),
+        "Deployment" => run::<apps::Deployment>(
+            kind,
+            obj,
+            workloads::default_deployment,
+            workloads::validate_deployment,
+        ),
+        "Service" => run::<core::Service>(
+            kind,
+            obj,
+            service::default_service,
+            service::validate_service,
+        ),
+        "Endpoints" => run::<core::Endpoints>(kind, obj, no_defaults, service::validate_endpoints),
+        "Node" => run::<core::Node>(kind, obj, no_defaults, other::validate_node),
+        "ConfigMap" => run::<core::ConfigMap>(kind, obj, no_defaults, other::validate_config_map),
+        "Secret" => run::<core::Secret>(
+            kind,
+            obj,
+            |s| {
+                other::default_secret(s);
+                other::fold_string_data(s);
+            },
+            other::validate_secret,
+        ),
+        "Event" => run::<core::Event>(kind, obj, no_defaults, other::validate_event),
+        "Lease" => run::<coordination::Lease>(kind, obj, no_defaults, other::validate_lease),
+        other => Err(ObjectError::bad(
+            "resource",
+            format!("kind {other:?} has no admission rules"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use skiff_proto::kinds;
+
+    use super::*;
+
+    fn admit_as(resource: &str, obj: Value) -> Result<Value> {
+        admit(kinds::by_resource(resource).unwrap(), obj)
+    }
+
+    fn errors_of(r: Result<Value>) -> String {
+        r.expect_err("must be refused").to_string()
+    }
+
+    fn deployment(replicas: i64, labels: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+        })
+    }
+
+    #[test]
+    fn deployment_gets_kubernetes_defaults() {
+        let d = admit_as("deployments", deployment(3, json!({"app": "web"}))).unwrap();
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(
+            d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+            "25%"
+        );
+        assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Always");
+        assert_eq!(pod["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        // Defaulting twice changes nothing: re-applying stays "unchanged".
+        assert_eq!(admit_as("deployments", d.clone()).unwrap(), d);
+    }
+
+    #[test]
+    fn invalid_workloads_name_the_field() {
+        let e = errors_of(admit_as(
+            "deployments",
+            deployment(-1, json!({"app": "web"})),
+        ));
+        assert!(
+            e.contains("spec.replicas") && e.contains("greater than or equal to 0"),
+            "{e}"
+        );
+        let e = errors_of(admit_as("deployments", deployment(1, json!({"app": "db"}))));
+        assert!(
+            e.contains("spec.template.metadata.labels") && e.contains("does not match"),
+            "{e}"
+        );
+        let mut bad_name = deployment(1, json!({"app": "web"}));
+        bad_name["metadata"]["name"] = json!("Web_1");
+        let e = errors_of(admit_as("deployments", bad_name));
+        assert!(e.contains("metadata.name") && e.contains("DNS-1123"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": "eighty"}]}]}});
+        let e = errors_of(admit_as("pods", pod));
+        assert!(
+            e.contains("spec.containers[0].ports[0].containerPort"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pods_need_unique_container_names_and_valid_ports() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "ports": [{"containerPort": 70000}]},
+            {"name": "c", "image": "i"}]}});
+        let e = errors_of(admit_as("pods", pod));
+        assert!(
+            e.contains("spec.containers[1].name") && e.contains("Duplicate"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.containers[0].ports[0].containerPort"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn services_default_and_validate() {
+        let s = admit_as("services", json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(s["spec"]["ports"][0]["protocol"], "TCP");
+        let e = errors_of(admit_as(
+            "services",
+            json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}}),
+        ));
+        assert!(e.contains("spec.ports[0].nodePort"), "{e}");
+    }
+
+    #[test]
+    fn kind_must_match_the_resource() {
+        let e = errors_of(admit_as(
+            "pods",
+            json!({"kind": "Service", "metadata": {"name": "x"}}),
+        ));
+        assert!(e.contains("kind"), "{e}");
+    }
+
+    #[test]
+    fn secrets_fold_string_data() {
+        let s = admit_as(
+            "secrets",
+            json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}),
+        )
+        .unwrap();
+        assert_eq!(s["data"]["password"], "aHVudGVyMg==");
+        assert_eq!(s["type"], "Opaque");
+        assert!(s.get("stringData").is_none());
+    }
+}

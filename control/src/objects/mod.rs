@@ -1,0 +1,28 @@
+//! The object API: Kubernetes-shaped objects over the replicated store.
+//!
+//! ```text
+//!   gRPC (service) ─▶ store: admission (decode, default, validate) ─▶ CAS txn via Raft
+//!                        └─ watch: key events ─▶ ADDED / MODIFIED / DELETED / BOOKMARK
+//! ```
+//!
+//! - [`store`]: create, get, list, update, status, patch, apply, delete.
+//! - [`admission`]: per-kind defaults and validation.
+//! - [`watch`]: object events with selectors.
+//! - [`selectors`]: label and field selectors.
+//! - [`merge_patch`]: JSON merge patch and apply's three-way patch.
+//! - [`meta`], [`names`]: metadata helpers and name syntax.
+//! - [`service`]: the gRPC service.
+
+pub mod admission;
+pub mod error;
+pub mod merge_patch;
+pub mod meta;
+pub mod names;
+pub mod selectors;
+pub mod service;
+pub mod store;
+pub mod watch;
+
+pub use error::{FieldError, ObjectError};
+pub use service::ObjectService;
+pub use store::ObjectStore;

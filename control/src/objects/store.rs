@@ -1,0 +1,998 @@
+//! The object store: Kubernetes object semantics over the replicated key-value store.
+//! Every write is a compare-and-swap transaction on the object's key (and, for a create, on
+//! its namespace), so concurrent writers and leader changes never lose or double an update.
+//! Reads are served by this member, after a read index unless `stale`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use skiff_proto::kinds::{self, KindInfo};
+use skiff_proto::transport::MAX_VALUE_BYTES;
+use skiff_raft::mvcc::{Compare, KeyValue, Op, OpResult, Txn, TxnResult};
+use skiff_raft::{RaftNode, RequestId, Write};
+use tracing::Instrument;
+
+use super::admission;
+use super::error::{ObjectError, Result};
+use super::merge_patch;
+use super::meta::{self, meta_str};
+use super::selectors::{FieldSelector, Selector};
+
+/// Namespaces that exist from the start and may not be deleted.
+pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system"];
+
+/// How many times a write without a client resourceVersion is retried on a conflict.
+const MAX_ATTEMPTS: u64 = 16;
+
+/// An object as read or written, with its revision.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The object, `metadata.resourceVersion` included.
+    pub object: Value,
+    /// Its resourceVersion (the revision of its last write).
+    pub revision: u64,
+}
+
+/// What `delete` did.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The object's last state.
+    pub object: Value,
+    /// The revision of the write.
+    pub revision: u64,
+    /// Gone (`true`), or marked for deletion and kept for finalizers or a grace period.
+    pub gone: bool,
+}
+
+/// Propagation of a delete to dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// Delete now; the garbage collector removes dependents afterwards.
+    #[default]
+    Background,
+    /// Keep the owner (finalizer `foregroundDeletion`) until its dependents are gone.
+    Foreground,
+    /// Keep the dependents, releasing them (finalizer `orphan`).
+    Orphan,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// Only if the object has this uid.
+    pub uid: Option<String>,
+    /// Only if the object is at this resourceVersion.
+    pub resource_version: Option<u64>,
+    /// How dependents are treated.
+    pub propagation: Propagation,
+    /// Pods: seconds to let containers stop; `None` = the pod's own setting.
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// What a list selects.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Empty = every namespace.
+    pub namespace: String,
+    /// Label selector.
+    pub labels: Selector,
+    /// Field selector.
+    pub fields: FieldSelector,
+    /// At most this many items (0 = all).
+    pub limit: usize,
+    /// Continue after this token.
+    pub continue_after: String,
+    /// Serve without a read index.
+    pub stale: bool,
+}
+
+/// The answer of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Matching objects (JSON bytes), resourceVersion included, in key order.
+    pub items: Vec<Vec<u8>>,
+    /// The revision the list reflects.
+    pub revision: u64,
+    /// A token for the next page when more items remain.
+    pub continue_token: Option<String>,
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The object did not exist.
+    Created,
+    /// The object changed.
+    Configured,
+    /// The object already was as the manifest says; nothing was written.
+    Unchanged,
+}
+
+/// Whether an update replaces the spec or only the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Spec,
+    Status,
+}
+
+/// The object API over one member of the store.
+#[derive(Clone)]
+pub struct ObjectStore {
+    node: RaftNode,
+}
+
+/// The served kind of `resource`.
+pub fn kind_of(resource: &str) -> Result<&'static KindInfo> {
+    kinds::by_resource(resource)
+        .or_else(|| kinds::lookup(resource))
+        .ok_or_else(|| {
+            ObjectError::bad(
+                "resource",
+                format!(
+                    "the server does not serve resource {resource:?}; served: {}",
+                    kinds::KINDS
+                        .iter()
+                        .map(|k| k.plural)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ObjectError::bad(
+            "object",
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn decode(key: &[u8], kv_value: &[u8], revision: u64) -> Result<Value> {
+    serde_json::from_slice(&meta::with_resource_version(kv_value, revision)).map_err(|e| {
+        ObjectError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The stored form: JSON without resourceVersion, within the value size limit.
+fn encode(kind: &KindInfo, obj: &Value) -> Result<Vec<u8>> {
+    let mut obj = obj.clone();
+    meta::metadata_mut(&mut obj).remove("resourceVersion");
+    let bytes = serde_json::to_vec(&obj).map_err(|e| ObjectError::bad("object", e.to_string()))?;
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(ObjectError::Invalid {
+            kind: kind.kind.to_string(),
+            name: meta_str(&obj, "name").unwrap_or("").to_string(),
+            errors: vec![super::error::FieldError::new(
+                "object",
+                format!("Too long: the object is {} bytes; the limit is {MAX_VALUE_BYTES} bytes (1.5 MiB)", bytes.len()),
+            )],
+        });
+    }
+    Ok(bytes)
+}
+
+/// The request id of one attempt of a call: the same on every retry of the same attempt,
+/// different between attempts (a failed compare is remembered too).
+fn attempt_id(base: RequestId, attempt: u64) -> RequestId {
+    if base == 0 {
+        return 0;
+    }
+    match base.wrapping_add(u128::from(attempt)) {
+        0 => 1,
+        id => id,
+    }
+}
+
+fn random_suffix() -> String {
+    // The alphabet Kubernetes uses for generated names: no vowels, no confusable digits.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn uid_from(request_id: RequestId) -> String {
+    if request_id == 0 {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        uuid::Uuid::from_u128(request_id).to_string()
+    }
+}
+
+impl ObjectStore {
+    /// The object API over `node`.
+    pub fn new(node: RaftNode) -> Self {
+        Self { node }
+    }
+
+    /// The member this store runs on.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    async fn read_index(&self, stale: bool) -> Result<()> {
+        if !stale {
+            self.node.linearizable_read().await?;
+        }
+        Ok(())
+    }
+
+    fn load_raw(&self, key: &str) -> Result<Option<KeyValue>> {
+        let r = self
+            .node
+            .state()
+            .range(key.as_bytes(), false, None, 0)
+            .map_err(|e| ObjectError::Store(e.into()))?;
+        Ok(r.kvs.into_iter().next())
+    }
+
+    fn load(&self, key: &str) -> Result<Option<Stored>> {
+        self.load_raw(key)?
+            .map(|kv| {
+                Ok(Stored {
+                    object: decode(&kv.key, &kv.value, kv.mod_revision)?,
+                    revision: kv.mod_revision,
+                })
+            })
+            .transpose()
+    }
+
+    async fn commit(&self, request_id: RequestId, txn: Txn) -> Result<TxnResult> {
+        Ok(self.node.propose(Write { request_id, txn }).await?)
+    }
+
+    fn namespace_for(kind: &KindInfo, request_ns: &str, obj: &mut Value) -> Result<String> {
+        if !kind.namespaced {
+            meta::metadata_mut(obj).remove("namespace");
+            return Ok(String::new());
+        }
+        let ns = match (meta_str(obj, "namespace").filter(|n| !n.is_empty()), request_ns) {
+            (Some(o), r) if !r.is_empty() && o != r => {
+                return Err(ObjectError::bad(
+                    "metadata.namespace",
+                    format!("the namespace of the object ({o:?}) does not match the namespace of the request ({r:?})"),
+                ))
+            }
+            (Some(o), _) => o.to_string(),
+            (None, r) if !r.is_empty() => r.to_string(),
+            (None, _) => "default".to_string(),
+        };
+        meta::metadata_mut(obj).insert("namespace".into(), ns.clone().into());
+        Ok(ns)
+    }
+
+    /// Read one object.
+    pub async fn get(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        stale: bool,
+    ) -> Result<Stored> {
+        let kind = kind_of(resource)?;
+        let ns = if kind.namespaced && namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        self.read_index(stale).await?;
+        self.load(&kind.key(ns, name))?
+            .ok_or_else(|| ObjectError::NotFound {
+                resource: kind.plural.to_string(),
+                name: name.to_string(),
+            })
+    }
+
+    /// List objects of `resource`.
+    pub async fn list(&self, resource: &str, opts: &ListOptions) -> Result<ListPage> {
+        let kind = kind_of(resource)?;
+        let prefix = if kind.namespaced && !opts.namespace.is_empty() {
+            format!("{}{}/", kind.key_prefix(), opts.namespace)
+        } else {
+            kind.key_prefix()
+        };
+        let mut after = if opts.continue_after.is_empty() {
+            None
+        } else if opts.continue_after.starts_with(&prefix) {
+            Some(opts.continue_after.clone().into_bytes())
+        } else {
+            return Err(ObjectError::bad(
+                "continue",
+                "the token does not belong to this list; start the list again",
+            ));
+        };
+        self.read_index(opts.stale).await?;
+        let filtered = !opts.labels.is_empty() || opts.fields != FieldSelector::default();
+        // Unlimited lists are one read at one revision; a limited one reads a page at a time.
+        let page = if opts.limit == 0 {
+            0
+        } else {
+            (opts.limit + 1).max(256)
+        };
+        let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut revision = None;
+        let mut more_items = false;
+        'scan: loop {
+            let r = self
+                .node
+                .state()
+                .range(prefix.as_bytes(), true, after.as_deref(), page)
+                .map_err(|e| ObjectError::Store(e.into()))?;
+            revision.get_or_insert(r.revision);
+            for kv in r.kvs {
+                let keep = !filtered || {
+                    let v = decode(&kv.key, &kv.value, kv.mod_revision)?;
+                    opts.labels.matches_object(&v) && opts.fields.matches(&v)
+                };
+                after = Some(kv.key.clone());
+                if keep {
+                    if opts.limit != 0 && items.len() == opts.limit {
+                        more_items = true;
+                        break 'scan;
+                    }
+                    let bytes = meta::with_resource_version(&kv.value, kv.mod_revision);
+                    items.push((kv.key, bytes));
+                }
+            }
+            if !r.more {
+                break;
+            }
+        }
+        let continue_token = more_items
+            .then(|| {
+                items
+                    .last()
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            })
+            .flatten();
+        Ok(ListPage {
+            items: items.into_iter().map(|(_, b)| b).collect(),
+            revision: revision.unwrap_or(0),
+            continue_token,
+        })
+    }
+
+    /// Create an object; `namespace` applies when the object names none.
+    pub async fn create(
+        &self,
+        resource: &str,
+        namespace: &str,
+        obj: &[u8],
+        request_id: RequestId,
+    ) -> Result<Stored> {
+        let kind = kind_of(resource)?;
+        let obj = parse_object(obj)?;
+        self.create_value(kind, namespace, obj, request_id).await
+    }
+
+    async fn create_value(
+        &self,
+        kind: &KindInfo,
+        namespace: &str,
+        mut obj: Value,
+        request_id: RequestId,
+    ) -> Result<Stored> {
+        admission::check_type(kind, &mut obj)?;
+        let ns = Self::namespace_for(kind, namespace, &mut obj)?;
+        meta::strip_server_owned(&mut obj);
+        let generate = meta_str(&obj, "name").is_none_or(str::is_empty)
+            && meta_str(&obj, "generateName").is_some_and(|g| !g.is_empty());
+        let uid = uid_from(request_id);
+        let span = tracing::debug_span!("create", resource = kind.plural, namespace = %ns, name = meta_str(&obj, "name").unwrap_or(""));
+        async move {
+            for attempt in 0..MAX_ATTEMPTS {
+                let mut obj = obj.clone();
+                if generate {
+                    let name = format!(
+                        "{}{}",
+                        meta_str(&obj, "generateName").unwrap_or(""),
+                        random_suffix()
+                    );
+                    meta::metadata_mut(&mut obj).insert("name".into(), name.into());
+                }
+                let m = meta::metadata_mut(&mut obj);
+                m.insert("uid".into(), uid.clone().into());
+                m.insert("creationTimestamp".into(), meta::now().into());
+                if obj.get("spec").is_some() {
+                    meta::metadata_mut(&mut obj).insert("generation".into(), 1.into());
+                }
+                if kind.kind == "Pod" && obj.get("status").is_none() {
+                    obj["status"] = serde_json::json!({"phase": "Pending"});
+                }
+                let obj = admission::admit(kind, obj)?;
+                let name = meta_str(&obj, "name").unwrap_or("").to_string();
+                let key = kind.key(&ns, &name);
+                let bytes = encode(kind, &obj)?;
+                let mut compares = vec![Compare::Absent {
+                    key: key.clone().into_bytes(),
+                }];
+                if kind.namespaced {
+                    let ns_kind = kind_of("namespaces")?;
+                    let ns_key = ns_kind.key("", &ns);
+                    // A stale read is enough: the compare pins the namespace as read.
+                    let current = if attempt == 0 {
+                        self.load(&ns_key)?
+                    } else {
+                        self.read_index(false).await?;
+                        self.load(&ns_key)?
+                    };
+                    let Some(current) = current else {
+                        if attempt == 0 {
+                            continue;
+                        }
+                        return Err(ObjectError::NamespaceMissing(ns.clone()));
+                    };
+                    if current
+                        .object
+                        .pointer("/metadata/deletionTimestamp")
+                        .is_some()
+                    {
+                        return Err(ObjectError::NamespaceTerminating(ns.clone()));
+                    }
+                    compares.push(Compare::ModRevision {
+                        key: ns_key.into_bytes(),
+                        revision: current.revision,
+                    });
+                }
+                let txn = Txn {
+                    compares,
+                    success: vec![Op::Put {
+                        key: key.clone().into_bytes(),
+                        value: bytes.clone(),
+                    }],
+                    failure: vec![Op::Get {
+                        key: key.clone().into_bytes(),
+                    }],
+                };
+                let result = self.commit(attempt_id(request_id, attempt), txn).await?;
+                if result.succeeded {
+                    tracing::debug!(revision = result.revision, "created");
+                    return Ok(Stored {
+                        object: decode(key.as_bytes(), &bytes, result.revision)?,
+                        revision: result.revision,
+                    });
+                }
+                if let Some(OpResult::Get { kv: Some(_) }) = result.ops.first() {
+                    if !generate {
+                        return Err(ObjectError::AlreadyExists {
+                            resource: kind.plural.to_string(),
+                            name,
+                        });
+                    }
+                }
+            }
+            Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
+                leader: None,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Change an object by `change`, which maps the current object to the wanted one; the
+    /// result is admitted and written with compare-and-swap, retried on a concurrent change
+    /// unless the caller pinned `expected` (then a change is a conflict).
+    async fn modify<F>(
+        &self,
+        kind: &'static KindInfo,
+        ns: &str,
+        name: &str,
+        expected: u64,
+        part: Part,
+        request_id: RequestId,
+        mut change: F,
+    ) -> Result<(Stored, bool)>
+    where
+        F: FnMut(&Value) -> Result<Value>,
+    {
+        let key = kind.key(ns, name);
+        let span =
+            tracing::debug_span!("update", resource = kind.plural, namespace = %ns, name = %name);
+        async move {
+            for attempt in 0..MAX_ATTEMPTS {
+                // The first attempt reads locally; the compare catches a stale read.
+                if attempt > 0 {
+                    self.read_index(false).await?;
+                }
+                let current = self.load(&key)?.ok_or_else(|| ObjectError::NotFound {
+                    resource: kind.plural.to_string(),
+                    name: name.to_string(),
+                })?;
+                if expected != 0 && expected != current.revision {
+                    if attempt == 0 && expected > current.revision {
+                        // Our copy may be behind the caller's: read again.
+                        continue;
+                    }
+                    return Err(ObjectError::Conflict {
+                        resource: kind.plural.to_string(),
+                        name: name.to_string(),
+                        given: expected,
+                        current: current.revision,
+                    });
+                }
+                let mut wanted = change(&current.object)?;
+                admission::check_type(kind, &mut wanted)?;
+                for field in ["name", "namespace"] {
+                    let (a, b) = (
+                        meta_str(&wanted, field).unwrap_or(""),
+                        meta_str(&current.object, field).unwrap_or(""),
+                    );
+                    if !(field == "namespace" && !kind.namespaced) && !a.is_empty() && a != b {
+                        return Err(ObjectError::bad(
+                            format!("metadata.{field}"),
+                            format!(
+                                "Invalid value: {a:?}: field is immutable (the object is {b:?})"
+                            ),
+                        ));
+                    }
+                }
+                if let Some(uid) = meta_str(&wanted, "uid").filter(|u| !u.is_empty()) {
+                    if Some(uid) != meta_str(&current.object, "uid") {
+                        return Err(ObjectError::Precondition(format!(
+                            "metadata.uid {uid:?} does not match the object's uid"
+                        )));
+                    }
+                }
+                let mut next = match part {
+                    Part::Spec => {
+                        let mut w = wanted;
+                        if kind.has_status {
+                            match current.object.get("status") {
+                                Some(s) => w["status"] = s.clone(),
+                                None => {
+                                    if let Some(m) = w.as_object_mut() {
+                                        m.remove("status");
+                                    }
+                                }
+                            }
+                        }
+                        w
+                    }
+                    Part::Status => {
+                        let mut c = current.object.clone();
+                        match wanted.get("status") {
+                            Some(s) => c["status"] = s.clone(),
+                            None => {
+                                if let Some(m) = c.as_object_mut() {
+                                    m.remove("status");
+                                }
+                            }
+                        }
+                        c
+                    }
+                };
+                meta::keep_server_owned(&current.object, &mut next);
+                meta::metadata_mut(&mut next).insert("namespace".into(), ns.into());
+                if !kind.namespaced {
+                    meta::metadata_mut(&mut next).remove("namespace");
+                }
+                let mut next = admission::admit(kind, next)?;
+                if meta::spec_differs(&current.object, &next) {
+                    let generation = current
+                        .object
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    meta::metadata_mut(&mut next)
+                        .insert("generation".into(), (generation + 1).into());
+                }
+                meta::metadata_mut(&mut next).insert(
+                    "resourceVersion".into(),
+                    current.revision.to_string().into(),
+                );
+                if next == current.object {
+                    return Ok((current, false));
+                }
+                let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
+                let op = if deleting && meta::finalizers(&next).is_empty() {
+                    // The last finalizer is gone: the object goes.
+                    Op::Delete {
+                        key: key.clone().into_bytes(),
+                    }
+                } else {
+                    Op::Put {
+                        key: key.clone().into_bytes(),
+                        value: encode(kind, &next)?,
+                    }
+                };
+                let txn = Txn {
+                    compares: vec![Compare::ModRevision {
+                        key: key.clone().into_bytes(),
+                        revision: current.revision,
+                    }],
+                    success: vec![op],
+                    failure: vec![],
+                };
+                let result = self.commit(attempt_id(request_id, attempt), txn).await?;
+                if result.succeeded {
+                    meta::metadata_mut(&mut next)
+                        .insert("resourceVersion".into(), result.revision.to_string().into());
+                    return Ok((
+                        Stored {
+                            object: next,
+                            revision: result.revision,
+                        },
+                        true,
+                    ));
+                }
+                if expected != 0 {
+                    let now = self.load(&key)?.map(|s| s.revision).unwrap_or(0);
+                    return Err(ObjectError::Conflict {
+                        resource: kind.plural.to_string(),
+                        name: name.to_string(),
+                        given: expected,
+                        current: now,
+                    });
+                }
+            }
+            Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
+                leader: None,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn target(kind: &KindInfo, request_ns: &str, obj: &mut Value) -> Result<(String, String)> {
+        let ns = Self::namespace_for(kind, request_ns, obj)?;
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        if name.is_empty() {
+            return Err(ObjectError::bad("metadata.name", "Required value"));
+        }
+        Ok((ns, name))
+    }
+
+    /// Replace an object's spec (and metadata); its status is left alone when the kind has a
+    /// status subresource. With `status`, only the status is taken.
+    pub async fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        obj: &[u8],
+        status: bool,
+        request_id: RequestId,
+    ) -> Result<Stored> {
+        let kind = kind_of(resource)?;
+        let mut obj = parse_object(obj)?;
+        let (ns, name) = Self::target(kind, namespace, &mut obj)?;
+        let expected = meta::resource_version(&obj)?;
+        let part = if status { Part::Status } else { Part::Spec };
+        let (stored, _) = self
+            .modify(kind, &ns, &name, expected, part, request_id, |_| {
+                Ok(obj.clone())
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    /// Apply a JSON merge patch.
+    pub async fn patch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch: &[u8],
+        status: bool,
+        request_id: RequestId,
+    ) -> Result<Stored> {
+        let kind = kind_of(resource)?;
+        let patch: Value = serde_json::from_slice(patch)
+            .map_err(|e| ObjectError::bad("patch", format!("invalid JSON: {e}")))?;
+        if !patch.is_object() {
+            return Err(ObjectError::bad(
+                "patch",
+                "a merge patch must be a JSON object",
+            ));
+        }
+        let expected = meta::resource_version(&patch)?;
+        let ns = if kind.namespaced {
+            if namespace.is_empty() {
+                "default"
+            } else {
+                namespace
+            }
+        } else {
+            ""
+        };
+        let part = if status { Part::Status } else { Part::Spec };
+        let (stored, _) = self
+            .modify(kind, ns, name, expected, part, request_id, |current| {
+                let mut next = current.clone();
+                merge_patch::apply(&mut next, &patch);
+                Ok(next)
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    /// kubectl-style apply of a manifest.
+    pub async fn apply(
+        &self,
+        manifest: &[u8],
+        namespace: &str,
+        request_id: RequestId,
+    ) -> Result<(Stored, ApplyOutcome, &'static KindInfo)> {
+        let mut manifest = parse_object(manifest)?;
+        let api_version = manifest
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind_name = manifest.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind_name.is_empty() {
+            return Err(ObjectError::bad(
+                "kind",
+                "Required value: a manifest must name its kind",
+            ));
+        }
+        if api_version.is_empty() {
+            return Err(ObjectError::bad(
+                "apiVersion",
+                "Required value: a manifest must name its apiVersion",
+            ));
+        }
+        let kind = kinds::by_api_version(api_version, kind_name).ok_or_else(|| {
+            let hint = kinds::KINDS
+                .iter()
+                .find(|k| k.kind == kind_name)
+                .map(|k| format!("; {} is served as {}", k.kind, k.api_version()))
+                .unwrap_or_default();
+            ObjectError::bad(
+                "kind",
+                format!("no matches for kind {kind_name:?} in version {api_version:?}{hint}"),
+            )
+        })?;
+        let (ns, name) = Self::target(kind, namespace, &mut manifest)?;
+        meta::strip_server_owned(&mut manifest);
+        if let Some(a) = manifest
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            a.remove(meta::LAST_APPLIED);
+        }
+        let last_applied = serde_json::to_string(&manifest)
+            .map_err(|e| ObjectError::bad("object", e.to_string()))?;
+        let annotations = meta::metadata_mut(&mut manifest)
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(meta::LAST_APPLIED.into(), last_applied.into());
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            let id = attempt_id(request_id, attempt * 1000);
+            if attempt > 0 {
+                self.read_index(false).await?;
+            }
+            if self.load_raw(&kind.key(&ns, &name))?.is_none() {
+                match self.create_value(kind, &ns, manifest.clone(), id).await {
+                    Ok(s) => return Ok((s, ApplyOutcome::Created, kind)),
+                    Err(ObjectError::AlreadyExists { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let result = self
+                .modify(kind, &ns, &name, 0, Part::Spec, id, |current| {
+                    let last = current
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| a.get(meta::LAST_APPLIED))
+                        .and_then(Value::as_str)
+                        .and_then(|s| serde_json::from_str(s).ok())
+                        .unwrap_or(Value::Object(Default::default()));
+                    let mut next = current.clone();
+                    merge_patch::apply(&mut next, &merge_patch::three_way(&last, &manifest));
+                    Ok(next)
+                })
+                .await;
+            match result {
+                Ok((s, true)) => return Ok((s, ApplyOutcome::Configured, kind)),
+                Ok((s, false)) => return Ok((s, ApplyOutcome::Unchanged, kind)),
+                Err(ObjectError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
+            leader: None,
+        }))
+    }
+
+    /// Delete an object, or mark it for deletion when finalizers or a pod's grace period
+    /// keep it for now.
+    pub async fn delete(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        request_id: RequestId,
+    ) -> Result<Deleted> {
+        let kind = kind_of(resource)?;
+        let ns = if kind.namespaced {
+            if namespace.is_empty() {
+                "default"
+            } else {
+                namespace
+            }
+        } else {
+            ""
+        };
+        if kind.kind == "Namespace" && BUILTIN_NAMESPACES.contains(&name) {
+            return Err(ObjectError::Forbidden(format!(
+                "namespace {name:?} is built in and may not be deleted"
+            )));
+        }
+        let key = kind.key(ns, name);
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                self.read_index(false).await?;
+            }
+            let current = self.load(&key)?.ok_or_else(|| ObjectError::NotFound {
+                resource: kind.plural.to_string(),
+                name: name.to_string(),
+            })?;
+            if let Some(uid) = &opts.uid {
+                if meta_str(&current.object, "uid") != Some(uid.as_str()) {
+                    return Err(ObjectError::Precondition(format!(
+                        "the uid in the precondition ({uid}) does not match the object's uid ({})",
+                        meta_str(&current.object, "uid").unwrap_or("")
+                    )));
+                }
+            }
+            if let Some(rv) = opts.resource_version.filter(|rv| *rv != current.revision) {
+                return Err(ObjectError::Conflict {
+                    resource: kind.plural.to_string(),
+                    name: name.to_string(),
+                    given: rv,
+                    current: current.revision,
+                });
+            }
+            let mut finalizers = meta::finalizers(&current.object);
+            let add = match opts.propagation {
+                Propagation::Background => None,
+                Propagation::Foreground => Some("foregroundDeletion"),
+                Propagation::Orphan => Some("orphan"),
+            };
+            if let Some(f) = add {
+                if !finalizers.iter().any(|x| x == f)
+                    && current
+                        .object
+                        .pointer("/metadata/deletionTimestamp")
+                        .is_none()
+                {
+                    finalizers.push(f.to_string());
+                }
+            }
+            let grace = if kind.kind == "Pod" {
+                let own = current
+                    .object
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
+                let g = opts.grace_period_seconds.filter(|g| *g >= 0).unwrap_or(own);
+                let bound = current
+                    .object
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let finished = matches!(
+                    current
+                        .object
+                        .pointer("/status/phase")
+                        .and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                );
+                // A pod on a node gets time to stop its containers; the node finishes the delete.
+                if bound && !finished {
+                    g
+                } else {
+                    0
+                }
+            } else {
+                0
+            };
+            let keep = !finalizers.is_empty() || grace > 0;
+            let mut txn = Txn {
+                compares: vec![Compare::ModRevision {
+                    key: key.clone().into_bytes(),
+                    revision: current.revision,
+                }],
+                ..Default::default()
+            };
+            let mut object = current.object.clone();
+            if keep {
+                let m = meta::metadata_mut(&mut object);
+                let already = m.get("deletionTimestamp").is_some();
+                let shorter = m
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .is_none_or(|g| grace < g);
+                if already && !shorter && meta::finalizers(&current.object) == finalizers {
+                    return Ok(Deleted {
+                        object,
+                        revision: current.revision,
+                        gone: false,
+                    });
+                }
+                if !already || shorter {
+                    let at = jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(grace))
+                        .unwrap_or_else(|_| jiff::Timestamp::now());
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().into(),
+                    );
+                    m.insert("deletionGracePeriodSeconds".into(), grace.into());
+                }
+                if !finalizers.is_empty() {
+                    m.insert("finalizers".into(), finalizers.into());
+                }
+                txn.success.push(Op::Put {
+                    key: key.clone().into_bytes(),
+                    value: encode(kind, &object)?,
+                });
+            } else {
+                txn.success.push(Op::Delete {
+                    key: key.clone().into_bytes(),
+                });
+                if kind.kind == "Namespace" {
+                    // Everything in the namespace goes with it, in the same transaction.
+                    for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
+                        txn.success.push(Op::DeletePrefix {
+                            prefix: format!("{}{name}/", k.key_prefix()).into_bytes(),
+                        });
+                    }
+                }
+            }
+            let result = self.commit(attempt_id(request_id, attempt), txn).await?;
+            if result.succeeded {
+                meta::metadata_mut(&mut object)
+                    .insert("resourceVersion".into(), result.revision.to_string().into());
+                tracing::debug!(resource = kind.plural, namespace = %ns, name = %name, gone = !keep, "deleted");
+                return Ok(Deleted {
+                    object,
+                    revision: result.revision,
+                    gone: !keep,
+                });
+            }
+            if opts.resource_version.is_some() {
+                return Err(ObjectError::Conflict {
+                    resource: kind.plural.to_string(),
+                    name: name.to_string(),
+                    given: current.revision,
+                    current: 0,
+                });
+            }
+        }
+        Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
+            leader: None,
+        }))
+    }
+
+    /// Create the built-in namespaces if they are missing; retried until it works.
+    pub async fn ensure_builtin_namespaces(&self) {
+        let kind = match kind_of("namespaces") {
+            Ok(k) => k,
+            Err(_) => return,
+        };
+        for ns in BUILTIN_NAMESPACES {
+            loop {
+                let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                // The create's compare lets one member's attempt win; the others see it exists.
+                match self.create_value(kind, "", obj, 0).await {
+                    Ok(_) | Err(ObjectError::AlreadyExists { .. }) => break,
+                    Err(e) => {
+                        tracing::debug!(namespace = ns, error = %e, "creating built-in namespace; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
+}

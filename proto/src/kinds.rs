@@ -1,0 +1,212 @@
+//! The object kinds Skiff serves, and the names clients may use for them (kind, plural,
+//! singular, short names — as kubectl accepts them). Server and clients share this table.
+
+/// One served kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// `Pod`, `Deployment`, ...
+    pub kind: &'static str,
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    /// `v1`.
+    pub version: &'static str,
+    /// Lowercase plural: the resource name (`pods`).
+    pub plural: &'static str,
+    /// Lowercase singular (`pod`).
+    pub singular: &'static str,
+    /// Short names (`po`).
+    pub short_names: &'static [&'static str],
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Whether the kind has a status subresource (Update leaves status alone).
+    pub has_status: bool,
+}
+
+impl KindInfo {
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `deployment.apps`, or `pod` for the core group, as kubectl prints it.
+    pub fn qualified_singular(&self) -> String {
+        if self.group.is_empty() {
+            self.singular.to_string()
+        } else {
+            format!("{}.{}", self.singular, self.group)
+        }
+    }
+
+    /// The store key prefix of this resource: `/registry/{group}/{resource}/`.
+    pub fn key_prefix(&self) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
+        format!("/registry/{group}/{}/", self.plural)
+    }
+
+    /// The store key of one object.
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("{}{namespace}/{name}", self.key_prefix())
+        } else {
+            format!("{}{name}", self.key_prefix())
+        }
+    }
+}
+
+const fn kind(
+    kind: &'static str,
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+    has_status: bool,
+) -> KindInfo {
+    KindInfo {
+        kind,
+        group,
+        version: "v1",
+        plural,
+        singular,
+        short_names,
+        namespaced,
+        has_status,
+    }
+}
+
+/// Every served kind.
+pub const KINDS: &[KindInfo] = &[
+    kind(
+        "Namespace",
+        "",
+        "namespaces",
+        "namespace",
+        &["ns"],
+        false,
+        true,
+    ),
+    kind("Pod", "", "pods", "pod", &["po"], true, true),
+    kind(
+        "ReplicaSet",
+        "apps",
+        "replicasets",
+        "replicaset",
+        &["rs"],
+        true,
+        true,
+    ),
+    kind(
+        "Deployment",
+        "apps",
+        "deployments",
+        "deployment",
+        &["deploy"],
+        true,
+        true,
+    ),
+    kind("Service", "", "services", "service", &["svc"], true, true),
+    kind(
+        "Endpoints",
+        "",
+        "endpoints",
+        "endpoints",
+        &["ep"],
+        true,
+        false,
+    ),
+    kind("Node", "", "nodes", "node", &["no"], false, true),
+    kind(
+        "ConfigMap",
+        "",
+        "configmaps",
+        "configmap",
+        &["cm"],
+        true,
+        false,
+    ),
+    kind("Secret", "", "secrets", "secret", &[], true, false),
+    kind("Event", "", "events", "event", &["ev"], true, false),
+    kind(
+        "Lease",
+        "coordination.k8s.io",
+        "leases",
+        "lease",
+        &[],
+        true,
+        false,
+    ),
+];
+
+/// The kind a user names: kind (any case), plural, singular or short name, optionally
+/// qualified by its group (`deployments.apps`).
+pub fn lookup(name: &str) -> Option<&'static KindInfo> {
+    let lower = name.to_ascii_lowercase();
+    let (base, group) = match lower.split_once('.') {
+        Some((b, g)) => (b.to_string(), Some(g.to_string())),
+        None => (lower, None),
+    };
+    KINDS.iter().find(|k| {
+        let named = k.plural == base
+            || k.singular == base
+            || k.kind.eq_ignore_ascii_case(&base)
+            || k.short_names.contains(&base.as_str());
+        named && group.as_deref().is_none_or(|g| g == k.group)
+    })
+}
+
+/// The kind a manifest declares by `apiVersion` and `kind`.
+pub fn by_api_version(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
+    KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.api_version() == api_version)
+}
+
+/// The kind served under resource name `plural`.
+pub fn by_resource(plural: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.plural == plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_as_kubectl_accepts_them() {
+        for (name, plural) in [
+            ("po", "pods"),
+            ("Pod", "pods"),
+            ("pods", "pods"),
+            ("deploy", "deployments"),
+            ("deployments.apps", "deployments"),
+            ("svc", "services"),
+            ("cm", "configmaps"),
+            ("ns", "namespaces"),
+            ("ep", "endpoints"),
+            ("rs", "replicasets"),
+            ("lease", "leases"),
+        ] {
+            assert_eq!(lookup(name).map(|k| k.plural), Some(plural), "{name}");
+        }
+        assert!(lookup("deployments.core").is_none());
+        assert!(lookup("widgets").is_none());
+    }
+
+    #[test]
+    fn keys_follow_the_registry_layout() {
+        let pod = by_resource("pods").unwrap();
+        assert_eq!(pod.key("default", "web"), "/registry/core/pods/default/web");
+        let node = by_resource("nodes").unwrap();
+        assert_eq!(node.key("", "n1"), "/registry/core/nodes/n1");
+        let dep = by_api_version("apps/v1", "Deployment").unwrap();
+        assert_eq!(dep.key("a", "b"), "/registry/apps/deployments/a/b");
+        assert!(by_api_version("v1", "Deployment").is_none());
+    }
+}
