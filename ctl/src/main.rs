@@ -2,6 +2,8 @@
 
 mod cmd;
 mod endpoints;
+mod manifest;
+mod table;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,24 @@ enum Command {
     /// Inspect and change the control plane's membership.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
+    /// Create or update objects from manifests (kubectl-style apply).
+    Apply(cmd::objects::apply::ApplyArgs),
+    /// Create objects from manifests; fails if one exists.
+    Create(cmd::objects::apply::ApplyArgs),
+    /// List objects, or show some.
+    Get(cmd::objects::get::GetArgs),
+    /// Show an object in detail, with its Events.
+    Describe(cmd::objects::describe::DescribeArgs),
+    /// Delete objects.
+    Delete(cmd::objects::delete::DeleteArgs),
+    /// Set the replica count of a Deployment or ReplicaSet.
+    Scale(cmd::objects::modify::ScaleArgs),
+    /// Add, change or remove labels.
+    Label(cmd::objects::modify::MetaArgs),
+    /// Add, change or remove annotations.
+    Annotate(cmd::objects::modify::MetaArgs),
+    /// Edit an object in $EDITOR.
+    Edit(cmd::objects::modify::EditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,13 +84,29 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Kv(c) => cmd::kv::run(&client, c).await,
             Command::Cluster(c) => cmd::cluster::run(&client, c).await,
+            Command::Apply(a) => cmd::objects::apply::apply(&client, a).await,
+            Command::Create(a) => cmd::objects::apply::create(&client, a).await,
+            Command::Get(a) => cmd::objects::get::run(&client, a).await,
+            Command::Describe(a) => cmd::objects::describe::run(&client, a).await,
+            Command::Delete(a) => cmd::objects::delete::run(&client, a).await,
+            Command::Scale(a) => cmd::objects::modify::scale(&client, a).await,
+            Command::Label(a) => {
+                cmd::objects::modify::set_meta(&client, a, "labels", "labeled").await
+            }
+            Command::Annotate(a) => {
+                cmd::objects::modify::set_meta(&client, a, "annotations", "annotated").await
+            }
+            Command::Edit(a) => cmd::objects::modify::edit(&client, a).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<cmd::objects::ExitWith>() {
+                Some(x) => std::process::ExitCode::from(x.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

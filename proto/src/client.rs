@@ -107,7 +107,7 @@ pub enum WatchEvent {
     Progress(u64),
 }
 
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let f: f64 = rand::thread_rng().gen_range(0.8..1.2);
     d.mul_f64(f)
 }
@@ -146,6 +146,23 @@ impl Client {
         })
     }
 
+    /// The preferred endpoint's index and channel.
+    pub(crate) fn current(&self) -> (usize, Channel) {
+        let i = self.inner.preferred.load(Ordering::Relaxed) % self.inner.channels.len();
+        (i, self.inner.channels[i].clone())
+    }
+
+    /// Move on from endpoint `i` (if it is still the preferred one).
+    pub(crate) fn rotate(&self, i: usize) {
+        let n = self.inner.channels.len();
+        let _ = self.inner.preferred.compare_exchange(
+            i,
+            (i + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// The endpoints, as given.
     pub fn endpoints(&self) -> &[String] {
         &self.inner.addrs
@@ -164,7 +181,7 @@ impl Client {
     }
 
     /// Run `f` against the preferred endpoint, failing over until the call deadline.
-    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,

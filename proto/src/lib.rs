@@ -4,11 +4,13 @@
 //! - [`transport`]: the channel constructor and server builder every connection uses.
 //! - [`status`]: how errors travel as `tonic::Status`, both ways.
 //! - [`client`]: the client with an endpoint list and fail-over.
+//! - [`objects`]: object API calls, typed [`objects::Api`], and the informer.
 //! - [`kinds`]: the served object kinds and the names clients use for them.
 //! - [`quantity`]: Kubernetes resource quantities.
 
 pub mod client;
 pub mod kinds;
+pub mod objects;
 pub mod quantity;
 pub mod status;
 pub mod transport;

@@ -21,6 +21,9 @@ use super::selectors::{FieldSelector, Selector};
 /// Namespaces that exist from the start and may not be deleted.
 pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system"];
 
+/// Largest manifest kept as the last-applied annotation (annotations total at most 256 KiB).
+const LAST_APPLIED_MAX_BYTES: usize = 200 * 1024;
+
 /// How many times a write without a client resourceVersion is retried on a conflict.
 const MAX_ATTEMPTS: u64 = 16;
 
@@ -760,11 +763,15 @@ impl ObjectStore {
         }
         let last_applied = serde_json::to_string(&manifest)
             .map_err(|e| ObjectError::bad("object", e.to_string()))?;
-        let annotations = meta::metadata_mut(&mut manifest)
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(a) = annotations.as_object_mut() {
-            a.insert(meta::LAST_APPLIED.into(), last_applied.into());
+        // A manifest too big for an annotation is applied without one (as with kubectl
+        // create): later applies then merge without removing fields it dropped.
+        if last_applied.len() <= LAST_APPLIED_MAX_BYTES {
+            let annotations = meta::metadata_mut(&mut manifest)
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(meta::LAST_APPLIED.into(), last_applied.into());
+            }
         }
         for attempt in 0..MAX_ATTEMPTS {
             let id = attempt_id(request_id, attempt * 1000);

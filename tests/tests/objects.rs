@@ -1,0 +1,585 @@
+//! End-to-end tests of the object API and skiffctl against a real three-node cluster.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
+use skiff_proto::objects::{Selection, WatchItem};
+use skiff_proto::{Client, ClientError};
+
+/// Run skiffctl against `cluster` with `stdin`, returning its output.
+fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(binary("skiffctl"));
+    cmd.args(args)
+        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("skiffctl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("skiffctl output")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn ready_cluster() -> Cluster {
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    // The built-in namespaces appear shortly after the first leader.
+    let client = cluster.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = client
+            .get_object("namespaces", "", "default", false)
+            .await
+            .is_ok()
+            && client
+                .get_object("namespaces", "", "skiff-system", false)
+                .await
+                .is_ok();
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "built-in namespaces never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:1.36
+        command: ["httpd", "-f", "-p", "8080"]
+        ports:
+        - containerPort: 8080
+          name: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: http
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+data:
+  greeting: hello
+"#;
+
+async fn revision(client: &Client) -> u64 {
+    client.status().await.expect("status").revision
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_applies_and_reapplying_changes_nothing() {
+    let cluster = ready_cluster().await;
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(MANIFEST));
+    assert!(out.status.success(), "apply failed: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "namespace/shop created\ndeployment.apps/web created\nservice/web created\nconfigmap/settings created\n"
+    );
+    let client = cluster.client();
+    let before = revision(&client).await;
+    let again = skiffctl(&cluster, &["apply", "-f", "-"], Some(MANIFEST));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout),
+        "namespace/shop unchanged\ndeployment.apps/web unchanged\nservice/web unchanged\nconfigmap/settings unchanged\n"
+    );
+    assert_eq!(
+        revision(&client).await,
+        before,
+        "re-applying must not write"
+    );
+
+    // Server-set fields and Kubernetes' defaults are in place.
+    let d: Value = serde_json::from_slice(
+        &client
+            .get_object("deployments", "shop", "web", false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert!(d["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(d["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    let s: Value = serde_json::from_slice(
+        &client
+            .get_object("services", "shop", "web", false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(s["spec"]["type"], "ClusterIP");
+
+    // A changed manifest is "configured" and bumps generation; a removed label goes.
+    let changed = MANIFEST.replace("replicas: 3", "replicas: 5").replace(
+        "  labels: {app: web}\nspec:\n  replicas",
+        "spec:\n  replicas",
+    );
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&changed));
+    assert!(
+        text(&out.stdout).contains("deployment.apps/web configured"),
+        "{}",
+        text(&out.stdout)
+    );
+    let d: Value = serde_json::from_slice(
+        &client
+            .get_object("deployments", "shop", "web", false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert!(
+        d["metadata"]
+            .get("labels")
+            .is_none_or(|l| l.get("app").is_none()),
+        "{d}"
+    );
+
+    // kubectl-style reads.
+    let get = skiffctl(&cluster, &["get", "deploy", "-n", "shop"], None);
+    let table = text(&get.stdout);
+    assert!(
+        table.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/5"),
+        "{table}"
+    );
+    let names = skiffctl(
+        &cluster,
+        &["get", "svc,cm", "-n", "shop", "-o", "name"],
+        None,
+    );
+    assert_eq!(text(&names.stdout), "service/web\nconfigmap/settings\n");
+    let all = skiffctl(&cluster, &["get", "ns", "-o", "name"], None);
+    assert_eq!(
+        text(&all.stdout),
+        "namespace/default\nnamespace/shop\nnamespace/skiff-system\n"
+    );
+
+    // Scale, label and a namespace delete that takes its contents along.
+    let out = skiffctl(
+        &cluster,
+        &[
+            "scale",
+            "deployment",
+            "web",
+            "-n",
+            "shop",
+            "--replicas",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "deployment.apps/web scaled\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = skiffctl(
+        &cluster,
+        &["label", "cm", "settings", "-n", "shop", "tier=config"],
+        None,
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "configmap/settings labeled\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = skiffctl(
+        &cluster,
+        &["label", "cm", "settings", "-n", "shop", "tier=other"],
+        None,
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("--overwrite"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = skiffctl(&cluster, &["delete", "namespace", "shop"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let left = client
+        .list_objects(
+            "configmaps",
+            &Selection {
+                namespace: "shop".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "namespace contents must go with it");
+    let out = skiffctl(&cluster, &["delete", "namespace", "default"], None);
+    assert!(!out.status.success() && text(&out.stderr).contains("may not be deleted"));
+}
+
+fn pod(name: &str, labels: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_updates_conflict_and_status_updates_leave_spec_alone() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let created = client
+        .create_object("pods", "default", pod("p1", json!({"app": "a"})))
+        .await
+        .unwrap();
+    let v1: Value = serde_json::from_slice(&created.object).unwrap();
+
+    // Writer A updates from v1.
+    let mut a = v1.clone();
+    a["metadata"]["labels"]["who"] = json!("a");
+    client
+        .update_object("pods", "default", serde_json::to_vec(&a).unwrap(), false)
+        .await
+        .expect("first update wins");
+    // Writer B, also from v1, is refused and stores nothing.
+    let mut b = v1.clone();
+    b["metadata"]["labels"]["who"] = json!("b");
+    let err = client
+        .update_object("pods", "default", serde_json::to_vec(&b).unwrap(), false)
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::Rejected(s) => assert_eq!(s.code(), tonic::Code::Aborted, "{s:?}"),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    assert!(err.to_string().contains("conflict"), "{err}");
+    let now: Value = serde_json::from_slice(
+        &client
+            .get_object("pods", "default", "p1", false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(now["metadata"]["labels"]["who"], "a");
+
+    // A status update with a changed spec: the status lands, the spec does not.
+    let mut s = now.clone();
+    s["status"] = json!({"phase": "Running", "podIP": "10.244.0.9"});
+    s["spec"]["containers"][0]["image"] = json!("evil:latest");
+    let updated: Value = serde_json::from_slice(
+        &client
+            .update_object("pods", "default", serde_json::to_vec(&s).unwrap(), true)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(updated["status"]["phase"], "Running");
+    assert_eq!(updated["spec"]["containers"][0]["image"], "busybox:1.36");
+    // And a plain update cannot change the status.
+    let mut u = updated.clone();
+    u["status"]["phase"] = json!("Failed");
+    u["metadata"]["labels"]["x"] = json!("y");
+    let after: Value = serde_json::from_slice(
+        &client
+            .update_object("pods", "default", serde_json::to_vec(&u).unwrap(), false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert_eq!(after["status"]["phase"], "Running");
+    assert_eq!(after["metadata"]["labels"]["x"], "y");
+
+    // Finalizers keep an object until they are removed.
+    client
+        .patch_object(
+            "pods",
+            "default",
+            "p1",
+            serde_json::to_vec(&json!({"metadata": {"finalizers": ["example.com/keep"]}})).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+    let d = client
+        .delete_object("pods", "default", "p1", &Default::default())
+        .await
+        .unwrap();
+    assert!(!d.deleted);
+    let kept: Value = serde_json::from_slice(
+        &client
+            .get_object("pods", "default", "p1", false)
+            .await
+            .unwrap()
+            .object,
+    )
+    .unwrap();
+    assert!(kept["metadata"]["deletionTimestamp"].is_string());
+    client
+        .patch_object(
+            "pods",
+            "default",
+            "p1",
+            serde_json::to_vec(&json!({"metadata": {"finalizers": null}})).unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+    let gone = client
+        .get_object("pods", "default", "p1", false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(gone, ClientError::Rejected(ref s) if s.code() == tonic::Code::NotFound),
+        "{gone}"
+    );
+}
+
+async fn next_change(
+    rx: &mut tokio::sync::mpsc::Receiver<Result<WatchItem, ClientError>>,
+) -> (String, Value) {
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("watch open")
+            .expect("watch ok");
+        let (kind, b) = match item {
+            WatchItem::Added(b) => ("ADDED", b),
+            WatchItem::Modified(b) => ("MODIFIED", b),
+            WatchItem::Deleted(b) => ("DELETED", b),
+            WatchItem::Bookmark(_) => continue,
+        };
+        return (kind.to_string(), serde_json::from_slice(&b).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sees_changes_in_order_across_a_leader_kill() {
+    let mut cluster = ready_cluster().await;
+    let client = cluster.client();
+    let sel = Selection {
+        namespace: "default".into(),
+        labels: "app=web".into(),
+        ..Default::default()
+    };
+    let mut rx = client.watch_objects("pods", &sel, 0);
+    // The first bookmark says the watch is in place.
+    loop {
+        if let Ok(WatchItem::Bookmark(_)) = rx.recv().await.expect("watch open") {
+            break;
+        }
+    }
+    client
+        .create_object("pods", "default", pod("w1", json!({"app": "web"})))
+        .await
+        .unwrap();
+    client
+        .create_object("pods", "default", pod("other", json!({"app": "db"})))
+        .await
+        .unwrap();
+    client
+        .patch_object(
+            "pods",
+            "default",
+            "w1",
+            br#"{"metadata":{"annotations":{"step":"1"}}}"#.to_vec(),
+            false,
+        )
+        .await
+        .unwrap();
+    let (k, o) = next_change(&mut rx).await;
+    assert_eq!(
+        (k.as_str(), o["metadata"]["name"].as_str()),
+        ("ADDED", Some("w1"))
+    );
+    let (k, o) = next_change(&mut rx).await;
+    assert_eq!(
+        (k.as_str(), o["metadata"]["annotations"]["step"].as_str()),
+        ("MODIFIED", Some("1"))
+    );
+
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    cluster.kill9(leader);
+    for step in 2..=4 {
+        let patch = format!(r#"{{"metadata":{{"annotations":{{"step":"{step}"}}}}}}"#);
+        client
+            .patch_object("pods", "default", "w1", patch.into_bytes(), false)
+            .await
+            .unwrap();
+    }
+    // Relabelled out of the selection: DELETED for this watch.
+    client
+        .patch_object(
+            "pods",
+            "default",
+            "w1",
+            br#"{"metadata":{"labels":{"app":"gone"}}}"#.to_vec(),
+            false,
+        )
+        .await
+        .unwrap();
+    client
+        .create_object("pods", "default", pod("w2", json!({"app": "web"})))
+        .await
+        .unwrap();
+    client
+        .delete_object("pods", "default", "w2", &Default::default())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (k, o) = next_change(&mut rx).await;
+        let step = o["metadata"]["annotations"]["step"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        seen.push(format!(
+            "{k} {} {step}",
+            o["metadata"]["name"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "MODIFIED w1 2",
+            "MODIFIED w1 3",
+            "MODIFIED w1 4",
+            "DELETED w1 4",
+            "ADDED w2 ",
+            "DELETED w2 "
+        ]
+    );
+    cluster.restart(leader);
+
+    // Field and label selectors filter lists too.
+    let list = client
+        .list_objects(
+            "pods",
+            &Selection {
+                namespace: "default".into(),
+                labels: "app in (web,db)".into(),
+                fields: "metadata.name!=w1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = list
+        .items
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<Value>(b).unwrap()["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, vec!["other"]);
+    let bad = client
+        .list_objects(
+            "pods",
+            &Selection {
+                fields: "spec.foo=1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("fieldSelector"), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_are_refused_with_the_field_and_store_nothing() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let deployment = |name: &str, ns: &str, replicas: i64, tmpl_app: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: {tmpl_app}}}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n"
+        )
+    };
+    let big = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: big\nspec:\n  containers:\n  - name: c\n    image: i\n    env:\n    - name: A\n      value: {}\n", "x".repeat(1600 * 1024));
+    let big_cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  a: {}\n",
+        "x".repeat(1100 * 1024)
+    );
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("bad name", deployment("Web_1", "default", 1, "web"), &["metadata.name", "DNS-1123"]),
+        ("selector mismatch", deployment("web", "default", 1, "db"), &["spec.template.metadata.labels", "does not match"]),
+        ("negative replicas", deployment("web", "default", -1, "web"), &["spec.replicas", "greater than or equal to 0"]),
+        ("unknown kind", "apiVersion: v1\nkind: Widget\nmetadata:\n  name: w\n".to_string(), &["kind", "Widget"]),
+        ("missing namespace", deployment("web", "nowhere", 1, "web"), &["metadata.namespace", "nowhere", "not found"]),
+        ("too large", big, &["object", "Too long", "1.5 MiB"]),
+        ("configmap data too large", big_cm, &["data", "Too long"]),
+        ("malformed YAML", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n".to_string(), &["malformed YAML", "line 4"]),
+        ("wrong type", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: i\n    ports:\n    - containerPort: http\n".to_string(), &["spec.containers[0].ports[0].containerPort"]),
+    ];
+    let before = revision(&client).await;
+    for (what, manifest, wants) in cases {
+        let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&manifest));
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{what}: must fail");
+        for w in wants {
+            assert!(err.contains(w), "{what}: error must mention {w:?}: {err}");
+        }
+    }
+    assert_eq!(
+        revision(&client).await,
+        before,
+        "refused manifests must store nothing"
+    );
+}
