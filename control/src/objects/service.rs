@@ -58,9 +58,10 @@ impl Objects for ObjectService {
             .store
             .create(&req.resource, &req.namespace, &req.object, id)
             .await?;
+        let revision = s.revision;
         Ok(Response::new(pb::ObjectResponse {
-            object: json(&s.object)?,
-            revision: s.revision,
+            object: s.into_json(),
+            revision,
         }))
     }
 
@@ -70,14 +71,11 @@ impl Objects for ObjectService {
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let req = request.into_inner();
         let key = key_of(req.key)?;
-        let s = self
+        let (object, revision) = self
             .store
             .get(&key.resource, &key.namespace, &key.name, req.stale)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
-            object: json(&s.object)?,
-            revision: s.revision,
-        }))
+        Ok(Response::new(pb::ObjectResponse { object, revision }))
     }
 
     async fn list(

@@ -34,6 +34,18 @@ pub struct Stored {
     pub object: Value,
     /// Its resourceVersion (the revision of its last write).
     pub revision: u64,
+    /// The object as JSON, when already at hand (saves encoding it again).
+    pub json: Option<Vec<u8>>,
+}
+
+impl Stored {
+    /// The object as JSON.
+    pub fn into_json(self) -> Vec<u8> {
+        match self.json {
+            Some(j) => j,
+            None => serde_json::to_vec(&self.object).unwrap_or_default(),
+        }
+    }
 }
 
 /// What `delete` did.
@@ -244,6 +256,7 @@ impl ObjectStore {
                 Ok(Stored {
                     object: decode(&kv.key, &kv.value, kv.mod_revision)?,
                     revision: kv.mod_revision,
+                    json: None,
                 })
             })
             .transpose()
@@ -273,26 +286,16 @@ impl ObjectStore {
         Ok(ns)
     }
 
-    /// Read one object.
-    pub async fn get(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        stale: bool,
-    ) -> Result<Stored> {
+    /// Read one object as JSON, with its resourceVersion (served without parsing it).
+    pub async fn get(&self, resource: &str, namespace: &str, name: &str, stale: bool) -> Result<(Vec<u8>, u64)> {
         let kind = kind_of(resource)?;
-        let ns = if kind.namespaced && namespace.is_empty() {
-            "default"
-        } else {
-            namespace
-        };
+        let ns = if kind.namespaced && namespace.is_empty() { "default" } else { namespace };
         self.read_index(stale).await?;
-        self.load(&kind.key(ns, name))?
-            .ok_or_else(|| ObjectError::NotFound {
-                resource: kind.plural.to_string(),
-                name: name.to_string(),
-            })
+        let kv = self.load_raw(&kind.key(ns, name))?.ok_or_else(|| ObjectError::NotFound {
+            resource: kind.plural.to_string(),
+            name: name.to_string(),
+        })?;
+        Ok((meta::with_resource_version(&kv.value, kv.mod_revision), kv.mod_revision))
     }
 
     /// List objects of `resource`.
@@ -422,28 +425,23 @@ impl ObjectStore {
                     let ns_kind = kind_of("namespaces")?;
                     let ns_key = ns_kind.key("", &ns);
                     // A stale read is enough: the compare pins the namespace as read.
-                    let current = if attempt == 0 {
-                        self.load(&ns_key)?
-                    } else {
+                    if attempt > 0 {
                         self.read_index(false).await?;
-                        self.load(&ns_key)?
-                    };
-                    let Some(current) = current else {
+                    }
+                    let Some(current) = self.load_raw(&ns_key)? else {
                         if attempt == 0 {
                             continue;
                         }
                         return Err(ObjectError::NamespaceMissing(ns.clone()));
                     };
-                    if current
-                        .object
-                        .pointer("/metadata/deletionTimestamp")
-                        .is_some()
-                    {
+                    // The server writes deletionTimestamp only when deleting; no need to parse.
+                    let marker = b"\"deletionTimestamp\"";
+                    if current.value.windows(marker.len()).any(|w| w == marker) {
                         return Err(ObjectError::NamespaceTerminating(ns.clone()));
                     }
                     compares.push(Compare::ModRevision {
                         key: ns_key.into_bytes(),
-                        revision: current.revision,
+                        revision: current.mod_revision,
                     });
                 }
                 let txn = Txn {
@@ -459,9 +457,12 @@ impl ObjectStore {
                 let result = self.commit(attempt_id(request_id, attempt), txn).await?;
                 if result.succeeded {
                     tracing::debug!(revision = result.revision, "created");
+                    let mut object = obj;
+                    meta::metadata_mut(&mut object).insert("resourceVersion".into(), result.revision.to_string().into());
                     return Ok(Stored {
-                        object: decode(key.as_bytes(), &bytes, result.revision)?,
+                        object,
                         revision: result.revision,
+                        json: Some(meta::with_resource_version(&bytes, result.revision)),
                     });
                 }
                 if let Some(OpResult::Get { kv: Some(_) }) = result.ops.first() {
@@ -486,9 +487,7 @@ impl ObjectStore {
     /// unless the caller pinned `expected` (then a change is a conflict).
     async fn modify<F>(
         &self,
-        kind: &'static KindInfo,
-        ns: &str,
-        name: &str,
+        (kind, ns, name): (&'static KindInfo, &str, &str),
         expected: u64,
         part: Part,
         request_id: RequestId,
@@ -529,7 +528,7 @@ impl ObjectStore {
                         meta_str(&wanted, field).unwrap_or(""),
                         meta_str(&current.object, field).unwrap_or(""),
                     );
-                    if !(field == "namespace" && !kind.namespaced) && !a.is_empty() && a != b {
+                    if (kind.namespaced || field != "namespace") && !a.is_empty() && a != b {
                         return Err(ObjectError::bad(
                             format!("metadata.{field}"),
                             format!(
@@ -623,6 +622,7 @@ impl ObjectStore {
                         Stored {
                             object: next,
                             revision: result.revision,
+                            json: None,
                         },
                         true,
                     ));
@@ -670,7 +670,7 @@ impl ObjectStore {
         let expected = meta::resource_version(&obj)?;
         let part = if status { Part::Status } else { Part::Spec };
         let (stored, _) = self
-            .modify(kind, &ns, &name, expected, part, request_id, |_| {
+            .modify((kind, &ns, &name), expected, part, request_id, |_| {
                 Ok(obj.clone())
             })
             .await?;
@@ -708,7 +708,7 @@ impl ObjectStore {
         };
         let part = if status { Part::Status } else { Part::Spec };
         let (stored, _) = self
-            .modify(kind, ns, name, expected, part, request_id, |current| {
+            .modify((kind, ns, name), expected, part, request_id, |current| {
                 let mut next = current.clone();
                 merge_patch::apply(&mut next, &patch);
                 Ok(next)
@@ -786,7 +786,7 @@ impl ObjectStore {
                 }
             }
             let result = self
-                .modify(kind, &ns, &name, 0, Part::Spec, id, |current| {
+                .modify((kind, &ns, &name), 0, Part::Spec, id, |current| {
                     let last = current
                         .pointer("/metadata/annotations")
                         .and_then(|a| a.get(meta::LAST_APPLIED))

@@ -151,7 +151,8 @@ pub fn watch(
         labels: opts.labels,
         fields: opts.fields,
     };
-    let (tx, out) = mpsc::channel(64);
+    // Small, as the store's: a slow client holds little memory here.
+    let (tx, out) = mpsc::channel(4);
     tokio::spawn(async move {
         let first = vec![ObjectEvent {
             kind: EventType::Bookmark,

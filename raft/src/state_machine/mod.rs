@@ -126,7 +126,8 @@ impl<E: Engine> SmShared<E> {
         start_revision: u64,
         progress_every: Duration,
     ) -> mpsc::Receiver<std::result::Result<WatchMessage, WatchError>> {
-        let (tx, rx) = mpsc::channel(64);
+        // Small: a watcher that does not keep up waits here, then catches up from history.
+        let (tx, rx) = mpsc::channel(4);
         tokio::spawn(watch::run_watch(
             self.clone(),
             filter,

@@ -78,7 +78,15 @@ impl WatchFilter {
 }
 
 /// Largest number of history revisions read in one go while catching up.
-const HISTORY_CHUNK: u64 = 1024;
+const HISTORY_CHUNK: u64 = 128;
+
+/// Largest payload of one catch-up message. With a small channel this bounds what a slow
+/// watcher can hold in memory: a thousand lagging watchers must not exhaust the member.
+const MESSAGE_MAX_BYTES: usize = 64 * 1024;
+
+fn event_bytes(e: &Event) -> usize {
+    e.kv.key.len() + e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len()) + 64
+}
 
 /// Run a watch until the receiver is dropped or the watch fails. `start == 0` means "from now".
 pub(crate) async fn run_watch<E: Engine>(
@@ -171,12 +179,22 @@ async fn catch_up<E: Engine>(
         if shared.state().compacted >= *next {
             continue;
         }
-        let events: Vec<_> = events
-            .into_iter()
-            .filter(|(_, e)| filter.matches(&e.kv.key))
-            .collect();
-        *next = upto + 1;
-        if !events.is_empty() && out.send(Ok(WatchMessage::Events(events))).await.is_err() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut delivered_upto = upto;
+        for (rev, e) in events {
+            // Cut only between revisions, so a resumed watch never splits one.
+            if bytes >= MESSAGE_MAX_BYTES && batch.last().is_some_and(|(r, _): &(u64, Event)| *r != rev) {
+                delivered_upto = rev - 1;
+                break;
+            }
+            if filter.matches(&e.kv.key) {
+                bytes += event_bytes(&e);
+                batch.push((rev, e));
+            }
+        }
+        *next = delivered_upto + 1;
+        if !batch.is_empty() && out.send(Ok(WatchMessage::Events(batch))).await.is_err() {
             return Ok(false);
         }
     }

@@ -121,7 +121,7 @@ pub fn validate_service(s: &Service) -> Vec<FieldError> {
         }
         if !seen.insert((p.port, protocol.to_string())) {
             errors.push(FieldError::new(
-                format!("{f}"),
+                f.clone(),
                 format!("Duplicate value: port {} {protocol}", p.port),
             ));
         }

@@ -4,6 +4,7 @@
 //! `etcd-server`) on loopback, both fsyncing, and measures for each: write throughput and
 //! latency at several client counts (256-byte values), linearizable reads per second, and the
 //! failover time (leader `kill -9` to the first successful write), printing medians and ratios.
+//! `skiff-bench objects` measures the object API (see `objects.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
 use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
+mod objects;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -26,6 +29,8 @@ struct Cli {
 enum Cmd {
     /// Skiff's store against etcd: writes, reads, failover.
     Store(StoreArgs),
+    /// The object API: create overhead, watch fan-out, list latency, memory.
+    Objects(objects::ObjectsArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -563,5 +568,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Store(a) => store(a).await,
+        Cmd::Objects(a) => objects::run(a).await,
     }
 }

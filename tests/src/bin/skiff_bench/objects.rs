@@ -1,0 +1,335 @@
+//! `skiff-bench objects`: the object API against raw key-value writes of the same size,
+//! watch delivery latency and fan-out, list latency at 10,000 pods, and a control node's
+//! memory holding 10,000 pods and 1,000 nodes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use skiff_e2e::{Cluster, MemberOptions};
+use skiff_proto::objects::{Selection, WatchItem};
+use skiff_proto::{Client, ClientConfig};
+
+use super::{median, percentile};
+
+#[derive(clap::Args, Clone)]
+pub struct ObjectsArgs {
+    /// Seconds of load per throughput measurement.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Runs of each throughput measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Concurrent clients for the create benchmark.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Watchers for the fan-out benchmark.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Seconds per watch measurement.
+    #[arg(long, default_value_t = 10)]
+    watch_seconds: u64,
+    /// Pod write rates (per second) of the fan-out sweep.
+    #[arg(long, value_delimiter = ',', default_value = "100,150,200,300")]
+    rates: Vec<u64>,
+    /// Pods for the list and memory measurements.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Nodes for the memory measurement.
+    #[arg(long, default_value_t = 1_000)]
+    nodes: usize,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// A pod of about 1 KiB of JSON.
+fn pod(ns: &str, name: &str, sent: u64) -> Vec<u8> {
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench", "tier": "web"},
+                     "annotations": {"bench/sent": sent.to_string(), "bench/pad": "p".repeat(420)}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/bench/app:1.0",
+                                  "command": ["/bin/app", "--port", "8080"],
+                                  "ports": [{"containerPort": 8080, "name": "http"}],
+                                  "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    });
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+fn client_of(endpoints: &[String]) -> anyhow::Result<Client> {
+    Ok(Client::with_config(endpoints, ClientConfig { random_start: true, ..Default::default() })?)
+}
+
+async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let obj = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+    match client.create_object("namespaces", "", obj).await {
+        Ok(_) => Ok(()),
+        Err(skiff_proto::ClientError::Rejected(s)) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct Rate {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `clients` loops of creates (objects) or puts (raw) of the same bytes for `duration`.
+async fn create_load(endpoints: &[String], clients: usize, duration: Duration, raw: bool, run: usize) -> anyhow::Result<Rate> {
+    let ns = format!("bench-create-{run}");
+    let admin = client_of(endpoints)?;
+    if !raw {
+        ensure_namespace(&admin, &ns).await?;
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client_of(endpoints)?;
+        let ns = ns.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let name = format!("p-{c}-{i}");
+                i += 1;
+                let body = pod(&ns, &name, 0);
+                let t0 = Instant::now();
+                let ok = if raw {
+                    client.put(format!("/bench/raw/{ns}/{name}"), body).await.is_ok()
+                } else {
+                    client.create_object("pods", &ns, body).await.is_ok()
+                };
+                if ok {
+                    lat.push(t0.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    all.sort_unstable();
+    Ok(Rate { per_sec: all.len() as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) })
+}
+
+/// `watchers` watches on pods of a namespace while pods are written at `rate` per second;
+/// returns delivery latencies (write sent to event received) and deliveries per second.
+async fn watch_fanout(endpoints: &[String], watchers: usize, rate: u64, seconds: u64, round: usize) -> anyhow::Result<(Vec<Duration>, f64)> {
+    let ns = format!("bench-watch-{round}");
+    let writer = client_of(endpoints)?;
+    ensure_namespace(&writer, &ns).await?;
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let ready = Arc::new(AtomicU64::new(0));
+    let clients: Vec<Client> = (0..endpoints.len()).map(|_| client_of(endpoints)).collect::<Result<_, _>>()?;
+    let mut handles = Vec::new();
+    for w in 0..watchers {
+        let client = clients[w % clients.len()].clone();
+        let latencies = latencies.clone();
+        let ready = ready.clone();
+        let sel = Selection { namespace: ns.clone(), ..Default::default() };
+        handles.push(tokio::spawn(async move {
+            let mut rx = client.watch_objects("pods", &sel, 0);
+            let mut local = Vec::new();
+            let mut counted = false;
+            while let Some(Ok(item)) = rx.recv().await {
+                let bytes = match item {
+                    WatchItem::Added(b) | WatchItem::Modified(b) => b,
+                    WatchItem::Bookmark(_) => {
+                        if !counted {
+                            counted = true;
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    WatchItem::Deleted(_) => break,
+                };
+                let received = now_micros();
+                // Only the send time is needed: find it without parsing the whole object.
+                let text = String::from_utf8_lossy(&bytes);
+                if let Some(sent) = text.split("\"bench/sent\":\"").nth(1).and_then(|r| r.split('"').next()).and_then(|s| s.parse::<u64>().ok()) {
+                    if sent == 0 {
+                        break; // the end marker
+                    }
+                    local.push(Duration::from_micros(received.saturating_sub(sent)));
+                }
+            }
+            if let Ok(mut l) = latencies.lock() {
+                l.extend(local);
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (ready.load(Ordering::Relaxed) as usize) < watchers && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut next = start;
+    let mut i = 0u64;
+    let mut writes = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        next += period;
+        let client = writer.clone();
+        let ns = ns.clone();
+        let n = i;
+        i += 1;
+        writes.push(tokio::spawn(async move {
+            let _ = client.create_object("pods", &ns, pod(&ns, &format!("w-{n}"), now_micros())).await;
+        }));
+        tokio::time::sleep_until(next.into()).await;
+    }
+    for w in writes {
+        let _ = w.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // The end marker: a pod with sent = 0 ends every watcher.
+    let _ = writer.create_object("pods", &ns, pod(&ns, "end", 0)).await;
+    for h in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(30), h).await;
+    }
+    let mut all = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    all.sort_unstable();
+    let per_sec = all.len() as f64 / elapsed;
+    Ok((all, per_sec))
+}
+
+async fn create_many(endpoints: &[String], resource: &str, ns: &str, n: usize, make: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> anyhow::Result<()> {
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let client = client_of(endpoints)?;
+        let make = make.clone();
+        let next = next.clone();
+        let (resource, ns) = (resource.to_string(), ns.to_string());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= n {
+                    return;
+                }
+                let _ = client.create_object(&resource, &ns, make(i)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+fn rss_line(cluster: &Cluster) -> String {
+    cluster
+        .members
+        .values()
+        .map(|m| format!("{:.0}", m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.duration);
+    println!("# skiff-bench objects: 3 Skiff control nodes on loopback, fsync on");
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.endpoints();
+    let admin = client_of(&endpoints)?;
+    while admin.get_object("namespaces", "", "default", false).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!("\n## creating ~1 KiB pods: object API vs raw key-value puts of the same bytes ({} clients, {}s, median of {})", args.clients, args.duration, args.runs);
+    println!("{:<8} {:>10} {:>9} {:>9}", "path", "writes/s", "p50 ms", "p99 ms");
+    let (mut obj, mut raw) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
+        obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
+    }
+    for (name, rates) in [("raw kv", &raw), ("objects", &obj)] {
+        println!(
+            "{:<8} {:>10.0} {:>9.2} {:>9.2}",
+            name,
+            median(rates.iter().map(|r| r.per_sec).collect()),
+            median(rates.iter().map(|r| r.p50_ms).collect()),
+            median(rates.iter().map(|r| r.p99_ms).collect())
+        );
+    }
+    let overhead = median(raw.iter().map(|r| r.per_sec).collect()) / median(obj.iter().map(|r| r.per_sec).collect());
+    println!("object API overhead (raw writes/s ÷ object writes/s): {overhead:.2}x  (target ≤ 1.5x)");
+    println!("(resident memory of the control nodes now: {} MiB)", rss_line(&cluster));
+
+    drop(cluster);
+
+    // A fresh cluster, so it holds exactly the pods and nodes measured.
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let endpoints = cluster.endpoints();
+    let admin = client_of(&endpoints)?;
+    while admin.get_object("namespaces", "", "default", false).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("\n## list and memory at {} pods and {} nodes (a fresh cluster)", args.pods, args.nodes);
+    ensure_namespace(&admin, "bench-list").await?;
+    create_many(&endpoints, "pods", "bench-list", args.pods, |i| pod("bench-list", &format!("pod-{i:05}"), 1)).await?;
+    create_many(&endpoints, "nodes", "", args.nodes, |i| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i:04}"), "labels": {"kubernetes.io/hostname": format!("node-{i:04}")}},
+            "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})).unwrap_or_default()
+    }).await?;
+    let sel = Selection { namespace: "bench-list".into(), ..Default::default() };
+    for stale in [true, false] {
+        let mut times = Vec::new();
+        let mut count = 0;
+        for _ in 0..11 {
+            let t0 = Instant::now();
+            let r = admin.list_objects_page("pods", &sel, 0, "", stale).await?;
+            times.push(t0.elapsed());
+            count = r.items.len();
+        }
+        times.sort_unstable();
+        println!(
+            "list {count} pods, {:<12} median {:>7.1} ms   p90 {:>7.1} ms   (target ≤ {} ms)",
+            if stale { "stale" } else { "linearizable" },
+            percentile(&times, 0.5),
+            percentile(&times, 0.9),
+            if stale { 100 } else { 150 }
+        );
+    }
+    for (id, m) in &cluster.members {
+        println!("control node {id}: resident memory {:.0} MiB  (target ≤ 200 MiB)", m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0));
+    }
+    println!("\n## watch: {} watchers on pods, spread over the 3 control nodes", args.watchers);
+    println!("{:>8} {:>16} {:>9} {:>9}   (median of {} runs)", "writes/s", "deliveries/s", "p50 ms", "p99 ms", args.runs.max(1));
+    let mut best: Option<f64> = None;
+    let mut round = 0;
+    for &rate in &args.rates {
+        let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            let (lat, per_sec) = watch_fanout(&endpoints, args.watchers, rate, args.watch_seconds, round).await?;
+            round += 1;
+            p50s.push(percentile(&lat, 0.5));
+            p99s.push(percentile(&lat, 0.99));
+            rates.push(per_sec);
+        }
+        let (p50, p99, per_sec) = (median(p50s), median(p99s.clone()), median(rates));
+        let all = p99s.iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>().join(", ");
+        println!("{rate:>8} {per_sec:>16.0} {p50:>9.2} {p99:>9.2}   (p99 of each run: {all} ms)");
+        if p99 < 100.0 {
+            best = Some(best.map_or(per_sec, |b: f64| b.max(per_sec)));
+        }
+    }
+    match best {
+        Some(b) => println!("highest fan-out with p99 < 100 ms: {b:.0} events/s"),
+        None => println!("no rate kept p99 under 100 ms"),
+    }
+
+    println!("(resident memory of the control nodes after the watch load: {} MiB)", rss_line(&cluster));
+    Ok(())
+}
