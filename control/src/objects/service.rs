@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use skiff_proto::pb::objects_server::Objects;
 use skiff_proto::pb::{self};
 use tonic::{Request, Response, Status};
@@ -228,11 +228,9 @@ impl Objects for ObjectService {
                 ms => Duration::from_millis(ms.into()),
             },
         };
-        let rx = watch::watch(&self.store, &req.resource, opts)?;
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            let item = rx.recv().await?;
-            let item = item
-                .map_err(Status::from)
+        let events = watch::watch(&self.store, &req.resource, opts)?;
+        let stream = events.map(|item| {
+            item.map_err(Status::from)
                 .map(|events| pb::WatchObjectsResponse {
                     events: events
                         .into_iter()
@@ -248,8 +246,7 @@ impl Objects for ObjectService {
                             revision: e.revision,
                         })
                         .collect(),
-                });
-            Some((item, rx))
+                })
         });
         Ok(Response::new(Box::pin(stream)))
     }

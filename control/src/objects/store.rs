@@ -287,15 +287,30 @@ impl ObjectStore {
     }
 
     /// Read one object as JSON, with its resourceVersion (served without parsing it).
-    pub async fn get(&self, resource: &str, namespace: &str, name: &str, stale: bool) -> Result<(Vec<u8>, u64)> {
+    pub async fn get(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        stale: bool,
+    ) -> Result<(Vec<u8>, u64)> {
         let kind = kind_of(resource)?;
-        let ns = if kind.namespaced && namespace.is_empty() { "default" } else { namespace };
+        let ns = if kind.namespaced && namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
         self.read_index(stale).await?;
-        let kv = self.load_raw(&kind.key(ns, name))?.ok_or_else(|| ObjectError::NotFound {
-            resource: kind.plural.to_string(),
-            name: name.to_string(),
-        })?;
-        Ok((meta::with_resource_version(&kv.value, kv.mod_revision), kv.mod_revision))
+        let kv = self
+            .load_raw(&kind.key(ns, name))?
+            .ok_or_else(|| ObjectError::NotFound {
+                resource: kind.plural.to_string(),
+                name: name.to_string(),
+            })?;
+        Ok((
+            meta::with_resource_version(&kv.value, kv.mod_revision),
+            kv.mod_revision,
+        ))
     }
 
     /// List objects of `resource`.
@@ -458,7 +473,8 @@ impl ObjectStore {
                 if result.succeeded {
                     tracing::debug!(revision = result.revision, "created");
                     let mut object = obj;
-                    meta::metadata_mut(&mut object).insert("resourceVersion".into(), result.revision.to_string().into());
+                    meta::metadata_mut(&mut object)
+                        .insert("resourceVersion".into(), result.revision.to_string().into());
                     return Ok(Stored {
                         object,
                         revision: result.revision,

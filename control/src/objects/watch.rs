@@ -8,7 +8,9 @@ use serde_json::Value;
 use skiff_proto::kinds::KindInfo;
 use skiff_raft::mvcc::{Event, EventKind};
 use skiff_raft::state_machine::{WatchError, WatchFilter, WatchMessage};
-use tokio::sync::mpsc;
+use std::pin::Pin;
+
+use futures::Stream;
 
 use super::error::{ObjectError, Result};
 use super::meta;
@@ -113,13 +115,20 @@ fn translate(filter: &Filter, rev: u64, ev: Event) -> Option<ObjectEvent> {
     }
 }
 
+fn bookmark(revision: u64) -> ObjectEvent {
+    ObjectEvent {
+        kind: EventType::Bookmark,
+        object: Vec::new(),
+        revision,
+    }
+}
+
+/// A stream of object event batches.
+pub type ObjectEventStream = Pin<Box<dyn Stream<Item = Result<Vec<ObjectEvent>>> + Send>>;
+
 /// Start watching `resource`. Batches of events arrive in revision order; the first item
 /// is a bookmark at the revision the watch starts after.
-pub fn watch(
-    store: &ObjectStore,
-    resource: &str,
-    opts: WatchOptions,
-) -> Result<mpsc::Receiver<Result<Vec<ObjectEvent>>>> {
+pub fn watch(store: &ObjectStore, resource: &str, opts: WatchOptions) -> Result<ObjectEventStream> {
     let kind: &KindInfo = kind_of(resource)?;
     let prefix = if kind.namespaced && !opts.namespace.is_empty() {
         format!("{}{}/", kind.key_prefix(), opts.namespace)
@@ -139,7 +148,7 @@ pub fn watch(
             compacted,
         });
     }
-    let mut rx = state.watch(
+    let rx = state.watch(
         WatchFilter {
             key: prefix.into_bytes(),
             prefix: true,
@@ -151,74 +160,49 @@ pub fn watch(
         labels: opts.labels,
         fields: opts.fields,
     };
-    // Small, as the store's: a slow client holds little memory here.
-    let (tx, out) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let first = vec![ObjectEvent {
-            kind: EventType::Bookmark,
-            object: Vec::new(),
-            revision: start - 1,
-        }];
-        if tx.send(Ok(first)).await.is_err() {
-            return;
+    // Translated as the client reads, on the stream's own task: no extra hop or buffer.
+    let first = vec![ObjectEvent {
+        kind: EventType::Bookmark,
+        object: Vec::new(),
+        revision: start - 1,
+    }];
+    let state = (rx, filter, Some(first), false);
+    let stream = futures::stream::unfold(state, |(mut rx, filter, first, done)| async move {
+        if done {
+            return None;
         }
-        loop {
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = tx.closed() => return,
-            };
-            let Some(msg) = msg else { return };
-            let item = match msg {
-                Ok(WatchMessage::Events(events)) => {
-                    let last = events.last().map(|(r, _)| *r).unwrap_or(0);
-                    let out: Vec<ObjectEvent> = events
-                        .into_iter()
-                        .filter_map(|(rev, ev)| translate(&filter, rev, ev))
-                        .collect();
-                    if out.is_empty() {
-                        // Everything was filtered out: still tell the client how far it is.
-                        vec![ObjectEvent {
-                            kind: EventType::Bookmark,
-                            object: Vec::new(),
-                            revision: last,
-                        }]
-                    } else {
-                        out
-                    }
+        if let Some(first) = first {
+            return Some((Ok(first), (rx, filter, None, false)));
+        }
+        let item = match rx.recv().await? {
+            Ok(WatchMessage::Events(events)) => {
+                let last = events.last().map(|(r, _)| *r).unwrap_or(0);
+                let out: Vec<ObjectEvent> = events
+                    .into_iter()
+                    .filter_map(|(rev, ev)| translate(&filter, rev, ev))
+                    .collect();
+                if out.is_empty() {
+                    // Everything was filtered out: still tell the client how far it is.
+                    Ok(vec![bookmark(last)])
+                } else {
+                    Ok(out)
                 }
-                Ok(WatchMessage::Progress(rev)) => {
-                    vec![ObjectEvent {
-                        kind: EventType::Bookmark,
-                        object: Vec::new(),
-                        revision: rev,
-                    }]
-                }
-                Err(WatchError::Expired {
-                    requested,
-                    compacted,
-                }) => {
-                    let _ = tx
-                        .send(Err(ObjectError::Expired {
-                            requested,
-                            compacted,
-                        }))
-                        .await;
-                    return;
-                }
-                Err(WatchError::Storage(reason)) => {
-                    let _ = tx
-                        .send(Err(ObjectError::Corrupt {
-                            key: "watch history".into(),
-                            reason,
-                        }))
-                        .await;
-                    return;
-                }
-            };
-            if tx.send(Ok(item)).await.is_err() {
-                return;
             }
-        }
+            Ok(WatchMessage::Progress(rev)) => Ok(vec![bookmark(rev)]),
+            Err(WatchError::Expired {
+                requested,
+                compacted,
+            }) => Err(ObjectError::Expired {
+                requested,
+                compacted,
+            }),
+            Err(WatchError::Storage(reason)) => Err(ObjectError::Corrupt {
+                key: "watch history".into(),
+                reason,
+            }),
+        };
+        let done = item.is_err();
+        Some((item, (rx, filter, None, done)))
     });
-    Ok(out)
+    Ok(Box::pin(stream))
 }

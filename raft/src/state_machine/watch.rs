@@ -184,7 +184,9 @@ async fn catch_up<E: Engine>(
         let mut delivered_upto = upto;
         for (rev, e) in events {
             // Cut only between revisions, so a resumed watch never splits one.
-            if bytes >= MESSAGE_MAX_BYTES && batch.last().is_some_and(|(r, _): &(u64, Event)| *r != rev) {
+            if bytes >= MESSAGE_MAX_BYTES
+                && batch.last().is_some_and(|(r, _): &(u64, Event)| *r != rev)
+            {
                 delivered_upto = rev - 1;
                 break;
             }

@@ -42,7 +42,10 @@ pub struct ObjectsArgs {
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// A pod of about 1 KiB of JSON.
@@ -60,14 +63,24 @@ fn pod(ns: &str, name: &str, sent: u64) -> Vec<u8> {
 }
 
 fn client_of(endpoints: &[String]) -> anyhow::Result<Client> {
-    Ok(Client::with_config(endpoints, ClientConfig { random_start: true, ..Default::default() })?)
+    Ok(Client::with_config(
+        endpoints,
+        ClientConfig {
+            random_start: true,
+            ..Default::default()
+        },
+    )?)
 }
 
 async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let obj = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
+    let obj = serde_json::to_vec(
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )?;
     match client.create_object("namespaces", "", obj).await {
         Ok(_) => Ok(()),
-        Err(skiff_proto::ClientError::Rejected(s)) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(skiff_proto::ClientError::Rejected(s)) if s.code() == tonic::Code::AlreadyExists => {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -79,7 +92,13 @@ struct Rate {
 }
 
 /// `clients` loops of creates (objects) or puts (raw) of the same bytes for `duration`.
-async fn create_load(endpoints: &[String], clients: usize, duration: Duration, raw: bool, run: usize) -> anyhow::Result<Rate> {
+async fn create_load(
+    endpoints: &[String],
+    clients: usize,
+    duration: Duration,
+    raw: bool,
+    run: usize,
+) -> anyhow::Result<Rate> {
     let ns = format!("bench-create-{run}");
     let admin = client_of(endpoints)?;
     if !raw {
@@ -100,7 +119,10 @@ async fn create_load(endpoints: &[String], clients: usize, duration: Duration, r
                 let body = pod(&ns, &name, 0);
                 let t0 = Instant::now();
                 let ok = if raw {
-                    client.put(format!("/bench/raw/{ns}/{name}"), body).await.is_ok()
+                    client
+                        .put(format!("/bench/raw/{ns}/{name}"), body)
+                        .await
+                        .is_ok()
                 } else {
                     client.create_object("pods", &ns, body).await.is_ok()
                 };
@@ -116,24 +138,39 @@ async fn create_load(endpoints: &[String], clients: usize, duration: Duration, r
         all.extend(t.await?);
     }
     all.sort_unstable();
-    Ok(Rate { per_sec: all.len() as f64 / start.elapsed().as_secs_f64(), p50_ms: percentile(&all, 0.5), p99_ms: percentile(&all, 0.99) })
+    Ok(Rate {
+        per_sec: all.len() as f64 / start.elapsed().as_secs_f64(),
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    })
 }
 
 /// `watchers` watches on pods of a namespace while pods are written at `rate` per second;
 /// returns delivery latencies (write sent to event received) and deliveries per second.
-async fn watch_fanout(endpoints: &[String], watchers: usize, rate: u64, seconds: u64, round: usize) -> anyhow::Result<(Vec<Duration>, f64)> {
+async fn watch_fanout(
+    endpoints: &[String],
+    watchers: usize,
+    rate: u64,
+    seconds: u64,
+    round: usize,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     let ns = format!("bench-watch-{round}");
     let writer = client_of(endpoints)?;
     ensure_namespace(&writer, &ns).await?;
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let ready = Arc::new(AtomicU64::new(0));
-    let clients: Vec<Client> = (0..endpoints.len()).map(|_| client_of(endpoints)).collect::<Result<_, _>>()?;
+    let clients: Vec<Client> = (0..endpoints.len())
+        .map(|_| client_of(endpoints))
+        .collect::<Result<_, _>>()?;
     let mut handles = Vec::new();
     for w in 0..watchers {
         let client = clients[w % clients.len()].clone();
         let latencies = latencies.clone();
         let ready = ready.clone();
-        let sel = Selection { namespace: ns.clone(), ..Default::default() };
+        let sel = Selection {
+            namespace: ns.clone(),
+            ..Default::default()
+        };
         handles.push(tokio::spawn(async move {
             let mut rx = client.watch_objects("pods", &sel, 0);
             let mut local = Vec::new();
@@ -153,7 +190,12 @@ async fn watch_fanout(endpoints: &[String], watchers: usize, rate: u64, seconds:
                 let received = now_micros();
                 // Only the send time is needed: find it without parsing the whole object.
                 let text = String::from_utf8_lossy(&bytes);
-                if let Some(sent) = text.split("\"bench/sent\":\"").nth(1).and_then(|r| r.split('"').next()).and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(sent) = text
+                    .split("\"bench/sent\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     if sent == 0 {
                         break; // the end marker
                     }
@@ -181,7 +223,9 @@ async fn watch_fanout(endpoints: &[String], watchers: usize, rate: u64, seconds:
         let n = i;
         i += 1;
         writes.push(tokio::spawn(async move {
-            let _ = client.create_object("pods", &ns, pod(&ns, &format!("w-{n}"), now_micros())).await;
+            let _ = client
+                .create_object("pods", &ns, pod(&ns, &format!("w-{n}"), now_micros()))
+                .await;
         }));
         tokio::time::sleep_until(next.into()).await;
     }
@@ -200,7 +244,13 @@ async fn watch_fanout(endpoints: &[String], watchers: usize, rate: u64, seconds:
     Ok((all, per_sec))
 }
 
-async fn create_many(endpoints: &[String], resource: &str, ns: &str, n: usize, make: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static) -> anyhow::Result<()> {
+async fn create_many(
+    endpoints: &[String],
+    resource: &str,
+    ns: &str,
+    n: usize,
+    make: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let make = Arc::new(make);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -229,7 +279,12 @@ fn rss_line(cluster: &Cluster) -> String {
     cluster
         .members
         .values()
-        .map(|m| format!("{:.0}", m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)))
+        .map(|m| {
+            format!(
+                "{:.0}",
+                m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" / ")
 }
@@ -241,12 +296,19 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     cluster.wait_leader(Duration::from_secs(20)).await;
     let endpoints = cluster.endpoints();
     let admin = client_of(&endpoints)?;
-    while admin.get_object("namespaces", "", "default", false).await.is_err() {
+    while admin
+        .get_object("namespaces", "", "default", false)
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     println!("\n## creating ~1 KiB pods: object API vs raw key-value puts of the same bytes ({} clients, {}s, median of {})", args.clients, args.duration, args.runs);
-    println!("{:<8} {:>10} {:>9} {:>9}", "path", "writes/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<8} {:>10} {:>9} {:>9}",
+        "path", "writes/s", "p50 ms", "p99 ms"
+    );
     let (mut obj, mut raw) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
         raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
@@ -261,9 +323,15 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
             median(rates.iter().map(|r| r.p99_ms).collect())
         );
     }
-    let overhead = median(raw.iter().map(|r| r.per_sec).collect()) / median(obj.iter().map(|r| r.per_sec).collect());
-    println!("object API overhead (raw writes/s ÷ object writes/s): {overhead:.2}x  (target ≤ 1.5x)");
-    println!("(resident memory of the control nodes now: {} MiB)", rss_line(&cluster));
+    let overhead = median(raw.iter().map(|r| r.per_sec).collect())
+        / median(obj.iter().map(|r| r.per_sec).collect());
+    println!(
+        "object API overhead (raw writes/s ÷ object writes/s): {overhead:.2}x  (target ≤ 1.5x)"
+    );
+    println!(
+        "(resident memory of the control nodes now: {} MiB)",
+        rss_line(&cluster)
+    );
 
     drop(cluster);
 
@@ -272,18 +340,31 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     cluster.wait_leader(Duration::from_secs(20)).await;
     let endpoints = cluster.endpoints();
     let admin = client_of(&endpoints)?;
-    while admin.get_object("namespaces", "", "default", false).await.is_err() {
+    while admin
+        .get_object("namespaces", "", "default", false)
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("\n## list and memory at {} pods and {} nodes (a fresh cluster)", args.pods, args.nodes);
+    println!(
+        "\n## list and memory at {} pods and {} nodes (a fresh cluster)",
+        args.pods, args.nodes
+    );
     ensure_namespace(&admin, "bench-list").await?;
-    create_many(&endpoints, "pods", "bench-list", args.pods, |i| pod("bench-list", &format!("pod-{i:05}"), 1)).await?;
+    create_many(&endpoints, "pods", "bench-list", args.pods, |i| {
+        pod("bench-list", &format!("pod-{i:05}"), 1)
+    })
+    .await?;
     create_many(&endpoints, "nodes", "", args.nodes, |i| {
         serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i:04}"), "labels": {"kubernetes.io/hostname": format!("node-{i:04}")}},
             "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})).unwrap_or_default()
     }).await?;
-    let sel = Selection { namespace: "bench-list".into(), ..Default::default() };
+    let sel = Selection {
+        namespace: "bench-list".into(),
+        ..Default::default()
+    };
     for stale in [true, false] {
         let mut times = Vec::new();
         let mut count = 0;
@@ -303,23 +384,41 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         );
     }
     for (id, m) in &cluster.members {
-        println!("control node {id}: resident memory {:.0} MiB  (target ≤ 200 MiB)", m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0));
+        println!(
+            "control node {id}: resident memory {:.0} MiB  (target ≤ 200 MiB)",
+            m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+        );
     }
-    println!("\n## watch: {} watchers on pods, spread over the 3 control nodes", args.watchers);
-    println!("{:>8} {:>16} {:>9} {:>9}   (median of {} runs)", "writes/s", "deliveries/s", "p50 ms", "p99 ms", args.runs.max(1));
+    println!(
+        "\n## watch: {} watchers on pods, spread over the 3 control nodes",
+        args.watchers
+    );
+    println!(
+        "{:>8} {:>16} {:>9} {:>9}   (median of {} runs)",
+        "writes/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        args.runs.max(1)
+    );
     let mut best: Option<f64> = None;
     let mut round = 0;
     for &rate in &args.rates {
         let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.runs.max(1) {
-            let (lat, per_sec) = watch_fanout(&endpoints, args.watchers, rate, args.watch_seconds, round).await?;
+            let (lat, per_sec) =
+                watch_fanout(&endpoints, args.watchers, rate, args.watch_seconds, round).await?;
             round += 1;
             p50s.push(percentile(&lat, 0.5));
             p99s.push(percentile(&lat, 0.99));
             rates.push(per_sec);
         }
         let (p50, p99, per_sec) = (median(p50s), median(p99s.clone()), median(rates));
-        let all = p99s.iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>().join(", ");
+        let all = p99s
+            .iter()
+            .map(|p| format!("{p:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!("{rate:>8} {per_sec:>16.0} {p50:>9.2} {p99:>9.2}   (p99 of each run: {all} ms)");
         if p99 < 100.0 {
             best = Some(best.map_or(per_sec, |b: f64| b.max(per_sec)));
@@ -330,6 +429,9 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         None => println!("no rate kept p99 under 100 ms"),
     }
 
-    println!("(resident memory of the control nodes after the watch load: {} MiB)", rss_line(&cluster));
+    println!(
+        "(resident memory of the control nodes after the watch load: {} MiB)",
+        rss_line(&cluster)
+    );
     Ok(())
 }
