@@ -311,8 +311,15 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     );
     let (mut obj, mut raw) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
-        raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
-        obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
+        // Alternate the order: the store grows with every run, and neither should always
+        // run on the bigger one.
+        if run % 2 == 0 {
+            raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
+            obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
+        } else {
+            obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
+            raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
+        }
     }
     for (name, rates) in [("raw kv", &raw), ("objects", &obj)] {
         println!(
