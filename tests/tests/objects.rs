@@ -583,3 +583,92 @@ async fn invalid_manifests_are_refused_with_the_field_and_store_nothing() {
         "refused manifests must store nothing"
     );
 }
+
+async fn next<K>(
+    events: &mut tokio::sync::mpsc::Receiver<skiff_proto::objects::InformerEvent<K>>,
+) -> skiff_proto::objects::InformerEvent<K> {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("informer event in time")
+        .expect("informer open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informer_lists_then_follows_changes() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use skiff_proto::objects::{Api, Informer, InformerEvent};
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let api: Api<ConfigMap> = Api::new(client.clone(), "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("before".into());
+    api.create(&cm).await.expect("typed create");
+    let (informer, mut events) = Informer::<ConfigMap>::start(
+        client.clone(),
+        Selection {
+            namespace: "default".into(),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(next(&mut events).await, InformerEvent::Synced));
+    assert!(
+        informer.get("default", "before").is_some(),
+        "the list fills the cache"
+    );
+    cm.metadata.name = Some("after".into());
+    api.create(&cm).await.unwrap();
+    match next(&mut events).await {
+        InformerEvent::Applied(c) => assert_eq!(c.metadata.name.as_deref(), Some("after")),
+        other => panic!("expected the new object, got {other:?}"),
+    }
+    api.delete("before", &Default::default()).await.unwrap();
+    assert!(matches!(next(&mut events).await, InformerEvent::Deleted(_)));
+    assert_eq!(informer.list().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"500\"\n";
+    let mut cmd = Command::new(binary("skiffctl"));
+    cmd.args(["apply", "--wait", "--timeout", "60s", "-f", "-"])
+        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    // Play the scheduler's part: the pod fits nowhere.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pod = loop {
+        if let Ok(r) = client.get_object("pods", "default", "huge", false).await {
+            break serde_json::from_slice::<Value>(&r.object).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the pod was never created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut status = pod.clone();
+    status["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]);
+    client
+        .update_object(
+            "pods",
+            "default",
+            serde_json::to_vec(&status).unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Insufficient cpu"),
+        "{}",
+        text(&out.stderr)
+    );
+}
