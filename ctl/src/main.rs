@@ -53,6 +53,15 @@ enum Command {
     Annotate(cmd::objects::modify::MetaArgs),
     /// Edit an object in $EDITOR.
     Edit(cmd::objects::modify::EditArgs),
+    /// Roll out, inspect and undo Deployment changes.
+    #[command(subcommand)]
+    Rollout(cmd::objects::rollout::RolloutCommand),
+    /// Mark nodes unschedulable.
+    Cordon(cmd::objects::nodes::NodeArgs),
+    /// Mark nodes schedulable again.
+    Uncordon(cmd::objects::nodes::NodeArgs),
+    /// Cordon nodes and evict their pods.
+    Drain(cmd::objects::nodes::DrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +106,10 @@ fn main() -> std::process::ExitCode {
                 cmd::objects::modify::set_meta(&client, a, "annotations", "annotated").await
             }
             Command::Edit(a) => cmd::objects::modify::edit(&client, a).await,
+            Command::Rollout(c) => cmd::objects::rollout::run(&client, c).await,
+            Command::Cordon(a) => cmd::objects::nodes::cordon(&client, a, true).await,
+            Command::Uncordon(a) => cmd::objects::nodes::cordon(&client, a, false).await,
+            Command::Drain(a) => cmd::objects::nodes::drain(&client, a).await,
         }
     });
     match result {

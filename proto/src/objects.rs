@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -469,24 +470,26 @@ pub enum InformerEvent<K> {
     Deleted(Arc<K>),
 }
 
+type Cache<K> = Arc<RwLock<BTreeMap<ObjectName, Arc<K>>>>;
+
 /// A local cache of one kind kept current by list and watch.
 pub struct Informer<K> {
-    cache: Arc<RwLock<BTreeMap<ObjectName, Arc<K>>>>,
+    cache: Cache<K>,
+    revision: Arc<AtomicU64>,
 }
 
 impl<K> Clone for Informer<K> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            revision: self.revision.clone(),
         }
     }
 }
 
-fn name_of<
-    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
->(
-    k: &K,
-) -> ObjectName {
+type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn name_of<K: k8s_openapi::Metadata<Ty = Meta>>(k: &K) -> ObjectName {
     let m = k.metadata();
     (
         m.namespace.clone().unwrap_or_default(),
@@ -494,10 +497,18 @@ fn name_of<
     )
 }
 
+fn revision_of<K: k8s_openapi::Metadata<Ty = Meta>>(k: &K) -> u64 {
+    k.metadata()
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 impl<K> Informer<K>
 where
     K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + k8s_openapi::Metadata<Ty = Meta>
         + DeserializeOwned
         + Send
         + Sync
@@ -506,12 +517,12 @@ where
     /// Start an informer over `sel`; events go to the returned receiver (dropping it stops
     /// the informer).
     pub fn start(client: Client, sel: Selection) -> (Self, mpsc::Receiver<InformerEvent<K>>) {
-        let cache = Arc::new(RwLock::new(BTreeMap::new()));
         let (tx, rx) = mpsc::channel(1024);
         let me = Self {
-            cache: cache.clone(),
+            cache: Arc::new(RwLock::new(BTreeMap::new())),
+            revision: Arc::new(AtomicU64::new(0)),
         };
-        tokio::spawn(run_informer::<K>(client, sel, cache, tx));
+        tokio::spawn(run_informer::<K>(client, sel, me.clone(), tx));
         (me, rx)
     }
 
@@ -531,16 +542,38 @@ where
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default()
     }
+
+    /// The store revision the cache reflects (0 before the first list).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Wait until the cache reflects `revision` (a write's own revision, say); `false` on
+    /// timeout.
+    pub async fn wait_for(&self, revision: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.revision() < revision {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    fn advance(&self, revision: u64) {
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+    }
 }
 
 async fn run_informer<K>(
     client: Client,
     sel: Selection,
-    cache: Arc<RwLock<BTreeMap<ObjectName, Arc<K>>>>,
+    me: Informer<K>,
     tx: mpsc::Sender<InformerEvent<K>>,
 ) where
     K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + k8s_openapi::Metadata<Ty = Meta>
         + DeserializeOwned
         + Send
         + Sync
@@ -565,9 +598,10 @@ async fn run_informer<K>(
             .filter_map(|i| serde_json::from_slice::<K>(i).ok())
             .map(|k| (name_of(&k), Arc::new(k)))
             .collect();
-        if let Ok(mut c) = cache.write() {
+        if let Ok(mut c) = me.cache.write() {
             *c = fresh;
         }
+        me.advance(list.revision);
         if tx.send(InformerEvent::Synced).await.is_err() {
             return;
         }
@@ -578,9 +612,10 @@ async fn run_informer<K>(
                     match serde_json::from_slice::<K>(&b) {
                         Ok(k) => {
                             let k = Arc::new(k);
-                            if let Ok(mut c) = cache.write() {
+                            if let Ok(mut c) = me.cache.write() {
                                 c.insert(name_of(&*k), k.clone());
                             }
+                            me.advance(revision_of(&*k));
                             InformerEvent::Applied(k)
                         }
                         Err(e) => {
@@ -591,14 +626,21 @@ async fn run_informer<K>(
                 }
                 Ok(WatchItem::Deleted(b)) => match serde_json::from_slice::<K>(&b) {
                     Ok(k) => {
-                        if let Ok(mut c) = cache.write() {
+                        if let Ok(mut c) = me.cache.write() {
                             c.remove(&name_of(&k));
                         }
+                        me.advance(revision_of(&k));
                         InformerEvent::Deleted(Arc::new(k))
                     }
                     Err(_) => continue,
                 },
-                Ok(WatchItem::Bookmark(_)) => continue,
+                Ok(WatchItem::Bookmark(rev)) => {
+                    me.advance(rev);
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(resource, error = %e, "informer watch ended; re-listing");
                     break;

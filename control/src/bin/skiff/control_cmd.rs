@@ -47,6 +47,12 @@ pub struct ControlArgs {
     /// Leader heartbeat period in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
+    /// Seconds without a Lease renewal before a node is marked unreachable and tainted.
+    #[arg(long, default_value_t = 10)]
+    pub node_grace_seconds: u64,
+    /// Seconds a pod tolerates an unreachable node (unless it says otherwise) before eviction.
+    #[arg(long, default_value_t = 5)]
+    pub eviction_toleration_seconds: u64,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -132,6 +138,13 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     // there (the create is a compare-and-swap, so only one attempt takes effect).
     let objects = skiff_control::objects::ObjectStore::new(node.clone());
     tokio::spawn(async move { objects.ensure_builtin_namespaces().await });
+    // The scheduler and controllers run here whenever this member leads.
+    let settings = skiff_control::controllers::Settings {
+        node_grace: Duration::from_secs(args.node_grace_seconds),
+        eviction_toleration: Duration::from_secs(args.eviction_toleration_seconds),
+        ..Default::default()
+    };
+    tokio::spawn(skiff_control::controllers::run_when_leader(node.clone(), advertise.clone(), settings));
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

@@ -2,6 +2,7 @@
 //! HA cluster of three control nodes.
 
 mod control_cmd;
+mod hollow_cmd;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Control(control_cmd::ControlArgs),
     /// Run a local HA cluster (three control nodes on loopback, data under ./.skiff/).
     Up(up::UpArgs),
+    /// Simulate nodes (register, renew leases, report bound pods Running; no containers).
+    HollowNode(hollow_cmd::HollowArgs),
 }
 
 fn init_tracing() {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Control(args) => control_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::HollowNode(args) => hollow_cmd::run(args).await,
         }
     });
     match result {

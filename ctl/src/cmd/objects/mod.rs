@@ -6,6 +6,8 @@ pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod modify;
+pub mod nodes;
+pub mod rollout;
 
 use anyhow::anyhow;
 use clap::Args;

@@ -1,0 +1,185 @@
+//! What every controller shares: a client of this control node, informer caches of the kinds
+//! they reconcile, change signals, settings and the event recorder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use skiff_proto::objects::{Informer, InformerEvent, Selection};
+use skiff_proto::Client;
+use tokio::sync::watch;
+
+use super::events::EventRecorder;
+
+/// Timing settings of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A node whose Lease is older than this turns `Ready=Unknown` and is tainted NoExecute.
+    pub node_grace: Duration,
+    /// Pods on such a node without their own toleration are evicted after this long.
+    pub eviction_toleration: Duration,
+    /// Events older than this are removed.
+    pub event_ttl: Duration,
+    /// Namespace of node Leases.
+    pub lease_namespace: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_grace: Duration::from_secs(10),
+            eviction_toleration: Duration::from_secs(5),
+            event_ttl: Duration::from_secs(3600),
+            lease_namespace: "skiff-system".into(),
+        }
+    }
+}
+
+/// Kinds whose changes controllers wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Pods.
+    Pods,
+    /// Nodes.
+    Nodes,
+    /// ReplicaSets.
+    ReplicaSets,
+    /// Deployments.
+    Deployments,
+    /// Services.
+    Services,
+    /// Endpoints.
+    Endpoints,
+    /// Leases.
+    Leases,
+}
+
+/// Shared state of the controllers of one leadership term.
+pub struct Ctx {
+    /// A client of this control node.
+    pub client: Client,
+    /// Pods of every namespace.
+    pub pods: Informer<Pod>,
+    /// Nodes.
+    pub nodes: Informer<Node>,
+    /// ReplicaSets.
+    pub replicasets: Informer<ReplicaSet>,
+    /// Deployments.
+    pub deployments: Informer<Deployment>,
+    /// Services.
+    pub services: Informer<Service>,
+    /// Endpoints.
+    pub endpoints: Informer<Endpoints>,
+    /// Node leases.
+    pub leases: Informer<Lease>,
+    /// Settings.
+    pub settings: Settings,
+    /// Where controllers record Events.
+    pub recorder: EventRecorder,
+    signals: Vec<(Kind, watch::Sender<u64>)>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // The informers end when their event receivers, held by these tasks, are dropped.
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn start_one<K>(client: &Client, kind: Kind, signals: &mut Vec<(Kind, watch::Sender<u64>)>, synced: &mut Vec<tokio::sync::oneshot::Receiver<()>>, tasks: &mut Vec<tokio::task::AbortHandle>) -> Informer<K>
+where
+    K: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (informer, mut events) = Informer::<K>::start(client.clone(), Selection::default());
+    let (tx, _) = watch::channel(0u64);
+    let signal = tx.clone();
+    let (sync_tx, sync_rx) = tokio::sync::oneshot::channel();
+    synced.push(sync_rx);
+    let task = tokio::spawn(async move {
+        let mut sync_tx = Some(sync_tx);
+        while let Some(e) = events.recv().await {
+            if matches!(e, InformerEvent::Synced) {
+                if let Some(s) = sync_tx.take() {
+                    let _ = s.send(());
+                }
+            }
+            signal.send_modify(|n| *n += 1);
+        }
+    });
+    tasks.push(task.abort_handle());
+    signals.push((kind, tx));
+    informer
+}
+
+impl Ctx {
+    /// Start the informers and wait until each has listed once.
+    pub async fn start(client: Client, settings: Settings) -> Arc<Self> {
+        let mut signals = Vec::new();
+        let mut synced = Vec::new();
+        let mut tasks = Vec::new();
+        let pods = start_one(&client, Kind::Pods, &mut signals, &mut synced, &mut tasks);
+        let nodes = start_one(&client, Kind::Nodes, &mut signals, &mut synced, &mut tasks);
+        let replicasets = start_one(&client, Kind::ReplicaSets, &mut signals, &mut synced, &mut tasks);
+        let deployments = start_one(&client, Kind::Deployments, &mut signals, &mut synced, &mut tasks);
+        let services = start_one(&client, Kind::Services, &mut signals, &mut synced, &mut tasks);
+        let endpoints = start_one(&client, Kind::Endpoints, &mut signals, &mut synced, &mut tasks);
+        let leases = start_one(&client, Kind::Leases, &mut signals, &mut synced, &mut tasks);
+        for s in synced {
+            let _ = s.await;
+        }
+        Arc::new(Self {
+            recorder: EventRecorder::new(client.clone()),
+            client,
+            pods,
+            nodes,
+            replicasets,
+            deployments,
+            services,
+            endpoints,
+            leases,
+            settings,
+            signals,
+            tasks,
+        })
+    }
+
+    /// A trigger that fires when any of `kinds` changes.
+    pub fn trigger(&self, kinds: &[Kind]) -> Trigger {
+        Trigger {
+            receivers: self
+                .signals
+                .iter()
+                .filter(|(k, _)| kinds.contains(k))
+                .map(|(_, tx)| tx.subscribe())
+                .collect(),
+        }
+    }
+}
+
+/// Fires when a watched kind changes.
+pub struct Trigger {
+    receivers: Vec<watch::Receiver<u64>>,
+}
+
+impl Trigger {
+    /// Wait for the next change, or `period` (level-triggered loops also resync).
+    pub async fn wait(&mut self, period: Duration) {
+        let changes = futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
+        let _ = tokio::time::timeout(period, changes).await;
+        // Let a burst of changes settle into one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for r in &mut self.receivers {
+            r.mark_unchanged();
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The Endpoints controller: for each Service with a selector, the addresses of the pods it
+//! selects (ready ones as `addresses`, others as `notReadyAddresses`) and its ports, with
+//! named target ports resolved against each pod's container ports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use skiff_proto::objects::Api;
+
+use super::context::{Ctx, Kind};
+use super::ownership::is_ready;
+
+/// Run until aborted.
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::Services, Kind::Endpoints]);
+    loop {
+        for svc in ctx.services.list() {
+            reconcile(&ctx, &svc).await;
+        }
+        trigger.wait(Duration::from_secs(10)).await;
+    }
+}
+
+fn target_port(pod: &Pod, target: &IntOrString) -> Option<i32> {
+    match target {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port),
+    }
+}
+
+/// The subsets a Service's Endpoints should hold.
+pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
+    let Some(spec) = &svc.spec else { return vec![] };
+    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else { return vec![] };
+    let ns = svc.metadata.namespace.as_deref();
+    // Pods grouped by their resolved port list, as Kubernetes groups subsets.
+    let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    for p in pods {
+        if p.metadata.namespace.as_deref() != ns || p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            continue;
+        }
+        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else { continue };
+        let ports: Vec<(String, i32, String)> = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|sp| {
+                let target = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
+                Some((sp.name.clone().unwrap_or_default(), target_port(p, &target)?, sp.protocol.clone().unwrap_or_else(|| "TCP".into())))
+            })
+            .collect();
+        let address = EndpointAddress {
+            ip,
+            node_name: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(ObjectReference { kind: Some("Pod".into()), namespace: p.metadata.namespace.clone(), name: p.metadata.name.clone(), uid: p.metadata.uid.clone(), ..Default::default() }),
+            hostname: None,
+        };
+        let entry = groups.entry(ports).or_default();
+        if is_ready(p) {
+            entry.0.push(address);
+        } else {
+            entry.1.push(address);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(ports, (mut ready, mut not_ready))| {
+            ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            not_ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            EndpointSubset {
+                addresses: (!ready.is_empty()).then_some(ready),
+                not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+                ports: Some(ports.into_iter().map(|(name, port, protocol)| EndpointPort { name: (!name.is_empty()).then_some(name), port, protocol: Some(protocol), app_protocol: None }).collect()),
+            }
+        })
+        .collect()
+}
+
+async fn reconcile(ctx: &Ctx, svc: &Service) {
+    if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none_or(|s| s.is_empty()) {
+        return; // endpoints of a selector-less Service are the user's
+    }
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let want = subsets(svc, &ctx.pods.list());
+    let want = if want.is_empty() { None } else { Some(want) };
+    let api: Api<Endpoints> = Api::new(ctx.client.clone(), &ns);
+    match ctx.endpoints.get(&ns, &name) {
+        Some(current) if current.subsets == want => {}
+        Some(current) => {
+            let mut next = (*current).clone();
+            next.subsets = want;
+            next.metadata.resource_version = None;
+            if let Err(e) = api.update(&next).await {
+                tracing::debug!(service = %name, error = %e, "endpoints update failed");
+            }
+        }
+        None => {
+            let ep = Endpoints {
+                metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), labels: svc.metadata.labels.clone(), ..Default::default() },
+                subsets: want,
+            };
+            if let Err(e) = api.create(&ep).await {
+                tracing::debug!(service = %name, error = %e, "endpoints create failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Events: controllers and the scheduler record what they did and why; repeats of the same
+//! event on the same object are counted on one Event object instead of piling up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use skiff_proto::Client;
+
+/// What an Event is about.
+#[derive(Debug, Clone)]
+pub struct Involved {
+    /// `Pod`, `ReplicaSet`, ...
+    pub kind: String,
+    /// `v1`, `apps/v1`.
+    pub api_version: String,
+    /// Namespace (the Event lives there; `default` for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Uid.
+    pub uid: String,
+}
+
+/// Records Events with a count per (object, reason, message).
+#[derive(Clone)]
+pub struct EventRecorder {
+    client: Client,
+    seen: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}
+
+impl EventRecorder {
+    /// A recorder writing through `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client, seen: Arc::default() }
+    }
+
+    /// Record an event (`Normal` or `Warning`) from `component`; written in the background.
+    pub fn record(&self, involved: &Involved, type_: &str, reason: &str, message: &str, component: &str) {
+        let key = (involved.uid.clone(), reason.to_string(), message.to_string());
+        let (name, count) = {
+            let Ok(mut seen) = self.seen.lock() else { return };
+            let entry = seen.entry(key.clone()).or_insert_with(|| {
+                (format!("{}.{:016x}", involved.name, fnv(&format!("{}/{reason}/{message}", involved.uid))), 0)
+            });
+            entry.1 += 1;
+            entry.clone()
+        };
+        let ns = if involved.namespace.is_empty() { "default".to_string() } else { involved.namespace.clone() };
+        let now = crate::objects::meta::now();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"kind": involved.kind, "apiVersion": involved.api_version, "namespace": involved.namespace, "name": involved.name, "uid": involved.uid},
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": component},
+            "firstTimestamp": now, "lastTimestamp": now, "count": count,
+        });
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let bytes = serde_json::to_vec(&event).unwrap_or_default();
+            if count == 1 {
+                if client.create_object("events", &ns, bytes).await.is_ok() {
+                    return;
+                }
+            }
+            // Seen before (here or by an earlier leader): count it on the existing Event.
+            let patch = json!({"count": count, "lastTimestamp": now, "message": event["message"]});
+            if client.patch_object("events", &ns, &name, serde_json::to_vec(&patch).unwrap_or_default(), false).await.is_err() {
+                let _ = client.create_object("events", &ns, serde_json::to_vec(&event).unwrap_or_default()).await;
+            }
+        });
+    }
+}

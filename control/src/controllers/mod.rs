@@ -1,0 +1,78 @@
+//! Controllers, and the leadership hand-off that runs them with the scheduler on the Raft
+//! leader only.
+//!
+//! - [`context`]: informer caches, change triggers and settings they share.
+//! - [`replicaset`], [`deployment`], [`garbage_collector`], [`node_lifecycle`],
+//!   [`endpoints`], [`event_cleanup`]: one level-triggered reconcile loop each.
+//! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
+
+pub mod context;
+pub mod deployment;
+pub mod endpoints;
+pub mod event_cleanup;
+pub mod events;
+pub mod garbage_collector;
+pub mod node_lifecycle;
+pub mod ownership;
+pub mod replicaset;
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use skiff_proto::{Client, ClientConfig};
+use skiff_raft::RaftNode;
+use tokio::task::JoinSet;
+
+pub use context::Settings;
+
+fn is_leader(node: &RaftNode) -> bool {
+    let m = node.raft().metrics().borrow().clone();
+    m.state == ServerState::Leader && m.current_leader == Some(node.id())
+}
+
+/// Run the scheduler and the controllers whenever this member leads: they start as soon as
+/// it becomes leader and are stopped the moment it is not. Their writes are
+/// compare-and-swap, so a term that overlaps the next one's start never acts twice on an
+/// object. `self_addr` is this member's own API address.
+pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settings) {
+    let mut metrics = node.raft().metrics();
+    loop {
+        while !is_leader(&node) {
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+        let term = metrics.borrow().current_term;
+        tracing::info!(term, "leading: starting the scheduler and controllers");
+        let config = ClientConfig { random_start: false, call_deadline: Duration::from_secs(5), ..Default::default() };
+        let client = match Client::with_config(std::slice::from_ref(&self_addr), config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach this member's own API; controllers not started");
+                return;
+            }
+        };
+        let mut tasks = JoinSet::new();
+        let settings = settings.clone();
+        tasks.spawn(async move {
+            let ctx = context::Ctx::start(client, settings).await;
+            let mut loops = JoinSet::new();
+            loops.spawn(crate::scheduler::run(ctx.clone()));
+            loops.spawn(replicaset::run(ctx.clone()));
+            loops.spawn(deployment::run(ctx.clone()));
+            loops.spawn(garbage_collector::run(ctx.clone()));
+            loops.spawn(node_lifecycle::run(ctx.clone()));
+            loops.spawn(endpoints::run(ctx.clone()));
+            loops.spawn(event_cleanup::run(ctx.clone()));
+            while loops.join_next().await.is_some() {}
+        });
+        while is_leader(&node) && metrics.borrow().current_term == term {
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        tracing::info!(term, "no longer leading: stopping the scheduler and controllers");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,172 @@
+//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use skiff_proto::objects::Selection;
+use skiff_proto::Client;
+
+use super::{parse, targets, ExitWith, NamespaceArgs};
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const HASH_LABEL: &str = "pod-template-hash";
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the rollout is complete.
+    Status(RolloutArgs),
+    /// The revisions of a Deployment.
+    History(RolloutArgs),
+    /// Go back to the previous (or a given) revision.
+    Undo(UndoArgs),
+    /// Replace every pod, one rollout step at a time.
+    Restart(RolloutArgs),
+    /// Stop rolling out template changes.
+    Pause(RolloutArgs),
+    /// Roll out again.
+    Resume(RolloutArgs),
+}
+
+#[derive(Args)]
+pub struct RolloutArgs {
+    /// deployment/NAME or deployment NAME
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+    /// rollout status: how long to wait.
+    #[arg(long, default_value = "600s", value_parser = super::apply::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct UndoArgs {
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// The revision to go back to (default: the one before the current).
+    #[arg(long)]
+    pub to_revision: Option<i64>,
+}
+
+fn i(v: &Value, p: &str) -> i64 {
+    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn revision(v: &Value) -> i64 {
+    v.pointer("/metadata/annotations").and_then(|a| a.get(REVISION)).and_then(Value::as_str).and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+async fn owned_replicasets(client: &Client, ns: &str, d: &Value) -> anyhow::Result<Vec<Value>> {
+    let uid = d.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+    let sel = Selection { namespace: ns.to_string(), ..Default::default() };
+    let mut out: Vec<Value> = client
+        .list_objects("replicasets", &sel)
+        .await?
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+        .filter(|rs| rs.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))))
+        .collect();
+    out.sort_by_key(revision);
+    Ok(out)
+}
+
+fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
+    let t = targets(&args.args)?;
+    let [(kind, name)] = t.as_slice() else { anyhow::bail!("give one deployment") };
+    if kind.kind != "Deployment" {
+        anyhow::bail!("rollout works on deployments, not {}", kind.plural);
+    }
+    Ok(name.clone())
+}
+
+pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
+    match cmd {
+        RolloutCommand::Status(a) => status(client, a).await,
+        RolloutCommand::History(a) => history(client, a).await,
+        RolloutCommand::Undo(a) => undo(client, a).await,
+        RolloutCommand::Restart(a) => {
+            let name = deployment_of(&a)?;
+            let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()}}}}});
+            client.patch_object("deployments", &a.ns.namespace, &name, serde_json::to_vec(&patch)?, false).await?;
+            println!("deployment.apps/{name} restarted");
+            Ok(())
+        }
+        RolloutCommand::Pause(a) => pause(client, a, true).await,
+        RolloutCommand::Resume(a) => pause(client, a, false).await,
+    }
+}
+
+async fn pause(client: &Client, a: RolloutArgs, on: bool) -> anyhow::Result<()> {
+    let name = deployment_of(&a)?;
+    let patch = json!({"spec": {"paused": if on { Value::Bool(true) } else { Value::Null }}});
+    client.patch_object("deployments", &a.ns.namespace, &name, serde_json::to_vec(&patch)?, false).await?;
+    println!("deployment.apps/{name} {}", if on { "paused" } else { "resumed" });
+    Ok(())
+}
+
+async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
+    let name = deployment_of(&a)?;
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let d = parse(&client.get_object("deployments", &a.ns.namespace, &name, false).await?.object)?;
+        let want = i(&d, "/spec/replicas");
+        let (updated, total, available) = (i(&d, "/status/updatedReplicas"), i(&d, "/status/replicas"), i(&d, "/status/availableReplicas"));
+        let observed = i(&d, "/status/observedGeneration") >= i(&d, "/metadata/generation");
+        let msg = if !observed {
+            "Waiting for deployment spec update to be observed...".to_string()
+        } else if updated < want {
+            format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated...")
+        } else if total > updated {
+            format!("Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...", total - updated)
+        } else if available < updated {
+            format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available...")
+        } else {
+            println!("deployment {name:?} successfully rolled out");
+            return Ok(());
+        };
+        if msg != last {
+            println!("{msg}");
+            last = msg;
+        }
+        if started.elapsed() > a.timeout {
+            return Err(ExitWith { code: 1, message: format!("timed out waiting for the rollout of {name:?}") }.into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn history(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
+    let name = deployment_of(&a)?;
+    let d = parse(&client.get_object("deployments", &a.ns.namespace, &name, false).await?.object)?;
+    println!("deployment.apps/{name}");
+    println!("REVISION  CHANGE-CAUSE");
+    for rs in owned_replicasets(client, &a.ns.namespace, &d).await? {
+        let cause = rs.pointer("/metadata/annotations").and_then(|a| a.get("kubernetes.io/change-cause")).and_then(Value::as_str).unwrap_or("<none>");
+        println!("{:<9} {cause}", revision(&rs));
+    }
+    Ok(())
+}
+
+async fn undo(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
+    let name = deployment_of(&a.rollout)?;
+    let ns = a.rollout.ns.namespace.clone();
+    let mut d = parse(&client.get_object("deployments", &ns, &name, false).await?.object)?;
+    let rss = owned_replicasets(client, &ns, &d).await?;
+    let current = revision(&d);
+    let target = match a.to_revision {
+        Some(r) => rss.iter().find(|rs| revision(rs) == r),
+        None => rss.iter().rev().find(|rs| revision(rs) < current),
+    }
+    .ok_or_else(|| anyhow::anyhow!("no revision to go back to (revisions: {})", rss.iter().map(|r| revision(r).to_string()).collect::<Vec<_>>().join(", ")))?;
+    let mut template = target.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+    if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        labels.remove(HASH_LABEL);
+    }
+    d["spec"]["template"] = template;
+    client.update_object("deployments", &ns, serde_json::to_vec(&d)?, false).await?;
+    println!("deployment.apps/{name} rolled back to revision {}", revision(target));
+    Ok(())
+}
