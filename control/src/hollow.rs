@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStatus, Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStatus, Node, NodeAddress, NodeCondition,
+    NodeStatus, NodeSystemInfo, Pod, PodCondition, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use serde_json::json;
@@ -67,14 +70,26 @@ fn node_object(name: &str, i: usize, cfg: &HollowConfig) -> Node {
                 last_heartbeat_time: Some(now()),
                 last_transition_time: Some(now()),
             }]),
-            addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: format!("10.250.{}.{}", (i / 250) % 250, i % 250 + 1) }]),
-            node_info: Some(NodeSystemInfo { kubelet_version: "skiff-hollow".into(), container_runtime_version: "none (simulated)".into(), ..Default::default() }),
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: format!("10.250.{}.{}", (i / 250) % 250, i % 250 + 1),
+            }]),
+            node_info: Some(NodeSystemInfo {
+                kubelet_version: "skiff-hollow".into(),
+                container_runtime_version: "none (simulated)".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
     }
 }
 
-async fn register(client: &Client, name: &str, i: usize, cfg: &HollowConfig) -> Result<(), skiff_proto::objects::ApiError> {
+async fn register(
+    client: &Client,
+    name: &str,
+    i: usize,
+    cfg: &HollowConfig,
+) -> Result<(), skiff_proto::objects::ApiError> {
     let api: Api<Node> = Api::new(client.clone(), "");
     let node = node_object(name, i, cfg);
     match api.create(&node).await {
@@ -95,21 +110,40 @@ async fn renew(client: &Client, name: &str, cfg: &HollowConfig) {
     let patch = json!({"spec": {"renewTime": renew_time, "holderIdentity": name}});
     if api.patch(name, &patch).await.is_err() {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(cfg.lease_namespace.clone()), ..Default::default() },
-            spec: Some(LeaseSpec { holder_identity: Some(name.into()), lease_duration_seconds: Some(10), renew_time: Some(renew_time), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(cfg.lease_namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(name.into()),
+                lease_duration_seconds: Some(10),
+                renew_time: Some(renew_time),
+                ..Default::default()
+            }),
         };
         let _ = api.create(&lease).await;
     }
 }
 
 fn running_status(pod: &Pod, host_ip: &str, pod_ip: String) -> PodStatus {
-    let condition = |t: &str| PodCondition { type_: t.into(), status: "True".into(), last_transition_time: Some(now()), ..Default::default() };
+    let condition = |t: &str| PodCondition {
+        type_: t.into(),
+        status: "True".into(),
+        last_transition_time: Some(now()),
+        ..Default::default()
+    };
     PodStatus {
         phase: Some("Running".into()),
         host_ip: Some(host_ip.into()),
         pod_ip: Some(pod_ip),
         start_time: Some(now()),
-        conditions: Some(vec![condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")]),
+        conditions: Some(vec![
+            condition("PodScheduled"),
+            condition("Initialized"),
+            condition("ContainersReady"),
+            condition("Ready"),
+        ]),
         container_statuses: Some(
             pod.spec
                 .iter()
@@ -121,7 +155,12 @@ fn running_status(pod: &Pod, host_ip: &str, pod_ip: String) -> PodStatus {
                     ready: true,
                     started: Some(true),
                     restart_count: 0,
-                    state: Some(ContainerState { running: Some(ContainerStateRunning { started_at: Some(now()) }), ..Default::default() }),
+                    state: Some(ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(now()),
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 })
                 .collect(),
@@ -133,13 +172,16 @@ fn running_status(pod: &Pod, host_ip: &str, pod_ip: String) -> PodStatus {
 fn is_running_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Run `cfg.count` hollow nodes against `client` until the process ends.
 pub async fn run(client: Client, cfg: HollowConfig) {
     tracing::warn!(count = cfg.count, prefix = %cfg.prefix, "hollow nodes: a simulator; pods are reported Running but no container runs");
-    let names: Vec<String> = (0..cfg.count).map(|i| format!("{}-{i}", cfg.prefix)).collect();
+    let names: Vec<String> = (0..cfg.count)
+        .map(|i| format!("{}-{i}", cfg.prefix))
+        .collect();
     let mine: Arc<HashSet<String>> = Arc::new(names.iter().cloned().collect());
     let limit = Arc::new(Semaphore::new(64));
     let mut joins = Vec::new();
@@ -181,15 +223,27 @@ pub async fn run(client: Client, cfg: HollowConfig) {
     let ip_counter = Arc::new(AtomicU32::new(1));
     let in_flight: Arc<std::sync::Mutex<HashSet<(String, String)>>> = Arc::default();
     loop {
-        let Some(event) = events.recv().await else { return };
+        let Some(event) = events.recv().await else {
+            return;
+        };
         let todo: Vec<Arc<Pod>> = match event {
             InformerEvent::Synced => pods.list(),
             InformerEvent::Applied(p) => vec![p],
             InformerEvent::Deleted(_) => continue,
         };
         for pod in todo {
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| mine.contains(n)) else { continue };
-            let key = (pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+            let Some(node) = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| mine.contains(n))
+            else {
+                continue;
+            };
+            let key = (
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            );
             let deleting = pod.metadata.deletion_timestamp.is_some();
             if !deleting && is_running_ready(&pod) {
                 continue;
@@ -199,16 +253,29 @@ pub async fn run(client: Client, cfg: HollowConfig) {
                     continue;
                 }
             }
-            let (client, limit, in_flight, ip_counter) = (client.clone(), limit.clone(), in_flight.clone(), ip_counter.clone());
+            let (client, limit, in_flight, ip_counter) = (
+                client.clone(),
+                limit.clone(),
+                in_flight.clone(),
+                ip_counter.clone(),
+            );
             tokio::spawn(async move {
                 let _permit = limit.acquire().await;
                 let api: Api<Pod> = Api::new(client.clone(), &key.0);
                 if deleting {
-                    let params = skiff_proto::objects::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                    let params = skiff_proto::objects::DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    };
                     let _ = api.delete(&key.1, &params).await;
                 } else {
                     let n = ip_counter.fetch_add(1, Ordering::Relaxed);
-                    let pod_ip = format!("10.{}.{}.{}", 200 + (n >> 16) % 50, (n >> 8) & 0xff, n & 0xff);
+                    let pod_ip = format!(
+                        "10.{}.{}.{}",
+                        200 + (n >> 16) % 50,
+                        (n >> 8) & 0xff,
+                        n & 0xff
+                    );
                     let host_ip = format!("10.250.0.{}", 1 + node.len() % 250);
                     let mut next = (*pod).clone();
                     next.status = Some(running_status(&pod, &host_ip, pod_ip));

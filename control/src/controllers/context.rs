@@ -91,7 +91,13 @@ impl Drop for Ctx {
     }
 }
 
-fn start_one<K>(client: &Client, kind: Kind, signals: &mut Vec<(Kind, watch::Sender<u64>)>, synced: &mut Vec<tokio::sync::oneshot::Receiver<()>>, tasks: &mut Vec<tokio::task::AbortHandle>) -> Informer<K>
+fn start_one<K>(
+    client: &Client,
+    kind: Kind,
+    signals: &mut Vec<(Kind, watch::Sender<u64>)>,
+    synced: &mut Vec<tokio::sync::oneshot::Receiver<()>>,
+    tasks: &mut Vec<tokio::task::AbortHandle>,
+) -> Informer<K>
 where
     K: k8s_openapi::Resource
         + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
@@ -129,10 +135,34 @@ impl Ctx {
         let mut tasks = Vec::new();
         let pods = start_one(&client, Kind::Pods, &mut signals, &mut synced, &mut tasks);
         let nodes = start_one(&client, Kind::Nodes, &mut signals, &mut synced, &mut tasks);
-        let replicasets = start_one(&client, Kind::ReplicaSets, &mut signals, &mut synced, &mut tasks);
-        let deployments = start_one(&client, Kind::Deployments, &mut signals, &mut synced, &mut tasks);
-        let services = start_one(&client, Kind::Services, &mut signals, &mut synced, &mut tasks);
-        let endpoints = start_one(&client, Kind::Endpoints, &mut signals, &mut synced, &mut tasks);
+        let replicasets = start_one(
+            &client,
+            Kind::ReplicaSets,
+            &mut signals,
+            &mut synced,
+            &mut tasks,
+        );
+        let deployments = start_one(
+            &client,
+            Kind::Deployments,
+            &mut signals,
+            &mut synced,
+            &mut tasks,
+        );
+        let services = start_one(
+            &client,
+            Kind::Services,
+            &mut signals,
+            &mut synced,
+            &mut tasks,
+        );
+        let endpoints = start_one(
+            &client,
+            Kind::Endpoints,
+            &mut signals,
+            &mut synced,
+            &mut tasks,
+        );
         let leases = start_one(&client, Kind::Leases, &mut signals, &mut synced, &mut tasks);
         for s in synced {
             let _ = s.await;
@@ -174,7 +204,8 @@ pub struct Trigger {
 impl Trigger {
     /// Wait for the next change, or `period` (level-triggered loops also resync).
     pub async fn wait(&mut self, period: Duration) {
-        let changes = futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
+        let changes =
+            futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
         let _ = tokio::time::timeout(period, changes).await;
         // Let a burst of changes settle into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -22,35 +22,67 @@ pub struct Involved {
     pub uid: String,
 }
 
+/// (object uid, reason, message): what makes two events the same.
+type EventKey = (String, String, String);
+
 /// Records Events with a count per (object, reason, message).
 #[derive(Clone)]
 pub struct EventRecorder {
     client: Client,
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 impl EventRecorder {
     /// A recorder writing through `client`.
     pub fn new(client: Client) -> Self {
-        Self { client, seen: Arc::default() }
+        Self {
+            client,
+            seen: Arc::default(),
+        }
     }
 
     /// Record an event (`Normal` or `Warning`) from `component`; written in the background.
-    pub fn record(&self, involved: &Involved, type_: &str, reason: &str, message: &str, component: &str) {
-        let key = (involved.uid.clone(), reason.to_string(), message.to_string());
+    pub fn record(
+        &self,
+        involved: &Involved,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) {
+        let key = (
+            involved.uid.clone(),
+            reason.to_string(),
+            message.to_string(),
+        );
         let (name, count) = {
-            let Ok(mut seen) = self.seen.lock() else { return };
+            let Ok(mut seen) = self.seen.lock() else {
+                return;
+            };
             let entry = seen.entry(key.clone()).or_insert_with(|| {
-                (format!("{}.{:016x}", involved.name, fnv(&format!("{}/{reason}/{message}", involved.uid))), 0)
+                (
+                    format!(
+                        "{}.{:016x}",
+                        involved.name,
+                        fnv(&format!("{}/{reason}/{message}", involved.uid))
+                    ),
+                    0,
+                )
             });
             entry.1 += 1;
             entry.clone()
         };
-        let ns = if involved.namespace.is_empty() { "default".to_string() } else { involved.namespace.clone() };
+        let ns = if involved.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            involved.namespace.clone()
+        };
         let now = crate::objects::meta::now();
         let event = json!({
             "apiVersion": "v1", "kind": "Event",
@@ -63,15 +95,29 @@ impl EventRecorder {
         let client = self.client.clone();
         tokio::spawn(async move {
             let bytes = serde_json::to_vec(&event).unwrap_or_default();
-            if count == 1 {
-                if client.create_object("events", &ns, bytes).await.is_ok() {
-                    return;
-                }
+            if count == 1 && client.create_object("events", &ns, bytes).await.is_ok() {
+                return;
             }
             // Seen before (here or by an earlier leader): count it on the existing Event.
             let patch = json!({"count": count, "lastTimestamp": now, "message": event["message"]});
-            if client.patch_object("events", &ns, &name, serde_json::to_vec(&patch).unwrap_or_default(), false).await.is_err() {
-                let _ = client.create_object("events", &ns, serde_json::to_vec(&event).unwrap_or_default()).await;
+            if client
+                .patch_object(
+                    "events",
+                    &ns,
+                    &name,
+                    serde_json::to_vec(&patch).unwrap_or_default(),
+                    false,
+                )
+                .await
+                .is_err()
+            {
+                let _ = client
+                    .create_object(
+                        "events",
+                        &ns,
+                        serde_json::to_vec(&event).unwrap_or_default(),
+                    )
+                    .await;
             }
         });
     }

@@ -44,7 +44,11 @@ pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settin
         }
         let term = metrics.borrow().current_term;
         tracing::info!(term, "leading: starting the scheduler and controllers");
-        let config = ClientConfig { random_start: false, call_deadline: Duration::from_secs(5), ..Default::default() };
+        let config = ClientConfig {
+            random_start: false,
+            call_deadline: Duration::from_secs(5),
+            ..Default::default()
+        };
         let client = match Client::with_config(std::slice::from_ref(&self_addr), config) {
             Ok(c) => c,
             Err(e) => {
@@ -71,7 +75,10 @@ pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settin
                 break;
             }
         }
-        tracing::info!(term, "no longer leading: stopping the scheduler and controllers");
+        tracing::info!(
+            term,
+            "no longer leading: stopping the scheduler and controllers"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }

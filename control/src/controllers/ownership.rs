@@ -27,7 +27,10 @@ pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> Owne
 /// Whether a pod counts toward its owner's replicas: not terminating, not finished.
 pub fn is_active(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
-        && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+        && !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 /// Whether the pod's Ready condition is True.
@@ -53,10 +56,15 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32) -> bool {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0);
-    since.is_some_and(|t| jiff::Timestamp::now().as_second() - t.as_second() >= i64::from(min_ready_seconds))
+    since.is_some_and(|t| {
+        jiff::Timestamp::now().as_second() - t.as_second() >= i64::from(min_ready_seconds)
+    })
 }
 
 /// The revision carried by a write's answer, for read-your-writes waits.
 pub fn revision_of(meta: &ObjectMeta) -> u64 {
-    meta.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0)
+    meta.resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }

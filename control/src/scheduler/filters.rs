@@ -7,8 +7,12 @@ use super::node_info::{host_ports, NodeInfo, Requests};
 
 /// Whether `toleration` tolerates `taint`.
 pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = toleration.key.as_deref().is_none_or(|k| k.is_empty()) && toleration.operator.as_deref() == Some("Exists")
+    let effect_ok = toleration
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key_ok = toleration.key.as_deref().is_none_or(|k| k.is_empty())
+        && toleration.operator.as_deref() == Some("Exists")
         || toleration.key.as_deref() == Some(taint.key.as_str());
     let value_ok = match toleration.operator.as_deref() {
         Some("Exists") => true,
@@ -17,7 +21,10 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     effect_ok && key_ok && value_ok
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn requirement_matches(
+    r: &NodeSelectorRequirement,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     let value = labels.get(&r.key);
     let values = r.values.clone().unwrap_or_default();
     match r.operator.as_str() {
@@ -26,10 +33,17 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &std::collections::B
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -38,18 +52,31 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &std::collections::B
 /// Whether the node matches the pod's nodeSelector and required node affinity.
 pub fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
     let Some(spec) = &pod.spec else { return true };
-    if !spec.node_selector.iter().flatten().all(|(k, v)| node.labels.get(k) == Some(v)) {
+    if !spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+    {
         return false;
     }
     let required = spec
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
         // Terms are ORed; the requirements of one term are ANDed.
-        Some(sel) => sel.node_selector_terms.iter().any(|t| t.match_expressions.iter().flatten().all(|r| requirement_matches(r, &node.labels))),
+        Some(sel) => sel.node_selector_terms.iter().any(|t| {
+            t.match_expressions
+                .iter()
+                .flatten()
+                .all(|r| requirement_matches(r, &node.labels))
+        }),
     }
 }
 
@@ -60,11 +87,20 @@ pub fn preferred_weight(pod: &Pod, node: &NodeInfo) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     preferred
         .into_iter()
         .flatten()
-        .filter(|t| t.preference.match_expressions.iter().flatten().all(|r| requirement_matches(r, &node.labels)))
+        .filter(|t| {
+            t.preference
+                .match_expressions
+                .iter()
+                .flatten()
+                .all(|r| requirement_matches(r, &node.labels))
+        })
         .map(|t| i64::from(t.weight))
         .sum()
 }
@@ -87,7 +123,11 @@ impl<'a> Ask<'a> {
         Self {
             pod,
             requests: super::node_info::requests_of(pod),
-            tolerations: pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+            tolerations: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default(),
             ports: host_ports(pod),
         }
     }
@@ -97,14 +137,26 @@ impl<'a> Ask<'a> {
 pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
     let (pod, req, tolerations) = (ask.pod, ask.requests, &ask.tolerations);
     if node.unschedulable {
-        let unsched = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), ..Default::default() };
+        let unsched = Taint {
+            key: "node.kubernetes.io/unschedulable".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
         if !tolerations.iter().any(|t| tolerates(t, &unsched)) {
             return vec!["node(s) were unschedulable".into()];
         }
     }
-    for taint in node.taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
+    for taint in node
+        .taints
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+    {
         if !tolerations.iter().any(|t| tolerates(t, taint)) {
-            return vec![format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value.as_deref().unwrap_or(""))];
+            return vec![format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            )];
         }
     }
     if !node.ready {
@@ -120,7 +172,9 @@ pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
     if req.cpu_millis > 0 && node.requested.cpu_millis + req.cpu_millis > node.allocatable.0 {
         out.push("Insufficient cpu".to_string());
     }
-    if req.memory_millis > 0 && node.requested.memory_millis + req.memory_millis > node.allocatable.1 {
+    if req.memory_millis > 0
+        && node.requested.memory_millis + req.memory_millis > node.allocatable.1
+    {
         out.push("Insufficient memory".to_string());
     }
     if !out.is_empty() {
@@ -133,11 +187,17 @@ pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
 }
 
 /// "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {k: v}."
-pub fn unschedulable_message(total: usize, counts: &std::collections::BTreeMap<String, usize>) -> String {
+pub fn unschedulable_message(
+    total: usize,
+    counts: &std::collections::BTreeMap<String, usize>,
+) -> String {
     if counts.is_empty() {
         return format!("0/{total} nodes are available: no nodes registered.");
     }
-    let parts: Vec<String> = counts.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
     format!("0/{total} nodes are available: {}.", parts.join(", "))
 }
 
@@ -149,16 +209,40 @@ mod tests {
 
     #[test]
     fn message_reads_as_kubernetes_writes_it() {
-        let counts = BTreeMap::from([("Insufficient cpu".to_string(), 2), ("node(s) had untolerated taint {dedicated: gpu}".to_string(), 1)]);
+        let counts = BTreeMap::from([
+            ("Insufficient cpu".to_string(), 2),
+            (
+                "node(s) had untolerated taint {dedicated: gpu}".to_string(),
+                1,
+            ),
+        ]);
         assert_eq!(unschedulable_message(3, &counts), "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}.");
     }
 
     #[test]
     fn tolerations_match_taints() {
-        let taint = Taint { key: "dedicated".into(), value: Some("gpu".into()), effect: "NoSchedule".into(), ..Default::default() };
-        let equal = Toleration { key: Some("dedicated".into()), operator: Some("Equal".into()), value: Some("gpu".into()), effect: Some("NoSchedule".into()), ..Default::default() };
-        let exists_all = Toleration { operator: Some("Exists".into()), ..Default::default() };
-        let other = Toleration { key: Some("dedicated".into()), value: Some("cpu".into()), ..Default::default() };
+        let taint = Taint {
+            key: "dedicated".into(),
+            value: Some("gpu".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let equal = Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("gpu".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        };
+        let exists_all = Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        let other = Toleration {
+            key: Some("dedicated".into()),
+            value: Some("cpu".into()),
+            ..Default::default()
+        };
         assert!(tolerates(&equal, &taint));
         assert!(tolerates(&exists_all, &taint));
         assert!(!tolerates(&other, &taint));

@@ -34,10 +34,13 @@ const ASSUME_TTL: Duration = Duration::from_secs(30);
 
 type PodKey = (String, String);
 
+/// A placement made but not yet seen in the cache: node, pod, when.
+type Assumed = (String, Arc<Pod>, Instant);
+
 #[derive(Default)]
 struct State {
     /// Pods bound by us that the cache does not show bound yet: key → (node, pod, when).
-    assumed: Arc<Mutex<HashMap<PodKey, (String, Arc<Pod>, Instant)>>>,
+    assumed: Arc<Mutex<HashMap<PodKey, Assumed>>>,
     /// Pods that fit nowhere: key → (message, when tried, nodes revision then).
     unschedulable: HashMap<PodKey, (String, Instant, u64)>,
 }
@@ -54,36 +57,86 @@ pub async fn run(ctx: Arc<Ctx>) {
 }
 
 fn key_of(p: &Pod) -> PodKey {
-    (p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default())
+    (
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 fn is_pending(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
-    spec.and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty)
+    spec.and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty)
         && p.metadata.deletion_timestamp.is_none()
-        && spec.and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n == "default-scheduler")
-        && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+        && spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .is_none_or(|n| n == "default-scheduler")
+        && !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
 }
 
 /// The node scores for `ask` among `feasible` (indices into `nodes`); the best index.
-fn best_node(ask: &Ask<'_>, owner: Option<&str>, nodes: &[NodeInfo], feasible: &[usize]) -> Option<usize> {
-    let max_owner = owner.map(|o| feasible.iter().map(|&i| nodes[i].per_owner.get(o).copied().unwrap_or(0)).max().unwrap_or(0)).unwrap_or(0);
-    let weights: Vec<i64> = feasible.iter().map(|&i| preferred_weight(ask.pod, &nodes[i])).collect();
+fn best_node(
+    ask: &Ask<'_>,
+    owner: Option<&str>,
+    nodes: &[NodeInfo],
+    feasible: &[usize],
+) -> Option<usize> {
+    let max_owner = owner
+        .map(|o| {
+            feasible
+                .iter()
+                .map(|&i| nodes[i].per_owner.get(o).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let weights: Vec<i64> = feasible
+        .iter()
+        .map(|&i| preferred_weight(ask.pod, &nodes[i]))
+        .collect();
     let max_weight = weights.iter().copied().max().unwrap_or(0);
     let pod_name = ask.pod.metadata.name.as_deref().unwrap_or("");
     let mut best: Option<(i128, u64, usize)> = None;
     for (j, &i) in feasible.iter().enumerate() {
         let n = &nodes[i];
-        let free = |cap: i128, used: i128, req: i128| if cap <= 0 { 0 } else { ((cap - used - req).max(0) * 100) / cap };
-        let least = (free(n.allocatable.0, n.requested.cpu_millis, ask.requests.cpu_millis) + free(n.allocatable.1, n.requested.memory_millis, ask.requests.memory_millis)) / 2;
+        let free = |cap: i128, used: i128, req: i128| {
+            if cap <= 0 {
+                0
+            } else {
+                ((cap - used - req).max(0) * 100) / cap
+            }
+        };
+        let least = (free(
+            n.allocatable.0,
+            n.requested.cpu_millis,
+            ask.requests.cpu_millis,
+        ) + free(
+            n.allocatable.1,
+            n.requested.memory_millis,
+            ask.requests.memory_millis,
+        )) / 2;
         let spread = match owner {
-            Some(o) if max_owner > 0 => i128::from(100 * (max_owner - n.per_owner.get(o).copied().unwrap_or(0)) / max_owner),
+            Some(o) if max_owner > 0 => {
+                i128::from(100 * (max_owner - n.per_owner.get(o).copied().unwrap_or(0)) / max_owner)
+            }
             _ => 100,
         };
-        let affinity = if max_weight > 0 { i128::from(100 * weights[j] / max_weight) } else { 0 };
+        let affinity = if max_weight > 0 {
+            i128::from(100 * weights[j] / max_weight)
+        } else {
+            0
+        };
         let score = least + 2 * spread + affinity - i128::from(n.pods.min(1_000_000)) / 1000;
         // Ties broken by a hash of pod and node, so equal nodes share the load.
-        let tie = pod_name.bytes().chain(n.name.bytes()).fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        let tie = pod_name
+            .bytes()
+            .chain(n.name.bytes())
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            });
         if best.is_none_or(|(s, t, _)| score > s || (score == s && tie > t)) {
             best = Some((score, tie, i));
         }
@@ -96,14 +149,28 @@ async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) 
     let node_objs = ctx.nodes.list();
     let nodes_revision = ctx.nodes.revision();
     let mut nodes: Vec<NodeInfo> = node_objs.iter().map(|n| NodeInfo::new(n)).collect();
-    let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
 
     // What is placed: bound pods from the cache, then our own assumptions.
     let mut bound_keys = std::collections::HashSet::new();
     for p in &pods {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty()) else { continue };
+        let Some(node) = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
         bound_keys.insert(key_of(p));
-        if matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+        if matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
             continue;
         }
         if let Some(&i) = index.get(node) {
@@ -111,9 +178,14 @@ async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) 
         }
     }
     let assumed_now: Vec<(PodKey, String, Arc<Pod>)> = {
-        let Ok(mut assumed) = state.assumed.lock() else { return };
+        let Ok(mut assumed) = state.assumed.lock() else {
+            return;
+        };
         assumed.retain(|k, (_, _, at)| !bound_keys.contains(k) && at.elapsed() < ASSUME_TTL);
-        assumed.iter().map(|(k, (n, p, _))| (k.clone(), n.clone(), p.clone())).collect()
+        assumed
+            .iter()
+            .map(|(k, (n, p, _))| (k.clone(), n.clone(), p.clone()))
+            .collect()
     };
     let mut assumed_keys = std::collections::HashSet::new();
     for (k, node, p) in &assumed_now {
@@ -123,12 +195,24 @@ async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) 
         }
     }
 
-    let mut pending: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_pending(p) && !assumed_keys.contains(&key_of(p))).collect();
+    let mut pending: Vec<&Arc<Pod>> = pods
+        .iter()
+        .filter(|p| is_pending(p) && !assumed_keys.contains(&key_of(p)))
+        .collect();
     pending.sort_by_key(|p| {
         let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        (std::cmp::Reverse(prio), p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0))
+        (
+            std::cmp::Reverse(prio),
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0),
+        )
     });
-    state.unschedulable.retain(|k, _| pending.iter().any(|p| &key_of(p) == k));
+    state
+        .unschedulable
+        .retain(|k, _| pending.iter().any(|p| &key_of(p) == k));
 
     let mut feasible = Vec::with_capacity(nodes.len());
     for pod in pending {
@@ -160,12 +244,15 @@ async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) 
                 if let Ok(mut a) = state.assumed.lock() {
                     a.insert(key.clone(), (node.clone(), (*pod).clone(), Instant::now()));
                 }
-                let Ok(permit) = binds.clone().acquire_owned().await else { return };
+                let Ok(permit) = binds.clone().acquire_owned().await else {
+                    return;
+                };
                 let api: Api<Pod> = Api::new(ctx.client.clone(), &key.0);
                 let assumed = state.assumed.clone();
                 let rv = pod.metadata.resource_version.clone();
                 tokio::spawn(async move {
-                    let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
+                    let patch =
+                        json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
                     if let Err(e) = api.patch(&key.1, &patch).await {
                         tracing::debug!(pod = %key.1, node = %node, error = %e, "bind failed; the pod goes back to the queue");
                         if let Ok(mut a) = assumed.lock() {
@@ -177,8 +264,14 @@ async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) 
             }
             None => {
                 let message = unschedulable_message(nodes.len(), &counts);
-                let changed = state.unschedulable.get(&key).is_none_or(|(m, _, _)| *m != message);
-                state.unschedulable.insert(key.clone(), (message.clone(), Instant::now(), nodes_revision));
+                let changed = state
+                    .unschedulable
+                    .get(&key)
+                    .is_none_or(|(m, _, _)| *m != message);
+                state.unschedulable.insert(
+                    key.clone(),
+                    (message.clone(), Instant::now(), nodes_revision),
+                );
                 if changed {
                     report_unschedulable(ctx, pod, &message).await;
                 }
@@ -192,7 +285,13 @@ async fn report_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     tracing::info!(pod = %name, namespace = %ns, %message, "pod fits no node");
     ctx.recorder.record(
-        &Involved { kind: "Pod".into(), api_version: "v1".into(), namespace: ns.clone(), name: name.clone(), uid: pod.metadata.uid.clone().unwrap_or_default() },
+        &Involved {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+        },
         "Warning",
         "FailedScheduling",
         message,
@@ -200,7 +299,13 @@ async fn report_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
     );
     let mut next = pod.clone();
     let status = next.status.get_or_insert_with(Default::default);
-    let mut conditions: Vec<PodCondition> = status.conditions.clone().unwrap_or_default().into_iter().filter(|c| c.type_ != "PodScheduled").collect();
+    let mut conditions: Vec<PodCondition> = status
+        .conditions
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ != "PodScheduled")
+        .collect();
     conditions.push(PodCondition {
         type_: "PodScheduled".into(),
         status: "False".into(),

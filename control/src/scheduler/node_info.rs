@@ -18,7 +18,9 @@ pub struct Requests {
 /// The requests of a pod: the sum over its containers, or the largest init container's if
 /// bigger, as Kubernetes computes them.
 pub fn requests_of(pod: &Pod) -> Requests {
-    let Some(spec) = &pod.spec else { return Requests::default() };
+    let Some(spec) = &pod.spec else {
+        return Requests::default();
+    };
     let of = |c: &k8s_openapi::api::core::v1::Container, res: &str| -> i128 {
         c.resources
             .as_ref()
@@ -29,8 +31,18 @@ pub fn requests_of(pod: &Pod) -> Requests {
             .unwrap_or(0)
     };
     let sum = |res: &str| spec.containers.iter().map(|c| of(c, res)).sum::<i128>();
-    let init_max = |res: &str| spec.init_containers.iter().flatten().map(|c| of(c, res)).max().unwrap_or(0);
-    Requests { cpu_millis: sum("cpu").max(init_max("cpu")), memory_millis: sum("memory").max(init_max("memory")) }
+    let init_max = |res: &str| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| of(c, res))
+            .max()
+            .unwrap_or(0)
+    };
+    Requests {
+        cpu_millis: sum("cpu").max(init_max("cpu")),
+        memory_millis: sum("memory").max(init_max("memory")),
+    }
 }
 
 /// Host ports a pod asks for, as (port, protocol).
@@ -39,7 +51,11 @@ pub fn host_ports(pod: &Pod) -> Vec<(i32, String)> {
         .iter()
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| p.host_port.filter(|h| *h > 0).map(|h| (h, p.protocol.clone().unwrap_or_else(|| "TCP".into()))))
+        .filter_map(|p| {
+            p.host_port
+                .filter(|h| *h > 0)
+                .map(|h| (h, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        })
         .collect()
 }
 
@@ -70,7 +86,11 @@ pub struct NodeInfo {
 
 fn allocatable(node: &Node, res: &str) -> Option<i128> {
     let status = node.status.as_ref()?;
-    let q = status.allocatable.as_ref().and_then(|a| a.get(res)).or(status.capacity.as_ref().and_then(|c| c.get(res)))?;
+    let q = status
+        .allocatable
+        .as_ref()
+        .and_then(|a| a.get(res))
+        .or(status.capacity.as_ref().and_then(|c| c.get(res)))?;
     quantity::parse(&q.0).ok().map(|q| q.millis)
 }
 
@@ -85,13 +105,19 @@ impl NodeInfo {
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
+            taints: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default(),
             unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true),
             ready,
             allocatable: (
                 allocatable(node, "cpu").unwrap_or(0),
                 allocatable(node, "memory").unwrap_or(0),
-                allocatable(node, "pods").map(|p| (p / 1000) as i64).unwrap_or(110),
+                allocatable(node, "pods")
+                    .map(|p| (p / 1000) as i64)
+                    .unwrap_or(110),
             ),
             requested: Requests::default(),
             pods: 0,

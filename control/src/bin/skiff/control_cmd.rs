@@ -144,7 +144,11 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         eviction_toleration: Duration::from_secs(args.eviction_toleration_seconds),
         ..Default::default()
     };
-    tokio::spawn(skiff_control::controllers::run_when_leader(node.clone(), advertise.clone(), settings));
+    tokio::spawn(skiff_control::controllers::run_when_leader(
+        node.clone(),
+        advertise.clone(),
+        settings,
+    ));
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,11 +28,15 @@ pub async fn run(ctx: Arc<Ctx>) {
     let mut trigger = ctx.trigger(&[Kind::Deployments, Kind::ReplicaSets]);
     let mut last_write = 0u64;
     loop {
-        ctx.replicasets.wait_for(last_write, Duration::from_secs(5)).await;
+        ctx.replicasets
+            .wait_for(last_write, Duration::from_secs(5))
+            .await;
         for d in ctx.deployments.list() {
             match reconcile(&ctx, &d).await {
                 Ok(rev) => last_write = last_write.max(rev),
-                Err(e) => tracing::debug!(deployment = d.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry"),
+                Err(e) => {
+                    tracing::debug!(deployment = d.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry")
+                }
             }
         }
         trigger.wait(Duration::from_secs(10)).await;
@@ -38,7 +44,9 @@ pub async fn run(ctx: Arc<Ctx>) {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// The hash that names a template's ReplicaSet (the hash label itself left out).
@@ -70,7 +78,11 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
 
 /// The revision of a ReplicaSet.
 pub fn revision(meta: &ObjectMeta) -> i64 {
-    meta.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok()).unwrap_or(0)
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `maxSurge` / `maxUnavailable` against `replicas`: surge rounds up, unavailable down.
@@ -81,7 +93,11 @@ pub fn resolve(v: Option<&IntOrString>, replicas: i32, round_up: bool) -> i32 {
         Some(IntOrString::String(s)) => {
             let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
             let scaled = pct * i64::from(replicas);
-            (if round_up { (scaled + 99) / 100 } else { scaled / 100 }) as i32
+            (if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            }) as i32
         }
     }
 }
@@ -90,8 +106,25 @@ fn replicas_of(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
-fn status_of(rs: &ReplicaSet, f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32) -> i32 {
+fn status_of(
+    rs: &ReplicaSet,
+    f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> i32,
+) -> i32 {
     rs.status.as_ref().map(f).unwrap_or(0)
+}
+
+/// Whether the ReplicaSet's status reflects its current spec.
+fn settled(rs: &ReplicaSet) -> bool {
+    rs.status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0)
+        >= rs.metadata.generation.unwrap_or(0)
+}
+
+/// Available pods of a ReplicaSet, never more than it is asked to keep.
+fn available_of(rs: &ReplicaSet) -> i32 {
+    status_of(rs, |s| s.available_replicas.unwrap_or(0)).min(replicas_of(rs))
 }
 
 async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: i32) -> Result<u64, ApiError> {
@@ -99,7 +132,9 @@ async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: i32) -> Result<
         return Ok(0);
     }
     let patch = json!({"metadata": {"resourceVersion": rs.metadata.resource_version}, "spec": {"replicas": replicas}});
-    let r = api.patch(rs.metadata.name.as_deref().unwrap_or(""), &patch).await?;
+    let r = api
+        .patch(rs.metadata.name.as_deref().unwrap_or(""), &patch)
+        .await?;
     Ok(revision_of(&r.metadata))
 }
 
@@ -120,12 +155,26 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         .replicasets
         .list()
         .into_iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&rs.metadata) == Some(uid.as_str()))
+        .filter(|rs| {
+            rs.metadata.namespace.as_deref() == Some(ns.as_str())
+                && controller_uid(&rs.metadata) == Some(uid.as_str())
+        })
         .collect();
     owned.sort_by_key(|rs| revision(&rs.metadata));
-    let max_revision = owned.iter().map(|rs| revision(&rs.metadata)).max().unwrap_or(0);
-    let new_rs = owned.iter().find(|rs| rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash)).cloned();
-    let olds: Vec<Arc<ReplicaSet>> = owned.iter().filter(|rs| rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) != Some(&hash)).cloned().collect();
+    let max_revision = owned
+        .iter()
+        .map(|rs| revision(&rs.metadata))
+        .max()
+        .unwrap_or(0);
+    let new_rs = owned
+        .iter()
+        .find(|rs| rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+        .cloned();
+    let olds: Vec<Arc<ReplicaSet>> = owned
+        .iter()
+        .filter(|rs| rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) != Some(&hash))
+        .cloned()
+        .collect();
     let paused = spec.paused == Some(true);
 
     let new_rs = match new_rs {
@@ -133,7 +182,9 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
             // An old template brought back (undo) becomes the newest revision again.
             if revision(&rs.metadata) < max_revision && !paused {
                 let patch = json!({"metadata": {"annotations": {REVISION: (max_revision + 1).to_string()}, "resourceVersion": rs.metadata.resource_version}});
-                let r = api.patch(rs.metadata.name.as_deref().unwrap_or(""), &patch).await?;
+                let r = api
+                    .patch(rs.metadata.name.as_deref().unwrap_or(""), &patch)
+                    .await?;
                 last = last.max(revision_of(&r.metadata));
                 return Ok(last);
             }
@@ -143,21 +194,43 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         None => {
             let mut template = spec.template.clone();
             let meta = template.metadata.get_or_insert_with(Default::default);
-            meta.labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.clone());
+            meta.labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(HASH_LABEL.into(), hash.clone());
             let mut selector = spec.selector.clone();
-            selector.match_labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.clone());
-            let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-            let initial = if olds.is_empty() && !recreate { replicas } else { 0 };
+            selector
+                .match_labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(HASH_LABEL.into(), hash.clone());
+            let recreate =
+                spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+            let initial = if olds.is_empty() && !recreate {
+                replicas
+            } else {
+                0
+            };
             let rs = ReplicaSet {
                 metadata: ObjectMeta {
                     name: Some(format!("{name}-{hash}")),
                     namespace: Some(ns.clone()),
                     labels: meta.labels.clone(),
-                    annotations: Some(BTreeMap::from([(REVISION.to_string(), (max_revision + 1).to_string())])),
-                    owner_references: Some(vec![controller_ref("apps/v1", "Deployment", &d.metadata)]),
+                    annotations: Some(BTreeMap::from([(
+                        REVISION.to_string(),
+                        (max_revision + 1).to_string(),
+                    )])),
+                    owner_references: Some(vec![controller_ref(
+                        "apps/v1",
+                        "Deployment",
+                        &d.metadata,
+                    )]),
                     ..Default::default()
                 },
-                spec: Some(ReplicaSetSpec { replicas: Some(initial), min_ready_seconds: spec.min_ready_seconds, selector, template: Some(template) }),
+                spec: Some(ReplicaSetSpec {
+                    replicas: Some(initial),
+                    min_ready_seconds: spec.min_ready_seconds,
+                    selector,
+                    template: Some(template),
+                }),
                 status: None,
             };
             match api.create(&rs).await {
@@ -165,7 +238,9 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                     tracing::info!(deployment = %name, replicaset = created.metadata.name.as_deref().unwrap_or(""), "new ReplicaSet");
                     last = last.max(revision_of(&created.metadata));
                 }
-                Err(e) => tracing::debug!(deployment = %name, error = %e, "creating the ReplicaSet failed"),
+                Err(e) => {
+                    tracing::debug!(deployment = %name, error = %e, "creating the ReplicaSet failed")
+                }
             }
             return Ok(last);
         }
@@ -182,20 +257,37 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                 last = last.max(scale(&api, new_rs, replicas).await?);
             }
         } else {
-            let ru = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+            let ru = spec
+                .strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.as_ref());
             let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), replicas, true);
-            let mut unavailable = resolve(ru.and_then(|r| r.max_unavailable.as_ref()), replicas, false);
+            let mut unavailable =
+                resolve(ru.and_then(|r| r.max_unavailable.as_ref()), replicas, false);
             if surge == 0 && unavailable == 0 {
                 unavailable = 1;
             }
             // Scale up the new ReplicaSet within replicas + maxSurge.
             let total: i32 = owned.iter().map(|rs| replicas_of(rs)).sum();
             let room = replicas + surge - total;
-            let new_target = if room > 0 { (replicas_of(new_rs) + room).min(replicas) } else { replicas_of(new_rs).min(replicas) };
-            let new_target = if olds.iter().all(|rs| replicas_of(rs) == 0) { replicas } else { new_target };
+            let new_target = if room > 0 {
+                (replicas_of(new_rs) + room).min(replicas)
+            } else {
+                replicas_of(new_rs).min(replicas)
+            };
+            let new_target = if olds.iter().all(|rs| replicas_of(rs) == 0) {
+                replicas
+            } else {
+                new_target
+            };
             last = last.max(scale(&api, new_rs, new_target).await?);
-            // Scale down old ones while at least replicas - maxUnavailable stay available.
-            let available: i32 = owned.iter().map(|rs| status_of(rs, |s| s.available_replicas.unwrap_or(0))).sum();
+            // Scale down old ones while at least replicas - maxUnavailable stay available,
+            // counting only what each ReplicaSet's controller has reported for its current
+            // spec: a status from before a scale-down would overcount.
+            if owned.iter().any(|rs| !settled(rs)) {
+                return Ok(last);
+            }
+            let available: i32 = owned.iter().map(|rs| available_of(rs)).sum();
             let min_available = replicas - unavailable;
             // Old pods that are not available can go at once: they add nothing.
             let mut budget = (available - min_available).max(0);
@@ -204,7 +296,7 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                 if current == 0 {
                     continue;
                 }
-                let unhealthy = (current - status_of(rs, |s| s.available_replicas.unwrap_or(0))).max(0);
+                let unhealthy = (current - available_of(rs)).max(0);
                 let cut = (unhealthy + budget).min(current);
                 let over = (total - replicas - surge).max(0);
                 let cut = cut.max(over.min(current));
@@ -216,22 +308,37 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         }
         // Old, empty ReplicaSets beyond the history limit go.
         let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let empty: Vec<&Arc<ReplicaSet>> = olds.iter().filter(|rs| replicas_of(rs) == 0 && status_of(rs, |s| s.replicas) == 0).collect();
+        let empty: Vec<&Arc<ReplicaSet>> = olds
+            .iter()
+            .filter(|rs| replicas_of(rs) == 0 && status_of(rs, |s| s.replicas) == 0)
+            .collect();
         if empty.len() > limit {
             for rs in empty.iter().take(empty.len() - limit) {
-                let _ = api.delete(rs.metadata.name.as_deref().unwrap_or(""), &Default::default()).await;
+                let _ = api
+                    .delete(
+                        rs.metadata.name.as_deref().unwrap_or(""),
+                        &Default::default(),
+                    )
+                    .await;
             }
         }
     }
 
     // Status.
     let sum = |f: &dyn Fn(&ReplicaSet) -> i32| owned.iter().map(|rs| f(rs)).sum::<i32>();
-    let updated = new_rs.as_ref().map(|rs| status_of(rs, |s| s.replicas)).unwrap_or(0);
+    let updated = new_rs
+        .as_ref()
+        .map(|rs| status_of(rs, |s| s.replicas))
+        .unwrap_or(0);
     let available = sum(&|rs| status_of(rs, |s| s.available_replicas.unwrap_or(0)));
     let ready = sum(&|rs| status_of(rs, |s| s.ready_replicas.unwrap_or(0)));
     let total = sum(&|rs| status_of(rs, |s| s.replicas));
-    let ru = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
-    let min_available = replicas - resolve(ru.and_then(|r| r.max_unavailable.as_ref()), replicas, false);
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    let min_available =
+        replicas - resolve(ru.and_then(|r| r.max_unavailable.as_ref()), replicas, false);
     let complete = updated == replicas && total == replicas && available == replicas;
     let condition = |type_: &str, ok: bool, reason: &str, message: String| DeploymentCondition {
         type_: type_.into(),
@@ -248,12 +355,44 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         available_replicas: Some(available),
         unavailable_replicas: Some((replicas - available).max(0)),
         conditions: Some(vec![
-            condition("Available", available >= min_available, if available >= min_available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }, format!("{available} of {replicas} replicas available")),
-            condition("Progressing", true, if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" }, format!("ReplicaSet {:?} {}", new_rs.as_ref().and_then(|r| r.metadata.name.clone()).unwrap_or_default(), if complete { "has successfully progressed" } else { "is progressing" })),
+            condition(
+                "Available",
+                available >= min_available,
+                if available >= min_available {
+                    "MinimumReplicasAvailable"
+                } else {
+                    "MinimumReplicasUnavailable"
+                },
+                format!("{available} of {replicas} replicas available"),
+            ),
+            condition(
+                "Progressing",
+                true,
+                if complete {
+                    "NewReplicaSetAvailable"
+                } else {
+                    "ReplicaSetUpdated"
+                },
+                format!(
+                    "ReplicaSet {:?} {}",
+                    new_rs
+                        .as_ref()
+                        .and_then(|r| r.metadata.name.clone())
+                        .unwrap_or_default(),
+                    if complete {
+                        "has successfully progressed"
+                    } else {
+                        "is progressing"
+                    }
+                ),
+            ),
         ]),
         ..Default::default()
     };
-    let new_revision = new_rs.as_ref().map(|rs| revision(&rs.metadata)).unwrap_or(0);
+    let new_revision = new_rs
+        .as_ref()
+        .map(|rs| revision(&rs.metadata))
+        .unwrap_or(0);
     let current_revision = revision(&d.metadata);
     let old_status = d.status.clone().map(|mut s| {
         for c in s.conditions.iter_mut().flatten() {
@@ -262,7 +401,9 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         }
         s
     });
-    if old_status.as_ref() != Some(&status) || (new_revision != 0 && new_revision != current_revision) {
+    if old_status.as_ref() != Some(&status)
+        || (new_revision != 0 && new_revision != current_revision)
+    {
         let dapi: Api<Deployment> = Api::new(ctx.client.clone(), &ns);
         if new_revision != 0 && new_revision != current_revision {
             let patch = json!({"metadata": {"annotations": {REVISION: new_revision.to_string()}}});
@@ -297,7 +438,10 @@ mod tests {
     fn template_hash_ignores_its_own_label() {
         let mut t = PodTemplateSpec::default();
         let h = template_hash(&t);
-        t.metadata = Some(ObjectMeta { labels: Some(BTreeMap::from([(HASH_LABEL.to_string(), h.clone())])), ..Default::default() });
+        t.metadata = Some(ObjectMeta {
+            labels: Some(BTreeMap::from([(HASH_LABEL.to_string(), h.clone())])),
+            ..Default::default()
+        });
         assert_eq!(template_hash(&t), h);
         assert_eq!(h.len(), 10);
     }

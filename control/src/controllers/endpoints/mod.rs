@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_proto::objects::Api;
@@ -39,13 +41,19 @@ fn target_port(pod: &Pod, target: &IntOrString) -> Option<i32> {
     }
 }
 
+/// A service port resolved for one pod: name, port number, protocol.
+type ResolvedPort = (String, i32, String);
+
 /// The subsets a Service's Endpoints should hold.
 pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let Some(spec) = &svc.spec else { return vec![] };
-    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else { return vec![] };
+    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return vec![];
+    };
     let ns = svc.metadata.namespace.as_deref();
     // Pods grouped by their resolved port list, as Kubernetes groups subsets.
-    let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     for p in pods {
         if p.metadata.namespace.as_deref() != ns || p.metadata.deletion_timestamp.is_some() {
             continue;
@@ -54,20 +62,37 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             continue;
         }
-        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else { continue };
-        let ports: Vec<(String, i32, String)> = spec
+        let Some(ip) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())
+        else {
+            continue;
+        };
+        let ports: Vec<ResolvedPort> = spec
             .ports
             .iter()
             .flatten()
             .filter_map(|sp| {
                 let target = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
-                Some((sp.name.clone().unwrap_or_default(), target_port(p, &target)?, sp.protocol.clone().unwrap_or_else(|| "TCP".into())))
+                Some((
+                    sp.name.clone().unwrap_or_default(),
+                    target_port(p, &target)?,
+                    sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ))
             })
             .collect();
         let address = EndpointAddress {
             ip,
             node_name: p.spec.as_ref().and_then(|s| s.node_name.clone()),
-            target_ref: Some(ObjectReference { kind: Some("Pod".into()), namespace: p.metadata.namespace.clone(), name: p.metadata.name.clone(), uid: p.metadata.uid.clone(), ..Default::default() }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                namespace: p.metadata.namespace.clone(),
+                name: p.metadata.name.clone(),
+                uid: p.metadata.uid.clone(),
+                ..Default::default()
+            }),
             hostname: None,
         };
         let entry = groups.entry(ports).or_default();
@@ -85,14 +110,29 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             EndpointSubset {
                 addresses: (!ready.is_empty()).then_some(ready),
                 not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
-                ports: Some(ports.into_iter().map(|(name, port, protocol)| EndpointPort { name: (!name.is_empty()).then_some(name), port, protocol: Some(protocol), app_protocol: None }).collect()),
+                ports: Some(
+                    ports
+                        .into_iter()
+                        .map(|(name, port, protocol)| EndpointPort {
+                            name: (!name.is_empty()).then_some(name),
+                            port,
+                            protocol: Some(protocol),
+                            app_protocol: None,
+                        })
+                        .collect(),
+                ),
             }
         })
         .collect()
 }
 
 async fn reconcile(ctx: &Ctx, svc: &Service) {
-    if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none_or(|s| s.is_empty()) {
+    if svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_none_or(|s| s.is_empty())
+    {
         return; // endpoints of a selector-less Service are the user's
     }
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -112,7 +152,12 @@ async fn reconcile(ctx: &Ctx, svc: &Service) {
         }
         None => {
             let ep = Endpoints {
-                metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), labels: svc.metadata.labels.clone(), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    labels: svc.metadata.labels.clone(),
+                    ..Default::default()
+                },
                 subsets: want,
             };
             if let Err(e) = api.create(&ep).await {

@@ -39,10 +39,22 @@ fn has(meta: &ObjectMeta, finalizer: &str) -> bool {
 
 async fn collect(ctx: &Ctx) {
     let mut all: Vec<Obj> = Vec::new();
-    all.extend(ctx.deployments.list().iter().map(|o| Obj { resource: "deployments", meta: o.metadata.clone() }));
-    all.extend(ctx.replicasets.list().iter().map(|o| Obj { resource: "replicasets", meta: o.metadata.clone() }));
-    all.extend(ctx.pods.list().iter().map(|o| Obj { resource: "pods", meta: o.metadata.clone() }));
-    let by_uid: HashMap<&str, &Obj> = all.iter().filter_map(|o| Some((o.meta.uid.as_deref()?, o))).collect();
+    all.extend(ctx.deployments.list().iter().map(|o| Obj {
+        resource: "deployments",
+        meta: o.metadata.clone(),
+    }));
+    all.extend(ctx.replicasets.list().iter().map(|o| Obj {
+        resource: "replicasets",
+        meta: o.metadata.clone(),
+    }));
+    all.extend(ctx.pods.list().iter().map(|o| Obj {
+        resource: "pods",
+        meta: o.metadata.clone(),
+    }));
+    let by_uid: HashMap<&str, &Obj> = all
+        .iter()
+        .filter_map(|o| Some((o.meta.uid.as_deref()?, o)))
+        .collect();
     let mut dependents: HashMap<&str, Vec<&Obj>> = HashMap::new();
     for o in &all {
         for r in o.meta.owner_references.iter().flatten() {
@@ -58,9 +70,21 @@ async fn collect(ctx: &Ctx) {
         let deleting = o.meta.deletion_timestamp.is_some();
         // Background: every owner gone → the dependent goes.
         let refs: Vec<_> = o.meta.owner_references.iter().flatten().collect();
-        if !refs.is_empty() && !deleting && refs.iter().all(|r| !live_uids.contains(r.uid.as_str())) {
+        if !refs.is_empty() && !deleting && refs.iter().all(|r| !live_uids.contains(r.uid.as_str()))
+        {
             tracing::info!(resource = o.resource, namespace = %ns, name = %name, "owner gone; deleting dependent");
-            let _ = ctx.client.delete_object(o.resource, &ns, &name, &DeleteParams { propagation: Propagation::Background, ..Default::default() }).await;
+            let _ = ctx
+                .client
+                .delete_object(
+                    o.resource,
+                    &ns,
+                    &name,
+                    &DeleteParams {
+                        propagation: Propagation::Background,
+                        ..Default::default()
+                    },
+                )
+                .await;
             continue;
         }
         if !deleting {
@@ -69,18 +93,57 @@ async fn collect(ctx: &Ctx) {
         let deps = dependents.get(uid.as_str()).cloned().unwrap_or_default();
         if has(&o.meta, ORPHAN) {
             for d in &deps {
-                let kept: Vec<_> = d.meta.owner_references.iter().flatten().filter(|r| r.uid != uid).cloned().collect();
+                let kept: Vec<_> = d
+                    .meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.uid != uid)
+                    .cloned()
+                    .collect();
                 let patch = json!({"metadata": {"ownerReferences": kept}});
-                let _ = ctx.client.patch_object(d.resource, d.meta.namespace.as_deref().unwrap_or(""), d.meta.name.as_deref().unwrap_or(""), serde_json::to_vec(&patch).unwrap_or_default(), false).await;
+                let _ = ctx
+                    .client
+                    .patch_object(
+                        d.resource,
+                        d.meta.namespace.as_deref().unwrap_or(""),
+                        d.meta.name.as_deref().unwrap_or(""),
+                        serde_json::to_vec(&patch).unwrap_or_default(),
+                        false,
+                    )
+                    .await;
             }
             remove_finalizer(ctx, o, ORPHAN).await;
         } else if has(&o.meta, FOREGROUND) {
-            let blocking: Vec<&&Obj> = deps.iter().filter(|d| d.meta.owner_references.iter().flatten().any(|r| r.uid == uid && r.block_owner_deletion == Some(true))).collect();
+            let blocking: Vec<&&Obj> = deps
+                .iter()
+                .filter(|d| {
+                    d.meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
+                })
+                .collect();
             if blocking.is_empty() {
                 remove_finalizer(ctx, o, FOREGROUND).await;
             } else {
-                for d in blocking.iter().filter(|d| d.meta.deletion_timestamp.is_none()) {
-                    let _ = ctx.client.delete_object(d.resource, d.meta.namespace.as_deref().unwrap_or(""), d.meta.name.as_deref().unwrap_or(""), &DeleteParams { propagation: Propagation::Foreground, ..Default::default() }).await;
+                for d in blocking
+                    .iter()
+                    .filter(|d| d.meta.deletion_timestamp.is_none())
+                {
+                    let _ = ctx
+                        .client
+                        .delete_object(
+                            d.resource,
+                            d.meta.namespace.as_deref().unwrap_or(""),
+                            d.meta.name.as_deref().unwrap_or(""),
+                            &DeleteParams {
+                                propagation: Propagation::Foreground,
+                                ..Default::default()
+                            },
+                        )
+                        .await;
                 }
             }
         }
@@ -88,10 +151,23 @@ async fn collect(ctx: &Ctx) {
 }
 
 async fn remove_finalizer(ctx: &Ctx, o: &Obj, finalizer: &str) {
-    let kept: Vec<&String> = o.meta.finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
-    let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": o.meta.resource_version}});
+    let kept: Vec<&String> = o
+        .meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": kept, "resourceVersion": o.meta.resource_version}});
     let _ = ctx
         .client
-        .patch_object(o.resource, o.meta.namespace.as_deref().unwrap_or(""), o.meta.name.as_deref().unwrap_or(""), serde_json::to_vec(&patch).unwrap_or_default(), false)
+        .patch_object(
+            o.resource,
+            o.meta.namespace.as_deref().unwrap_or(""),
+            o.meta.name.as_deref().unwrap_or(""),
+            serde_json::to_vec(&patch).unwrap_or_default(),
+            false,
+        )
         .await;
 }

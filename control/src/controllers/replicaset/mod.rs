@@ -12,7 +12,9 @@ use serde_json::json;
 use skiff_proto::objects::{Api, ApiError};
 
 use super::context::{Ctx, Kind};
-use super::ownership::{controller_ref, controller_uid, is_active, is_available, is_ready, revision_of};
+use super::ownership::{
+    controller_ref, controller_uid, is_active, is_available, is_ready, revision_of,
+};
 use crate::objects::selectors::Selector;
 
 /// How long to wait for the caches to show our own writes before acting again.
@@ -33,14 +35,28 @@ pub async fn run(ctx: Arc<Ctx>) {
 
 /// Pods ranked from least to most valuable to keep (deleted first).
 pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>) {
-    let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let scheduled = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
         _ => 2,
     };
-    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
-    (u8::from(scheduled), phase, u8::from(is_ready(p)), std::cmp::Reverse(created))
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
+    (
+        u8::from(scheduled),
+        phase,
+        u8::from(is_ready(p)),
+        std::cmp::Reverse(created),
+    )
 }
 
 async fn reconcile_all(ctx: &Ctx) -> u64 {
@@ -53,20 +69,33 @@ async fn reconcile_all(ctx: &Ctx) -> u64 {
     }
     let mut last = 0;
     for rs in ctx.replicasets.list() {
-        if rs.metadata.deletion_timestamp.is_some() && rs.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")) {
+        if rs.metadata.deletion_timestamp.is_some()
+            && rs
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"))
+        {
             continue; // the garbage collector is taking it down
         }
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let owned: Vec<&Arc<Pod>> = by_owner.get(uid.as_str()).cloned().unwrap_or_default();
         match reconcile(ctx, &rs, &owned, &pods).await {
             Ok(rev) => last = last.max(rev),
-            Err(e) => tracing::debug!(replicaset = rs.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry"),
+            Err(e) => {
+                tracing::debug!(replicaset = rs.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry")
+            }
         }
     }
     last
 }
 
-async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<Pod>]) -> Result<u64, ApiError> {
+async fn reconcile(
+    ctx: &Ctx,
+    rs: &ReplicaSet,
+    owned: &[&Arc<Pod>],
+    all: &[Arc<Pod>],
+) -> Result<u64, ApiError> {
     let ns = rs.metadata.namespace.clone().unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
     let Some(spec) = &rs.spec else { return Ok(0) };
@@ -84,20 +113,39 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<P
         if selector.matches(&labels) {
             mine.push((*p).clone());
         } else if rs.metadata.deletion_timestamp.is_none() {
-            let refs: Vec<_> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).cloned().collect();
+            let refs: Vec<_> = p
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|o| o.uid != uid)
+                .cloned()
+                .collect();
             let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-            if let Ok(p) = pods_api.patch(p.metadata.name.as_deref().unwrap_or(""), &patch).await {
+            if let Ok(p) = pods_api
+                .patch(p.metadata.name.as_deref().unwrap_or(""), &patch)
+                .await
+            {
                 last = last.max(revision_of(&p.metadata));
             }
         }
     }
     if rs.metadata.deletion_timestamp.is_none() {
-        for p in all.iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && controller_uid(&p.metadata).is_none() && is_active(p)) {
-            if !selector.is_empty() && selector.matches(&p.metadata.labels.clone().unwrap_or_default()) {
+        for p in all.iter().filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns.as_str())
+                && controller_uid(&p.metadata).is_none()
+                && is_active(p)
+        }) {
+            if !selector.is_empty()
+                && selector.matches(&p.metadata.labels.clone().unwrap_or_default())
+            {
                 let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                if let Ok(p) = pods_api.patch(p.metadata.name.as_deref().unwrap_or(""), &patch).await {
+                if let Ok(p) = pods_api
+                    .patch(p.metadata.name.as_deref().unwrap_or(""), &patch)
+                    .await
+                {
                     last = last.max(revision_of(&p.metadata));
                     mine.push(Arc::new(p));
                 }
@@ -111,11 +159,16 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<P
         let template = spec.template.clone().unwrap_or_default();
         let mut creates = Vec::new();
         for _ in active.len()..want {
-            let mut pod = Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: template.spec.clone(), status: None };
+            let mut pod = Pod {
+                metadata: template.metadata.clone().unwrap_or_default(),
+                spec: template.spec.clone(),
+                status: None,
+            };
             pod.metadata.name = None;
             pod.metadata.generate_name = Some(format!("{name}-"));
             pod.metadata.namespace = Some(ns.clone());
-            pod.metadata.owner_references = Some(vec![controller_ref("apps/v1", "ReplicaSet", &rs.metadata)]);
+            pod.metadata.owner_references =
+                Some(vec![controller_ref("apps/v1", "ReplicaSet", &rs.metadata)]);
             let api = pods_api.clone();
             creates.push(async move { api.create(&pod).await });
         }
@@ -129,6 +182,13 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<P
     } else if active.len() > want {
         active.sort_by_key(|p| deletion_rank(p));
         let excess = active.len() - want;
+        let doomed: std::collections::HashSet<String> = active
+            .iter()
+            .take(excess)
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        // The status below must not count pods being deleted now.
+        mine.retain(|p| p.metadata.name.as_ref().is_none_or(|n| !doomed.contains(n)));
         let deletes = active.iter().take(excess).map(|p| {
             let api = pods_api.clone();
             let pod_name = p.metadata.name.clone().unwrap_or_default();
@@ -145,15 +205,30 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<P
     // Status from what the caches show.
     let active_now: Vec<&Arc<Pod>> = mine.iter().filter(|p| is_active(p)).collect();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let status = ReplicaSetStatus {
         replicas: active_now.len() as i32,
         ready_replicas: Some(active_now.iter().filter(|p| is_ready(p)).count() as i32),
-        available_replicas: Some(active_now.iter().filter(|p| is_available(p, min_ready)).count() as i32),
-        fully_labeled_replicas: Some(active_now.iter().filter(|p| {
-            let l = p.metadata.labels.clone().unwrap_or_default();
-            template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
-        }).count() as i32),
+        available_replicas: Some(
+            active_now
+                .iter()
+                .filter(|p| is_available(p, min_ready))
+                .count() as i32,
+        ),
+        fully_labeled_replicas: Some(
+            active_now
+                .iter()
+                .filter(|p| {
+                    let l = p.metadata.labels.clone().unwrap_or_default();
+                    template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+                })
+                .count() as i32,
+        ),
         observed_generation: rs.metadata.generation,
         ..Default::default()
     };
@@ -163,7 +238,9 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet, owned: &[&Arc<Pod>], all: &[Arc<P
         let api: Api<ReplicaSet> = Api::new(ctx.client.clone(), &ns);
         match api.update_status(&next).await {
             Ok(r) => last = last.max(revision_of(&r.metadata)),
-            Err(e) => tracing::debug!(replicaset = %name, error = %e, "status update failed; will retry"),
+            Err(e) => {
+                tracing::debug!(replicaset = %name, error = %e, "status update failed; will retry")
+            }
         }
     }
     Ok(last)
@@ -182,10 +259,17 @@ mod tests {
                 creation_timestamp: Some(Time(jiff::Timestamp::from_second(created).unwrap())),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: node.map(str::to_string), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
-                conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         }
@@ -203,14 +287,29 @@ mod tests {
         pods.sort_by_key(deletion_rank);
         let order: Vec<(bool, String, bool, i64)> = pods
             .iter()
-            .map(|p| (p.spec.as_ref().unwrap().node_name.is_some(), p.status.as_ref().unwrap().phase.clone().unwrap(), is_ready(p), p.metadata.creation_timestamp.as_ref().unwrap().0.as_second()))
+            .map(|p| {
+                (
+                    p.spec.as_ref().unwrap().node_name.is_some(),
+                    p.status.as_ref().unwrap().phase.clone().unwrap(),
+                    is_ready(p),
+                    p.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .unwrap()
+                        .0
+                        .as_second(),
+                )
+            })
             .collect();
-        assert_eq!(order, vec![
-            (false, "Pending".into(), false, 50),
-            (true, "Pending".into(), false, 10),
-            (true, "Running".into(), false, 10),
-            (true, "Running".into(), true, 200),
-            (true, "Running".into(), true, 100),
-        ]);
+        assert_eq!(
+            order,
+            vec![
+                (false, "Pending".into(), false, 50),
+                (true, "Pending".into(), false, 10),
+                (true, "Running".into(), false, 10),
+                (true, "Running".into(), true, 200),
+                (true, "Running".into(), true, 100),
+            ]
+        );
     }
 }

@@ -31,13 +31,22 @@ pub struct DrainArgs {
 
 async fn set_unschedulable(client: &Client, node: &str, on: bool) -> anyhow::Result<()> {
     let current = parse(&client.get_object("nodes", "", node, false).await?.object)?;
-    let already = current.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true);
+    let already = current
+        .pointer("/spec/unschedulable")
+        .and_then(Value::as_bool)
+        == Some(true);
     if already == on {
-        println!("node/{node} already {}", if on { "cordoned" } else { "uncordoned" });
+        println!(
+            "node/{node} already {}",
+            if on { "cordoned" } else { "uncordoned" }
+        );
         return Ok(());
     }
-    let patch = json!({"spec": {"unschedulable": if on { Value::Bool(true) } else { Value::Null }}});
-    client.patch_object("nodes", "", node, serde_json::to_vec(&patch)?, false).await?;
+    let patch =
+        json!({"spec": {"unschedulable": if on { Value::Bool(true) } else { Value::Null }}});
+    client
+        .patch_object("nodes", "", node, serde_json::to_vec(&patch)?, false)
+        .await?;
     println!("node/{node} {}", if on { "cordoned" } else { "uncordoned" });
     Ok(())
 }
@@ -52,14 +61,36 @@ pub async fn cordon(client: &Client, args: NodeArgs, on: bool) -> anyhow::Result
 pub async fn drain(client: &Client, args: DrainArgs) -> anyhow::Result<()> {
     for node in &args.nodes {
         set_unschedulable(client, node, true).await?;
-        let sel = Selection { fields: format!("spec.nodeName={node}"), ..Default::default() };
+        let sel = Selection {
+            fields: format!("spec.nodeName={node}"),
+            ..Default::default()
+        };
         let pods = client.list_objects("pods", &sel).await?.items;
-        let params = skiff_proto::objects::DeleteParams { grace_period_seconds: args.grace_period, ..Default::default() };
+        let params = skiff_proto::objects::DeleteParams {
+            grace_period_seconds: args.grace_period,
+            ..Default::default()
+        };
         for b in &pods {
             let p = parse(b)?;
-            let s = |ptr: &str| p.pointer(ptr).and_then(Value::as_str).unwrap_or("").to_string();
-            println!("evicting pod {}/{}", s("/metadata/namespace"), s("/metadata/name"));
-            let _ = client.delete_object("pods", &s("/metadata/namespace"), &s("/metadata/name"), &params).await;
+            let s = |ptr: &str| {
+                p.pointer(ptr)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            println!(
+                "evicting pod {}/{}",
+                s("/metadata/namespace"),
+                s("/metadata/name")
+            );
+            let _ = client
+                .delete_object(
+                    "pods",
+                    &s("/metadata/namespace"),
+                    &s("/metadata/name"),
+                    &params,
+                )
+                .await;
         }
         let started = Instant::now();
         loop {
@@ -68,7 +99,14 @@ pub async fn drain(client: &Client, args: DrainArgs) -> anyhow::Result<()> {
                 break;
             }
             if started.elapsed() > args.timeout {
-                return Err(ExitWith { code: 1, message: format!("node/{node}: {left} pod(s) still there after {:?}", args.timeout) }.into());
+                return Err(ExitWith {
+                    code: 1,
+                    message: format!(
+                        "node/{node}: {left} pod(s) still there after {:?}",
+                        args.timeout
+                    ),
+                }
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

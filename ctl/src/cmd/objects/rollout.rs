@@ -54,19 +54,36 @@ fn i(v: &Value, p: &str) -> i64 {
 }
 
 fn revision(v: &Value) -> i64 {
-    v.pointer("/metadata/annotations").and_then(|a| a.get(REVISION)).and_then(Value::as_str).and_then(|r| r.parse().ok()).unwrap_or(0)
+    v.pointer("/metadata/annotations")
+        .and_then(|a| a.get(REVISION))
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn owned_replicasets(client: &Client, ns: &str, d: &Value) -> anyhow::Result<Vec<Value>> {
-    let uid = d.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-    let sel = Selection { namespace: ns.to_string(), ..Default::default() };
+    let uid = d
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let sel = Selection {
+        namespace: ns.to_string(),
+        ..Default::default()
+    };
     let mut out: Vec<Value> = client
         .list_objects("replicasets", &sel)
         .await?
         .items
         .iter()
         .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
-        .filter(|rs| rs.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))))
+        .filter(|rs| {
+            rs.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                })
+        })
         .collect();
     out.sort_by_key(revision);
     Ok(out)
@@ -74,7 +91,9 @@ async fn owned_replicasets(client: &Client, ns: &str, d: &Value) -> anyhow::Resu
 
 fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
     let t = targets(&args.args)?;
-    let [(kind, name)] = t.as_slice() else { anyhow::bail!("give one deployment") };
+    let [(kind, name)] = t.as_slice() else {
+        anyhow::bail!("give one deployment")
+    };
     if kind.kind != "Deployment" {
         anyhow::bail!("rollout works on deployments, not {}", kind.plural);
     }
@@ -89,7 +108,15 @@ pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
         RolloutCommand::Restart(a) => {
             let name = deployment_of(&a)?;
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()}}}}});
-            client.patch_object("deployments", &a.ns.namespace, &name, serde_json::to_vec(&patch)?, false).await?;
+            client
+                .patch_object(
+                    "deployments",
+                    &a.ns.namespace,
+                    &name,
+                    serde_json::to_vec(&patch)?,
+                    false,
+                )
+                .await?;
             println!("deployment.apps/{name} restarted");
             Ok(())
         }
@@ -101,8 +128,19 @@ pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
 async fn pause(client: &Client, a: RolloutArgs, on: bool) -> anyhow::Result<()> {
     let name = deployment_of(&a)?;
     let patch = json!({"spec": {"paused": if on { Value::Bool(true) } else { Value::Null }}});
-    client.patch_object("deployments", &a.ns.namespace, &name, serde_json::to_vec(&patch)?, false).await?;
-    println!("deployment.apps/{name} {}", if on { "paused" } else { "resumed" });
+    client
+        .patch_object(
+            "deployments",
+            &a.ns.namespace,
+            &name,
+            serde_json::to_vec(&patch)?,
+            false,
+        )
+        .await?;
+    println!(
+        "deployment.apps/{name} {}",
+        if on { "paused" } else { "resumed" }
+    );
     Ok(())
 }
 
@@ -111,9 +149,18 @@ async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = String::new();
     loop {
-        let d = parse(&client.get_object("deployments", &a.ns.namespace, &name, false).await?.object)?;
+        let d = parse(
+            &client
+                .get_object("deployments", &a.ns.namespace, &name, false)
+                .await?
+                .object,
+        )?;
         let want = i(&d, "/spec/replicas");
-        let (updated, total, available) = (i(&d, "/status/updatedReplicas"), i(&d, "/status/replicas"), i(&d, "/status/availableReplicas"));
+        let (updated, total, available) = (
+            i(&d, "/status/updatedReplicas"),
+            i(&d, "/status/replicas"),
+            i(&d, "/status/availableReplicas"),
+        );
         let observed = i(&d, "/status/observedGeneration") >= i(&d, "/metadata/generation");
         let msg = if !observed {
             "Waiting for deployment spec update to be observed...".to_string()
@@ -132,7 +179,11 @@ async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
             last = msg;
         }
         if started.elapsed() > a.timeout {
-            return Err(ExitWith { code: 1, message: format!("timed out waiting for the rollout of {name:?}") }.into());
+            return Err(ExitWith {
+                code: 1,
+                message: format!("timed out waiting for the rollout of {name:?}"),
+            }
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -140,11 +191,20 @@ async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
 
 async fn history(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
     let name = deployment_of(&a)?;
-    let d = parse(&client.get_object("deployments", &a.ns.namespace, &name, false).await?.object)?;
+    let d = parse(
+        &client
+            .get_object("deployments", &a.ns.namespace, &name, false)
+            .await?
+            .object,
+    )?;
     println!("deployment.apps/{name}");
     println!("REVISION  CHANGE-CAUSE");
     for rs in owned_replicasets(client, &a.ns.namespace, &d).await? {
-        let cause = rs.pointer("/metadata/annotations").and_then(|a| a.get("kubernetes.io/change-cause")).and_then(Value::as_str).unwrap_or("<none>");
+        let cause = rs
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get("kubernetes.io/change-cause"))
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
         println!("{:<9} {cause}", revision(&rs));
     }
     Ok(())
@@ -153,20 +213,44 @@ async fn history(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
 async fn undo(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
     let name = deployment_of(&a.rollout)?;
     let ns = a.rollout.ns.namespace.clone();
-    let mut d = parse(&client.get_object("deployments", &ns, &name, false).await?.object)?;
+    let mut d = parse(
+        &client
+            .get_object("deployments", &ns, &name, false)
+            .await?
+            .object,
+    )?;
     let rss = owned_replicasets(client, &ns, &d).await?;
     let current = revision(&d);
     let target = match a.to_revision {
         Some(r) => rss.iter().find(|rs| revision(rs) == r),
         None => rss.iter().rev().find(|rs| revision(rs) < current),
     }
-    .ok_or_else(|| anyhow::anyhow!("no revision to go back to (revisions: {})", rss.iter().map(|r| revision(r).to_string()).collect::<Vec<_>>().join(", ")))?;
-    let mut template = target.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-    if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no revision to go back to (revisions: {})",
+            rss.iter()
+                .map(|r| revision(r).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut template = target
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(labels) = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(HASH_LABEL);
     }
     d["spec"]["template"] = template;
-    client.update_object("deployments", &ns, serde_json::to_vec(&d)?, false).await?;
-    println!("deployment.apps/{name} rolled back to revision {}", revision(target));
+    client
+        .update_object("deployments", &ns, serde_json::to_vec(&d)?, false)
+        .await?;
+    println!(
+        "deployment.apps/{name} rolled back to revision {}",
+        revision(target)
+    );
     Ok(())
 }
