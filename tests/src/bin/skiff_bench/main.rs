@@ -18,6 +18,7 @@ use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
 mod objects;
+mod scheduling;
 
 #[derive(Parser)]
 struct Cli {
@@ -31,6 +32,8 @@ enum Cmd {
     Store(StoreArgs),
     /// The object API: create overhead, watch fan-out, list latency, memory.
     Objects(objects::ObjectsArgs),
+    /// The scheduler and controllers: Deployments onto hollow nodes.
+    Scheduling(scheduling::SchedulingArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -569,5 +572,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Store(a) => store(a).await,
         Cmd::Objects(a) => objects::run(a).await,
+        Cmd::Scheduling(a) => scheduling::run(a).await,
     }
 }
