@@ -183,7 +183,7 @@ pub async fn run(client: Client, cfg: HollowConfig) {
         .map(|i| format!("{}-{i}", cfg.prefix))
         .collect();
     let mine: Arc<HashSet<String>> = Arc::new(names.iter().cloned().collect());
-    let limit = Arc::new(Semaphore::new(64));
+    let limit = Arc::new(Semaphore::new(256));
     let mut joins = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let (client, cfg, name, limit) = (client.clone(), cfg.clone(), name.clone(), limit.clone());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -31,14 +32,24 @@ pub async fn run(ctx: Arc<Ctx>) {
         ctx.replicasets
             .wait_for(last_write, Duration::from_secs(5))
             .await;
-        for d in ctx.deployments.list() {
-            match reconcile(&ctx, &d).await {
-                Ok(rev) => last_write = last_write.max(rev),
-                Err(e) => {
-                    tracing::debug!(deployment = d.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry")
+        let deployments = ctx.deployments.list();
+        let results: Vec<u64> = futures::stream::iter(deployments)
+            .map(|d: Arc<Deployment>| {
+                let ctx = ctx.clone();
+                async move {
+                    match reconcile(&ctx, &d).await {
+                        Ok(rev) => rev,
+                        Err(e) => {
+                            tracing::debug!(deployment = d.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry");
+                            0
+                        }
+                    }
                 }
-            }
-        }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        last_write = last_write.max(results.into_iter().max().unwrap_or(0));
         trigger.wait(Duration::from_secs(10)).await;
     }
 }
@@ -407,16 +418,15 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         let dapi: Api<Deployment> = Api::new(ctx.client.clone(), &ns);
         if new_revision != 0 && new_revision != current_revision {
             let patch = json!({"metadata": {"annotations": {REVISION: new_revision.to_string()}}});
-            if let Ok(r) = dapi.patch(&name, &patch).await {
-                last = last.max(revision_of(&r.metadata));
-            }
+            // Deployment writes do not count toward `last`, which is awaited on the
+            // ReplicaSet cache.
+            let _ = dapi.patch(&name, &patch).await;
         }
         let mut next = d.clone();
         next.metadata.resource_version = None;
         next.status = Some(status);
-        match dapi.update_status(&next).await {
-            Ok(r) => last = last.max(revision_of(&r.metadata)),
-            Err(e) => tracing::debug!(deployment = %name, error = %e, "status update failed"),
+        if let Err(e) = dapi.update_status(&next).await {
+            tracing::debug!(deployment = %name, error = %e, "status update failed");
         }
     }
     Ok(last)

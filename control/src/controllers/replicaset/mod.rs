@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
@@ -16,6 +17,9 @@ use super::ownership::{
     controller_ref, controller_uid, is_active, is_available, is_ready, revision_of,
 };
 use crate::objects::selectors::Selector;
+
+/// ReplicaSets reconciled at once.
+const CONCURRENT_RECONCILES: usize = 16;
 
 /// How long to wait for the caches to show our own writes before acting again.
 const OWN_WRITES_WAIT: Duration = Duration::from_secs(5);
@@ -67,27 +71,41 @@ async fn reconcile_all(ctx: &Ctx) -> u64 {
             by_owner.entry(uid).or_default().push(p);
         }
     }
-    let mut last = 0;
-    for rs in ctx.replicasets.list() {
-        if rs.metadata.deletion_timestamp.is_some()
-            && rs
-                .metadata
-                .finalizers
-                .as_ref()
-                .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"))
-        {
-            continue; // the garbage collector is taking it down
-        }
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<&Arc<Pod>> = by_owner.get(uid.as_str()).cloned().unwrap_or_default();
-        match reconcile(ctx, &rs, &owned, &pods).await {
-            Ok(rev) => last = last.max(rev),
-            Err(e) => {
-                tracing::debug!(replicaset = rs.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry")
+    let sets: Vec<Arc<ReplicaSet>> = ctx
+        .replicasets
+        .list()
+        .into_iter()
+        // One being deleted in the foreground is the garbage collector's to take down.
+        .filter(|rs| {
+            !(rs.metadata.deletion_timestamp.is_some()
+                && rs
+                    .metadata
+                    .finalizers
+                    .as_ref()
+                    .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")))
+        })
+        .collect();
+    // ReplicaSets are independent: several at once keep the write path busy.
+    let pods = &pods;
+    let results: Vec<u64> = futures::stream::iter(sets)
+        .map(|rs: Arc<ReplicaSet>| {
+            let uid = rs.metadata.uid.clone().unwrap_or_default();
+            let owned: Vec<Arc<Pod>> = by_owner.get(uid.as_str()).map(|v| v.iter().map(|p| Arc::clone(p)).collect()).unwrap_or_default();
+            async move {
+                let owned_refs: Vec<&Arc<Pod>> = owned.iter().collect();
+                match reconcile(ctx, &rs, &owned_refs, pods).await {
+                    Ok(rev) => rev,
+                    Err(e) => {
+                        tracing::debug!(replicaset = rs.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry");
+                        0
+                    }
+                }
             }
-        }
-    }
-    last
+        })
+        .buffer_unordered(CONCURRENT_RECONCILES)
+        .collect()
+        .await;
+    results.into_iter().max().unwrap_or(0)
 }
 
 async fn reconcile(
@@ -236,8 +254,9 @@ async fn reconcile(
         let mut next = rs.clone();
         next.status = Some(status);
         let api: Api<ReplicaSet> = Api::new(ctx.client.clone(), &ns);
+        // Only pod writes count toward `last`: it is awaited on the pod cache.
         match api.update_status(&next).await {
-            Ok(r) => last = last.max(revision_of(&r.metadata)),
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(replicaset = %name, error = %e, "status update failed; will retry")
             }

@@ -40,12 +40,26 @@ async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
     let cluster = Cluster::start(3, MemberOptions::default());
     cluster.wait_leader(Duration::from_secs(20)).await;
     let client = Client::new(&cluster.endpoints())?;
-    while client.get_object("namespaces", "", "default", false).await.is_err() {
+    while client
+        .get_object("namespaces", "", "default", false)
+        .await
+        .is_err()
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = std::fs::File::create(cluster.dir().join("hollow.log"))?;
     let mut hollow = Command::new(binary("skiff"))
-        .args(["hollow-node", "--count", &args.nodes.to_string(), "--prefix", "h", "--cpu", "32", "--memory", "128Gi"])
+        .args([
+            "hollow-node",
+            "--count",
+            &args.nodes.to_string(),
+            "--prefix",
+            "h",
+            "--cpu",
+            "32",
+            "--memory",
+            "128Gi",
+        ])
         .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
         .stdout(Stdio::null())
         .stderr(log)
@@ -53,11 +67,19 @@ async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
     // All nodes registered and Ready.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let n = client.list_objects("nodes", &Selection::default()).await.map(|l| l.items.len()).unwrap_or(0);
+        let n = client
+            .list_objects("nodes", &Selection::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
         if n >= args.nodes {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {n} of {} hollow nodes registered", args.nodes);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {n} of {} hollow nodes registered",
+            args.nodes
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let total = args.deployments * args.replicas;
@@ -87,8 +109,18 @@ async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
     let (mut first_bind, mut last_bind, mut all_running) = (None, None, None);
     let deadline = Instant::now() + Duration::from_secs(600);
     while all_running.is_none() {
-        let item = tokio::time::timeout_at(deadline.into(), watch.recv()).await.map_err(|_| anyhow::anyhow!("timed out: {} bound, {} running of {total}", bound.len(), running.len()))?;
-        let Some(item) = item else { anyhow::bail!("watch ended") };
+        let item = tokio::time::timeout_at(deadline.into(), watch.recv())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "timed out: {} bound, {} running of {total}",
+                    bound.len(),
+                    running.len()
+                )
+            })?;
+        let Some(item) = item else {
+            anyhow::bail!("watch ended")
+        };
         let bytes = match item? {
             WatchItem::Added(b) | WatchItem::Modified(b) => b,
             _ => continue,
@@ -105,8 +137,14 @@ async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
             all_running = Some(started.elapsed());
         }
     }
-    let (Some(first), Some(last)) = (first_bind, last_bind) else { anyhow::bail!("no binds seen") };
-    let rss_mib = cluster.members.values().map(|m| m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)).collect();
+    let (Some(first), Some(last)) = (first_bind, last_bind) else {
+        anyhow::bail!("no binds seen")
+    };
+    let rss_mib = cluster
+        .members
+        .values()
+        .map(|m| m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0))
+        .collect();
     let _ = hollow.kill();
     let _ = hollow.wait();
     Ok(RunResult {
@@ -122,7 +160,10 @@ pub async fn run(args: SchedulingArgs) -> anyhow::Result<()> {
         "# skiff-bench scheduling: {} Deployments x {} replicas onto {} hollow nodes, 3 control nodes, {} runs",
         args.deployments, args.replicas, args.nodes, args.runs
     );
-    println!("{:>4} {:>12} {:>16} {:>18} {:>24}", "run", "binds/s", "apply→all bound", "apply→all Running", "control node RSS MiB");
+    println!(
+        "{:>4} {:>12} {:>16} {:>18} {:>24}",
+        "run", "binds/s", "apply→all bound", "apply→all Running", "control node RSS MiB"
+    );
     let mut results = Vec::new();
     for run in 0..args.runs {
         let r = one_run(&args).await?;
@@ -132,7 +173,11 @@ pub async fn run(args: SchedulingArgs) -> anyhow::Result<()> {
             r.binds_per_sec,
             r.apply_to_bound.as_secs_f64(),
             r.apply_to_running.as_secs_f64(),
-            r.rss_mib.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(" / ")
+            r.rss_mib
+                .iter()
+                .map(|m| format!("{m:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
         results.push(r);
     }
