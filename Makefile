@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store bench-objects lint chaos chaos-selftest
+.PHONY: up test verify deps build bench-store bench-objects bench-scheduling lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -64,3 +64,7 @@ bench-store: deps
 bench-objects: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench objects
+
+bench-scheduling: deps
+	$(CARGO) build --release --workspace --bins
+	./target/release/skiff-bench scheduling
