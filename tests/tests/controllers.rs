@@ -578,3 +578,82 @@ async fn deleting_a_deployment_removes_its_replicasets_and_pods() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_ready_pods_and_drain_moves_them() {
+    let (cluster, _hollow) = cluster_with_nodes(&["a", "b"], &[]).await;
+    let client = cluster.client();
+    let mut d: Value = serde_json::from_str(&deployment("web", 3, "web:1", json!({}))).unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"name": "http", "containerPort": 8080}]);
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                     "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}});
+    let manifest = format!(
+        "{}\n---\n{}",
+        serde_json::to_string(&d).unwrap(),
+        serde_json::to_string(&svc).unwrap()
+    );
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-", "--wait", "--timeout", "60s"],
+        Some(&manifest),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ready_ips = |pods: &[Value]| {
+        let mut ips: Vec<String> = pods
+            .iter()
+            .filter(|p| is_ready(p))
+            .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+            .collect();
+        ips.sort();
+        ips
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "endpoints with the 3 ready pod IPs on the named port",
+        || async {
+            let pods = objects(&client, "pods", in_ns("default", "app=web")).await;
+            let Ok(ep) = client
+                .get_object("endpoints", "default", "web", false)
+                .await
+            else {
+                return false;
+            };
+            let ep: Value = serde_json::from_slice(&ep.object).unwrap();
+            let mut ips: Vec<String> = ep["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                .collect();
+            ips.sort();
+            let port_ok = ep["subsets"][0]["ports"][0]["port"] == 8080
+                && ep["subsets"][0]["ports"][0]["name"] == "web";
+            ips.len() == 3 && ips == ready_ips(&pods) && port_ok
+        },
+    )
+    .await;
+    let get = skiffctl(&cluster, &["get", "endpoints", "web"], None);
+    assert!(text(&get.stdout).contains(":8080"), "{}", text(&get.stdout));
+
+    // Drain: the node is cordoned, its pods go and are replaced on the other node.
+    let out = skiffctl(&cluster, &["drain", "a-0", "--timeout", "30s"], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("node/a-0 drained"));
+    wait_until(
+        Duration::from_secs(20),
+        "3 ready pods, all on b-0",
+        || async {
+            let pods = objects(&client, "pods", in_ns("default", "app=web")).await;
+            let ready: Vec<_> = pods.iter().filter(|p| is_ready(p)).collect();
+            ready.len() == 3 && ready.iter().all(|p| p["spec"]["nodeName"] == "b-0")
+        },
+    )
+    .await;
+}
