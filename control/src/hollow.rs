@@ -270,12 +270,11 @@ pub async fn run(client: Client, cfg: HollowConfig) {
                     let _ = api.delete(&key.1, &params).await;
                 } else {
                     let n = ip_counter.fetch_add(1, Ordering::Relaxed);
-                    let pod_ip = format!(
-                        "10.{}.{}.{}",
-                        200 + (n >> 16) % 50,
-                        (n >> 8) & 0xff,
-                        n & 0xff
-                    );
+                    // Distinct per node (and so per hollow-node process): a /16 from the name.
+                    let h = node
+                        .bytes()
+                        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                    let pod_ip = format!("10.{}.{}.{}", 128 + h % 120, (n >> 8) & 0xff, n & 0xff);
                     let host_ip = format!("10.250.0.{}", 1 + node.len() % 250);
                     let mut next = (*pod).clone();
                     next.status = Some(running_status(&pod, &host_ip, pod_ip));

@@ -272,7 +272,8 @@ fn pod(name: &str, labels: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+        // Left to a scheduler that does not exist, so only the test changes these pods.
+        "spec": {"schedulerName": "manual", "containers": [{"name": "c", "image": "busybox:1.36"}]}
     }))
     .unwrap()
 }
