@@ -657,3 +657,103 @@ async fn endpoints_follow_ready_pods_and_drain_moves_them() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_pause_resume_and_restart() {
+    let (cluster, _hollow) = cluster_with_nodes(&["a", "b"], &[]).await;
+    let client = cluster.client();
+    let recreate = json!({"strategy": {"type": "Recreate"}});
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-", "--wait", "--timeout", "60s"],
+        Some(&deployment("db", 3, "db:1", recreate.clone())),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Paused: a template change is recorded but not rolled out.
+    let out = skiffctl(&cluster, &["rollout", "pause", "deploy/db"], None);
+    assert_eq!(
+        text(&out.stdout),
+        "deployment.apps/db paused\n",
+        "{}",
+        text(&out.stderr)
+    );
+    skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&deployment("db", 3, "db:2", recreate.clone())),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pods = objects(&client, "pods", in_ns("default", "app=db")).await;
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "db:1"),
+        "a paused deployment rolled out"
+    );
+
+    // Resumed with Recreate: the old pods all go before new ones come.
+    let images_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, usize)>::new()));
+    let (seen, watcher) = (images_seen.clone(), client.clone());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let sampler = tokio::spawn(async move {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let pods = objects(&watcher, "pods", in_ns("default", "app=db")).await;
+            let old = pods
+                .iter()
+                .filter(|p| is_ready(p) && p["spec"]["containers"][0]["image"] == "db:1")
+                .count();
+            let new = pods
+                .iter()
+                .filter(|p| is_ready(p) && p["spec"]["containers"][0]["image"] == "db:2")
+                .count();
+            seen.lock().unwrap().push((old, new));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let out = skiffctl(&cluster, &["rollout", "resume", "deploy/db"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = skiffctl(
+        &cluster,
+        &["rollout", "status", "deploy/db", "--timeout", "60s"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    assert!(
+        images_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(old, new)| *old == 0 || *new == 0),
+        "Recreate ran old and new pods side by side"
+    );
+
+    // Restart replaces every pod.
+    let before: Vec<String> = objects(&client, "pods", in_ns("default", "app=db"))
+        .await
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let out = skiffctl(&cluster, &["rollout", "restart", "deploy/db"], None);
+    assert_eq!(
+        text(&out.stdout),
+        "deployment.apps/db restarted\n",
+        "{}",
+        text(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "3 ready pods, none of them from before the restart",
+        || async {
+            let pods = objects(&client, "pods", in_ns("default", "app=db")).await;
+            let ready: Vec<_> = pods.iter().filter(|p| is_ready(p)).collect();
+            ready.len() == 3
+                && ready
+                    .iter()
+                    .all(|p| !before.iter().any(|b| p["metadata"]["name"] == b.as_str()))
+        },
+    )
+    .await;
+}
