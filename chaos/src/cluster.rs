@@ -22,6 +22,8 @@ pub struct Node {
     paused: bool,
     data_dir: PathBuf,
     log: PathBuf,
+    /// Started with `--join` (a member re-added after removal) instead of the initial cluster.
+    join: bool,
 }
 
 /// The control nodes.
@@ -69,6 +71,7 @@ impl ChaosCluster {
                 paused: false,
                 data_dir: dir.join(format!("node-{i}")),
                 log: dir.join(format!("node-{i}.log")),
+                join: false,
             };
             c.spawn(net, &mut node)?;
             c.nodes.push(node);
@@ -93,12 +96,12 @@ impl ChaosCluster {
             ])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args([
-                "--initial-cluster",
-                &self.initial,
-                "--cluster-id",
-                &self.cluster_id,
-            ])
+            .args(if node.join {
+                vec!["--join"]
+            } else {
+                vec!["--initial-cluster", &self.initial]
+            })
+            .args(["--cluster-id", &self.cluster_id])
             .env("SKIFF_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -155,11 +158,27 @@ impl ChaosCluster {
                 paused: false,
                 data_dir: PathBuf::new(),
                 log: PathBuf::new(),
+                join: false,
             },
         );
         let r = self.spawn(net, &mut node);
         self.nodes[idx] = node;
         r
+    }
+
+    /// Replace node `id` with a fresh, empty member that waits to be added (`--join`): the
+    /// second half of removing a member and adding it back.
+    pub fn replace_with_empty(&mut self, net: &TestNet, id: u8) -> anyhow::Result<()> {
+        self.kill9(id);
+        let Some(idx) = self.nodes.iter().position(|n| n.id == id) else {
+            return Ok(());
+        };
+        let dir = self.nodes[idx].data_dir.clone();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        self.nodes[idx].join = true;
+        self.restart(net, id)
     }
 
     /// SIGSTOP or SIGCONT node `id`.

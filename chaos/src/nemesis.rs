@@ -30,6 +30,11 @@ pub enum Scenario {
     PacketLoss,
     /// Every node killed at once, then restarted.
     KillAll,
+    /// A minority partition switched on and off every few hundred milliseconds.
+    PartitionFlapping,
+    /// A follower removed from the membership, wiped, and added back (learner, then voter)
+    /// while the leader is killed in the middle of it.
+    MembershipChange,
 }
 
 impl Scenario {
@@ -166,6 +171,84 @@ pub async fn inject(
                 cluster.kill9(*id);
             }
             "kill -9 of every node".to_string()
+        }
+        Scenario::PartitionFlapping => {
+            let id = pick(rng);
+            let others: Vec<u8> = ids.iter().copied().filter(|i| *i != id).collect();
+            let flips = rng.gen_range(4..10);
+            for flip in 0..flips {
+                if flip % 2 == 0 {
+                    net.set_rules(id, &drop_from(net, &others))?;
+                    for o in &others {
+                        net.set_rules(*o, &drop_from(net, &[id]))?;
+                    }
+                } else {
+                    for i in &ids {
+                        net.clear_rules(*i);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(100..400))).await;
+            }
+            format!("flapping partition of {{{id}}}: {flips} flips")
+        }
+        Scenario::MembershipChange => {
+            let followers: Vec<u8> = ids.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let id = followers[rng.gen_range(0..followers.len())];
+            let others: Vec<String> = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.id != id)
+                .map(|n| n.addr.clone())
+                .collect();
+            let admin = Client::with_config(
+                &others,
+                skiff_proto::ClientConfig {
+                    call_deadline: std::time::Duration::from_secs(20),
+                    ..Default::default()
+                },
+            )?;
+            admin.member_remove(u64::from(id)).await?;
+            cluster.replace_with_empty(net, id)?;
+            let addr = cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            // The fault within the fault: the leader dies while the member is re-added.
+            let kill_leader = rng.gen_bool(0.5);
+            let add = admin.member_add(u64::from(id), &addr, true);
+            let mut killed = None;
+            if kill_leader {
+                tokio::time::sleep(std::time::Duration::from_millis(rng.gen_range(50..300))).await;
+                if let Some(l) = self::leader(cluster).await.filter(|l| *l != id) {
+                    cluster.kill9(l);
+                    killed = Some(l);
+                }
+            }
+            let victim = killed;
+            let mut result = add.await;
+            for _ in 0..5 {
+                if result.is_ok() {
+                    break;
+                }
+                if let Some(l) = killed.take() {
+                    cluster.restart(net, l)?;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                // It may already be a learner from the attempt that was cut short.
+                result = match admin.member_add(u64::from(id), &addr, true).await {
+                    Ok(r) => Ok(r),
+                    Err(_) => admin.member_promote(u64::from(id)).await,
+                };
+            }
+            result?;
+            match victim {
+                Some(l) => {
+                    format!("member {id} removed, wiped and re-added; leader {l} killed meanwhile")
+                }
+                None => format!("member {id} removed, wiped and re-added"),
+            }
         }
     })
 }
