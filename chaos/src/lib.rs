@@ -6,6 +6,7 @@
 //! - [`cluster`]: the control nodes of a run.
 //! - [`nemesis`]: scenarios and fault injection.
 //! - [`workload`]: register clients and watchers.
+//! - [`object_workload`]: ConfigMaps updated with resourceVersion compare-and-swap.
 //! - [`history`]: what is recorded.
 //! - [`checker`]: linearizability, watch, convergence.
 //! - [`run`]: one scenario end to end.
@@ -15,5 +16,6 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod object_workload;
 pub mod run;
 pub mod workload;

@@ -36,6 +36,9 @@ enum Cmd {
         /// Registers.
         #[arg(long, default_value_t = 3)]
         keys: u32,
+        /// Concurrent object clients (ConfigMaps with resourceVersion compare-and-swap).
+        #[arg(long, default_value_t = 2)]
+        object_clients: u32,
         /// Watchers.
         #[arg(long, default_value_t = 2)]
         watchers: u32,
@@ -124,6 +127,7 @@ async fn main() -> std::process::ExitCode {
             duration,
             seed,
             clients,
+            object_clients,
             keys,
             watchers,
             out,
@@ -147,6 +151,7 @@ async fn main() -> std::process::ExitCode {
                     duration,
                     seed: seed.wrapping_add(i as u64),
                     clients,
+                    object_clients,
                     keys,
                     watchers,
                     net: 7,

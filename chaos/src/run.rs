@@ -27,6 +27,7 @@ use crate::cluster::ChaosCluster;
 use crate::history::{Operation, Outcome, RegisterOp, SeenEvent};
 use crate::nemesis::{self, Fault, Scenario};
 use crate::net::TestNet;
+use crate::object_workload;
 use crate::workload::{self, Recorded, PREFIX};
 
 /// Settings of one run.
@@ -40,7 +41,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Concurrent register clients.
     pub clients: u32,
-    /// Number of registers.
+    /// Concurrent object clients (ConfigMaps through the object API).
+    pub object_clients: u32,
+    /// Number of registers (and of ConfigMaps).
     pub keys: u32,
     /// Watchers.
     pub watchers: u32,
@@ -115,6 +118,31 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         rec.clone(),
         stop_watchers.clone(),
     );
+    let mut object_clients = Vec::new();
+    if cfg.object_clients > 0 {
+        // The built-in namespace appears shortly after the first leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = object_workload::setup(&endpoints, cfg.keys, start, &rec).await {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "creating the object workload's ConfigMaps: {e}"
+            );
+            rec.ops
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|o| o.process != 499);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        object_clients = object_workload::spawn_clients(
+            endpoints.clone(),
+            cfg.object_clients,
+            cfg.keys,
+            cfg.seed,
+            start,
+            rec.clone(),
+            stop_clients.clone(),
+        );
+    }
 
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut faults = Vec::new();
@@ -138,7 +166,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     }
 
     stop_clients.store(true, Ordering::Relaxed);
-    for c in clients {
+    for c in clients.into_iter().chain(object_clients) {
         let _ = c.await;
     }
     nemesis::heal(&net, &mut cluster)?;
@@ -154,6 +182,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     )?;
     for k in 0..cfg.keys {
         workload::read(&final_client, 1000, &format!("{PREFIX}{k}"), start, &rec).await;
+        if cfg.object_clients > 0 {
+            object_workload::read(&final_client, 1001, k, start, &rec).await;
+        }
     }
     let ops = rec.ops.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let final_revision = ops.iter().filter_map(|o| o.revision).max().unwrap_or(0);

@@ -206,7 +206,8 @@ pub fn spawn_watchers(
             let rec = rec.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut rx = c.watch(PREFIX, true, 1);
+                // The whole key space: every revision is then seen, so a gap is a real gap.
+                let mut rx = c.watch("", true, 1);
                 while !stop.load(Ordering::Relaxed) {
                     let item =
                         match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
@@ -220,12 +221,31 @@ pub fn spawn_watchers(
                             for e in evs {
                                 let kv = e.kv.unwrap_or_default();
                                 let deleted = e.r#type == pb::event::EventType::Delete as i32;
+                                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                                // Registers as written; the object workload's ConfigMaps as
+                                // their register value; anything else (namespaces the
+                                // control plane writes) only for its revision.
+                                let (key, value) = if key.starts_with(PREFIX) {
+                                    let v = (!deleted)
+                                        .then(|| String::from_utf8_lossy(&kv.value).into_owned());
+                                    (key, v)
+                                } else if let Some(k) =
+                                    key.strip_prefix(crate::object_workload::STORE_PREFIX)
+                                {
+                                    let v = if deleted {
+                                        None
+                                    } else {
+                                        crate::object_workload::value_of(&kv.value)
+                                    };
+                                    (format!("{}{k}", crate::object_workload::HISTORY_PREFIX), v)
+                                } else {
+                                    (key, None)
+                                };
                                 out.push(SeenEvent {
                                     watcher: w,
                                     revision: kv.mod_revision,
-                                    key: String::from_utf8_lossy(&kv.key).into_owned(),
-                                    value: (!deleted)
-                                        .then(|| String::from_utf8_lossy(&kv.value).into_owned()),
+                                    key,
+                                    value,
                                 });
                             }
                         }
