@@ -182,7 +182,7 @@ pub fn spawn_clients(
             tokio::spawn(async move {
                 let c = client(&endpoints);
                 let mut rng = StdRng::seed_from_u64(
-                    seed ^ 0x0b1e_c7 ^ u64::from(p).wrapping_mul(0x9e3779b97f4a7c15),
+                    seed ^ 0x000b_1ec7 ^ u64::from(p).wrapping_mul(0x9e3779b97f4a7c15),
                 );
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
