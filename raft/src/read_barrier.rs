@@ -36,11 +36,45 @@ impl ReadBarrier {
     }
 }
 
+/// Commit an empty entry in the current term. A leader that resumed its term after a restart
+/// (openraft does so when its vote was committed) may not yet know that entries already in
+/// its log were committed before the crash; its read index would then be too low and a read
+/// could miss an acknowledged write. Once an entry of its own is committed, everything
+/// before it is committed too, and the read index covers it.
+async fn confirm_term(raft: &Raft) -> Result<()> {
+    let request = crate::types::Request {
+        time_ms: crate::batcher::now_ms(),
+        writes: Vec::new(),
+    };
+    raft.client_write(request)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
+}
+
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
+    let mut confirmed_term = None;
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
+        }
+        let term = raft.metrics().borrow().current_term;
+        if confirmed_term != Some(term) {
+            match confirm_term(&raft).await {
+                Ok(()) => confirmed_term = Some(term),
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(match &e {
+                            StoreError::NotLeader { leader } => StoreError::NotLeader {
+                                leader: leader.clone(),
+                            },
+                            _ => StoreError::Stopped,
+                        }));
+                    }
+                    continue;
+                }
+            }
         }
         let outcome = raft.ensure_linearizable().await;
         for w in waiters {

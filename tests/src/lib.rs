@@ -275,5 +275,10 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // A failed test keeps its data directories and logs for a post-mortem.
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("temp dir"));
+            eprintln!("cluster files kept in {}", dir.keep().display());
+        }
     }
 }

@@ -522,10 +522,17 @@ impl ObjectStore {
                 if attempt > 0 {
                     self.read_index(false).await?;
                 }
-                let current = self.load(&key)?.ok_or_else(|| ObjectError::NotFound {
-                    resource: kind.plural.to_string(),
-                    name: name.to_string(),
-                })?;
+                let Some(current) = self.load(&key)? else {
+                    // A local miss may only mean this member is behind: ask again after a
+                    // read index before saying "not found".
+                    if attempt == 0 {
+                        continue;
+                    }
+                    return Err(ObjectError::NotFound {
+                        resource: kind.plural.to_string(),
+                        name: name.to_string(),
+                    });
+                };
                 if expected != 0 && expected != current.revision {
                     if attempt == 0 && expected > current.revision {
                         // Our copy may be behind the caller's: read again.
@@ -878,10 +885,16 @@ impl ObjectStore {
             if attempt > 0 {
                 self.read_index(false).await?;
             }
-            let current = self.load(&key)?.ok_or_else(|| ObjectError::NotFound {
-                resource: kind.plural.to_string(),
-                name: name.to_string(),
-            })?;
+            let Some(current) = self.load(&key)? else {
+                // A local miss may only mean this member is behind.
+                if attempt == 0 {
+                    continue;
+                }
+                return Err(ObjectError::NotFound {
+                    resource: kind.plural.to_string(),
+                    name: name.to_string(),
+                });
+            };
             if let Some(uid) = &opts.uid {
                 if meta_str(&current.object, "uid") != Some(uid.as_str()) {
                     return Err(ObjectError::Precondition(format!(
