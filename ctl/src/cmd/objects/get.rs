@@ -107,10 +107,19 @@ pub async fn run(client: &Client, args: GetArgs) -> anyhow::Result<()> {
         }
     } else {
         for k in args.args[0].split(',') {
-            groups.push((resolve_kind(k)?, args.args[1..].to_vec()));
+            // kubectl's `all`: the workload kinds.
+            let kinds: Vec<&str> = if k == "all" {
+                vec!["pods", "services", "deployments", "replicasets"]
+            } else {
+                vec![k]
+            };
+            for k in kinds {
+                groups.push((resolve_kind(k)?, args.args[1..].to_vec()));
+            }
         }
     }
     let mut missing = 0;
+    let mut printed_tables = false;
     for (kind, names) in &groups {
         let ns = args.ns.for_kind(kind);
         let with_namespace = kind.namespaced && args.ns.all_namespaces;
@@ -158,6 +167,14 @@ pub async fn run(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             } else {
                 eprintln!("No resources found in {ns} namespace.");
             }
+        }
+        let table = matches!(args.output.as_deref(), None | Some("wide"));
+        if table && !objects.is_empty() {
+            // Tables of several kinds are set apart by a blank line, as kubectl does.
+            if printed_tables {
+                println!();
+            }
+            printed_tables = true;
         }
         print(
             kind,
