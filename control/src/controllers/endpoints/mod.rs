@@ -166,3 +166,85 @@ async fn reconcile(ctx: &Ctx, svc: &Service) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec,
+    };
+
+    use super::*;
+
+    fn pod(name: &str, ip: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("http".into()),
+                        container_port: 8080,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some(ip.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn ready_and_not_ready_pods_with_named_ports_resolved() {
+        let svc = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ports: Some(vec![ServicePort {
+                    name: Some("web".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("http".into())),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let subsets = subsets(
+            &svc,
+            &[
+                pod("b", "10.0.0.2", true),
+                pod("a", "10.0.0.1", true),
+                pod("c", "10.0.0.3", false),
+            ],
+        );
+        assert_eq!(subsets.len(), 1);
+        let s = &subsets[0];
+        let ips: Vec<&str> = s
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.as_str())
+            .collect();
+        assert_eq!(ips, vec!["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(s.not_ready_addresses.as_ref().map(|a| a.len()), Some(1));
+        assert_eq!(s.ports.as_ref().map(|p| p[0].port), Some(8080));
+    }
+}

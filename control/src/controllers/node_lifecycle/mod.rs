@@ -218,3 +218,42 @@ async fn mark(ctx: &Ctx, node: &Node, unreachable: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PodSpec, Toleration};
+
+    use super::*;
+
+    fn pod(tolerations: Vec<Toleration>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                tolerations: Some(tolerations),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_tolerate_unreachable_nodes_for_their_own_time_or_the_default() {
+        let default = Duration::from_secs(5);
+        assert_eq!(toleration(&pod(vec![]), default), Some(default));
+        let own = Toleration {
+            key: Some(UNREACHABLE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: Some(60),
+            ..Default::default()
+        };
+        assert_eq!(
+            toleration(&pod(vec![own]), default),
+            Some(Duration::from_secs(60))
+        );
+        let forever = Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        assert_eq!(toleration(&pod(vec![forever]), default), None);
+    }
+}
