@@ -320,3 +320,64 @@ async fn report_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
         tracing::debug!(pod = %name, error = %e, "recording PodScheduled=False failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, PodSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn node(name: &str) -> NodeInfo {
+        let res = BTreeMap::from([
+            ("cpu".to_string(), Quantity("4".into())),
+            ("memory".to_string(), Quantity("8Gi".into())),
+            ("pods".to_string(), Quantity("110".into())),
+        ]);
+        NodeInfo::new(&Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(res),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn owned_pod(i: usize) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("web-{i}")),
+                ..Default::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn an_owners_pods_spread_evenly() {
+        let mut nodes = vec![node("a"), node("b"), node("c")];
+        let all: Vec<usize> = (0..3).collect();
+        for i in 0..10 {
+            let pod = owned_pod(i);
+            let ask = Ask::of(&pod);
+            let best = best_node(&ask, Some("owner"), &nodes, &all).expect("a node fits");
+            nodes[best].place(&pod, Some("owner"));
+        }
+        let mut counts: Vec<i64> = nodes.iter().map(|n| n.pods).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, vec![3, 3, 4]);
+    }
+}
