@@ -1,5 +1,23 @@
-//! Skiff's node agent: registration and heartbeat, pod workers on containerd, pod networking
-//! (CNI), logs, probes, and the service proxy (nftables).
+//! Skiff's node agent (`skiff node`): registers its Node and renews its Lease, runs the pods
+//! bound to it on a real containerd, wires each pod's network namespace with the standard CNI
+//! plugins, keeps container logs, runs probes, and re-adopts running containers when it
+//! restarts.
 //!
-//! Nothing is built here yet: the agent is the subject of its own issue, after the object API.
-//! The crate exists so the workspace has the layout of `DESIGN.md`.
+//! - [`agent`]: the top: registration, the pod informer, one worker per pod, orphan cleanup.
+//! - [`pod_worker`]: one pod's reconcile loop, its status, probes, volumes, logs, back-off.
+//! - [`runtime`]: the [`runtime::ContainerRuntime`] trait and its containerd implementation.
+//! - [`image`]: pulls from registries and OCI archive imports into containerd.
+//! - [`cni`]: network namespaces and CNI plugin calls; the node bridge and its routes.
+//! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
+
+pub mod agent;
+pub mod cni;
+pub mod ctd;
+pub mod error;
+pub mod host;
+pub mod image;
+pub mod pod_worker;
+pub mod registration;
+pub mod runtime;
+
+pub use error::{Error, Result};

@@ -24,6 +24,10 @@ pub struct Settings {
     pub event_ttl: Duration,
     /// Namespace of node Leases.
     pub lease_namespace: String,
+    /// The cluster's pod range; each node gets a block of it.
+    pub cluster_cidr: String,
+    /// Prefix length of each node's block.
+    pub node_cidr_prefix: u8,
 }
 
 impl Default for Settings {
@@ -33,6 +37,8 @@ impl Default for Settings {
             eviction_toleration: Duration::from_secs(5),
             event_ttl: Duration::from_secs(3600),
             lease_namespace: "skiff-system".into(),
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_prefix: 24,
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`context`]: informer caches, change triggers and settings they share.
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`node_lifecycle`],
-//!   [`endpoints`], [`event_cleanup`]: one level-triggered reconcile loop each.
+//!   [`node_ipam`], [`endpoints`], [`event_cleanup`]: one level-triggered reconcile loop each.
 //! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
 
 pub mod context;
@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod event_cleanup;
 pub mod events;
 pub mod garbage_collector;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
@@ -66,6 +67,7 @@ pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settin
             loops.spawn(deployment::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));
             loops.spawn(node_lifecycle::run(ctx.clone()));
+            loops.spawn(node_ipam::run(ctx.clone()));
             loops.spawn(endpoints::run(ctx.clone()));
             loops.spawn(event_cleanup::run(ctx.clone()));
             while loops.join_next().await.is_some() {}

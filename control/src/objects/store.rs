@@ -549,9 +549,19 @@ impl ObjectStore {
                         ..Default::default()
                     };
                     let id = attempt_id(request_id, 0);
-                    if id != 0 && self.commit(id, probe).await?.succeeded {
-                        if let Some(now) = self.load(&key)? {
-                            return Ok((now, true));
+                    if id != 0 {
+                        let remembered = self.commit(id, probe).await?;
+                        if remembered.succeeded {
+                            if let Some(mut now) = self.load(&key)? {
+                                // The answer carries the revision of the write this call
+                                // made, not of whatever changed the object since.
+                                now.revision = remembered.revision;
+                                meta::metadata_mut(&mut now.object).insert(
+                                    "resourceVersion".into(),
+                                    remembered.revision.to_string().into(),
+                                );
+                                return Ok((now, true));
+                            }
                         }
                     }
                     return Err(ObjectError::Conflict {

@@ -53,6 +53,9 @@ pub struct ControlArgs {
     /// Seconds a pod tolerates an unreachable node (unless it says otherwise) before eviction.
     #[arg(long, default_value_t = 5)]
     pub eviction_toleration_seconds: u64,
+    /// The cluster's pod range; each node agent gets a /24 of it (spec.podCIDR).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -87,6 +90,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.listen.clone());
     bootstrap::parse_addr("--advertise", &advertise)?;
     let election = parse_range(&args.election_timeout_ms).map_err(anyhow::Error::msg)?;
+    args.cluster_cidr
+        .parse::<skiff_control::controllers::node_ipam::Cidr>()
+        .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
     let members = match &args.initial_cluster {
         Some(v) => {
             let m = bootstrap::parse_initial_cluster(v)?;
@@ -142,6 +148,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let settings = skiff_control::controllers::Settings {
         node_grace: Duration::from_secs(args.node_grace_seconds),
         eviction_toleration: Duration::from_secs(args.eviction_toleration_seconds),
+        cluster_cidr: args.cluster_cidr.clone(),
         ..Default::default()
     };
     tokio::spawn(skiff_control::controllers::run_when_leader(

@@ -1,8 +1,9 @@
-//! `skiff`: the server binary. `skiff control` runs a control node; `skiff up` runs a local
-//! HA cluster of three control nodes.
+//! `skiff`: the server binary. `skiff control` runs a control node, `skiff node` a node agent;
+//! `skiff up` runs a local HA cluster.
 
 mod control_cmd;
 mod hollow_cmd;
+mod node_cmd;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Control(control_cmd::ControlArgs),
     /// Run a local HA cluster (three control nodes on loopback, data under ./.skiff/).
     Up(up::UpArgs),
+    /// Run the node agent: the pods bound to this node, on containerd.
+    Node(node_cmd::NodeArgs),
     /// Simulate nodes (register, renew leases, report bound pods Running; no containers).
     HollowNode(hollow_cmd::HollowArgs),
 }
@@ -46,6 +49,16 @@ fn init_tracing() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // A network namespace is joined per thread: before the runtime starts any.
+    if let Command::Node(node_cmd::NodeArgs {
+        netns: Some(ns), ..
+    }) = &cli.command
+    {
+        if let Err(e) = node_cmd::join_netns(ns) {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Command::Control(args) => control_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::HollowNode(args) => hollow_cmd::run(args).await,
+            Command::Node(args) => node_cmd::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,138 @@
+//! `skiff node`: the node agent. Runs the pods bound to this node on containerd.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use skiff_node::agent::{self, AgentConfig};
+use skiff_node::pod_worker::backoff::BackoffPolicy;
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's name (defaults to the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Control-plane endpoints, HOST:PORT,...
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// containerd's socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_socket: PathBuf,
+    /// The agent's containerd namespace (several agents may share one containerd).
+    #[arg(long, default_value = "skiff")]
+    pub containerd_namespace: String,
+    /// The agent's files: pod folders, logs, IP allocations.
+    #[arg(long, default_value = "/var/lib/skiff/node")]
+    pub data_dir: PathBuf,
+    /// Where the CNI plugins are (Debian's containernetworking-plugins).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_plugin_dir: PathBuf,
+    /// The pod bridge.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// The cluster's pod range (routed to the bridge, never off the node).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// The cluster's service range (routed to the bridge, never off the node).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    /// The node's address (default: the first global IPv4 address).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// Port of the agent's API (logs, exec), reported on the Node.
+    #[arg(long, default_value_t = 10250)]
+    pub agent_port: u16,
+    /// First restart / pull back-off, in milliseconds (doubles up to --backoff-max-ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub backoff_initial_ms: u64,
+    /// Longest restart / pull back-off, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    pub backoff_max_ms: u64,
+    /// Rotate a container's log past this many bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_max_bytes: u64,
+    /// Lease renewal period in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub heartbeat_ms: u64,
+    /// Pods this node takes.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// Run inside this network namespace (`ip netns` name): for several nodes on one machine.
+    #[arg(long)]
+    pub netns: Option<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// Join the network namespace `name` for the whole process. Must run before any thread is
+/// started: threads made later inherit it, threads made before do not.
+pub fn join_netns(name: &str) -> anyhow::Result<()> {
+    let path = PathBuf::from("/run/netns").join(name);
+    let file = std::fs::File::open(&path)
+        .map_err(|e| anyhow::anyhow!("--netns {name}: {}: {e}", path.display()))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| anyhow::anyhow!("--netns {name}: joining: {e}"))?;
+    Ok(())
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    if !args.containerd_socket.exists() {
+        anyhow::bail!(
+            "--containerd-socket: {} does not exist; is containerd running? (Debian: apt-get install containerd runc)",
+            args.containerd_socket.display()
+        );
+    }
+    if !args.cni_plugin_dir.join("bridge").exists() {
+        anyhow::bail!(
+            "--cni-plugin-dir: no bridge plugin in {} (Debian: apt-get install containernetworking-plugins)",
+            args.cni_plugin_dir.display()
+        );
+    }
+    for (flag, v) in [
+        ("--cluster-cidr", &args.cluster_cidr),
+        ("--service-cidr", &args.service_cidr),
+    ] {
+        v.parse::<skiff_control::controllers::node_ipam::Cidr>()
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    }
+    if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
+        anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
+    }
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let cfg = AgentConfig {
+        node_name: name.clone(),
+        endpoints: args.endpoints.clone(),
+        containerd_socket: args.containerd_socket.clone(),
+        containerd_namespace: args.containerd_namespace.clone(),
+        data_dir: args.data_dir.clone(),
+        cni_plugin_dir: args.cni_plugin_dir.clone(),
+        bridge: args.bridge.clone(),
+        cluster_cidr: args.cluster_cidr.clone(),
+        service_cidr: args.service_cidr.clone(),
+        node_ip: args.node_ip.clone(),
+        agent_port: args.agent_port,
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(args.backoff_initial_ms),
+            max: Duration::from_millis(args.backoff_max_ms),
+        },
+        log_max_bytes: args.log_max_bytes,
+        lease_namespace: "skiff-system".into(),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        max_pods: args.max_pods,
+    };
+    tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");
+    let (agent, events) = agent::start(cfg).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = agent.run(events) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // Pods keep running while the agent is away; a restarted agent re-adopts them.
+    tracing::info!(node = %name, "node agent stopping; pods keep running");
+    Ok(())
+}

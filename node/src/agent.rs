@@ -1,0 +1,236 @@
+//! The agent: registers the node, prepares its pod network, then keeps one worker per pod
+//! bound to it, fed by an informer on `spec.nodeName=<node>`. At every (re)list it also
+//! cleans up what belongs to pods that no longer exist — containers, snapshots, network
+//! namespaces, addresses and files of pods deleted while the agent was away.
+//!
+//! ```text
+//! control plane ──informer (spec.nodeName=me)──▶ agent ──▶ PodHandle per pod ──▶ worker task
+//!       ▲                                          │
+//!       └──── Node, Lease heartbeat ◀──────────────┘
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_proto::objects::{Informer, InformerEvent, Selection};
+use skiff_proto::Client;
+
+use crate::cni::NetworkConfig;
+use crate::error::{Error, Result};
+use crate::pod_worker::backoff::BackoffPolicy;
+use crate::pod_worker::{sandbox_name, PodHandle, WorkerCtx};
+use crate::registration::{self, NodeFacts};
+use crate::runtime::containerd::Containerd;
+use crate::runtime::{labels, ContainerRuntime};
+
+/// The agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node_name: String,
+    /// Control-plane endpoints.
+    pub endpoints: Vec<String>,
+    /// containerd's socket.
+    pub containerd_socket: PathBuf,
+    /// The agent's containerd namespace.
+    pub containerd_namespace: String,
+    /// The agent's own files (pods, logs, IPAM records).
+    pub data_dir: PathBuf,
+    /// Where the CNI plugins are.
+    pub cni_plugin_dir: PathBuf,
+    /// The pod bridge.
+    pub bridge: String,
+    /// The cluster's pod range.
+    pub cluster_cidr: String,
+    /// The cluster's service range.
+    pub service_cidr: String,
+    /// The node's address (detected when `None`).
+    pub node_ip: Option<String>,
+    /// The agent API's port, reported on the Node.
+    pub agent_port: u16,
+    /// Restart and pull back-off.
+    pub backoff: BackoffPolicy,
+    /// Log rotation size.
+    pub log_max_bytes: u64,
+    /// Namespace of node Leases.
+    pub lease_namespace: String,
+    /// Lease renewal period.
+    pub heartbeat: Duration,
+    /// Pods the node takes.
+    pub max_pods: u32,
+}
+
+/// A running agent: what its API server needs.
+pub struct Agent {
+    /// The worker context (runtime, client, folders).
+    pub ctx: Arc<WorkerCtx<Containerd>>,
+    /// Pods bound here, as last seen.
+    pub pods: Informer<Pod>,
+}
+
+/// Connect, register and prepare the host; then [`Agent::run`] drives the pods.
+pub async fn start(
+    cfg: AgentConfig,
+) -> Result<(Agent, tokio::sync::mpsc::Receiver<InformerEvent<Pod>>)> {
+    let pods_dir = cfg.data_dir.join("pods");
+    std::fs::create_dir_all(&pods_dir).map_err(Error::io(&pods_dir))?;
+    let runtime = Containerd::connect(
+        &cfg.containerd_socket,
+        &cfg.containerd_namespace,
+        &cfg.data_dir,
+    )
+    .await?;
+    let runtime_version = runtime.version().await?;
+    let client = Client::new(&cfg.endpoints).map_err(|e| Error::InvalidSpec {
+        field: "--endpoints".into(),
+        reason: e.to_string(),
+    })?;
+    let ip = match &cfg.node_ip {
+        Some(ip) => ip.clone(),
+        None => crate::host::primary_ipv4(&cfg.bridge).await,
+    };
+    let facts = NodeFacts {
+        name: cfg.node_name.clone(),
+        ip: ip.clone(),
+        agent_port: cfg.agent_port,
+        host: crate::host::read(),
+        runtime_version,
+        max_pods: cfg.max_pods,
+    };
+    let pod_cidr = registration::register(&client, &facts).await;
+    tokio::spawn(registration::heartbeat(
+        client.clone(),
+        facts,
+        cfg.lease_namespace.clone(),
+        cfg.heartbeat,
+    ));
+    let network = NetworkConfig {
+        plugin_dir: cfg.cni_plugin_dir.clone(),
+        bridge: cfg.bridge.clone(),
+        pod_cidr,
+        cluster_cidr: cfg.cluster_cidr.clone(),
+        service_cidr: cfg.service_cidr.clone(),
+        ipam_dir: cfg.data_dir.join("cni"),
+    };
+    network.prepare_host().await?;
+    let ctx = Arc::new(WorkerCtx {
+        runtime: Arc::new(runtime),
+        network,
+        client: client.clone(),
+        node_name: cfg.node_name.clone(),
+        host_ip: ip,
+        pods_dir,
+        backoff: cfg.backoff,
+        log_max_bytes: cfg.log_max_bytes,
+    });
+    let (pods, events) = Informer::<Pod>::start(
+        client,
+        Selection {
+            fields: format!("spec.nodeName={}", cfg.node_name),
+            ..Default::default()
+        },
+    );
+    Ok((Agent { ctx, pods }, events))
+}
+
+impl Agent {
+    /// Drive pod workers from the informer's events until it ends.
+    pub async fn run(&self, mut events: tokio::sync::mpsc::Receiver<InformerEvent<Pod>>) {
+        let mut workers: HashMap<String, PodHandle> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                e = events.recv() => {
+                    let Some(e) = e else { return };
+                    match e {
+                        InformerEvent::Synced => {
+                            for pod in self.pods.list() {
+                                self.dispatch(&mut workers, pod);
+                            }
+                            self.collect_orphans(&workers).await;
+                        }
+                        InformerEvent::Applied(pod) => self.dispatch(&mut workers, pod),
+                        InformerEvent::Deleted(pod) => {
+                            let uid = pod.metadata.uid.clone().unwrap_or_default();
+                            if let Some(w) = workers.get(&uid) {
+                                w.update(None);
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    workers.retain(|_, w| !w.is_finished());
+                    // A relist of the cache catches what a missed event would lose.
+                    for pod in self.pods.list() {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        if !workers.contains_key(&uid) && pod.metadata.deletion_timestamp.is_none() {
+                            self.dispatch(&mut workers, pod);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, workers: &mut HashMap<String, PodHandle>, pod: Arc<Pod>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if uid.is_empty() {
+            return;
+        }
+        if let Some(w) = workers.get(&uid) {
+            if !w.is_finished() {
+                w.update(Some(pod));
+                return;
+            }
+            // A finished worker's pod still listed: it is being deleted; nothing more to run.
+            if pod.metadata.deletion_timestamp.is_some() {
+                return;
+            }
+        }
+        workers.insert(uid, PodHandle::spawn(self.ctx.clone(), pod));
+    }
+
+    /// Remove containers, networks and folders of pods that no longer exist.
+    async fn collect_orphans(&self, workers: &HashMap<String, PodHandle>) {
+        let live: HashSet<String> = self
+            .pods
+            .list()
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .chain(workers.keys().cloned())
+            .collect();
+        let runtime = &self.ctx.runtime;
+        match runtime.list().await {
+            Ok(list) => {
+                for c in list {
+                    let uid = c.label(labels::POD_UID);
+                    if !uid.is_empty() && !live.contains(uid) {
+                        tracing::info!(container = %c.id, pod = %c.label(labels::POD), "removing the container of a pod that no longer exists");
+                        let _ = runtime.stop(&c.id, Duration::from_secs(2)).await;
+                        if let Err(e) = runtime.remove(&c.id).await {
+                            tracing::warn!(container = %c.id, error = %e, "removing an orphan");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers for orphans"),
+        }
+        let Ok(entries) = std::fs::read_dir(&self.ctx.pods_dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if live.contains(&uid) {
+                continue;
+            }
+            tracing::info!(pod_uid = %uid, "removing the network and files of a pod that no longer exists");
+            if let Err(err) = self.ctx.network.teardown(&sandbox_name(&uid)).await {
+                tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

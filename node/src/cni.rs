@@ -1,0 +1,241 @@
+//! Pod networking with the standard CNI plugins: a network namespace per pod (`ip netns`),
+//! wired by `loopback` and by `bridge` with `host-local` addresses from the node's pod CIDR.
+//! The node's bridge is created up front with the pod CIDR's gateway address, and the
+//! cluster's pod range and service range are routed to it, so that a packet no rule catches
+//! stays on the node instead of following the default route.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+
+/// The node's pod network settings.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Where the CNI plugins are.
+    pub plugin_dir: PathBuf,
+    /// The node's bridge.
+    pub bridge: String,
+    /// This node's pod CIDR (from the control plane).
+    pub pod_cidr: String,
+    /// The cluster's pod range (routed to the bridge).
+    pub cluster_cidr: String,
+    /// The cluster's service range (routed to the bridge).
+    pub service_cidr: String,
+    /// host-local's allocation records.
+    pub ipam_dir: PathBuf,
+}
+
+/// A pod's network: its namespace and address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodNetwork {
+    /// `/run/netns/<name>`.
+    pub netns: PathBuf,
+    /// The pod's IPv4 address.
+    pub ip: String,
+}
+
+/// Run a host command; its stderr becomes the error.
+pub async fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The first usable address of `cidr` (the gateway host-local hands out) and its prefix.
+pub fn gateway_of(cidr: &str) -> Option<(String, u8)> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    Some((
+        std::net::Ipv4Addr::from(u32::from(addr) + 1).to_string(),
+        len,
+    ))
+}
+
+/// The namespace path of a sandbox name.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+impl NetworkConfig {
+    /// Create the bridge with the gateway address and route the pod and service ranges to it.
+    pub async fn prepare_host(&self) -> Result<()> {
+        let (gw, len) = gateway_of(&self.pod_cidr).ok_or_else(|| Error::InvalidSpec {
+            field: "spec.podCIDR".into(),
+            reason: format!("{:?} is not an IPv4 CIDR", self.pod_cidr),
+        })?;
+        if run("ip", &["link", "show", &self.bridge]).await.is_err() {
+            run("ip", &["link", "add", &self.bridge, "type", "bridge"]).await?;
+        }
+        run(
+            "ip",
+            &[
+                "addr",
+                "replace",
+                &format!("{gw}/{len}"),
+                "dev",
+                &self.bridge,
+            ],
+        )
+        .await?;
+        run("ip", &["link", "set", &self.bridge, "up"]).await?;
+        for range in [&self.cluster_cidr, &self.service_cidr] {
+            run("ip", &["route", "replace", range, "dev", &self.bridge]).await?;
+        }
+        std::fs::create_dir_all(&self.ipam_dir).map_err(Error::io(&self.ipam_dir))?;
+        Ok(())
+    }
+
+    fn bridge_conf(&self) -> serde_json::Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "skiff",
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.pod_cidr}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.ipam_dir,
+            },
+        })
+    }
+
+    async fn plugin(
+        &self,
+        plugin: &str,
+        command: &'static str,
+        id: &str,
+        netns: &Path,
+        conf: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let cni_err = |message: String| Error::Cni {
+            plugin: plugin.into(),
+            command,
+            message,
+        };
+        let mut child = Command::new(self.plugin_dir.join(plugin))
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env(
+                "CNI_IFNAME",
+                if plugin == "loopback" { "lo" } else { "eth0" },
+            )
+            .env("CNI_PATH", &self.plugin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| cni_err(format!("{}: {e}", self.plugin_dir.join(plugin).display())))?;
+        let input = serde_json::to_vec(conf).unwrap_or_default();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| cni_err(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| cni_err(e.to_string()))?;
+        if !out.status.success() {
+            // Plugins report errors as JSON on stdout.
+            let msg = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| {
+                    let m = v.get("msg")?.as_str()?.to_string();
+                    let d = v.get("details").and_then(|d| d.as_str()).unwrap_or("");
+                    Some(if d.is_empty() { m } else { format!("{m}: {d}") })
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+            return Err(cni_err(msg));
+        }
+        if out.stdout.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| cni_err(format!("result: {e}")))
+    }
+
+    /// Create the namespace `name` and wire it; returns its address.
+    pub async fn setup(&self, name: &str) -> Result<PodNetwork> {
+        let netns = netns_path(name);
+        if !netns.exists() {
+            run("ip", &["netns", "add", name]).await?;
+        }
+        let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
+        self.plugin("loopback", "ADD", name, &netns, &lo).await?;
+        let result = match self
+            .plugin("bridge", "ADD", name, &netns, &self.bridge_conf())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // Leave nothing half-made: the next attempt starts clean.
+                let _ = self.teardown(name).await;
+                return Err(e);
+            }
+        };
+        let ip = result
+            .pointer("/ips/0/address")
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.split('/').next())
+            .ok_or_else(|| Error::Cni {
+                plugin: "bridge".into(),
+                command: "ADD",
+                message: format!("no address in the result {result}"),
+            })?
+            .to_string();
+        Ok(PodNetwork { netns, ip })
+    }
+
+    /// Release the address and remove the namespace `name`; missing parts are fine.
+    pub async fn teardown(&self, name: &str) -> Result<()> {
+        let netns = netns_path(name);
+        let ns_arg: PathBuf = if netns.exists() {
+            netns.clone()
+        } else {
+            PathBuf::new()
+        };
+        self.plugin("bridge", "DEL", name, &ns_arg, &self.bridge_conf())
+            .await?;
+        if netns.exists() {
+            run("ip", &["netns", "del", name]).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_is_the_first_address_of_the_pod_cidr() {
+        assert_eq!(gateway_of("10.244.1.0/24"), Some(("10.244.1.1".into(), 24)));
+        assert_eq!(gateway_of("nonsense"), None);
+    }
+}

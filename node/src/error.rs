@@ -1,0 +1,120 @@
+//! The agent's errors. Each variant says which part failed and keeps its cause.
+
+use std::path::PathBuf;
+
+/// What went wrong in the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// containerd could not be reached at its socket.
+    #[error("connecting to containerd at {socket}")]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A containerd call failed.
+    #[error("containerd {call}: {}", .status.message())]
+    Containerd {
+        /// Which call.
+        call: &'static str,
+        /// containerd's answer.
+        status: tonic::Status,
+    },
+    /// Pulling an image from its registry failed (`ErrImagePull`).
+    #[error("pulling image {image}: {message}")]
+    Pull {
+        /// The image reference.
+        image: String,
+        /// The registry's or the client's error.
+        message: String,
+    },
+    /// The image is not present and the pull policy forbids a pull.
+    #[error("image {image} is not present with pull policy Never")]
+    ImageNeverPulled {
+        /// The image reference.
+        image: String,
+    },
+    /// An image reference could not be parsed.
+    #[error("image reference {image:?}: {reason}")]
+    BadReference {
+        /// The reference as written.
+        image: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// An image's manifest, index or config is not what OCI says it should be.
+    #[error("image {image}: {reason}")]
+    BadImage {
+        /// The image.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A CNI plugin failed.
+    #[error("CNI {plugin} {command}: {message}")]
+    Cni {
+        /// The plugin.
+        plugin: String,
+        /// ADD or DEL.
+        command: &'static str,
+        /// The plugin's error.
+        message: String,
+    },
+    /// A host command (`ip`) failed.
+    #[error("{command}: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output.
+        message: String,
+    },
+    /// A file of the agent could not be read or written.
+    #[error("{}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control plane refused or failed a call.
+    #[error("control plane")]
+    Api(#[from] skiff_proto::objects::ApiError),
+    /// A pod's spec asks for what the agent cannot do.
+    #[error("{field}: {reason}")]
+    InvalidSpec {
+        /// The field, as `spec.containers[0].image`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A call timed out.
+    #[error("{what} timed out")]
+    Timeout {
+        /// What.
+        what: String,
+    },
+}
+
+impl Error {
+    /// A containerd error from a failed call.
+    pub fn containerd(call: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+        move |status| Self::Containerd { call, status }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+
+    /// Whether containerd said "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Containerd { status, .. } if status.code() == tonic::Code::NotFound)
+    }
+}
+
+/// The agent's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,266 @@
+//! Pod workers: one task per pod bound to this node, reconciling it against the runtime.
+//! The agent hands each worker the newest version of its pod through a `watch` channel, so
+//! updates coalesce (a worker busy pulling sees only the latest spec when it looks again).
+//!
+//! ```text
+//! agent ──watch(Option<Pod>)──▶ worker: sandbox (netns + CNI) → volumes → init containers in
+//!                                        order → containers (pull, create, start, probe,
+//!                                        restart with back-off) → status (if changed)
+//!                               on deletion: SIGTERM, grace, SIGKILL → remove containers,
+//!                                        snapshots, netns, IP, files → finish the delete
+//! ```
+//!
+//! A worker that starts for a pod whose containers already run (the agent restarted)
+//! re-adopts them by their labels: same container ids, no restart.
+
+pub mod backoff;
+pub mod config_sources;
+pub mod logs;
+pub mod probes;
+pub mod slot;
+pub mod status;
+mod sync;
+pub mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use skiff_proto::objects::{Api, DeleteParams};
+use skiff_proto::Client;
+use tokio::sync::watch;
+
+use self::backoff::BackoffPolicy;
+use self::slot::Slot;
+use crate::cni::{NetworkConfig, PodNetwork};
+use crate::runtime::{labels, ContainerRuntime};
+
+/// What every worker of the agent shares.
+pub struct WorkerCtx<R> {
+    /// The container runtime.
+    pub runtime: Arc<R>,
+    /// Pod networking.
+    pub network: NetworkConfig,
+    /// The control plane.
+    pub client: Client,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's address.
+    pub host_ip: String,
+    /// Per-pod folders (logs, volumes, network record), by uid.
+    pub pods_dir: PathBuf,
+    /// Restart and pull back-off.
+    pub backoff: BackoffPolicy,
+    /// A container log is rotated past this size.
+    pub log_max_bytes: u64,
+}
+
+/// The agent's handle on one worker.
+pub struct PodHandle {
+    tx: watch::Sender<Option<Arc<Pod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodHandle {
+    /// Start a worker for `pod`.
+    pub fn spawn<R: ContainerRuntime>(ctx: Arc<WorkerCtx<R>>, pod: Arc<Pod>) -> Self {
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        let worker = Worker::new(ctx, &pod);
+        let span = tracing::info_span!("pod", pod = %worker.key);
+        let task = tokio::spawn(tracing::Instrument::instrument(worker.run(rx), span));
+        Self { tx, task }
+    }
+
+    /// Hand the worker a newer version of its pod; `None` = the pod is gone from the API.
+    pub fn update(&self, pod: Option<Arc<Pod>>) {
+        let _ = self.tx.send(pod);
+    }
+
+    /// Whether the worker has finished (the pod is cleaned up).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The uid-derived name of a pod's network namespace.
+pub fn sandbox_name(uid: &str) -> String {
+    let short: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect();
+    format!("skiff-{short}")
+}
+
+struct Worker<R> {
+    ctx: Arc<WorkerCtx<R>>,
+    uid: String,
+    namespace: String,
+    name: String,
+    key: String,
+    dir: PathBuf,
+    sandbox: String,
+    net: Option<PodNetwork>,
+    volumes: Option<(BTreeMap<String, PathBuf>, Instant)>,
+    /// By `init/NAME` or `app/NAME`.
+    slots: BTreeMap<String, Slot>,
+    start_time: i64,
+    last_status: Option<PodStatus>,
+    pending_message: Option<String>,
+    adopted: bool,
+}
+
+impl<R: ContainerRuntime> Worker<R> {
+    fn new(ctx: Arc<WorkerCtx<R>>, pod: &Pod) -> Self {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        Self {
+            dir: ctx.pods_dir.join(&uid),
+            sandbox: sandbox_name(&uid),
+            key: format!("{namespace}/{name}"),
+            ctx,
+            uid,
+            namespace,
+            name,
+            net: None,
+            volumes: None,
+            slots: BTreeMap::new(),
+            start_time: jiff::Timestamp::now().as_second(),
+            last_status: pod.status.clone(),
+            pending_message: None,
+            adopted: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
+        let mut pod = rx.borrow_and_update().clone();
+        loop {
+            let Some(current) = pod.clone() else {
+                // Gone from the API (deleted while this agent was away, or force-deleted).
+                self.terminate(Duration::from_secs(2), None).await;
+                return;
+            };
+            if current.metadata.deletion_timestamp.is_some() {
+                let grace = current
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .or_else(|| current.spec.as_ref()?.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(0) as u64;
+                self.terminate(Duration::from_secs(grace), Some(&current))
+                    .await;
+                return;
+            }
+            if !self.adopted {
+                self.adopt().await;
+                self.adopted = true;
+            }
+            let wake = self.sync(&current).await;
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The agent is stopping: leave everything running.
+                        return;
+                    }
+                    pod = rx.borrow_and_update().clone();
+                }
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    /// Take over containers of this pod that already exist (the agent restarted).
+    async fn adopt(&mut self) {
+        let mut mine: Vec<_> = match self.ctx.runtime.list().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| c.label(labels::POD_UID) == self.uid)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers to re-adopt");
+                return;
+            }
+        };
+        mine.sort_by_key(|c| c.attempt());
+        for c in mine {
+            let key = format!("{}/{}", c.label(labels::KIND), c.label(labels::CONTAINER));
+            let slot = self.slots.entry(key).or_default();
+            if let Some(older) = slot.current.replace(c.id.clone()) {
+                let _ = self.ctx.runtime.remove(&older).await;
+            }
+            slot.attempt = c.attempt();
+            slot.started_at = c.created_at;
+            slot.started_instant = Some(Instant::now());
+            tracing::info!(container = %c.id, state = ?c.state, "re-adopted");
+        }
+        let record = self.dir.join("network.json");
+        if let Ok(bytes) = std::fs::read(&record) {
+            if let Ok(net) = serde_json::from_slice::<PodNetwork>(&bytes) {
+                if net.netns.exists() {
+                    self.net = Some(net);
+                }
+            }
+        }
+        if let Ok(bytes) = std::fs::read(self.dir.join("start-time")) {
+            if let Ok(t) = String::from_utf8_lossy(&bytes).trim().parse() {
+                self.start_time = t;
+            }
+        }
+    }
+
+    async fn terminate(&mut self, grace: Duration, pod: Option<&Pod>) {
+        tracing::info!(grace_s = grace.as_secs(), "terminating");
+        let runtime = &self.ctx.runtime;
+        let ids: Vec<String> = match runtime.list().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| c.label(labels::POD_UID) == self.uid)
+                .map(|c| c.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers to stop");
+                self.slots
+                    .values()
+                    .filter_map(|s| s.current.clone())
+                    .collect()
+            }
+        };
+        let stops = ids.iter().map(|id| runtime.stop(id, grace));
+        for (id, r) in ids.iter().zip(futures::future::join_all(stops).await) {
+            if let Err(e) = r {
+                tracing::warn!(container = %id, error = %e, "stopping");
+            }
+        }
+        for id in &ids {
+            if let Err(e) = runtime.remove(id).await {
+                tracing::warn!(container = %id, error = %e, "removing");
+            }
+        }
+        if let Err(e) = self.ctx.network.teardown(&self.sandbox).await {
+            tracing::warn!(error = %e, "tearing the pod network down");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(pod) = pod {
+            let api: Api<Pod> = Api::new(self.ctx.client.clone(), &self.namespace);
+            let params = DeleteParams {
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            for attempt in 0..5 {
+                match api.delete(&self.name, &params).await {
+                    Ok(_) => break,
+                    Err(e) if e.to_string().to_lowercase().contains("not found") => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "finishing the pod's deletion");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("terminated and cleaned up");
+    }
+}

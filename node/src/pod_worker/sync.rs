@@ -1,0 +1,569 @@
+//! One reconcile pass of a pod worker: sandbox, volumes, init containers in order, then each
+//! container (start, probe, restart with back-off), then the status if it changed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use skiff_proto::objects::Api;
+
+use super::config_sources;
+use super::logs;
+use super::probes::{self, Kind};
+use super::slot::{container_id, Slot};
+use super::status::{self, ContainerView, Observed, PodView};
+use super::volumes;
+use super::Worker;
+use crate::runtime::oci_spec::{self, BindMount, SpecInput};
+use crate::runtime::{labels, ContainerRuntime, CreateSpec, ProcessState, PullPolicy};
+
+/// How often a quiet pod is looked at again.
+const RESYNC: Duration = Duration::from_secs(2);
+/// How often ConfigMap and Secret volumes are refreshed.
+const VOLUME_REFRESH: Duration = Duration::from_secs(30);
+/// A container that ran this long before exiting restarts without back-off.
+const STABLE_RUN: i64 = 600;
+
+enum Progress {
+    /// Running (or finished for good): later containers may go on.
+    Settled,
+    /// Not there yet: init containers after it wait.
+    Waiting,
+}
+
+type Quantity = k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+/// cpu in millicores.
+fn quantity_millis(q: Option<&Quantity>) -> Option<i64> {
+    q.and_then(|q| skiff_proto::quantity::parse(&q.0).ok())
+        .and_then(|q| i64::try_from(q.millis).ok())
+}
+
+/// memory in bytes.
+fn quantity_bytes(q: Option<&Quantity>) -> Option<i64> {
+    q.and_then(|q| skiff_proto::quantity::parse(&q.0).ok())
+        .and_then(|q| i64::try_from(q.units_ceil()).ok())
+}
+
+impl<R: ContainerRuntime> Worker<R> {
+    /// One pass; returns how long until the next one is due.
+    pub(super) async fn sync(&mut self, pod: &Pod) -> Duration {
+        let Some(spec) = pod.spec.clone() else {
+            return RESYNC;
+        };
+        let restart_policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        if let Err(message) = self.ensure_sandbox(pod).await {
+            self.pending_message = Some(message);
+            self.report(
+                pod,
+                &spec.init_containers.clone().unwrap_or_default(),
+                &spec.containers,
+                &restart_policy,
+            )
+            .await;
+            return Duration::from_secs(2);
+        }
+        self.pending_message = None;
+        let init = spec.init_containers.clone().unwrap_or_default();
+        let mut initialized = true;
+        for c in &init {
+            let key = format!("init/{}", c.name);
+            if self.slots.get(&key).is_some_and(Slot::succeeded) {
+                continue;
+            }
+            // Init containers restart on failure unless the policy is Never.
+            let policy = if restart_policy == "Never" {
+                "Never"
+            } else {
+                "OnFailure"
+            };
+            match self.sync_container(pod, c, &key, policy, "init").await {
+                Progress::Settled if self.slots.get(&key).is_some_and(Slot::succeeded) => {}
+                _ => {
+                    initialized = false;
+                    break;
+                }
+            }
+        }
+        if initialized {
+            for c in &spec.containers {
+                let key = format!("app/{}", c.name);
+                self.sync_container(pod, c, &key, &restart_policy, "app")
+                    .await;
+            }
+        }
+        self.rotate_logs();
+        self.report(pod, &init, &spec.containers, &restart_policy)
+            .await;
+        self.next_wake()
+    }
+
+    fn next_wake(&self) -> Duration {
+        let now = Instant::now();
+        let mut wake = now + RESYNC;
+        for s in self.slots.values() {
+            for p in &s.probes {
+                wake = wake.min(p.next_due());
+            }
+            for u in [s.crash.until, s.pull.until].into_iter().flatten() {
+                if u > now {
+                    wake = wake.min(u);
+                }
+            }
+        }
+        wake.saturating_duration_since(now)
+            .max(Duration::from_millis(50))
+    }
+
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
+        if self.net.is_none() {
+            let net = self
+                .ctx
+                .network
+                .setup(&self.sandbox)
+                .await
+                .map_err(|e| format!("creating the pod sandbox: {e}"))?;
+            tracing::info!(ip = %net.ip, netns = %net.netns.display(), "pod network ready");
+            let record = serde_json::to_vec(&net).unwrap_or_default();
+            let _ = std::fs::write(self.dir.join("network.json"), record);
+            self.write_etc_files(pod, &net.ip)
+                .map_err(|e| format!("writing /etc files: {e}"))?;
+            self.net = Some(net);
+        }
+        let stale = self
+            .volumes
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > VOLUME_REFRESH);
+        if stale {
+            let v = volumes::prepare(&self.ctx.client, pod, &self.dir)
+                .await
+                .map_err(|e| e.0)?;
+            self.volumes = Some((v, Instant::now()));
+        }
+        Ok(())
+    }
+
+    fn write_etc_files(&self, pod: &Pod, ip: &str) -> std::io::Result<()> {
+        let etc = self.dir.join("etc");
+        std::fs::create_dir_all(&etc)?;
+        let hostname = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.name.clone());
+        std::fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+        )?;
+        std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
+        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(etc.join("resolv.conf"), resolv)?;
+        Ok(())
+    }
+
+    fn etc_mounts(&self) -> Vec<BindMount> {
+        ["hosts", "hostname", "resolv.conf"]
+            .iter()
+            .map(|f| BindMount {
+                host_path: self.dir.join("etc").join(f),
+                container_path: format!("/etc/{f}"),
+                read_only: false,
+            })
+            .collect()
+    }
+
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        key: &str,
+        policy: &str,
+        kind: &str,
+    ) -> Progress {
+        let runtime = self.ctx.runtime.clone();
+        let now = Instant::now();
+        let mut slot = self.slots.remove(key).unwrap_or_default();
+        let progress = 'done: {
+            if let Some(id) = slot.current.clone() {
+                let info = match runtime.inspect(&id).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "inspecting");
+                        break 'done Progress::Waiting;
+                    }
+                };
+                match info.map(|i| i.state) {
+                    Some(ProcessState::Running { .. }) => {
+                        slot.terminated = None;
+                        slot.waiting = None;
+                        if slot.probes.is_empty() && has_probes(c) {
+                            slot.probes = probes::probes_of(c, now);
+                        }
+                        if self.run_probes(c, &id, &mut slot).await {
+                            tracing::info!(container = %c.name, "liveness probe failed; restarting");
+                            let grace = Duration::from_secs(
+                                pod.spec
+                                    .as_ref()
+                                    .and_then(|s| s.termination_grace_period_seconds)
+                                    .unwrap_or(30)
+                                    .max(0) as u64,
+                            );
+                            if let Err(e) = runtime.stop(&id, grace).await {
+                                tracing::warn!(container = %id, error = %e, "stopping after a failed liveness probe");
+                            }
+                        }
+                        break 'done Progress::Settled;
+                    }
+                    Some(ProcessState::Created) => {
+                        // Created but never started (the agent stopped in between).
+                        if let Err(e) = runtime.start(&id).await {
+                            slot.waiting = Some(("RunContainerError".into(), e.to_string()));
+                        }
+                        break 'done Progress::Waiting;
+                    }
+                    Some(ProcessState::Exited {
+                        code,
+                        finished_at,
+                        oom_killed,
+                    }) => {
+                        let reason = if oom_killed {
+                            "OOMKilled"
+                        } else if code == 0 {
+                            "Completed"
+                        } else {
+                            "Error"
+                        };
+                        slot.terminated = Some(Observed::Terminated {
+                            code,
+                            reason: reason.into(),
+                            started_at: slot.started_at,
+                            finished_at,
+                            container_id: format!("containerd://{id}"),
+                        });
+                        slot.probes.clear();
+                        let restart = match policy {
+                            "Always" => true,
+                            "OnFailure" => code != 0,
+                            _ => false,
+                        };
+                        if !restart {
+                            break 'done Progress::Settled;
+                        }
+                        if slot.crash_armed_for.as_deref() != Some(id.as_str()) {
+                            if finished_at - slot.started_at > STABLE_RUN {
+                                slot.crash.reset();
+                            }
+                            slot.crash.fail(&self.ctx.backoff, now);
+                            slot.crash_armed_for = Some(id.clone());
+                        }
+                        if !slot.crash.ready(now) {
+                            let left = slot.crash.until.map(|u| u - now).unwrap_or_default();
+                            slot.waiting = Some((
+                                "CrashLoopBackOff".into(),
+                                format!(
+                                    "back-off {}s restarting failed container={} pod={}",
+                                    left.as_secs().max(1),
+                                    c.name,
+                                    self.name
+                                ),
+                            ));
+                            break 'done Progress::Waiting;
+                        }
+                        if let Err(e) = runtime.remove(&id).await {
+                            tracing::warn!(container = %id, error = %e, "removing the exited container");
+                            break 'done Progress::Waiting;
+                        }
+                        slot.last_terminated = slot.terminated.take();
+                        slot.current = None;
+                        slot.attempt += 1;
+                        logs::prune(&self.dir, &c.name, slot.attempt.saturating_sub(1));
+                    }
+                    Some(ProcessState::NoTask) | None => {
+                        // Its task or the container itself was lost: replace it.
+                        let _ = runtime.remove(&id).await;
+                        slot.current = None;
+                        slot.attempt += 1;
+                    }
+                }
+            }
+            self.create_container(pod, c, &mut slot, kind, now).await
+        };
+        self.slots.insert(key.to_string(), slot);
+        progress
+    }
+
+    async fn create_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        slot: &mut Slot,
+        kind: &str,
+        now: Instant,
+    ) -> Progress {
+        let runtime = self.ctx.runtime.clone();
+        let image_name = c.image.clone().unwrap_or_default();
+        // A create or start that failed waits out its back-off, keeping its reason.
+        if !slot.crash.ready(now) && slot.waiting.is_some() {
+            return Progress::Waiting;
+        }
+        if !slot.pull.ready(now) {
+            let message = slot
+                .waiting
+                .as_ref()
+                .map(|w| w.1.clone())
+                .unwrap_or_default();
+            slot.waiting = Some(("ImagePullBackOff".into(), message));
+            return Progress::Waiting;
+        }
+        let policy = PullPolicy::from_spec(c.image_pull_policy.as_deref(), &image_name);
+        let image = match runtime.ensure_image(&image_name, policy).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(container = %c.name, error = %e, "image");
+                slot.pull.fail(&self.ctx.backoff, now);
+                let reason = if matches!(e, crate::error::Error::ImageNeverPulled { .. }) {
+                    "ErrImageNeverPull"
+                } else {
+                    "ErrImagePull"
+                };
+                slot.waiting = Some((reason.into(), e.to_string()));
+                return Progress::Waiting;
+            }
+        };
+        slot.pull.reset();
+        slot.image_id = image.digest.clone();
+        let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+        let env =
+            match config_sources::environment(&self.ctx.client, pod, c, &ip, &self.ctx.host_ip)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
+                    return Progress::Waiting;
+                }
+            };
+        let vols = self
+            .volumes
+            .as_ref()
+            .map(|v| v.0.clone())
+            .unwrap_or_default();
+        let mut mounts = self.etc_mounts();
+        match volumes::mounts_for(c, &vols) {
+            Ok(m) => mounts.extend(m),
+            Err(e) => {
+                slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
+                return Progress::Waiting;
+            }
+        }
+        let resources = c.resources.clone().unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        let requests = resources.requests.unwrap_or_default();
+        let id = container_id(&self.uid, &c.name, slot.attempt);
+        let hostname = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.name.clone());
+        let input = SpecInput {
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env,
+            working_dir: c.working_dir.clone(),
+            hostname,
+            netns_path: self
+                .net
+                .as_ref()
+                .map(|n| n.netns.clone())
+                .unwrap_or_default(),
+            mounts,
+            cgroups_path: format!("/skiff/pod{}/{id}", self.uid),
+            cpu_limit_millis: quantity_millis(limits.get("cpu")),
+            cpu_request_millis: quantity_millis(requests.get("cpu")),
+            memory_limit_bytes: quantity_bytes(limits.get("memory")),
+        };
+        let log_path: PathBuf = logs::path(&self.dir, &c.name, slot.attempt);
+        let spec = CreateSpec {
+            id: id.clone(),
+            labels: BTreeMap::from([
+                (labels::POD.to_string(), self.key.clone()),
+                (labels::POD_UID.to_string(), self.uid.clone()),
+                (labels::CONTAINER.to_string(), c.name.clone()),
+                (labels::ATTEMPT.to_string(), slot.attempt.to_string()),
+                (labels::KIND.to_string(), kind.to_string()),
+                (labels::IMAGE.to_string(), image_name.clone()),
+                (labels::LOG.to_string(), log_path.display().to_string()),
+            ]),
+            spec: oci_spec::build(&input, &image),
+            image,
+            log_path,
+        };
+        if let Err(e) = runtime.create(&spec).await {
+            tracing::warn!(container = %id, error = %e, "creating");
+            let _ = runtime.remove(&id).await;
+            slot.crash.fail(&self.ctx.backoff, now);
+            slot.waiting = Some(("CreateContainerError".into(), e.to_string()));
+            return Progress::Waiting;
+        }
+        if let Err(e) = runtime.start(&id).await {
+            tracing::warn!(container = %id, error = %e, "starting");
+            let _ = runtime.remove(&id).await;
+            slot.crash.fail(&self.ctx.backoff, now);
+            slot.waiting = Some(("RunContainerError".into(), e.to_string()));
+            return Progress::Waiting;
+        }
+        tracing::info!(container = %id, attempt = slot.attempt, "started");
+        slot.current = Some(id);
+        slot.waiting = None;
+        slot.terminated = None;
+        slot.started_at = jiff::Timestamp::now().as_second();
+        slot.started_instant = Some(now);
+        slot.probes = probes::probes_of(c, now);
+        Progress::Settled
+    }
+
+    /// Run the due probes; returns whether liveness failed.
+    async fn run_probes(&self, c: &Container, id: &str, slot: &mut Slot) -> bool {
+        let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+        let started = slot.started();
+        let mut liveness_failed = false;
+        for i in 0..slot.probes.len() {
+            let now = Instant::now();
+            let (kind, due) = (slot.probes[i].kind, slot.probes[i].due(now));
+            // Liveness and readiness wait for the startup probe.
+            if !due || (kind != Kind::Startup && !started) {
+                continue;
+            }
+            let spec = slot.probes[i].spec.clone();
+            let (ok, message) = probes::run(&spec, c, id, &ip, self.ctx.runtime.as_ref()).await;
+            let changed = slot.probes[i].record(ok, message.clone(), Instant::now());
+            if changed {
+                tracing::info!(container = %c.name, probe = ?kind, passing = ok, message = %message, "probe verdict changed");
+            }
+            if kind == Kind::Liveness && !slot.probes[i].passing {
+                liveness_failed = true;
+            }
+            if kind == Kind::Startup && !slot.probes[i].passing && !ok {
+                let threshold = spec.failure_threshold.unwrap_or(3).max(1);
+                if slot.probes[i].failures() >= threshold {
+                    liveness_failed = true;
+                }
+            }
+        }
+        liveness_failed
+    }
+
+    fn rotate_logs(&self) {
+        for (key, slot) in &self.slots {
+            let Some(name) = key.split_once('/').map(|(_, n)| n) else {
+                continue;
+            };
+            if slot.current.is_some() {
+                let file = logs::path(&self.dir, name, slot.attempt);
+                if let Err(e) = logs::rotate_if_large(&file, self.ctx.log_max_bytes) {
+                    tracing::warn!(file = %file.display(), error = %e, "rotating a log");
+                }
+            }
+        }
+    }
+
+    fn view_of(&self, c: &Container, key: &str) -> ContainerView {
+        let slot = self.slots.get(key);
+        let state = match slot {
+            None => Observed::Waiting {
+                reason: if key.starts_with("app/") {
+                    "PodInitializing"
+                } else {
+                    "Waiting"
+                }
+                .into(),
+                message: String::new(),
+            },
+            Some(s) => {
+                if let Some((reason, message)) = &s.waiting {
+                    Observed::Waiting {
+                        reason: reason.clone(),
+                        message: message.clone(),
+                    }
+                } else if let Some(t) = &s.terminated {
+                    t.clone()
+                } else if s.current.is_some() {
+                    Observed::Running {
+                        started_at: s.started_at,
+                        ready: s.ready(),
+                        started: s.started(),
+                    }
+                } else {
+                    Observed::Waiting {
+                        reason: "ContainerCreating".into(),
+                        message: String::new(),
+                    }
+                }
+            }
+        };
+        ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: slot.map(|s| s.image_id.clone()).unwrap_or_default(),
+            container_id: slot
+                .and_then(|s| s.current.as_ref())
+                .map(|id| format!("containerd://{id}")),
+            restart_count: slot.map(|s| s.attempt as i32).unwrap_or(0),
+            state,
+            last_terminated: slot.and_then(|s| s.last_terminated.clone()),
+        }
+    }
+
+    async fn report(
+        &mut self,
+        pod: &Pod,
+        init: &[Container],
+        containers: &[Container],
+        policy: &str,
+    ) {
+        let view = PodView {
+            init: init
+                .iter()
+                .map(|c| self.view_of(c, &format!("init/{}", c.name)))
+                .collect(),
+            containers: containers
+                .iter()
+                .map(|c| self.view_of(c, &format!("app/{}", c.name)))
+                .collect(),
+            restart_policy: policy.into(),
+            pod_ip: self.net.as_ref().map(|n| n.ip.clone()),
+            host_ip: Some(self.ctx.host_ip.clone()),
+            start_time: Some(self.start_time),
+            pending_message: self.pending_message.clone(),
+        };
+        let next = status::pod_status(&view, self.last_status.as_ref());
+        if self
+            .last_status
+            .as_ref()
+            .is_some_and(|prev| status::same(prev, &next))
+        {
+            return;
+        }
+        let api: Api<Pod> = Api::new(self.ctx.client.clone(), &self.namespace);
+        let mut obj = pod.clone();
+        obj.metadata.resource_version = None;
+        obj.status = Some(next.clone());
+        match api.update_status(&obj).await {
+            Ok(_) => {
+                tracing::debug!(phase = ?next.phase, "status reported");
+                self.last_status = Some(next);
+            }
+            Err(e) => tracing::warn!(error = %e, "reporting status; will retry"),
+        }
+    }
+}
+
+fn has_probes(c: &Container) -> bool {
+    c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+}

@@ -1,0 +1,462 @@
+//! [`ContainerRuntime`] over containerd: containers with the runc v2 shim on overlayfs
+//! snapshots, stdout and stderr appended by the shim straight to the container's log file
+//! (`file://` stdio), so a container keeps logging while the agent is down or restarting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest, WaitRequest,
+};
+use containerd_client::types::v1::{Process, Status as TaskStatus};
+use containerd_client::types::Mount;
+use prost_types::Any;
+
+use super::{
+    ContainerInfo, ContainerRuntime, CreateSpec, ExecOutput, ImageInfo, ProcessState, PullPolicy,
+};
+use crate::ctd::Conn;
+use crate::error::{Error, Result};
+use crate::image::ImageStore;
+
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RUNC_V2: &str = "io.containerd.runc.v2";
+
+/// containerd, in the agent's namespace.
+pub struct Containerd {
+    conn: Conn,
+    images: ImageStore,
+    exec_dir: PathBuf,
+}
+
+impl Containerd {
+    /// Connect to containerd at `socket`; exec output is staged under `state_dir`.
+    pub async fn connect(socket: &Path, namespace: &str, state_dir: &Path) -> Result<Self> {
+        let conn = Conn::connect(socket, namespace).await?;
+        let exec_dir = state_dir.join("exec");
+        std::fs::create_dir_all(&exec_dir).map_err(Error::io(&exec_dir))?;
+        Ok(Self {
+            images: ImageStore::new(conn.clone()),
+            conn,
+            exec_dir,
+        })
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// containerd's version, to report on the Node.
+    pub async fn version(&self) -> Result<String> {
+        let v = containerd_client::services::v1::version_client::VersionClient::new(
+            self.conn.channel(),
+        )
+        .version(())
+        .await
+        .map_err(Error::containerd("version"))?
+        .into_inner();
+        Ok(format!("containerd://{}", v.version))
+    }
+
+    fn tasks(&self) -> TasksClient<tonic::transport::Channel> {
+        TasksClient::new(self.conn.channel())
+    }
+
+    async fn rootfs(&self, id: &str, parent: &str) -> Result<Vec<Mount>> {
+        let mut snapshots = SnapshotsClient::new(self.conn.channel());
+        let prepared = snapshots
+            .prepare(self.conn.req(PrepareSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                key: id.into(),
+                parent: parent.into(),
+                labels: HashMap::new(),
+            }))
+            .await;
+        match prepared {
+            Ok(r) => Ok(r.into_inner().mounts),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(snapshots
+                .mounts(self.conn.req(MountsRequest {
+                    snapshotter: self.conn.snapshotter.clone(),
+                    key: id.into(),
+                }))
+                .await
+                .map_err(Error::containerd("snapshots.Mounts"))?
+                .into_inner()
+                .mounts),
+            Err(s) => Err(Error::containerd("snapshots.Prepare")(s)),
+        }
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<Process>> {
+        match self
+            .tasks()
+            .get(self.conn.req(GetRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().process),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::containerd("tasks.Get")(s)),
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: u32) -> Result<()> {
+        match self
+            .tasks()
+            .kill(self.conn.req(KillRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+                signal,
+                all: true,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::containerd("tasks.Kill")(s)),
+        }
+    }
+
+    async fn wait(&self, id: &str, within: Duration) -> Result<bool> {
+        let mut tasks = self.tasks();
+        let wait = tasks.wait(self.conn.req(WaitRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        }));
+        match tokio::time::timeout(within, wait).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => Ok(true),
+            Ok(Err(s)) => Err(Error::containerd("tasks.Wait")(s)),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+fn cgroup_oom_killed(spec: &serde_json::Value) -> bool {
+    let Some(path) = spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()) else {
+        return false;
+    };
+    let path = path.trim_start_matches('/');
+    // cgroup v2, then v1.
+    for file in [
+        format!("/sys/fs/cgroup/{path}/memory.events"),
+        format!("/sys/fs/cgroup/memory/{path}/memory.oom_control"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            return text
+                .lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        }
+    }
+    false
+}
+
+fn state_of(process: Option<&Process>, spec: Option<&serde_json::Value>) -> ProcessState {
+    let Some(p) = process else {
+        return ProcessState::NoTask;
+    };
+    match TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) {
+        TaskStatus::Created => ProcessState::Created,
+        TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing => {
+            ProcessState::Running { pid: p.pid }
+        }
+        TaskStatus::Stopped => ProcessState::Exited {
+            code: p.exit_status as i32,
+            finished_at: p.exited_at.as_ref().map(|t| t.seconds).unwrap_or(0),
+            oom_killed: p.exit_status == 137 && spec.is_some_and(cgroup_oom_killed),
+        },
+        TaskStatus::Unknown => ProcessState::NoTask,
+    }
+}
+
+fn info_of(c: &Container, process: Option<&Process>) -> ContainerInfo {
+    let spec = c
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok());
+    ContainerInfo {
+        id: c.id.clone(),
+        labels: c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        created_at: c.created_at.as_ref().map(|t| t.seconds).unwrap_or(0),
+        state: state_of(process, spec.as_ref()),
+    }
+}
+
+impl ContainerRuntime for Containerd {
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+        self.images.ensure(image, policy).await
+    }
+
+    async fn create(&self, spec: &CreateSpec) -> Result<()> {
+        let mounts = self.rootfs(&spec.id, &spec.image.chain_id).await?;
+        let value = serde_json::to_vec(&spec.spec).map_err(|e| Error::InvalidSpec {
+            field: "spec".into(),
+            reason: e.to_string(),
+        })?;
+        let container = Container {
+            id: spec.id.clone(),
+            labels: spec.labels.clone().into_iter().collect(),
+            image: spec.image.name.clone(),
+            runtime: Some(Runtime {
+                name: RUNC_V2.into(),
+                options: None,
+            }),
+            spec: Some(Any {
+                type_url: SPEC_TYPE.into(),
+                value,
+            }),
+            snapshotter: self.conn.snapshotter.clone(),
+            snapshot_key: spec.id.clone(),
+            ..Default::default()
+        };
+        let created = ContainersClient::new(self.conn.channel())
+            .create(self.conn.req(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(Error::containerd("containers.Create")(s)),
+        }
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        }
+        let uri = format!("file://{}", spec.log_path.display());
+        self.tasks()
+            .create(self.conn.req(CreateTaskRequest {
+                container_id: spec.id.clone(),
+                rootfs: mounts,
+                stdin: String::new(),
+                stdout: uri.clone(),
+                stderr: uri,
+                terminal: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::containerd("tasks.Create"))?;
+        Ok(())
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.tasks()
+            .start(self.conn.req(StartRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(Error::containerd("tasks.Start"))?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>> {
+        let containers = ContainersClient::new(self.conn.channel())
+            .list(self.conn.req(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(Error::containerd("containers.List"))?
+            .into_inner()
+            .containers;
+        let tasks = self
+            .tasks()
+            .list(self.conn.req(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(Error::containerd("tasks.List"))?
+            .into_inner()
+            .tasks;
+        let by_id: HashMap<&str, &Process> =
+            tasks.iter().map(|t| (t.container_id.as_str(), t)).collect();
+        Ok(containers
+            .iter()
+            .map(|c| info_of(c, by_id.get(c.id.as_str()).copied()))
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {
+        let got = ContainersClient::new(self.conn.channel())
+            .get(self.conn.req(GetContainerRequest { id: id.into() }))
+            .await;
+        let container = match got {
+            Ok(r) => r.into_inner().container,
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => return Err(Error::containerd("containers.Get")(s)),
+        };
+        let Some(container) = container else {
+            return Ok(None);
+        };
+        let task = self.task(id).await?;
+        Ok(Some(info_of(&container, task.as_ref())))
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let running = matches!(
+            self.task(id).await?.map(|p| TaskStatus::try_from(p.status)),
+            Some(Ok(TaskStatus::Running
+                | TaskStatus::Paused
+                | TaskStatus::Pausing))
+        );
+        if !running {
+            return Ok(());
+        }
+        self.kill(id, libc::SIGTERM as u32).await?;
+        if self.wait(id, grace).await? {
+            return Ok(());
+        }
+        tracing::info!(container = %id, grace_s = grace.as_secs(), "still running after the grace period; SIGKILL");
+        self.kill(id, libc::SIGKILL as u32).await?;
+        if self.wait(id, Duration::from_secs(10)).await? {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                what: format!("stopping container {id}"),
+            })
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        if let Some(p) = self.task(id).await? {
+            if TaskStatus::try_from(p.status) != Ok(TaskStatus::Stopped) {
+                self.kill(id, libc::SIGKILL as u32).await?;
+                self.wait(id, Duration::from_secs(10)).await?;
+            }
+            match self
+                .tasks()
+                .delete(self.conn.req(DeleteTaskRequest {
+                    container_id: id.into(),
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(Error::containerd("tasks.Delete")(s)),
+            }
+        }
+        match ContainersClient::new(self.conn.channel())
+            .delete(self.conn.req(DeleteContainerRequest { id: id.into() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(Error::containerd("containers.Delete")(s)),
+        }
+        match SnapshotsClient::new(self.conn.channel())
+            .remove(self.conn.req(RemoveSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                key: id.into(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::containerd("snapshots.Remove")(s)),
+        }
+    }
+
+    async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let container = ContainersClient::new(self.conn.channel())
+            .get(self.conn.req(GetContainerRequest { id: id.into() }))
+            .await
+            .map_err(Error::containerd("containers.Get"))?
+            .into_inner()
+            .container
+            .unwrap_or_default();
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .unwrap_or_default();
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"user": {"uid": 0, "gid": 0}, "cwd": "/"}));
+        process["args"] = serde_json::json!(argv);
+        process["terminal"] = serde_json::json!(false);
+        let exec_id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+        let out_path = self.exec_dir.join(format!("{exec_id}.out"));
+        let uri = format!("file://{}", out_path.display());
+        let value = serde_json::to_vec(&process).map_err(|e| Error::InvalidSpec {
+            field: "process".into(),
+            reason: e.to_string(),
+        })?;
+        let mut tasks = self.tasks();
+        tasks
+            .exec(self.conn.req(ExecProcessRequest {
+                container_id: id.into(),
+                stdin: String::new(),
+                stdout: uri.clone(),
+                stderr: uri,
+                terminal: false,
+                spec: Some(Any {
+                    type_url: PROCESS_TYPE.into(),
+                    value,
+                }),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(Error::containerd("tasks.Exec"))?;
+        let result = async {
+            tasks
+                .start(self.conn.req(StartRequest {
+                    container_id: id.into(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await
+                .map_err(Error::containerd("tasks.Start (exec)"))?;
+            let mut waiter = tasks.clone();
+            let wait = waiter.wait(self.conn.req(WaitRequest {
+                container_id: id.into(),
+                exec_id: exec_id.clone(),
+            }));
+            match tokio::time::timeout(timeout, wait).await {
+                Ok(Ok(r)) => Ok(r.into_inner().exit_status as i32),
+                Ok(Err(s)) => Err(Error::containerd("tasks.Wait (exec)")(s)),
+                Err(_) => {
+                    let _ = tasks
+                        .kill(self.conn.req(KillRequest {
+                            container_id: id.into(),
+                            exec_id: exec_id.clone(),
+                            signal: libc::SIGKILL as u32,
+                            all: false,
+                        }))
+                        .await;
+                    Err(Error::Timeout {
+                        what: format!("exec {argv:?} in {id}"),
+                    })
+                }
+            }
+        }
+        .await;
+        let _ = tasks
+            .delete_process(self.conn.req(DeleteProcessRequest {
+                container_id: id.into(),
+                exec_id: exec_id.clone(),
+            }))
+            .await;
+        let output = std::fs::read(&out_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_path);
+        Ok(ExecOutput {
+            exit_code: result?,
+            output,
+        })
+    }
+}

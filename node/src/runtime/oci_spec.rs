@@ -1,0 +1,292 @@
+//! The OCI runtime spec of a pod's container, built from the pod spec and the image config
+//! (a pure function, so its rules — command/args over entrypoint/cmd, `$(VAR)` expansion,
+//! limits as cgroup values — have table tests).
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use super::ImageInfo;
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Path on the host.
+    pub host_path: PathBuf,
+    /// Path in the container.
+    pub container_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Everything a container's spec is built from.
+#[derive(Debug, Clone, Default)]
+pub struct SpecInput {
+    /// The container's `command` (replaces the image's entrypoint).
+    pub command: Option<Vec<String>>,
+    /// The container's `args` (replace the image's cmd).
+    pub args: Option<Vec<String>>,
+    /// Environment from the pod spec, resolved, in order.
+    pub env: Vec<(String, String)>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
+    /// The pod's hostname.
+    pub hostname: String,
+    /// The pod's network namespace.
+    pub netns_path: PathBuf,
+    /// Bind mounts (volumes, /etc/hosts, /etc/resolv.conf, /etc/hostname).
+    pub mounts: Vec<BindMount>,
+    /// cgroup path (cgroupfs driver), unique per container.
+    pub cgroups_path: String,
+    /// cpu limit in millicores.
+    pub cpu_limit_millis: Option<i64>,
+    /// cpu request in millicores (cpu shares).
+    pub cpu_request_millis: Option<i64>,
+    /// memory limit in bytes.
+    pub memory_limit_bytes: Option<i64>,
+}
+
+/// Kubernetes' `$(VAR)` expansion: `$(NAME)` becomes the variable's value when it is defined,
+/// `$$` escapes, and an undefined reference stays as written.
+pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The process's argv, by Kubernetes' rules.
+pub fn argv(input: &SpecInput, image: &ImageInfo) -> Vec<String> {
+    let raw: Vec<String> = match (&input.command, &input.args) {
+        (Some(cmd), Some(args)) => cmd.iter().chain(args).cloned().collect(),
+        (Some(cmd), None) => cmd.clone(),
+        (None, Some(args)) => image.entrypoint.iter().chain(args).cloned().collect(),
+        (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    };
+    raw.iter().map(|a| expand(a, &input.env)).collect()
+}
+
+/// The environment: the image's, then the pod's (which win), plus HOSTNAME.
+pub fn environment(input: &SpecInput, image: &ImageInfo) -> Vec<String> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut set = |k: String, v: String| {
+        if let Some(slot) = vars.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v;
+        } else {
+            vars.push((k, v));
+        }
+    };
+    if !image.env.iter().any(|e| e.starts_with("PATH=")) {
+        set(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    for e in &image.env {
+        if let Some((k, v)) = e.split_once('=') {
+            set(k.into(), v.into());
+        }
+    }
+    set("HOSTNAME".into(), input.hostname.clone());
+    for (k, v) in &input.env {
+        set(k.clone(), v.clone());
+    }
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// CFS period used for cpu limits.
+const CPU_PERIOD: u64 = 100_000;
+
+/// The runtime spec.
+pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
+    let cwd = input
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let caps = json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE"
+    ]);
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    for m in &input.mounts {
+        let mode = if m.read_only { "ro" } else { "rw" };
+        mounts.push(json!({
+            "destination": m.container_path,
+            "type": "bind",
+            "source": m.host_path,
+            "options": ["rbind", "rprivate", mode],
+        }));
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(limit) = input.cpu_limit_millis.filter(|l| *l > 0) {
+        resources["cpu"]["quota"] = json!(limit * CPU_PERIOD as i64 / 1000);
+        resources["cpu"]["period"] = json!(CPU_PERIOD);
+    }
+    if let Some(req) = input.cpu_request_millis.filter(|r| *r > 0) {
+        // Kubernetes' mapping of requests to shares (1 cpu = 1024), at least 2.
+        resources["cpu"]["shares"] = json!((req * 1024 / 1000).max(2));
+    }
+    if let Some(mem) = input.memory_limit_bytes.filter(|m| *m > 0) {
+        resources["memory"]["limit"] = json!(mem);
+        // No swap beyond the limit: the limit is the limit.
+        resources["memory"]["swap"] = json!(mem);
+    }
+    json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": argv(input, image),
+            "env": environment(input, image),
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": input.cgroups_path,
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "network", "path": input.netns_path},
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageInfo {
+        ImageInfo {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["default".into()],
+            env: vec!["PATH=/bin".into(), "A=image".into()],
+            working_dir: "/work".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes_rules() {
+        let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let cases = [
+            (None, None, vec!["/entry", "default"]),
+            (None, s(&["x"]), vec!["/entry", "x"]),
+            (s(&["sh"]), None, vec!["sh"]),
+            (s(&["sh", "-c"]), s(&["echo"]), vec!["sh", "-c", "echo"]),
+        ];
+        for (command, args, want) in cases {
+            let input = SpecInput {
+                command,
+                args,
+                ..Default::default()
+            };
+            assert_eq!(argv(&input, &image()), want);
+        }
+    }
+
+    #[test]
+    fn variables_expand_and_escape_as_in_kubernetes() {
+        let env = vec![("NAME".to_string(), "web".to_string())];
+        assert_eq!(expand("hi $(NAME)!", &env), "hi web!");
+        assert_eq!(expand("$$(NAME) $(MISSING)", &env), "$(NAME) $(MISSING)");
+        assert_eq!(expand("cost $5 $(", &env), "cost $5 $(");
+    }
+
+    #[test]
+    fn pod_env_overrides_image_env() {
+        let input = SpecInput {
+            env: vec![("A".into(), "pod".into())],
+            hostname: "p".into(),
+            ..Default::default()
+        };
+        let env = environment(&input, &image());
+        assert!(env.contains(&"A=pod".to_string()));
+        assert!(env.contains(&"PATH=/bin".to_string()));
+        assert!(env.contains(&"HOSTNAME=p".to_string()));
+    }
+
+    #[test]
+    fn limits_become_cgroup_values() {
+        let input = SpecInput {
+            cpu_limit_millis: Some(500),
+            cpu_request_millis: Some(250),
+            memory_limit_bytes: Some(64 << 20),
+            ..Default::default()
+        };
+        let spec = build(&input, &image());
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(spec["process"]["cwd"], "/work");
+    }
+}
