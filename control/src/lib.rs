@@ -2,7 +2,8 @@
 //!
 //! - [`bootstrap`]: flags checked, the data directory claimed for one cluster and member,
 //!   and a fresh cluster initialised exactly once.
-//! - [`server`]: the gRPC server a control node runs (Raft, Kv, Cluster).
+//! - [`server`]: the gRPC server a control node runs (Raft, Kv, Cluster, Objects, NodeAgent).
+//! - [`node_proxy`]: logs, exec and image imports passed on to node agents.
 //! - [`objects`]: the Kubernetes-shaped object API.
 //! - [`scheduler`], [`controllers`]: placement and reconcile loops, run on the Raft leader.
 //! - [`hollow`]: simulated nodes for tests and scale benchmarks.
@@ -12,6 +13,7 @@ pub mod bootstrap;
 pub mod client_config;
 pub mod controllers;
 pub mod hollow;
+pub mod node_proxy;
 pub mod objects;
 pub mod scheduler;
 pub mod server;

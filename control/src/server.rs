@@ -1,10 +1,11 @@
-//! The gRPC server of a control node: Raft peer RPCs, the Kv, Cluster and Objects APIs on one
-//! listener, built from the shared server builder in `skiff-proto`.
+//! The gRPC server of a control node: Raft peer RPCs, the Kv, Cluster and Objects APIs and the
+//! NodeAgent proxy (logs, exec, image import) on one listener, built from the shared server builder in `skiff-proto`.
 
 use std::future::Future;
 
 use skiff_proto::pb::cluster_server::ClusterServer;
 use skiff_proto::pb::kv_server::KvServer;
+use skiff_proto::pb::node_agent_server::NodeAgentServer;
 use skiff_proto::pb::objects_server::ObjectsServer;
 use skiff_proto::pb::raft_server::RaftServer;
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
@@ -14,6 +15,7 @@ use skiff_raft::grpc::raft_service::RaftService;
 use skiff_raft::RaftNode;
 use tokio::net::TcpListener;
 
+use crate::node_proxy::NodeProxy;
 use crate::objects::{ObjectService, ObjectStore};
 
 /// Serve `node` on `listener` until `shutdown` resolves.
@@ -34,11 +36,15 @@ pub async fn serve(
     let objects = ObjectsServer::new(ObjectService::new(ObjectStore::new(node.clone())))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let node_agent = NodeAgentServer::new(NodeProxy::new(ObjectStore::new(node.clone())))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     transport::server()
         .add_service(raft)
         .add_service(kv)
         .add_service(cluster)
         .add_service(objects)
+        .add_service(node_agent)
         .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
 }

@@ -62,6 +62,13 @@ enum Command {
     Uncordon(cmd::objects::nodes::NodeArgs),
     /// Cordon nodes and evict their pods.
     Drain(cmd::objects::nodes::DrainArgs),
+    /// Print a container's log.
+    Logs(cmd::pods::LogsArgs),
+    /// Run a command in a container.
+    Exec(cmd::pods::ExecArgs),
+    /// Manage images on nodes.
+    #[command(subcommand)]
+    Image(cmd::pods::ImageCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,6 +117,9 @@ fn main() -> std::process::ExitCode {
             Command::Cordon(a) => cmd::objects::nodes::cordon(&client, a, true).await,
             Command::Uncordon(a) => cmd::objects::nodes::cordon(&client, a, false).await,
             Command::Drain(a) => cmd::objects::nodes::drain(&client, a).await,
+            Command::Logs(a) => cmd::pods::logs(&client, a).await,
+            Command::Exec(a) => cmd::pods::exec(&client, a).await,
+            Command::Image(c) => cmd::pods::image(&client, c).await,
         }
     });
     match result {

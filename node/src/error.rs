@@ -118,3 +118,27 @@ impl Error {
 
 /// The agent's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use std::error::Error as _;
+        let mut message = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        match &e {
+            Error::InvalidSpec { .. } | Error::BadReference { .. } | Error::BadImage { .. } => {
+                tonic::Status::invalid_argument(message)
+            }
+            Error::Containerd { status, .. } if status.code() == tonic::Code::NotFound => {
+                tonic::Status::not_found(message)
+            }
+            Error::Timeout { .. } => tonic::Status::deadline_exceeded(message),
+            Error::Connect { .. } => tonic::Status::unavailable(message),
+            _ => tonic::Status::internal(message),
+        }
+    }
+}

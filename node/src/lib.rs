@@ -9,6 +9,7 @@
 //! - [`image`]: pulls from registries and OCI archive imports into containerd.
 //! - [`cni`]: network namespaces and CNI plugin calls; the node bridge and its routes.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
+//! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
 
 pub mod agent;
 pub mod cni;
@@ -19,5 +20,6 @@ pub mod image;
 pub mod pod_worker;
 pub mod registration;
 pub mod runtime;
+pub mod server;
 
 pub use error::{Error, Result};

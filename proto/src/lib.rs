@@ -5,11 +5,13 @@
 //! - [`status`]: how errors travel as `tonic::Status`, both ways.
 //! - [`client`]: the client with an endpoint list and fail-over.
 //! - [`objects`]: object API calls, typed [`objects::Api`], and the informer.
+//! - [`node_agent`]: logs, exec and image imports through the control plane.
 //! - [`kinds`]: the served object kinds and the names clients use for them.
 //! - [`quantity`]: Kubernetes resource quantities.
 
 pub mod client;
 pub mod kinds;
+pub mod node_agent;
 pub mod objects;
 pub mod quantity;
 pub mod status;

@@ -3,3 +3,4 @@
 pub mod cluster;
 pub mod kv;
 pub mod objects;
+pub mod pods;

@@ -284,8 +284,18 @@ impl ContainerRuntime for Containerd {
             .map_err(Error::containerd("tasks.List"))?
             .into_inner()
             .tasks;
-        let by_id: HashMap<&str, &Process> =
-            tasks.iter().map(|t| (t.container_id.as_str(), t)).collect();
+        // containerd fills a listed task's `id` with its container's id.
+        let by_id: HashMap<&str, &Process> = tasks
+            .iter()
+            .map(|t| {
+                let key = if t.container_id.is_empty() {
+                    &t.id
+                } else {
+                    &t.container_id
+                };
+                (key.as_str(), t)
+            })
+            .collect();
         Ok(containers
             .iter()
             .map(|c| info_of(c, by_id.get(c.id.as_str()).copied()))

@@ -125,10 +125,16 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_pods: args.max_pods,
     };
     tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.agent_port))
+        .await
+        .map_err(|e| anyhow::anyhow!("--agent-port {}: {e}", args.agent_port))?;
     let (agent, events) = agent::start(cfg).await?;
+    let agent = std::sync::Arc::new(agent);
+    let api = tokio::spawn(skiff_node::server::serve(agent.clone(), listener));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = agent.run(events) => {}
+        r = api => anyhow::bail!("the agent API stopped: {r:?}"),
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }

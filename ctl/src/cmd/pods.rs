@@ -1,0 +1,133 @@
+//! `skiffctl logs`, `skiffctl exec` and `skiffctl image import`: they reach the node agent of
+//! the pod (or the named node) through any control node.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use skiff_proto::pb::{ExecRequest, LogsRequest};
+use skiff_proto::Client;
+
+use super::objects::ExitWith;
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (needed when the pod has several).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Keep printing new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The previous run of the container.
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+    /// Only the last N lines.
+    #[arg(long, default_value_t = -1)]
+    pub tail: i64,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (default: the first).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Seconds before the command is killed.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u32,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Import the images of an OCI archive (a tar of an OCI image layout) onto a node.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        /// The node to import on.
+        #[arg(long, required = true)]
+        node: String,
+    },
+}
+
+pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    let mut stream = client
+        .pod_logs(LogsRequest {
+            namespace: a.namespace,
+            pod: a.pod,
+            container: a.container.unwrap_or_default(),
+            follow: a.follow,
+            previous: a.previous,
+            tail_lines: a.tail.max(0),
+        })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk?.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<()> {
+    let container = match a.container {
+        Some(c) => c,
+        None => {
+            // kubectl's default: the pod's first container.
+            let pod = client
+                .get_object("pods", &a.namespace, &a.pod, false)
+                .await?;
+            let v: serde_json::Value = serde_json::from_slice(&pod.object)?;
+            v.pointer("/spec/containers/0/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let r = client
+        .pod_exec(ExecRequest {
+            namespace: a.namespace,
+            pod: a.pod,
+            container,
+            command: a.command,
+            timeout_seconds: a.timeout,
+        })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&r.output)?;
+    out.flush()?;
+    if r.exit_code != 0 {
+        return Err(ExitWith {
+            code: u8::try_from(r.exit_code.clamp(1, 255)).unwrap_or(1),
+            message: format!("command terminated with exit code {}", r.exit_code),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+pub async fn image(client: &Client, c: ImageCommand) -> anyhow::Result<()> {
+    match c {
+        ImageCommand::Import { file, node } => {
+            let data =
+                std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let names = client.import_image(&node, data).await?;
+            for n in names {
+                println!("image/{n} imported on node/{node}");
+            }
+            Ok(())
+        }
+    }
+}
