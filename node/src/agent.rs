@@ -61,6 +61,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Pods the node takes.
     pub max_pods: u32,
+    /// Registries (host:port) pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// A running agent: what its API server needs.
@@ -81,6 +83,7 @@ pub async fn start(
         &cfg.containerd_socket,
         &cfg.containerd_namespace,
         &cfg.data_dir,
+        cfg.insecure_registries.clone(),
     )
     .await?;
     let runtime_version = runtime.version().await?;

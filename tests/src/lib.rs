@@ -11,6 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skiff_proto::{Client, ClientConfig};
 
+pub mod node_env;
+
 /// Path of a binary built from this workspace (`skiff`, `skiffctl`).
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.
@@ -52,6 +54,9 @@ pub fn init_tracing() {
 pub struct MemberOptions {
     /// Extra flags for `skiff control`.
     pub extra_args: Vec<String>,
+    /// Listen on every address (advertising loopback), so test hosts in network namespaces
+    /// reach the members through their gateway.
+    pub listen_any: bool,
 }
 
 /// One control process.
@@ -65,6 +70,7 @@ pub struct Member {
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
+    listen: String,
 }
 
 impl Member {
@@ -131,7 +137,10 @@ impl Cluster {
                 cluster_id.clone(),
             ];
             args.extend(opts.extra_args.iter().cloned());
-            cluster.add_process(*id, addr.clone(), args);
+            if opts.listen_any {
+                args.extend(["--advertise".to_string(), addr.clone()]);
+            }
+            cluster.add_process(*id, addr.clone(), args, opts.listen_any);
         }
         cluster
     }
@@ -145,15 +154,24 @@ impl Cluster {
             self.cluster_id.clone(),
         ];
         args.extend(opts.extra_args);
-        self.add_process(id, addr.clone(), args);
+        if opts.listen_any {
+            args.extend(["--advertise".to_string(), addr.clone()]);
+        }
+        self.add_process(id, addr.clone(), args, opts.listen_any);
         addr
     }
 
-    fn add_process(&mut self, id: u64, addr: String, args: Vec<String>) {
+    fn add_process(&mut self, id: u64, addr: String, args: Vec<String>, listen_any: bool) {
         let data_dir = self.dir.path().join(format!("member-{id}"));
         let log = self.dir.path().join(format!("member-{id}.log"));
+        let listen = if listen_any {
+            addr.replacen("127.0.0.1", "0.0.0.0", 1)
+        } else {
+            addr.clone()
+        };
         let mut m = Member {
             id,
+            listen,
             addr,
             data_dir,
             child: None,
@@ -172,6 +190,15 @@ impl Cluster {
     /// Endpoints of all members.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.values().map(|m| m.addr.clone()).collect()
+    }
+
+    /// Endpoints of all members as reached through `host` (a test host's gateway address);
+    /// needs `listen_any`.
+    pub fn endpoints_via(&self, host: &str) -> Vec<String> {
+        self.members
+            .values()
+            .map(|m| m.addr.replacen("127.0.0.1", host, 1))
+            .collect()
     }
 
     /// A client of every member, with fail-over.
@@ -251,7 +278,7 @@ fn spawn(m: &mut Member) {
         .expect("log file");
     let child = Command::new(binary("skiff"))
         .arg("control")
-        .args(["--id", &m.id.to_string(), "--listen", &m.addr])
+        .args(["--id", &m.id.to_string(), "--listen", &m.listen])
         .arg("--data-dir")
         .arg(&m.data_dir)
         .args(&m.args)

@@ -98,6 +98,7 @@ async fn cluster_with_nodes(nodes: &[&str], extra: &[&str]) -> (Cluster, Hollow)
         3,
         MemberOptions {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         },
     );
     cluster.wait_leader(Duration::from_secs(10)).await;

@@ -13,6 +13,7 @@ use tracing::info;
 fn opts(args: &[&str]) -> MemberOptions {
     MemberOptions {
         extra_args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 

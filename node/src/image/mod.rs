@@ -39,14 +39,16 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// The agent's images.
 pub struct ImageStore {
     conn: Conn,
+    insecure: Vec<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ImageStore {
-    /// Images of `conn`'s namespace.
-    pub fn new(conn: Conn) -> Self {
+    /// Images of `conn`'s namespace; `insecure` registries are reached over plain HTTP.
+    pub fn new(conn: Conn, insecure: Vec<String>) -> Self {
         Self {
             conn,
+            insecure,
             locks: Mutex::default(),
         }
     }
@@ -74,7 +76,7 @@ impl ImageStore {
         let started = std::time::Instant::now();
         let lease = self.conn.lease(LEASE_TTL).await?;
         let result = async {
-            let pulled = registry::pull(&self.conn, &lease, &r).await?;
+            let pulled = registry::pull(&self.conn, &lease, &r, &self.insecure).await?;
             self.record(
                 &name,
                 &lease,

@@ -106,6 +106,10 @@ impl<R: ContainerRuntime> Worker<R> {
         let now = Instant::now();
         let mut wake = now + RESYNC;
         for s in self.slots.values() {
+            // A failed pull is reported as ErrImagePull, then as ImagePullBackOff while it waits.
+            if s.waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull") {
+                wake = wake.min(now + Duration::from_millis(200));
+            }
             for p in &s.probes {
                 wake = wake.min(p.next_due());
             }

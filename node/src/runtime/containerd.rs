@@ -41,13 +41,19 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Connect to containerd at `socket`; exec output is staged under `state_dir`.
-    pub async fn connect(socket: &Path, namespace: &str, state_dir: &Path) -> Result<Self> {
+    /// Connect to containerd at `socket`; exec output is staged under `state_dir`; registries
+    /// in `insecure_registries` are pulled from over plain HTTP.
+    pub async fn connect(
+        socket: &Path,
+        namespace: &str,
+        state_dir: &Path,
+        insecure_registries: Vec<String>,
+    ) -> Result<Self> {
         let conn = Conn::connect(socket, namespace).await?;
         let exec_dir = state_dir.join("exec");
         std::fs::create_dir_all(&exec_dir).map_err(Error::io(&exec_dir))?;
         Ok(Self {
-            images: ImageStore::new(conn.clone()),
+            images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
         })

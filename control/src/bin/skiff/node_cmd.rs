@@ -57,6 +57,9 @@ pub struct NodeArgs {
     /// Pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
     /// Run inside this network namespace (`ip netns` name): for several nodes on one machine.
     #[arg(long)]
     pub netns: Option<String>,
@@ -123,6 +126,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         lease_namespace: "skiff-system".into(),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_pods: args.max_pods,
+        insecure_registries: args.insecure_registries.clone(),
     };
     tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.agent_port))

@@ -1,0 +1,134 @@
+//! A small OCI image built on the spot from Debian's `busybox-static`: one uncompressed
+//! layer with `/bin/busybox` and its applets as symlinks. Nothing is fetched from anywhere.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Applets linked into the image.
+const APPLETS: &[&str] = &[
+    "sh", "httpd", "wget", "sleep", "echo", "cat", "ls", "env", "true", "false", "hostname", "ps",
+    "kill", "mkdir", "test", "id", "head", "date", "nc", "grep", "touch", "rm",
+];
+
+/// An image's blobs.
+pub struct OciImage {
+    /// The layer (a tar).
+    pub layer: Vec<u8>,
+    /// The config JSON.
+    pub config: Vec<u8>,
+    /// The manifest JSON.
+    pub manifest: Vec<u8>,
+}
+
+/// `sha256:<hex>`.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn busybox_path() -> &'static str {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!(
+        "busybox is not installed (Debian: apt-get install busybox-static); make test installs it"
+    )
+}
+
+impl OciImage {
+    /// The busybox image; `marker` is written to `/etc/skiff-image` so images can differ.
+    pub fn busybox(marker: &str) -> Self {
+        let mut b = tar::Builder::new(Vec::new());
+        for (dir, mode) in [
+            ("bin", 0o755),
+            ("etc", 0o755),
+            ("tmp", 0o1777),
+            ("var", 0o755),
+            ("www", 0o755),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(mode);
+            h.set_size(0);
+            b.append_data(&mut h, dir, std::io::empty())
+                .expect("tar dir");
+        }
+        let bin = std::fs::read(busybox_path()).expect("read busybox");
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(bin.len() as u64);
+        b.append_data(&mut h, "bin/busybox", bin.as_slice())
+            .expect("tar busybox");
+        for a in APPLETS {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            b.append_link(&mut h, format!("bin/{a}"), "busybox")
+                .expect("tar link");
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(marker.len() as u64);
+        b.append_data(&mut h, "etc/skiff-image", marker.as_bytes())
+            .expect("tar marker");
+        let layer = b.into_inner().expect("tar");
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
+        }))
+        .expect("config");
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": digest(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": digest(&layer), "size": layer.len()}],
+        }))
+        .expect("manifest");
+        Self {
+            layer,
+            config,
+            manifest,
+        }
+    }
+
+    /// An OCI archive (a tar of an OCI image layout) naming the image `name`.
+    pub fn archive(&self, name: &str) -> Vec<u8> {
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&self.manifest),
+                "size": self.manifest.len(),
+                "annotations": {"io.containerd.image.name": name,
+                                "org.opencontainers.image.ref.name": "latest"},
+            }],
+        }))
+        .expect("index");
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        files.insert(
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        );
+        files.insert("index.json".into(), index);
+        for blob in [&self.layer, &self.config, &self.manifest] {
+            let d = digest(blob);
+            files.insert(format!("blobs/sha256/{}", &d[7..]), blob.clone());
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data.as_slice()).expect("tar");
+        }
+        b.into_inner().expect("tar")
+    }
+}

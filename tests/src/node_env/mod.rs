@@ -1,0 +1,434 @@
+//! The world of node-agent tests: a test host (a network namespace with a veth to the root
+//! namespace and no route off the machine), a private containerd, a local registry, images
+//! built from busybox, and `skiff node` processes. Everything is named per test, removed on
+//! drop even when the test fails, and what a killed run left behind is removed at the next.
+//!
+//! ```text
+//! root netns: control nodes (0.0.0.0:port), registry (gw:port), containerd (unix socket)
+//!     │ veth  gw 10.233.X.Y/30
+//!     ▼
+//! test host netns: skiff node (agent API :10250), bridge skiff0 ── pods (10.244.n.0/24)
+//! ```
+
+pub mod image;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run a command; panic with its stderr if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command, returning its output whatever happens.
+pub fn try_sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
+}
+
+/// Under `CI=true` a missing system part fails the test; elsewhere the test says so and
+/// is skipped.
+pub fn require_system_parts() -> bool {
+    let missing: Vec<&str> = [
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("docker-registry", "docker-registry"),
+        ("ip", "iproute2"),
+        ("busybox", "busybox-static"),
+    ]
+    .iter()
+    .filter(|(tool, _)| {
+        !std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+    })
+    .map(|(_, pkg)| *pkg)
+    .chain((!Path::new("/usr/lib/cni/bridge").exists()).then_some("containernetworking-plugins"))
+    .collect();
+    if missing.is_empty()
+        && std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
+    {
+        return true;
+    }
+    let msg =
+        format!("node tests need root and Debian packages {missing:?} (make test installs them)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+const NETNS_PREFIX: &str = "ske2e";
+
+/// Remove test-host namespaces of test processes that no longer run.
+fn remove_stale_hosts() {
+    let list = String::from_utf8_lossy(&try_sh(&["ip", "netns", "list"]).stdout).into_owned();
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('x').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = try_sh(&["ip", "netns", "del", name]);
+        }
+    }
+}
+
+/// A test host: a network namespace joined to the root namespace by a veth pair.
+pub struct TestHost {
+    /// Its namespace name.
+    pub netns: String,
+    /// Its address.
+    pub ip: String,
+    /// The root namespace's end of the link (how the host reaches the control plane).
+    pub gateway: String,
+}
+
+impl TestHost {
+    /// Create a host with a fresh /30.
+    pub fn create() -> Self {
+        remove_stale_hosts();
+        let n: u32 = rand::random::<u32>() % 16_000;
+        let (a, b) = (n / 64, (n % 64) * 4);
+        let netns = format!("{NETNS_PREFIX}{}x{n}", std::process::id());
+        let gateway = format!("10.233.{a}.{}", b + 1);
+        let ip = format!("10.233.{a}.{}", b + 2);
+        let (outer, inner) = (format!("skv{n}a"), format!("skv{n}b"));
+        sh(&["ip", "netns", "add", &netns]);
+        let host = Self {
+            netns: netns.clone(),
+            ip: ip.clone(),
+            gateway: gateway.clone(),
+        };
+        sh(&[
+            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]);
+        sh(&["ip", "link", "set", &inner, "netns", &netns]);
+        sh(&["ip", "addr", "add", &format!("{gateway}/30"), "dev", &outer]);
+        sh(&["ip", "link", "set", &outer, "up"]);
+        host.exec(&["ip", "link", "set", "lo", "up"]);
+        host.exec(&["ip", "addr", "add", &format!("{ip}/30"), "dev", &inner]);
+        host.exec(&["ip", "link", "set", &inner, "up"]);
+        host
+    }
+
+    /// Run a command inside the host; panics on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.netns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Run a command inside the host.
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.netns];
+        full.extend_from_slice(args);
+        try_sh(&full)
+    }
+
+    /// Fetch `http://addr/path` from inside the host with busybox wget (whose own `-T` timeout
+    /// crashes Debian's build, hence `timeout`), after checking that
+    /// the address routes to the host's own bridge and nowhere else. The error says what
+    /// wget said and how the host's network looked.
+    pub fn http_get(&self, addr: &str, path: &str) -> Result<String, String> {
+        let ip = addr.split(':').next().unwrap_or(addr);
+        let route = self.exec(&["ip", "route", "get", ip]);
+        assert!(
+            route.contains("dev skiff0"),
+            "{ip} does not route to the test host's pod bridge: {route}"
+        );
+        let out = self.try_exec(&[
+            "timeout",
+            "5",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{addr}{path}"),
+        ]);
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let look =
+            |args: &[&str]| String::from_utf8_lossy(&self.try_exec(args).stdout).into_owned();
+        Err(format!(
+            "wget http://{addr}{path} ({}): {} {}\naddresses:\n{}routes:\n{}links:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            look(&["ip", "-br", "addr"]),
+            look(&["ip", "route"]),
+            look(&["ip", "-br", "link"]),
+        ))
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // The veth goes with the namespace.
+        let _ = try_sh(&["ip", "netns", "del", &self.netns]);
+    }
+}
+
+/// A private containerd: own root, state and socket under a test folder.
+pub struct Containerd {
+    /// Its socket.
+    pub socket: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Start one under `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let dir = dir.join("containerd");
+        std::fs::create_dir_all(&dir).expect("containerd dir");
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
+                dir.display(),
+                socket.display()
+            ),
+        )
+        .expect("containerd config");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("containerd is not installed (Debian: apt-get install containerd runc)");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start; see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            socket,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// `ctr` against this containerd, in the agent's namespace.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let sock = self.socket.display().to_string();
+        let mut full = vec!["ctr", "-a", &sock, "-n", "skiff"];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// The ids of the containers (`ctr containers ls -q`).
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// The active snapshots (container root filesystems, not image layers).
+    pub fn active_snapshots(&self) -> Vec<String> {
+        self.ctr(&["snapshots", "ls"])
+            .lines()
+            .skip(1)
+            .filter(|l| l.trim_end().ends_with("Active"))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let sock = self.socket.display().to_string();
+        // Containers first: their shims outlive containerd otherwise.
+        let tasks = try_sh(&["ctr", "-a", &sock, "-n", "skiff", "tasks", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).lines() {
+            let _ = try_sh(&[
+                "ctr", "-a", &sock, "-n", "skiff", "tasks", "kill", "-a", "-s", "SIGKILL", id,
+            ]);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for id in String::from_utf8_lossy(&tasks.stdout).lines() {
+            let _ = try_sh(&[
+                "ctr", "-a", &sock, "-n", "skiff", "tasks", "delete", "-f", id,
+            ]);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_processes_mentioning(&sock);
+        unmount_under(&self.dir);
+    }
+}
+
+fn kill_processes_mentioning(needle: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn unmount_under(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = try_sh(&["umount", "-l", p]);
+    }
+}
+
+/// A `skiff node` process inside a test host.
+pub struct Agent {
+    /// Node name.
+    pub name: String,
+    /// Its data folder.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Start an agent named `name` in `host`, against `endpoints`, on `containerd`.
+    pub fn start(
+        name: &str,
+        host: &TestHost,
+        endpoints: &[String],
+        containerd: &Containerd,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let data_dir = dir.join(format!("agent-{name}"));
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--name".into(),
+            name.into(),
+            "--netns".into(),
+            host.netns.clone(),
+            "--node-ip".into(),
+            host.ip.clone(),
+            "--endpoints".into(),
+            endpoints.join(","),
+            "--containerd-socket".into(),
+            containerd.socket.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--heartbeat-ms".into(),
+            "1000".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = Self {
+            name: name.into(),
+            log: dir.join(format!("agent-{name}.log")),
+            data_dir,
+            args,
+            child: None,
+        };
+        a.restart();
+        a
+    }
+
+    /// Start the process (again).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent {} runs", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(crate::binary("skiff"))
+            .args(&self.args)
+            .env("SKIFF_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff node");
+        self.child = Some(child);
+    }
+
+    /// `kill -9` the agent (its containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Network namespaces of its pods (from their network records).
+    pub fn pod_netns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("pods")) {
+            for e in entries.flatten() {
+                let uid = e.file_name().to_string_lossy().into_owned();
+                let short: String = uid
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(20)
+                    .collect();
+                out.push(format!("skiff-{short}"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        for ns in self.pod_netns() {
+            let _ = try_sh(&["ip", "netns", "del", &ns]);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! A local OCI registry (Debian's `docker-registry`) for the tests, and a push over the
+//! distribution protocol's plain HTTP calls.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::image::{digest, OciImage};
+
+/// A running registry.
+pub struct Registry {
+    /// host:port it serves on.
+    pub addr: String,
+    child: Child,
+}
+
+fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the registry");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, resp)
+}
+
+impl Registry {
+    /// Start a registry listening on `ip` (a free port), storing under `dir`.
+    pub fn start(ip: &str, dir: &Path) -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind((ip, 0)).expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let addr = format!("{ip}:{port}");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is not installed (Debian: apt-get install docker-registry); make test installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { addr, child }
+    }
+
+    /// Push `image` as `repo:tag`; returns the image reference.
+    pub fn push(&self, image: &OciImage, repo: &str, tag: &str) -> String {
+        for blob in [&image.layer, &image.config] {
+            let (code, resp) = http(
+                &self.addr,
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                "application/octet-stream",
+                &[],
+            );
+            assert_eq!(code, 202, "starting an upload: {resp}");
+            let location = resp
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Location: ")
+                        .or_else(|| l.strip_prefix("location: "))
+                })
+                .expect("upload location")
+                .trim()
+                .to_string();
+            let path = match location.find("/v2/") {
+                Some(i) => location[i..].to_string(),
+                None => location,
+            };
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (code, resp) = http(
+                &self.addr,
+                "PUT",
+                &format!("{path}{sep}digest={}", digest(blob)),
+                "application/octet-stream",
+                blob,
+            );
+            assert_eq!(code, 201, "uploading a blob: {resp}");
+        }
+        let (code, resp) = http(
+            &self.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            &image.manifest,
+        );
+        assert_eq!(code, 201, "pushing the manifest: {resp}");
+        format!("{}/{repo}:{tag}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,591 @@
+//! End-to-end tests of the node agent: a real three-node control plane, a real containerd
+//! and runc, CNI plugins, a local registry, and `skiff node` in a test host (a network
+//! namespace with no route off the machine).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use skiff_e2e::node_env::image::OciImage;
+use skiff_e2e::node_env::registry::Registry;
+use skiff_e2e::node_env::{require_system_parts, Agent, Containerd, TestHost};
+use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
+use skiff_proto::objects::Api;
+use skiff_proto::Client;
+use tracing::info;
+
+fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(binary("skiffctl"))
+        .args(args)
+        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("skiffctl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("stdin");
+    }
+    child.wait_with_output().expect("skiffctl output")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "skiffctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn wait_until<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything a node test runs on. Dropped in reverse: agent, containerd, registry, host.
+struct World {
+    agent: Agent,
+    containerd: Containerd,
+    registry: Registry,
+    host: TestHost,
+    cluster: Cluster,
+}
+
+async fn world(agent_flags: &[&str]) -> World {
+    init_tracing();
+    info!("phase: a three-node control plane, a test host, containerd, a registry and an agent");
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            listen_any: true,
+            ..Default::default()
+        },
+    );
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let host = TestHost::create();
+    let containerd = Containerd::start(cluster.dir());
+    let registry = Registry::start(&host.gateway, cluster.dir());
+    let mut flags = vec!["--insecure-registry", registry.addr.as_str()];
+    flags.extend_from_slice(agent_flags);
+    let agent = Agent::start(
+        "n1",
+        &host,
+        &cluster.endpoints_via(&host.gateway),
+        &containerd,
+        cluster.dir(),
+        &flags,
+    );
+    let nodes: Api<Node> = Api::new(cluster.client(), "");
+    wait_until(
+        Duration::from_secs(20),
+        "node n1 Ready with a pod CIDR",
+        || async {
+            nodes.get("n1").await.is_ok_and(|n| {
+                n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some()
+                    && n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+        },
+    )
+    .await;
+    World {
+        agent,
+        containerd,
+        registry,
+        host,
+        cluster,
+    }
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+async fn pod(client: &Client, name: &str) -> Option<Pod> {
+    Api::<Pod>::new(client.clone(), "default")
+        .get(name)
+        .await
+        .ok()
+}
+
+fn container_ids(p: &Pod) -> Vec<String> {
+    let mut ids: Vec<String> = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.container_id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn restarts(p: &Pod, container: &str) -> i32 {
+    p.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find(|c| c.name == container)
+        .map(|c| c.restart_count)
+        .unwrap_or(0)
+}
+
+fn waiting_reason(p: &Pod, container: &str) -> Option<(String, String)> {
+    let c = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find(|c| c.name == container)?;
+    let w = c.state.as_ref()?.waiting.as_ref()?;
+    Some((
+        w.reason.clone().unwrap_or_default(),
+        w.message.clone().unwrap_or_default(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_container_pod_serves_survives_an_agent_restart_and_leaves_nothing_behind() {
+    if !require_system_parts() {
+        return;
+    }
+    let mut w = world(&[]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("one"), "skiff/busybox", "1");
+
+    info!("phase: a pod of two containers (httpd and a loop fetching from localhost) runs");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: httpd
+    image: {image}
+    command: ["sh", "-c", "echo hello from $(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: [{{containerPort: 80}}]
+    readinessProbe: {{httpGet: {{path: /, port: 80}}, periodSeconds: 1}}
+  - name: fetcher
+    image: {image}
+    command: ["sh", "-c", "while true; do wget -q -O- http://127.0.0.1/ || echo fetch failed; sleep 0.5; done"]
+"#
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    wait_until(
+        Duration::from_secs(60),
+        "pod web Running and Ready",
+        || async {
+            pod(&client, "web")
+                .await
+                .is_some_and(|p| phase(&p) == "Running" && is_ready(&p))
+        },
+    )
+    .await;
+    let p = pod(&client, "web").await.expect("pod");
+    let ip = p
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP");
+    assert!(
+        ip.starts_with("10.244."),
+        "pod IP {ip} is from the pod CIDR"
+    );
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.host_ip.clone()).as_deref(),
+        Some(w.host.ip.as_str())
+    );
+
+    info!("phase: the fetch inside the pod succeeds; skiffctl logs shows it");
+    wait_until(Duration::from_secs(10), "the fetcher's log", || async {
+        String::from_utf8_lossy(
+            &skiffctl(&w.cluster, &["logs", "web", "-c", "fetcher"], None).stdout,
+        )
+        .contains("hello from web")
+    })
+    .await;
+
+    info!("phase: the pod IP answers from the node");
+    let body = w
+        .host
+        .http_get(&format!("{ip}:80"), "/")
+        .unwrap_or_else(|e| panic!("the pod answers from the node: {e}"));
+    assert_eq!(body.trim(), "hello from web");
+
+    info!("phase: skiffctl exec runs in the container and passes the exit code on");
+    let out = skiffctl(
+        &w.cluster,
+        &[
+            "exec",
+            "web",
+            "-c",
+            "httpd",
+            "--",
+            "cat",
+            "/etc/skiff-image",
+        ],
+        None,
+    );
+    assert_eq!(ok(&out).trim(), "one");
+    let out = skiffctl(
+        &w.cluster,
+        &["exec", "web", "--", "sh", "-c", "exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3));
+
+    info!("phase: kill -9 of the agent; the pod keeps serving; a restart re-adopts the same containers");
+    let before = container_ids(&p);
+    assert_eq!(before.len(), 2);
+    let in_containerd = w.containerd.containers();
+    w.agent.kill9();
+    assert!(
+        w.host.http_get(&format!("{ip}:80"), "/").is_ok(),
+        "pod serves while the agent is down"
+    );
+    w.agent.restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let p = pod(&client, "web").await.expect("pod");
+    assert_eq!(
+        container_ids(&p),
+        before,
+        "same containers after the restart"
+    );
+    assert_eq!(
+        restarts(&p, "httpd") + restarts(&p, "fetcher"),
+        0,
+        "nothing restarted"
+    );
+    assert_eq!(w.containerd.containers(), in_containerd);
+    assert!(is_ready(&p));
+    assert!(w.agent.log().contains("re-adopted"));
+
+    info!("phase: deleting the pod removes its containers, snapshots, network namespace and IP");
+    let netns = w.agent.pod_netns();
+    assert_eq!(netns.len(), 1);
+    ok(&skiffctl(&w.cluster, &["delete", "pod", "web"], None));
+    wait_until(Duration::from_secs(30), "pod web gone", || async {
+        pod(&client, "web").await.is_none()
+    })
+    .await;
+    assert!(
+        w.containerd.containers().is_empty(),
+        "containers left: {:?}",
+        w.containerd.containers()
+    );
+    assert!(w.containerd.active_snapshots().is_empty(), "snapshots left");
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !namespaces.contains(&netns[0]),
+        "network namespace {} left",
+        netns[0]
+    );
+    let ipam = w.agent.data_dir.join("cni/skiff").join(&ip);
+    assert!(!ipam.exists(), "address {ip} still allocated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_errors_crash_loops_probes_config_and_imports_show_in_status() {
+    if !require_system_parts() {
+        return;
+    }
+    let w = world(&["--backoff-initial-ms", "1000", "--backoff-max-ms", "8000"]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("two"), "skiff/busybox", "2");
+    let missing = format!("{}/skiff/missing:1", w.registry.addr);
+
+    info!("phase: config, pods that fail in the ways a user must be told about");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: hello-config, mode: fast}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: missing-image}}
+spec:
+  nodeName: n1
+  containers: [{{name: c, image: "{missing}"}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: crasher}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: "{image}", command: ["sh", "-c", "echo crashing; exit 1"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: unhealthy}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{image}"
+    command: ["sh", "-c", "touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 3600"]
+    livenessProbe: {{exec: {{command: [test, -e, /tmp/alive]}}, periodSeconds: 1, failureThreshold: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: unready}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{image}"
+    command: ["sleep", "3600"]
+    readinessProbe: {{tcpSocket: {{port: 81}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: configured}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: prepare
+    image: "{image}"
+    command: ["sh", "-c", "echo prepared-by-init > /work/ready"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: c
+    image: "{image}"
+    command: ["sleep", "3600"]
+    env:
+    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: COMBINED, value: "$(GREETING)-$(POD_NAME)"}}
+    volumeMounts:
+    - {{name: settings, mountPath: /etc/settings}}
+    - {{name: creds, mountPath: /etc/creds, readOnly: true}}
+    - {{name: work, mountPath: /work}}
+  volumes:
+  - {{name: settings, configMap: {{name: settings}}}}
+  - {{name: creds, secret: {{secretName: creds}}}}
+  - {{name: work, emptyDir: {{}}}}
+"#
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+
+    info!(
+        "phase: a missing image is ErrImagePull, then ImagePullBackOff, with the registry's error"
+    );
+    let mut seen = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(seen.0 && seen.1) {
+        assert!(
+            Instant::now() < deadline,
+            "saw ErrImagePull/ImagePullBackOff: {seen:?}"
+        );
+        if let Some((reason, message)) = pod(&client, "missing-image")
+            .await
+            .and_then(|p| waiting_reason(&p, "c"))
+        {
+            if reason == "ErrImagePull" {
+                assert!(
+                    message.contains("manifest unknown") || message.contains("not found"),
+                    "{message}"
+                );
+                seen.0 = true;
+            }
+            if reason == "ImagePullBackOff" {
+                seen.1 = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    info!("phase: a crashing container backs off with growing delays; its restart count rises");
+    let mut restart_times: Vec<(i32, Instant)> = Vec::new();
+    let mut saw_backoff = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while restart_times.last().map(|r| r.0).unwrap_or(0) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "restarts seen: {restart_times:?}"
+        );
+        if let Some(p) = pod(&client, "crasher").await {
+            let n = restarts(&p, "c");
+            if restart_times.last().map(|r| r.0) != Some(n) {
+                restart_times.push((n, Instant::now()));
+            }
+            saw_backoff |= waiting_reason(&p, "c").is_some_and(|w| w.0 == "CrashLoopBackOff");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_backoff, "CrashLoopBackOff was reported");
+    let gaps: Vec<Duration> = restart_times.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let last = gaps.len() - 1;
+    assert!(gaps[last] > gaps[last - 1], "delays grow: {gaps:?}");
+    assert!(
+        gaps[last] >= Duration::from_millis(3500),
+        "back-off doubled to ~4 s: {gaps:?}"
+    );
+    let log = ok(&skiffctl(
+        &w.cluster,
+        &["logs", "crasher", "--previous"],
+        None,
+    ));
+    assert!(log.contains("crashing"), "the previous run's log: {log}");
+
+    info!("phase: a failing liveness probe restarts its container");
+    wait_until(
+        Duration::from_secs(30),
+        "unhealthy restarted by its liveness probe",
+        || async {
+            pod(&client, "unhealthy")
+                .await
+                .is_some_and(|p| restarts(&p, "c") >= 1)
+        },
+    )
+    .await;
+
+    info!("phase: a failing readiness probe keeps the pod Running but not Ready");
+    wait_until(Duration::from_secs(20), "unready Running", || async {
+        pod(&client, "unready")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = pod(&client, "unready").await.expect("pod");
+    assert!(!is_ready(&p), "a failing readiness probe means not Ready");
+
+    info!("phase: ConfigMap and Secret volumes and env vars, and an init container's work, are visible");
+    wait_until(Duration::from_secs(30), "configured Ready", || async {
+        pod(&client, "configured")
+            .await
+            .is_some_and(|p| is_ready(&p))
+    })
+    .await;
+    let env = ok(&skiffctl(
+        &w.cluster,
+        &["exec", "configured", "--", "env"],
+        None,
+    ));
+    for want in [
+        "GREETING=hello-config",
+        "PASSWORD=s3cret",
+        "POD_NAME=configured",
+        "COMBINED=hello-config-configured",
+    ] {
+        assert!(env.contains(want), "{want} in {env}");
+    }
+    let files = ok(&skiffctl(
+        &w.cluster,
+        &[
+            "exec",
+            "configured",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/settings/greeting /etc/settings/mode /etc/creds/password /work/ready",
+        ],
+        None,
+    ));
+    assert_eq!(files, "hello-configfasts3cretprepared-by-init\n");
+
+    info!("phase: an image imported from an OCI archive runs with imagePullPolicy Never");
+    let archive = w.cluster.dir().join("imported.tar");
+    std::fs::write(
+        &archive,
+        OciImage::busybox("imported").archive("example.test/imported/busybox:1"),
+    )
+    .expect("archive");
+    let out = ok(&skiffctl(
+        &w.cluster,
+        &[
+            "image",
+            "import",
+            archive.to_str().expect("path"),
+            "--node",
+            "n1",
+        ],
+        None,
+    ));
+    assert!(out.contains("example.test/imported/busybox:1"), "{out}");
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata: {name: from-archive}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: "example.test/imported/busybox:1", imagePullPolicy: Never, command: ["sleep", "3600"]}]
+"#;
+    ok(&skiffctl(&w.cluster, &["apply", "-f", "-"], Some(manifest)));
+    wait_until(Duration::from_secs(30), "from-archive Running", || async {
+        pod(&client, "from-archive")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let marker = ok(&skiffctl(
+        &w.cluster,
+        &["exec", "from-archive", "--", "cat", "/etc/skiff-image"],
+        None,
+    ));
+    assert_eq!(marker.trim(), "imported");
+}
