@@ -1,5 +1,7 @@
-//! `skiff up`: a local HA cluster of three control nodes on loopback, data under ./.skiff/.
-//! Ctrl-C stops it cleanly; running it again resumes from the same data.
+//! `skiff up`: a local HA cluster — three control nodes on loopback and one node agent — with
+//! data under ./.skiff/. Without `--containerd-socket` the agent gets a private containerd
+//! (own root, state and socket under ./.skiff/containerd/). Ctrl-C stops it cleanly (pods and
+//! containerd too); running it again resumes from the same data.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,6 +26,81 @@ pub struct UpArgs {
     /// Port of the first control node; the others follow.
     #[arg(long, default_value_t = 7401)]
     pub base_port: u16,
+    /// Use this containerd instead of starting a private one.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Run no node agent (control plane only).
+    #[arg(long)]
+    pub no_node: bool,
+    /// Name of the local node.
+    #[arg(long, default_value = "local")]
+    pub node_name: String,
+}
+
+/// The Debian packages a node needs, by the program that shows each is there.
+const NODE_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/containerd", "containerd"),
+    ("/usr/sbin/runc", "runc"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+];
+
+fn missing_node_packages(private_containerd: bool) -> Vec<&'static str> {
+    NODE_PACKAGES
+        .iter()
+        .filter(|(path, pkg)| {
+            let needed = private_containerd || *pkg == "containernetworking-plugins";
+            needed && !Path::new(path).exists() && !on_path(path)
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect()
+}
+
+fn on_path(path: &str) -> bool {
+    let name = Path::new(path).file_name().unwrap_or_default();
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()))
+        .unwrap_or(false)
+}
+
+/// Start a private containerd under `dir`; returns it and its socket.
+async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
+    let root = dir.join("containerd");
+    std::fs::create_dir_all(&root)?;
+    let socket = root.join("containerd.sock");
+    let config = root.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
+            root.display(),
+            socket.display()
+        ),
+    )?;
+    let _ = std::fs::remove_file(&socket);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("containerd.log"))?;
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting containerd")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "containerd did not start; see {}",
+                root.join("containerd.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((child, socket))
 }
 
 struct Member {
@@ -47,6 +124,17 @@ fn cluster_id(dir: &Path) -> anyhow::Result<String> {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.nodes == 0 {
         anyhow::bail!("--nodes: need at least 1");
+    }
+    let private_containerd = args.containerd_socket.is_none();
+    if !args.no_node {
+        let missing = missing_node_packages(private_containerd);
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the node agent needs Debian packages that are not installed: apt-get install -y {} \
+                 (or run `skiff up --no-node` for the control plane alone)",
+                missing.join(" ")
+            );
+        }
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -104,15 +192,58 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ClientConfig::single("local", endpoints.clone()).save(&config_path)?;
 
     let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await;
+
+    // The node: a private containerd unless one was named, and the agent.
+    let mut containerd = None;
+    let mut agent = None;
+    if !args.no_node {
+        let socket = match &args.containerd_socket {
+            Some(s) => s.clone(),
+            None => {
+                let (child, socket) = start_containerd(&dir).await?;
+                containerd = Some(child);
+                socket
+            }
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .args(["--name", &args.node_name])
+            .args(["--endpoints", &endpoints.join(",")])
+            .arg("--containerd-socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("node"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the node agent")?;
+        agent = Some(child);
+    }
     match leader {
         Some(id) => println!(
             "Skiff is up: {} control nodes on {} (leader: {id}); data in {}\n\
              Client config: {} (skiffctl finds it from this directory)\n\
+             Node: {}\n\
              Try: skiffctl cluster status   ·   Ctrl-C stops the cluster",
             members.len(),
             endpoints.join(", "),
             dir.display(),
-            config_path.display()
+            config_path.display(),
+            if args.no_node {
+                "none (--no-node)".to_string()
+            } else {
+                format!(
+                    "{} (log: {})",
+                    args.node_name,
+                    dir.join("node.log").display()
+                )
+            }
         ),
         None => println!(
             "Started {} control nodes, but no leader yet; logs are in {}",
@@ -128,6 +259,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = term.recv() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Some(a) = &mut agent {
+                    if let Ok(Some(status)) = a.try_wait() {
+                        eprintln!("the node agent exited: {status}; see {}", dir.join("node.log").display());
+                        agent = None;
+                    }
+                }
                 for m in &mut members {
                     if let Ok(Some(status)) = m.child.try_wait() {
                         eprintln!("control node {} ({}) exited: {status}; see {}", m.id, m.addr, dir.join(format!("control-{}.log", m.id)).display());
@@ -135,6 +272,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    if let Some(mut a) = agent.take() {
+        println!("stopping the node agent...");
+        stop_child(&mut a, "the node agent").await;
+    }
+    if let Some(mut c) = containerd.take() {
+        // The private containerd's pods go with it: stop their containers first.
+        stop_pods(&dir).await;
+        stop_child(&mut c, "containerd").await;
     }
     println!("stopping {} control nodes...", members.len());
     for m in &members {
@@ -156,6 +302,68 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+async fn stop_child(child: &mut Child, what: &str) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("{what} did not stop in 10 s; killing it");
+        let _ = child.kill().await;
+    }
+}
+
+/// Kill the containers of the private containerd (they would outlive it in their shims).
+async fn stop_pods(dir: &Path) {
+    let socket = dir.join("containerd/containerd.sock");
+    let sock = socket.display().to_string();
+    let ctr = |args: Vec<String>| {
+        let sock = sock.clone();
+        async move {
+            Command::new("ctr")
+                .args(["-a", &sock, "-n", "skiff"])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .await
+        }
+    };
+    let Ok(out) = ctr(vec!["tasks".into(), "ls".into(), "-q".into()]).await else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    println!("stopping {} containers...", ids.len());
+    for id in &ids {
+        let _ = ctr(vec![
+            "tasks".into(),
+            "kill".into(),
+            "-a".into(),
+            "-s".into(),
+            "SIGKILL".into(),
+            id.clone(),
+        ])
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        let _ = ctr(vec![
+            "tasks".into(),
+            "delete".into(),
+            "-f".into(),
+            id.clone(),
+        ])
+        .await;
+    }
 }
 
 async fn wait_for_leader(endpoints: &[String], within: Duration) -> Option<u64> {
