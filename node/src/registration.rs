@@ -202,7 +202,7 @@ pub async fn heartbeat(client: Client, f: NodeFacts, lease_namespace: String, ev
                 tracing::warn!(node = %f.name, error = %e, "renewing the node lease");
             }
         }
-        if round % 10 == 0 && round > 0 {
+        if round.is_multiple_of(10) && round > 0 {
             if let Ok(mut n) = nodes.get(&f.name).await {
                 n.status = Some(status_of(&f));
                 n.metadata.resource_version = None;

@@ -48,7 +48,7 @@ pub async fn pull(
     image: &ImageRef,
     insecure: &[String],
 ) -> Result<Pulled> {
-    let protocol = if image.is_loopback() || insecure.iter().any(|r| *r == image.registry) {
+    let protocol = if image.is_loopback() || insecure.contains(&image.registry) {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
