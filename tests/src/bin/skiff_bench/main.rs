@@ -4,7 +4,8 @@
 //! `etcd-server`) on loopback, both fsyncing, and measures for each: write throughput and
 //! latency at several client counts (256-byte values), linearizable reads per second, and the
 //! failover time (leader `kill -9` to the first successful write), printing medians and ratios.
-//! `skiff-bench objects` measures the object API (see `objects.rs`).
+//! `skiff-bench objects` measures the object API (see `objects.rs`), `skiff-bench scheduling`
+//! the scheduler (`scheduling.rs`), `skiff-bench pods` pods on a real node (`pods.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
 mod objects;
+mod pods;
 mod scheduling;
 
 #[derive(Parser)]
@@ -34,6 +36,8 @@ enum Cmd {
     Objects(objects::ObjectsArgs),
     /// The scheduler and controllers: Deployments onto hollow nodes.
     Scheduling(scheduling::SchedulingArgs),
+    /// Pods on a real node: create-to-Running latency and the agent's memory.
+    Pods(pods::PodsArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -573,5 +577,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Store(a) => store(a).await,
         Cmd::Objects(a) => objects::run(a).await,
         Cmd::Scheduling(a) => scheduling::run(a).await,
+        Cmd::Pods(a) => pods::run(a).await,
     }
 }

@@ -1,0 +1,157 @@
+//! `skiff-bench pods`: pods on a real node. A three-node control plane, one `skiff node` in a
+//! test host with its own containerd, the image already present; N pods (default 30) are
+//! created at once (the scheduler places them) and a watch records when each is first seen
+//! Running. Reports create-to-Running p50/p99 per run, their medians, and the agent's
+//! resident memory with the pods running.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_e2e::node_env::image::OciImage;
+use skiff_e2e::node_env::registry::Registry;
+use skiff_e2e::node_env::{Agent, Containerd, TestHost};
+use skiff_e2e::{Cluster, MemberOptions};
+use skiff_proto::objects::{Selection, WatchItem};
+use skiff_proto::Client;
+
+use super::median;
+
+#[derive(clap::Args, Clone)]
+pub struct PodsArgs {
+    /// Pods created at once per run.
+    #[arg(long, default_value_t = 30)]
+    pods: usize,
+    /// Runs (the pods of a run are deleted before the next).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn pod_json(name: &str, image: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "pods"}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
+                                 "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}}]}
+    }))
+    .unwrap_or_default()
+}
+
+async fn wait_gone(client: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = client
+            .list_objects("pods", &Selection { namespace: "default".into(), labels: "bench=pods".into(), ..Default::default() })
+            .await?
+            .items
+            .len();
+        if left == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{left} pods not deleted in 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
+    let cluster = Cluster::start(3, MemberOptions { listen_any: true, ..Default::default() });
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let host = TestHost::create();
+    let containerd = Containerd::start(cluster.dir());
+    let registry = Registry::start(&host.gateway, cluster.dir());
+    let image = registry.push(&OciImage::busybox("bench"), "skiff/busybox", "bench");
+    let agent = Agent::start(
+        "n1",
+        &host,
+        &cluster.endpoints_via(&host.gateway),
+        &containerd,
+        cluster.dir(),
+        &["--insecure-registry", &registry.addr],
+    );
+    let client = Client::new(&cluster.endpoints())?;
+
+    // The image is present before the clock starts (as the target says).
+    let warm = "warm-up";
+    client.create_object("pods", "default", pod_json(warm, &image)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p: Value = serde_json::from_slice(&client.get_object("pods", "default", warm, false).await?.object)?;
+        if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the warm-up pod did not run; see {}", cluster.dir().display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.delete_object("pods", "default", warm, &Default::default()).await?;
+    wait_gone(&client).await?;
+
+    println!("pods on one node: {} pods created at once, image present, {} runs", args.pods, args.runs);
+    println!("{:>4} {:>10} {:>10} {:>10} {:>12}", "run", "p50 ms", "p99 ms", "max ms", "agent MiB");
+    let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        let start_rev = client.status().await?.revision;
+        let mut watch = client.watch_objects(
+            "pods",
+            &Selection { namespace: "default".into(), labels: "bench=pods".into(), ..Default::default() },
+            start_rev,
+        );
+        let mut created: HashMap<String, Instant> = HashMap::new();
+        let names: Vec<String> = (0..args.pods).map(|i| format!("p{run}-{i}")).collect();
+        let creates = names.iter().map(|n| {
+            let client = client.clone();
+            let body = pod_json(n, &image);
+            async move { (Instant::now(), client.create_object("pods", "default", body).await) }
+        });
+        for (n, (at, r)) in names.iter().zip(futures::future::join_all(creates).await) {
+            r?;
+            created.insert(n.clone(), at);
+        }
+        let mut latencies: HashMap<String, f64> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while latencies.len() < args.pods {
+            let item = tokio::time::timeout_at(deadline.into(), watch.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("only {} of {} pods Running in 120 s", latencies.len(), args.pods))?
+                .ok_or_else(|| anyhow::anyhow!("watch ended"))??;
+            if let WatchItem::Added(b) | WatchItem::Modified(b) = item {
+                let p: Value = serde_json::from_slice(&b)?;
+                let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+                if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") && !latencies.contains_key(&name) {
+                    if let Some(at) = created.get(&name) {
+                        latencies.insert(name, at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        }
+        let mib = agent.rss_bytes().map(|b| b as f64 / (1 << 20) as f64).unwrap_or(f64::NAN);
+        let v: Vec<f64> = latencies.values().copied().collect();
+        let (p50, p99, max) = (percentile(v.clone(), 0.5), percentile(v.clone(), 0.99), percentile(v, 1.0));
+        println!("{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>12.1}");
+        p50s.push(p50);
+        p99s.push(p99);
+        rss.push(mib);
+        for n in &names {
+            client.delete_object("pods", "default", n, &Default::default()).await?;
+        }
+        wait_gone(&client).await?;
+    }
+    println!(
+        "median of {} runs: create-to-Running p50 {:.0} ms (target <= 400), p99 {:.0} ms (target <= 1000); agent resident memory with {} pods {:.1} MiB (target <= 40)",
+        args.runs,
+        median(p50s),
+        median(p99s),
+        args.pods,
+        median(rss)
+    );
+    Ok(())
+}
