@@ -11,7 +11,7 @@ use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::registry::Registry;
 use skiff_e2e::node_env::{require_system_parts, Agent, Containerd, TestHost};
 use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
-use skiff_proto::objects::Api;
+use skiff_proto::objects::{Api, Selection, WatchItem};
 use skiff_proto::Client;
 use tracing::info;
 
@@ -433,17 +433,29 @@ spec:
     info!(
         "phase: a missing image is ErrImagePull, then ImagePullBackOff, with the registry's error"
     );
+    // Every status the pod goes through, from a watch: no state is missed between polls.
+    let mut watch = client.watch_objects(
+        "pods",
+        &Selection {
+            namespace: "default".into(),
+            fields: "metadata.name=missing-image".into(),
+            ..Default::default()
+        },
+        0,
+    );
     let mut seen = (false, false);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(seen.0 && seen.1) {
-        assert!(
-            Instant::now() < deadline,
-            "saw ErrImagePull/ImagePullBackOff: {seen:?}"
-        );
-        if let Some((reason, message)) = pod(&client, "missing-image")
+        let item = tokio::time::timeout_at(deadline.into(), watch.recv())
             .await
-            .and_then(|p| waiting_reason(&p, "c"))
-        {
+            .unwrap_or_else(|_| panic!("saw ErrImagePull/ImagePullBackOff: {seen:?}"))
+            .expect("watch")
+            .expect("watch item");
+        let (WatchItem::Added(b) | WatchItem::Modified(b)) = item else {
+            continue;
+        };
+        let p: Pod = serde_json::from_slice(&b).expect("pod");
+        if let Some((reason, message)) = waiting_reason(&p, "c") {
             if reason == "ErrImagePull" {
                 assert!(
                     message.contains("manifest unknown") || message.contains("not found"),
@@ -455,7 +467,6 @@ spec:
                 seen.1 = true;
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     info!("phase: a crashing container backs off with growing delays; its restart count rises");

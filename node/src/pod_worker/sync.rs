@@ -106,9 +106,13 @@ impl<R: ContainerRuntime> Worker<R> {
         let now = Instant::now();
         let mut wake = now + RESYNC;
         for s in self.slots.values() {
-            // A failed pull is reported as ErrImagePull, then as ImagePullBackOff while it waits.
+            // A failed pull is reported as ErrImagePull for half its back-off (at most 1 s),
+            // then as ImagePullBackOff until the next pull.
             if s.waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull") {
-                wake = wake.min(now + Duration::from_millis(200));
+                if let Some(until) = s.pull.until.filter(|u| *u > now) {
+                    let half = (until - now) / 2;
+                    wake = wake.min(now + half.min(Duration::from_secs(1)));
+                }
             }
             for p in &s.probes {
                 wake = wake.min(p.next_due());

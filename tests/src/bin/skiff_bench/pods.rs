@@ -51,20 +51,36 @@ async fn wait_gone(client: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let left = client
-            .list_objects("pods", &Selection { namespace: "default".into(), labels: "bench=pods".into(), ..Default::default() })
+            .list_objects(
+                "pods",
+                &Selection {
+                    namespace: "default".into(),
+                    labels: "bench=pods".into(),
+                    ..Default::default()
+                },
+            )
             .await?
             .items
             .len();
         if left == 0 {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{left} pods not deleted in 120 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} pods not deleted in 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
-    let cluster = Cluster::start(3, MemberOptions { listen_any: true, ..Default::default() });
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            listen_any: true,
+            ..Default::default()
+        },
+    );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let host = TestHost::create();
     let containerd = Containerd::start(cluster.dir());
@@ -82,27 +98,50 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
 
     // The image is present before the clock starts (as the target says).
     let warm = "warm-up";
-    client.create_object("pods", "default", pod_json(warm, &image)).await?;
+    client
+        .create_object("pods", "default", pod_json(warm, &image))
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let p: Value = serde_json::from_slice(&client.get_object("pods", "default", warm, false).await?.object)?;
+        let p: Value = serde_json::from_slice(
+            &client
+                .get_object("pods", "default", warm, false)
+                .await?
+                .object,
+        )?;
         if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the warm-up pod did not run; see {}", cluster.dir().display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the warm-up pod did not run; see {}",
+            cluster.dir().display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client.delete_object("pods", "default", warm, &Default::default()).await?;
+    client
+        .delete_object("pods", "default", warm, &Default::default())
+        .await?;
     wait_gone(&client).await?;
 
-    println!("pods on one node: {} pods created at once, image present, {} runs", args.pods, args.runs);
-    println!("{:>4} {:>10} {:>10} {:>10} {:>12}", "run", "p50 ms", "p99 ms", "max ms", "agent MiB");
+    println!(
+        "pods on one node: {} pods created at once, image present, {} runs",
+        args.pods, args.runs
+    );
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>12}",
+        "run", "p50 ms", "p99 ms", "max ms", "agent MiB"
+    );
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
         let start_rev = client.status().await?.revision;
         let mut watch = client.watch_objects(
             "pods",
-            &Selection { namespace: "default".into(), labels: "bench=pods".into(), ..Default::default() },
+            &Selection {
+                namespace: "default".into(),
+                labels: "bench=pods".into(),
+                ..Default::default()
+            },
             start_rev,
         );
         let mut created: HashMap<String, Instant> = HashMap::new();
@@ -110,7 +149,12 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         let creates = names.iter().map(|n| {
             let client = client.clone();
             let body = pod_json(n, &image);
-            async move { (Instant::now(), client.create_object("pods", "default", body).await) }
+            async move {
+                (
+                    Instant::now(),
+                    client.create_object("pods", "default", body).await,
+                )
+            }
         });
         for (n, (at, r)) in names.iter().zip(futures::future::join_all(creates).await) {
             r?;
@@ -121,27 +165,48 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         while latencies.len() < args.pods {
             let item = tokio::time::timeout_at(deadline.into(), watch.recv())
                 .await
-                .map_err(|_| anyhow::anyhow!("only {} of {} pods Running in 120 s", latencies.len(), args.pods))?
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "only {} of {} pods Running in 120 s",
+                        latencies.len(),
+                        args.pods
+                    )
+                })?
                 .ok_or_else(|| anyhow::anyhow!("watch ended"))??;
             if let WatchItem::Added(b) | WatchItem::Modified(b) = item {
                 let p: Value = serde_json::from_slice(&b)?;
-                let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-                if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") && !latencies.contains_key(&name) {
+                let name = p
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+                    && !latencies.contains_key(&name)
+                {
                     if let Some(at) = created.get(&name) {
                         latencies.insert(name, at.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
             }
         }
-        let mib = agent.rss_bytes().map(|b| b as f64 / (1 << 20) as f64).unwrap_or(f64::NAN);
+        let mib = agent
+            .rss_bytes()
+            .map(|b| b as f64 / (1 << 20) as f64)
+            .unwrap_or(f64::NAN);
         let v: Vec<f64> = latencies.values().copied().collect();
-        let (p50, p99, max) = (percentile(v.clone(), 0.5), percentile(v.clone(), 0.99), percentile(v, 1.0));
+        let (p50, p99, max) = (
+            percentile(v.clone(), 0.5),
+            percentile(v.clone(), 0.99),
+            percentile(v, 1.0),
+        );
         println!("{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>12.1}");
         p50s.push(p50);
         p99s.push(p99);
         rss.push(mib);
         for n in &names {
-            client.delete_object("pods", "default", n, &Default::default()).await?;
+            client
+                .delete_object("pods", "default", n, &Default::default())
+                .await?;
         }
         wait_gone(&client).await?;
     }
