@@ -204,6 +204,18 @@ spec:
   - name: fetcher
     image: {image}
     command: ["sh", "-c", "while true; do wget -q -O- http://127.0.0.1/ || echo fetch failed; sleep 0.5; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: other
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: sleeper
+    image: {image}
+    command: ["sleep", "3600"]
 "#
     );
     ok(&skiffctl(
@@ -218,6 +230,7 @@ spec:
             pod(&client, "web")
                 .await
                 .is_some_and(|p| phase(&p) == "Running" && is_ready(&p))
+                && pod(&client, "other").await.is_some_and(|p| is_ready(&p))
         },
     )
     .await;
@@ -274,17 +287,54 @@ spec:
     );
     assert_eq!(out.status.code(), Some(3));
 
-    info!("phase: kill -9 of the agent; the pod keeps serving; a restart re-adopts the same containers");
+    info!("phase: the pod keeps serving while the whole control plane is down");
+    for id in 1..=3 {
+        w.cluster.kill9(id);
+    }
+    for _ in 0..3 {
+        assert!(
+            w.host.http_get(&format!("{ip}:80"), "/").is_ok(),
+            "pod serves while the control plane is down"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for id in 1..=3 {
+        w.cluster.restart(id);
+    }
+    w.cluster.wait_leader(Duration::from_secs(20)).await;
+
+    info!("phase: kill -9 of the agent; a pod deleted meanwhile; the restart re-adopts the rest and cleans that one up");
     let before = container_ids(&p);
     assert_eq!(before.len(), 2);
-    let in_containerd = w.containerd.containers();
+    let other = pod(&client, "other").await.expect("pod other");
+    let other_ids = container_ids(&other);
+    let all_netns = w.agent.pod_netns();
     w.agent.kill9();
     assert!(
         w.host.http_get(&format!("{ip}:80"), "/").is_ok(),
         "pod serves while the agent is down"
     );
+    ok(&skiffctl(
+        &w.cluster,
+        &["delete", "pod", "other", "--grace-period", "0"],
+        None,
+    ));
+    assert!(
+        pod(&client, "other").await.is_none(),
+        "a zero grace period deletes at once"
+    );
     w.agent.restart();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_until(
+        Duration::from_secs(20),
+        "the deleted pod's containers removed",
+        || async {
+            let now = w.containerd.containers();
+            other_ids
+                .iter()
+                .all(|id| !now.iter().any(|n| id.ends_with(n.as_str())))
+        },
+    )
+    .await;
     let p = pod(&client, "web").await.expect("pod");
     assert_eq!(
         container_ids(&p),
@@ -296,9 +346,30 @@ spec:
         0,
         "nothing restarted"
     );
-    assert_eq!(w.containerd.containers(), in_containerd);
+    assert_eq!(
+        w.containerd.containers().len(),
+        2,
+        "web's two containers, nothing else"
+    );
     assert!(is_ready(&p));
     assert!(w.agent.log().contains("re-adopted"));
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip")
+            .stdout,
+    )
+    .into_owned();
+    let left: Vec<&String> = all_netns
+        .iter()
+        .filter(|n| namespaces.contains(n.as_str()))
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only web's network namespace is left: {left:?}"
+    );
 
     info!("phase: deleting the pod removes its containers, snapshots, network namespace and IP");
     let netns = w.agent.pod_netns();

@@ -149,10 +149,17 @@ impl<R: ContainerRuntime> Worker<R> {
             .as_ref()
             .is_none_or(|(_, at)| at.elapsed() > VOLUME_REFRESH);
         if stale {
-            let v = volumes::prepare(&self.ctx.client, pod, &self.dir)
-                .await
-                .map_err(|e| e.0)?;
-            self.volumes = Some((v, Instant::now()));
+            match volumes::prepare(&self.ctx.client, pod, &self.dir).await {
+                Ok(v) => self.volumes = Some((v, Instant::now())),
+                // Running containers keep what they have while the control plane is away.
+                Err(e) if self.volumes.is_some() => {
+                    tracing::warn!(error = %e.0, "refreshing volumes; keeping the current contents");
+                    if let Some(v) = &mut self.volumes {
+                        v.1 = Instant::now();
+                    }
+                }
+                Err(e) => return Err(e.0),
+            }
         }
         Ok(())
     }
