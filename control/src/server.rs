@@ -16,11 +16,14 @@ use skiff_raft::RaftNode;
 use tokio::net::TcpListener;
 
 use crate::node_proxy::NodeProxy;
+use crate::objects::service_alloc::ServiceRange;
 use crate::objects::{ObjectService, ObjectStore};
 
-/// Serve `node` on `listener` until `shutdown` resolves.
+/// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
+/// `service_range`.
 pub async fn serve(
     node: RaftNode,
+    service_range: ServiceRange,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -33,9 +36,11 @@ pub async fn serve(
     let cluster = ClusterServer::new(ClusterService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let objects = ObjectsServer::new(ObjectService::new(ObjectStore::new(node.clone())))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let objects = ObjectsServer::new(ObjectService::new(
+        ObjectStore::new(node.clone()).with_service_range(service_range),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let node_agent = NodeAgentServer::new(NodeProxy::new(ObjectStore::new(node.clone())))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

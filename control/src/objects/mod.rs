@@ -12,6 +12,7 @@
 //! - [`merge_patch`]: JSON merge patch and apply's three-way patch.
 //! - [`meta`], [`names`]: metadata helpers and name syntax.
 //! - [`service`]: the gRPC service.
+//! - [`service_alloc`]: ClusterIP and NodePort allocation, claimed in the Service's own write.
 
 pub mod admission;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod meta;
 pub mod names;
 pub mod selectors;
 pub mod service;
+pub mod service_alloc;
 pub mod store;
 pub mod watch;
 

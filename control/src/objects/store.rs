@@ -17,6 +17,7 @@ use super::error::{ObjectError, Result};
 use super::merge_patch;
 use super::meta::{self, meta_str};
 use super::selectors::{FieldSelector, Selector};
+use super::service_alloc::{self, ServiceRange, Taken};
 
 /// Namespaces that exist from the start and may not be deleted.
 pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system"];
@@ -134,6 +135,7 @@ enum Part {
 #[derive(Clone)]
 pub struct ObjectStore {
     node: RaftNode,
+    service_range: ServiceRange,
 }
 
 /// The served kind of `resource`.
@@ -226,7 +228,34 @@ fn uid_from(request_id: RequestId) -> String {
 impl ObjectStore {
     /// The object API over `node`.
     pub fn new(node: RaftNode) -> Self {
-        Self { node }
+        Self {
+            node,
+            service_range: ServiceRange::default(),
+        }
+    }
+
+    /// The same store, allocating ClusterIPs from `range`.
+    pub fn with_service_range(mut self, range: ServiceRange) -> Self {
+        self.service_range = range;
+        self
+    }
+
+    /// Keys of every held Service address (this member's state; compares catch a race).
+    fn taken_addresses(&self) -> Result<Taken> {
+        let mut taken = Taken::new();
+        for prefix in service_alloc::PREFIXES {
+            let r = self
+                .node
+                .state()
+                .range(prefix.as_bytes(), true, None, 0)
+                .map_err(|e| ObjectError::Store(e.into()))?;
+            taken.extend(
+                r.kvs
+                    .into_iter()
+                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned()),
+            );
+        }
+        Ok(taken)
     }
 
     /// The member this store runs on.
@@ -430,13 +459,28 @@ impl ObjectStore {
                 if kind.kind == "Pod" && obj.get("status").is_none() {
                     obj["status"] = serde_json::json!({"phase": "Pending"});
                 }
-                let obj = admission::admit(kind, obj)?;
+                let mut obj = admission::admit(kind, obj)?;
                 let name = meta_str(&obj, "name").unwrap_or("").to_string();
                 let key = kind.key(&ns, &name);
+                let claims = if kind.kind == "Service" {
+                    if attempt > 0 {
+                        self.read_index(false).await?;
+                    }
+                    let taken = self.taken_addresses()?;
+                    service_alloc::for_create(
+                        self.service_range,
+                        &mut obj,
+                        &format!("{ns}/{name}"),
+                        &taken,
+                    )?
+                } else {
+                    service_alloc::Claims::default()
+                };
                 let bytes = encode(kind, &obj)?;
                 let mut compares = vec![Compare::Absent {
                     key: key.clone().into_bytes(),
                 }];
+                compares.extend(claims.compares);
                 if kind.namespaced {
                     let ns_kind = kind_of("namespaces")?;
                     let ns_key = ns_kind.key("", &ns);
@@ -462,10 +506,12 @@ impl ObjectStore {
                 }
                 let txn = Txn {
                     compares,
-                    success: vec![Op::Put {
+                    success: std::iter::once(Op::Put {
                         key: key.clone().into_bytes(),
                         value: bytes.clone(),
-                    }],
+                    })
+                    .chain(claims.ops)
+                    .collect(),
                     failure: vec![Op::Get {
                         key: key.clone().into_bytes(),
                     }],
@@ -645,7 +691,22 @@ impl ObjectStore {
                     return Ok((current, false));
                 }
                 let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
-                let op = if deleting && meta::finalizers(&next).is_empty() {
+                let gone = deleting && meta::finalizers(&next).is_empty();
+                let claims = if kind.kind == "Service" && !gone && part == Part::Spec {
+                    let taken = self.taken_addresses()?;
+                    service_alloc::for_update(
+                        &current.object,
+                        &mut next,
+                        &format!("{ns}/{name}"),
+                        &taken,
+                    )?
+                } else {
+                    service_alloc::Claims::default()
+                };
+                if next == current.object {
+                    return Ok((current, false));
+                }
+                let mut ops = vec![if gone {
                     // The last finalizer is gone: the object goes.
                     Op::Delete {
                         key: key.clone().into_bytes(),
@@ -655,13 +716,19 @@ impl ObjectStore {
                         key: key.clone().into_bytes(),
                         value: encode(kind, &next)?,
                     }
-                };
+                }];
+                if gone && kind.kind == "Service" {
+                    ops.extend(service_alloc::release(&current.object));
+                }
+                ops.extend(claims.ops);
+                let mut compares = vec![Compare::ModRevision {
+                    key: key.clone().into_bytes(),
+                    revision: current.revision,
+                }];
+                compares.extend(claims.compares);
                 let txn = Txn {
-                    compares: vec![Compare::ModRevision {
-                        key: key.clone().into_bytes(),
-                        revision: current.revision,
-                    }],
-                    success: vec![op],
+                    compares,
+                    success: ops,
                     failure: vec![],
                 };
                 let result = self
@@ -1009,7 +1076,24 @@ impl ObjectStore {
                 txn.success.push(Op::Delete {
                     key: key.clone().into_bytes(),
                 });
+                if kind.kind == "Service" {
+                    txn.success.extend(service_alloc::release(&current.object));
+                }
                 if kind.kind == "Namespace" {
+                    // Its Services' addresses are freed with them.
+                    let services = kinds::lookup("services")
+                        .map(|k| format!("{}{name}/", k.key_prefix()))
+                        .unwrap_or_default();
+                    let r = self
+                        .node
+                        .state()
+                        .range(services.as_bytes(), true, None, 0)
+                        .map_err(|e| ObjectError::Store(e.into()))?;
+                    for kv in r.kvs {
+                        if let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) {
+                            txn.success.extend(service_alloc::release(&svc));
+                        }
+                    }
                     // Everything in the namespace goes with it, in the same transaction.
                     for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
                         txn.success.push(Op::DeletePrefix {

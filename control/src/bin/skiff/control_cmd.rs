@@ -56,6 +56,9 @@ pub struct ControlArgs {
     /// The cluster's pod range; each node agent gets a /24 of it (spec.podCIDR).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// The service range Services get their ClusterIPs from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -93,6 +96,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     args.cluster_cidr
         .parse::<skiff_control::controllers::node_ipam::Cidr>()
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    let service_range: skiff_control::objects::service_alloc::ServiceRange = args
+        .service_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     let members = match &args.initial_cluster {
         Some(v) => {
             let m = bootstrap::parse_initial_cluster(v)?;
@@ -133,9 +140,14 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(server::serve(node.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
+    let mut server = tokio::spawn(server::serve(
+        node.clone(),
+        service_range,
+        listener,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     if let Some(m) = &members {
         bootstrap::initialize_once(&node, m).await?;
