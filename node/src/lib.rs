@@ -1,5 +1,5 @@
 //! Skiff's node agent (`skiff node`): registers its Node and renews its Lease, runs the pods
-//! bound to it on a real containerd, wires each pod's network namespace with the standard CNI
+//! bound to it on a real containerd, keeps service forwarding in nftables, wires each pod's network namespace with the standard CNI
 //! plugins, keeps container logs, runs probes, and re-adopts running containers when it
 //! restarts.
 //!
@@ -7,6 +7,7 @@
 //! - [`pod_worker`]: one pod's reconcile loop, its status, probes, volumes, logs, back-off.
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait and its containerd implementation.
 //! - [`image`]: pulls from registries and OCI archive imports into containerd.
+//! - [`proxy`]: the service proxy: ClusterIPs and NodePorts in nftables.
 //! - [`cni`]: network namespaces and CNI plugin calls; the node bridge and its routes.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
 //! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod pod_worker;
+pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod server;

@@ -60,6 +60,12 @@ pub struct NodeArgs {
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Run no service proxy (ClusterIP/NodePort forwarding in nftables).
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// The nftables table (family ip) the service proxy owns.
+    #[arg(long, default_value = "skiff")]
+    pub proxy_table: String,
     /// Run inside this network namespace (`ip netns` name): for several nodes on one machine.
     #[arg(long)]
     pub netns: Option<String>,
@@ -135,6 +141,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let (agent, events) = agent::start(cfg).await?;
     let agent = std::sync::Arc::new(agent);
     let api = tokio::spawn(skiff_node::server::serve(agent.clone(), listener));
+    if !args.no_proxy {
+        tokio::spawn(skiff_node::proxy::run(
+            agent.ctx.client.clone(),
+            skiff_node::proxy::ProxyConfig {
+                table: args.proxy_table.clone(),
+            },
+        ));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = agent.run(events) => {}
