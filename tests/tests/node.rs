@@ -2,124 +2,16 @@
 //! and runc, CNI plugins, a local registry, and `skiff node` in a test host (a network
 //! namespace with no route off the machine).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::registry::Registry;
-use skiff_e2e::node_env::{require_system_parts, Agent, Containerd, TestHost};
-use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
+use skiff_e2e::node_env::require_system_parts;
+use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world};
 use skiff_proto::objects::{Api, Selection, WatchItem};
 use skiff_proto::Client;
 use tracing::info;
-
-fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(binary("skiffctl"))
-        .args(args)
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("skiffctl runs");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("stdin");
-    }
-    child.wait_with_output().expect("skiffctl output")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "skiffctl failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn wait_until<F, Fut>(within: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Everything a node test runs on. Dropped in reverse: agent, containerd, registry, host.
-struct World {
-    agent: Agent,
-    containerd: Containerd,
-    registry: Registry,
-    host: TestHost,
-    cluster: Cluster,
-}
-
-async fn world(agent_flags: &[&str]) -> World {
-    init_tracing();
-    info!("phase: a three-node control plane, a test host, containerd, a registry and an agent");
-    let cluster = Cluster::start(
-        3,
-        MemberOptions {
-            listen_any: true,
-            ..Default::default()
-        },
-    );
-    cluster.wait_leader(Duration::from_secs(10)).await;
-    let host = TestHost::create();
-    let containerd = Containerd::start(cluster.dir());
-    let registry = Registry::start(&host.gateway, cluster.dir());
-    let mut flags = vec!["--insecure-registry", registry.addr.as_str()];
-    flags.extend_from_slice(agent_flags);
-    let agent = Agent::start(
-        "n1",
-        &host,
-        &cluster.endpoints_via(&host.gateway),
-        &containerd,
-        cluster.dir(),
-        &flags,
-    );
-    let nodes: Api<Node> = Api::new(cluster.client(), "");
-    wait_until(
-        Duration::from_secs(20),
-        "node n1 Ready with a pod CIDR",
-        || async {
-            nodes.get("n1").await.is_ok_and(|n| {
-                n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some()
-                    && n.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-        },
-    )
-    .await;
-    World {
-        agent,
-        containerd,
-        registry,
-        host,
-        cluster,
-    }
-}
 
 fn is_ready(p: &Pod) -> bool {
     p.status

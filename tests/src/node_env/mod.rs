@@ -12,6 +12,7 @@
 
 pub mod image;
 pub mod registry;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -129,6 +130,44 @@ impl TestHost {
         host.exec(&["ip", "addr", "add", &format!("{ip}/30"), "dev", &inner]);
         host.exec(&["ip", "link", "set", &inner, "up"]);
         host
+    }
+
+    /// Link this host directly to `other` with a veth pair; returns (this end's address, the
+    /// other end's address), a /30 of 10.234.0.0/16.
+    pub fn link(&self, other: &TestHost) -> (String, String) {
+        let n: u32 = rand::random::<u32>() % 16_000;
+        let (a, b) = (n / 64, (n % 64) * 4);
+        let (mine, theirs) = (
+            format!("10.234.{a}.{}", b + 1),
+            format!("10.234.{a}.{}", b + 2),
+        );
+        let (x, y) = (format!("skl{n}a"), format!("skl{n}b"));
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &x,
+            "netns",
+            &self.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &y,
+            "netns",
+            &other.netns,
+        ]);
+        self.exec(&["ip", "addr", "add", &format!("{mine}/30"), "dev", &x]);
+        self.exec(&["ip", "link", "set", &x, "up"]);
+        other.exec(&["ip", "addr", "add", &format!("{theirs}/30"), "dev", &y]);
+        other.exec(&["ip", "link", "set", &y, "up"]);
+        (mine, theirs)
+    }
+
+    /// Run `script` with busybox sh inside the host; its stdout.
+    pub fn sh(&self, script: &str) -> String {
+        String::from_utf8_lossy(&self.try_exec(&["busybox", "sh", "-c", script]).stdout)
+            .into_owned()
     }
 
     /// Run a command inside the host; panics on failure.
