@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc containernetworking-plugins busybox-static docker-registry libssl-dev pkg-config wrk
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-pods lint chaos chaos-selftest
+.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-pods bench-proxy lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -72,3 +72,7 @@ bench-scheduling: deps
 bench-pods: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench pods
+
+bench-proxy: deps
+	$(CARGO) build --release --workspace --bins
+	./target/release/skiff-bench proxy

@@ -20,6 +20,7 @@ use skiff_proto::{Client, ClientConfig};
 
 mod objects;
 mod pods;
+mod proxy;
 mod scheduling;
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Cmd {
     Scheduling(scheduling::SchedulingArgs),
     /// Pods on a real node: create-to-Running latency and the agent's memory.
     Pods(pods::PodsArgs),
+    /// The service proxy on a real node: rule latency, full sync, ClusterIP throughput.
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -578,5 +581,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Objects(a) => objects::run(a).await,
         Cmd::Scheduling(a) => scheduling::run(a).await,
         Cmd::Pods(a) => pods::run(a).await,
+        Cmd::Proxy(a) => proxy::run(a).await,
     }
 }

@@ -1,0 +1,305 @@
+//! `skiff-bench proxy`: the service proxy on a real node. (1) An Endpoints change to the rule
+//! in place, with one service and with `--services` services (5 endpoints each); (2) the full
+//! sync of `--services` services at a proxy restart; (3) requests per second through a
+//! ClusterIP against straight to the pod IP (wrk, from the node), alternating, medians.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_e2e::node_env::image::OciImage;
+use skiff_e2e::node_env::registry::Registry;
+use skiff_e2e::node_env::{Agent, Containerd, TestHost};
+use skiff_e2e::{Cluster, MemberOptions};
+use skiff_proto::Client;
+
+use super::median;
+
+#[derive(clap::Args, Clone)]
+pub struct ProxyArgs {
+    /// Services (each with 5 endpoints) for the full sync and the change at scale.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Endpoint changes timed per scale.
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
+    /// wrk runs each way (alternating).
+    #[arg(long, default_value_t = 3)]
+    wrk_runs: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    wrk_seconds: u64,
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[(((v.len() - 1) as f64) * p).round() as usize]
+}
+
+fn endpoints_json(name: &str, base: u32, n: u32) -> Vec<u8> {
+    let addresses: Vec<Value> = (0..n)
+        .map(|i| {
+            let v = base + i;
+            json!({"ip": format!("10.245.{}.{}", (v >> 8) & 0xff, v & 0xff)})
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
+        "subsets": [{"addresses": addresses, "ports": [{"port": 8080}]}]
+    }))
+    .unwrap_or_default()
+}
+
+fn service_json(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap_or_default()
+}
+
+/// Time `changes` Endpoints updates of service `name` until the node's rules show them.
+async fn time_changes(
+    client: &Client,
+    host: &TestHost,
+    name: &str,
+    changes: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let chain = skiff_node::proxy::model::chain_name(&format!("default/{name}:/tcp"));
+    let mut out = Vec::with_capacity(changes);
+    for i in 0..changes {
+        // A fresh address each time: 10.245.(200+).x.
+        let base = 51_200 + (i as u32 % 2000) * 5;
+        let want = format!("10.245.{}.{}", (base >> 8) & 0xff, base & 0xff);
+        let started = Instant::now();
+        client
+            .apply_object("default", endpoints_json(name, base, 5))
+            .await?;
+        loop {
+            let rules = host.exec(&["nft", "list", "chain", "ip", "skiff", &chain]);
+            if rules.contains(&format!("{want} . 8080")) {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "change {i} not in the rules after 10 s"
+            );
+        }
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}
+
+/// The text of a log without its colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn wrk(host: &TestHost, url: &str, seconds: u64) -> f64 {
+    let out = host.try_exec(&[
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        "8",
+        "-d",
+        &format!("{seconds}s"),
+        url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            listen_any: true,
+            ..Default::default()
+        },
+    );
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let host = TestHost::create();
+    let containerd = Containerd::start(cluster.dir());
+    let registry = Registry::start(&host.gateway, cluster.dir());
+    let image = registry.push(&OciImage::busybox("bench"), "skiff/busybox", "bench");
+    let mut agent = Agent::start(
+        "n1",
+        &host,
+        &cluster.endpoints_via(&host.gateway),
+        &containerd,
+        cluster.dir(),
+        &["--insecure-registry", &registry.addr],
+    );
+    let client = Client::new(&cluster.endpoints())?;
+    while client.get_object("nodes", "", "n1", false).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    println!("== endpoint change to rule in place ==");
+    client.apply_object("default", service_json("one")).await?;
+    client
+        .apply_object("default", endpoints_json("one", 1, 5))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let small = time_changes(&client, &host, "one", args.changes).await?;
+    println!(
+        "1 service: {} changes, p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)",
+        small.len(),
+        percentile(small.clone(), 0.5),
+        percentile(small.clone(), 0.99)
+    );
+
+    println!("== {} services x 5 endpoints ==", args.services);
+    let started = Instant::now();
+    let creates = (0..args.services).map(|i| {
+        let client = client.clone();
+        async move {
+            let name = format!("s{i}");
+            client.apply_object("default", service_json(&name)).await?;
+            client
+                .apply_object("default", endpoints_json(&name, (i as u32 % 10_000) * 5, 5))
+                .await
+        }
+    });
+    let mut pending = futures::stream::iter(creates).buffer_unordered(64);
+    use futures::StreamExt as _;
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    println!("created in {:.1} s", started.elapsed().as_secs_f64());
+    // Let the running proxy catch up, then time a change at this scale.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let large = time_changes(&client, &host, "one", args.changes).await?;
+    println!(
+        "{} services: {} changes, p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)",
+        args.services + 1,
+        large.len(),
+        percentile(large.clone(), 0.5),
+        percentile(large.clone(), 0.99)
+    );
+
+    println!("== full sync at a proxy restart ==");
+    let mut syncs = Vec::new();
+    for _ in 0..3 {
+        let before = agent.log().matches("service rules: full sync").count();
+        agent.kill9();
+        agent.restart();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let log = strip_ansi(&agent.log());
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("service rules: full sync"))
+                .collect();
+            if lines.len() > before {
+                let line = lines[lines.len() - 1];
+                let ms = line
+                    .split("ms=")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .map(|v| v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.'))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN);
+                syncs.push(ms);
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no full sync after the restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!(
+        "full sync of {} service ports: runs {:?} ms, median {:.0} ms (target <= 2000 ms)",
+        args.services + 1,
+        syncs.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        median(syncs)
+    );
+
+    println!("== requests/s: ClusterIP against the pod IP (wrk -t1 -c8, from the node) ==");
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "target", "labels": {"app": "target"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "httpd", "image": image,
+            "command": ["sh", "-c", "echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]}]}
+    });
+    client
+        .apply_object("default", serde_json::to_vec(&manifest)?)
+        .await?;
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "target"},
+        "spec": {"selector": {"app": "target"}, "ports": [{"port": 80, "targetPort": 8080}]}});
+    client
+        .apply_object("default", serde_json::to_vec(&svc)?)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (pod_ip, cluster_ip) = loop {
+        let p: Value = serde_json::from_slice(
+            &client
+                .get_object("pods", "default", "target", false)
+                .await?
+                .object,
+        )?;
+        let s: Value = serde_json::from_slice(
+            &client
+                .get_object("services", "default", "target", false)
+                .await?
+                .object,
+        )?;
+        let e = client
+            .get_object("endpoints", "default", "target", false)
+            .await;
+        let ready = e.is_ok_and(|e| String::from_utf8_lossy(&e.object).contains("addresses"));
+        if let (Some(pip), Some(cip), true) = (
+            p.pointer("/status/podIP").and_then(Value::as_str),
+            s.pointer("/spec/clusterIP").and_then(Value::as_str),
+            ready,
+        ) {
+            break (pip.to_string(), cip.to_string());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the wrk target did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    for run in 0..args.wrk_runs {
+        let d_url = format!("http://{pod_ip}:8080/");
+        let v_url = format!("http://{cluster_ip}/");
+        // Alternate which goes first.
+        if run % 2 == 0 {
+            direct.push(wrk(&host, &d_url, args.wrk_seconds));
+            via.push(wrk(&host, &v_url, args.wrk_seconds));
+        } else {
+            via.push(wrk(&host, &v_url, args.wrk_seconds));
+            direct.push(wrk(&host, &d_url, args.wrk_seconds));
+        }
+        println!(
+            "run {}: pod IP {:.0} req/s, ClusterIP {:.0} req/s",
+            run + 1,
+            direct[run],
+            via[run]
+        );
+    }
+    let (d, v) = (median(direct), median(via));
+    println!(
+        "median: pod IP {d:.0} req/s, ClusterIP {v:.0} req/s, ratio {:.2} (target >= 0.9)",
+        v / d
+    );
+    Ok(())
+}
