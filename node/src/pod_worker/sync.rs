@@ -402,6 +402,8 @@ impl<R: ContainerRuntime> Worker<R> {
             cpu_limit_millis: quantity_millis(limits.get("cpu")),
             cpu_request_millis: quantity_millis(requests.get("cpu")),
             memory_limit_bytes: quantity_bytes(limits.get("memory")),
+            // One shim per pod (as the CRI does): fewer processes for multi-container pods.
+            shim_group: Some(format!("skiff-pod-{}", self.uid)),
         };
         let log_path: PathBuf = logs::path(&self.dir, &c.name, slot.attempt);
         let spec = CreateSpec {

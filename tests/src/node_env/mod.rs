@@ -440,19 +440,26 @@ impl Agent {
         }
     }
 
-    /// Resident memory of its process, in bytes (from /proc).
-    pub fn rss_bytes(&self) -> Option<u64> {
+    /// Resident memory of its process, in bytes (from /proc): `VmRSS`, or another field of
+    /// `/proc/PID/status` such as `RssAnon` (its own heap and stacks) or `RssFile` (mapped
+    /// files, mostly the `skiff` binary, shared with other skiff processes).
+    pub fn memory_bytes(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
             .trim()
             .trim_end_matches("kB")
             .trim()
             .parse()
             .ok()?;
         Some(kb * 1024)
+    }
+
+    /// Resident memory of its process, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.memory_bytes("VmRSS")
     }
 
     /// Its log.

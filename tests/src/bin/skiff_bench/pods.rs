@@ -189,17 +189,22 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let mib = agent
-            .rss_bytes()
-            .map(|b| b as f64 / (1 << 20) as f64)
-            .unwrap_or(f64::NAN);
+        let mem = |f: &str| {
+            agent
+                .memory_bytes(f)
+                .map(|b| b as f64 / (1 << 20) as f64)
+                .unwrap_or(f64::NAN)
+        };
+        let (mib, anon, file) = (mem("VmRSS"), mem("RssAnon"), mem("RssFile"));
         let v: Vec<f64> = latencies.values().copied().collect();
         let (p50, p99, max) = (
             percentile(v.clone(), 0.5),
             percentile(v.clone(), 0.99),
             percentile(v, 1.0),
         );
-        println!("{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>12.1}");
+        println!(
+            "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1}"
+        );
         p50s.push(p50);
         p99s.push(p99);
         rss.push(mib);

@@ -277,6 +277,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // busybox httpd closes every connection: without reuse of TIME_WAIT ports the client
+    // runs out of ports within a few runs and every figure after is the exhaustion's.
+    host.exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    host.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"]);
     let (mut direct, mut via) = (Vec::new(), Vec::new());
     for run in 0..args.wrk_runs {
         let d_url = format!("http://{pod_ip}:8080/");
