@@ -42,25 +42,12 @@ async fn ready_endpoints(api: &Api<Endpoints>, name: &str) -> Vec<String> {
     ips
 }
 
-/// The backends the host's nftables rules balance the service port over.
+/// The backends the host's nftables rules balance the service port `cluster_ip:80` over.
 fn rule_backends(host: &TestHost, cluster_ip: &str) -> usize {
-    let map = host.exec(&["nft", "list", "map", "ip", "skiff", "services"]);
-    let Some(chain) = map
-        .split(',')
-        .chain(map.split('\n'))
-        .find(|l| l.contains(cluster_ip))
-        .and_then(|l| l.split("goto ").nth(1))
-        .and_then(|c| c.split_whitespace().next())
-        .map(|c| c.trim_end_matches([',', '}']).to_string())
-    else {
-        return 0;
-    };
-    let rules = host.exec(&["nft", "list", "chain", "ip", "skiff", &chain]);
-    if rules.contains("reject") {
-        0
-    } else {
-        rules.matches(" . 8080").count()
-    }
+    let table = host.exec(&["nft", "list", "table", "ip", "skiff"]);
+    table
+        .matches(&format!("{cluster_ip} . tcp . 80 . "))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,8 +43,8 @@ pub struct ServicePort {
     pub backends: Vec<(Ipv4Addr, u16)>,
 }
 
-/// The chain name of a service port: short, stable, unique enough.
-pub fn chain_name(id: &str) -> String {
+/// A short, stable key of a service port.
+pub fn port_key(id: &str) -> String {
     // FNV-1a, 64 bits.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
@@ -54,7 +54,7 @@ pub fn chain_name(id: &str) -> String {
     format!("svc-{h:016x}")
 }
 
-/// Every service port to program, by chain name.
+/// Every service port to program, by its key.
 pub fn desired<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     endpoints: &BTreeMap<(String, String), &'a Endpoints>,
@@ -102,7 +102,7 @@ pub fn desired<'a>(
             backends.dedup();
             let id = format!("{ns}/{name}:{port_name}/{}", protocol.nft());
             out.insert(
-                chain_name(&id),
+                port_key(&id),
                 ServicePort {
                     id,
                     cluster_ip: ip,
@@ -226,15 +226,15 @@ mod tests {
     }
 
     #[test]
-    fn chain_names_are_stable_and_distinct() {
+    fn port_keys_are_stable_and_distinct() {
         assert_eq!(
-            chain_name("default/web:http/tcp"),
-            chain_name("default/web:http/tcp")
+            port_key("default/web:http/tcp"),
+            port_key("default/web:http/tcp")
         );
         assert_ne!(
-            chain_name("default/web:http/tcp"),
-            chain_name("default/web:admin/tcp")
+            port_key("default/web:http/tcp"),
+            port_key("default/web:admin/tcp")
         );
-        assert!(chain_name("x").len() <= 31);
+        assert!(port_key("x").len() <= 31);
     }
 }

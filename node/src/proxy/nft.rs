@@ -1,12 +1,17 @@
-//! nftables scripts for the service proxy. One table of the proxy's own; a map from
-//! `ClusterIP . protocol . port` and one from `protocol . nodePort` to a chain per service
-//! port, which either DNATs to a random ready backend or rejects at once when there is none.
-//! Packets to services are marked and masqueraded, so replies come back through the node
-//! (hairpin, NodePort from other hosts). Changes are scripts run by `nft -f` as one
-//! transaction: a full sync flushes and rebuilds the table atomically; an update touches only
-//! the chains and map elements that changed.
+//! nftables scripts for the service proxy, in one table of the proxy's own. A service port
+//! with N ready backends lives in the sets and maps of "bucket N": `services_N` holds its
+//! `ClusterIP . protocol . port`, `backends_N` maps `ClusterIP . protocol . port . i` (i < N)
+//! to backend i, and one rule per bucket DNATs with `numgen random mod N` — exactly even, with
+//! no chain per service. NodePorts have their own sets and maps the same way. A service port
+//! without a ready backend is in `noendpoints` and refused at once.
+//!
+//! An endpoint change is a handful of element updates in one `nft -f` transaction; no chain
+//! is touched unless a new bucket appears (then the few base-chain rules are rewritten in the
+//! same transaction). Packets to services are marked and masqueraded, so replies return
+//! through the node (hairpin, NodePorts from other hosts). A full sync replaces the table
+//! atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::model::ServicePort;
@@ -14,106 +19,161 @@ use super::model::ServicePort;
 /// The mark of packets to masquerade.
 const MASQ_MARK: &str = "0x4000";
 
-fn rule(p: &ServicePort) -> String {
-    let proto = p.protocol.nft();
-    if p.backends.is_empty() {
-        // Refused at once instead of left to time out.
-        return match proto {
-            "tcp" => "meta l4proto tcp reject with tcp reset".into(),
-            _ => "reject".into(),
-        };
-    }
-    let mut map = String::new();
-    for (i, (ip, port)) in p.backends.iter().enumerate() {
-        if i > 0 {
-            map.push_str(", ");
+/// A set or map of the table and its elements (key → value; sets have no value).
+type Objects = BTreeMap<String, BTreeMap<String, Option<String>>>;
+
+fn elements(desired: &BTreeMap<String, ServicePort>) -> Objects {
+    let mut o: Objects = BTreeMap::new();
+    for p in desired.values() {
+        let proto = p.protocol.nft();
+        let vip = format!("{} . {proto} . {}", p.cluster_ip, p.port);
+        let np = p.node_port.map(|n| format!("{proto} . {n}"));
+        let n = p.backends.len();
+        if n == 0 {
+            o.entry("noendpoints".into()).or_default().insert(vip, None);
+            if let Some(np) = np {
+                o.entry("noendpoint_nodeports".into())
+                    .or_default()
+                    .insert(np, None);
+            }
+            continue;
         }
-        let _ = write!(map, "{i} : {ip} . {port}");
+        o.entry(format!("services_{n}"))
+            .or_default()
+            .insert(vip.clone(), None);
+        if let Some(np) = &np {
+            o.entry(format!("nodeports_{n}"))
+                .or_default()
+                .insert(np.clone(), None);
+        }
+        for (i, (ip, port)) in p.backends.iter().enumerate() {
+            let to = Some(format!("{ip} . {port}"));
+            o.entry(format!("backends_{n}"))
+                .or_default()
+                .insert(format!("{vip} . {i}"), to.clone());
+            if let Some(np) = &np {
+                o.entry(format!("npbackends_{n}"))
+                    .or_default()
+                    .insert(format!("{np} . {i}"), to);
+            }
+        }
     }
-    format!(
-        "meta l4proto {proto} meta mark set meta mark | {MASQ_MARK} dnat ip to numgen random mod {} map {{ {map} }}",
-        p.backends.len()
-    )
+    o
 }
 
-fn service_element(chain: &str, p: &ServicePort) -> String {
-    format!(
-        "{} . {} . {} : goto {chain}",
-        p.cluster_ip,
-        p.protocol.nft(),
-        p.port
-    )
+fn buckets(o: &Objects) -> BTreeSet<usize> {
+    o.keys()
+        .filter_map(|k| k.strip_prefix("backends_").and_then(|n| n.parse().ok()))
+        .collect()
 }
 
-fn service_key(p: &ServicePort) -> String {
-    format!("{} . {} . {}", p.cluster_ip, p.protocol.nft(), p.port)
+fn declare(s: &mut String, table: &str, n: usize) {
+    let _ = writeln!(
+        s,
+        "add set ip {table} services_{n} {{ typeof ip daddr . meta l4proto . th dport; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add map ip {table} backends_{n} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . th dport; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add set ip {table} nodeports_{n} {{ typeof meta l4proto . th dport; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add map ip {table} npbackends_{n} {{ typeof meta l4proto . th dport . numgen random mod {n} : ip daddr . th dport; }}"
+    );
 }
 
-fn node_port_key(p: &ServicePort) -> Option<String> {
-    p.node_port.map(|n| format!("{} . {n}", p.protocol.nft()))
+fn base_rules(s: &mut String, table: &str, ns: &BTreeSet<usize>) {
+    for chain in ["prerouting", "output"] {
+        let _ = writeln!(s, "flush chain ip {table} {chain}");
+        let add = |s: &mut String, rule: String| {
+            let _ = writeln!(s, "add rule ip {table} {chain} {rule}");
+        };
+        add(s, "ip daddr . meta l4proto . th dport @noendpoints meta l4proto tcp reject with tcp reset".into());
+        add(
+            s,
+            "ip daddr . meta l4proto . th dport @noendpoints reject".into(),
+        );
+        add(s, "fib daddr type local meta l4proto . th dport @noendpoint_nodeports meta l4proto tcp reject with tcp reset".into());
+        add(
+            s,
+            "fib daddr type local meta l4proto . th dport @noendpoint_nodeports reject".into(),
+        );
+        for n in ns {
+            add(
+                s,
+                format!(
+                    "ip daddr . meta l4proto . th dport @services_{n} meta mark set meta mark | {MASQ_MARK} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
+                ),
+            );
+            add(
+                s,
+                format!(
+                    "fib daddr type local meta l4proto . th dport @nodeports_{n} meta mark set meta mark | {MASQ_MARK} dnat ip to meta l4proto . th dport . numgen random mod {n} map @npbackends_{n}"
+                ),
+            );
+        }
+    }
+}
+
+fn add_elements(s: &mut String, table: &str, object: &str, items: &[(&String, &Option<String>)]) {
+    // Large lists in statements of 1,000: quick for nft's parser.
+    for chunk in items.chunks(1000) {
+        let list: Vec<String> = chunk
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k} : {v}"),
+                None => (*k).clone(),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "add element ip {table} {object} {{ {} }}",
+            list.join(", ")
+        );
+    }
 }
 
 /// The whole table, replacing whatever is there (one atomic transaction).
 pub fn full(table: &str, desired: &BTreeMap<String, ServicePort>) -> String {
-    let mut s = String::with_capacity(256 + desired.len() * 256);
+    let o = elements(desired);
+    let ns = buckets(&o);
+    let mut s = String::with_capacity(1024 + desired.len() * 160);
     // Create-then-delete, so the delete never fails on a first start.
-    let _ = writeln!(s, "table ip {table} {{}}\ndelete table ip {table}");
-    let _ = writeln!(s, "table ip {table} {{");
     let _ = writeln!(
         s,
-        "  map services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"
+        "table ip {table} {{}}\ndelete table ip {table}\nadd table ip {table}"
     );
     let _ = writeln!(
         s,
-        "  map nodeports {{ type inet_proto . inet_service : verdict; }}"
+        "add set ip {table} noendpoints {{ typeof ip daddr . meta l4proto . th dport; }}"
     );
-    for hook in [("prerouting", "dstnat"), ("output", "-100")] {
-        let _ = writeln!(
-            s,
-            "  chain {0} {{\n    type nat hook {0} priority {1}; policy accept;\n    ip daddr . meta l4proto . th dport vmap @services\n    fib daddr type local meta l4proto . th dport vmap @nodeports\n  }}",
-            hook.0, hook.1
-        );
+    let _ = writeln!(
+        s,
+        "add set ip {table} noendpoint_nodeports {{ typeof meta l4proto . th dport; }}"
+    );
+    for n in &ns {
+        declare(&mut s, table, *n);
     }
+    let _ = writeln!(s, "add chain ip {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}");
     let _ = writeln!(
         s,
-        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade\n  }}"
+        "add chain ip {table} output {{ type nat hook output priority -100; policy accept; }}"
     );
-    for (chain, p) in desired {
-        let _ = writeln!(s, "  chain {chain} {{\n    {}\n  }}", rule(p));
+    let _ = writeln!(s, "add chain ip {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}");
+    let _ = writeln!(
+        s,
+        "add rule ip {table} postrouting meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade"
+    );
+    base_rules(&mut s, table, &ns);
+    for (object, items) in &o {
+        let items: Vec<(&String, &Option<String>)> = items.iter().collect();
+        add_elements(&mut s, table, object, &items);
     }
-    let _ = writeln!(s, "}}");
-    append_elements(&mut s, table, desired.iter());
     s
-}
-
-fn append_elements<'a>(
-    s: &mut String,
-    table: &str,
-    items: impl Iterator<Item = (&'a String, &'a ServicePort)>,
-) {
-    let mut services = Vec::new();
-    let mut node_ports = Vec::new();
-    for (chain, p) in items {
-        services.push(service_element(chain, p));
-        if let Some(k) = node_port_key(p) {
-            node_ports.push(format!("{k} : goto {chain}"));
-        }
-    }
-    // Large element lists in a few statements: one per 1,000 keeps nft's parser quick.
-    for chunk in services.chunks(1000) {
-        let _ = writeln!(
-            s,
-            "add element ip {table} services {{ {} }}",
-            chunk.join(", ")
-        );
-    }
-    for chunk in node_ports.chunks(1000) {
-        let _ = writeln!(
-            s,
-            "add element ip {table} nodeports {{ {} }}",
-            chunk.join(", ")
-        );
-    }
 }
 
 /// The changes from `applied` to `desired`, or `None` when there are none.
@@ -122,67 +182,43 @@ pub fn update(
     applied: &BTreeMap<String, ServicePort>,
     desired: &BTreeMap<String, ServicePort>,
 ) -> Option<String> {
+    let (old, new) = (elements(applied), elements(desired));
     let mut s = String::new();
-    let mut added: Vec<(&String, &ServicePort)> = Vec::new();
-    for (chain, old) in applied {
-        match desired.get(chain) {
-            Some(new) if new == old => {}
-            Some(new) => {
-                if rule(new) != rule(old) {
-                    let _ = writeln!(
-                        s,
-                        "flush chain ip {table} {chain}\nadd rule ip {table} {chain} {}",
-                        rule(new)
-                    );
-                }
-                if service_key(new) != service_key(old) {
-                    let _ = writeln!(
-                        s,
-                        "delete element ip {table} services {{ {} }}",
-                        service_key(old)
-                    );
-                    let _ = writeln!(
-                        s,
-                        "add element ip {table} services {{ {} }}",
-                        service_element(chain, new)
-                    );
-                }
-                if node_port_key(new) != node_port_key(old) {
-                    if let Some(k) = node_port_key(old) {
-                        let _ = writeln!(s, "delete element ip {table} nodeports {{ {k} }}");
-                    }
-                    if let Some(k) = node_port_key(new) {
-                        let _ = writeln!(
-                            s,
-                            "add element ip {table} nodeports {{ {k} : goto {chain} }}"
-                        );
-                    }
-                }
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "delete element ip {table} services {{ {} }}",
-                    service_key(old)
-                );
-                if let Some(k) = node_port_key(old) {
-                    let _ = writeln!(s, "delete element ip {table} nodeports {{ {k} }}");
-                }
-                let _ = writeln!(s, "delete chain ip {table} {chain}");
-            }
-        }
+    let (old_ns, new_ns) = (buckets(&old), buckets(&new));
+    let fresh: Vec<usize> = new_ns.difference(&old_ns).copied().collect();
+    for n in &fresh {
+        declare(&mut s, table, *n);
     }
-    for (chain, new) in desired {
-        if !applied.contains_key(chain) {
+    if !fresh.is_empty() {
+        let all: BTreeSet<usize> = old_ns.union(&new_ns).copied().collect();
+        base_rules(&mut s, table, &all);
+    }
+    let empty = BTreeMap::new();
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for object in names {
+        let (was, now) = (
+            old.get(object).unwrap_or(&empty),
+            new.get(object).unwrap_or(&empty),
+        );
+        let gone: Vec<&String> = was
+            .iter()
+            .filter(|(k, v)| now.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        for chunk in gone.chunks(1000) {
+            let keys: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
             let _ = writeln!(
                 s,
-                "add chain ip {table} {chain}\nadd rule ip {table} {chain} {}",
-                rule(new)
+                "delete element ip {table} {object} {{ {} }}",
+                keys.join(", ")
             );
-            added.push((chain, new));
         }
+        let added: Vec<(&String, &Option<String>)> = now
+            .iter()
+            .filter(|(k, v)| was.get(*k) != Some(*v))
+            .collect();
+        add_elements(&mut s, table, object, &added);
     }
-    append_elements(&mut s, table, added.into_iter());
     (!s.is_empty()).then_some(s)
 }
 
@@ -209,40 +245,54 @@ mod tests {
     fn a_full_sync_rebuilds_the_table_in_one_script() {
         let d = BTreeMap::from([(
             "svc-a".to_string(),
-            port(&[("10.244.1.2", 8080)], Some(30080)),
+            port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)], Some(30080)),
         )]);
         let s = full("skiff", &d);
         assert!(s.starts_with("table ip skiff {}\ndelete table ip skiff\n"));
-        assert!(s.contains("dnat ip to numgen random mod 1 map { 0 : 10.244.1.2 . 8080 }"));
-        assert!(s.contains("add element ip skiff services { 10.96.0.10 . tcp . 80 : goto svc-a }"));
-        assert!(s.contains("add element ip skiff nodeports { tcp . 30080 : goto svc-a }"));
+        assert!(s.contains("numgen random mod 2 map @backends_2"));
+        assert!(s.contains("add element ip skiff services_2 { 10.96.0.10 . tcp . 80 }"));
+        assert!(s.contains("add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080 }"));
+        assert!(
+            s.contains("add element ip skiff npbackends_2 { tcp . 30080 . 0 : 10.244.1.2 . 8080")
+        );
     }
 
     #[test]
-    fn an_endpoint_change_touches_only_its_chain() {
-        let before = BTreeMap::from([
-            ("svc-a".to_string(), port(&[("10.244.1.2", 8080)], None)),
-            ("svc-b".to_string(), port(&[], None)),
-        ]);
+    fn an_endpoint_change_is_element_updates_only() {
+        let before = BTreeMap::from([(
+            "svc-a".to_string(),
+            port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)], None),
+        )]);
         let mut after = before.clone();
         after.insert(
             "svc-a".into(),
-            port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)], None),
+            port(&[("10.244.1.2", 8080), ("10.244.1.4", 8080)], None),
         );
         let s = update("skiff", &before, &after).unwrap();
-        assert!(s.starts_with("flush chain ip skiff svc-a\nadd rule ip skiff svc-a"));
-        assert!(!s.contains("svc-b"));
-        assert!(!s.contains("element"));
+        assert_eq!(
+            s,
+            "delete element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 }\n\
+             add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n"
+        );
         assert!(update("skiff", &after, &after).is_none());
     }
 
     #[test]
-    fn no_backends_rejects_and_removed_services_go() {
+    fn a_new_bucket_declares_its_maps_and_rules_and_empty_services_reject() {
         let before = BTreeMap::from([("svc-a".to_string(), port(&[], Some(30080)))]);
-        assert!(full("skiff", &before).contains("reject with tcp reset"));
-        let s = update("skiff", &before, &BTreeMap::new()).unwrap();
-        assert!(s.contains("delete element ip skiff services { 10.96.0.10 . tcp . 80 }"));
-        assert!(s.contains("delete element ip skiff nodeports { tcp . 30080 }"));
-        assert!(s.ends_with("delete chain ip skiff svc-a\n"));
+        assert!(full("skiff", &before)
+            .contains("add element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
+        let after = BTreeMap::from([(
+            "svc-a".to_string(),
+            port(&[("10.244.1.2", 8080)], Some(30080)),
+        )]);
+        let s = update("skiff", &before, &after).unwrap();
+        assert!(s.contains("add map ip skiff backends_1"));
+        assert!(s.contains("flush chain ip skiff prerouting"));
+        assert!(s.contains("delete element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
+        assert!(s.contains("add element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
+        let s = update("skiff", &after, &BTreeMap::new()).unwrap();
+        assert!(s.contains("delete element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
+        assert!(s.contains("delete element ip skiff nodeports_1 { tcp . 30080 }"));
     }
 }

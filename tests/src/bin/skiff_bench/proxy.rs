@@ -67,7 +67,19 @@ async fn time_changes(
     name: &str,
     changes: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let chain = skiff_node::proxy::model::chain_name(&format!("default/{name}:/tcp"));
+    let svc: Value = serde_json::from_slice(
+        &client
+            .get_object("services", "default", name, false)
+            .await?
+            .object,
+    )?;
+    let vip = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    // The first backend of the service port's bucket (5 backends: bucket 5).
+    let element = format!("{{ {vip} . tcp . 80 . 0 }}");
     let mut out = Vec::with_capacity(changes);
     for i in 0..changes {
         // A fresh address each time: 10.245.(200+).x.
@@ -78,7 +90,20 @@ async fn time_changes(
             .apply_object("default", endpoints_json(name, base, 5))
             .await?;
         loop {
-            let rules = host.exec(&["nft", "list", "chain", "ip", "skiff", &chain]);
+            let rules = String::from_utf8_lossy(
+                &host
+                    .try_exec(&[
+                        "nft",
+                        "get",
+                        "element",
+                        "ip",
+                        "skiff",
+                        "backends_5",
+                        &element,
+                    ])
+                    .stdout,
+            )
+            .into_owned();
             if rules.contains(&format!("{want} . 8080")) {
                 break;
             }
