@@ -104,6 +104,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         Informer::<Endpoints>::start(client, Selection::default());
     let (mut services_synced, mut endpoints_synced) = (false, false);
     let mut applied: Option<BTreeMap<String, model::ServicePort>> = None;
+    let mut declared = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             e = service_events.recv() => match e {
@@ -130,11 +131,14 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         let started = Instant::now();
         let desired = compute(&services, &endpoints);
         let (script, kind) = match &applied {
-            Some(a) => match nft::update(&cfg.table, a, &desired) {
+            Some(a) => match nft::update(&cfg.table, a, &desired, &mut declared) {
                 Some(s) => (s, "update"),
                 None => continue,
             },
-            None => (nft::full(&cfg.table, &desired), "full sync"),
+            None => {
+                declared = nft::declared_by(&desired);
+                (nft::full(&cfg.table, &desired), "full sync")
+            }
         };
         match apply(&script).await {
             Ok(()) => {
@@ -155,6 +159,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
                 // Rebuild everything on the next pass, which a retry tick below triggers.
                 applied = None;
                 let full = nft::full(&cfg.table, &desired);
+                declared = nft::declared_by(&desired);
                 match apply(&full).await {
                     Ok(()) => applied = Some(desired),
                     Err(e) => tracing::error!(error = %e, "full sync of service rules failed"),

@@ -176,22 +176,29 @@ pub fn full(table: &str, desired: &BTreeMap<String, ServicePort>) -> String {
     s
 }
 
-/// The changes from `applied` to `desired`, or `None` when there are none.
+/// The buckets a full sync of `desired` declares.
+pub fn declared_by(desired: &BTreeMap<String, ServicePort>) -> BTreeSet<usize> {
+    buckets(&elements(desired))
+}
+
+/// The changes from `applied` to `desired`, or `None` when there are none. `declared` holds
+/// the buckets whose sets, maps and rules exist; a bucket once declared stays (empty) until
+/// the next full sync, so a service moving between backend counts touches elements only.
 pub fn update(
     table: &str,
     applied: &BTreeMap<String, ServicePort>,
     desired: &BTreeMap<String, ServicePort>,
+    declared: &mut BTreeSet<usize>,
 ) -> Option<String> {
     let (old, new) = (elements(applied), elements(desired));
     let mut s = String::new();
-    let (old_ns, new_ns) = (buckets(&old), buckets(&new));
-    let fresh: Vec<usize> = new_ns.difference(&old_ns).copied().collect();
+    let fresh: Vec<usize> = buckets(&new).difference(declared).copied().collect();
     for n in &fresh {
         declare(&mut s, table, *n);
     }
     if !fresh.is_empty() {
-        let all: BTreeSet<usize> = old_ns.union(&new_ns).copied().collect();
-        base_rules(&mut s, table, &all);
+        declared.extend(fresh.iter().copied());
+        base_rules(&mut s, table, declared);
     }
     let empty = BTreeMap::new();
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
@@ -268,13 +275,13 @@ mod tests {
             "svc-a".into(),
             port(&[("10.244.1.2", 8080), ("10.244.1.4", 8080)], None),
         );
-        let s = update("skiff", &before, &after).unwrap();
+        let s = update("skiff", &before, &after, &mut declared_by(&before)).unwrap();
         assert_eq!(
             s,
             "delete element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 }\n\
              add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n"
         );
-        assert!(update("skiff", &after, &after).is_none());
+        assert!(update("skiff", &after, &after, &mut declared_by(&after)).is_none());
     }
 
     #[test]
@@ -286,12 +293,14 @@ mod tests {
             "svc-a".to_string(),
             port(&[("10.244.1.2", 8080)], Some(30080)),
         )]);
-        let s = update("skiff", &before, &after).unwrap();
+        let mut declared = declared_by(&before);
+        let s = update("skiff", &before, &after, &mut declared).unwrap();
         assert!(s.contains("add map ip skiff backends_1"));
         assert!(s.contains("flush chain ip skiff prerouting"));
         assert!(s.contains("delete element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("add element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
-        let s = update("skiff", &after, &BTreeMap::new()).unwrap();
+        let s = update("skiff", &after, &BTreeMap::new(), &mut declared).unwrap();
+        assert!(!s.contains("flush chain"), "bucket 1 stays declared");
         assert!(s.contains("delete element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("delete element ip skiff nodeports_1 { tcp . 30080 }"));
     }

@@ -60,7 +60,11 @@ fn service_json(name: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Time `changes` Endpoints updates of service `name` until the node's rules show them.
+/// Time `changes` Endpoints updates of service `name` until the node's rules show them. The
+/// service alternates between 4 and 5 endpoints (fresh addresses each time), so each change
+/// moves it in or out of the 4-backend set, which holds only it: a cheap thing to look at
+/// (listing the 5-backend map of 10,000 services costs nft seconds, which would be measured
+/// instead of the proxy).
 async fn time_changes(
     client: &Client,
     host: &TestHost,
@@ -78,33 +82,22 @@ async fn time_changes(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    // The first backend of the service port's bucket (5 backends: bucket 5).
-    let element = format!("{{ {vip} . tcp . 80 . 0 }}");
     let mut out = Vec::with_capacity(changes);
     for i in 0..changes {
-        // A fresh address each time: 10.245.(200+).x.
         let base = 51_200 + (i as u32 % 2000) * 5;
-        let want = format!("10.245.{}.{}", (base >> 8) & 0xff, base & 0xff);
+        let count = if i % 2 == 0 { 4 } else { 5 };
         let started = Instant::now();
         client
-            .apply_object("default", endpoints_json(name, base, 5))
+            .apply_object("default", endpoints_json(name, base, count))
             .await?;
         loop {
-            let rules = String::from_utf8_lossy(
+            let set = String::from_utf8_lossy(
                 &host
-                    .try_exec(&[
-                        "nft",
-                        "get",
-                        "element",
-                        "ip",
-                        "skiff",
-                        "backends_5",
-                        &element,
-                    ])
+                    .try_exec(&["nft", "list", "set", "ip", "skiff", "services_4"])
                     .stdout,
             )
             .into_owned();
-            if rules.contains(&format!("{want} . 8080")) {
+            if set.contains(&vip) == (count == 4) {
                 break;
             }
             anyhow::ensure!(
