@@ -129,8 +129,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         args.pods, args.runs
     );
     println!(
-        "{:>4} {:>10} {:>10} {:>10} {:>12}",
-        "run", "p50 ms", "p99 ms", "max ms", "agent MiB"
+        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "run", "p50 ms", "p99 ms", "max ms", "RSS MiB", "anon MiB", "file MiB"
     );
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
