@@ -95,7 +95,64 @@ fn compute(
     model::desired(svcs.iter().map(|s| s.as_ref()), &by_name)
 }
 
-/// Run the proxy until the process ends.
+type ServiceKey = (String, String);
+
+fn key_of(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The service a programmed port belongs to (its id is `namespace/name:port/protocol`).
+fn service_of(p: &model::ServicePort) -> ServiceKey {
+    let head = p.id.split(':').next().unwrap_or("");
+    let (ns, name) = head.split_once('/').unwrap_or(("", head));
+    (ns.to_string(), name.to_string())
+}
+
+/// The desired ports of the services in `keys` alone, from the caches.
+fn compute_some(
+    keys: &std::collections::BTreeSet<ServiceKey>,
+    services: &Informer<Service>,
+    endpoints: &Informer<Endpoints>,
+) -> BTreeMap<String, model::ServicePort> {
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let Some(svc) = services.get(&k.0, &k.1) else {
+            continue;
+        };
+        let ep = endpoints.get(&k.0, &k.1);
+        let by_name: BTreeMap<ServiceKey, &Endpoints> =
+            ep.iter().map(|e| (k.clone(), e.as_ref())).collect();
+        out.extend(model::desired([svc.as_ref()], &by_name));
+    }
+    out
+}
+
+/// What the proxy has programmed.
+#[derive(Default)]
+struct Programmed {
+    ports: BTreeMap<String, model::ServicePort>,
+    declared: std::collections::BTreeSet<usize>,
+}
+
+impl Programmed {
+    /// The programmed ports of the services in `keys`.
+    fn of(
+        &self,
+        keys: &std::collections::BTreeSet<ServiceKey>,
+    ) -> BTreeMap<String, model::ServicePort> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| keys.contains(&service_of(p)))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+}
+
+/// Run the proxy until the process ends. Each pass recomputes only the services whose Service
+/// or Endpoints changed; a (re)list recomputes everything.
 pub async fn run(client: Client, cfg: ProxyConfig) {
     enable_forwarding();
     let (services, mut service_events) =
@@ -103,67 +160,96 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
     let (endpoints, mut endpoint_events) =
         Informer::<Endpoints>::start(client, Selection::default());
     let (mut services_synced, mut endpoints_synced) = (false, false);
-    let mut applied: Option<BTreeMap<String, model::ServicePort>> = None;
-    let mut declared = std::collections::BTreeSet::new();
+    let mut programmed: Option<Programmed> = None;
+    let mut relist = true;
+    let mut dirty: std::collections::BTreeSet<ServiceKey> = Default::default();
     loop {
         tokio::select! {
             e = service_events.recv() => match e {
-                Some(InformerEvent::Synced) => services_synced = true,
-                Some(_) => {}
+                Some(InformerEvent::Synced) => { services_synced = true; relist = true; }
+                Some(InformerEvent::Applied(o) | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
                 None => return,
             },
             e = endpoint_events.recv() => match e {
-                Some(InformerEvent::Synced) => endpoints_synced = true,
-                Some(_) => {}
+                Some(InformerEvent::Synced) => { endpoints_synced = true; relist = true; }
+                Some(InformerEvent::Applied(o) | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
                 None => return,
             },
+            // A failed sync is retried without waiting for the next change.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if programmed.is_none() && services_synced && endpoints_synced => {}
         }
         // Take whatever else has arrived: one pass for a burst.
         while let Ok(e) = service_events.try_recv() {
-            services_synced |= matches!(e, InformerEvent::Synced);
+            match e {
+                InformerEvent::Synced => relist = true,
+                InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
+                    dirty.insert(key_of(&o.metadata));
+                }
+            }
         }
         while let Ok(e) = endpoint_events.try_recv() {
-            endpoints_synced |= matches!(e, InformerEvent::Synced);
+            match e {
+                InformerEvent::Synced => relist = true,
+                InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
+                    dirty.insert(key_of(&o.metadata));
+                }
+            }
         }
         if !(services_synced && endpoints_synced) {
             continue;
         }
         let started = Instant::now();
-        let desired = compute(&services, &endpoints);
-        let (script, kind) = match &applied {
-            Some(a) => match nft::update(&cfg.table, a, &desired, &mut declared) {
-                Some(s) => (s, "update"),
-                None => continue,
-            },
-            None => {
-                declared = nft::declared_by(&desired);
-                (nft::full(&cfg.table, &desired), "full sync")
-            }
-        };
-        match apply(&script).await {
-            Ok(()) => {
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                if kind == "full sync" {
+        let Some(current) = programmed.as_mut().filter(|_| !relist) else {
+            // First sync, or a relist: everything, atomically.
+            let desired = compute(&services, &endpoints);
+            let declared = nft::declared_by(&desired);
+            match apply(&nft::full(&cfg.table, &desired)).await {
+                Ok(()) => {
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::info!(
                         service_ports = desired.len(),
                         ms,
                         "service rules: full sync"
                     );
-                } else {
-                    tracing::debug!(service_ports = desired.len(), ms, "service rules: update");
+                    programmed = Some(Programmed {
+                        ports: desired,
+                        declared,
+                    });
+                    relist = false;
+                    dirty.clear();
                 }
-                applied = Some(desired);
+                Err(e) => {
+                    tracing::error!(error = %e, "full sync of service rules failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            continue;
+        };
+        if dirty.is_empty() {
+            continue;
+        }
+        let keys = std::mem::take(&mut dirty);
+        let old = current.of(&keys);
+        let new = compute_some(&keys, &services, &endpoints);
+        let mut declared = current.declared.clone();
+        let Some(script) = nft::update(&cfg.table, &old, &new, &mut declared) else {
+            continue;
+        };
+        match apply(&script).await {
+            Ok(()) => {
+                for k in old.keys() {
+                    current.ports.remove(k);
+                }
+                current.ports.extend(new);
+                current.declared = declared;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(services = keys.len(), ms, "service rules: update");
             }
             Err(e) => {
-                tracing::warn!(error = %e, kind, "programming service rules; a full sync follows");
-                // Rebuild everything on the next pass, which a retry tick below triggers.
-                applied = None;
-                let full = nft::full(&cfg.table, &desired);
-                declared = nft::declared_by(&desired);
-                match apply(&full).await {
-                    Ok(()) => applied = Some(desired),
-                    Err(e) => tracing::error!(error = %e, "full sync of service rules failed"),
-                }
+                tracing::warn!(error = %e, "programming service rules; a full sync follows");
+                relist = true;
+                dirty.extend(keys);
+                programmed = None;
             }
         }
     }
