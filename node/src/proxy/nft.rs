@@ -67,6 +67,9 @@ fn buckets(o: &Objects) -> BTreeSet<usize> {
         .collect()
 }
 
+// The data of the backend maps is typed `ip daddr . tcp dport` (an address and a port; UDP
+// backends fit it too): nft 1.0 fails to read `th dport` back from a map's stored type
+// ("conflicting protocols specified: ip vs. th") once the map exists in the kernel.
 fn declare(s: &mut String, table: &str, n: usize) {
     let _ = writeln!(
         s,
@@ -74,7 +77,7 @@ fn declare(s: &mut String, table: &str, n: usize) {
     );
     let _ = writeln!(
         s,
-        "add map ip {table} backends_{n} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . th dport; }}"
+        "add map ip {table} backends_{n} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . tcp dport; }}"
     );
     let _ = writeln!(
         s,
@@ -82,7 +85,7 @@ fn declare(s: &mut String, table: &str, n: usize) {
     );
     let _ = writeln!(
         s,
-        "add map ip {table} npbackends_{n} {{ typeof meta l4proto . th dport . numgen random mod {n} : ip daddr . th dport; }}"
+        "add map ip {table} npbackends_{n} {{ typeof meta l4proto . th dport . numgen random mod {n} : ip daddr . tcp dport; }}"
     );
 }
 
