@@ -178,7 +178,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .apply_object("default", endpoints_json("one", 1, 5))
         .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let small = time_changes(&client, &host, "one", args.changes).await?;
+    let small = match time_changes(&client, &host, "one", args.changes).await {
+        Ok(v) => v,
+        Err(e) => {
+            let log = strip_ansi(&agent.log());
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("agent log (last lines, newest first):\n{}", tail.join("\n"));
+            return Err(e);
+        }
+    };
     println!(
         "1 service: {} changes, p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)",
         small.len(),
