@@ -181,7 +181,10 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         // Take whatever else has arrived: one pass for a burst.
         while let Ok(e) = service_events.try_recv() {
             match e {
-                InformerEvent::Synced => relist = true,
+                InformerEvent::Synced => {
+                    services_synced = true;
+                    relist = true;
+                }
                 InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
                     dirty.insert(key_of(&o.metadata));
                 }
@@ -189,7 +192,10 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         }
         while let Ok(e) = endpoint_events.try_recv() {
             match e {
-                InformerEvent::Synced => relist = true,
+                InformerEvent::Synced => {
+                    endpoints_synced = true;
+                    relist = true;
+                }
                 InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
                     dirty.insert(key_of(&o.metadata));
                 }
