@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::registry::Registry;
-use skiff_e2e::node_env::{Agent, Containerd, TestHost};
-use skiff_e2e::{Cluster, MemberOptions};
+use skiff_e2e::node_env::world::world;
 use skiff_proto::objects::{Selection, WatchItem};
 use skiff_proto::Client;
 
@@ -74,26 +72,12 @@ async fn wait_gone(client: &Client) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
-    let cluster = Cluster::start(
-        3,
-        MemberOptions {
-            listen_any: true,
-            ..Default::default()
-        },
-    );
-    cluster.wait_leader(Duration::from_secs(20)).await;
-    let host = TestHost::create();
-    let containerd = Containerd::start(cluster.dir());
-    let registry = Registry::start(&host.gateway, cluster.dir());
+    // The same world as the node tests: three control nodes, a test host with containerd,
+    // a local registry and an agent.
+    let w = world(&[]).await;
+    let (cluster, registry) = (&w.cluster, &w.registry);
+    let agent = &w.agent;
     let image = registry.push(&OciImage::busybox("bench"), "skiff/busybox", "bench");
-    let agent = Agent::start(
-        "n1",
-        &host,
-        &cluster.endpoints_via(&host.gateway),
-        &containerd,
-        cluster.dir(),
-        &["--insecure-registry", &registry.addr],
-    );
     let client = Client::new(&cluster.endpoints())?;
 
     // The image is present before the clock starts (as the target says).

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::registry::Registry;
-use skiff_e2e::node_env::{Agent, Containerd, TestHost};
-use skiff_e2e::{Cluster, MemberOptions};
+use skiff_e2e::node_env::world::world;
+use skiff_e2e::node_env::TestHost;
 use skiff_proto::Client;
 
 use super::median;
@@ -147,26 +146,12 @@ fn wrk(host: &TestHost, url: &str, seconds: u64) -> f64 {
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let cluster = Cluster::start(
-        3,
-        MemberOptions {
-            listen_any: true,
-            ..Default::default()
-        },
-    );
-    cluster.wait_leader(Duration::from_secs(20)).await;
-    let host = TestHost::create();
-    let containerd = Containerd::start(cluster.dir());
-    let registry = Registry::start(&host.gateway, cluster.dir());
+    // The same world as the node tests: three control nodes, a test host with containerd,
+    // a local registry and an agent.
+    let mut w = world(&[]).await;
+    let (cluster, host, registry) = (&w.cluster, &w.host, &w.registry);
+    let agent = &mut w.agent;
     let image = registry.push(&OciImage::busybox("bench"), "skiff/busybox", "bench");
-    let mut agent = Agent::start(
-        "n1",
-        &host,
-        &cluster.endpoints_via(&host.gateway),
-        &containerd,
-        cluster.dir(),
-        &["--insecure-registry", &registry.addr],
-    );
     let client = Client::new(&cluster.endpoints())?;
     while client.get_object("nodes", "", "n1", false).await.is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -178,7 +163,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .apply_object("default", endpoints_json("one", 1, 5))
         .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let small = match time_changes(&client, &host, "one", args.changes).await {
+    let small = match time_changes(&client, host, "one", args.changes).await {
         Ok(v) => v,
         Err(e) => {
             let log = strip_ansi(&agent.log());
@@ -214,7 +199,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     println!("created in {:.1} s", started.elapsed().as_secs_f64());
     // Let the running proxy catch up, then time a change at this scale.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let large = time_changes(&client, &host, "one", args.changes).await?;
+    let large = time_changes(&client, host, "one", args.changes).await?;
     println!(
         "{} services: {} changes, p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)",
         args.services + 1,
@@ -313,11 +298,11 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         let v_url = format!("http://{cluster_ip}/");
         // Alternate which goes first.
         if run % 2 == 0 {
-            direct.push(wrk(&host, &d_url, args.wrk_seconds));
-            via.push(wrk(&host, &v_url, args.wrk_seconds));
+            direct.push(wrk(host, &d_url, args.wrk_seconds));
+            via.push(wrk(host, &v_url, args.wrk_seconds));
         } else {
-            via.push(wrk(&host, &v_url, args.wrk_seconds));
-            direct.push(wrk(&host, &d_url, args.wrk_seconds));
+            via.push(wrk(host, &v_url, args.wrk_seconds));
+            direct.push(wrk(host, &d_url, args.wrk_seconds));
         }
         println!(
             "run {}: pod IP {:.0} req/s, ClusterIP {:.0} req/s",
