@@ -37,22 +37,18 @@ impl std::str::FromStr for ServiceRange {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .ok()
-            .filter(|l| (8..=30).contains(l))
-            .ok_or_else(|| format!("{l:?} is not a prefix length 8-30"))?;
-        let base = u32::from(addr);
-        if base & !mask(len) != 0 {
-            return Err(format!("{s:?} has host bits set"));
+        // The CIDR syntax is the node IPAM's; a service range also needs room for addresses.
+        let c: crate::controllers::node_ipam::Cidr = s.parse()?;
+        if !(8..=30).contains(&c.len) {
+            return Err(format!(
+                "{:?} is not a prefix length 8-30",
+                c.len.to_string()
+            ));
         }
-        Ok(Self { base, len })
+        Ok(Self {
+            base: u32::from(c.addr),
+            len: c.len,
+        })
     }
 }
 
