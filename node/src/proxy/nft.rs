@@ -7,8 +7,10 @@
 //!
 //! An endpoint change is a handful of element updates in one `nft -f` transaction; no chain
 //! is touched unless a new bucket appears (then the few base-chain rules are rewritten in the
-//! same transaction). Packets to services are marked and masqueraded, so replies return
-//! through the node (hairpin, NodePorts from other hosts). A full sync replaces the table
+//! same transaction). Packets to services that enter the node (from pods, from other hosts)
+//! are marked and masqueraded, so replies return through it (hairpin, NodePorts from other
+//! hosts). The node's own connections are not: their source is a local address the backend
+//! answers directly, and each packet is spared a NAT step. A full sync replaces the table
 //! atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,17 +107,22 @@ fn base_rules(s: &mut String, table: &str, ns: &BTreeSet<usize>) {
             s,
             "fib daddr type local meta l4proto . th dport @noendpoint_nodeports reject".into(),
         );
+        let mark = if chain == "prerouting" {
+            format!("meta mark set meta mark | {MASQ_MARK} ")
+        } else {
+            String::new()
+        };
         for n in ns {
             add(
                 s,
                 format!(
-                    "ip daddr . meta l4proto . th dport @services_{n} meta mark set meta mark | {MASQ_MARK} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
+                    "ip daddr . meta l4proto . th dport @services_{n} {mark}dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
                 ),
             );
             add(
                 s,
                 format!(
-                    "fib daddr type local meta l4proto . th dport @nodeports_{n} meta mark set meta mark | {MASQ_MARK} dnat ip to meta l4proto . th dport . numgen random mod {n} map @npbackends_{n}"
+                    "fib daddr type local meta l4proto . th dport @nodeports_{n} {mark}dnat ip to meta l4proto . th dport . numgen random mod {n} map @npbackends_{n}"
                 ),
             );
         }
@@ -260,6 +267,9 @@ mod tests {
         let s = full("skiff", &d);
         assert!(s.starts_with("table ip skiff {}\ndelete table ip skiff\n"));
         assert!(s.contains("numgen random mod 2 map @backends_2"));
+        // Only traffic entering the node is marked for masquerade, not the node's own.
+        assert!(s.contains("add rule ip skiff prerouting ip daddr . meta l4proto . th dport @services_2 meta mark set meta mark | 0x4000 dnat"));
+        assert!(s.contains("add rule ip skiff output ip daddr . meta l4proto . th dport @services_2 dnat"));
         assert!(s.contains("add element ip skiff services_2 { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080 }"));
         assert!(

@@ -38,9 +38,51 @@ fn busybox_path() -> &'static str {
     )
 }
 
+/// The shared libraries (and the loader) a dynamically linked binary needs, as `ldd` lists them.
+fn shared_libraries(binary: &Path) -> Vec<String> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("run ldd");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => l,
+            };
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
 impl OciImage {
     /// The busybox image; `marker` is written to `/etc/skiff-image` so images can differ.
     pub fn busybox(marker: &str) -> Self {
+        Self::build(marker, &[])
+    }
+
+    /// The busybox image plus host binaries, each at `/bin/<name>` with the shared libraries
+    /// `ldd` names at their host paths (the binaries are the workspace's own, dynamically linked).
+    pub fn busybox_with(marker: &str, binaries: &[(&str, &Path)]) -> Self {
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (name, path) in binaries {
+            let data = std::fs::read(path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            files.insert(format!("bin/{name}"), data);
+            for lib in shared_libraries(path) {
+                let data = std::fs::read(&lib).unwrap_or_else(|e| panic!("read {lib}: {e}"));
+                files.insert(lib.trim_start_matches('/').to_string(), data);
+            }
+        }
+        let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
+        Self::build(marker, &files)
+    }
+
+    fn build(marker: &str, extra: &[(String, Vec<u8>)]) -> Self {
         let mut b = tar::Builder::new(Vec::new());
         for (dir, mode) in [
             ("bin", 0o755),
@@ -75,6 +117,32 @@ impl OciImage {
         h.set_size(marker.len() as u64);
         b.append_data(&mut h, "etc/skiff-image", marker.as_bytes())
             .expect("tar marker");
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, data) in extra {
+            // Parent directories first (lib/x86_64-linux-gnu, lib64, ...).
+            let mut parent = Path::new(path).parent();
+            let mut chain = Vec::new();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                chain.push(p.to_path_buf());
+                parent = p.parent();
+            }
+            for dir in chain.into_iter().rev() {
+                let dir = dir.to_string_lossy().to_string();
+                if ["bin", "etc", "tmp", "var", "www"].contains(&dir.as_str()) || !dirs.insert(dir.clone()) {
+                    continue;
+                }
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, &dir, std::io::empty())
+                    .expect("tar dir");
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data.as_slice()).expect("tar file");
+        }
         let layer = b.into_inner().expect("tar");
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64",
