@@ -17,5 +17,6 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod object_workload;
+pub mod powercut;
 pub mod run;
 pub mod workload;
