@@ -1,13 +1,16 @@
 //! Control nodes of the run, one per host namespace, started as real `skiff control`
 //! processes on data directories of the run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::delay::DelayProxy;
 use crate::net::TestNet;
+use crate::powercut::PowerCutMount;
 
 /// Port every control node listens on, inside its own host.
 pub const PORT: u16 = 7401;
@@ -33,6 +36,11 @@ pub struct ChaosCluster {
     initial: String,
     cluster_id: String,
     skiff: PathBuf,
+    /// Power-cut filesystems under the data directories, by node (power-cut scenarios only);
+    /// dropped after the nodes are killed.
+    mounts: BTreeMap<u8, PowerCutMount>,
+    /// The delay proxy between hosts (delay scenarios only).
+    pub delay: Option<DelayProxy>,
 }
 
 fn skiff_binary() -> PathBuf {
@@ -45,8 +53,9 @@ fn skiff_binary() -> PathBuf {
 }
 
 impl ChaosCluster {
-    /// Start one control node on each host of `net`, data under `dir`.
-    pub fn start(net: &TestNet, dir: &Path) -> anyhow::Result<Self> {
+    /// Start one control node on each host of `net`, data under `dir`; with `power_cut`,
+    /// each data directory is a power-cut filesystem (see [`ChaosCluster::power_cut`]).
+    pub fn start(net: &TestNet, dir: &Path, power_cut: bool) -> anyhow::Result<Self> {
         let skiff = skiff_binary();
         anyhow::ensure!(
             skiff.exists(),
@@ -62,6 +71,8 @@ impl ChaosCluster {
             initial,
             cluster_id: format!("chaos-{}", net.net),
             skiff,
+            mounts: BTreeMap::new(),
+            delay: None,
         };
         for i in 1..=net.hosts {
             let mut node = Node {
@@ -73,6 +84,11 @@ impl ChaosCluster {
                 log: dir.join(format!("node-{i}.log")),
                 join: false,
             };
+            if power_cut {
+                let backing = dir.join(format!("node-{i}.durable"));
+                c.mounts
+                    .insert(i, PowerCutMount::mount(&backing, &node.data_dir)?);
+            }
             c.spawn(net, &mut node)?;
             c.nodes.push(node);
         }
@@ -139,6 +155,35 @@ impl ChaosCluster {
             }
             n.paused = false;
         }
+    }
+
+    /// The last `lines` lines of each node's log, for a report.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("node {} log: {}", n.id, tail.join(" | "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Cut the power of nodes `ids` at once: `kill -9`, then everything they wrote and did
+    /// not fsync is gone. Returns how many files lost data (0 without power-cut filesystems).
+    pub fn power_cut(&mut self, ids: &[u8]) -> usize {
+        for id in ids {
+            self.kill9(*id);
+        }
+        // Let requests the dead processes had queued in the FUSE channel drain first, so none
+        // lands after the cut.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        ids.iter()
+            .filter_map(|id| self.mounts.get(id))
+            .map(PowerCutMount::cut)
+            .sum()
     }
 
     /// Restart node `id` if it is down.

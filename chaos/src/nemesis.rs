@@ -35,6 +35,14 @@ pub enum Scenario {
     /// A follower removed from the membership, wiped, and added back (learner, then voter)
     /// while the leader is killed in the middle of it.
     MembershipChange,
+    /// Latency between hosts through the suite's TCP delay proxy: every link 10-100 ms, or
+    /// the leader's links 200-600 ms (a slow leader).
+    Delay,
+    /// Power cut of one node (a minority): `kill -9`, and its unsynced writes are dropped by
+    /// the power-cut filesystem under its data directory.
+    PowerCutMinority,
+    /// Power cut of every node at once: an acknowledged write that was not durable is lost.
+    PowerCutAll,
 }
 
 impl Scenario {
@@ -42,6 +50,11 @@ impl Scenario {
     pub fn all() -> Vec<Scenario> {
         use clap::ValueEnum;
         Scenario::value_variants().to_vec()
+    }
+
+    /// Whether the data directories must be power-cut filesystems.
+    pub fn uses_power_cut(&self) -> bool {
+        matches!(self, Scenario::PowerCutMinority | Scenario::PowerCutAll)
     }
 
     /// Its command-line name.
@@ -166,6 +179,48 @@ pub async fn inject(
             }
             format!("{pct}% packet loss between nodes")
         }
+        Scenario::Delay => {
+            let Some(proxy) = &cluster.delay else {
+                anyhow::bail!("the delay scenario needs the delay proxy");
+            };
+            let slow = if rng.gen_bool(0.5) { leader } else { None };
+            let mut shown = Vec::new();
+            for from in &ids {
+                for to in ids.iter().filter(|t| *t != from) {
+                    let ms = match slow {
+                        Some(l) if l == *from || l == *to => rng.gen_range(200..600),
+                        Some(_) => 0,
+                        None => rng.gen_range(10..100),
+                    };
+                    let from_ip = net.addr(*from).parse()?;
+                    proxy.set(from_ip, *to, std::time::Duration::from_millis(ms));
+                    shown.push(format!("{from}->{to} {ms}ms"));
+                }
+            }
+            for id in &ids {
+                net.set_delay(*id, crate::cluster::PORT, proxy.base_port)?;
+            }
+            let relayed = proxy.relayed();
+            match slow {
+                Some(l) => format!(
+                    "slow leader {l}: {} ({relayed} connections relayed before)",
+                    shown.join(", ")
+                ),
+                None => format!(
+                    "delays: {} ({relayed} connections relayed before)",
+                    shown.join(", ")
+                ),
+            }
+        }
+        Scenario::PowerCutMinority => {
+            let id = pick(rng);
+            let lost = cluster.power_cut(&[id]);
+            format!("power cut of node {id} ({lost} files lost unsynced data)")
+        }
+        Scenario::PowerCutAll => {
+            let lost = cluster.power_cut(&ids);
+            format!("power cut of every node ({lost} files lost unsynced data)")
+        }
         Scenario::KillAll => {
             for id in &ids {
                 cluster.kill9(*id);
@@ -257,6 +312,9 @@ pub async fn inject(
 pub fn heal(net: &TestNet, cluster: &mut ChaosCluster) -> anyhow::Result<()> {
     for i in 1..=net.hosts {
         net.clear_rules(i);
+    }
+    if let Some(d) = &cluster.delay {
+        d.reset();
     }
     cluster.heal(net)
 }

@@ -201,8 +201,52 @@ impl TestNet {
         .map(|_| ())
     }
 
+    /// The bridge's address (in the root namespace, where the delay proxy listens).
+    pub fn bridge_addr(&self) -> String {
+        format!("10.231.{}.254", self.net)
+    }
+
+    /// Send host `i`'s new connections to each peer's `port` through the delay proxy
+    /// (listening on the bridge address at `proxy_base + peer`), and reset the ones already
+    /// open, so every byte between hosts passes the proxy from now on.
+    pub fn set_delay(&self, i: u8, port: u16, proxy_base: u16) -> Result<(), NetError> {
+        let peers: Vec<u8> = (1..=self.hosts).filter(|p| *p != i).collect();
+        let mut script = String::from(
+            "table ip skiff_chaos_delay {\n chain nat_out {\n  type nat hook output priority -100; policy accept;\n",
+        );
+        for p in &peers {
+            script.push_str(&format!(
+                "  ip daddr {} tcp dport {port} dnat to {}:{}\n",
+                self.addr(*p),
+                self.bridge_addr(),
+                proxy_base + u16::from(*p)
+            ));
+        }
+        let addrs: Vec<String> = peers.iter().map(|p| self.addr(*p)).collect();
+        script.push_str(&format!(
+            " }}\n chain filter_out {{\n  type filter hook output priority 0; policy accept;\n  ip daddr {{ {} }} tcp dport {port} reject with tcp reset\n }}\n}}\n",
+            addrs.join(", ")
+        ));
+        run_input(
+            &["ip", "netns", "exec", &self.ns(i), "nft", "-f", "-"],
+            Some(&script),
+        )
+        .map(|_| ())
+    }
+
     /// Remove host `i`'s fault rules.
     pub fn clear_rules(&self, i: u8) {
+        let _ = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(i),
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "skiff_chaos_delay",
+        ]);
         let _ = run(&[
             "ip",
             "netns",

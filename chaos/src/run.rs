@@ -24,11 +24,15 @@ use skiff_proto::{Client, ClientConfig};
 use crate::checker::convergence::{self, MemberState};
 use crate::checker::{linearizable, watch, Verdict};
 use crate::cluster::ChaosCluster;
+use crate::delay::DelayProxy;
 use crate::history::{Operation, Outcome, RegisterOp, SeenEvent};
 use crate::nemesis::{self, Fault, Scenario};
 use crate::net::TestNet;
 use crate::object_workload;
 use crate::workload::{self, Recorded, PREFIX};
+
+/// The delay proxy listens on the bridge address at this port plus the target host's number.
+const DELAY_PROXY_BASE_PORT: u16 = 17400;
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -95,7 +99,17 @@ struct HistoryFile<'a> {
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let net = TestNet::create(cfg.net, 3)?;
     let data = tempfile::Builder::new().prefix("skiff-chaos-").tempdir()?;
-    let mut cluster = ChaosCluster::start(&net, data.path())?;
+    let mut cluster = ChaosCluster::start(&net, data.path(), cfg.scenario.uses_power_cut())?;
+    if cfg.scenario == Scenario::Delay {
+        let targets = cluster
+            .nodes
+            .iter()
+            .map(|n| Ok((n.id, n.addr.parse()?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        cluster.delay = Some(
+            DelayProxy::start(net.bridge_addr().parse()?, DELAY_PROXY_BASE_PORT, &targets).await?,
+        );
+    }
     wait_for_leader(&cluster, Duration::from_secs(30)).await?;
 
     let start = Instant::now();
@@ -170,7 +184,16 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         let _ = c.await;
     }
     nemesis::heal(&net, &mut cluster)?;
-    wait_for_leader(&cluster, Duration::from_secs(30)).await?;
+    // A cluster that does not come back after healing is a violation in itself (a power cut
+    // that lost acknowledged log entries can leave members that refuse to start).
+    let recovery = match wait_for_leader(&cluster, Duration::from_secs(30)).await {
+        Ok(l) => Verdict::pass("recovery", format!("leader {l} after healing")),
+        Err(e) => Verdict::fail(
+            "recovery",
+            format!("{e:#} after healing; {}", cluster.log_tails(5)),
+        ),
+    };
+    let recovered = recovery.ok;
 
     // Final linearizable reads, part of the history: a lost write shows up here.
     let final_client = Client::with_config(
@@ -180,7 +203,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
             ..Default::default()
         },
     )?;
-    for k in 0..cfg.keys {
+    for k in (0..cfg.keys).filter(|_| recovered) {
         workload::read(&final_client, 1000, &format!("{PREFIX}{k}"), start, &rec).await;
         if cfg.object_clients > 0 {
             object_workload::read(&final_client, 1001, k, start, &rec).await;
@@ -190,7 +213,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let final_revision = ops.iter().filter_map(|o| o.revision).max().unwrap_or(0);
 
     // Let watchers catch up to everything acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(if recovered { 20 } else { 0 });
     while Instant::now() < deadline {
         let events = rec.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let caught_up = (0..cfg.watchers).all(|w| {
@@ -234,6 +257,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         }
     }
     let mut verdicts = vec![
+        recovery,
         linearizable::check(&ops),
         watch::check(&events, &acked, &written),
         convergence::check(&members),
