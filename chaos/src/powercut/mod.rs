@@ -86,9 +86,14 @@ impl PowerCutMount {
 
 impl Drop for PowerCutMount {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            s.join();
-        }
+        // A lazy unmount cannot fail on a busy mount (a dying process may still hold a file),
+        // and it ends the session's thread, which is then left to finish on its own.
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.mountpoint)
+            .stderr(std::process::Stdio::null())
+            .status();
+        drop(self.session.take());
     }
 }
 
