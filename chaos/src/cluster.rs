@@ -41,6 +41,8 @@ pub struct ChaosCluster {
     mounts: BTreeMap<u8, PowerCutMount>,
     /// The delay proxy between hosts (delay scenarios only).
     pub delay: Option<DelayProxy>,
+    /// Flags added to every node's command line.
+    node_args: Vec<String>,
 }
 
 fn skiff_binary() -> PathBuf {
@@ -55,7 +57,12 @@ fn skiff_binary() -> PathBuf {
 impl ChaosCluster {
     /// Start one control node on each host of `net`, data under `dir`; with `power_cut`,
     /// each data directory is a power-cut filesystem (see [`ChaosCluster::power_cut`]).
-    pub fn start(net: &TestNet, dir: &Path, power_cut: bool) -> anyhow::Result<Self> {
+    pub fn start(
+        net: &TestNet,
+        dir: &Path,
+        power_cut: bool,
+        node_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let skiff = skiff_binary();
         anyhow::ensure!(
             skiff.exists(),
@@ -73,6 +80,7 @@ impl ChaosCluster {
             skiff,
             mounts: BTreeMap::new(),
             delay: None,
+            node_args,
         };
         for i in 1..=net.hosts {
             let mut node = Node {
@@ -118,6 +126,7 @@ impl ChaosCluster {
                 vec!["--initial-cluster", &self.initial]
             })
             .args(["--cluster-id", &self.cluster_id])
+            .args(&self.node_args)
             .env("SKIFF_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -38,6 +38,9 @@ pub enum Scenario {
     /// Latency between hosts through the suite's TCP delay proxy: every link 10-100 ms, or
     /// the leader's links 200-600 ms (a slow leader).
     Delay,
+    /// History compaction running all the time (the nodes keep 500 revisions), while the
+    /// leader is `kill -9`ed or paused: watchers resume around compacted revisions.
+    Compaction,
     /// Power cut of one node (a minority): `kill -9`, and its unsynced writes are dropped by
     /// the power-cut filesystem under its data directory.
     PowerCutMinority,
@@ -55,6 +58,14 @@ impl Scenario {
     /// Whether the data directories must be power-cut filesystems.
     pub fn uses_power_cut(&self) -> bool {
         matches!(self, Scenario::PowerCutMinority | Scenario::PowerCutAll)
+    }
+
+    /// Flags the scenario adds to every `skiff control`.
+    pub fn node_args(&self) -> Vec<String> {
+        match self {
+            Scenario::Compaction => vec!["--history-revisions".into(), "500".into()],
+            _ => Vec::new(),
+        }
     }
 
     /// Its command-line name.
@@ -210,6 +221,16 @@ pub async fn inject(
                     "delays: {} ({relayed} connections relayed before)",
                     shown.join(", ")
                 ),
+            }
+        }
+        Scenario::Compaction => {
+            let id = leader.unwrap_or_else(|| pick(rng));
+            if rng.gen_bool(0.5) {
+                cluster.kill9(id);
+                format!("compaction running; kill -9 leader {id}")
+            } else {
+                cluster.pause(id, true);
+                format!("compaction running; SIGSTOP leader {id}")
             }
         }
         Scenario::PowerCutMinority => {

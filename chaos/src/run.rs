@@ -99,7 +99,12 @@ struct HistoryFile<'a> {
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let net = TestNet::create(cfg.net, 3)?;
     let data = tempfile::Builder::new().prefix("skiff-chaos-").tempdir()?;
-    let mut cluster = ChaosCluster::start(&net, data.path(), cfg.scenario.uses_power_cut())?;
+    let mut cluster = ChaosCluster::start(
+        &net,
+        data.path(),
+        cfg.scenario.uses_power_cut(),
+        cfg.scenario.node_args(),
+    )?;
     if cfg.scenario == Scenario::Delay {
         let targets = cluster
             .nodes
@@ -236,6 +241,31 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     }
 
     let members = converge(&cluster).await;
+    // The compaction scenario must have compacted: a watch from revision 1 is then expired.
+    let compaction = if cfg.scenario == Scenario::Compaction {
+        let mut rx = final_client.watch("", true, 1);
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    Some(Ok(skiff_proto::WatchEvent::Progress(_))) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        Some(match first {
+            Ok(Some(Err(skiff_proto::ClientError::Expired { compacted }))) => Verdict::pass(
+                "compaction",
+                format!("history compacted through revision {compacted} while watchers ran"),
+            ),
+            other => Verdict::fail(
+                "compaction",
+                format!("a watch from revision 1 was not expired: {other:?}"),
+            ),
+        })
+    } else {
+        None
+    };
     let events = rec.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let watch_errors = rec
         .watch_errors
@@ -268,6 +298,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         Verdict::fail("watch-resume", watch_errors.join("; "))
     });
     verdicts.push(revisions_monotonic(&ops));
+    verdicts.extend(compaction);
 
     std::fs::create_dir_all(&cfg.out_dir)?;
     let file = cfg
