@@ -200,7 +200,12 @@ async fn run_here(args: &RunArgs, scenarios: &[(usize, Scenario)], seed: u64) ->
             net: args.net,
             out_dir: args.out.clone(),
         };
-        eprintln!("== {} (seed {}) for {:?}", s.name(), cfg.seed, args.duration);
+        eprintln!(
+            "== {} (seed {}) for {:?}",
+            s.name(),
+            cfg.seed,
+            args.duration
+        );
         match run(&cfg).await {
             Ok(r) => rows.push(Row::from_report(&r)),
             Err(e) => {
@@ -248,7 +253,10 @@ fn run_child(args: &RunArgs, scenario: Scenario, seed: u64, net: u8) -> Row {
         (Ok(status), None) => Row::failed(
             &name,
             seed,
-            format!("the run ended ({status}) without a report; see {}", log_path.display()),
+            format!(
+                "the run ended ({status}) without a report; see {}",
+                log_path.display()
+            ),
         ),
         (Err(e), None) => Row::failed(&name, seed, format!("could not start: {e}")),
     }
@@ -291,7 +299,10 @@ fn run_lanes(args: &RunArgs, scenarios: &[(usize, Scenario)], seed: u64) -> Vec<
 }
 
 fn write_report(path: &Path, rows: &[Row]) -> std::io::Result<()> {
-    std::fs::write(path, serde_json::to_vec(rows).map_err(std::io::Error::other)?)
+    std::fs::write(
+        path,
+        serde_json::to_vec(rows).map_err(std::io::Error::other)?,
+    )
 }
 
 #[tokio::main]
@@ -315,7 +326,10 @@ async fn main() -> ExitCode {
     let scenarios: Vec<(usize, Scenario)> = if args.scenario == "all" {
         Scenario::all().into_iter().enumerate().collect()
     } else {
-        match Scenario::all().into_iter().find(|s| s.name() == args.scenario) {
+        match Scenario::all()
+            .into_iter()
+            .find(|s| s.name() == args.scenario)
+        {
             Some(s) => vec![(0, s)],
             None => {
                 eprintln!(

@@ -417,7 +417,11 @@ mod tests {
         let mut last = None;
         for i in 0..100_000u64 {
             let v = format!("v{i}");
-            let outcome = if i % 100 == 0 { Outcome::Unknown } else { Outcome::Ok };
+            let outcome = if i % 100 == 0 {
+                Outcome::Unknown
+            } else {
+                Outcome::Ok
+            };
             h.push(op(1, w(&v), t, t + 5, outcome));
             let seen = if outcome == Outcome::Unknown && i % 200 == 0 {
                 last.clone()

@@ -72,10 +72,7 @@ impl PowerCutMount {
     /// Cut the power: every byte written but not fsynced is gone. Call it only once the
     /// processes using the mount are dead. Returns how many files lost data.
     pub fn cut(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .cut()
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).cut()
     }
 
     /// Where it is mounted.
@@ -125,6 +122,9 @@ mod tests {
         // Metadata is journaled: the file exists, its data did not survive.
         assert_eq!(std::fs::read(&lost).unwrap(), b"");
         drop(m);
-        assert_eq!(std::fs::read(dir.path().join("backing/synced")).unwrap(), b"kept");
+        assert_eq!(
+            std::fs::read(dir.path().join("backing/synced")).unwrap(),
+            b"kept"
+        );
     }
 }

@@ -111,7 +111,7 @@ impl Dirty {
             let mut head = self.page(durable, index)?;
             head[(len - index * PAGE) as usize..].fill(0);
             self.pages.retain(|i, _| *i <= index);
-            if len % PAGE == 0 {
+            if len.is_multiple_of(PAGE) {
                 self.pages.remove(&index);
             } else {
                 self.pages.insert(index, head);

@@ -269,7 +269,9 @@ mod tests {
         assert!(s.contains("numgen random mod 2 map @backends_2"));
         // Only traffic entering the node is marked for masquerade, not the node's own.
         assert!(s.contains("add rule ip skiff prerouting ip daddr . meta l4proto . th dport @services_2 meta mark set meta mark | 0x4000 dnat"));
-        assert!(s.contains("add rule ip skiff output ip daddr . meta l4proto . th dport @services_2 dnat"));
+        assert!(s.contains(
+            "add rule ip skiff output ip daddr . meta l4proto . th dport @services_2 dnat"
+        ));
         assert!(s.contains("add element ip skiff services_2 { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080 }"));
         assert!(

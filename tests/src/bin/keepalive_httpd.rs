@@ -27,7 +27,9 @@ fn serve(stream: TcpStream, body: &[u8]) -> std::io::Result<()> {
                 break;
             }
             first = false;
-            if l.to_ascii_lowercase().starts_with("connection:") && l.to_ascii_lowercase().contains("close") {
+            if l.to_ascii_lowercase().starts_with("connection:")
+                && l.to_ascii_lowercase().contains("close")
+            {
                 close = true;
             }
         }

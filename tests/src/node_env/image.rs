@@ -70,8 +70,8 @@ impl OciImage {
     pub fn busybox_with(marker: &str, binaries: &[(&str, &Path)]) -> Self {
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (name, path) in binaries {
-            let data = std::fs::read(path)
-                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let data =
+                std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
             files.insert(format!("bin/{name}"), data);
             for lib in shared_libraries(path) {
                 let data = std::fs::read(&lib).unwrap_or_else(|e| panic!("read {lib}: {e}"));
@@ -128,7 +128,9 @@ impl OciImage {
             }
             for dir in chain.into_iter().rev() {
                 let dir = dir.to_string_lossy().to_string();
-                if ["bin", "etc", "tmp", "var", "www"].contains(&dir.as_str()) || !dirs.insert(dir.clone()) {
+                if ["bin", "etc", "tmp", "var", "www"].contains(&dir.as_str())
+                    || !dirs.insert(dir.clone())
+                {
                     continue;
                 }
                 let mut h = tar::Header::new_gnu();
@@ -141,7 +143,8 @@ impl OciImage {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o755);
             h.set_size(data.len() as u64);
-            b.append_data(&mut h, path, data.as_slice()).expect("tar file");
+            b.append_data(&mut h, path, data.as_slice())
+                .expect("tar file");
         }
         let layer = b.into_inner().expect("tar");
         let config = serde_json::to_vec(&serde_json::json!({

@@ -304,7 +304,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     host.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"]);
     let d_url = format!("http://{pod_ip}:8080/");
     let v_url = format!("http://{cluster_ip}/");
-    for (shape, close) in [("keep-alive connections", false), ("a connection per request", true)] {
+    for (shape, close) in [
+        ("keep-alive connections", false),
+        ("a connection per request", true),
+    ] {
         let (mut direct, mut via) = (Vec::new(), Vec::new());
         for run in 0..args.wrk_runs {
             // Alternate which goes first, so drift over the runs falls on both sides.
