@@ -283,7 +283,18 @@ pub async fn inject(
                     ..Default::default()
                 },
             )?;
-            admin.member_remove(u64::from(id)).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match admin.member_remove(u64::from(id)).await {
+                    Ok(_) => break,
+                    // The removal took effect but its answer was lost.
+                    Err(_) if membership_of(&admin, id).await == Some(None) => break,
+                    Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
             cluster.replace_with_empty(net, id)?;
             let addr = cluster
                 .nodes
@@ -304,8 +315,17 @@ pub async fn inject(
             }
             let victim = killed;
             let mut result = add.await;
-            for _ in 0..5 {
+            // A change cut short by the leader's death is finished by the next leader; until
+            // then a new change is refused ("already undergoing a configuration change"), so
+            // keep trying for a while rather than give up.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
                 if result.is_ok() {
+                    break;
+                }
+                // The addition took effect but its answer was lost.
+                if membership_of(&admin, id).await == Some(Some(true)) {
+                    result = admin.members().await;
                     break;
                 }
                 if let Some(l) = killed.take() {
@@ -327,6 +347,18 @@ pub async fn inject(
             }
         }
     })
+}
+
+/// Member `id` as the leader sees it: `Some(None)` if not a member, `Some(Some(voter))` if
+/// one, `None` if the list could not be had.
+async fn membership_of(admin: &Client, id: u8) -> Option<Option<bool>> {
+    let list = admin.members().await.ok()?;
+    Some(
+        list.members
+            .iter()
+            .find(|m| m.id == u64::from(id))
+            .map(|m| m.voter),
+    )
 }
 
 /// Undo every fault: rules removed, paused nodes resumed, killed nodes restarted.
