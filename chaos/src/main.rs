@@ -307,8 +307,9 @@ fn write_report(path: &Path, rows: &[Row]) -> std::io::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        // fuser reports its own unmount failing after the suite unmounted lazily: noise.
+        .unwrap_or_else(|_| "info,fuser=off".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
