@@ -234,30 +234,15 @@ impl TestNet {
         .map(|_| ())
     }
 
-    /// Remove host `i`'s fault rules.
+    /// Remove host `i`'s fault rules (filter and delay tables), in one `nft` transaction;
+    /// declaring each table first makes the delete succeed when it was never set.
     pub fn clear_rules(&self, i: u8) {
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(i),
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "skiff_chaos_delay",
-        ]);
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(i),
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "skiff_chaos",
-        ]);
+        let script = "table inet skiff_chaos {}\ndelete table inet skiff_chaos\n\
+                      table ip skiff_chaos_delay {}\ndelete table ip skiff_chaos_delay\n";
+        let _ = run_input(
+            &["ip", "netns", "exec", &self.ns(i), "nft", "-f", "-"],
+            Some(script),
+        );
     }
 }
 

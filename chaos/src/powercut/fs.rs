@@ -155,6 +155,29 @@ impl PowerCutFs {
     }
 }
 
+impl PowerCutFs {
+    /// Remove `name` from the backing directory with `remove` (a file or an empty directory),
+    /// and forget its inode and unsynced data.
+    fn remove(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        remove: fn(&Path) -> std::io::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let mut s = self.lock();
+        let r = s.child(parent, name).and_then(|rel| {
+            remove(&s.full(&rel)).map_err(errno)?;
+            s.forget_path(&rel);
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
 impl Filesystem for PowerCutFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let mut s = self.lock();
@@ -244,29 +267,11 @@ impl Filesystem for PowerCutFs {
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.lock();
-        let r = s.child(parent, name).and_then(|rel| {
-            std::fs::remove_file(s.full(&rel)).map_err(errno)?;
-            s.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |p| std::fs::remove_file(p), reply);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.lock();
-        let r = s.child(parent, name).and_then(|rel| {
-            std::fs::remove_dir(s.full(&rel)).map_err(errno)?;
-            s.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |p| std::fs::remove_dir(p), reply);
     }
 
     fn rename(
