@@ -61,6 +61,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Pods the node takes.
     pub max_pods: u32,
+    /// Pods started side by side (see [`WorkerCtx::start_gate`]).
+    pub parallel_pod_starts: usize,
     /// Registries (host:port) pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
 }
@@ -128,6 +130,7 @@ pub async fn start(
         pods_dir,
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
+        start_gate: Arc::new(tokio::sync::Semaphore::new(cfg.parallel_pod_starts.max(1))),
     });
     let (pods, events) = Informer::<Pod>::start(
         client,

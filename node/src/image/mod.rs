@@ -41,6 +41,9 @@ pub struct ImageStore {
     conn: Conn,
     insecure: Vec<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What a manifest digest resolves to: content under a digest never changes, so a pod
+    /// start need not read and parse the manifest and config again.
+    by_digest: Mutex<HashMap<String, ImageInfo>>,
 }
 
 impl ImageStore {
@@ -50,6 +53,7 @@ impl ImageStore {
             conn,
             insecure,
             locks: Mutex::default(),
+            by_digest: Mutex::default(),
         }
     }
 
@@ -58,10 +62,28 @@ impl ImageStore {
         locks.entry(name.to_string()).or_default().clone()
     }
 
+    /// Whether [`ImageStore::ensure`] would find `image` here without pulling.
+    pub async fn is_present(&self, image: &str, policy: PullPolicy) -> bool {
+        if policy == PullPolicy::Always {
+            return false;
+        }
+        let Ok(r) = ImageRef::parse(image) else {
+            return false;
+        };
+        matches!(self.resolve(&r.to_string()).await, Ok(Some(_)))
+    }
+
     /// Make `image` present as `policy` says; one pull per image at a time.
     pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
         let r = ImageRef::parse(image)?;
         let name = r.to_string();
+        // The common case, an image already here, needs no lock: pod starts of one image
+        // would otherwise queue behind each other.
+        if policy != PullPolicy::Always {
+            if let Some(info) = self.resolve(&name).await? {
+                return Ok(info);
+            }
+        }
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
         if policy != PullPolicy::Always {
@@ -246,6 +268,18 @@ impl ImageStore {
         let Some(target) = image.and_then(|i| i.target) else {
             return Ok(None);
         };
+        let cached = self
+            .by_digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target.digest)
+            .cloned();
+        if let Some(mut info) = cached {
+            if unpack::snapshot_exists(&self.conn, &info.chain_id).await? {
+                info.name = name.into();
+                return Ok(Some(info));
+            }
+        }
         let bytes = match content::read(&self.conn, &target.digest).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(None),
@@ -278,7 +312,12 @@ impl ImageStore {
             lease.release().await;
             r?;
         }
-        Ok(Some(info_of(name, &target.digest, top, config)))
+        let info = info_of(name, &target.digest, top, config);
+        self.by_digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.digest.clone(), info.clone());
+        Ok(Some(info))
     }
 }
 

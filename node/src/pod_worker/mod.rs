@@ -55,6 +55,11 @@ pub struct WorkerCtx<R> {
     pub backoff: BackoffPolicy,
     /// A container log is rotated past this size.
     pub log_max_bytes: u64,
+    /// Admission for a pod's first start (network, containers). Starting is CPU-bound
+    /// (CNI plugins, shim, runc): with every pod of a burst started at once they share the
+    /// CPU and all finish late together; taken in turn (the semaphore is fair), the first
+    /// ones run within a start's time and the last no later than before.
+    pub start_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// The agent's handle on one worker.
@@ -110,6 +115,10 @@ struct Worker<R> {
     last_status: Option<PodStatus>,
     pending_message: Option<String>,
     adopted: bool,
+    /// Held from the first sync until the pod's containers have been started once.
+    start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The first start is over (successful or not): later syncs skip the gate.
+    started_once: bool,
 }
 
 impl<R: ContainerRuntime> Worker<R> {
@@ -132,6 +141,8 @@ impl<R: ContainerRuntime> Worker<R> {
             last_status: pod.status.clone(),
             pending_message: None,
             adopted: false,
+            start_permit: None,
+            started_once: false,
         }
     }
 
@@ -174,11 +185,8 @@ impl<R: ContainerRuntime> Worker<R> {
 
     /// Take over containers of this pod that already exist (the agent restarted).
     async fn adopt(&mut self) {
-        let mut mine: Vec<_> = match self.ctx.runtime.list().await {
-            Ok(list) => list
-                .into_iter()
-                .filter(|c| c.label(labels::POD_UID) == self.uid)
-                .collect(),
+        let mut mine: Vec<_> = match self.ctx.runtime.list_pod(&self.uid).await {
+            Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "listing containers to re-adopt");
                 return;
@@ -214,12 +222,8 @@ impl<R: ContainerRuntime> Worker<R> {
     async fn terminate(&mut self, grace: Duration, pod: Option<&Pod>) {
         tracing::info!(grace_s = grace.as_secs(), "terminating");
         let runtime = &self.ctx.runtime;
-        let ids: Vec<String> = match runtime.list().await {
-            Ok(list) => list
-                .into_iter()
-                .filter(|c| c.label(labels::POD_UID) == self.uid)
-                .map(|c| c.id)
-                .collect(),
+        let ids: Vec<String> = match runtime.list_pod(&self.uid).await {
+            Ok(list) => list.into_iter().map(|c| c.id).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing containers to stop");
                 self.slots

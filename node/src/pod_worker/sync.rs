@@ -56,7 +56,30 @@ impl<R: ContainerRuntime> Worker<R> {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
+        if !self.started_once && !self.adopted_running() {
+            if let Ok(permit) = self.ctx.start_gate.clone().acquire_owned().await {
+                self.start_permit = Some(permit);
+            }
+        }
+        let wake = self.sync_pass(pod, &spec, &restart_policy).await;
+        self.started_once = true;
+        wake
+    }
+
+    /// Whether re-adopted containers already run: such a pod needs no turn at the gate.
+    fn adopted_running(&self) -> bool {
+        !self.slots.is_empty() && self.slots.values().all(|s| s.current.is_some())
+    }
+
+    async fn sync_pass(
+        &mut self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        restart_policy: &str,
+    ) -> Duration {
+        let restart_policy = restart_policy.to_string();
         if let Err(message) = self.ensure_sandbox(pod).await {
+            self.start_permit = None;
             self.pending_message = Some(message);
             self.report(
                 pod,
@@ -96,6 +119,8 @@ impl<R: ContainerRuntime> Worker<R> {
                     .await;
             }
         }
+        // The status write is the control plane's work: the next pod may start meanwhile.
+        self.start_permit = None;
         self.rotate_logs();
         self.report(pod, &init, &spec.containers, &restart_policy)
             .await;
@@ -337,6 +362,10 @@ impl<R: ContainerRuntime> Worker<R> {
             return Progress::Waiting;
         }
         let policy = PullPolicy::from_spec(c.image_pull_policy.as_deref(), &image_name);
+        if self.start_permit.is_some() && !runtime.image_present(&image_name, policy).await {
+            // A pull waits on the registry, not the CPU: the next pod takes the turn.
+            self.start_permit = None;
+        }
         let image = match runtime.ensure_image(&image_name, policy).await {
             Ok(i) => i,
             Err(e) => {

@@ -212,6 +212,10 @@ impl ContainerRuntime for Containerd {
         self.images.ensure(image, policy).await
     }
 
+    async fn image_present(&self, image: &str, policy: PullPolicy) -> bool {
+        self.images.is_present(image, policy).await
+    }
+
     async fn create(&self, spec: &CreateSpec) -> Result<()> {
         let mounts = self.rootfs(&spec.id, &spec.image.chain_id).await?;
         let value = serde_json::to_vec(&spec.spec).map_err(|e| Error::InvalidSpec {
@@ -306,6 +310,29 @@ impl ContainerRuntime for Containerd {
             .iter()
             .map(|c| info_of(c, by_id.get(c.id.as_str()).copied()))
             .collect())
+    }
+
+    async fn list_pod(&self, uid: &str) -> Result<Vec<ContainerInfo>> {
+        // containerd's filter language: quoted field path, quoted value.
+        let filter = format!(
+            "labels.\"{}\"==\"{}\"",
+            super::labels::POD_UID,
+            uid.replace('"', "")
+        );
+        let containers = ContainersClient::new(self.conn.channel())
+            .list(self.conn.req(ListContainersRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(Error::containerd("containers.List"))?
+            .into_inner()
+            .containers;
+        let mut out = Vec::with_capacity(containers.len());
+        for c in &containers {
+            let task = self.task(&c.id).await?;
+            out.push(info_of(c, task.as_ref()));
+        }
+        Ok(out)
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>> {

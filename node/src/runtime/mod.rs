@@ -167,6 +167,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         policy: PullPolicy,
     ) -> impl Future<Output = Result<ImageInfo>> + Send;
 
+    /// Whether `image` is here already, so that [`ContainerRuntime::ensure_image`] would not pull.
+    fn image_present(&self, image: &str, policy: PullPolicy) -> impl Future<Output = bool> + Send;
+
     /// Create a container and its task (not started).
     fn create(&self, spec: &CreateSpec) -> impl Future<Output = Result<()>> + Send;
 
@@ -175,6 +178,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Every container of the agent's namespace, with its state.
     fn list(&self) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
+
+    /// The containers of one pod (by the [`labels::POD_UID`] label), with their state. Cheap
+    /// for a new pod: it asks for that pod's containers only, not for every task on the node.
+    fn list_pod(&self, uid: &str) -> impl Future<Output = Result<Vec<ContainerInfo>>> + Send;
 
     /// One container, if it exists.
     fn inspect(&self, id: &str) -> impl Future<Output = Result<Option<ContainerInfo>>> + Send;

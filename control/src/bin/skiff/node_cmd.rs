@@ -57,6 +57,9 @@ pub struct NodeArgs {
     /// Pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Pods started side by side; later ones wait their turn, first come first served.
+    #[arg(long, default_value_t = 2)]
+    pub parallel_pod_starts: usize,
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -108,6 +111,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         v.parse::<skiff_control::controllers::node_ipam::Cidr>()
             .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     }
+    if args.parallel_pod_starts == 0 {
+        anyhow::bail!("--parallel-pod-starts must be at least 1");
+    }
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
         anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
     }
@@ -132,6 +138,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         lease_namespace: "skiff-system".into(),
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_pods: args.max_pods,
+        parallel_pod_starts: args.parallel_pod_starts,
         insecure_registries: args.insecure_registries.clone(),
     };
     tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");
