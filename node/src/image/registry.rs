@@ -60,10 +60,17 @@ pub async fn pull(
         ..Default::default()
     });
     let auth = RegistryAuth::Anonymous;
-    let reference: Reference = image
-        .to_string()
-        .parse()
-        .map_err(|e| pull_error(image, e))?;
+    // Built from the parts already parsed: `Reference::from_str` compiles a large Unicode
+    // regex on first use, which left ~25 MiB of heap in the agent for good.
+    let (registry, repository) = (image.registry.clone(), image.repository.clone());
+    let reference = match (&image.digest, &image.tag) {
+        (Some(d), _) => Reference::with_digest(registry, repository, d.clone()),
+        (None, t) => Reference::with_tag(
+            registry,
+            repository,
+            t.clone().unwrap_or_else(|| "latest".into()),
+        ),
+    };
     let (bytes, digest) = client
         .pull_manifest_raw(&reference, &auth, ACCEPTED)
         .await

@@ -58,7 +58,7 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
     /// Pods started side by side; later ones wait their turn, first come first served.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub parallel_pod_starts: usize,
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]

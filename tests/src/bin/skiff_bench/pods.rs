@@ -138,8 +138,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         args.pods, args.runs
     );
     println!(
-        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "run", "p50 ms", "p99 ms", "max ms", "RSS MiB", "anon MiB", "file MiB", "CPU ms/pod"
+        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "run", "p50 ms", "p99 ms", "max ms", "RSS MiB", "anon MiB", "file MiB", "CPU ms/pod", "agent ms"
     );
     let mut cpu_per_pod = Vec::new();
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
@@ -157,6 +157,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         let mut created: HashMap<String, Instant> = HashMap::new();
         let names: Vec<String> = (0..args.pods).map(|i| format!("p{run}-{i}")).collect();
         let cpu_before = busy_cpu_ms();
+        let agent_before = agent.cpu_ms().unwrap_or(f64::NAN);
         let creates = names.iter().map(|n| {
             let client = client.clone();
             let body = pod_json(n, &image);
@@ -202,6 +203,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         }
         let cpu = (busy_cpu_ms() - cpu_before) / args.pods as f64;
         cpu_per_pod.push(cpu);
+        let agent_cpu = (agent.cpu_ms().unwrap_or(f64::NAN) - agent_before) / args.pods as f64;
         let mem = |f: &str| {
             agent
                 .memory_bytes(f)
@@ -216,7 +218,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             percentile(v, 1.0),
         );
         println!(
-            "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0}"
+            "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0} {agent_cpu:>10.1}"
         );
         p50s.push(p50);
         p99s.push(p99);
