@@ -191,8 +191,10 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         for entry in entries {
             b.put::<LogEntries>(&entry.log_id.index, &entry);
         }
+        // Any prefix of appended entries is a valid log, and none is acknowledged before the
+        // flusher's sync: the entries need no atomic batch.
         self.engine
-            .write(b)
+            .write_in_order(b)
             .map_err(|e| write_err(ErrorSubject::Logs, e))?;
         if cfg!(feature = "planted-bug-early-ack") {
             // Planted for the chaos suite: acknowledge before the data is durable.

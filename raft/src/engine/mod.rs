@@ -84,6 +84,12 @@ pub trait Engine: Send + Sync + 'static {
     fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>>;
     /// Apply a batch atomically. Not yet durable: see [`Engine::sync`].
     fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// Apply a batch's operations one after another, without the cost of atomicity: a crash
+    /// may keep any prefix of them (never a later one without the earlier). For writes whose
+    /// every prefix is a valid state, such as appending log entries. Not yet durable either.
+    fn write_in_order(&self, batch: WriteBatch) -> Result<()> {
+        self.write(batch)
+    }
     /// Make every completed write durable against power loss (a full fsync, not only
     /// a page-cache write-back).
     fn sync(&self) -> Result<()>;
