@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::recent_ids::{BucketKey, RecentIds};
 use super::spaces::{
     AppliedState, HistorySpace, KvSpace, RequestBucketSpace, RequestSpace, StoredKv,
 };
@@ -21,6 +22,7 @@ const COMPACT_STEP: u64 = 256;
 /// The changes of one apply call, not yet written.
 pub(crate) struct Overlay<'a, E: Engine> {
     engine: &'a E,
+    recent: &'a RecentIds,
     kv: BTreeMap<Vec<u8>, Option<StoredKv>>,
     requests: HashMap<RequestId, TxnResult>,
     /// Request ids first seen in this batch, in order.
@@ -42,9 +44,10 @@ fn to_kv(key: &[u8], s: &StoredKv) -> KeyValue {
 }
 
 impl<'a, E: Engine> Overlay<'a, E> {
-    pub(crate) fn new(engine: &'a E, state: AppliedState) -> Self {
+    pub(crate) fn new(engine: &'a E, state: AppliedState, recent: &'a RecentIds) -> Self {
         Self {
             engine,
+            recent,
             kv: BTreeMap::new(),
             requests: HashMap::new(),
             new_ids: Vec::new(),
@@ -96,8 +99,10 @@ impl<'a, E: Engine> Overlay<'a, E> {
             if let Some(done) = self.requests.get(&write.request_id) {
                 return Ok(done.clone());
             }
-            if let Some((_, done)) = self.engine.get_in::<RequestSpace>(&write.request_id)? {
-                return Ok(done);
+            if self.recent.may_contain(write.request_id) {
+                if let Some((_, done)) = self.engine.get_in::<RequestSpace>(&write.request_id)? {
+                    return Ok(done);
+                }
             }
         }
         let result = self.apply_txn(&write.txn)?;
@@ -209,21 +214,30 @@ impl<'a, E: Engine> Overlay<'a, E> {
         prevs
     }
 
-    /// Record this batch's history and request ids, each as one record.
-    pub(crate) fn record_batch(&mut self, time_ms: u64, log_index: u64) {
+    /// Record this batch's history and request ids, each as one record; returns the request
+    /// bucket written, if any.
+    pub(crate) fn record_batch(
+        &mut self,
+        time_ms: u64,
+        log_index: u64,
+    ) -> Option<(BucketKey, Vec<RequestId>)> {
         if let Some((last, _)) = self.events.last() {
             self.batch.put::<HistorySpace>(last, &self.events);
         }
-        if !self.new_ids.is_empty() {
-            let ids = std::mem::take(&mut self.new_ids);
-            self.batch
-                .put::<RequestBucketSpace>(&(time_ms, u128::from(log_index)), &ids);
+        if self.new_ids.is_empty() {
+            return None;
         }
+        let ids = std::mem::take(&mut self.new_ids);
+        let key = (time_ms, u128::from(log_index));
+        self.batch.put::<RequestBucketSpace>(&key, &ids);
+        Some((key, ids))
     }
 
-    /// Forget request ids older than the TTL and history beyond the retained window.
-    pub(crate) fn expire(&mut self, now_ms: u64, retain_revisions: u64) -> Result<()> {
+    /// Forget request ids older than the TTL and history beyond the retained window; returns
+    /// whether any request bucket is deleted.
+    pub(crate) fn expire(&mut self, now_ms: u64, retain_revisions: u64) -> Result<bool> {
         let cutoff = now_ms.saturating_sub(REQUEST_ID_TTL_MS);
+        let mut expired_ids = false;
         if cutoff > 0 {
             let old = self.engine.scan_in::<RequestBucketSpace>(
                 std::ops::Bound::Unbounded,
@@ -235,6 +249,7 @@ impl<'a, E: Engine> Overlay<'a, E> {
                     self.batch.delete::<RequestSpace>(&id);
                 }
                 self.batch.delete::<RequestBucketSpace>(&bucket);
+                expired_ids = true;
             }
         }
         let target = self.state.revision.saturating_sub(retain_revisions);
@@ -250,6 +265,6 @@ impl<'a, E: Engine> Overlay<'a, E> {
                 self.state.compacted = self.state.compacted.max(last);
             }
         }
-        Ok(())
+        Ok(expired_ids)
     }
 }

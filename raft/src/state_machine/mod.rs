@@ -13,13 +13,14 @@
 
 mod apply;
 mod read;
+mod recent_ids;
 mod snapshot;
 mod spaces;
 pub mod watch;
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
@@ -65,6 +66,8 @@ pub struct SmShared<E: Engine> {
     feed: broadcast::Sender<Arc<Published>>,
     config: StateMachineConfig,
     snapshot_path: PathBuf,
+    /// Request ids the store may hold (apply's dedup lookups skip the store for the rest).
+    recent_ids: Mutex<recent_ids::RecentIds>,
 }
 
 fn sm_err(verb: ErrorVerb, e: EngineError) -> StorageError {
@@ -170,12 +173,14 @@ impl<E: Engine> StateMachineStore<E> {
             .get_in::<AppliedSpace>(&APPLIED_KEY)?
             .unwrap_or_default();
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let recent = recent_ids::RecentIds::load(&engine)?;
         let shared = SmShared {
             engine,
             state: RwLock::new(state),
             feed,
             config,
             snapshot_path,
+            recent_ids: Mutex::new(recent),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -191,7 +196,8 @@ impl<E: Engine> StateMachineStore<E> {
         let sh = &self.shared;
         let start_state = sh.state().clone();
         let prev_revision = start_state.revision;
-        let mut overlay = apply::Overlay::new(&sh.engine, start_state);
+        let mut recent = sh.recent_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let mut overlay = apply::Overlay::new(&sh.engine, start_state, &recent);
         let mut responses = Vec::with_capacity(entries.len());
         let mut last_time = 0;
         for entry in entries {
@@ -212,8 +218,8 @@ impl<E: Engine> StateMachineStore<E> {
             responses.push(resp);
         }
         let last_index = overlay.state.last_applied.map(|l| l.index).unwrap_or(0);
-        overlay.record_batch(last_time, last_index);
-        overlay.expire(last_time, sh.config.history_revisions)?;
+        let bucket = overlay.record_batch(last_time, last_index);
+        let expired_ids = overlay.expire(last_time, sh.config.history_revisions)?;
         let apply::Overlay {
             mut batch,
             events,
@@ -227,6 +233,13 @@ impl<E: Engine> StateMachineStore<E> {
             sh.engine.write(batch)?;
             *guard = state;
         }
+        if let Some((key, ids)) = bucket {
+            recent.insert_bucket(key, &ids);
+        }
+        if expired_ids {
+            recent.drop_expired(&sh.engine)?;
+        }
+        drop(recent);
         if !events.is_empty() || revision != prev_revision {
             // No receivers is fine: nobody watches.
             let _ = sh.feed.send(Arc::new(Published {

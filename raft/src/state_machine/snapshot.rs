@@ -177,6 +177,10 @@ pub(crate) fn install<E: Engine>(
             .sync()
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         *guard = state.clone();
+        // The store was replaced: its request ids are known again only from the store.
+        let recent = super::recent_ids::RecentIds::load(&shared.engine)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        *shared.recent_ids.lock().unwrap_or_else(|p| p.into_inner()) = recent;
     }
     persist(
         shared,

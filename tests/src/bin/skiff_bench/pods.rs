@@ -139,7 +139,15 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "run", "p50 ms", "p99 ms", "max ms", "RSS MiB", "anon MiB", "file MiB", "CPU ms/pod", "agent ms"
+        "run",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "RSS MiB",
+        "anon MiB",
+        "file MiB",
+        "CPU ms/pod",
+        "agent ms"
     );
     let mut cpu_per_pod = Vec::new();
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
