@@ -174,7 +174,9 @@ impl<R: ContainerRuntime> Worker<R> {
             .as_ref()
             .is_none_or(|(_, at)| at.elapsed() > VOLUME_REFRESH);
         if stale {
-            match volumes::prepare(&self.ctx.client, pod, &self.dir).await {
+            let (ctx, dir) = (self.ctx.clone(), self.dir.clone());
+            let prepared = volumes::prepare(&ctx.client, pod, &dir);
+            match gate_released_if_slow(&mut self.start_permit, prepared).await {
                 Ok(v) => self.volumes = Some((v, Instant::now())),
                 // Running containers keep what they have while the control plane is away.
                 Err(e) if self.volumes.is_some() => {
@@ -383,16 +385,15 @@ impl<R: ContainerRuntime> Worker<R> {
         slot.pull.reset();
         slot.image_id = image.digest.clone();
         let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
-        let env =
-            match config_sources::environment(&self.ctx.client, pod, c, &ip, &self.ctx.host_ip)
-                .await
-            {
-                Ok(e) => e,
-                Err(e) => {
-                    slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
-                    return Progress::Waiting;
-                }
-            };
+        let ctx = self.ctx.clone();
+        let env_of = config_sources::environment(&ctx.client, pod, c, &ip, &ctx.host_ip);
+        let env = match gate_released_if_slow(&mut self.start_permit, env_of).await {
+            Ok(e) => e,
+            Err(e) => {
+                slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
+                return Progress::Waiting;
+            }
+        };
         let vols = self
             .volumes
             .as_ref()
@@ -610,6 +611,47 @@ impl<R: ContainerRuntime> Worker<R> {
     }
 }
 
+/// Await `work` (a call to the control plane); if it takes longer than a moment, give the
+/// start gate up meanwhile, so that a slow or absent control plane cannot hold up the starts
+/// of other pods.
+async fn gate_released_if_slow<F: std::future::Future>(
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    work: F,
+) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    if permit.is_some() {
+        if let Ok(out) = tokio::time::timeout(Duration::from_secs(1), &mut work).await {
+            return out;
+        }
+        *permit = None;
+    }
+    work.await
+}
+
 fn has_probes(c: &Container) -> bool {
     c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_control_plane_call_gives_the_start_gate_up_and_a_quick_one_keeps_it() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut permit = Some(gate.clone().acquire_owned().await.expect("permit"));
+        assert_eq!(gate_released_if_slow(&mut permit, async { 7 }).await, 7);
+        assert!(permit.is_some() && gate.available_permits() == 0);
+
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire_owned().await.is_ok() }
+        });
+        let slow = tokio::time::sleep(Duration::from_millis(1500));
+        gate_released_if_slow(&mut permit, slow).await;
+        assert!(permit.is_none());
+        assert!(waiting.await.expect("join"), "the next pod got its turn");
+    }
 }
