@@ -230,7 +230,10 @@ impl Client {
             {
                 tries_since_sleep = 0;
                 tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                // Capped low, as etcd's client does (25 ms steps): an election takes a few
+                // hundred milliseconds, and a client asleep for longer than a retry costs
+                // outlasts the outage. A "no leader" answer is cheap to give.
+                backoff = (backoff * 2).min(Duration::from_millis(100));
             }
         }
     }
