@@ -80,18 +80,33 @@ async fn assert_all_readable(client: &Client, prefix: &str, acked: &Acked) {
     info!(count = acked.len(), "every acknowledged write is readable");
 }
 
+/// Every control node creates the built-in namespaces in the background once there is a
+/// leader. Tests that count revisions wait for those writes to be behind them.
+async fn builtin_namespaces_created(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .get_object("namespaces", "", "skiff-system", false)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "built-in namespaces not created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
     init_tracing();
     let cluster = Cluster::start(3, MemberOptions::default());
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let follower = *cluster.members.keys().find(|id| **id != leader).unwrap();
+    let fc = cluster.client_of(follower);
+    builtin_namespaces_created(&fc).await;
 
     info!(
         follower,
         "a write sent to a follower is forwarded and applied"
     );
-    let fc = cluster.client_of(follower);
     let put = fc.put("greeting", "hello").await.expect("put via follower");
     let rev = put.header.unwrap().revision;
     let got = cluster
@@ -342,6 +357,7 @@ async fn watch_from_a_revision_gets_every_event_once_in_order_across_a_leader_ch
     let mut cluster = Cluster::start(3, MemberOptions::default());
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let client = cluster.client();
+    builtin_namespaces_created(&client).await;
     let mut start = 0;
     for i in 0..20 {
         let r = client.put(format!("w/{i}"), "x").await.unwrap();
@@ -412,6 +428,7 @@ async fn watch_from_a_compacted_revision_is_expired() {
     let cluster = Cluster::start(3, opts(&["--history-revisions", "50"]));
     cluster.wait_leader(Duration::from_secs(10)).await;
     let client = cluster.client();
+    builtin_namespaces_created(&client).await;
     for i in 0..200 {
         client.put(format!("c/{i}"), "x").await.unwrap();
     }
