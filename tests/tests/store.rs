@@ -597,3 +597,81 @@ fn control_node_refuses_bad_flags_and_foreign_data_dirs() {
     ]);
     assert!(!ok && err.contains("belongs to member 1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_resent_with_its_request_id_is_applied_once_also_after_a_full_restart() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    builtin_namespaces_created(&client).await;
+    client.put("hits", "0").await.unwrap();
+    // What a client resends when an answer is lost: the same transaction, the same id.
+    let append = |id: u8| pb::TxnRequest {
+        compares: vec![],
+        success: vec![pb::TxnOp {
+            op: Some(txn_op::Op::Put(pb::PutRequest {
+                key: b"hits".to_vec(),
+                value: format!("by {id}").into_bytes(),
+                request_id: vec![],
+            })),
+        }],
+        failure: vec![],
+        request_id: vec![id; 16],
+    };
+    let first = client.txn(append(7)).await.unwrap();
+    let version_after = |kv: Option<pb::KeyValue>| kv.expect("hits").version;
+    let version = version_after(client.get("hits", false).await.unwrap());
+    let revision = revision_now(&client).await;
+
+    info!("resent to every member: the first result, nothing applied again");
+    for id in cluster.members.keys().copied().collect::<Vec<_>>() {
+        let again = cluster.client_of(id).txn(append(7)).await.unwrap();
+        assert_eq!(
+            again.header.unwrap().revision,
+            first.header.clone().unwrap().revision
+        );
+    }
+    assert_eq!(
+        version_after(client.get("hits", false).await.unwrap()),
+        version
+    );
+    assert_eq!(revision_now(&client).await, revision);
+
+    info!("a new id is a new write");
+    client.txn(append(8)).await.unwrap();
+    let revision = revision_now(&client).await;
+    let version = version_after(client.get("hits", false).await.unwrap());
+
+    info!("kill -9 of every member and a restart: the ids are remembered from disk");
+    let ids: Vec<u64> = cluster.members.keys().copied().collect();
+    for id in &ids {
+        cluster.kill9(*id);
+    }
+    for id in &ids {
+        cluster.restart(*id);
+    }
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    for id in [7, 8] {
+        client.txn(append(id)).await.unwrap();
+    }
+    assert_eq!(
+        version_after(client.get("hits", false).await.unwrap()),
+        version
+    );
+    assert_eq!(
+        revision_now(&client).await,
+        revision,
+        "a resent write was applied again (leader before the restart: {leader})"
+    );
+}
+
+/// The store's revision as of now (a linearizable read; `status` answers from the member
+/// asked, which may lag).
+async fn revision_now(client: &Client) -> u64 {
+    let req = pb::RangeRequest {
+        key: b"hits".to_vec(),
+        ..Default::default()
+    };
+    client.range(req).await.unwrap().header.unwrap().revision
+}

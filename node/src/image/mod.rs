@@ -62,28 +62,20 @@ impl ImageStore {
         locks.entry(name.to_string()).or_default().clone()
     }
 
-    /// Whether [`ImageStore::ensure`] would find `image` here without pulling.
-    pub async fn is_present(&self, image: &str, policy: PullPolicy) -> bool {
+    /// `image` if it is here and `policy` lets it be used without pulling. Needs no lock:
+    /// pod starts of one image would otherwise queue behind each other.
+    pub async fn local(&self, image: &str, policy: PullPolicy) -> Option<ImageInfo> {
         if policy == PullPolicy::Always {
-            return false;
+            return None;
         }
-        let Ok(r) = ImageRef::parse(image) else {
-            return false;
-        };
-        matches!(self.resolve(&r.to_string()).await, Ok(Some(_)))
+        let r = ImageRef::parse(image).ok()?;
+        self.resolve(&r.to_string()).await.ok().flatten()
     }
 
     /// Make `image` present as `policy` says; one pull per image at a time.
     pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
         let r = ImageRef::parse(image)?;
         let name = r.to_string();
-        // The common case, an image already here, needs no lock: pod starts of one image
-        // would otherwise queue behind each other.
-        if policy != PullPolicy::Always {
-            if let Some(info) = self.resolve(&name).await? {
-                return Ok(info);
-            }
-        }
         let lock = self.lock_for(&name);
         let _held = lock.lock().await;
         if policy != PullPolicy::Always {

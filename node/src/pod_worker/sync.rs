@@ -61,7 +61,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 self.start_permit = Some(permit);
             }
         }
-        let wake = self.sync_pass(pod, &spec, &restart_policy).await;
+        let wake = self.sync_pass(pod, &spec, restart_policy).await;
         self.started_once = true;
         wake
     }
@@ -75,9 +75,8 @@ impl<R: ContainerRuntime> Worker<R> {
         &mut self,
         pod: &Pod,
         spec: &k8s_openapi::api::core::v1::PodSpec,
-        restart_policy: &str,
+        restart_policy: String,
     ) -> Duration {
-        let restart_policy = restart_policy.to_string();
         if let Err(message) = self.ensure_sandbox(pod).await {
             self.start_permit = None;
             self.pending_message = Some(message);
@@ -364,11 +363,15 @@ impl<R: ContainerRuntime> Worker<R> {
             return Progress::Waiting;
         }
         let policy = PullPolicy::from_spec(c.image_pull_policy.as_deref(), &image_name);
-        if self.start_permit.is_some() && !runtime.image_present(&image_name, policy).await {
-            // A pull waits on the registry, not the CPU: the next pod takes the turn.
-            self.start_permit = None;
-        }
-        let image = match runtime.ensure_image(&image_name, policy).await {
+        let pulled = match runtime.local_image(&image_name, policy).await {
+            Some(image) => Ok(image),
+            None => {
+                // A pull waits on the registry, not the CPU: the next pod takes the turn.
+                self.start_permit = None;
+                runtime.ensure_image(&image_name, policy).await
+            }
+        };
+        let image = match pulled {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(container = %c.name, error = %e, "image");

@@ -212,8 +212,8 @@ impl ContainerRuntime for Containerd {
         self.images.ensure(image, policy).await
     }
 
-    async fn image_present(&self, image: &str, policy: PullPolicy) -> bool {
-        self.images.is_present(image, policy).await
+    async fn local_image(&self, image: &str, policy: PullPolicy) -> Option<ImageInfo> {
+        self.images.local(image, policy).await
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<()> {

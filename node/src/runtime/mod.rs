@@ -167,8 +167,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         policy: PullPolicy,
     ) -> impl Future<Output = Result<ImageInfo>> + Send;
 
-    /// Whether `image` is here already, so that [`ContainerRuntime::ensure_image`] would not pull.
-    fn image_present(&self, image: &str, policy: PullPolicy) -> impl Future<Output = bool> + Send;
+    /// `image` if it is here already and `policy` allows using it without a pull; `None`
+    /// means [`ContainerRuntime::ensure_image`] is needed.
+    fn local_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+    ) -> impl Future<Output = Option<ImageInfo>> + Send;
 
     /// Create a container and its task (not started).
     fn create(&self, spec: &CreateSpec) -> impl Future<Output = Result<()>> + Send;

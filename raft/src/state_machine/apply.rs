@@ -18,6 +18,8 @@ pub const REQUEST_ID_TTL_MS: u64 = 2 * 60 * 1000;
 
 /// At most this many history records are compacted per applied batch, to bound apply work.
 const COMPACT_STEP: u64 = 256;
+/// At most this many request buckets are expired per applied batch.
+const EXPIRE_STEP: usize = 64;
 
 /// The changes of one apply call, not yet written.
 pub(crate) struct Overlay<'a, E: Engine> {
@@ -234,22 +236,31 @@ impl<'a, E: Engine> Overlay<'a, E> {
     }
 
     /// Forget request ids older than the TTL and history beyond the retained window; returns
-    /// whether any request bucket is deleted.
-    pub(crate) fn expire(&mut self, now_ms: u64, retain_revisions: u64) -> Result<bool> {
+    /// the request bucket through which no bucket is left once this batch is written.
+    pub(crate) fn expire(
+        &mut self,
+        now_ms: u64,
+        retain_revisions: u64,
+    ) -> Result<Option<BucketKey>> {
         let cutoff = now_ms.saturating_sub(REQUEST_ID_TTL_MS);
-        let mut expired_ids = false;
+        let mut gone_through = None;
         if cutoff > 0 {
             let old = self.engine.scan_in::<RequestBucketSpace>(
                 std::ops::Bound::Unbounded,
                 std::ops::Bound::Excluded(&(cutoff, 0)),
-                64,
+                EXPIRE_STEP,
             )?;
+            // The scan returns the oldest buckets first: deleting all it found leaves none
+            // below the cutoff, or (when it hit its limit) none up to the last one found.
+            gone_through = Some(match old.last() {
+                Some((last, _)) if old.len() == EXPIRE_STEP => *last,
+                _ => (cutoff - 1, u128::MAX),
+            });
             for (bucket, ids) in old {
                 for id in ids {
                     self.batch.delete::<RequestSpace>(&id);
                 }
                 self.batch.delete::<RequestBucketSpace>(&bucket);
-                expired_ids = true;
             }
         }
         let target = self.state.revision.saturating_sub(retain_revisions);
@@ -265,6 +276,6 @@ impl<'a, E: Engine> Overlay<'a, E> {
                 self.state.compacted = self.state.compacted.max(last);
             }
         }
-        Ok(expired_ids)
+        Ok(gone_through)
     }
 }

@@ -219,7 +219,7 @@ impl<E: Engine> StateMachineStore<E> {
         }
         let last_index = overlay.state.last_applied.map(|l| l.index).unwrap_or(0);
         let bucket = overlay.record_batch(last_time, last_index);
-        let expired_ids = overlay.expire(last_time, sh.config.history_revisions)?;
+        let expired_through = overlay.expire(last_time, sh.config.history_revisions)?;
         let apply::Overlay {
             mut batch,
             events,
@@ -236,8 +236,8 @@ impl<E: Engine> StateMachineStore<E> {
         if let Some((key, ids)) = bucket {
             recent.insert_bucket(key, &ids);
         }
-        if expired_ids {
-            recent.drop_expired(&sh.engine)?;
+        if let Some(key) = expired_through {
+            recent.expired_through(key);
         }
         drop(recent);
         if !events.is_empty() || revision != prev_revision {

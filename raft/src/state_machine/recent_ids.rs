@@ -4,7 +4,7 @@
 //! The answer "absent" must be exact: every replica has to reach the same result for the
 //! same entry, so an id the store holds must always be found. Ids go into Bloom filters, one
 //! per run of batches; a filter is dropped only once expiry has deleted every bucket it
-//! covers from the store. The filters are loaded from the store at start and again after a
+//! covers from the store (expiry deletes the oldest buckets first, so it knows). The filters are loaded from the store at start and again after a
 //! snapshot replaced it.
 //!
 //! ```text
@@ -117,27 +117,20 @@ impl RecentIds {
         }
     }
 
-    /// Drop the oldest filters whose buckets are all gone from the store. Call after a write
-    /// that expired buckets has landed. The store is asked rather than told what expiry
-    /// deleted: a leader with a slower clock may add a bucket older than ones already expired.
-    pub(crate) fn drop_expired<E: Engine>(&mut self, engine: &E) -> Result<()> {
-        let filters = &mut self.filters;
+    /// No bucket up to and including `through` is left in the store (the write that
+    /// expired them has landed): the oldest filters covering only such buckets go. A filter's
+    /// `last_bucket` is the newest of its buckets, so one that a leader with a slower clock
+    /// added late, older than buckets already expired, keeps its filter until it is gone too.
+    pub(crate) fn expired_through(&mut self, through: BucketKey) {
         // The newest filter keeps taking ids, so it stays.
-        while filters.len() > 1 {
-            let Some(front) = filters.front() else {
-                break;
-            };
-            let left = engine.scan_in::<RequestBucketSpace>(
-                Bound::Unbounded,
-                Bound::Included(&front.last_bucket),
-                1,
-            )?;
-            if !left.is_empty() {
-                break;
-            }
-            filters.pop_front();
+        while self.filters.len() > 1
+            && self
+                .filters
+                .front()
+                .is_some_and(|f| f.last_bucket <= through)
+        {
+            self.filters.pop_front();
         }
-        Ok(())
     }
 
     /// Filters held.
@@ -169,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_goes_only_once_the_store_has_none_of_its_buckets() {
+    fn a_filter_goes_only_once_none_of_its_buckets_is_left() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = crate::engine::SledEngine::open(dir.path()).expect("open");
         let put = |key: BucketKey, ids: &[u128]| {
@@ -183,17 +176,18 @@ mod tests {
         let mut r = RecentIds::load(&engine).expect("load");
         assert_eq!(r.filter_count(), 2);
         assert!(r.may_contain(5) && r.may_contain(u128::MAX));
-        r.drop_expired(&engine).expect("drop");
+        r.expired_through((9, u128::MAX));
         assert_eq!(
             r.filter_count(),
             2,
             "the first filter's bucket is still stored"
         );
-        let mut b = crate::engine::WriteBatch::default();
-        b.delete::<RequestBucketSpace>(&(10, 1));
-        engine.write(b).expect("delete");
-        r.drop_expired(&engine).expect("drop");
+        // A bucket older than the expired ones, added late (a leader with a slower clock),
+        // lands in the newest filter, which keeps its newest bucket as its mark.
+        r.insert_bucket((5, 3), &[7]);
+        r.expired_through((10, 1));
         assert_eq!(r.filter_count(), 1);
         assert!(r.may_contain(u128::MAX), "the newest filter stays");
+        assert!(r.may_contain(7), "the late bucket's id is still known");
     }
 }
