@@ -245,6 +245,24 @@ spec:
     );
     assert!(is_ready(&p));
     assert!(w.agent.log().contains("re-adopted"));
+    // The orphan's network goes after its containers: wait for the cleanup to finish.
+    let netns_left = || {
+        let listed = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        all_netns
+            .iter()
+            .filter(|n| listed.contains(n.as_str()))
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the deleted pod's network namespace removed",
+        || async { netns_left() <= 1 },
+    )
+    .await;
     let namespaces = String::from_utf8_lossy(
         &Command::new("ip")
             .args(["netns", "list"])
