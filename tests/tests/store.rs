@@ -629,7 +629,7 @@ async fn a_write_resent_with_its_request_id_is_applied_once_also_after_a_full_re
         let again = cluster.client_of(id).txn(append(7)).await.unwrap();
         assert_eq!(
             again.header.unwrap().revision,
-            first.header.clone().unwrap().revision
+            first.header.unwrap().revision
         );
     }
     assert_eq!(
