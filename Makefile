@@ -4,7 +4,7 @@
 #   make verify fmt + clippy + tests, as CI
 
 SHELL := /bin/bash
-DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc containernetworking-plugins busybox-static docker-registry libssl-dev pkg-config wrk fuse3
+DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry libssl-dev pkg-config wrk fuse3
 CARGO ?= cargo
 
 .PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-pods bench-proxy lint chaos chaos-selftest
@@ -78,7 +78,8 @@ bench-scheduling: deps
 
 bench-pods: deps
 	$(CARGO) build --release --workspace --bins
-	./target/release/skiff-bench pods
+	./target/release/skiff-bench pods --oci-runtime runc
+	./target/release/skiff-bench pods --oci-runtime crun
 
 bench-proxy: deps
 	$(CARGO) build --release --workspace --bins

@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub parallel_pod_starts: usize,
     /// Registries (host:port) pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The OCI runtime binary the shim runs containers with; runc when `None`.
+    pub oci_runtime: Option<PathBuf>,
 }
 
 /// A running agent: what its API server needs.
@@ -86,6 +88,7 @@ pub async fn start(
         &cfg.containerd_namespace,
         &cfg.data_dir,
         cfg.insecure_registries.clone(),
+        cfg.oci_runtime.as_deref(),
     )
     .await?;
     let runtime_version = runtime.version().await?;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::require_system_parts;
 use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world};
+use skiff_e2e::node_env::{prepare_host_for_crun, require_system_parts};
 use skiff_proto::objects::{Api, Selection, WatchItem};
 use skiff_proto::Client;
 use tracing::info;
@@ -580,4 +580,129 @@ spec:
         None,
     ));
     assert_eq!(marker.trim(), "imported");
+}
+
+/// `--oci-runtime crun`: the runc v2 shim runs crun instead of runc (faster pod starts; see
+/// docs/BENCHMARKS.md). The pod serves, exec works, a memory limit is enforced by crun's
+/// cgroups and reported as OOMKilled, and deletion leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_under_crun_with_their_limits_enforced() {
+    if !require_system_parts() || !prepare_host_for_crun() {
+        return;
+    }
+    let w = world(&["--oci-runtime", "crun"]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("crun"), "skiff/busybox", "crun");
+
+    info!("phase: a serving pod and a pod that outgrows its memory limit, under crun");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: httpd
+    image: {image}
+    command: ["sh", "-c", "echo hello from crun > /www/index.html && exec httpd -f -p 80 -h /www"]
+    readinessProbe: {{httpGet: {{path: /, port: 80}}, periodSeconds: 1}}
+    resources: {{limits: {{memory: 64Mi, cpu: 500m}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hog
+spec:
+  nodeName: n1
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: {image}
+    command: ["busybox", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=48"]
+    resources: {{limits: {{memory: 16Mi}}}}
+"#
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    wait_until(
+        Duration::from_secs(60),
+        "pod web Running and Ready",
+        || async {
+            pod(&client, "web")
+                .await
+                .is_some_and(|p| phase(&p) == "Running" && is_ready(&p))
+        },
+    )
+    .await;
+    let p = pod(&client, "web").await.expect("pod");
+    let ip = p
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP");
+    let body = w
+        .host
+        .http_get(&format!("{ip}:80"), "/")
+        .unwrap_or_else(|e| panic!("the pod answers from the node: {e}"));
+    assert_eq!(body.trim(), "hello from crun");
+    let out = skiffctl(
+        &w.cluster,
+        &["exec", "web", "--", "cat", "/etc/skiff-image"],
+        None,
+    );
+    assert_eq!(ok(&out).trim(), "crun");
+    // The shim keeps each runtime's state under its root; only crun can read crun's.
+    let id = container_ids(&p).pop().expect("web's container id");
+    let id = id.trim_start_matches("containerd://");
+    let state = Command::new("crun")
+        .args(["--root", "/run/containerd/runc/skiff", "state", id])
+        .output()
+        .expect("crun");
+    assert!(
+        String::from_utf8_lossy(&state.stdout).contains("\"running\""),
+        "crun runs web's container {id}: {}",
+        String::from_utf8_lossy(&state.stderr)
+    );
+
+    info!("phase: the memory hog is killed by its cgroup limit and reported OOMKilled");
+    wait_until(
+        Duration::from_secs(60),
+        "pod hog Failed with OOMKilled",
+        || async {
+            pod(&client, "hog").await.is_some_and(|p| {
+                phase(&p) == "Failed"
+                    && p.status
+                        .iter()
+                        .flat_map(|s| s.container_statuses.iter().flatten())
+                        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+                        .any(|t| t.reason.as_deref() == Some("OOMKilled") && t.exit_code == 137)
+            })
+        },
+    )
+    .await;
+
+    info!("phase: deleting the pods removes their containers, snapshots and network");
+    ok(&skiffctl(
+        &w.cluster,
+        &["delete", "pod", "web", "hog"],
+        None,
+    ));
+    wait_until(Duration::from_secs(30), "pods gone", || async {
+        pod(&client, "web").await.is_none() && pod(&client, "hog").await.is_none()
+    })
+    .await;
+    assert!(
+        w.containerd.containers().is_empty(),
+        "containers left: {:?}",
+        w.containerd.containers()
+    );
+    assert!(w.containerd.active_snapshots().is_empty(), "snapshots left");
+    assert!(w.agent.pod_netns().is_empty(), "network namespaces left");
 }

@@ -32,22 +32,35 @@ use crate::image::ImageStore;
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RUNC_V2: &str = "io.containerd.runc.v2";
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+/// The runc v2 shim's options (containerd's `runtime/v2/runc/options`), only the field we set.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    /// The OCI runtime binary the shim runs (runc when empty).
+    #[prost(string, tag = "6")]
+    binary_name: String,
+}
 
 /// containerd, in the agent's namespace.
 pub struct Containerd {
     conn: Conn,
     images: ImageStore,
     exec_dir: PathBuf,
+    /// The shim's options on every container (the OCI runtime binary), if not the default.
+    runtime_options: Option<Any>,
 }
 
 impl Containerd {
     /// Connect to containerd at `socket`; exec output is staged under `state_dir`; registries
-    /// in `insecure_registries` are pulled from over plain HTTP.
+    /// in `insecure_registries` are pulled from over plain HTTP; the shim runs containers with
+    /// `oci_runtime` (a runc-compatible binary such as crun) instead of runc when given.
     pub async fn connect(
         socket: &Path,
         namespace: &str,
         state_dir: &Path,
         insecure_registries: Vec<String>,
+        oci_runtime: Option<&Path>,
     ) -> Result<Self> {
         let conn = Conn::connect(socket, namespace).await?;
         let exec_dir = state_dir.join("exec");
@@ -56,6 +69,12 @@ impl Containerd {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
+            runtime_options: oci_runtime.map(|binary| Any {
+                type_url: RUNC_OPTIONS_TYPE.into(),
+                value: prost::Message::encode_to_vec(&RuncOptions {
+                    binary_name: binary.display().to_string(),
+                }),
+            }),
         })
     }
 
@@ -228,7 +247,7 @@ impl ContainerRuntime for Containerd {
             image: spec.image.name.clone(),
             runtime: Some(Runtime {
                 name: RUNC_V2.into(),
-                options: None,
+                options: self.runtime_options.clone(),
             }),
             spec: Some(Any {
                 type_url: SPEC_TYPE.into(),

@@ -43,6 +43,33 @@ pub fn try_sh(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
 }
 
+/// Make this host one crun runs containers on: crun 1.8 refuses hosts that mount cgroup v1
+/// hierarchies and also have controllers on the cgroup2 one ("hybrid mode", as this CI's VMs
+/// boot: hugetlb sits alone on cgroup2). Each such controller gets its own v1 hierarchy, as on
+/// a plain v1 host; runc works the same either way. False (or a failure under `CI=true`) when
+/// crun is not installed.
+pub fn prepare_host_for_crun() -> bool {
+    if !Path::new("/usr/bin/crun").exists() {
+        let msg = "this test needs the Debian package crun (make test installs it)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return false;
+    }
+    let unified = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    let controllers = std::fs::read_to_string(unified).unwrap_or_default();
+    for c in controllers.split_whitespace() {
+        let dir = format!("/sys/fs/cgroup/{c}");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        sh(&["mount", "-t", "cgroup", "-o", c, "cgroup", &dir]);
+    }
+    let left = std::fs::read_to_string(unified).unwrap_or_default();
+    assert!(
+        left.trim().is_empty(),
+        "controllers still on cgroup2 after moving them to v1: {left}"
+    );
+    true
+}
+
 /// Under `CI=true` a missing system part fails the test; elsewhere the test says so and
 /// is skipped.
 pub fn require_system_parts() -> bool {

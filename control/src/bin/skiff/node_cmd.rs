@@ -60,6 +60,10 @@ pub struct NodeArgs {
     /// Pods started side by side; later ones wait their turn, first come first served.
     #[arg(long, default_value_t = 3)]
     pub parallel_pod_starts: usize,
+    /// The OCI runtime the containerd shim runs containers with: `runc`, `crun`, or a path to
+    /// another runc-compatible binary. A bare name is looked up in PATH.
+    #[arg(long, default_value = "runc")]
+    pub oci_runtime: String,
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -91,6 +95,52 @@ pub fn join_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--oci-runtime` binary as the shim should run it: `None` for the shim's default (runc
+/// from PATH), else an absolute path that exists, so a typo fails here and not at the first pod.
+fn resolve_oci_runtime(value: &str) -> anyhow::Result<Option<PathBuf>> {
+    if value == "runc" {
+        return Ok(None);
+    }
+    let path = if value.contains('/') {
+        Some(PathBuf::from(value))
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(value))
+                .find(|p| p.is_file())
+        })
+    };
+    match path {
+        Some(p) if p.is_file() => {
+            if p.file_name().is_some_and(|n| n == "crun") {
+                refuse_crun_on_hybrid_cgroups()?;
+            }
+            Ok(Some(p))
+        }
+        _ if value == "crun" => {
+            anyhow::bail!("--oci-runtime crun: not found in PATH (Debian: apt-get install crun)")
+        }
+        _ => anyhow::bail!("--oci-runtime {value}: no such executable"),
+    }
+}
+
+/// crun 1.8 refuses to create any container on a host that mounts cgroup v1 hierarchies and
+/// also has controllers on the cgroup2 one ("hybrid mode"); say so at start, not at every pod.
+fn refuse_crun_on_hybrid_cgroups() -> anyhow::Result<()> {
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    let controllers = std::fs::read_to_string(unified).unwrap_or_default();
+    let controllers = controllers.trim();
+    if !controllers.is_empty() {
+        anyhow::bail!(
+            "--oci-runtime crun: this host mounts cgroups in hybrid mode with controllers ({controllers}) \
+             on the cgroup2 hierarchy at /sys/fs/cgroup/unified, which crun refuses; \
+             use --oci-runtime runc, boot with unified cgroups (systemd.unified_cgroup_hierarchy=1), \
+             or move those controllers to cgroup v1 (e.g. `mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb`)"
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if !args.containerd_socket.exists() {
         anyhow::bail!(
@@ -117,6 +167,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
         anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
     }
+    let oci_runtime = resolve_oci_runtime(&args.oci_runtime)?;
     let name = args.name.clone().unwrap_or_else(host_name);
     let cfg = AgentConfig {
         node_name: name.clone(),
@@ -140,6 +191,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_pods: args.max_pods,
         parallel_pod_starts: args.parallel_pod_starts,
         insecure_registries: args.insecure_registries.clone(),
+        oci_runtime,
     };
     tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.agent_port))

@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// Name of the local node.
     #[arg(long, default_value = "local")]
     pub node_name: String,
+    /// The OCI runtime the node's containers run with (`runc`, `crun` or a path).
+    #[arg(long, default_value = "runc")]
+    pub oci_runtime: String,
 }
 
 /// The Debian packages a node needs, by the program that shows each is there.
@@ -217,6 +220,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .arg(&socket)
             .arg("--data-dir")
             .arg(dir.join("node"))
+            .args(["--oci-runtime", &args.oci_runtime])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -23,6 +23,9 @@ pub struct PodsArgs {
     /// Runs (the pods of a run are deleted before the next).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// The OCI runtime the agent's containerd shim runs (`runc` or `crun`).
+    #[arg(long, default_value = "runc")]
+    oci_runtime: String,
     /// Extra flags for `skiff node` (e.g. `--agent-flag=--parallel-pod-starts=4`).
     #[arg(long = "agent-flag", allow_hyphen_values = true)]
     agent_flags: Vec<String>,
@@ -98,7 +101,14 @@ async fn wait_gone(client: &Client) -> anyhow::Result<()> {
 pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     // The same world as the node tests: three control nodes, a test host with containerd,
     // a local registry and an agent.
-    let flags: Vec<&str> = args.agent_flags.iter().map(String::as_str).collect();
+    if args.oci_runtime == "crun" {
+        anyhow::ensure!(
+            skiff_e2e::node_env::prepare_host_for_crun(),
+            "--oci-runtime crun: crun is not installed (apt-get install crun)"
+        );
+    }
+    let mut flags: Vec<&str> = vec!["--oci-runtime", &args.oci_runtime];
+    flags.extend(args.agent_flags.iter().map(String::as_str));
     let w = world(&flags).await;
     let (cluster, registry) = (&w.cluster, &w.registry);
     let agent = &w.agent;
@@ -123,8 +133,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the warm-up pod did not run; see {}",
-            cluster.dir().display()
+            "the warm-up pod did not run: {}",
+            p.get("status").cloned().unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -134,8 +144,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     wait_gone(&client).await?;
 
     println!(
-        "pods on one node: {} pods created at once, image present, {} runs",
-        args.pods, args.runs
+        "pods on one node ({}): {} pods created at once, image present, {} runs",
+        args.oci_runtime, args.pods, args.runs
     );
     println!(
         "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -239,7 +249,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         wait_gone(&client).await?;
     }
     println!(
-        "median of {} runs: create-to-Running p50 {:.0} ms (target <= 400), p99 {:.0} ms (target <= 1000); agent resident memory with {} pods {:.1} MiB (target <= 40); machine CPU per pod start {:.0} ms",
+        "{}, median of {} runs: create-to-Running p50 {:.0} ms (target <= 400), p99 {:.0} ms (target <= 1000); agent resident memory with {} pods {:.1} MiB (target <= 40); machine CPU per pod start {:.0} ms",
+        args.oci_runtime,
         args.runs,
         median(p50s),
         median(p99s),
