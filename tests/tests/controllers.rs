@@ -419,8 +419,11 @@ async fn pods_of_a_silent_node_are_replaced_elsewhere() {
     assert!(on_victim > 0, "the spread put nothing on {victim}");
     hollow.kill(victim);
     let killed = Instant::now();
+    // A new leader's node-lifecycle controller starts its grace clock afresh (as Kubernetes'
+    // does: it trusts only what it observed itself), and a loaded 2-core CI machine has been
+    // seen to move leadership twice in such a run: allow two restarts of grace + toleration.
     wait_until(
-        Duration::from_secs(grace + toleration + 5),
+        Duration::from_secs(3 * (grace + toleration) + 5),
         "6 ready pods on the remaining nodes",
         || async {
             let pods = objects(&client, "pods", in_ns("default", "app=api")).await;
