@@ -239,6 +239,7 @@ impl Agent {
             if let Err(err) = self.ctx.network.teardown(&sandbox_name(&uid)).await {
                 tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
             }
+            crate::cgroups::remove_pod_parent(&uid);
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

@@ -8,11 +8,13 @@
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait and its containerd implementation.
 //! - [`image`]: pulls from registries and OCI archive imports into containerd.
 //! - [`proxy`]: the service proxy: ClusterIPs and NodePorts in nftables.
+//! - [`cgroups`]: the pod's parent cgroup, removed with the pod.
 //! - [`cni`]: network namespaces and CNI plugin calls; the node bridge and its routes.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
 //! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
 
 pub mod agent;
+pub mod cgroups;
 pub mod cni;
 pub mod ctd;
 pub mod error;

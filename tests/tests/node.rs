@@ -310,6 +310,29 @@ spec:
     );
     let ipam = w.agent.data_dir.join("cni/skiff").join(&ip);
     assert!(!ipam.exists(), "address {ip} still allocated");
+    let uid = p.metadata.uid.clone().expect("uid");
+    assert_eq!(
+        pod_cgroups_left(&uid),
+        Vec::<String>::new(),
+        "pod cgroups left"
+    );
+}
+
+/// The pod's parent cgroup directories still present in any hierarchy under /sys/fs/cgroup.
+fn pod_cgroups_left(uid: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let roots = std::fs::read_dir("/sys/fs/cgroup").expect("/sys/fs/cgroup");
+    for root in roots.flatten() {
+        let dir = root.path().join("skiff").join(format!("pod{uid}"));
+        if dir.exists() {
+            left.push(dir.display().to_string());
+        }
+    }
+    let unified = std::path::Path::new("/sys/fs/cgroup/skiff").join(format!("pod{uid}"));
+    if unified.exists() {
+        left.push(unified.display().to_string());
+    }
+    left
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,4 +728,10 @@ spec:
     );
     assert!(w.containerd.active_snapshots().is_empty(), "snapshots left");
     assert!(w.agent.pod_netns().is_empty(), "network namespaces left");
+    let uid = p.metadata.uid.clone().expect("uid");
+    assert_eq!(
+        pod_cgroups_left(&uid),
+        Vec::<String>::new(),
+        "pod cgroups left"
+    );
 }

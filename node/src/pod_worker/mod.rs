@@ -246,6 +246,7 @@ impl<R: ContainerRuntime> Worker<R> {
         if let Err(e) = self.ctx.network.teardown(&self.sandbox).await {
             tracing::warn!(error = %e, "tearing the pod network down");
         }
+        crate::cgroups::remove_pod_parent(&self.uid);
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(pod) = pod {
             let api: Api<Pod> = Api::new(self.ctx.client.clone(), &self.namespace);

@@ -431,7 +431,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 .map(|n| n.netns.clone())
                 .unwrap_or_default(),
             mounts,
-            cgroups_path: format!("/skiff/pod{}/{id}", self.uid),
+            cgroups_path: format!("{}/{id}", crate::cgroups::pod_parent(&self.uid)),
             cpu_limit_millis: quantity_millis(limits.get("cpu")),
             cpu_request_millis: quantity_millis(requests.get("cpu")),
             memory_limit_bytes: quantity_bytes(limits.get("memory")),
