@@ -162,6 +162,7 @@ async fn cas(c: &Client, p: u32, key: &str, to: String, start: Instant, rec: &Re
                 key: key.as_bytes().to_vec(),
                 value: to.clone().into_bytes(),
                 request_id: vec![],
+                prev_kv: false,
             })),
         }],
         failure: vec![],

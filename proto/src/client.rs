@@ -257,7 +257,8 @@ impl Client {
         .await
     }
 
-    /// Set a key.
+    /// Set a key. The response carries no previous value (ask with a `Txn` whose put sets
+    /// `prev_kv`), as etcd's put without `prev_kv`.
     pub async fn put(
         &self,
         key: impl Into<Vec<u8>>,
@@ -267,6 +268,7 @@ impl Client {
             key: key.into(),
             value: value.into(),
             request_id: new_request_id(),
+            prev_kv: false,
         };
         self.call(|ch| {
             let req = req.clone();

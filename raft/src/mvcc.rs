@@ -76,6 +76,17 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Set a key without reporting its previous value (etcd's put without `prev_kv`). The
+    /// result, which is kept for retries and travels back through a forwarding follower, then
+    /// carries no copy of the old value. Last, so entries written before it still decode.
+    PutNoPrev {
+        /// Key written.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// New value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
 }
 
 /// A compare-and-swap transaction.
@@ -119,7 +130,7 @@ impl Txn {
     /// Bytes of keys and values this transaction carries; bounds Raft entry sizes.
     pub fn payload_len(&self) -> usize {
         let op_len = |op: &Op| match op {
-            Op::Put { key, value } => key.len() + value.len(),
+            Op::Put { key, value } | Op::PutNoPrev { key, value } => key.len() + value.len(),
             Op::Delete { key } | Op::Get { key } => key.len(),
             Op::DeletePrefix { prefix } => prefix.len(),
         };

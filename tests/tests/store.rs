@@ -477,6 +477,7 @@ async fn compare_and_swap_increments_by_eight_writers_lose_no_update() {
                                     key: b"counter".to_vec(),
                                     value: (n + 1).to_string().into_bytes(),
                                     request_id: vec![],
+                                    prev_kv: false,
                                 })),
                             }],
                             failure: vec![],
@@ -605,7 +606,12 @@ async fn a_write_resent_with_its_request_id_is_applied_once_also_after_a_full_re
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let client = cluster.client();
     builtin_namespaces_created(&client).await;
-    client.put("hits", "0").await.unwrap();
+    client.put("hits", "-1").await.unwrap();
+    let plain = client.put("hits", "0").await.unwrap();
+    assert_eq!(
+        plain.prev_kv, None,
+        "a put reports the old value only when asked"
+    );
     // What a client resends when an answer is lost: the same transaction, the same id.
     let append = |id: u8| pb::TxnRequest {
         compares: vec![],
@@ -614,12 +620,18 @@ async fn a_write_resent_with_its_request_id_is_applied_once_also_after_a_full_re
                 key: b"hits".to_vec(),
                 value: format!("by {id}").into_bytes(),
                 request_id: vec![],
+                prev_kv: true,
             })),
         }],
         failure: vec![],
         request_id: vec![id; 16],
     };
     let first = client.txn(append(7)).await.unwrap();
+    let prev_value = |r: &pb::TxnResponse| match r.responses.first().and_then(|o| o.op.clone()) {
+        Some(pb::txn_op_response::Op::Put(p)) => p.prev_kv.map(|kv| kv.value),
+        _ => None,
+    };
+    assert_eq!(prev_value(&first).as_deref(), Some(&b"0"[..]), "asked for");
     let version_after = |kv: Option<pb::KeyValue>| kv.expect("hits").version;
     let version = version_after(client.get("hits", false).await.unwrap());
     let revision = revision_now(&client).await;
@@ -627,6 +639,11 @@ async fn a_write_resent_with_its_request_id_is_applied_once_also_after_a_full_re
     info!("resent to every member: the first result, nothing applied again");
     for id in cluster.members.keys().copied().collect::<Vec<_>>() {
         let again = cluster.client_of(id).txn(append(7)).await.unwrap();
+        assert_eq!(
+            prev_value(&again),
+            prev_value(&first),
+            "the remembered result"
+        );
         assert_eq!(
             again.header.unwrap().revision,
             first.header.unwrap().revision

@@ -88,7 +88,7 @@ impl Claims {
         self.compares.push(Compare::Absent {
             key: key.clone().into_bytes(),
         });
-        self.ops.push(Op::Put {
+        self.ops.push(Op::PutNoPrev {
             key: key.into_bytes(),
             value: owner.as_bytes().to_vec(),
         });
@@ -397,7 +397,9 @@ mod tests {
         c.ops
             .iter()
             .filter_map(|o| match o {
-                Op::Put { key, .. } => Some(String::from_utf8_lossy(key).into_owned()),
+                Op::Put { key, .. } | Op::PutNoPrev { key, .. } => {
+                    Some(String::from_utf8_lossy(key).into_owned())
+                }
                 _ => None,
             })
             .collect()

@@ -506,7 +506,7 @@ impl ObjectStore {
                 }
                 let txn = Txn {
                     compares,
-                    success: std::iter::once(Op::Put {
+                    success: std::iter::once(Op::PutNoPrev {
                         key: key.clone().into_bytes(),
                         value: bytes.clone(),
                     })
@@ -712,7 +712,7 @@ impl ObjectStore {
                         key: key.clone().into_bytes(),
                     }
                 } else {
-                    Op::Put {
+                    Op::PutNoPrev {
                         key: key.clone().into_bytes(),
                         value: encode(kind, &next)?,
                     }
@@ -1068,7 +1068,7 @@ impl ObjectStore {
                 if !finalizers.is_empty() {
                     m.insert("finalizers".into(), finalizers.into());
                 }
-                txn.success.push(Op::Put {
+                txn.success.push(Op::PutNoPrev {
                     key: key.clone().into_bytes(),
                     value: encode(kind, &object)?,
                 });

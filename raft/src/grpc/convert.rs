@@ -80,9 +80,16 @@ pub fn put_op(field: &str, p: pb::PutRequest) -> Result<Op, Status> {
             ),
         ));
     }
-    Ok(Op::Put {
-        key: p.key,
-        value: p.value,
+    Ok(if p.prev_kv {
+        Op::Put {
+            key: p.key,
+            value: p.value,
+        }
+    } else {
+        Op::PutNoPrev {
+            key: p.key,
+            value: p.value,
+        }
     })
 }
 

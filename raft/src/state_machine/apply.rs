@@ -149,23 +149,12 @@ impl<'a, E: Engine> Overlay<'a, E> {
 
     fn apply_op(&mut self, op: &Op, rev: u64, changed: &mut Vec<Event>) -> Result<OpResult> {
         match op {
-            Op::Put { key, value } => {
-                let prev = self.get(key)?;
-                let next = StoredKv {
-                    value: value.clone(),
-                    create_revision: prev.as_ref().map(|p| p.create_revision).unwrap_or(rev),
-                    mod_revision: rev,
-                    version: prev.as_ref().map(|p| p.version + 1).unwrap_or(1),
-                };
-                let prev_kv = prev.as_ref().map(|p| to_kv(key, p));
-                changed.push(Event {
-                    kind: EventKind::Put,
-                    kv: to_kv(key, &next),
-                    prev: prev_kv.clone(),
-                });
-                self.batch.put::<KvSpace>(key, &next);
-                self.kv.insert(key.clone(), Some(next));
-                Ok(OpResult::Put { prev: prev_kv })
+            Op::Put { key, value } => Ok(OpResult::Put {
+                prev: self.put(key, value, rev, changed)?,
+            }),
+            Op::PutNoPrev { key, value } => {
+                self.put(key, value, rev, changed)?;
+                Ok(OpResult::Put { prev: None })
             }
             Op::Delete { key } => {
                 let prev = match self.get(key)? {
@@ -186,6 +175,32 @@ impl<'a, E: Engine> Overlay<'a, E> {
                 kv: self.get(key)?.map(|s| to_kv(key, &s)),
             }),
         }
+    }
+
+    /// Set `key` at revision `rev`; returns its previous value.
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        rev: u64,
+        changed: &mut Vec<Event>,
+    ) -> Result<Option<KeyValue>> {
+        let prev = self.get(key)?;
+        let next = StoredKv {
+            value: value.to_vec(),
+            create_revision: prev.as_ref().map(|p| p.create_revision).unwrap_or(rev),
+            mod_revision: rev,
+            version: prev.as_ref().map(|p| p.version + 1).unwrap_or(1),
+        };
+        let prev_kv = prev.as_ref().map(|p| to_kv(key, p));
+        changed.push(Event {
+            kind: EventKind::Put,
+            kv: to_kv(key, &next),
+            prev: prev_kv.clone(),
+        });
+        self.batch.put::<KvSpace>(&key.to_vec(), &next);
+        self.kv.insert(key.to_vec(), Some(next));
+        Ok(prev_kv)
     }
 
     fn delete_all(

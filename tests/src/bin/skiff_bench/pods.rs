@@ -191,6 +191,9 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             created.insert(n.clone(), at);
         }
         let mut latencies: HashMap<String, f64> = HashMap::new();
+        // The last waiting state with a message each pod went through: why a slow one was.
+        let mut waits: HashMap<String, String> = HashMap::new();
+        let mut bound: HashMap<String, f64> = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         while latencies.len() < args.pods {
             let item = tokio::time::timeout_at(deadline.into(), watch.recv())
@@ -210,6 +213,20 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
+                let on_node = p
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                if on_node && !bound.contains_key(&name) {
+                    if let Some(at) = created.get(&name) {
+                        bound.insert(name.clone(), at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                if let Some(w) = p.pointer("/status/containerStatuses/0/state/waiting") {
+                    if w.get("message").is_some() {
+                        waits.insert(name.clone(), w.to_string());
+                    }
+                }
                 if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
                     && !latencies.contains_key(&name)
                 {
@@ -238,6 +255,16 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         println!(
             "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0} {agent_cpu:>10.1}"
         );
+        for (name, ms) in &latencies {
+            if *ms > 5000.0 {
+                let why = waits
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or("no waiting reason seen");
+                let bound_ms = bound.get(name).copied().unwrap_or(f64::NAN);
+                println!("     slow pod {name}: Running after {ms:.0} ms, bound after {bound_ms:.0} ms; {why}");
+            }
+        }
         p50s.push(p50);
         p99s.push(p99);
         rss.push(mib);
