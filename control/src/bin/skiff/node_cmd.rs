@@ -219,3 +219,23 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     tracing::info!(node = %name, "node agent stopping; pods keep running");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_runtime_names_resolve_or_fail_naming_the_flag() {
+        assert_eq!(resolve_oci_runtime("runc").expect("runc"), None);
+        let sh = resolve_oci_runtime("sh").expect("sh is in PATH");
+        assert!(sh.is_some_and(|p| p.is_absolute() && p.ends_with("sh")));
+        let err = resolve_oci_runtime("/nonexistent/runtime")
+            .expect_err("a missing binary")
+            .to_string();
+        assert!(err.contains("--oci-runtime /nonexistent/runtime"), "{err}");
+        let err = resolve_oci_runtime("no-such-runtime-here")
+            .expect_err("not in PATH")
+            .to_string();
+        assert!(err.contains("no such executable"), "{err}");
+    }
+}
