@@ -348,12 +348,62 @@ impl Drop for Containerd {
                 "ctr", "-a", &sock, "-n", "skiff", "tasks", "delete", "-f", id,
             ]);
         }
+        // A test may end with pods still running: the agent removes a pod's cgroups only
+        // when the pod goes, and left behind they pile up over many runs of the suite.
+        let containers = try_sh(&["ctr", "-a", &sock, "-n", "skiff", "containers", "ls", "-q"]);
+        let ids: Vec<String> = String::from_utf8_lossy(&containers.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        remove_pod_cgroups_of(&ids);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
         kill_processes_mentioning(&sock);
         unmount_under(&self.dir);
+    }
+}
+
+/// Remove the (empty) cgroups of these containers' pods (`/skiff/pod<uid>/<container>`) from
+/// every hierarchy under /sys/fs/cgroup. A container id starts with the first 12 hex digits
+/// of its pod's uid (`node::pod_worker::slot::container_id`).
+fn remove_pod_cgroups_of(container_ids: &[String]) {
+    let prefixes: Vec<&str> = container_ids
+        .iter()
+        .filter_map(|id| id.split('-').next())
+        .filter(|p| p.len() == 12)
+        .collect();
+    if prefixes.is_empty() {
+        return;
+    }
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let roots: Vec<PathBuf> = roots
+        .flatten()
+        .map(|e| e.path())
+        .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+        .collect();
+    for root in roots {
+        let Ok(pods) = std::fs::read_dir(root.join("skiff")) else {
+            continue;
+        };
+        for pod in pods.flatten().map(|e| e.path()) {
+            let name = pod.file_name().unwrap_or_default().to_string_lossy();
+            let uid: String = name.trim_start_matches("pod").replace('-', "");
+            if !prefixes.iter().any(|p| uid.starts_with(p)) {
+                continue;
+            }
+            // Container cgroups first (a runtime may have left empty ones); a cgroup that
+            // still holds a process refuses, and so does its pod's.
+            if let Ok(children) = std::fs::read_dir(&pod) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&pod);
+        }
     }
 }
 
