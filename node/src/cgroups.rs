@@ -2,11 +2,43 @@
 //! and removed by the OCI runtime, but the pod's parent directory is the agent's: left alone
 //! it would stay behind in every cgroup hierarchy after the pod is gone.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// The cgroup that holds every pod's parent, in each hierarchy.
+const PODS: &str = "skiff";
 
 /// The cgroup under which all of a pod's containers sit, relative to each hierarchy's root.
 pub fn pod_parent(uid: &str) -> String {
-    format!("/skiff/pod{uid}")
+    format!("/{PODS}/pod{uid}")
+}
+
+/// The controllers on the cgroup2 hierarchy of a host that also mounts v1 hierarchies
+/// ("hybrid" mode); empty on a pure v1 or pure v2 host. crun 1.8 refuses to run containers
+/// unless this is empty.
+pub fn hybrid_controllers() -> Vec<String> {
+    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The mounted cgroup hierarchies.
+fn mounted_roots() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+    hierarchy_roots(&mountinfo)
+}
+
+/// The uids of the pods that have a parent cgroup in some hierarchy.
+pub fn pod_uids() -> BTreeSet<String> {
+    mounted_roots()
+        .iter()
+        .filter_map(|root| std::fs::read_dir(root.join(PODS)).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some(e.file_name().to_str()?.strip_prefix("pod")?.to_string()))
+        .collect()
 }
 
 /// Mount points of the cgroup hierarchies (v1 and v2) in `mountinfo`'s text.
@@ -58,8 +90,7 @@ fn remove_under(roots: &[PathBuf], uid: &str) -> usize {
 
 /// Remove the pod's parent cgroup from every mounted hierarchy, once its containers are gone.
 pub fn remove_pod_parent(uid: &str) {
-    let mountinfo = std::fs::read_to_string(Path::new("/proc/self/mountinfo")).unwrap_or_default();
-    let removed = remove_under(&hierarchy_roots(&mountinfo), uid);
+    let removed = remove_under(&mounted_roots(), uid);
     tracing::debug!(pod_uid = %uid, removed, "pod cgroups removed");
 }
 

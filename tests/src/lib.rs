@@ -13,6 +13,15 @@ use skiff_proto::{Client, ClientConfig};
 
 pub mod node_env;
 
+/// The condition of type `kind` in an object's `status.conditions` (JSON), if it has one.
+pub fn condition(object: &serde_json::Value, kind: &str) -> Option<serde_json::Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+}
+
 /// Path of a binary built from this workspace (`skiff`, `skiffctl`).
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.

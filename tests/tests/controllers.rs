@@ -344,10 +344,7 @@ async fn a_pod_too_big_for_any_node_stays_pending_with_the_reason() {
     )
     .unwrap();
     assert!(p["spec"]["nodeName"].is_null(), "{p}");
-    let cond = p["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned())
-        .expect("PodScheduled condition");
+    let cond = skiff_e2e::condition(&p, "PodScheduled").expect("PodScheduled condition");
     assert_eq!(
         (cond["status"].as_str(), cond["reason"].as_str()),
         (Some("False"), Some("Unschedulable"))
@@ -449,10 +446,7 @@ async fn pods_of_a_silent_node_are_replaced_elsewhere() {
             .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")),
         "{node}"
     );
-    let ready = node["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
-        .unwrap_or_default();
+    let ready = skiff_e2e::condition(&node, "Ready").unwrap_or_default();
     assert_eq!(ready["status"], "Unknown");
 }
 

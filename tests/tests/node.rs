@@ -34,6 +34,13 @@ async fn pod(client: &Client, name: &str) -> Option<Pod> {
         .ok()
 }
 
+fn pod_ip(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("podIP")
+}
+
 fn container_ids(p: &Pod) -> Vec<String> {
     let mut ids: Vec<String> = p
         .status
@@ -127,11 +134,7 @@ spec:
     )
     .await;
     let p = pod(&client, "web").await.expect("pod");
-    let ip = p
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("podIP");
+    let ip = pod_ip(&p);
     assert!(
         ip.starts_with("10.244."),
         "pod IP {ip} is from the pod CIDR"
@@ -665,11 +668,7 @@ spec:
     )
     .await;
     let p = pod(&client, "web").await.expect("pod");
-    let ip = p
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("podIP");
+    let ip = pod_ip(&p);
     let body = w
         .host
         .http_get(&format!("{ip}:80"), "/")

@@ -694,10 +694,7 @@ async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
             .object,
     )
     .unwrap();
-    let scheduled = pod["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled").cloned())
-        .unwrap_or_default();
+    let scheduled = skiff_e2e::condition(&pod, "PodScheduled").unwrap_or_default();
     assert_eq!(scheduled["status"], "False", "{pod}");
     assert_eq!(scheduled["reason"], "Unschedulable", "{pod}");
 }

@@ -198,8 +198,9 @@ impl<'a, E: Engine> Overlay<'a, E> {
             kv: to_kv(key, &next),
             prev: prev_kv.clone(),
         });
-        self.batch.put::<KvSpace>(&key.to_vec(), &next);
-        self.kv.insert(key.to_vec(), Some(next));
+        let key = key.to_vec();
+        self.batch.put::<KvSpace>(&key, &next);
+        self.kv.insert(key, Some(next));
         Ok(prev_kv)
     }
 

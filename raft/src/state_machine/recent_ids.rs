@@ -4,8 +4,8 @@
 //! The answer "absent" must be exact: every replica has to reach the same result for the
 //! same entry, so an id the store holds must always be found. Ids go into Bloom filters, one
 //! per run of batches; a filter is dropped only once expiry has deleted every bucket it
-//! covers from the store (expiry deletes the oldest buckets first, so it knows). The filters are loaded from the store at start and again after a
-//! snapshot replaced it.
+//! covers from the store (expiry deletes the oldest buckets first, so it knows). The filters
+//! are loaded from the store at start and again after a snapshot replaced it.
 //!
 //! ```text
 //!  apply: id ─▶ may_contain? ── no ──▶ apply (a first attempt)

@@ -55,17 +55,15 @@ pub fn prepare_host_for_crun() -> bool {
         eprintln!("SKIPPED: {msg}");
         return false;
     }
-    let unified = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    let controllers = std::fs::read_to_string(unified).unwrap_or_default();
-    for c in controllers.split_whitespace() {
+    for c in skiff_node::cgroups::hybrid_controllers() {
         let dir = format!("/sys/fs/cgroup/{c}");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
-        sh(&["mount", "-t", "cgroup", "-o", c, "cgroup", &dir]);
+        sh(&["mount", "-t", "cgroup", "-o", &c, "cgroup", &dir]);
     }
-    let left = std::fs::read_to_string(unified).unwrap_or_default();
+    let left = skiff_node::cgroups::hybrid_controllers();
     assert!(
-        left.trim().is_empty(),
-        "controllers still on cgroup2 after moving them to v1: {left}"
+        left.is_empty(),
+        "controllers still on cgroup2 after moving them to v1: {left:?}"
     );
     true
 }
@@ -365,9 +363,8 @@ impl Drop for Containerd {
     }
 }
 
-/// Remove the (empty) cgroups of these containers' pods (`/skiff/pod<uid>/<container>`) from
-/// every hierarchy under /sys/fs/cgroup. A container id starts with the first 12 hex digits
-/// of its pod's uid (`node::pod_worker::slot::container_id`).
+/// Remove the cgroups of these containers' pods. A container id starts with the first 12
+/// hex digits of its pod's uid (`skiff_node::pod_worker::slot::container_id`).
 fn remove_pod_cgroups_of(container_ids: &[String]) {
     let prefixes: Vec<&str> = container_ids
         .iter()
@@ -377,32 +374,10 @@ fn remove_pod_cgroups_of(container_ids: &[String]) {
     if prefixes.is_empty() {
         return;
     }
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let roots: Vec<PathBuf> = roots
-        .flatten()
-        .map(|e| e.path())
-        .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
-        .collect();
-    for root in roots {
-        let Ok(pods) = std::fs::read_dir(root.join("skiff")) else {
-            continue;
-        };
-        for pod in pods.flatten().map(|e| e.path()) {
-            let name = pod.file_name().unwrap_or_default().to_string_lossy();
-            let uid: String = name.trim_start_matches("pod").replace('-', "");
-            if !prefixes.iter().any(|p| uid.starts_with(p)) {
-                continue;
-            }
-            // Container cgroups first (a runtime may have left empty ones); a cgroup that
-            // still holds a process refuses, and so does its pod's.
-            if let Ok(children) = std::fs::read_dir(&pod) {
-                for child in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&pod);
+    for uid in skiff_node::cgroups::pod_uids() {
+        let compact = uid.replace('-', "");
+        if prefixes.iter().any(|p| compact.starts_with(p)) {
+            skiff_node::cgroups::remove_pod_parent(&uid);
         }
     }
 }

@@ -127,15 +127,14 @@ fn resolve_oci_runtime(value: &str) -> anyhow::Result<Option<PathBuf>> {
 /// crun 1.8 refuses to create any container on a host that mounts cgroup v1 hierarchies and
 /// also has controllers on the cgroup2 one ("hybrid mode"); say so at start, not at every pod.
 fn refuse_crun_on_hybrid_cgroups() -> anyhow::Result<()> {
-    let unified = std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    let controllers = std::fs::read_to_string(unified).unwrap_or_default();
-    let controllers = controllers.trim();
+    let controllers = skiff_node::cgroups::hybrid_controllers();
     if !controllers.is_empty() {
         anyhow::bail!(
-            "--oci-runtime crun: this host mounts cgroups in hybrid mode with controllers ({controllers}) \
+            "--oci-runtime crun: this host mounts cgroups in hybrid mode with controllers ({}) \
              on the cgroup2 hierarchy at /sys/fs/cgroup/unified, which crun refuses; \
              use --oci-runtime runc, boot with unified cgroups (systemd.unified_cgroup_hierarchy=1), \
-             or move those controllers to cgroup v1 (e.g. `mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb`)"
+             or move those controllers to cgroup v1 (e.g. `mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb`)",
+            controllers.join(" ")
         );
     }
     Ok(())
