@@ -94,15 +94,6 @@ pub enum OpenError {
         #[source]
         source: crate::engine::EngineError,
     },
-    /// The state machine could not be read or recovered.
-    #[error("opening the state machine in {path}")]
-    StateMachine {
-        /// Its directory.
-        path: PathBuf,
-        /// Why it failed.
-        #[source]
-        source: crate::types::StorageError,
-    },
     /// openraft refused to start.
     #[error("starting raft")]
     Raft(#[source] openraft::error::Fatal<NodeId>),
@@ -138,7 +129,7 @@ impl RaftNode {
                 history_revisions: config.history_revisions,
             },
         )
-        .map_err(|source| OpenError::StateMachine {
+        .map_err(|source| OpenError::Storage {
             path: config.data_dir.join("state"),
             source,
         })?;

@@ -60,10 +60,6 @@ impl WriteBatch {
     pub fn delete_raw(&mut self, key: Vec<u8>) {
         self.ops.push(BatchOp::Delete(key));
     }
-    /// Queue every operation of `other` after these.
-    pub fn append(&mut self, other: WriteBatch) {
-        self.ops.extend(other.ops);
-    }
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{BatchOp, Engine, EngineError, RawEntry, Result, WriteBatch};
 
@@ -17,11 +17,20 @@ use super::{BatchOp, Engine, EngineError, RawEntry, Result, WriteBatch};
 /// accept (1.5 MiB at most, and Raft entries bounded near that) inline in the data file.
 const SEGMENT_SIZE: usize = 8 << 20;
 
+/// Batches up to this size go through a redo record; larger ones (a snapshot install) use
+/// sled's own atomic batch. Far below sled's blob threshold, so the record stays inline.
+const MAX_REDO_BYTES: usize = 1 << 20;
+
+/// The redo record's key: a prefix byte no key space uses, so no scan of a space meets it.
+const REDO_KEY: &[u8] = b"\xffredo";
+
 /// An [`Engine`] backed by one sled database in its own directory.
 #[derive(Clone)]
 pub struct SledEngine {
     tree: sled::Db,
     data_file: Arc<File>,
+    /// One batch at a time owns the redo record.
+    redo: Arc<Mutex<()>>,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
@@ -41,10 +50,128 @@ impl SledEngine {
             .map_err(backend)?;
         // Sled keeps its data in `<dir>/db`; fsync through our own handle reaches the same inode.
         let data_file = File::open(dir.join("db")).map_err(backend)?;
-        Ok(Self {
+        let engine = Self {
             tree,
             data_file: Arc::new(data_file),
-        })
+            redo: Arc::default(),
+        };
+        engine.finish_interrupted_batch()?;
+        Ok(engine)
+    }
+
+    /// Re-apply the batch a crash interrupted, if any.
+    fn finish_interrupted_batch(&self) -> Result<()> {
+        let Some(record) = self.tree.get(REDO_KEY).map_err(backend)? else {
+            return Ok(());
+        };
+        let ops = redo::decode(&record).ok_or(EngineError::BadKey { space: "redo" })?;
+        tracing::info!(
+            ops = ops.len(),
+            "finishing a write batch a crash interrupted"
+        );
+        self.apply_in_order(ops)?;
+        self.tree.remove(REDO_KEY).map_err(backend)?;
+        Ok(())
+    }
+
+    fn apply_in_order(&self, ops: Vec<BatchOp>) -> Result<()> {
+        // sled's log is recovered up to its first missing write, so a crash keeps a prefix.
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) => self.tree.insert(k, v).map(drop),
+                BatchOp::Delete(k) => self.tree.remove(k).map(drop),
+            }
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// The batch through sled's own atomic batch (which writes its io buffer twice).
+    fn apply_sled_batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) => b.insert(k, v),
+                BatchOp::Delete(k) => b.remove(k),
+            }
+        }
+        self.tree.apply_batch(b).map_err(backend)
+    }
+
+    /// Write the redo record and only `applied` of the batch's operations, as a crash would
+    /// leave them.
+    #[cfg(test)]
+    fn write_interrupted(&self, batch: WriteBatch, applied: usize) -> Result<()> {
+        self.tree
+            .insert(REDO_KEY, redo::encode(&batch.ops))
+            .map_err(backend)?;
+        self.apply_in_order(batch.ops.into_iter().take(applied).collect())
+    }
+}
+
+/// The redo record: the batch's operations, length-prefixed.
+mod redo {
+    use super::BatchOp;
+
+    const PUT: u8 = 1;
+    const DELETE: u8 = 2;
+
+    pub(super) fn encoded_len(ops: &[BatchOp]) -> usize {
+        ops.iter()
+            .map(|op| match op {
+                BatchOp::Put(k, v) => 9 + k.len() + v.len(),
+                BatchOp::Delete(k) => 5 + k.len(),
+            })
+            .sum()
+    }
+
+    pub(super) fn encode(ops: &[BatchOp]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(encoded_len(ops));
+        let bytes = |b: &[u8], out: &mut Vec<u8>| {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        };
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) => {
+                    out.push(PUT);
+                    bytes(k, &mut out);
+                    bytes(v, &mut out);
+                }
+                BatchOp::Delete(k) => {
+                    out.push(DELETE);
+                    bytes(k, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// `None` when the record is not what [`encode`] wrote.
+    pub(super) fn decode(mut rec: &[u8]) -> Option<Vec<BatchOp>> {
+        fn bytes(rec: &mut &[u8]) -> Option<Vec<u8>> {
+            let (len, rest) = rec.split_first_chunk::<4>()?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if rest.len() < len {
+                return None;
+            }
+            let (b, rest) = rest.split_at(len);
+            *rec = rest;
+            Some(b.to_vec())
+        }
+        let mut ops = Vec::new();
+        while let Some((&kind, rest)) = rec.split_first() {
+            rec = rest;
+            ops.push(match kind {
+                PUT => {
+                    let k = bytes(&mut rec)?;
+                    BatchOp::Put(k, bytes(&mut rec)?)
+                }
+                DELETE => BatchOp::Delete(bytes(&mut rec)?),
+                _ => return None,
+            });
+        }
+        Some(ops)
     }
 }
 
@@ -81,35 +208,107 @@ impl Engine for SledEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        // One operation is atomic by itself. sled's batches are not free: each one rolls the
-        // io buffer before and after it (a write and a thread hand-off each).
-        if batch.ops.len() == 1 {
-            return self.write_in_order(batch);
+        // One operation is atomic by itself.
+        if batch.ops.len() <= 1 {
+            return self.apply_in_order(batch.ops);
         }
-        let mut b = sled::Batch::default();
-        for op in batch.ops {
-            match op {
-                BatchOp::Put(k, v) => b.insert(k, v),
-                BatchOp::Delete(k) => b.remove(k),
-            }
+        if redo::encoded_len(&batch.ops) > MAX_REDO_BYTES {
+            return self.apply_sled_batch(batch.ops);
         }
-        self.tree.apply_batch(b).map_err(backend)
+        let _owner = self.redo.lock().unwrap_or_else(|p| p.into_inner());
+        self.tree
+            .insert(REDO_KEY, redo::encode(&batch.ops))
+            .map_err(backend)?;
+        self.apply_in_order(batch.ops)?;
+        self.tree.remove(REDO_KEY).map_err(backend)?;
+        Ok(())
     }
 
     fn write_in_order(&self, batch: WriteBatch) -> Result<()> {
-        // sled's log is recovered up to its first missing write, so a crash keeps a prefix.
-        for op in batch.ops {
-            match op {
-                BatchOp::Put(k, v) => self.tree.insert(k, v).map(drop),
-                BatchOp::Delete(k) => self.tree.remove(k).map(drop),
-            }
-            .map_err(backend)?;
-        }
-        Ok(())
+        self.apply_in_order(batch.ops)
     }
 
     fn sync(&self) -> Result<()> {
         self.tree.flush().map_err(backend)?;
         self.data_file.sync_data().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ops: &[(&[u8], Option<&[u8]>)]) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => b.put_raw(k.to_vec(), v.to_vec()),
+                None => b.delete_raw(k.to_vec()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn a_batch_a_crash_interrupted_is_finished_when_the_engine_opens_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let e = SledEngine::open(dir.path()).expect("open");
+            e.write(batch(&[
+                (b"\x01a", Some(b"old")),
+                (b"\x01gone", Some(b"x")),
+            ]))
+            .expect("write");
+            let interrupted = batch(&[
+                (b"\x01a", Some(b"new")),
+                (b"\x01gone", None),
+                (b"\x01b", Some(b"added")),
+            ]);
+            e.write_interrupted(interrupted, 1).expect("partial write");
+            e.sync().expect("sync");
+        }
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(e.get(b"\x01a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(e.get(b"\x01gone").expect("get"), None);
+        assert_eq!(
+            e.get(b"\x01b").expect("get").as_deref(),
+            Some(&b"added"[..])
+        );
+        assert_eq!(
+            e.get(REDO_KEY).expect("get"),
+            None,
+            "the record is gone once finished"
+        );
+        let all = e.scan(Bound::Unbounded, Bound::Unbounded, 0).expect("scan");
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn a_finished_batch_leaves_no_redo_record_and_large_batches_stay_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        e.write(batch(&[(b"\x01a", Some(b"1")), (b"\x01b", Some(b"2"))]))
+            .expect("write");
+        assert_eq!(e.get(REDO_KEY).expect("get"), None);
+        let big = vec![7u8; MAX_REDO_BYTES];
+        e.write(batch(&[(b"\x01big", Some(&big)), (b"\x01a", None)]))
+            .expect("large write");
+        assert_eq!(
+            e.get(b"\x01big").expect("get").map(|v| v.len()),
+            Some(big.len())
+        );
+        assert_eq!(e.get(b"\x01a").expect("get"), None);
+    }
+
+    #[test]
+    fn a_redo_record_that_is_not_one_is_refused() {
+        assert!(redo::decode(&[9, 0, 0, 0, 1, b'k']).is_none());
+        assert!(redo::decode(&[1, 0, 0, 0, 5, b'k']).is_none());
+        let ops = vec![
+            BatchOp::Put(b"k".to_vec(), b"v".to_vec()),
+            BatchOp::Delete(b"d".to_vec()),
+        ];
+        let back = redo::decode(&redo::encode(&ops)).expect("decodes");
+        assert_eq!(format!("{back:?}"), format!("{ops:?}"));
     }
 }

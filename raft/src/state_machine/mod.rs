@@ -3,21 +3,12 @@
 //! One global revision counts every write transaction that changed something. Each key keeps
 //! its create and mod revisions and a version; each change is also kept in a history for
 //! watchers, trimmed behind a retained window. The last applied log id and the membership
-//! are written with the data they describe, so a crash leaves a state that re-applying the
-//! log brings forward exactly.
-//!
-//! An apply's writes are not one atomic engine batch: sled writes out (and syncs) its io
-//! buffer before and after each atomic batch, two disk syncs per apply on every member that
-//! competed with the log's fsync. Instead they go in order between an "applying" marker and
-//! its removal. The engine keeps a prefix of its writes through a crash, so a marker found at
-//! start means the crash split an apply: the state machine then starts again from its last
-//! snapshot (or empty, before the first one), and Raft re-applies the log after it, which is
-//! never purged past the snapshot. Without a marker the state is whole, only perhaps older.
+//! are written in the same atomic batch as the data they describe, so a crash at any point
+//! leaves a state that re-applying the log brings forward exactly.
 //!
 //! ```text
-//!  entries ─▶ Overlay (compares, ops, dedup) ─▶ [applying=N, writes…, applied=N, −applying]
+//!  entries ─▶ Overlay (compares, ops, dedup) ─▶ one WriteBatch ─▶ engine
 //!                                                   └─ after write ─▶ watch feed
-//!  open ─▶ applying marker? ─▶ restore the snapshot file (or empty) ─▶ Raft re-applies
 //! ```
 
 mod apply;
@@ -42,10 +33,10 @@ pub use apply::REQUEST_ID_TTL_MS;
 pub use read::RangeResult;
 pub use snapshot::SnapshotBuilder;
 pub use spaces::AppliedState;
-use spaces::{AppliedSpace, ApplyingSpace, HistorySpace, APPLIED_KEY};
+use spaces::{AppliedSpace, HistorySpace, APPLIED_KEY};
 pub use watch::{Published, WatchError, WatchFilter, WatchMessage};
 
-use crate::engine::{Engine, EngineError, Result, WriteBatch};
+use crate::engine::{Engine, EngineError, Result};
 use crate::keyspace::TypedRead;
 use crate::types::{Entry, LogId, NodeId, Response, StorageError, TypeConfig};
 
@@ -177,30 +168,12 @@ pub struct StateMachineStore<E: Engine> {
 
 impl<E: Engine> StateMachineStore<E> {
     /// Open the state machine over `engine`, keeping its snapshot at `snapshot_path`.
-    pub fn open(
-        engine: E,
-        snapshot_path: PathBuf,
-        config: StateMachineConfig,
-    ) -> std::result::Result<Self, StorageError> {
-        if let Some(index) = engine
-            .get_in::<ApplyingSpace>(&APPLIED_KEY)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-        {
-            let restored = snapshot::restore_from_file(&engine, &snapshot_path)?;
-            tracing::warn!(
-                interrupted_at = index,
-                restored_to = ?restored,
-                "a crash interrupted applying entries; restored the last snapshot, the log \
-                 re-applies the rest"
-            );
-        }
+    pub fn open(engine: E, snapshot_path: PathBuf, config: StateMachineConfig) -> Result<Self> {
         let state = engine
-            .get_in::<AppliedSpace>(&APPLIED_KEY)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+            .get_in::<AppliedSpace>(&APPLIED_KEY)?
             .unwrap_or_default();
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let recent =
-            recent_ids::RecentIds::load(&engine).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let recent = recent_ids::RecentIds::load(&engine)?;
         let shared = SmShared {
             engine,
             state: RwLock::new(state),
@@ -248,20 +221,16 @@ impl<E: Engine> StateMachineStore<E> {
         let bucket = overlay.record_batch(last_time, last_index);
         let expired_through = overlay.expire(last_time, sh.config.history_revisions)?;
         let apply::Overlay {
-            batch,
+            mut batch,
             events,
             state,
             ..
         } = overlay;
-        let mut writes = WriteBatch::default();
-        writes.put::<ApplyingSpace>(&APPLIED_KEY, &last_index);
-        writes.append(batch);
-        writes.put::<AppliedSpace>(&APPLIED_KEY, &state);
-        writes.delete::<ApplyingSpace>(&APPLIED_KEY);
+        batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
         let revision = state.revision;
         {
             let mut guard = sh.state.write().unwrap_or_else(|p| p.into_inner());
-            sh.engine.write_in_order(writes)?;
+            sh.engine.write(batch)?;
             *guard = state;
         }
         if let Some((key, ids)) = bucket {
@@ -330,6 +299,3 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachineStore<E> {
         snapshot::load_current(&self.shared)
     }
 }
-
-#[cfg(test)]
-mod recovery_tests;

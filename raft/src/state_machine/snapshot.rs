@@ -9,7 +9,7 @@ use openraft::storage::RaftSnapshotBuilder;
 use openraft::{ErrorSubject, ErrorVerb, Snapshot, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 
-use super::spaces::{AppliedSpace, ApplyingSpace, APPLIED_KEY};
+use super::spaces::{AppliedSpace, APPLIED_KEY};
 use super::{Published, SmShared};
 use crate::engine::{Engine, RawEntry, WriteBatch};
 use crate::keyspace::KeySpace;
@@ -136,73 +136,46 @@ pub(crate) fn load_current<E: Engine>(
     }))
 }
 
-/// Replace everything in `engine` with the snapshot `data` taken at `meta` (or with nothing),
-/// in one atomic batch, made durable; returns the applied state it now holds.
-fn replace_all<E: Engine>(
-    engine: &E,
-    snapshot: Option<(&SnapshotMeta<NodeId, openraft::BasicNode>, &[u8])>,
-) -> Result<super::AppliedState, StorageError> {
-    let mut batch = WriteBatch::default();
-    let existing = engine
-        .scan(Bound::Unbounded, Bound::Unbounded, 0)
-        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    for (k, _) in existing {
-        batch.delete_raw(k);
-    }
-    let mut state: super::AppliedState = Default::default();
-    if let Some((meta, data)) = snapshot {
-        let body: SnapshotBody =
-            bincode::deserialize(data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        for (k, v) in body.pairs {
-            let (k, v) = (k.into_vec(), v.into_vec());
-            if k == AppliedSpace::raw_key(&APPLIED_KEY) {
-                state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            } else if k != ApplyingSpace::raw_key(&APPLIED_KEY) {
-                batch.put_raw(k, v);
-            }
-        }
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-    }
-    batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
-    engine
-        .write(batch)
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    Ok(state)
-}
-
-/// Start the state over from the snapshot file beside it, or empty when there is none yet
-/// (the log is purged only behind a snapshot, so Raft can re-apply everything after it);
-/// returns the log id it now stands at.
-pub(crate) fn restore_from_file<E: Engine>(
-    engine: &E,
-    snapshot_path: &std::path::Path,
-) -> Result<Option<crate::types::LogId>, StorageError> {
-    let stored = match std::fs::read(snapshot_path) {
-        Ok(bytes) => Some(
-            bincode::deserialize::<StoredSnapshot>(&bytes)
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?,
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
-    };
-    let state = replace_all(engine, stored.as_ref().map(|s| (&s.meta, &s.data[..])))?;
-    Ok(state.last_applied)
-}
-
 /// Replace the whole state with a received snapshot, in one atomic batch.
 pub(crate) fn install<E: Engine>(
     shared: &SmShared<E>,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
     data: Vec<u8>,
 ) -> Result<(), StorageError> {
+    let body: SnapshotBody =
+        bincode::deserialize(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let mut batch = WriteBatch::default();
+    let mut state: super::AppliedState = Default::default();
     let prev_revision;
-    let state;
     {
         let mut guard = shared.state.write().unwrap_or_else(|p| p.into_inner());
         prev_revision = guard.revision;
-        state = replace_all(&shared.engine, Some((meta, &data)))?;
+        let existing = shared
+            .engine
+            .scan(Bound::Unbounded, Bound::Unbounded, 0)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        for (k, _) in existing {
+            batch.delete_raw(k);
+        }
+        for (k, v) in body.pairs {
+            let (k, v) = (k.into_vec(), v.into_vec());
+            if k == AppliedSpace::raw_key(&APPLIED_KEY) {
+                state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            } else {
+                batch.put_raw(k, v);
+            }
+        }
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
+        shared
+            .engine
+            .write(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        shared
+            .engine
+            .sync()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         *guard = state.clone();
         // The store was replaced: its request ids are known again only from the store.
         let recent = super::recent_ids::RecentIds::load(&shared.engine)

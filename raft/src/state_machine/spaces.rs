@@ -55,18 +55,7 @@ impl KeySpace for RequestBucketSpace {
     type Value = Vec<u128>;
 }
 
-/// Set while an apply's writes go in, removed by its last write:
-/// `APPLIED_KEY → log index of the last entry being applied`. A crash leaves a prefix of the
-/// writes, so finding it at start means the state is part of one apply and part of another.
-pub(crate) struct ApplyingSpace;
-impl KeySpace for ApplyingSpace {
-    const NAME: &'static str = "applying";
-    const PREFIX: u8 = 15;
-    type Key = u64;
-    type Value = u64;
-}
-
-/// The single key of [`AppliedSpace`] and [`ApplyingSpace`].
+/// The single key of [`AppliedSpace`].
 pub(crate) const APPLIED_KEY: u64 = 0;
 
 /// A key's value and revisions as stored.
