@@ -80,10 +80,19 @@ impl Default for ClientConfig {
     }
 }
 
+/// Response metadata by which a follower that forwarded a write names the leader's address.
+pub const LEADER_METADATA: &str = "skiff-leader";
+
+/// [`Inner::leader`] when no leader is known.
+const NO_LEADER: usize = usize::MAX;
+
 struct Inner {
     addrs: Vec<String>,
     channels: Vec<Channel>,
     preferred: AtomicUsize,
+    /// The endpoint that last served a write as the leader (or [`NO_LEADER`]): writes go
+    /// there first and skip a follower's forwarding hop. Reads stay spread.
+    leader: AtomicUsize,
     config: ClientConfig,
 }
 
@@ -141,6 +150,7 @@ impl Client {
                 addrs: endpoints.to_vec(),
                 channels,
                 preferred: AtomicUsize::new(start),
+                leader: AtomicUsize::new(NO_LEADER),
                 config,
             }),
         })
@@ -181,7 +191,39 @@ impl Client {
     }
 
     /// Run `f` against the preferred endpoint, failing over until the call deadline.
-    pub(crate) async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        self.call_routed(false, f).await
+    }
+
+    /// Run a write: first at the endpoint known to lead, else as [`Client::call`].
+    async fn call_write<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        self.call_routed(true, f).await
+    }
+
+    /// After endpoint `i` served a write: it leads, unless it names another leader.
+    fn learn_leader(&self, i: usize, meta: &tonic::metadata::MetadataMap) {
+        let named = meta
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(|addr| self.inner.addrs.iter().position(|a| a == addr));
+        let leader = match named {
+            None => i,
+            Some(Some(j)) => j,
+            // A leader this client was not given: keep going through the followers.
+            Some(None) => NO_LEADER,
+        };
+        self.inner.leader.store(leader, Ordering::Relaxed);
+    }
+
+    async fn call_routed<T, F, Fut>(&self, write: bool, mut f: F) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
@@ -190,15 +232,29 @@ impl Client {
         let n = self.inner.channels.len();
         let mut backoff = Duration::from_millis(20);
         let mut tries_since_sleep = 0;
+        let mut leader = if write {
+            self.inner.leader.load(Ordering::Relaxed)
+        } else {
+            NO_LEADER
+        };
         loop {
-            let i = self.inner.preferred.load(Ordering::Relaxed) % n;
+            let i = if leader < n {
+                leader
+            } else {
+                self.inner.preferred.load(Ordering::Relaxed) % n
+            };
             let attempt = tokio::time::timeout(
                 self.inner.config.attempt_timeout,
                 f(self.inner.channels[i].clone()),
             )
             .await;
             let status = match attempt {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Ok(resp)) => {
+                    if write {
+                        self.learn_leader(i, resp.metadata());
+                    }
+                    return Ok(resp.into_inner());
+                }
                 Ok(Err(s)) => s,
                 Err(_) => Status::deadline_exceeded(format!(
                     "{} did not answer in time",
@@ -207,6 +263,11 @@ impl Client {
             };
             if !is_retryable(&status) {
                 return Err(ClientError::Rejected(status));
+            }
+            if leader < n {
+                // The leader moved or went away: find it again through any member.
+                leader = NO_LEADER;
+                self.inner.leader.store(NO_LEADER, Ordering::Relaxed);
             }
             let waited = started.elapsed();
             if waited >= self.inner.config.call_deadline {
@@ -270,7 +331,7 @@ impl Client {
             request_id: new_request_id(),
             prev_kv: false,
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).put(req).await }
         })
@@ -288,7 +349,7 @@ impl Client {
             prefix,
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).delete(req).await }
         })
@@ -300,7 +361,7 @@ impl Client {
         if req.request_id.is_empty() {
             req.request_id = new_request_id();
         }
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { Self::kv(ch).txn(req).await }
         })

@@ -150,6 +150,40 @@ async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
         fc.get("big", false).await.unwrap().unwrap().value.len(),
         ok.len()
     );
+
+    info!("a client of every member sends its next writes to the leader directly");
+    let mut endpoints = vec![cluster.members[&follower].addr.clone()];
+    endpoints.extend(
+        cluster
+            .members
+            .iter()
+            .filter(|(id, _)| **id != follower)
+            .map(|(_, m)| m.addr.clone()),
+    );
+    let all = Client::with_config(
+        &endpoints,
+        ClientConfig {
+            random_start: false,
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let first = all.put("routed", "1").await.expect("first put");
+    assert_eq!(
+        first.header.unwrap().member_id,
+        follower,
+        "served by the follower"
+    );
+    for n in 2..5 {
+        let next = all.put("routed", n.to_string()).await.expect("next put");
+        assert_eq!(
+            next.header.unwrap().member_id,
+            leader,
+            "served by the leader"
+        );
+    }
+    let read = all.get("routed", false).await.unwrap().expect("key");
+    assert_eq!(read.value, b"4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

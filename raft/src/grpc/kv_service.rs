@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+use skiff_proto::client::LEADER_METADATA;
 use skiff_proto::pb::kv_server::Kv;
 use skiff_proto::pb::{self};
 use skiff_proto::status;
@@ -29,6 +30,20 @@ impl KvService {
     /// Serve `node`.
     pub fn new(node: RaftNode) -> Self {
         Self { node }
+    }
+
+    /// A write's reply. A follower's names the leader it forwarded to, so that the client
+    /// can send its next writes there directly and spare both members the forwarding hop.
+    fn write_reply<T>(&self, msg: T) -> Response<T> {
+        let mut resp = Response::new(msg);
+        if let Some((id, addr)) = self.node.leader() {
+            if id != self.node.id() {
+                if let Ok(v) = addr.parse() {
+                    resp.metadata_mut().insert(LEADER_METADATA, v);
+                }
+            }
+        }
+        resp
     }
 
     fn header(&self, revision: u64) -> pb::ResponseHeader {
@@ -113,7 +128,7 @@ impl Kv for KvService {
             Some(OpResult::Put { prev }) => prev.map(kv_to_pb),
             _ => None,
         };
-        Ok(Response::new(pb::PutResponse {
+        Ok(self.write_reply(pb::PutResponse {
             header: Some(self.header(rev)),
             prev_kv,
         }))
@@ -145,7 +160,7 @@ impl Kv for KvService {
             Some(OpResult::Delete { prev }) => prev,
             _ => vec![],
         };
-        Ok(Response::new(pb::DeleteResponse {
+        Ok(self.write_reply(pb::DeleteResponse {
             header: Some(self.header(rev)),
             deleted: prev.len() as u64,
             prev_kvs: prev.into_iter().map(kv_to_pb).collect(),
@@ -170,7 +185,7 @@ impl Kv for KvService {
             .await
             .map_err(store_error)?;
         let header = self.header(result.revision);
-        Ok(Response::new(convert::txn_result_to_pb(result, header)))
+        Ok(self.write_reply(convert::txn_result_to_pb(result, header)))
     }
 
     type WatchStream = WatchStream;
