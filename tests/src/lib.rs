@@ -22,6 +22,21 @@ pub fn condition(object: &serde_json::Value, kind: &str) -> Option<serde_json::V
         .cloned()
 }
 
+/// The object `kind/namespace/name` as JSON, read linearizably; panics if it cannot be read.
+pub async fn object_json(
+    client: &Client,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> serde_json::Value {
+    let got = client
+        .get_object(kind, namespace, name, false)
+        .await
+        .unwrap_or_else(|e| panic!("reading {kind} {namespace}/{name}: {e}"));
+    serde_json::from_slice(&got.object)
+        .unwrap_or_else(|e| panic!("{kind} {namespace}/{name} is not JSON: {e}"))
+}
+
 /// Path of a binary built from this workspace (`skiff`, `skiffctl`).
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.

@@ -335,14 +335,7 @@ async fn a_pod_too_big_for_any_node_stays_pending_with_the_reason() {
         },
     )
     .await;
-    let p: Value = serde_json::from_slice(
-        &client
-            .get_object("pods", "default", "huge", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let p: Value = skiff_e2e::object_json(&client, "pods", "default", "huge").await;
     assert!(p["spec"]["nodeName"].is_null(), "{p}");
     let cond = skiff_e2e::condition(&p, "PodScheduled").expect("PodScheduled condition");
     assert_eq!(
@@ -432,14 +425,7 @@ async fn pods_of_a_silent_node_are_replaced_elsewhere() {
     )
     .await;
     tracing::info!(after = ?killed.elapsed(), "replaced");
-    let node: Value = serde_json::from_slice(
-        &client
-            .get_object("nodes", "", victim, false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let node: Value = skiff_e2e::object_json(&client, "nodes", "", victim).await;
     assert!(
         node["spec"]["taints"].as_array().is_some_and(|ts| ts
             .iter()

@@ -173,26 +173,12 @@ async fn manifest_applies_and_reapplying_changes_nothing() {
     assert_eq!(after, before, "re-applying must not write");
 
     // Server-set fields and Kubernetes' defaults are in place.
-    let d: Value = serde_json::from_slice(
-        &client
-            .get_object("deployments", "shop", "web", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let d: Value = skiff_e2e::object_json(&client, "deployments", "shop", "web").await;
     assert_eq!(d["metadata"]["generation"], 1);
     assert!(d["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
     assert!(d["metadata"]["creationTimestamp"].is_string());
     assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-    let s: Value = serde_json::from_slice(
-        &client
-            .get_object("services", "shop", "web", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let s: Value = skiff_e2e::object_json(&client, "services", "shop", "web").await;
     assert_eq!(s["spec"]["type"], "ClusterIP");
 
     // A changed manifest is "configured" and bumps generation; a removed label goes.
@@ -206,14 +192,7 @@ async fn manifest_applies_and_reapplying_changes_nothing() {
         "{}",
         text(&out.stdout)
     );
-    let d: Value = serde_json::from_slice(
-        &client
-            .get_object("deployments", "shop", "web", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let d: Value = skiff_e2e::object_json(&client, "deployments", "shop", "web").await;
     assert_eq!(d["spec"]["replicas"], 5);
     assert_eq!(d["metadata"]["generation"], 2);
     assert!(
@@ -339,14 +318,7 @@ async fn stale_updates_conflict_and_status_updates_leave_spec_alone() {
         other => panic!("expected a conflict, got {other}"),
     }
     assert!(err.to_string().contains("conflict"), "{err}");
-    let now: Value = serde_json::from_slice(
-        &client
-            .get_object("pods", "default", "p1", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let now: Value = skiff_e2e::object_json(&client, "pods", "default", "p1").await;
     assert_eq!(now["metadata"]["labels"]["who"], "a");
 
     // A status update with a changed spec: the status lands, the spec does not.
@@ -394,14 +366,7 @@ async fn stale_updates_conflict_and_status_updates_leave_spec_alone() {
         .await
         .unwrap();
     assert!(!d.deleted);
-    let kept: Value = serde_json::from_slice(
-        &client
-            .get_object("pods", "default", "p1", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let kept: Value = skiff_e2e::object_json(&client, "pods", "default", "p1").await;
     assert!(kept["metadata"]["deletionTimestamp"].is_string());
     client
         .patch_object(
@@ -686,14 +651,7 @@ async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
         "{}",
         text(&out.stderr)
     );
-    let pod: Value = serde_json::from_slice(
-        &client
-            .get_object("pods", "default", "huge", false)
-            .await
-            .unwrap()
-            .object,
-    )
-    .unwrap();
+    let pod: Value = skiff_e2e::object_json(&client, "pods", "default", "huge").await;
     let scheduled = skiff_e2e::condition(&pod, "PodScheduled").unwrap_or_default();
     assert_eq!(scheduled["status"], "False", "{pod}");
     assert_eq!(scheduled["reason"], "Unschedulable", "{pod}");

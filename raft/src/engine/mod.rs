@@ -25,6 +25,10 @@ pub enum EngineError {
         #[source]
         source: bincode::Error,
     },
+    /// The record of a batch a crash interrupted cannot be read back, so the batch cannot be
+    /// finished.
+    #[error("corrupt record of an interrupted write batch")]
+    BadRedo,
     /// A stored key does not have the layout its key space expects.
     #[error("corrupt key in key space {space}")]
     BadKey {

@@ -21,7 +21,8 @@ const SEGMENT_SIZE: usize = 8 << 20;
 /// sled's own atomic batch. Far below sled's blob threshold, so the record stays inline.
 const MAX_REDO_BYTES: usize = 1 << 20;
 
-/// The redo record's key: a prefix byte no key space uses, so no scan of a space meets it.
+/// The redo record's key, under a prefix byte no key space uses. It exists only while a batch
+/// is being written (and after a crash cut one short), never when readers look.
 const REDO_KEY: &[u8] = b"\xffredo";
 
 /// An [`Engine`] backed by one sled database in its own directory.
@@ -64,7 +65,7 @@ impl SledEngine {
         let Some(record) = self.tree.get(REDO_KEY).map_err(backend)? else {
             return Ok(());
         };
-        let ops = redo::decode(&record).ok_or(EngineError::BadKey { space: "redo" })?;
+        let ops = redo::decode(&record).ok_or(EngineError::BadRedo)?;
         tracing::info!(
             ops = ops.len(),
             "finishing a write batch a crash interrupted"
@@ -103,7 +104,10 @@ impl SledEngine {
     #[cfg(test)]
     fn write_interrupted(&self, batch: WriteBatch, applied: usize) -> Result<()> {
         self.tree
-            .insert(REDO_KEY, redo::encode(&batch.ops))
+            .insert(
+                REDO_KEY,
+                redo::encode(&batch.ops, redo::encoded_len(&batch.ops)),
+            )
             .map_err(backend)?;
         self.apply_in_order(batch.ops.into_iter().take(applied).collect())
     }
@@ -125,8 +129,9 @@ mod redo {
             .sum()
     }
 
-    pub(super) fn encode(ops: &[BatchOp]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(encoded_len(ops));
+    /// `len` is [`encoded_len`] of `ops`.
+    pub(super) fn encode(ops: &[BatchOp], len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
         let bytes = |b: &[u8], out: &mut Vec<u8>| {
             out.extend_from_slice(&(b.len() as u32).to_be_bytes());
             out.extend_from_slice(b);
@@ -212,13 +217,13 @@ impl Engine for SledEngine {
         if batch.ops.len() <= 1 {
             return self.apply_in_order(batch.ops);
         }
-        if redo::encoded_len(&batch.ops) > MAX_REDO_BYTES {
+        let len = redo::encoded_len(&batch.ops);
+        if len > MAX_REDO_BYTES {
             return self.apply_sled_batch(batch.ops);
         }
+        let record = redo::encode(&batch.ops, len);
         let _owner = self.redo.lock().unwrap_or_else(|p| p.into_inner());
-        self.tree
-            .insert(REDO_KEY, redo::encode(&batch.ops))
-            .map_err(backend)?;
+        self.tree.insert(REDO_KEY, record).map_err(backend)?;
         self.apply_in_order(batch.ops)?;
         self.tree.remove(REDO_KEY).map_err(backend)?;
         Ok(())
@@ -308,7 +313,7 @@ mod tests {
             BatchOp::Put(b"k".to_vec(), b"v".to_vec()),
             BatchOp::Delete(b"d".to_vec()),
         ];
-        let back = redo::decode(&redo::encode(&ops)).expect("decodes");
+        let back = redo::decode(&redo::encode(&ops, redo::encoded_len(&ops))).expect("decodes");
         assert_eq!(format!("{back:?}"), format!("{ops:?}"));
     }
 }
