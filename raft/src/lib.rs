@@ -10,10 +10,12 @@
 //! - [`engine`]: the narrow storage seam (sled behind it).
 //! - [`keyspace`]: typed key spaces over an engine.
 //! - [`log_store`]: the Raft log.
+//! - [`eager_replication`]: a leader's appends sent to followers before its own fsync ends.
 //! - [`state_machine`]: MVCC key-value state, snapshots, watch.
 //! - [`mvcc`]: the data model (transactions, key-values, events).
 
 pub mod batcher;
+pub mod eager_replication;
 pub mod engine;
 pub mod error;
 pub mod forwarder;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
 
+use crate::eager_replication::{LogEvent, LogEvents};
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::keyspace::{KeySpace, TypedRead};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -69,6 +70,8 @@ fn write_err(subject: ErrorSubject<NodeId>, e: EngineError) -> StorageError {
 pub struct LogStore<E: Engine> {
     engine: Arc<E>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// Told of every append and truncation, so a leader can send before its fsync ends.
+    events: Option<LogEvents>,
 }
 
 impl<E: Engine> Clone for LogStore<E> {
@@ -76,6 +79,7 @@ impl<E: Engine> Clone for LogStore<E> {
         Self {
             engine: self.engine.clone(),
             flusher: self.flusher.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -93,7 +97,14 @@ impl<E: Engine> LogStore<E> {
         Self {
             engine,
             flusher: tx,
+            events: None,
         }
+    }
+
+    /// Report appends and truncations to `events` (see [`crate::eager_replication`]).
+    pub fn with_events(mut self, events: LogEvents) -> Self {
+        self.events = Some(events);
+        self
     }
 }
 
@@ -187,9 +198,10 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let mut b = WriteBatch::default();
-        for entry in entries {
-            b.put::<LogEntries>(&entry.log_id.index, &entry);
+        for entry in &entries {
+            b.put::<LogEntries>(&entry.log_id.index, entry);
         }
         // Any prefix of appended entries is a valid log, and none is acknowledged before the
         // flusher's sync: the entries need no atomic batch.
@@ -204,6 +216,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         if let Err(mpsc::SendError(cb)) = self.flusher.send(callback) {
             cb.log_io_completed(Err(io::Error::other("log flusher stopped")));
         }
+        if let Some(events) = &self.events {
+            events.send(LogEvent::Appended(entries));
+        }
         Ok(())
     }
 
@@ -215,6 +230,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         let mut b = WriteBatch::default();
         for (index, _) in doomed {
             b.delete::<LogEntries>(&index);
+        }
+        if let Some(events) = &self.events {
+            events.send(LogEvent::Truncated);
         }
         self.engine
             .write(b)

@@ -42,6 +42,24 @@ impl PeerChannels {
     }
 }
 
+/// Send an encoded AppendEntries outside openraft's replication (see
+/// [`crate::eager_replication`]); the reply is not decoded.
+pub(crate) async fn send_append(
+    channel: Channel,
+    cluster_id: String,
+    payload: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .append_entries(RaftRequest {
+            cluster_id,
+            payload,
+        })
+        .await
+        .map(drop)
+}
+
 /// Builds a [`PeerClient`] per target for openraft.
 #[derive(Clone)]
 pub struct Network {

@@ -10,6 +10,7 @@ use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
 use crate::batcher::Batcher;
+use crate::eager_replication;
 use crate::engine::SledEngine;
 use crate::error::{Result, StoreError};
 use crate::forwarder::Forwarder;
@@ -121,7 +122,8 @@ impl RaftNode {
             let path = config.data_dir.join(sub);
             SledEngine::open(&path).map_err(|source| OpenError::Storage { path, source })
         };
-        let log = LogStore::new(open("log")?);
+        let (log_events, log_events_rx) = eager_replication::channel();
+        let log = LogStore::new(open("log")?).with_events(log_events);
         let sm = StateMachineStore::open(
             open("state")?,
             config.data_dir.join("snapshot.bin"),
@@ -139,6 +141,13 @@ impl RaftNode {
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(OpenError::Raft)?;
+        eager_replication::start(
+            log_events_rx,
+            raft.clone(),
+            config.id,
+            config.cluster_id.clone(),
+            channels.clone(),
+        );
         let batcher = Batcher::start(raft.clone());
         let reads = ReadBarrier::start(raft.clone());
         let forwarder = Forwarder::start(config.cluster_id.clone());
