@@ -18,6 +18,11 @@
 //!     └────▶ eager task ─▶ AppendEntries ─▶ follower fsync (overlapping the leader's)
 //! ```
 //!
+//! A follower may so hold entries the leader loses in a crash. openraft 0.9 would resume a
+//! restarted leader in its old term and write other entries under the same log ids, so a
+//! member never resumes leadership at start ([`crate::log_store::LogStore::resign_leadership`]):
+//! it must win a new term, whose entries replace any it lost.
+//!
 //! A follower with an eager request still in flight gets no second one: under load openraft's
 //! own batches carry the entries, and the extra copy would only cost CPU.
 
@@ -27,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::AppendEntriesRequest;
+use openraft::{BasicNode, RaftMetrics, Vote};
 use tokio::sync::mpsc;
 
 use crate::network::{self, PeerChannels};
@@ -35,6 +41,8 @@ use crate::types::{Entry, LogId, NodeId, Raft, TypeConfig};
 /// How long an eager request may take before it is given up on; openraft's own request
 /// carries the entries anyway.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 /// What the log store tells the eager sender, in the order it happened.
 #[derive(Debug)]
@@ -88,6 +96,43 @@ pub fn start(
     tokio::spawn(sender.run(events.rx));
 }
 
+/// The id of the entry before `first`, if `last` (the end of the log as last seen) is it.
+fn predecessor(last: Option<LogId>, first: &LogId) -> Option<LogId> {
+    last.filter(|l| l.index + 1 == first.index)
+}
+
+/// What to send for one append: the request's vote and commit id, and its receivers.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    vote: Vote<NodeId>,
+    leader_commit: Option<LogId>,
+    /// Followers (id, address) that hold `prev`.
+    targets: Vec<(NodeId, String)>,
+}
+
+/// Whom to send `entries` (following `prev`) to, judged from member `me`'s metrics: nobody
+/// unless `me` leads, by a committed vote, the very term the entries were written in.
+fn plan(m: &Metrics, me: NodeId, prev: LogId, entries: &[Entry]) -> Option<Plan> {
+    let leader_id = entries.first()?.log_id.leader_id;
+    if leader_id.node_id != me || !m.vote.is_committed() || *m.vote.leader_id() != leader_id {
+        return None;
+    }
+    let membership = m.membership_config.membership();
+    let targets: Vec<(NodeId, String)> = m
+        .replication
+        .as_ref()?
+        .iter()
+        .filter(|(id, matched)| **id != me && matched.is_some_and(|m| m.index >= prev.index))
+        .filter_map(|(id, _)| Some((*id, membership.get_node(id)?.addr.clone())))
+        .collect();
+    (!targets.is_empty()).then_some(Plan {
+        vote: m.vote,
+        // Applied is committed, and no later than `prev`: a follower may commit that far.
+        leader_commit: m.last_applied,
+        targets,
+    })
+}
+
 struct EagerSender {
     raft: Raft,
     id: NodeId,
@@ -108,12 +153,10 @@ impl EagerSender {
                     let (Some(first), Some(end)) = (entries.first(), entries.last()) else {
                         continue;
                     };
-                    let end = end.log_id;
-                    let prev = self.last.replace(end);
-                    // Only an append that continues the log we saw has a known predecessor.
-                    match prev {
-                        Some(p) if p.index + 1 == first.log_id.index => self.send(p, entries),
-                        _ => {}
+                    // Only an append that continues the log as last seen has a known predecessor.
+                    let prev = predecessor(self.last.replace(end.log_id), &first.log_id);
+                    if let Some(prev) = prev {
+                        self.send(prev, entries);
                     }
                 }
             }
@@ -123,30 +166,14 @@ impl EagerSender {
     /// Send `entries`, which follow `prev`, to each follower that holds `prev`, if this member
     /// leads the term the entries were written in.
     fn send(&mut self, prev: LogId, entries: Vec<Entry>) {
-        let leader_id = entries[0].log_id.leader_id;
-        let (vote, leader_commit, targets) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            if leader_id.node_id != self.id
-                || !m.vote.is_committed()
-                || *m.vote.leader_id() != leader_id
-            {
-                return;
-            }
-            let Some(replication) = &m.replication else {
-                return;
-            };
-            let membership = m.membership_config.membership();
-            let targets: Vec<(NodeId, String)> = replication
-                .iter()
-                .filter(|(id, matched)| {
-                    **id != self.id && matched.is_some_and(|m| m.index >= prev.index)
-                })
-                .filter_map(|(id, _)| Some((*id, membership.get_node(id)?.addr.clone())))
-                .collect();
-            // Applied is committed, and no later than `prev`: a follower may commit that far.
-            (m.vote, m.last_applied, targets)
+        let Some(plan) = plan(&self.raft.metrics().borrow(), self.id, prev, &entries) else {
+            return;
         };
+        let Plan {
+            vote,
+            leader_commit,
+            targets,
+        } = plan;
         let targets: Vec<(NodeId, String, Arc<AtomicBool>)> = targets
             .into_iter()
             .filter_map(|(id, addr)| {
@@ -191,5 +218,86 @@ impl EagerSender {
                 busy.store(false, Ordering::Release);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload, Membership, StoredMembership};
+
+    use super::*;
+
+    fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, node), index)
+    }
+
+    fn entry(term: u64, node: NodeId, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, node, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Member 1 leading term 3 of members 1-3; follower 2 has matched up to 9, follower 3 up to 7.
+    fn leader_metrics() -> Metrics {
+        let mut m = Metrics::new_initial(1);
+        m.vote = Vote::new_committed(3, 1);
+        m.last_applied = Some(log_id(3, 1, 8));
+        let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
+            .map(|i| (i, BasicNode::new(format!("127.0.0.1:700{i}"))))
+            .collect();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m.replication = Some(BTreeMap::from([
+            (1, Some(log_id(3, 1, 9))),
+            (2, Some(log_id(3, 1, 9))),
+            (3, Some(log_id(3, 1, 7))),
+        ]));
+        m
+    }
+
+    #[test]
+    fn a_leader_sends_its_new_entries_only_to_followers_holding_the_entry_before_them() {
+        let plan = plan(&leader_metrics(), 1, log_id(3, 1, 9), &[entry(3, 1, 10)]);
+        assert_eq!(
+            plan,
+            Some(Plan {
+                vote: Vote::new_committed(3, 1),
+                leader_commit: Some(log_id(3, 1, 8)),
+                targets: vec![(2, "127.0.0.1:7002".to_string())],
+            })
+        );
+    }
+
+    #[test]
+    fn entries_of_another_term_or_leader_or_an_uncommitted_vote_are_not_sent() {
+        let m = leader_metrics();
+        assert_eq!(plan(&m, 1, log_id(2, 1, 9), &[entry(2, 1, 10)]), None);
+        assert_eq!(plan(&m, 1, log_id(3, 2, 9), &[entry(3, 2, 10)]), None);
+        let mut candidate = leader_metrics();
+        candidate.vote = Vote::new(3, 1);
+        assert_eq!(
+            plan(&candidate, 1, log_id(3, 1, 9), &[entry(3, 1, 10)]),
+            None
+        );
+        let mut follower = leader_metrics();
+        follower.replication = None;
+        assert_eq!(
+            plan(&follower, 1, log_id(3, 1, 9), &[entry(3, 1, 10)]),
+            None
+        );
+    }
+
+    #[test]
+    fn only_an_append_that_continues_the_log_as_last_seen_has_a_predecessor() {
+        let first = log_id(3, 1, 10);
+        assert_eq!(
+            predecessor(Some(log_id(3, 1, 9)), &first),
+            Some(log_id(3, 1, 9))
+        );
+        assert_eq!(predecessor(Some(log_id(3, 1, 12)), &first), None);
+        assert_eq!(predecessor(None, &first), None);
     }
 }

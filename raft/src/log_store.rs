@@ -106,6 +106,27 @@ impl<E: Engine> LogStore<E> {
         self.events = Some(events);
         self
     }
+
+    /// Make member `me` start as a follower even if it led when it stopped.
+    ///
+    /// openraft 0.9 resumes leadership at start when the saved vote is the member's own
+    /// committed one. With [`crate::eager_replication`] a follower may hold entries of that term
+    /// that this member had not fsynced when it died; resumed in the same term, it would write
+    /// other entries under those very log ids, and the follower would keep its own as already
+    /// held. An uncommitted vote for itself keeps the member's vote in that term (it still votes
+    /// for no one else in it), but it must win a new, higher term before it leads again.
+    pub fn resign_leadership(&self, me: NodeId) -> Result<(), EngineError> {
+        let Some(vote) = self.engine.get_in::<VoteSpace>(&ONLY)? else {
+            return Ok(());
+        };
+        if !vote.is_committed() || vote.leader_id().node_id != me {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        b.put::<VoteSpace>(&ONLY, &Vote::new(vote.leader_id().term, me));
+        self.engine.write(b)?;
+        self.engine.sync()
+    }
 }
 
 /// Fsync once for everything queued, then acknowledge it all: a burst of appends costs one
@@ -252,5 +273,35 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.engine
             .write(b)
             .map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SledEngine;
+
+    fn store(dir: &tempfile::TempDir) -> LogStore<SledEngine> {
+        LogStore::new(SledEngine::open(&dir.path().join("log")).expect("open log engine"))
+    }
+
+    #[tokio::test]
+    async fn a_member_that_led_starts_as_a_candidate_of_its_term_and_other_votes_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = store(&dir);
+        log.save_vote(&Vote::new_committed(7, 1))
+            .await
+            .expect("save vote");
+        log.resign_leadership(1).expect("resign");
+        assert_eq!(log.read_vote().await.expect("read"), Some(Vote::new(7, 1)));
+
+        log.save_vote(&Vote::new_committed(8, 2))
+            .await
+            .expect("save vote");
+        log.resign_leadership(1).expect("resign");
+        assert_eq!(
+            log.read_vote().await.expect("read"),
+            Some(Vote::new_committed(8, 2))
+        );
     }
 }

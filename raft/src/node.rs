@@ -124,6 +124,11 @@ impl RaftNode {
         };
         let (log_events, log_events_rx) = eager_replication::channel();
         let log = LogStore::new(open("log")?).with_events(log_events);
+        log.resign_leadership(config.id)
+            .map_err(|source| OpenError::Storage {
+                path: config.data_dir.join("log"),
+                source,
+            })?;
         let sm = StateMachineStore::open(
             open("state")?,
             config.data_dir.join("snapshot.bin"),
