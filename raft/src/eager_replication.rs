@@ -7,7 +7,7 @@
 //!
 //! For each append made while this member leads, it sends an ordinary AppendEntries — the
 //! leader's own entries, under its own committed vote, after the entry that precedes them — to
-//! every follower that already holds that preceding entry. The follower persists them as it
+//! the other voters, when all of them already hold that preceding entry. The follower persists them as it
 //! would openraft's own request. When openraft's AppendEntries for the same entries arrives, the
 //! follower already holds them durably and answers without another fsync. The replies here are
 //! dropped: openraft's replication stays the only thing that moves a follower's matched index
@@ -23,7 +23,7 @@
 //! member never resumes leadership at start ([`crate::log_store::LogStore::resign_leadership`]):
 //! it must win a new term, whose entries replace any it lost.
 //!
-//! A follower with an eager request still in flight gets no second one: under load openraft's
+//! While any of them has an eager request in flight, no new one is sent: under load openraft's
 //! own batches carry the entries, and the extra copy would only cost CPU.
 
 use std::collections::HashMap;
@@ -106,25 +106,30 @@ fn predecessor(last: Option<LogId>, first: &LogId) -> Option<LogId> {
 struct Plan {
     vote: Vote<NodeId>,
     leader_commit: Option<LogId>,
-    /// Followers (id, address) that hold `prev`.
+    /// The other voters (id, address); all hold `prev`.
     targets: Vec<(NodeId, String)>,
 }
 
 /// Whom to send `entries` (following `prev`) to, judged from member `me`'s metrics: nobody
-/// unless `me` leads, by a committed vote, the very term the entries were written in.
+/// unless `me` leads, by a committed vote, the very term the entries were written in, and
+/// every other voter holds `prev`. All voters or none: followers whose logs differ when the
+/// leader dies make the one with the shorter log campaign in vain first (measured: failover
+/// from ~450 ms to ~900 ms in half the cases). Learners are left to openraft.
 fn plan(m: &Metrics, me: NodeId, prev: LogId, entries: &[Entry]) -> Option<Plan> {
     let leader_id = entries.first()?.log_id.leader_id;
     if leader_id.node_id != me || !m.vote.is_committed() || *m.vote.leader_id() != leader_id {
         return None;
     }
+    let replication = m.replication.as_ref()?;
     let membership = m.membership_config.membership();
-    let targets: Vec<(NodeId, String)> = m
-        .replication
-        .as_ref()?
-        .iter()
-        .filter(|(id, matched)| **id != me && matched.is_some_and(|m| m.index >= prev.index))
-        .filter_map(|(id, _)| Some((*id, membership.get_node(id)?.addr.clone())))
-        .collect();
+    let mut targets = Vec::new();
+    for id in membership.voter_ids().filter(|id| *id != me) {
+        let matched = replication.get(&id)?.as_ref()?;
+        if matched.index < prev.index {
+            return None;
+        }
+        targets.push((id, membership.get_node(&id)?.addr.clone()));
+    }
     (!targets.is_empty()).then_some(Plan {
         vote: m.vote,
         // Applied is committed, and no later than `prev`: a follower may commit that far.
@@ -174,16 +179,23 @@ impl EagerSender {
             leader_commit,
             targets,
         } = plan;
-        let targets: Vec<(NodeId, String, Arc<AtomicBool>)> = targets
-            .into_iter()
-            .filter_map(|(id, addr)| {
-                let busy = self.in_flight.entry(id).or_default().clone();
-                (!busy.swap(true, Ordering::AcqRel)).then_some((id, addr, busy))
-            })
+        // All or none here too: a follower still busy with the last eager request gets this
+        // append from openraft, and so must the others.
+        let flags: Vec<Arc<AtomicBool>> = targets
+            .iter()
+            .map(|(id, _)| self.in_flight.entry(*id).or_default().clone())
             .collect();
-        if targets.is_empty() {
+        if flags.iter().any(|busy| busy.load(Ordering::Acquire)) {
             return;
         }
+        for busy in &flags {
+            busy.store(true, Ordering::Release);
+        }
+        let targets: Vec<(NodeId, String, Arc<AtomicBool>)> = targets
+            .into_iter()
+            .zip(flags)
+            .map(|((id, addr), busy)| (id, addr, busy))
+            .collect();
         let request = AppendEntriesRequest::<TypeConfig> {
             vote,
             prev_log_id: Some(prev),
@@ -259,14 +271,23 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_sends_its_new_entries_only_to_followers_holding_the_entry_before_them() {
-        let plan = plan(&leader_metrics(), 1, log_id(3, 1, 9), &[entry(3, 1, 10)]);
+    fn a_leader_sends_its_new_entries_to_all_voters_once_all_hold_the_entry_before_them() {
+        let mut m = leader_metrics();
+        assert_eq!(plan(&m, 1, log_id(3, 1, 9), &[entry(3, 1, 10)]), None);
+        m.replication = Some(BTreeMap::from([
+            (1, Some(log_id(3, 1, 9))),
+            (2, Some(log_id(3, 1, 9))),
+            (3, Some(log_id(3, 1, 9))),
+        ]));
         assert_eq!(
-            plan,
+            plan(&m, 1, log_id(3, 1, 9), &[entry(3, 1, 10)]),
             Some(Plan {
                 vote: Vote::new_committed(3, 1),
                 leader_commit: Some(log_id(3, 1, 8)),
-                targets: vec![(2, "127.0.0.1:7002".to_string())],
+                targets: vec![
+                    (2, "127.0.0.1:7002".to_string()),
+                    (3, "127.0.0.1:7003".to_string())
+                ],
             })
         );
     }

@@ -306,7 +306,10 @@ fn spawn(m: &mut Member) {
         .arg("--data-dir")
         .arg(&m.data_dir)
         .args(&m.args)
-        .env("SKIFF_LOG", "info,openraft=warn")
+        .env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_MEMBER_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)

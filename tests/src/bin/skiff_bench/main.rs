@@ -355,6 +355,13 @@ fn skiff_targets(endpoints: &[String], n: usize) -> anyhow::Result<Vec<Target>> 
         .collect()
 }
 
+fn humantime_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", t.as_secs() % 86_400, t.subsec_millis())
+}
+
 /// One failover: kill -9 the leader while a writer runs; time to its first success after.
 async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Duration> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -513,6 +520,11 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         let d = failover_once(writers, || skiff_ref.kill9(leader)).await;
         skiff.restart(leader);
         if let Some(d) = d {
+            eprintln!(
+                "failover: killed member {leader} at {}, first write {:.0} ms later",
+                humantime_now(),
+                d.as_secs_f64() * 1000.0
+            );
             skiff_fo.push(d.as_secs_f64() * 1000.0);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
