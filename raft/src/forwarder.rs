@@ -9,9 +9,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use skiff_proto::pb::raft_client::RaftClient;
 use skiff_proto::pb::RaftRequest;
-use skiff_proto::transport::MAX_MESSAGE_BYTES;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
 
@@ -109,9 +107,7 @@ async fn send_batch(cluster_id: String, batch: Vec<Pending>) {
         batch.into_iter().map(|p| (p.write, p.reply)).unzip();
     let outcome = async {
         let payload = bincode::serialize(&writes).map_err(|e| e.to_string())?;
-        let mut client = RaftClient::new(leader)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = crate::network::raft_client(leader);
         let reply = client
             .forward_writes(RaftRequest {
                 cluster_id,

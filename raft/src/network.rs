@@ -43,6 +43,13 @@ impl PeerChannels {
     }
 }
 
+/// A Raft RPC client on `channel` that sends and accepts messages up to the store's limit.
+pub(crate) fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// Send an encoded AppendEntries outside openraft's replication (see
 /// [`crate::eager_replication`]); the reply is not decoded.
 pub(crate) async fn send_append(
@@ -50,9 +57,7 @@ pub(crate) async fn send_append(
     cluster_id: String,
     payload: Vec<u8>,
 ) -> Result<(), tonic::Status> {
-    RaftClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    raft_client(channel)
         .append_entries(RaftRequest {
             cluster_id,
             payload,
@@ -124,9 +129,7 @@ impl PeerClient {
             cluster_id: self.cluster_id.clone(),
             payload,
         };
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut client = raft_client(channel);
         let call = async {
             match kind {
                 RpcKind::Append => client.append_entries(request).await,

@@ -355,7 +355,8 @@ fn skiff_targets(endpoints: &[String], n: usize) -> anyhow::Result<Vec<Target>> 
         .collect()
 }
 
-fn humantime_now() -> String {
+/// Seconds since midnight UTC, to match a failover with the members' logs.
+fn clock_of_day() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -522,7 +523,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         if let Some(d) = d {
             eprintln!(
                 "failover: killed member {leader} at {}, first write {:.0} ms later",
-                humantime_now(),
+                clock_of_day(),
                 d.as_secs_f64() * 1000.0
             );
             skiff_fo.push(d.as_secs_f64() * 1000.0);
