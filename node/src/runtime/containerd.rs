@@ -236,7 +236,6 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<()> {
-        let mounts = self.rootfs(&spec.id, &spec.image.chain_id).await?;
         let value = serde_json::to_vec(&spec.spec).map_err(|e| Error::InvalidSpec {
             field: "spec".into(),
             reason: e.to_string(),
@@ -267,6 +266,10 @@ impl ContainerRuntime for Containerd {
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
             Err(s) => return Err(Error::containerd("containers.Create")(s)),
         }
+        // The snapshot is prepared only once the container record names it: containerd's
+        // garbage collector (which any removal on the node may set off) deletes a snapshot
+        // that nothing references, and did so between a prepare and the container's create.
+        let mounts = self.rootfs(&spec.id, &spec.image.chain_id).await?;
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         }
