@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::pod_worker::backoff::BackoffPolicy;
 use crate::pod_worker::{sandbox_name, PodHandle, WorkerCtx};
 use crate::registration::{self, NodeFacts};
-use crate::runtime::containerd::Containerd;
+use crate::runtime::containerd::{Containerd, OciRuntime};
 use crate::runtime::{labels, ContainerRuntime};
 
 /// The agent's settings.
@@ -65,8 +65,8 @@ pub struct AgentConfig {
     pub parallel_pod_starts: usize,
     /// Registries (host:port) pulled from over plain HTTP.
     pub insecure_registries: Vec<String>,
-    /// The OCI runtime binary the shim runs containers with; runc when `None`.
-    pub oci_runtime: Option<PathBuf>,
+    /// How the shim runs containers (binary and state folder).
+    pub oci_runtime: OciRuntime,
 }
 
 /// A running agent: what its API server needs.
@@ -88,7 +88,7 @@ pub async fn start(
         &cfg.containerd_namespace,
         &cfg.data_dir,
         cfg.insecure_registries.clone(),
-        cfg.oci_runtime.as_deref(),
+        &cfg.oci_runtime,
     )
     .await?;
     let runtime_version = runtime.version().await?;

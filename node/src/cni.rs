@@ -1,4 +1,4 @@
-//! Pod networking with the standard CNI plugins: a network namespace per pod (`ip netns`),
+//! Pod networking with the standard CNI plugins: a network namespace per pod ([`crate::netns`]),
 //! wired by `loopback` and by `bridge` with `host-local` addresses from the node's pod CIDR.
 //! The node's bridge is created up front with the pod CIDR's gateway address, and the
 //! cluster's pod range and service range are routed to it, so that a packet no rule catches
@@ -72,7 +72,7 @@ pub fn gateway_of(cidr: &str) -> Option<(String, u8)> {
 
 /// The namespace path of a sandbox name.
 pub fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
+    crate::netns::path(name)
 }
 
 impl NetworkConfig {
@@ -182,10 +182,7 @@ impl NetworkConfig {
 
     /// Create the namespace `name` and wire it; returns its address.
     pub async fn setup(&self, name: &str) -> Result<PodNetwork> {
-        let netns = netns_path(name);
-        if !netns.exists() {
-            run("ip", &["netns", "add", name]).await?;
-        }
+        let netns = crate::netns::create(name)?;
         let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
         self.plugin("loopback", "ADD", name, &netns, &lo).await?;
         let result = match self
@@ -222,10 +219,7 @@ impl NetworkConfig {
         };
         self.plugin("bridge", "DEL", name, &ns_arg, &self.bridge_conf())
             .await?;
-        if netns.exists() {
-            run("ip", &["netns", "del", name]).await?;
-        }
-        Ok(())
+        crate::netns::delete(name)
     }
 }
 

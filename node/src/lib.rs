@@ -9,7 +9,8 @@
 //! - [`image`]: pulls from registries and OCI archive imports into containerd.
 //! - [`proxy`]: the service proxy: ClusterIPs and NodePorts in nftables.
 //! - [`cgroups`]: the pod's parent cgroup, removed with the pod.
-//! - [`cni`]: network namespaces and CNI plugin calls; the node bridge and its routes.
+//! - [`cni`]: CNI plugin calls; the node bridge and its routes.
+//! - [`netns`]: the pods' named network namespaces, made in-process.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
 //! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
 
@@ -20,6 +21,7 @@ pub mod ctd;
 pub mod error;
 pub mod host;
 pub mod image;
+pub mod netns;
 pub mod pod_worker;
 pub mod proxy;
 pub mod registration;

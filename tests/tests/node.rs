@@ -684,11 +684,15 @@ spec:
         None,
     );
     assert_eq!(ok(&out).trim(), "crun");
-    // The shim keeps each runtime's state under its root; only crun can read crun's.
+    // The shim keeps each runtime's state under the agent's --oci-runtime-root (per containerd
+    // namespace); only crun can read crun's.
     let id = container_ids(&p).pop().expect("web's container id");
     let id = id.trim_start_matches("containerd://");
+    let root = w.containerd.oci_runtime_root.join("skiff");
     let state = Command::new("crun")
-        .args(["--root", "/run/containerd/runc/skiff", "state", id])
+        .arg("--root")
+        .arg(&root)
+        .args(["state", id])
         .output()
         .expect("crun");
     assert!(

@@ -34,12 +34,42 @@ const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Pr
 const RUNC_V2: &str = "io.containerd.runc.v2";
 const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 
-/// The runc v2 shim's options (containerd's `runtime/v2/runc/options`), only the field we set.
+/// The runc v2 shim's options (containerd's `runtime/v2/runc/options`), only the fields we set.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RuncOptions {
     /// The OCI runtime binary the shim runs (runc when empty).
     #[prost(string, tag = "6")]
     binary_name: String,
+    /// Where the OCI runtime keeps its container state (/run/containerd/runc when empty).
+    #[prost(string, tag = "7")]
+    root: String,
+}
+
+/// How the shim runs containers; each `None` keeps the shim's default.
+#[derive(Debug, Clone, Default)]
+pub struct OciRuntime {
+    /// A runc-compatible binary (such as crun) instead of runc.
+    pub binary: Option<PathBuf>,
+    /// The runtime's state folder. It is written on every container start, so it belongs on
+    /// tmpfs: on a host whose /run is on disk the default costs file creations per start.
+    pub root: Option<PathBuf>,
+}
+
+impl OciRuntime {
+    /// The options every container carries, or none when all are defaults.
+    fn shim_options(&self) -> Option<Any> {
+        if self.binary.is_none() && self.root.is_none() {
+            return None;
+        }
+        let text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        Some(Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: prost::Message::encode_to_vec(&RuncOptions {
+                binary_name: text(&self.binary).unwrap_or_default(),
+                root: text(&self.root).unwrap_or_default(),
+            }),
+        })
+    }
 }
 
 /// containerd, in the agent's namespace.
@@ -47,34 +77,33 @@ pub struct Containerd {
     conn: Conn,
     images: ImageStore,
     exec_dir: PathBuf,
-    /// The shim's options on every container (the OCI runtime binary), if not the default.
+    /// The shim's options on every container (the OCI runtime and its state folder), if not
+    /// the defaults.
     runtime_options: Option<Any>,
 }
 
 impl Containerd {
     /// Connect to containerd at `socket`; exec output is staged under `state_dir`; registries
-    /// in `insecure_registries` are pulled from over plain HTTP; the shim runs containers with
-    /// `oci_runtime` (a runc-compatible binary such as crun) instead of runc when given.
+    /// in `insecure_registries` are pulled from over plain HTTP; the shim runs containers as
+    /// `oci_runtime` says.
     pub async fn connect(
         socket: &Path,
         namespace: &str,
         state_dir: &Path,
         insecure_registries: Vec<String>,
-        oci_runtime: Option<&Path>,
+        oci_runtime: &OciRuntime,
     ) -> Result<Self> {
         let conn = Conn::connect(socket, namespace).await?;
         let exec_dir = state_dir.join("exec");
         std::fs::create_dir_all(&exec_dir).map_err(Error::io(&exec_dir))?;
+        if let Some(root) = &oci_runtime.root {
+            std::fs::create_dir_all(root).map_err(Error::io(root))?;
+        }
         Ok(Self {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
-            runtime_options: oci_runtime.map(|binary| Any {
-                type_url: RUNC_OPTIONS_TYPE.into(),
-                value: prost::Message::encode_to_vec(&RuncOptions {
-                    binary_name: binary.display().to_string(),
-                }),
-            }),
+            runtime_options: oci_runtime.shim_options(),
         })
     }
 

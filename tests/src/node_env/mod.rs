@@ -258,6 +258,8 @@ impl Drop for TestHost {
 pub struct Containerd {
     /// Its socket.
     pub socket: PathBuf,
+    /// The OCI runtime's state folder (on containerd's tmpfs state).
+    pub oci_runtime_root: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -269,6 +271,19 @@ impl Containerd {
         std::fs::create_dir_all(&dir).expect("containerd dir");
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
+        // containerd's state (task bundles, shim sockets) and the OCI runtime's state are
+        // rewritten on every container start: tmpfs, as /run is on a usual host.
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).expect("containerd state dir");
+        sh(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "mode=0711",
+            "tmpfs",
+            &state.display().to_string(),
+        ]);
         std::fs::write(
             &config,
             format!(
@@ -298,6 +313,7 @@ impl Containerd {
         }
         Self {
             socket,
+            oci_runtime_root: state.join("runc"),
             dir,
             child: Some(child),
         }
@@ -452,6 +468,8 @@ impl Agent {
             data_dir.display().to_string(),
             "--heartbeat-ms".into(),
             "1000".into(),
+            "--oci-runtime-root".into(),
+            containerd.oci_runtime_root.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut a = Self {

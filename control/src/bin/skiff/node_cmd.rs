@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use skiff_node::agent::{self, AgentConfig};
 use skiff_node::pod_worker::backoff::BackoffPolicy;
+use skiff_node::runtime::containerd::OciRuntime;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -64,6 +65,10 @@ pub struct NodeArgs {
     /// another runc-compatible binary. A bare name is looked up in PATH.
     #[arg(long, default_value = "runc")]
     pub oci_runtime: String,
+    /// Where the OCI runtime keeps its container state (default: the shim's
+    /// /run/containerd/runc). It is written on every container start: keep it on tmpfs.
+    #[arg(long)]
+    pub oci_runtime_root: Option<PathBuf>,
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -166,7 +171,16 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
         anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
     }
-    let oci_runtime = resolve_oci_runtime(&args.oci_runtime)?;
+    if let Some(root) = args.oci_runtime_root.as_ref().filter(|r| !r.is_absolute()) {
+        anyhow::bail!(
+            "--oci-runtime-root {}: must be an absolute path",
+            root.display()
+        );
+    }
+    let oci_runtime = OciRuntime {
+        binary: resolve_oci_runtime(&args.oci_runtime)?,
+        root: args.oci_runtime_root.clone(),
+    };
     let name = args.name.clone().unwrap_or_else(host_name);
     let cfg = AgentConfig {
         node_name: name.clone(),

@@ -65,10 +65,46 @@ fn on_path(path: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The private containerd's state folder: task bundles and shim files.
+fn containerd_state(dir: &Path) -> PathBuf {
+    dir.join("containerd/state")
+}
+
+/// Whether `path` is a mount point (it is listed in /proc/self/mountinfo).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .any(|m| Path::new(m) == path)
+}
+
+/// containerd's state and the OCI runtime's go on tmpfs, as /run is on a usual host: both are
+/// rewritten on every container start, and on disk each start pays for its file creations.
+/// A tmpfs left mounted by a `skiff up` that was killed is reused.
+fn mount_state_tmpfs(state: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state)?;
+    if is_mount_point(state) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0711"),
+    )
+    .with_context(|| format!("mounting a tmpfs on {}", state.display()))
+}
+
 /// Start a private containerd under `dir`; returns it and its socket.
 async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
     let root = dir.join("containerd");
     std::fs::create_dir_all(&root)?;
+    mount_state_tmpfs(&containerd_state(dir))?;
     let socket = root.join("containerd.sock");
     let config = root.join("config.toml");
     std::fs::write(
@@ -221,6 +257,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .arg("--data-dir")
             .arg(dir.join("node"))
             .args(["--oci-runtime", &args.oci_runtime])
+            .args(
+                containerd
+                    .as_ref()
+                    .map(|_| {
+                        [
+                            "--oci-runtime-root".into(),
+                            containerd_state(&dir).join("runc"),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -285,6 +333,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         // The private containerd's pods go with it: stop their containers first.
         stop_pods(&dir).await;
         stop_child(&mut c, "containerd").await;
+        let _ = nix::mount::umount2(&containerd_state(&dir), nix::mount::MntFlags::MNT_DETACH);
     }
     println!("stopping {} control nodes...", members.len());
     for m in &members {

@@ -1,0 +1,160 @@
+//! Named network namespaces laid out as `ip netns` lays them out (`/run/netns/<name>`, a bind
+//! mount of the namespace, so `ip netns exec` and the CNI plugins find them), but made and
+//! removed in-process: a pod start no longer pays for an `ip` process.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::error::{Error, Result};
+
+/// Where named namespaces live (iproute2's `NETNS_RUN_DIR`).
+pub const RUN_DIR: &str = "/run/netns";
+
+/// The path of namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(name)
+}
+
+/// Whether `path` holds a namespace (its file system is nsfs) rather than a bare mount target
+/// that a crash between the two steps of [`create`] left behind.
+fn is_namespace(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
+fn errno_err(path: &Path, what: &str) -> impl FnOnce(nix::Error) -> Error {
+    let command = format!("{what} {}", path.display());
+    move |e| Error::Command {
+        command,
+        message: e.desc().to_string(),
+    }
+}
+
+/// Make the run folder a shared mount point, as `ip netns add` does, so that removing a
+/// namespace here also unmounts it in mount namespaces that copied it (containers made since).
+fn share_run_dir() -> Result<()> {
+    let dir = Path::new(RUN_DIR);
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(None::<&str>, dir, None::<&str>, shared, None::<&str>) {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: make it one, then share it.
+        Err(nix::Error::EINVAL) => {
+            mount(
+                Some(dir),
+                dir,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(errno_err(dir, "bind-mounting"))?;
+            mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)
+                .map_err(errno_err(dir, "sharing"))
+        }
+        Err(e) => Err(errno_err(dir, "sharing")(e)),
+    }
+}
+
+/// Create namespace `name` (an existing one is kept); returns its path.
+pub fn create(name: &str) -> Result<PathBuf> {
+    let target = path(name);
+    if is_namespace(&target) {
+        return Ok(target);
+    }
+    share_run_dir()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&target)
+        .map_err(Error::io(&target))?;
+    // A thread of its own: unshare moves only the calling thread into the new namespace, and
+    // this one ends right after, so no other work ever runs in it.
+    let bind_target = target.clone();
+    let made = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(errno_err(&bind_target, "unshare for"))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &bind_target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(errno_err(&bind_target, "bind-mounting the namespace on"))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(Error::Command {
+            command: format!("creating {}", target.display()),
+            message: "the namespace thread panicked".into(),
+        })
+    });
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&target);
+        return Err(e);
+    }
+    Ok(target)
+}
+
+/// Remove namespace `name`; a missing one is fine.
+pub fn delete(name: &str) -> Result<()> {
+    let target = path(name);
+    if !target.exists() {
+        return Ok(());
+    }
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        // EINVAL: a bare mount target, nothing mounted on it.
+        Ok(()) | Err(nix::Error::EINVAL) => {}
+        Err(e) => return Err(errno_err(&target, "unmounting")(e)),
+    }
+    match std::fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&target)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+
+    #[test]
+    fn a_namespace_is_made_like_ip_netns_add_and_removed_without_trace() {
+        if !is_root() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI runs as root: namespaces must be testable"
+            );
+            return;
+        }
+        let name = format!("skiff-unit-{}", std::process::id());
+        let own_before = std::fs::read_link("/proc/thread-self/ns/net").expect("own ns");
+        let p = create(&name).expect("create");
+        assert!(is_namespace(&p));
+        // `ip` sees it and can run in it; it has only a loopback interface.
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "ip", "-o", "link"])
+            .output()
+            .expect("ip");
+        let links = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains("lo:"), "{links}");
+        // The calling thread stayed in its own namespace.
+        let own_after = std::fs::read_link("/proc/thread-self/ns/net").expect("own ns");
+        assert_eq!(own_before, own_after);
+        // Creating it again keeps it.
+        assert_eq!(create(&name).expect("again"), p);
+        delete(&name).expect("delete");
+        assert!(!p.exists());
+        delete(&name).expect("deleting a missing one is fine");
+    }
+}
