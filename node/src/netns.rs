@@ -21,8 +21,8 @@ pub fn path(name: &str) -> PathBuf {
 /// Whether `path` holds a namespace (its file system is nsfs) rather than a bare mount target
 /// that a crash between the two steps of [`create`] left behind.
 fn is_namespace(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 fn errno_err(path: &Path, what: &str) -> impl FnOnce(nix::Error) -> Error {
