@@ -255,6 +255,15 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         println!(
             "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0} {agent_cpu:>10.1}"
         );
+        // Where the time went before the node's work: binding (create + schedule) and the
+        // first pod's whole path.
+        let bound_ms: Vec<f64> = bound.values().copied().collect();
+        eprintln!(
+            "run {run}: bound p50 {:.0} ms, max {:.0} ms; first Running {:.0} ms",
+            percentile(bound_ms.clone(), 0.5),
+            percentile(bound_ms, 1.0),
+            percentile(latencies.values().copied().collect(), 0.0)
+        );
         for (name, ms) in &latencies {
             if *ms > 5000.0 {
                 let why = waits
