@@ -70,11 +70,6 @@ pub fn gateway_of(cidr: &str) -> Option<(String, u8)> {
     ))
 }
 
-/// The namespace path of a sandbox name.
-pub fn netns_path(name: &str) -> PathBuf {
-    crate::netns::path(name)
-}
-
 impl NetworkConfig {
     /// Create the bridge with the gateway address and route the pod and service ranges to it.
     pub async fn prepare_host(&self) -> Result<()> {
@@ -211,9 +206,9 @@ impl NetworkConfig {
 
     /// Release the address and remove the namespace `name`; missing parts are fine.
     pub async fn teardown(&self, name: &str) -> Result<()> {
-        let netns = netns_path(name);
+        let netns = crate::netns::path(name);
         let ns_arg: PathBuf = if netns.exists() {
-            netns.clone()
+            netns
         } else {
             PathBuf::new()
         };

@@ -248,27 +248,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(dir.join("node.log"))?;
-        let child = Command::new(&exe)
-            .arg("node")
+        let mut node = Command::new(&exe);
+        node.arg("node")
             .args(["--name", &args.node_name])
             .args(["--endpoints", &endpoints.join(",")])
             .arg("--containerd-socket")
             .arg(&socket)
             .arg("--data-dir")
             .arg(dir.join("node"))
-            .args(["--oci-runtime", &args.oci_runtime])
-            .args(
-                containerd
-                    .as_ref()
-                    .map(|_| {
-                        [
-                            "--oci-runtime-root".into(),
-                            containerd_state(&dir).join("runc"),
-                        ]
-                    })
-                    .into_iter()
-                    .flatten(),
-            )
+            .args(["--oci-runtime", &args.oci_runtime]);
+        if containerd.is_some() {
+            // The private containerd's state is a tmpfs: the runtime's state goes there too.
+            node.arg("--oci-runtime-root")
+                .arg(containerd_state(&dir).join("runc"));
+        }
+        let child = node
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
