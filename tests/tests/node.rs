@@ -700,6 +700,26 @@ spec:
         "crun runs web's container {id}: {}",
         String::from_utf8_lossy(&state.stderr)
     );
+    // The shim runs crun from the agent's read-only pin, so crun makes no copy of itself.
+    let pin = w.agent.data_dir.join("oci-runtime").join("crun");
+    let bundle = root
+        .parent()
+        .and_then(|runc| runc.parent())
+        .expect("containerd's state")
+        .join("io.containerd.runtime.v2.task/skiff")
+        .join(id);
+    let options = std::fs::read_to_string(bundle.join("options.json")).expect("shim options");
+    assert!(
+        options.contains(&*pin.to_string_lossy()),
+        "the shim runs the pinned crun {}: {options}",
+        pin.display()
+    );
+    let write = std::fs::OpenOptions::new().write(true).open(&pin);
+    assert_eq!(
+        write.map_err(|e| e.raw_os_error()).err(),
+        Some(Some(nix::libc::EROFS)),
+        "the pin is read-only"
+    );
 
     info!("phase: the memory hog is killed by its cgroup limit and reported OOMKilled");
     wait_until(

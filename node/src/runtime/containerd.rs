@@ -99,6 +99,18 @@ impl Containerd {
         if let Some(root) = &oci_runtime.root {
             std::fs::create_dir_all(root).map_err(Error::io(root))?;
         }
+        let mut oci_runtime = oci_runtime.clone();
+        if let Some(binary) = &oci_runtime.binary {
+            let pins = state_dir.join("oci-runtime");
+            match super::pinned_binary::pin_read_only(binary, &pins) {
+                Ok(pin) => oci_runtime.binary = Some(pin),
+                Err(e) => tracing::warn!(
+                    binary = %binary.display(),
+                    error = %e,
+                    "cannot pin the OCI runtime read-only; it will copy itself on every call"
+                ),
+            }
+        }
         Ok(Self {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,

@@ -10,6 +10,7 @@
 
 pub mod containerd;
 pub mod oci_spec;
+pub mod pinned_binary;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -27,6 +27,19 @@ pub fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// The image's top-level folders and their modes.
+const TOP_DIRS: [(&str, u32); 9] = [
+    ("bin", 0o755),
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("proc", 0o555),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("var", 0o755),
+    ("www", 0o755),
+];
+
 fn busybox_path() -> &'static str {
     for p in ["/bin/busybox", "/usr/bin/busybox"] {
         if Path::new(p).exists() {
@@ -84,13 +97,9 @@ impl OciImage {
 
     fn build(marker: &str, extra: &[(String, Vec<u8>)]) -> Self {
         let mut b = tar::Builder::new(Vec::new());
-        for (dir, mode) in [
-            ("bin", 0o755),
-            ("etc", 0o755),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("www", 0o755),
-        ] {
+        // The mount points a runtime mounts on, as base images (Alpine's minirootfs) carry
+        // them: without, each container start creates them in its writable layer.
+        for (dir, mode) in TOP_DIRS {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(mode);
@@ -112,6 +121,13 @@ impl OciImage {
             b.append_link(&mut h, format!("bin/{a}"), "busybox")
                 .expect("tar link");
         }
+        for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(0);
+            b.append_data(&mut h, file, std::io::empty())
+                .expect("tar etc file");
+        }
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_size(marker.len() as u64);
@@ -128,9 +144,7 @@ impl OciImage {
             }
             for dir in chain.into_iter().rev() {
                 let dir = dir.to_string_lossy().to_string();
-                if ["bin", "etc", "tmp", "var", "www"].contains(&dir.as_str())
-                    || !dirs.insert(dir.clone())
-                {
+                if TOP_DIRS.iter().any(|(d, _)| *d == dir) || !dirs.insert(dir.clone()) {
                     continue;
                 }
                 let mut h = tar::Header::new_gnu();

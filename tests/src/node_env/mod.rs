@@ -375,7 +375,11 @@ impl Drop for Containerd {
             let _ = c.wait();
         }
         kill_processes_mentioning(&sock);
-        unmount_under(&self.dir);
+        // Its state tmpfs, and the OCI runtime the agent pinned read-only in its data folder
+        // of the same test folder: no shim is left to run it.
+        if let Some(test_dir) = self.dir.parent() {
+            unmount_under(test_dir);
+        }
     }
 }
 
@@ -417,12 +421,11 @@ fn kill_processes_mentioning(needle: &str) {
 }
 
 fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mut points: Vec<&str> = mounts
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|p| p.starts_with(&prefix))
+        .filter(|p| Path::new(p).starts_with(dir))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {

@@ -100,6 +100,14 @@ fn mount_state_tmpfs(state: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("mounting a tmpfs on {}", state.display()))
 }
 
+/// The agent pins its OCI runtime binary read-only under its data folder; with the private
+/// containerd gone no shim calls it any more.
+fn unmount_runtime_pins(pins: &Path) {
+    for pin in std::fs::read_dir(pins).into_iter().flatten().flatten() {
+        let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Start a private containerd under `dir`; returns it and its socket.
 async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
     let root = dir.join("containerd");
@@ -328,6 +336,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         stop_pods(&dir).await;
         stop_child(&mut c, "containerd").await;
         let _ = nix::mount::umount2(&containerd_state(&dir), nix::mount::MntFlags::MNT_DETACH);
+        unmount_runtime_pins(&dir.join("node").join("oci-runtime"));
     }
     println!("stopping {} control nodes...", members.len());
     for m in &members {

@@ -26,6 +26,11 @@ pub struct PodsArgs {
     /// The OCI runtime the agent's containerd shim runs (`runc` or `crun`).
     #[arg(long, default_value = "runc")]
     oci_runtime: String,
+    /// Seconds to wait before each run. On an ext4 without a journal (as on some VMs) a file
+    /// created within a minute of many deletions costs a scan of the freed inodes, so a run
+    /// straight after the last one's deletions also measures those.
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
     /// Extra flags for `skiff node` (e.g. `--agent-flag=--parallel-pod-starts=4`).
     #[arg(long = "agent-flag", allow_hyphen_values = true)]
     agent_flags: Vec<String>,
@@ -162,6 +167,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     let mut cpu_per_pod = Vec::new();
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
         let start_rev = client.status().await?.revision;
         let mut watch = client.watch_objects(
             "pods",
