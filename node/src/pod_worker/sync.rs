@@ -153,7 +153,11 @@ impl<R: ContainerRuntime> Worker<R> {
 
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
+        if !self.started_once {
+            // Once per worker, for a restarted agent to read back; later passes would only
+            // rewrite the same value.
+            let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
+        }
         if self.net.is_none() {
             let net = self
                 .ctx
