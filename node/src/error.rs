@@ -110,6 +110,15 @@ impl Error {
         move |source| Self::Io { path, source }
     }
 
+    /// A failed system call `what` on `path` (a mount, an unshare).
+    pub fn syscall(path: &std::path::Path, what: &str) -> impl FnOnce(nix::Error) -> Self {
+        let command = format!("{what} {}", path.display());
+        move |e| Self::Command {
+            command,
+            message: e.desc().to_string(),
+        }
+    }
+
     /// Whether containerd said "not found".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Containerd { status, .. } if status.code() == tonic::Code::NotFound)

@@ -29,3 +29,18 @@ pub mod runtime;
 pub mod server;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod test_support {
+    /// Whether the process is root, so a test of `what` (mounts, namespaces) can run; outside
+    /// CI a non-root run skips it, under CI (which runs as root) it fails instead.
+    pub fn root_or_skip(what: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        assert!(
+            root || std::env::var("CI").is_err(),
+            "CI runs as root: {what} must be testable"
+        );
+        root
+    }
+}

@@ -25,14 +25,6 @@ fn is_namespace(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-fn errno_err(path: &Path, what: &str) -> impl FnOnce(nix::Error) -> Error {
-    let command = format!("{what} {}", path.display());
-    move |e| Error::Command {
-        command,
-        message: e.desc().to_string(),
-    }
-}
-
 /// Make the run folder a shared mount point, as `ip netns add` does, so that removing a
 /// namespace here also unmounts it in mount namespaces that copied it (containers made since).
 fn share_run_dir() -> Result<()> {
@@ -50,11 +42,11 @@ fn share_run_dir() -> Result<()> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             )
-            .map_err(errno_err(dir, "bind-mounting"))?;
+            .map_err(Error::syscall(dir, "bind-mounting"))?;
             mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)
-                .map_err(errno_err(dir, "sharing"))
+                .map_err(Error::syscall(dir, "sharing"))
         }
-        Err(e) => Err(errno_err(dir, "sharing")(e)),
+        Err(e) => Err(Error::syscall(dir, "sharing")(e)),
     }
 }
 
@@ -75,7 +67,7 @@ pub fn create(name: &str) -> Result<PathBuf> {
     // this one ends right after, so no other work ever runs in it.
     let bind_target = target.clone();
     let made = std::thread::spawn(move || -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(errno_err(&bind_target, "unshare for"))?;
+        unshare(CloneFlags::CLONE_NEWNET).map_err(Error::syscall(&bind_target, "unshare for"))?;
         mount(
             Some("/proc/thread-self/ns/net"),
             &bind_target,
@@ -83,7 +75,10 @@ pub fn create(name: &str) -> Result<PathBuf> {
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(errno_err(&bind_target, "bind-mounting the namespace on"))
+        .map_err(Error::syscall(
+            &bind_target,
+            "bind-mounting the namespace on",
+        ))
     })
     .join()
     .unwrap_or_else(|_| {
@@ -108,7 +103,7 @@ pub fn delete(name: &str) -> Result<()> {
     match umount2(&target, MntFlags::MNT_DETACH) {
         // EINVAL: a bare mount target, nothing mounted on it.
         Ok(()) | Err(nix::Error::EINVAL) => {}
-        Err(e) => return Err(errno_err(&target, "unmounting")(e)),
+        Err(e) => return Err(Error::syscall(&target, "unmounting")(e)),
     }
     match std::fs::remove_file(&target) {
         Ok(()) => Ok(()),
@@ -121,18 +116,9 @@ pub fn delete(name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    }
-
     #[test]
     fn a_namespace_is_made_like_ip_netns_add_and_removed_without_trace() {
-        if !is_root() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI runs as root: namespaces must be testable"
-            );
+        if !crate::test_support::root_or_skip("namespaces") {
             return;
         }
         let name = format!("skiff-unit-{}", std::process::id());

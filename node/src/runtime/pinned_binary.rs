@@ -31,7 +31,7 @@ pub fn pin_read_only(binary: &Path, dir: &Path) -> Result<PathBuf> {
         if read_only(&pin)? {
             // A pin of a binary that has since been replaced: running shims that call it
             // keep the old file until they are done, new calls get the new one.
-            umount2(&pin, MntFlags::MNT_DETACH).map_err(mount_error(&pin, "detaching"))?;
+            umount2(&pin, MntFlags::MNT_DETACH).map_err(Error::syscall(&pin, "detaching"))?;
         }
     } else {
         std::fs::File::create(&pin).map_err(Error::io(&pin))?;
@@ -43,7 +43,7 @@ pub fn pin_read_only(binary: &Path, dir: &Path) -> Result<PathBuf> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(mount_error(&pin, "bind-mounting"))?;
+    .map_err(Error::syscall(&pin, "bind-mounting"))?;
     let read_only_flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     if let Err(e) = mount(
         None::<&str>,
@@ -54,7 +54,7 @@ pub fn pin_read_only(binary: &Path, dir: &Path) -> Result<PathBuf> {
     ) {
         // A writable pin would still be copied by crun on every call; leave none behind.
         let _ = umount2(&pin, MntFlags::MNT_DETACH);
-        return Err(mount_error(&pin, "remounting read-only")(e));
+        return Err(Error::syscall(&pin, "remounting read-only")(e));
     }
     Ok(pin)
 }
@@ -74,30 +74,13 @@ fn read_only(path: &Path) -> Result<bool> {
     Ok(fs.flags().contains(FsFlags::ST_RDONLY))
 }
 
-fn mount_error(path: &Path, what: &'static str) -> impl FnOnce(nix::Error) -> Error {
-    let path = path.display().to_string();
-    move |e| Error::Command {
-        command: format!("{what} {path}"),
-        message: e.desc().into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-    }
-
     #[test]
     fn a_pinned_binary_runs_cannot_be_written_and_is_reused() {
-        if !is_root() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI runs as root: bind mounts must be testable"
-            );
+        if !crate::test_support::root_or_skip("bind mounts") {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -135,7 +118,7 @@ mod tests {
         let out = std::process::Command::new(&pin).output().expect("run pin");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "upgraded\n");
 
-        let _ = umount2(&pin, MntFlags::MNT_DETACH);
+        // The first pin was detached by the re-pin; this is the one left.
         let _ = umount2(&pin, MntFlags::MNT_DETACH);
     }
 }
