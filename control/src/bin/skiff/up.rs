@@ -131,6 +131,9 @@ async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
     let child = Command::new("containerd")
         .arg("--config")
         .arg(&config)
+        // A group of its own: Ctrl-C in the terminal reaches the whole foreground group, and
+        // containerd must outlive it until `stop_pods` has stopped the containers through it.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
