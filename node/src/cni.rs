@@ -179,11 +179,14 @@ impl NetworkConfig {
     pub async fn setup(&self, name: &str) -> Result<PodNetwork> {
         let netns = crate::netns::create(name)?;
         let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
-        self.plugin("loopback", "ADD", name, &netns, &lo).await?;
-        let result = match self
-            .plugin("bridge", "ADD", name, &netns, &self.bridge_conf())
-            .await
-        {
+        let bridge = self.bridge_conf();
+        // `lo` and `eth0` are independent, so the two plugins run side by side (as
+        // containerd's CNI library runs a pod's networks).
+        let (lo_added, bridge_added) = tokio::join!(
+            self.plugin("loopback", "ADD", name, &netns, &lo),
+            self.plugin("bridge", "ADD", name, &netns, &bridge),
+        );
+        let result = match lo_added.and(bridge_added) {
             Ok(r) => r,
             Err(e) => {
                 // Leave nothing half-made: the next attempt starts clean.

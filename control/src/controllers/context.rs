@@ -2,7 +2,7 @@
 //! they reconcile, change signals, settings and the event recorder.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -189,7 +189,8 @@ impl Ctx {
         })
     }
 
-    /// A trigger that fires when any of `kinds` changes.
+    /// A trigger that fires when any of `kinds` changes; a burst of changes settles for
+    /// [`Trigger::SETTLE`] into one pass.
     pub fn trigger(&self, kinds: &[Kind]) -> Trigger {
         Trigger {
             receivers: self
@@ -198,6 +199,7 @@ impl Ctx {
                 .filter(|(k, _)| kinds.contains(k))
                 .map(|(_, tx)| tx.subscribe())
                 .collect(),
+            first_settle: Trigger::SETTLE,
         }
     }
 }
@@ -205,16 +207,35 @@ impl Ctx {
 /// Fires when a watched kind changes.
 pub struct Trigger {
     receivers: Vec<watch::Receiver<u64>>,
+    /// How long the first change after a quiet spell settles (see [`Trigger::quick`]).
+    first_settle: Duration,
 }
 
 impl Trigger {
+    /// How long a burst of changes settles into one pass.
+    pub const SETTLE: Duration = Duration::from_millis(20);
+
+    /// Act on the first change after a quiet spell within a millisecond, instead of letting
+    /// it settle: for loops a user waits on (a new pod waits for its binding). Changes that
+    /// keep coming still settle for [`Trigger::SETTLE`], so a large burst takes as many
+    /// passes as before.
+    pub fn quick(mut self) -> Self {
+        self.first_settle = Duration::from_millis(1);
+        self
+    }
+
     /// Wait for the next change, or `period` (level-triggered loops also resync).
     pub async fn wait(&mut self, period: Duration) {
+        let pass_ended = Instant::now();
         let changes =
             futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
         let _ = tokio::time::timeout(period, changes).await;
-        // Let a burst of changes settle into one pass.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let settle = if pass_ended.elapsed() >= Self::SETTLE {
+            self.first_settle
+        } else {
+            Self::SETTLE
+        };
+        tokio::time::sleep(settle).await;
         for r in &mut self.receivers {
             r.mark_unchanged();
         }

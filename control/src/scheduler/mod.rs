@@ -47,7 +47,7 @@ struct State {
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::Nodes]);
+    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::Nodes]).quick();
     let mut state = State::default();
     let binds = Arc::new(Semaphore::new(MAX_BINDS_IN_FLIGHT));
     loop {

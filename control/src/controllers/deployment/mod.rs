@@ -26,7 +26,7 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Deployments, Kind::ReplicaSets]);
+    let mut trigger = ctx.trigger(&[Kind::Deployments, Kind::ReplicaSets]).quick();
     let mut last_write = 0u64;
     loop {
         ctx.replicasets

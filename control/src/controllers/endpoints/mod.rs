@@ -18,7 +18,9 @@ use super::ownership::is_ready;
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::Services, Kind::Endpoints]);
+    let mut trigger = ctx
+        .trigger(&[Kind::Pods, Kind::Services, Kind::Endpoints])
+        .quick();
     loop {
         for svc in ctx.services.list() {
             reconcile(&ctx, &svc).await;

@@ -26,7 +26,7 @@ const OWN_WRITES_WAIT: Duration = Duration::from_secs(5);
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::ReplicaSets]);
+    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::ReplicaSets]).quick();
     let mut last_write = 0u64;
     loop {
         // Act only on caches that include what we wrote last time, so a pod we just created
