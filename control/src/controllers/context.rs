@@ -2,7 +2,7 @@
 //! they reconcile, change signals, settings and the event recorder.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -224,20 +224,60 @@ impl Trigger {
         self
     }
 
-    /// Wait for the next change, or `period` (level-triggered loops also resync).
-    pub async fn wait(&mut self, period: Duration) {
-        let pass_ended = Instant::now();
-        let changes =
-            futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
-        let _ = tokio::time::timeout(period, changes).await;
-        let settle = if pass_ended.elapsed() >= Self::SETTLE {
+    /// How long a change settles that came `quiet` after the last pass ended.
+    fn settle_after(&self, quiet: Duration) -> Duration {
+        if quiet >= Self::SETTLE {
             self.first_settle
         } else {
             Self::SETTLE
-        };
-        tokio::time::sleep(settle).await;
+        }
+    }
+
+    /// Wait for the next change, or `period` (level-triggered loops also resync).
+    pub async fn wait(&mut self, period: Duration) {
+        let pass_ended = std::time::Instant::now();
+        let changes =
+            futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
+        let _ = tokio::time::timeout(period, changes).await;
+        tokio::time::sleep(self.settle_after(pass_ended.elapsed())).await;
         for r in &mut self.receivers {
             r.mark_unchanged();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger() -> Trigger {
+        Trigger {
+            receivers: Vec::new(),
+            first_settle: Trigger::SETTLE,
+        }
+    }
+
+    #[test]
+    fn a_quick_trigger_acts_at_once_after_a_quiet_spell_and_settles_a_burst() {
+        let quick = trigger().quick();
+        assert_eq!(
+            quick.settle_after(Duration::from_secs(1)),
+            Duration::from_millis(1)
+        );
+        // A change that came while the pass ran or just after: a burst goes on.
+        assert_eq!(quick.settle_after(Duration::ZERO), Trigger::SETTLE);
+        assert_eq!(
+            quick.settle_after(Duration::from_millis(5)),
+            Trigger::SETTLE
+        );
+    }
+
+    #[test]
+    fn a_plain_trigger_always_settles() {
+        assert_eq!(
+            trigger().settle_after(Duration::from_secs(1)),
+            Trigger::SETTLE
+        );
+        assert_eq!(trigger().settle_after(Duration::ZERO), Trigger::SETTLE);
     }
 }
