@@ -89,18 +89,6 @@ impl PodHandle {
     }
 }
 
-/// Whether `next` differs from `current` only in what the worker need not act on at once:
-/// its status (mostly the worker's own report coming back) and bookkeeping such as the
-/// resource version. A status another party changed is put right at the next pass.
-fn only_status_changed(current: &Pod, next: &Pod) -> bool {
-    let (a, b) = (&current.metadata, &next.metadata);
-    current.spec == next.spec
-        && a.deletion_timestamp == b.deletion_timestamp
-        && a.deletion_grace_period_seconds == b.deletion_grace_period_seconds
-        && a.labels == b.labels
-        && a.annotations == b.annotations
-}
-
 /// The uid-derived name of a pod's network namespace.
 pub fn sandbox_name(uid: &str) -> String {
     let short: String = uid
@@ -181,21 +169,16 @@ impl<R: ContainerRuntime> Worker<R> {
                 self.adopt().await;
                 self.adopted = true;
             }
-            let due = tokio::time::Instant::now() + self.sync(&current).await;
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            // The agent is stopping: leave everything running.
-                            return;
-                        }
-                        pod = rx.borrow_and_update().clone();
-                        if pod.as_deref().is_none_or(|p| !only_status_changed(&current, p)) {
-                            break;
-                        }
+            let wake = self.sync(&current).await;
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The agent is stopping: leave everything running.
+                        return;
                     }
-                    _ = tokio::time::sleep_until(due) => break,
+                    pod = rx.borrow_and_update().clone();
                 }
+                _ = tokio::time::sleep(wake) => {}
             }
         }
     }
@@ -284,49 +267,5 @@ impl<R: ContainerRuntime> Worker<R> {
             }
         }
         tracing::info!("terminated and cleaned up");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod() -> Pod {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "default", "uid": "u1",
-                         "resourceVersion": "5", "labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
-        }))
-        .expect("pod")
-    }
-
-    #[test]
-    fn a_status_report_coming_back_needs_no_pass() {
-        let current = pod();
-        let mut next = pod();
-        next.metadata.resource_version = Some("6".into());
-        next.status = Some(PodStatus {
-            phase: Some("Running".into()),
-            ..Default::default()
-        });
-        assert!(only_status_changed(&current, &next));
-    }
-
-    #[test]
-    fn a_deletion_or_a_spec_or_label_change_needs_a_pass() {
-        let current = pod();
-        let mut deleted = pod();
-        deleted.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-        );
-        assert!(!only_status_changed(&current, &deleted));
-        let mut respec = pod();
-        if let Some(s) = respec.spec.as_mut() {
-            s.active_deadline_seconds = Some(5);
-        }
-        assert!(!only_status_changed(&current, &respec));
-        let mut relabelled = pod();
-        relabelled.metadata.labels = None;
-        assert!(!only_status_changed(&current, &relabelled));
     }
 }
