@@ -1,6 +1,8 @@
 //! `skiff up` as a user runs it from a terminal: a local cluster with its own containerd and
 //! node agent runs a pod, and Ctrl-C (SIGINT to the whole foreground process group) stops
-//! everything, the pod's container and shim included, and unmounts what it mounted.
+//! everything, the pod's container and shim included, and removes what it mounted, the pod's
+//! network namespace included. A second `skiff up` runs the pod again, without leaking its
+//! first address.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -68,19 +70,132 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// The pod's command, unlike any other test's, to find its process.
 const POD_COMMAND: &str = "sleep 3599";
 
-/// Ctrl-C for a `skiff up` a failed assertion left running.
-struct StopOnDrop(Pid);
+/// A running `skiff up` in `dir`, in a process group of its own as a shell starts a
+/// foreground job, logging to `log`.
+struct Up {
+    child: std::process::Child,
+    group: Pid,
+    dir: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
 
-impl Drop for StopOnDrop {
+impl Up {
+    fn start(dir: &Path, base_port: u16, log_name: &str) -> Self {
+        let log = dir.join(log_name);
+        let file = std::fs::File::create(&log).expect("log");
+        let child = Command::new(binary("skiff"))
+            .args(["up", "--base-port", &base_port.to_string()])
+            .current_dir(dir)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("skiff up");
+        let mut up = Self {
+            group: Pid::from_raw(child.id() as i32),
+            child,
+            dir: dir.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !up.log().contains("Skiff is up") {
+            assert!(
+                up.child.try_wait().expect("wait").is_none(),
+                "skiff up exited: {}",
+                up.log()
+            );
+            assert!(Instant::now() < deadline, "skiff up: {}", up.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        up
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Ctrl-C (the whole group gets SIGINT, containerd included); then nothing of it may be
+    /// left: no process, no mount, not the pod's network namespace `netns`.
+    fn ctrl_c_leaves_nothing(mut self, netns: &Path) {
+        let socket = self.dir.join(".skiff/containerd/containerd.sock");
+        let socket = socket.display().to_string();
+        assert!(
+            !processes_mentioning(&socket).is_empty()
+                && !processes_mentioning(POD_COMMAND).is_empty(),
+            "the pod's container and shim run against skiff up's containerd"
+        );
+        assert!(netns.exists(), "the pod's namespace {netns:?} is there");
+        killpg(self.group, Signal::SIGINT).expect("SIGINT");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "skiff up did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut left = processes_mentioning(&socket);
+        left.extend(processes_mentioning(POD_COMMAND));
+        assert!(
+            left.is_empty(),
+            "processes left after Ctrl-C: {left:?}\n{}",
+            self.log()
+        );
+        assert_eq!(
+            mounts_under(&self.dir),
+            Vec::<String>::new(),
+            "mounts left after Ctrl-C"
+        );
+        assert!(
+            !netns.exists(),
+            "the pod's network namespace {netns:?} is left after Ctrl-C"
+        );
+    }
+}
+
+impl Drop for Up {
+    /// Ctrl-C for a `skiff up` a failed assertion left running.
     fn drop(&mut self) {
-        if killpg(self.0, Signal::SIGINT).is_ok() {
+        if self.child.try_wait().ok().flatten().is_none()
+            && killpg(self.group, Signal::SIGINT).is_ok()
+        {
             std::thread::sleep(Duration::from_secs(10));
         }
     }
 }
 
+/// The pod addresses host-local has handed out on the node of `skiff up` in `dir`.
+fn reserved_addresses(dir: &Path) -> Vec<String> {
+    let records = dir.join(".skiff/node/cni/skiff");
+    let mut found: Vec<String> = std::fs::read_dir(&records)
+        .unwrap_or_else(|e| panic!("{}: {e}", records.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Wait until pod `hello` is Running; returns it.
+fn running_hello(dir: &Path, endpoints: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = skiffctl(dir, endpoints, &["get", "pod", "hello", "-o", "json"], None);
+        let pod: serde_json::Value = serde_json::from_str(&out).expect("pod json");
+        if pod.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Running") {
+            return pod;
+        }
+        assert!(Instant::now() < deadline, "pod hello not Running: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
-fn skiff_up_runs_a_pod_and_ctrl_c_leaves_nothing_running() {
+fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_again() {
     if !require_system_parts() {
         return;
     }
@@ -91,30 +206,7 @@ fn skiff_up_runs_a_pod_and_ctrl_c_leaves_nothing_running() {
         .map(|i| format!("127.0.0.1:{}", base_port + i))
         .collect::<Vec<_>>()
         .join(",");
-    let log = std::fs::File::create(dir.join("up.log")).expect("log");
-    // Its own process group, as a shell gives a foreground job: Ctrl-C reaches the group.
-    let mut up = Command::new(binary("skiff"))
-        .args(["up", "--base-port", &base_port.to_string()])
-        .current_dir(&dir)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("skiff up");
-    let group = Pid::from_raw(up.id() as i32);
-    let _stop = StopOnDrop(group);
-    let read_log = || std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !read_log().contains("Skiff is up") {
-        assert!(
-            up.try_wait().expect("wait").is_none(),
-            "skiff up exited: {}",
-            read_log()
-        );
-        assert!(Instant::now() < deadline, "skiff up: {}", read_log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let up = Up::start(&dir, base_port, "up.log");
 
     let archive = dir.join("busybox.tar");
     std::fs::write(
@@ -140,47 +232,39 @@ fn skiff_up_runs_a_pod_and_ctrl_c_leaves_nothing_running() {
         &endpoints,
         &["apply", "-f", "-"],
         Some(
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  containers:\n  - {name: c, image: \"example.test/up/busybox:1\", imagePullPolicy: Never, command: [\"sleep\", \"3599\"]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: hello}\nspec:\n  containers:\n  - {name: c, image: \"example.test/up/busybox:1\", imagePullPolicy: Never, command: [\"sh\", \"-c\", \"echo hello from skiff up; exec sleep 3599\"]}\n",
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pods = skiffctl(&dir, &endpoints, &["get", "pods"], None);
-        if pods.contains("Running") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "pod hello not Running: {pods}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let socket = dir.join(".skiff/containerd/containerd.sock");
-    let socket = socket.display().to_string();
-    assert!(
-        !processes_mentioning(&socket).is_empty() && !processes_mentioning(POD_COMMAND).is_empty(),
-        "the pod's container and shim run against skiff up's containerd"
-    );
+    let pod = running_hello(&dir, &endpoints);
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(|u| u.as_str())
+        .expect("uid");
+    let netns = skiff_node::netns::path(&skiff_node::pod_worker::sandbox_name(uid));
+    up.ctrl_c_leaves_nothing(&netns);
 
-    // Ctrl-C: the whole group gets SIGINT, containerd included.
-    killpg(group, Signal::SIGINT).expect("SIGINT");
+    // The cluster's state is kept: the pod runs again, restarted once, at the same address.
+    let up = Up::start(&dir, base_port, "up-again.log");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while up.try_wait().expect("wait").is_none() {
+    let pod = loop {
+        let pod = running_hello(&dir, &endpoints);
+        let restarts = pod.pointer("/status/containerStatuses/0/restartCount");
+        if restarts.and_then(|r| r.as_i64()) == Some(1) {
+            break pod;
+        }
         assert!(
             Instant::now() < deadline,
-            "skiff up did not stop: {}",
-            read_log()
+            "pod hello not restarted once: {pod}"
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut left = processes_mentioning(&socket);
-    left.extend(processes_mentioning(POD_COMMAND));
-    assert!(
-        left.is_empty(),
-        "processes left after Ctrl-C: {left:?}\n{}",
-        read_log()
-    );
-    assert_eq!(
-        mounts_under(&dir),
-        Vec::<String>::new(),
-        "mounts left after Ctrl-C"
-    );
+    };
+    // Wired again; the address it had before was released, not leaked.
+    let ip = pod
+        .pointer("/status/podIP")
+        .and_then(|i| i.as_str())
+        .expect("podIP");
+    assert_eq!(reserved_addresses(&dir), vec![ip.to_string()]);
+    let logs = skiffctl(&dir, &endpoints, &["logs", "hello"], None);
+    assert!(logs.contains("hello from skiff up"), "logs: {logs}");
+    up.ctrl_c_leaves_nothing(&netns);
 }

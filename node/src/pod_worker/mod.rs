@@ -193,6 +193,9 @@ impl<R: ContainerRuntime> Worker<R> {
             }
         };
         mine.sort_by_key(|c| c.attempt());
+        let any_running = mine
+            .iter()
+            .any(|c| matches!(c.state, crate::runtime::ProcessState::Running { .. }));
         for c in mine {
             let key = format!("{}/{}", c.label(labels::KIND), c.label(labels::CONTAINER));
             let slot = self.slots.entry(key).or_default();
@@ -209,6 +212,14 @@ impl<R: ContainerRuntime> Worker<R> {
             if let Ok(net) = serde_json::from_slice::<PodNetwork>(&bytes) {
                 if net.netns.exists() {
                     self.net = Some(net);
+                } else if !any_running {
+                    // The namespace went with the containers (a reboot, or `skiff up`
+                    // stopped): release the address it had before the pod is wired again, or
+                    // it would stay taken.
+                    tracing::info!(ip = %net.ip, "the pod's network namespace is gone; wiring it again");
+                    if let Err(e) = self.ctx.network.teardown(&self.sandbox).await {
+                        tracing::warn!(error = %e, "releasing the old address");
+                    }
                 }
             }
         }

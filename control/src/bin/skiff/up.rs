@@ -108,6 +108,21 @@ fn unmount_runtime_pins(pins: &Path) {
     }
 }
 
+/// The pods' network namespaces go with their containers, as at a reboot. A later `skiff up`
+/// wires each pod again (the agent releases the address it had first).
+fn remove_pod_namespaces(node_dir: &Path) {
+    for pod in std::fs::read_dir(node_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let uid = pod.file_name().to_string_lossy().into_owned();
+        if let Err(e) = skiff_node::netns::delete(&skiff_node::pod_worker::sandbox_name(&uid)) {
+            eprintln!("removing the network namespace of pod {uid}: {e}");
+        }
+    }
+}
+
 /// Start a private containerd under `dir`; returns it and its socket.
 async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
     let root = dir.join("containerd");
@@ -337,6 +352,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(mut c) = containerd.take() {
         // The private containerd's pods go with it: stop their containers first.
         stop_pods(&dir).await;
+        remove_pod_namespaces(&dir.join("node"));
         stop_child(&mut c, "containerd").await;
         let _ = nix::mount::umount2(&containerd_state(&dir), nix::mount::MntFlags::MNT_DETACH);
         unmount_runtime_pins(&dir.join("node").join("oci-runtime"));
