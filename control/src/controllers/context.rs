@@ -199,7 +199,7 @@ impl Ctx {
                 .filter(|(k, _)| kinds.contains(k))
                 .map(|(_, tx)| tx.subscribe())
                 .collect(),
-            first_settle: Trigger::SETTLE,
+            quick: false,
         }
     }
 }
@@ -207,39 +207,59 @@ impl Ctx {
 /// Fires when a watched kind changes.
 pub struct Trigger {
     receivers: Vec<watch::Receiver<u64>>,
-    /// How long the first change after a quiet spell settles (see [`Trigger::quick`]).
-    first_settle: Duration,
+    /// Settle only until the changes pause (see [`Trigger::quick`]).
+    quick: bool,
 }
 
 impl Trigger {
-    /// How long a burst of changes settles into one pass.
+    /// How long a burst of changes settles into one pass, at most.
     pub const SETTLE: Duration = Duration::from_millis(20);
+    /// The pause in changes after which a quick trigger fires.
+    const QUIET: Duration = Duration::from_millis(2);
 
-    /// Act on the first change after a quiet spell within a millisecond, instead of letting
-    /// it settle: for loops a user waits on (a new pod waits for its binding). Changes that
-    /// keep coming still settle for [`Trigger::SETTLE`], so a large burst takes as many
-    /// passes as before.
+    /// Fire once the changes pause for 2 ms (at most [`Trigger::SETTLE`] after the first),
+    /// instead of always after 20 ms: for loops a user waits on (new pods wait for their
+    /// binding). Changes that keep coming, as in a large burst, still fire every 20 ms.
     pub fn quick(mut self) -> Self {
-        self.first_settle = Duration::from_millis(1);
+        self.quick = true;
         self
     }
 
-    /// How long a change settles that came `quiet` after the last pass ended.
-    fn settle_after(&self, quiet: Duration) -> Duration {
-        if quiet >= Self::SETTLE {
-            self.first_settle
+    /// How long to wait for a further change, `since_first` after the first; `None`: fire.
+    fn settle_left(&self, since_first: Duration) -> Option<Duration> {
+        let left = Self::SETTLE.saturating_sub(since_first);
+        if left.is_zero() {
+            None
+        } else if self.quick {
+            Some(left.min(Self::QUIET))
         } else {
-            Self::SETTLE
+            Some(left)
         }
     }
 
     /// Wait for the next change, or `period` (level-triggered loops also resync).
     pub async fn wait(&mut self, period: Duration) {
-        let pass_ended = std::time::Instant::now();
-        let changes =
-            futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())));
-        let _ = tokio::time::timeout(period, changes).await;
-        tokio::time::sleep(self.settle_after(pass_ended.elapsed())).await;
+        let _ = tokio::time::timeout(period, self.changed()).await;
+        let first = std::time::Instant::now();
+        while let Some(wait) = self.settle_left(first.elapsed()) {
+            self.mark_unchanged();
+            if tokio::time::timeout(wait, self.changed()).await.is_err() && self.quick {
+                break;
+            }
+        }
+        self.mark_unchanged();
+    }
+
+    async fn changed(&mut self) {
+        if self.receivers.is_empty() {
+            return std::future::pending().await;
+        }
+        let _ =
+            futures::future::select_all(self.receivers.iter_mut().map(|r| Box::pin(r.changed())))
+                .await;
+    }
+
+    fn mark_unchanged(&mut self) {
         for r in &mut self.receivers {
             r.mark_unchanged();
         }
@@ -253,31 +273,28 @@ mod tests {
     fn trigger() -> Trigger {
         Trigger {
             receivers: Vec::new(),
-            first_settle: Trigger::SETTLE,
+            quick: false,
         }
     }
 
     #[test]
-    fn a_quick_trigger_acts_at_once_after_a_quiet_spell_and_settles_a_burst() {
+    fn a_quick_trigger_waits_for_a_pause_of_two_ms_and_at_most_the_settle() {
         let quick = trigger().quick();
+        assert_eq!(quick.settle_left(Duration::ZERO), Some(Trigger::QUIET));
         assert_eq!(
-            quick.settle_after(Duration::from_secs(1)),
-            Duration::from_millis(1)
+            quick.settle_left(Duration::from_millis(19)),
+            Some(Duration::from_millis(1))
         );
-        // A change that came while the pass ran or just after: a burst goes on.
-        assert_eq!(quick.settle_after(Duration::ZERO), Trigger::SETTLE);
-        assert_eq!(
-            quick.settle_after(Duration::from_millis(5)),
-            Trigger::SETTLE
-        );
+        assert_eq!(quick.settle_left(Trigger::SETTLE), None);
     }
 
     #[test]
-    fn a_plain_trigger_always_settles() {
+    fn a_plain_trigger_always_settles_in_full() {
+        assert_eq!(trigger().settle_left(Duration::ZERO), Some(Trigger::SETTLE));
         assert_eq!(
-            trigger().settle_after(Duration::from_secs(1)),
-            Trigger::SETTLE
+            trigger().settle_left(Duration::from_millis(5)),
+            Some(Duration::from_millis(15))
         );
-        assert_eq!(trigger().settle_after(Duration::ZERO), Trigger::SETTLE);
+        assert_eq!(trigger().settle_left(Trigger::SETTLE), None);
     }
 }
