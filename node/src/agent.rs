@@ -150,8 +150,14 @@ impl Agent {
     pub async fn run(&self, mut events: tokio::sync::mpsc::Receiver<InformerEvent<Pod>>) {
         let mut workers: HashMap<String, PodHandle> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut exits = self.ctx.runtime.task_exits();
         loop {
             tokio::select! {
+                Some(id) = exits.recv() => {
+                    for w in workers.values() {
+                        w.container_exited(&id);
+                    }
+                }
                 e = events.recv() => {
                     let Some(e) = e else { return };
                     match e {

@@ -55,6 +55,11 @@ impl Conn {
         })
     }
 
+    /// The namespace's name.
+    pub fn namespace(&self) -> &str {
+        self.namespace.to_str().unwrap_or_default()
+    }
+
     /// The channel, for a service client.
     pub fn channel(&self) -> Channel {
         self.channel.clone()

@@ -64,7 +64,10 @@ pub struct WorkerCtx<R> {
 
 /// The agent's handle on one worker.
 pub struct PodHandle {
+    uid: String,
     tx: watch::Sender<Option<Arc<Pod>>>,
+    /// Wakes the worker for a pass now (one of its containers exited).
+    wake: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,10 +75,27 @@ impl PodHandle {
     /// Start a worker for `pod`.
     pub fn spawn<R: ContainerRuntime>(ctx: Arc<WorkerCtx<R>>, pod: Arc<Pod>) -> Self {
         let (tx, rx) = watch::channel(Some(pod.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
         let worker = Worker::new(ctx, &pod);
+        let uid = worker.uid.clone();
         let span = tracing::info_span!("pod", pod = %worker.key);
-        let task = tokio::spawn(tracing::Instrument::instrument(worker.run(rx), span));
-        Self { tx, task }
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            worker.run(rx, wake.clone()),
+            span,
+        ));
+        Self {
+            uid,
+            tx,
+            wake,
+            task,
+        }
+    }
+
+    /// If container `id` is this pod's, have the worker look at once (it exited).
+    pub fn container_exited(&self, id: &str) {
+        if slot::is_container_of(&self.uid, id) {
+            self.wake.notify_one();
+        }
     }
 
     /// Hand the worker a newer version of its pod; `None` = the pod is gone from the API.
@@ -87,6 +107,18 @@ impl PodHandle {
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
+}
+
+/// Whether `next` differs from `current` only in what the worker need not act on at once:
+/// its status (mostly the worker's own report coming back) and bookkeeping such as the
+/// resource version. A status someone else changed is put right at the next pass.
+fn only_status_changed(current: &Pod, next: &Pod) -> bool {
+    let (a, b) = (&current.metadata, &next.metadata);
+    current.spec == next.spec
+        && a.deletion_timestamp == b.deletion_timestamp
+        && a.deletion_grace_period_seconds == b.deletion_grace_period_seconds
+        && a.labels == b.labels
+        && a.annotations == b.annotations
 }
 
 /// The uid-derived name of a pod's network namespace.
@@ -146,7 +178,11 @@ impl<R: ContainerRuntime> Worker<R> {
         }
     }
 
-    async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
+    async fn run(
+        mut self,
+        mut rx: watch::Receiver<Option<Arc<Pod>>>,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
         let mut pod = rx.borrow_and_update().clone();
         loop {
             let Some(current) = pod.clone() else {
@@ -169,16 +205,23 @@ impl<R: ContainerRuntime> Worker<R> {
                 self.adopt().await;
                 self.adopted = true;
             }
-            let wake = self.sync(&current).await;
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        // The agent is stopping: leave everything running.
-                        return;
+            let d = self.sync(&current).await;
+            let due = tokio::time::Instant::now() + d;
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            // The agent is stopping: leave everything running.
+                            return;
+                        }
+                        pod = rx.borrow_and_update().clone();
+                        if pod.as_deref().is_none_or(|p| !only_status_changed(&current, p)) {
+                            break;
+                        }
                     }
-                    pod = rx.borrow_and_update().clone();
+                    _ = tokio::time::sleep_until(due) => break,
+                    _ = wake.notified() => break,
                 }
-                _ = tokio::time::sleep(wake) => {}
             }
         }
     }
@@ -278,5 +321,49 @@ impl<R: ContainerRuntime> Worker<R> {
             }
         }
         tracing::info!("terminated and cleaned up");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1",
+                         "resourceVersion": "5", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_status_report_coming_back_needs_no_pass() {
+        let current = pod();
+        let mut next = pod();
+        next.metadata.resource_version = Some("6".into());
+        next.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        });
+        assert!(only_status_changed(&current, &next));
+    }
+
+    #[test]
+    fn a_deletion_or_a_spec_or_label_change_needs_a_pass() {
+        let current = pod();
+        let mut deleted = pod();
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(!only_status_changed(&current, &deleted));
+        let mut respec = pod();
+        if let Some(s) = respec.spec.as_mut() {
+            s.active_deadline_seconds = Some(5);
+        }
+        assert!(!only_status_changed(&current, &respec));
+        let mut relabelled = pod();
+        relabelled.metadata.labels = None;
+        assert!(!only_status_changed(&current, &relabelled));
     }
 }

@@ -62,12 +62,20 @@ impl Slot {
 /// containerd id of attempt `attempt` of container `name` in pod `uid`: readable, unique, and
 /// within containerd's identifier syntax.
 pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
-    let short: String = uid
-        .chars()
+    format!("{}-{name}-{attempt}", short_uid(uid))
+}
+
+/// Whether container `id` is one of pod `uid`'s (by [`container_id`]'s prefix).
+pub fn is_container_of(uid: &str, id: &str) -> bool {
+    id.strip_prefix(short_uid(uid).as_str())
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
+fn short_uid(uid: &str) -> String {
+    uid.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .take(12)
-        .collect();
-    format!("{short}-{name}-{attempt}")
+        .collect()
 }
 
 #[cfg(test)]
@@ -79,5 +87,10 @@ mod tests {
         let uid = "0f8e2c1a-1111-2222-3333-444455556666";
         assert_eq!(container_id(uid, "web", 0), "0f8e2c1a1111-web-0");
         assert_ne!(container_id(uid, "web", 0), container_id(uid, "web", 1));
+        assert!(is_container_of(uid, &container_id(uid, "web", 3)));
+        assert!(!is_container_of(
+            "9a8e2c1a-1111-2222-3333-444455556666",
+            &container_id(uid, "web", 3)
+        ));
     }
 }

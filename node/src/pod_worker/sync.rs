@@ -141,10 +141,20 @@ impl<R: ContainerRuntime> Worker<R> {
             for p in &s.probes {
                 wake = wake.min(p.next_due());
             }
+            // A back-off that ran out while this pass reported (a short one does) is due
+            // at once: nothing else would wake the worker before the resync.
+            let backing_off = match s.waiting.as_ref().map(|w| w.0.as_str()) {
+                Some("CrashLoopBackOff") => s.crash.until,
+                Some("ErrImagePull" | "ImagePullBackOff") => s.pull.until,
+                _ => None,
+            };
             for u in [s.crash.until, s.pull.until].into_iter().flatten() {
                 if u > now {
                     wake = wake.min(u);
                 }
+            }
+            if let Some(u) = backing_off {
+                wake = wake.min(u.max(now));
             }
         }
         wake.saturating_duration_since(now)

@@ -119,6 +119,11 @@ impl Containerd {
         })
     }
 
+    /// Ids of containers whose main process exits, as it happens (see [`super::exits`]).
+    pub fn task_exits(&self) -> tokio::sync::mpsc::Receiver<String> {
+        super::exits::watch(self.conn.clone())
+    }
+
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.images

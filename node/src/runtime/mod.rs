@@ -9,6 +9,7 @@
 //! ```
 
 pub mod containerd;
+pub mod exits;
 pub mod oci_spec;
 pub mod pinned_binary;
 
