@@ -127,38 +127,7 @@ impl<R: ContainerRuntime> Worker<R> {
     }
 
     fn next_wake(&self) -> Duration {
-        let now = Instant::now();
-        let mut wake = now + RESYNC;
-        for s in self.slots.values() {
-            // A failed pull is reported as ErrImagePull for half its back-off (at most 1 s),
-            // then as ImagePullBackOff until the next pull.
-            if s.waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull") {
-                if let Some(until) = s.pull.until.filter(|u| *u > now) {
-                    let half = (until - now) / 2;
-                    wake = wake.min(now + half.min(Duration::from_secs(1)));
-                }
-            }
-            for p in &s.probes {
-                wake = wake.min(p.next_due());
-            }
-            // A back-off that ran out while this pass reported (a short one does) is due
-            // at once: nothing else would wake the worker before the resync.
-            let backing_off = match s.waiting.as_ref().map(|w| w.0.as_str()) {
-                Some("CrashLoopBackOff") => s.crash.until,
-                Some("ErrImagePull" | "ImagePullBackOff") => s.pull.until,
-                _ => None,
-            };
-            for u in [s.crash.until, s.pull.until].into_iter().flatten() {
-                if u > now {
-                    wake = wake.min(u);
-                }
-            }
-            if let Some(u) = backing_off {
-                wake = wake.min(u.max(now));
-            }
-        }
-        wake.saturating_duration_since(now)
-            .max(Duration::from_millis(50))
+        time_to_next_pass(self.slots.values(), Instant::now())
     }
 
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
@@ -649,6 +618,42 @@ fn has_probes(c: &Container) -> bool {
     c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
 }
 
+/// How long until a worker with `slots` should look again: the next probe or back-off, at
+/// most the resync period, at least 50 ms (a pass is not free).
+fn time_to_next_pass<'a>(slots: impl Iterator<Item = &'a Slot>, now: Instant) -> Duration {
+    let mut wake = now + RESYNC;
+    for s in slots {
+        // A failed pull is reported as ErrImagePull for half its back-off (at most 1 s),
+        // then as ImagePullBackOff until the next pull.
+        if s.waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull") {
+            if let Some(until) = s.pull.until.filter(|u| *u > now) {
+                let half = (until - now) / 2;
+                wake = wake.min(now + half.min(Duration::from_secs(1)));
+            }
+        }
+        for p in &s.probes {
+            wake = wake.min(p.next_due());
+        }
+        // A back-off that ran out while this pass reported (a short one does) is due
+        // at once: nothing else would wake the worker before the resync.
+        let backing_off = match s.waiting.as_ref().map(|w| w.0.as_str()) {
+            Some("CrashLoopBackOff") => s.crash.until,
+            Some("ErrImagePull" | "ImagePullBackOff") => s.pull.until,
+            _ => None,
+        };
+        for u in [s.crash.until, s.pull.until].into_iter().flatten() {
+            if u > now {
+                wake = wake.min(u);
+            }
+        }
+        if let Some(u) = backing_off {
+            wake = wake.min(u.max(now));
+        }
+    }
+    wake.saturating_duration_since(now)
+        .max(Duration::from_millis(50))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -670,5 +675,39 @@ mod tests {
         gate_released_if_slow(&mut permit, slow).await;
         assert!(permit.is_none());
         assert!(waiting.await.expect("join"), "the next pod got its turn");
+    }
+
+    fn crashed(waiting: &str, until: Instant) -> Slot {
+        Slot {
+            waiting: Some((waiting.into(), String::new())),
+            crash: crate::pod_worker::backoff::Backoff {
+                failures: 1,
+                until: Some(until),
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_back_off_that_ran_out_during_the_pass_is_due_at_once() {
+        let now = Instant::now();
+        let ran_out = crashed("CrashLoopBackOff", now - Duration::from_millis(1));
+        assert_eq!(
+            time_to_next_pass([&ran_out].into_iter(), now),
+            Duration::from_millis(50)
+        );
+        let later = crashed("CrashLoopBackOff", now + Duration::from_millis(700));
+        assert_eq!(
+            time_to_next_pass([&later].into_iter(), now),
+            Duration::from_millis(700)
+        );
+    }
+
+    #[test]
+    fn a_past_back_off_of_a_running_container_waits_for_the_resync() {
+        let now = Instant::now();
+        let mut running = crashed("CrashLoopBackOff", now - Duration::from_secs(5));
+        running.waiting = None;
+        assert_eq!(time_to_next_pass([&running].into_iter(), now), RESYNC);
     }
 }
