@@ -25,6 +25,7 @@ use crate::pod_worker::{sandbox_name, PodHandle, WorkerCtx};
 use crate::registration::{self, NodeFacts};
 use crate::runtime::containerd::{Containerd, OciRuntime};
 use crate::runtime::{labels, ContainerRuntime};
+use crate::warm_networks::WarmNetworks;
 
 /// The agent's settings.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// How the shim runs containers (binary and state folder).
     pub oci_runtime: OciRuntime,
+    /// Pod networks kept wired ahead of time (0: none).
+    pub warm_networks: usize,
 }
 
 /// A running agent: what its API server needs.
@@ -124,6 +127,18 @@ pub async fn start(
         ipam_dir: cfg.data_dir.join("cni"),
     };
     network.prepare_host().await?;
+    let parallel = cfg.parallel_pod_starts.max(1);
+    let start_gate = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let warm_networks = Arc::new(WarmNetworks::new(
+        network.clone(),
+        pods_dir.clone(),
+        cfg.warm_networks,
+    ));
+    tokio::spawn(
+        warm_networks
+            .clone()
+            .keep_filled(start_gate.clone(), parallel),
+    );
     let ctx = Arc::new(WorkerCtx {
         runtime: Arc::new(runtime),
         network,
@@ -133,7 +148,8 @@ pub async fn start(
         pods_dir,
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
-        start_gate: Arc::new(tokio::sync::Semaphore::new(cfg.parallel_pod_starts.max(1))),
+        start_gate,
+        warm_networks,
     });
     let (pods, events) = Informer::<Pod>::start(
         client,
@@ -242,7 +258,12 @@ impl Agent {
                 continue;
             }
             tracing::info!(pod_uid = %uid, "removing the network and files of a pod that no longer exists");
-            if let Err(err) = self.ctx.network.teardown(&sandbox_name(&uid)).await {
+            let cni_id = crate::cni::PodNetwork::read_record(&e.path()).and_then(|n| n.cni_id);
+            let network = &self.ctx.network;
+            if let Err(err) = network
+                .teardown(&sandbox_name(&uid), cni_id.as_deref())
+                .await
+            {
                 tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
             }
             crate::cgroups::remove_pod_parent(&uid);

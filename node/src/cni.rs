@@ -13,6 +13,9 @@ use tokio::process::Command;
 
 use crate::error::{Error, Result};
 
+/// The CNI network's name (host-local keeps its records in a folder of this name).
+pub const NETWORK_NAME: &str = "skiff";
+
 /// The node's pod network settings.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -37,6 +40,27 @@ pub struct PodNetwork {
     pub netns: PathBuf,
     /// The pod's IPv4 address.
     pub ip: String,
+    /// The container id the plugins wired it under, when not the namespace's name (a
+    /// namespace from the warm pool keeps the id it was wired with; the plugins release its
+    /// address by that id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_id: Option<String>,
+}
+
+impl PodNetwork {
+    const RECORD: &'static str = "network.json";
+
+    /// The network recorded in pod folder `dir`, if any.
+    pub fn read_record(dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join(Self::RECORD)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Record it in pod folder `dir`, for a restarted agent to find.
+    pub fn write_record(&self, dir: &Path) -> std::io::Result<()> {
+        let record = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(Self::RECORD), record)
+    }
 }
 
 /// Run a host command; its stderr becomes the error.
@@ -102,7 +126,7 @@ impl NetworkConfig {
     fn bridge_conf(&self) -> serde_json::Value {
         json!({
             "cniVersion": "1.0.0",
-            "name": "skiff",
+            "name": NETWORK_NAME,
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
@@ -190,7 +214,7 @@ impl NetworkConfig {
             Ok(r) => r,
             Err(e) => {
                 // Leave nothing half-made: the next attempt starts clean.
-                let _ = self.teardown(name).await;
+                let _ = self.teardown(name, None).await;
                 return Err(e);
             }
         };
@@ -204,18 +228,24 @@ impl NetworkConfig {
                 message: format!("no address in the result {result}"),
             })?
             .to_string();
-        Ok(PodNetwork { netns, ip })
+        Ok(PodNetwork {
+            netns,
+            ip,
+            cni_id: None,
+        })
     }
 
     /// Release the address and remove the namespace `name`; missing parts are fine.
-    pub async fn teardown(&self, name: &str) -> Result<()> {
+    /// `cni_id` is the id it was wired under when that was not `name`.
+    pub async fn teardown(&self, name: &str, cni_id: Option<&str>) -> Result<()> {
         let netns = crate::netns::path(name);
         let ns_arg: PathBuf = if netns.exists() {
             netns
         } else {
             PathBuf::new()
         };
-        self.plugin("bridge", "DEL", name, &ns_arg, &self.bridge_conf())
+        let id = cni_id.unwrap_or(name);
+        self.plugin("bridge", "DEL", id, &ns_arg, &self.bridge_conf())
             .await?;
         crate::netns::delete(name)
     }

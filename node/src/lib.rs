@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod server;
+pub mod warm_networks;
 
 pub use error::{Error, Result};
 

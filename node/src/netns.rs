@@ -94,6 +94,47 @@ pub fn create(name: &str) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// Give namespace `from` the name `to` (bind-mounted under the new name, then unmounted from
+/// the old); the namespace and what is wired in it stay as they are.
+pub fn rename(from: &str, to: &str) -> Result<PathBuf> {
+    let (source, target) = (path(from), path(to));
+    if !is_namespace(&source) {
+        return Err(Error::io(&source)(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no network namespace here",
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&target)
+        .map_err(Error::io(&target))?;
+    if let Err(e) = mount(
+        Some(&source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = std::fs::remove_file(&target);
+        return Err(Error::syscall(&target, "bind-mounting the namespace on")(e));
+    }
+    delete(from)?;
+    Ok(target)
+}
+
+/// The names of the namespaces that start with `prefix`.
+pub fn names_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir(RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
 /// Remove namespace `name`; a missing one is fine.
 pub fn delete(name: &str) -> Result<()> {
     let target = path(name);
@@ -139,8 +180,25 @@ mod tests {
         assert_eq!(own_before, own_after);
         // Creating it again keeps it.
         assert_eq!(create(&name).expect("again"), p);
-        delete(&name).expect("delete");
+        // Renamed, it is the same namespace under the new name only.
+        let inode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+        };
+        let before = inode(&p);
+        let renamed = format!("{name}-r");
+        let q = rename(&name, &renamed).expect("rename");
         assert!(!p.exists());
+        assert!(is_namespace(&q));
+        assert_eq!(inode(&q), before);
+        assert_eq!(names_with_prefix(&name), vec![renamed.clone()]);
+        assert!(
+            rename(&name, "skiff-unit-nothing").is_err(),
+            "renaming a missing namespace"
+        );
+        delete(&renamed).expect("delete");
+        assert!(!q.exists());
         delete(&name).expect("deleting a missing one is fine");
     }
 }

@@ -321,6 +321,149 @@ spec:
     );
 }
 
+/// The warm network namespaces of the test agent, and the addresses host-local has given out.
+fn warm_and_addresses(w: &skiff_e2e::node_env::world::World) -> (Vec<String>, usize) {
+    let cni = w.agent.data_dir.join("cni");
+    let mut warm =
+        skiff_node::netns::names_with_prefix(&skiff_node::warm_networks::prefix_for(&cni));
+    warm.sort();
+    let addresses = std::fs::read_dir(cni.join("skiff"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok()
+        })
+        .count();
+    (warm, addresses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_networks_are_taken_by_pods_made_again_and_released_without_a_leak() {
+    if !require_system_parts() {
+        return;
+    }
+    let mut w = world(&["--warm-networks", "2"]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("warm"), "skiff/busybox", "1");
+
+    info!("phase: the agent wires two networks ahead of time");
+    wait_until(
+        Duration::from_secs(20),
+        "two warm networks, each with an address",
+        || async {
+            let (warm, addresses) = warm_and_addresses(&w);
+            warm.len() == 2 && addresses == 2
+        },
+    )
+    .await;
+    let (first_warm, _) = warm_and_addresses(&w);
+
+    info!("phase: a pod takes one; it serves on its address from the node");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {image}
+    command: ["sh", "-c", "echo warm > /www/index.html && exec httpd -f -p 80 -h /www"]
+    readinessProbe: {{httpGet: {{path: /, port: 80}}, periodSeconds: 1}}
+"#
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    wait_until(Duration::from_secs(60), "pod web Ready", || async {
+        pod(&client, "web").await.is_some_and(|p| is_ready(&p))
+    })
+    .await;
+    let p = pod(&client, "web").await.expect("pod");
+    let ip = pod_ip(&p);
+    let uid = p.metadata.uid.clone().expect("uid");
+    let record =
+        skiff_node::cni::PodNetwork::read_record(&w.agent.data_dir.join("pods").join(&uid))
+            .expect("the pod's network record");
+    let taken = record.cni_id.clone().expect("the pod took a warm network");
+    assert!(
+        first_warm.contains(&taken),
+        "{taken} was one of {first_warm:?}"
+    );
+    let body = w
+        .host
+        .http_get(&format!("{ip}:80"), "/")
+        .unwrap_or_else(|e| panic!("the pod answers from the node: {e}"));
+    assert_eq!(body.trim(), "warm");
+
+    info!("phase: the pool is made up again once the node is quiet");
+    wait_until(
+        Duration::from_secs(20),
+        "two warm networks again",
+        || async {
+            let (warm, addresses) = warm_and_addresses(&w);
+            warm.len() == 2 && addresses == 3
+        },
+    )
+    .await;
+
+    info!("phase: kill -9 and a restart: the pod keeps its network, the old pool is released");
+    let before = container_ids(&p);
+    let (old_pool, _) = warm_and_addresses(&w);
+    w.agent.kill9();
+    w.agent.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "a new pool of two, the old one released",
+        || async {
+            let (warm, addresses) = warm_and_addresses(&w);
+            warm.len() == 2 && !warm.iter().any(|n| old_pool.contains(n)) && addresses == 3
+        },
+    )
+    .await;
+    let p = pod(&client, "web").await.expect("pod");
+    assert_eq!(
+        container_ids(&p),
+        before,
+        "same containers after the restart"
+    );
+    assert!(
+        w.host.http_get(&format!("{ip}:80"), "/").is_ok(),
+        "the pod still answers"
+    );
+
+    info!("phase: deleting the pod releases the address it took with the warm network");
+    ok(&skiffctl(&w.cluster, &["delete", "pod", "web"], None));
+    wait_until(Duration::from_secs(30), "pod web gone", || async {
+        pod(&client, "web").await.is_none()
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "only the pool's two addresses left",
+        || async { warm_and_addresses(&w).1 == 2 },
+    )
+    .await;
+    assert!(
+        !w.agent.data_dir.join("cni/skiff").join(&ip).exists(),
+        "address {ip} still allocated"
+    );
+    assert!(
+        !skiff_node::netns::path(&skiff_node::pod_worker::sandbox_name(&uid)).exists(),
+        "the pod's network namespace is left"
+    );
+}
+
 /// The pod's parent cgroup directories still present in any hierarchy under /sys/fs/cgroup.
 fn pod_cgroups_left(uid: &str) -> Vec<String> {
     let mut left = Vec::new();

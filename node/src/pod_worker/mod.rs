@@ -60,6 +60,8 @@ pub struct WorkerCtx<R> {
     /// CPU and all finish late together; taken in turn (the semaphore is fair), the first
     /// ones run within a start's time and the last no later than before.
     pub start_gate: Arc<tokio::sync::Semaphore>,
+    /// Pod networks wired ahead of time.
+    pub warm_networks: Arc<crate::warm_networks::WarmNetworks>,
 }
 
 /// The agent's handle on one worker.
@@ -250,19 +252,17 @@ impl<R: ContainerRuntime> Worker<R> {
             slot.started_instant = Some(Instant::now());
             tracing::info!(container = %c.id, state = ?c.state, "re-adopted");
         }
-        let record = self.dir.join("network.json");
-        if let Ok(bytes) = std::fs::read(&record) {
-            if let Ok(net) = serde_json::from_slice::<PodNetwork>(&bytes) {
-                if net.netns.exists() {
-                    self.net = Some(net);
-                } else if !any_running {
-                    // The namespace went with the containers (a reboot, or `skiff up`
-                    // stopped): release the address it had before the pod is wired again, or
-                    // it would stay taken.
-                    tracing::info!(ip = %net.ip, "the pod's network namespace is gone; wiring it again");
-                    if let Err(e) = self.ctx.network.teardown(&self.sandbox).await {
-                        tracing::warn!(error = %e, "releasing the old address");
-                    }
+        if let Some(net) = PodNetwork::read_record(&self.dir) {
+            if net.netns.exists() {
+                self.net = Some(net);
+            } else if !any_running {
+                // The namespace went with the containers (a reboot, or `skiff up`
+                // stopped): release the address it had before the pod is wired again, or
+                // it would stay taken.
+                tracing::info!(ip = %net.ip, "the pod's network namespace is gone; wiring it again");
+                let network = &self.ctx.network;
+                if let Err(e) = network.teardown(&self.sandbox, net.cni_id.as_deref()).await {
+                    tracing::warn!(error = %e, "releasing the old address");
                 }
             }
         }
@@ -297,7 +297,17 @@ impl<R: ContainerRuntime> Worker<R> {
                 tracing::warn!(container = %id, error = %e, "removing");
             }
         }
-        if let Err(e) = self.ctx.network.teardown(&self.sandbox).await {
+        let recorded = self
+            .net
+            .clone()
+            .or_else(|| PodNetwork::read_record(&self.dir));
+        let cni_id = recorded.and_then(|n| n.cni_id);
+        if let Err(e) = self
+            .ctx
+            .network
+            .teardown(&self.sandbox, cni_id.as_deref())
+            .await
+        {
             tracing::warn!(error = %e, "tearing the pod network down");
         }
         crate::cgroups::remove_pod_parent(&self.uid);

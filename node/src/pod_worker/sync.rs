@@ -138,15 +138,17 @@ impl<R: ContainerRuntime> Worker<R> {
             let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
         }
         if self.net.is_none() {
-            let net = self
-                .ctx
-                .network
-                .setup(&self.sandbox)
-                .await
-                .map_err(|e| format!("creating the pod sandbox: {e}"))?;
+            let net = match self.ctx.warm_networks.take(&self.sandbox) {
+                Some(net) => net,
+                None => self
+                    .ctx
+                    .network
+                    .setup(&self.sandbox)
+                    .await
+                    .map_err(|e| format!("creating the pod sandbox: {e}"))?,
+            };
             tracing::info!(ip = %net.ip, netns = %net.netns.display(), "pod network ready");
-            let record = serde_json::to_vec(&net).unwrap_or_default();
-            let _ = std::fs::write(self.dir.join("network.json"), record);
+            let _ = net.write_record(&self.dir);
             self.write_etc_files(pod, &net.ip)
                 .map_err(|e| format!("writing /etc files: {e}"))?;
             self.net = Some(net);
