@@ -50,6 +50,17 @@ fn share_run_dir() -> Result<()> {
     }
 }
 
+/// The empty file a namespace is bind-mounted on.
+fn make_mount_target(target: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(target)
+        .map(drop)
+        .map_err(Error::io(target))
+}
+
 /// Create namespace `name` (an existing one is kept); returns its path.
 pub fn create(name: &str) -> Result<PathBuf> {
     let target = path(name);
@@ -57,12 +68,7 @@ pub fn create(name: &str) -> Result<PathBuf> {
         return Ok(target);
     }
     share_run_dir()?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&target)
-        .map_err(Error::io(&target))?;
+    make_mount_target(&target)?;
     // A thread of its own: unshare moves only the calling thread into the new namespace, and
     // this one ends right after, so no other work ever runs in it.
     let bind_target = target.clone();
@@ -104,12 +110,7 @@ pub fn rename(from: &str, to: &str) -> Result<PathBuf> {
             "no network namespace here",
         )));
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&target)
-        .map_err(Error::io(&target))?;
+    make_mount_target(&target)?;
     if let Err(e) = mount(
         Some(&source),
         &target,

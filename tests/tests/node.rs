@@ -321,6 +321,26 @@ spec:
     );
 }
 
+#[test]
+fn too_many_warm_networks_are_refused_naming_the_flag() {
+    let out = Command::new(skiff_e2e::binary("skiff"))
+        .args([
+            "node",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--warm-networks",
+            "65",
+        ])
+        .output()
+        .expect("run skiff node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.contains("--warm-networks must be at most 64"),
+        "{stderr}"
+    );
+}
+
 /// The warm network namespaces of the test agent, and the addresses host-local has given out.
 fn warm_and_addresses(w: &skiff_e2e::node_env::world::World) -> (Vec<String>, usize) {
     let cni = w.agent.data_dir.join("cni");

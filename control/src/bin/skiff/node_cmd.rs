@@ -8,6 +8,9 @@ use skiff_node::agent::{self, AgentConfig};
 use skiff_node::pod_worker::backoff::BackoffPolicy;
 use skiff_node::runtime::containerd::OciRuntime;
 
+/// Warm networks hold addresses of the node's pod range (a /24 by default: 254).
+const MAX_WARM_NETWORKS: usize = 64;
+
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
     /// This node's name (defaults to the host name).
@@ -151,18 +154,6 @@ fn refuse_crun_on_hybrid_cgroups() -> anyhow::Result<()> {
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    if !args.containerd_socket.exists() {
-        anyhow::bail!(
-            "--containerd-socket: {} does not exist; is containerd running? (Debian: apt-get install containerd runc)",
-            args.containerd_socket.display()
-        );
-    }
-    if !args.cni_plugin_dir.join("bridge").exists() {
-        anyhow::bail!(
-            "--cni-plugin-dir: no bridge plugin in {} (Debian: apt-get install containernetworking-plugins)",
-            args.cni_plugin_dir.display()
-        );
-    }
     for (flag, v) in [
         ("--cluster-cidr", &args.cluster_cidr),
         ("--service-cidr", &args.service_cidr),
@@ -173,6 +164,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.parallel_pod_starts == 0 {
         anyhow::bail!("--parallel-pod-starts must be at least 1");
     }
+    if args.warm_networks > MAX_WARM_NETWORKS {
+        anyhow::bail!(
+            "--warm-networks must be at most {MAX_WARM_NETWORKS}: each holds an address of the node's pod range, which its pods need"
+        );
+    }
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
         anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
     }
@@ -180,6 +176,19 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "--oci-runtime-root {}: must be an absolute path",
             root.display()
+        );
+    }
+    // What the flags say is checked first: a wrong value is named before a missing part.
+    if !args.containerd_socket.exists() {
+        anyhow::bail!(
+            "--containerd-socket: {} does not exist; is containerd running? (Debian: apt-get install containerd runc)",
+            args.containerd_socket.display()
+        );
+    }
+    if !args.cni_plugin_dir.join("bridge").exists() {
+        anyhow::bail!(
+            "--cni-plugin-dir: no bridge plugin in {} (Debian: apt-get install containernetworking-plugins)",
+            args.cni_plugin_dir.display()
         );
     }
     let oci_runtime = OciRuntime {
