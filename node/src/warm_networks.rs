@@ -82,6 +82,11 @@ impl WarmNetworks {
 
     /// A ready network, renamed to namespace `name`; `None` when none is ready.
     pub fn take(&self, name: &str) -> Option<PodNetwork> {
+        if crate::netns::path(name).exists() {
+            // The pod has a namespace already (an agent stopped before recording it): wiring
+            // that one again keeps a single namespace per pod.
+            return None;
+        }
         loop {
             let warm = self.ready.lock().ok()?.pop()?;
             if let Ok(mut t) = self.last_take.lock() {
