@@ -462,6 +462,22 @@ spec:
         "the pod still answers"
     );
 
+    info!("phase: warm namespaces removed with the agent down (as skiff up's Ctrl-C does): their addresses are released at the restart");
+    let (old_pool, _) = warm_and_addresses(&w);
+    w.agent.kill9();
+    skiff_node::warm_networks::remove_namespaces(&w.agent.data_dir.join("cni"));
+    assert_eq!(warm_and_addresses(&w), (vec![], 3), "addresses left behind");
+    w.agent.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "a new pool of two and no address left behind",
+        || async {
+            let (warm, addresses) = warm_and_addresses(&w);
+            warm.len() == 2 && !warm.iter().any(|n| old_pool.contains(n)) && addresses == 3
+        },
+    )
+    .await;
+
     info!("phase: deleting the pod releases the address it took with the warm network");
     ok(&skiffctl(&w.cluster, &["delete", "pod", "web"], None));
     wait_until(Duration::from_secs(30), "pod web gone", || async {
