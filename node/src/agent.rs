@@ -258,12 +258,8 @@ impl Agent {
                 continue;
             }
             tracing::info!(pod_uid = %uid, "removing the network and files of a pod that no longer exists");
-            let cni_id = crate::cni::PodNetwork::read_record(&e.path()).and_then(|n| n.cni_id);
             let network = &self.ctx.network;
-            if let Err(err) = network
-                .teardown(&sandbox_name(&uid), cni_id.as_deref())
-                .await
-            {
+            if let Err(err) = network.teardown_pod(&sandbox_name(&uid), &e.path()).await {
                 tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
             }
             crate::cgroups::remove_pod_parent(&uid);

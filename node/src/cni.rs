@@ -235,6 +235,13 @@ impl NetworkConfig {
         })
     }
 
+    /// Release the address and remove the namespace `name` of the pod whose folder is
+    /// `pod_dir`, by the CNI id its network record names (a warm network's) or else `name`.
+    pub async fn teardown_pod(&self, name: &str, pod_dir: &Path) -> Result<()> {
+        let cni_id = PodNetwork::read_record(pod_dir).and_then(|n| n.cni_id);
+        self.teardown(name, cni_id.as_deref()).await
+    }
+
     /// Release the address and remove the namespace `name`; missing parts are fine.
     /// `cni_id` is the id it was wired under when that was not `name`.
     pub async fn teardown(&self, name: &str, cni_id: Option<&str>) -> Result<()> {

@@ -261,7 +261,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 // it would stay taken.
                 tracing::info!(ip = %net.ip, "the pod's network namespace is gone; wiring it again");
                 let network = &self.ctx.network;
-                if let Err(e) = network.teardown(&self.sandbox, net.cni_id.as_deref()).await {
+                if let Err(e) = network.teardown_pod(&self.sandbox, &self.dir).await {
                     tracing::warn!(error = %e, "releasing the old address");
                 }
             }
@@ -297,15 +297,11 @@ impl<R: ContainerRuntime> Worker<R> {
                 tracing::warn!(container = %id, error = %e, "removing");
             }
         }
-        let recorded = self
-            .net
-            .clone()
-            .or_else(|| PodNetwork::read_record(&self.dir));
-        let cni_id = recorded.and_then(|n| n.cni_id);
+        // The pod's folder, with its network record, goes only after this.
         if let Err(e) = self
             .ctx
             .network
-            .teardown(&self.sandbox, cni_id.as_deref())
+            .teardown_pod(&self.sandbox, &self.dir)
             .await
         {
             tracing::warn!(error = %e, "tearing the pod network down");
