@@ -21,11 +21,11 @@ use skiff_proto::Client;
 use crate::cni::NetworkConfig;
 use crate::error::{Error, Result};
 use crate::pod_worker::backoff::BackoffPolicy;
-use crate::pod_worker::{sandbox_name, PodHandle, WorkerCtx};
+use crate::pod_worker::{PodHandle, WorkerCtx};
 use crate::registration::{self, NodeFacts};
 use crate::runtime::containerd::{Containerd, OciRuntime};
 use crate::runtime::{labels, ContainerRuntime};
-use crate::warm_networks::WarmNetworks;
+use crate::warm_sandboxes::WarmSandboxes;
 
 /// The agent's settings.
 #[derive(Debug, Clone)]
@@ -68,8 +68,8 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// How the shim runs containers (binary and state folder).
     pub oci_runtime: OciRuntime,
-    /// Pod networks kept wired ahead of time (0: none).
-    pub warm_networks: usize,
+    /// Pod sandboxes (network and shim) kept ready ahead of time (0: none).
+    pub warm_sandboxes: usize,
 }
 
 /// A running agent: what its API server needs.
@@ -129,18 +129,20 @@ pub async fn start(
     network.prepare_host().await?;
     let parallel = cfg.parallel_pod_starts.max(1);
     let start_gate = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let warm_networks = Arc::new(WarmNetworks::new(
+    let runtime = Arc::new(runtime);
+    let warm_sandboxes = Arc::new(WarmSandboxes::new(
+        runtime.clone(),
         network.clone(),
         pods_dir.clone(),
-        cfg.warm_networks,
+        cfg.warm_sandboxes,
     ));
     tokio::spawn(
-        warm_networks
+        warm_sandboxes
             .clone()
             .keep_filled(start_gate.clone(), parallel),
     );
     let ctx = Arc::new(WorkerCtx {
-        runtime: Arc::new(runtime),
+        runtime,
         network,
         client: client.clone(),
         node_name: cfg.node_name.clone(),
@@ -149,7 +151,7 @@ pub async fn start(
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
         start_gate,
-        warm_networks,
+        warm_sandboxes,
     });
     let (pods, events) = Informer::<Pod>::start(
         client,
@@ -257,9 +259,8 @@ impl Agent {
             if live.contains(&uid) {
                 continue;
             }
-            tracing::info!(pod_uid = %uid, "removing the network and files of a pod that no longer exists");
-            let network = &self.ctx.network;
-            if let Err(err) = network.teardown_pod(&sandbox_name(&uid), &e.path()).await {
+            tracing::info!(pod_uid = %uid, "removing the sandbox and files of a pod that no longer exists");
+            if let Err(err) = self.ctx.release_sandbox(&uid, &e.path()).await {
                 tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
             }
             crate::cgroups::remove_pod_parent(&uid);

@@ -45,6 +45,10 @@ pub struct PodNetwork {
     /// address by that id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_id: Option<String>,
+    /// The sandbox container that holds the namespace and the shim the pod's containers
+    /// join, when the warm pool made one (see `runtime::sandbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 impl PodNetwork {
@@ -232,6 +236,7 @@ impl NetworkConfig {
             netns,
             ip,
             cni_id: None,
+            sandbox: None,
         })
     }
 

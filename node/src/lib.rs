@@ -27,7 +27,7 @@ pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod server;
-pub mod warm_networks;
+pub mod warm_sandboxes;
 
 pub use error::{Error, Result};
 

@@ -322,13 +322,13 @@ spec:
 }
 
 #[test]
-fn too_many_warm_networks_are_refused_naming_the_flag() {
+fn too_many_warm_sandboxes_are_refused_naming_the_flag() {
     let out = Command::new(skiff_e2e::binary("skiff"))
         .args([
             "node",
             "--endpoints",
             "127.0.0.1:1",
-            "--warm-networks",
+            "--warm-sandboxes",
             "65",
         ])
         .output()
@@ -336,17 +336,27 @@ fn too_many_warm_networks_are_refused_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted: {stderr}");
     assert!(
-        stderr.contains("--warm-networks must be at most 64"),
+        stderr.contains("--warm-sandboxes must be at most 64"),
         "{stderr}"
     );
 }
 
-/// The warm network namespaces of the test agent, and the addresses host-local has given out.
-fn warm_and_addresses(w: &skiff_e2e::node_env::world::World) -> (Vec<String>, usize) {
+/// What the test agent's warm sandboxes hold on the host.
+#[derive(Debug, PartialEq)]
+struct WarmState {
+    /// Warm network namespaces no pod took.
+    namespaces: Vec<String>,
+    /// Addresses host-local has given out (warm or taken).
+    addresses: usize,
+    /// Sandbox containers (warm or taken).
+    sandboxes: Vec<String>,
+}
+
+fn warm_state(w: &skiff_e2e::node_env::world::World) -> WarmState {
     let cni = w.agent.data_dir.join("cni");
-    let mut warm =
-        skiff_node::netns::names_with_prefix(&skiff_node::warm_networks::prefix_for(&cni));
-    warm.sort();
+    let prefix = skiff_node::warm_sandboxes::prefix_for(&cni);
+    let mut namespaces = skiff_node::netns::names_with_prefix(&prefix);
+    namespaces.sort();
     let addresses = std::fs::read_dir(cni.join("skiff"))
         .into_iter()
         .flatten()
@@ -358,33 +368,61 @@ fn warm_and_addresses(w: &skiff_e2e::node_env::world::World) -> (Vec<String>, us
                 .is_ok()
         })
         .count();
-    (warm, addresses)
+    let mut sandboxes: Vec<String> = w
+        .containerd
+        .containers()
+        .into_iter()
+        .filter(|c| c.starts_with(&prefix))
+        .collect();
+    sandboxes.sort();
+    WarmState {
+        namespaces,
+        addresses,
+        sandboxes,
+    }
+}
+
+/// The pid of container `id`'s process and of the shim that serves it.
+fn task_and_shim_pid(w: &skiff_e2e::node_env::world::World, id: &str) -> (u32, u32) {
+    let tasks = w.containerd.ctr(&["tasks", "ls"]);
+    let pid: u32 = tasks
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no task {id} in\n{tasks}"));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // "pid (comm) state ppid ...": the comm may hold spaces, so count from its ')'.
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        .expect("ppid");
+    (pid, ppid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_networks_are_taken_by_pods_made_again_and_released_without_a_leak() {
+async fn warm_sandboxes_are_taken_by_pods_made_again_and_released_without_a_leak() {
     if !require_system_parts() {
         return;
     }
-    let mut w = world(&["--warm-networks", "2"]).await;
+    let mut w = world(&["--warm-sandboxes", "2"]).await;
     let client = w.cluster.client();
     let image = w
         .registry
         .push(&OciImage::busybox("warm"), "skiff/busybox", "1");
 
-    info!("phase: the agent wires two networks ahead of time");
+    info!("phase: the agent makes two sandboxes ahead of time, each with an address");
     wait_until(
         Duration::from_secs(20),
-        "two warm networks, each with an address",
+        "two warm sandboxes",
         || async {
-            let (warm, addresses) = warm_and_addresses(&w);
-            warm.len() == 2 && addresses == 2
+            let s = warm_state(&w);
+            s.namespaces.len() == 2 && s.addresses == 2 && s.sandboxes == s.namespaces
         },
     )
     .await;
-    let (first_warm, _) = warm_and_addresses(&w);
+    let first_warm = warm_state(&w).namespaces;
 
-    info!("phase: a pod takes one; it serves on its address from the node");
+    info!("phase: a pod takes one; its container joins the sandbox's shim; it serves on its address from the node");
     let manifest = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -415,10 +453,21 @@ spec:
     let record =
         skiff_node::cni::PodNetwork::read_record(&w.agent.data_dir.join("pods").join(&uid))
             .expect("the pod's network record");
-    let taken = record.cni_id.clone().expect("the pod took a warm network");
+    let taken = record.cni_id.clone().expect("the pod took a warm sandbox");
     assert!(
         first_warm.contains(&taken),
         "{taken} was one of {first_warm:?}"
+    );
+    assert_eq!(record.sandbox.as_deref(), Some(taken.as_str()));
+    let container = container_ids(&p)
+        .first()
+        .and_then(|c| c.strip_prefix("containerd://").map(String::from))
+        .expect("container id");
+    let (_, sandbox_shim) = task_and_shim_pid(&w, &taken);
+    let (_, container_shim) = task_and_shim_pid(&w, &container);
+    assert_eq!(
+        container_shim, sandbox_shim,
+        "the pod's container runs in the sandbox's shim"
     );
     let body = w
         .host
@@ -429,26 +478,32 @@ spec:
     info!("phase: the pool is made up again once the node is quiet");
     wait_until(
         Duration::from_secs(20),
-        "two warm networks again",
+        "two warm sandboxes again",
         || async {
-            let (warm, addresses) = warm_and_addresses(&w);
-            warm.len() == 2 && addresses == 3
+            let s = warm_state(&w);
+            s.namespaces.len() == 2 && s.addresses == 3 && s.sandboxes.len() == 3
         },
     )
     .await;
 
-    info!("phase: kill -9 and a restart: the pod keeps its network, the old pool is released");
+    info!("phase: kill -9 and a restart: the pod keeps its sandbox, the old pool is released");
     let before = container_ids(&p);
-    let (old_pool, _) = warm_and_addresses(&w);
+    let old_pool = warm_state(&w).namespaces;
     w.agent.kill9();
     w.agent.restart();
+    let no_old_pool_and_a_new_one = || async {
+        let s = warm_state(&w);
+        s.namespaces.len() == 2
+            && !s.namespaces.iter().any(|n| old_pool.contains(n))
+            && s.addresses == 3
+            && s.sandboxes.len() == 3
+            && s.sandboxes.contains(&taken)
+            && !s.sandboxes.iter().any(|n| old_pool.contains(n))
+    };
     wait_until(
         Duration::from_secs(30),
         "a new pool of two, the old one released",
-        || async {
-            let (warm, addresses) = warm_and_addresses(&w);
-            warm.len() == 2 && !warm.iter().any(|n| old_pool.contains(n)) && addresses == 3
-        },
+        no_old_pool_and_a_new_one,
     )
     .await;
     let p = pod(&client, "web").await.expect("pod");
@@ -462,23 +517,29 @@ spec:
         "the pod still answers"
     );
 
-    info!("phase: warm namespaces removed with the agent down (as skiff up's Ctrl-C does): their addresses are released at the restart");
-    let (old_pool, _) = warm_and_addresses(&w);
+    info!("phase: warm namespaces removed with the agent down (as skiff up's Ctrl-C does): their addresses and containers are released at the restart");
+    let old_pool = warm_state(&w).namespaces;
     w.agent.kill9();
-    skiff_node::warm_networks::remove_namespaces(&w.agent.data_dir.join("cni"));
-    assert_eq!(warm_and_addresses(&w), (vec![], 3), "addresses left behind");
+    skiff_node::warm_sandboxes::remove_namespaces(&w.agent.data_dir.join("cni"));
+    let s = warm_state(&w);
+    assert_eq!((s.namespaces.len(), s.addresses), (0, 3), "addresses left behind");
     w.agent.restart();
+    let old_pool = &old_pool;
     wait_until(
         Duration::from_secs(30),
-        "a new pool of two and no address left behind",
+        "a new pool of two and nothing left behind",
         || async {
-            let (warm, addresses) = warm_and_addresses(&w);
-            warm.len() == 2 && !warm.iter().any(|n| old_pool.contains(n)) && addresses == 3
+            let s = warm_state(&w);
+            s.namespaces.len() == 2
+                && !s.namespaces.iter().any(|n| old_pool.contains(n))
+                && s.addresses == 3
+                && s.sandboxes.len() == 3
+                && !s.sandboxes.iter().any(|n| old_pool.contains(n))
         },
     )
     .await;
 
-    info!("phase: deleting the pod releases the address it took with the warm network");
+    info!("phase: deleting the pod releases its sandbox: the address, the container and its shim");
     ok(&skiffctl(&w.cluster, &["delete", "pod", "web"], None));
     wait_until(Duration::from_secs(30), "pod web gone", || async {
         pod(&client, "web").await.is_none()
@@ -486,8 +547,12 @@ spec:
     .await;
     wait_until(
         Duration::from_secs(10),
-        "only the pool's two addresses left",
-        || async { warm_and_addresses(&w).1 == 2 },
+        "only the pool's two sandboxes left, the pod's shim gone",
+        || async {
+            let s = warm_state(&w);
+            let shim_gone = !std::path::Path::new(&format!("/proc/{sandbox_shim}")).exists();
+            s.addresses == 2 && s.sandboxes == s.namespaces && shim_gone
+        },
     )
     .await;
     assert!(

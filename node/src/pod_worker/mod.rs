@@ -60,8 +60,24 @@ pub struct WorkerCtx<R> {
     /// CPU and all finish late together; taken in turn (the semaphore is fair), the first
     /// ones run within a start's time and the last no later than before.
     pub start_gate: Arc<tokio::sync::Semaphore>,
-    /// Pod networks wired ahead of time.
-    pub warm_networks: Arc<crate::warm_networks::WarmNetworks>,
+    /// Pod sandboxes made ahead of time.
+    pub warm_sandboxes: Arc<crate::warm_sandboxes::WarmSandboxes<R>>,
+}
+
+impl<R: ContainerRuntime> WorkerCtx<R> {
+    /// Remove the sandbox of the pod `uid` whose folder is `pod_dir`, as its network record
+    /// names it: the sandbox container (if the warm pool made one), the address and the
+    /// network namespace. Missing parts are fine.
+    pub async fn release_sandbox(&self, uid: &str, pod_dir: &std::path::Path) -> crate::error::Result<()> {
+        let container = match PodNetwork::read_record(pod_dir).and_then(|n| n.sandbox) {
+            Some(id) => self.runtime.remove(&id).await,
+            None => Ok(()),
+        };
+        // The network goes even if the container could not: a restarted agent removes
+        // sandbox containers that no pod's record names.
+        let network = self.network.teardown_pod(&sandbox_name(uid), pod_dir).await;
+        container.and(network)
+    }
 }
 
 /// The agent's handle on one worker.
@@ -260,8 +276,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 // stopped): release the address it had before the pod is wired again, or
                 // it would stay taken.
                 tracing::info!(ip = %net.ip, "the pod's network namespace is gone; wiring it again");
-                let network = &self.ctx.network;
-                if let Err(e) = network.teardown_pod(&self.sandbox, &self.dir).await {
+                if let Err(e) = self.ctx.release_sandbox(&self.uid, &self.dir).await {
                     tracing::warn!(error = %e, "releasing the old address");
                 }
             }
@@ -298,12 +313,7 @@ impl<R: ContainerRuntime> Worker<R> {
             }
         }
         // The pod's folder, with its network record, goes only after this.
-        if let Err(e) = self
-            .ctx
-            .network
-            .teardown_pod(&self.sandbox, &self.dir)
-            .await
-        {
+        if let Err(e) = self.ctx.release_sandbox(&self.uid, &self.dir).await {
             tracing::warn!(error = %e, "tearing the pod network down");
         }
         crate::cgroups::remove_pod_parent(&self.uid);

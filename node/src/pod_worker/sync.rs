@@ -138,7 +138,7 @@ impl<R: ContainerRuntime> Worker<R> {
             let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
         }
         if self.net.is_none() {
-            let net = match self.ctx.warm_networks.take(&self.sandbox) {
+            let net = match self.ctx.warm_sandboxes.take(&self.sandbox) {
                 Some(net) => net,
                 None => self
                     .ctx
@@ -173,6 +173,15 @@ impl<R: ContainerRuntime> Worker<R> {
             }
         }
         Ok(())
+    }
+
+    /// The shim the pod's containers share (one per pod, as the CRI does): a warm sandbox's,
+    /// or else one named after the pod, started by its first container.
+    fn shim_group(&self) -> String {
+        self.net
+            .as_ref()
+            .and_then(|n| n.sandbox.clone())
+            .unwrap_or_else(|| format!("skiff-pod-{}", self.uid))
     }
 
     fn write_etc_files(&self, pod: &Pod, ip: &str) -> std::io::Result<()> {
@@ -420,8 +429,7 @@ impl<R: ContainerRuntime> Worker<R> {
             cpu_limit_millis: quantity_millis(limits.get("cpu")),
             cpu_request_millis: quantity_millis(requests.get("cpu")),
             memory_limit_bytes: quantity_bytes(limits.get("memory")),
-            // One shim per pod (as the CRI does): fewer processes for multi-container pods.
-            shim_group: Some(format!("skiff-pod-{}", self.uid)),
+            shim_group: Some(self.shim_group()),
         };
         let log_path: PathBuf = logs::path(&self.dir, &c.name, slot.attempt);
         let spec = CreateSpec {

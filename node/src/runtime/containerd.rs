@@ -77,6 +77,8 @@ pub struct Containerd {
     conn: Conn,
     images: ImageStore,
     exec_dir: PathBuf,
+    /// The read-only root of pod sandboxes.
+    sandbox_root: PathBuf,
     /// The shim's options on every container (the OCI runtime and its state folder), if not
     /// the defaults.
     runtime_options: Option<Any>,
@@ -111,10 +113,12 @@ impl Containerd {
                 ),
             }
         }
+        let sandbox_root = super::sandbox::prepare_root(&state_dir.join("sandbox-root"))?;
         Ok(Self {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
+            sandbox_root,
             runtime_options: oci_runtime.shim_options(),
         })
     }
@@ -332,6 +336,51 @@ impl ContainerRuntime for Containerd {
             }))
             .await
             .map_err(Error::containerd("tasks.Create"))?;
+        Ok(())
+    }
+
+    async fn create_sandbox(&self, id: &str, netns: &Path) -> Result<()> {
+        let spec = super::sandbox::spec(id, &self.sandbox_root, netns);
+        let value = serde_json::to_vec(&spec).map_err(|e| Error::InvalidSpec {
+            field: "spec".into(),
+            reason: e.to_string(),
+        })?;
+        let container = Container {
+            id: id.into(),
+            labels: [(
+                super::labels::KIND.to_string(),
+                super::sandbox::KIND.to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            runtime: Some(Runtime {
+                name: RUNC_V2.into(),
+                options: self.runtime_options.clone(),
+            }),
+            spec: Some(Any {
+                type_url: SPEC_TYPE.into(),
+                value,
+            }),
+            ..Default::default()
+        };
+        ContainersClient::new(self.conn.channel())
+            .create(self.conn.req(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await
+            .map_err(Error::containerd("containers.Create (sandbox)"))?;
+        // No rootfs mounts (the spec names its own root) and no stdio: it never runs.
+        let created = self
+            .tasks()
+            .create(self.conn.req(CreateTaskRequest {
+                container_id: id.into(),
+                ..Default::default()
+            }))
+            .await;
+        if let Err(s) = created {
+            let _ = self.remove(id).await;
+            return Err(Error::containerd("tasks.Create (sandbox)")(s));
+        }
         Ok(())
     }
 

@@ -12,10 +12,11 @@ pub mod containerd;
 pub mod exits;
 pub mod oci_spec;
 pub mod pinned_binary;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Result;
@@ -30,7 +31,7 @@ pub mod labels {
     pub const CONTAINER: &str = "skiff.dev/container";
     /// How many times this container had been restarted before this one started.
     pub const ATTEMPT: &str = "skiff.dev/attempt";
-    /// `init` for an init container.
+    /// `init` for an init container, `sandbox` for a pod sandbox (see [`super::sandbox`]).
     pub const KIND: &str = "skiff.dev/kind";
     /// The image reference the container was created from.
     pub const IMAGE: &str = "skiff.dev/image";
@@ -179,6 +180,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Create a container and its task (not started).
     fn create(&self, spec: &CreateSpec) -> impl Future<Output = Result<()>> + Send;
+
+    /// Create pod sandbox `id` in network namespace `netns` (see [`sandbox`]): a container
+    /// and its task, never started, whose shim the pod's containers join.
+    fn create_sandbox(&self, id: &str, netns: &Path) -> impl Future<Output = Result<()>> + Send;
 
     /// Start a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

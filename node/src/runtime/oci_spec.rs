@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 use super::ImageInfo;
 
+/// The annotation naming a container's shim group: the runc v2 shim serves every container
+/// that names the same group.
+pub const SHIM_GROUP: &str = "io.containerd.runc.v2.group";
+
 /// A bind mount into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -198,8 +202,7 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
         },
         "root": {"path": "rootfs", "readonly": false},
         "annotations": match &input.shim_group {
-            // The runc v2 shim serves every container that names the same group.
-            Some(g) => json!({"io.containerd.runc.v2.group": g}),
+            Some(g) => json!({SHIM_GROUP: g}),
             None => json!({}),
         },
         "hostname": input.hostname,

@@ -575,6 +575,6 @@ impl Drop for Agent {
         for ns in self.pod_netns() {
             let _ = try_sh(&["ip", "netns", "del", &ns]);
         }
-        skiff_node::warm_networks::remove_namespaces(&self.data_dir.join("cni"));
+        skiff_node::warm_sandboxes::remove_namespaces(&self.data_dir.join("cni"));
     }
 }

@@ -80,6 +80,25 @@ pub struct World {
     pub cluster: Cluster,
 }
 
+impl World {
+    /// The agent's warm sandboxes ready for a pod: untaken warm namespaces whose sandbox
+    /// container has its task created.
+    pub fn warm_sandboxes_ready(&self) -> usize {
+        let prefix = skiff_node::warm_sandboxes::prefix_for(&self.agent.data_dir.join("cni"));
+        let created: Vec<String> = self
+            .containerd
+            .ctr(&["tasks", "ls"])
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("CREATED"))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        skiff_node::netns::names_with_prefix(&prefix)
+            .iter()
+            .filter(|n| created.contains(n))
+            .count()
+    }
+}
+
 /// Start the world; `agent_flags` go to `skiff node`.
 pub async fn world(agent_flags: &[&str]) -> World {
     init_tracing();

@@ -8,8 +8,8 @@ use skiff_node::agent::{self, AgentConfig};
 use skiff_node::pod_worker::backoff::BackoffPolicy;
 use skiff_node::runtime::containerd::OciRuntime;
 
-/// Warm networks hold addresses of the node's pod range (a /24 by default: 254).
-const MAX_WARM_NETWORKS: usize = 64;
+/// Warm sandboxes hold addresses of the node's pod range (a /24 by default: 254).
+const MAX_WARM_SANDBOXES: usize = 64;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -64,11 +64,12 @@ pub struct NodeArgs {
     /// Pods started side by side; later ones wait their turn, first come first served.
     #[arg(long, default_value_t = 3)]
     pub parallel_pod_starts: usize,
-    /// Pod networks to keep wired ahead of time (a namespace with its address, made by the
-    /// CNI plugins while no pod is starting); a pod start that takes one skips the plugins.
-    /// Each holds an address of the node's pod range.
+    /// Pod sandboxes to keep ready ahead of time, made while no pod is starting: a network
+    /// namespace wired by the CNI plugins, held by a sandbox container whose shim runs. A pod
+    /// start that takes one skips the plugins and the shim's start-up. Each holds an address
+    /// of the node's pod range and a shim process.
     #[arg(long, default_value_t = 0)]
-    pub warm_networks: usize,
+    pub warm_sandboxes: usize,
     /// The OCI runtime the containerd shim runs containers with: `runc`, `crun`, or a path to
     /// another runc-compatible binary. A bare name is looked up in PATH.
     #[arg(long, default_value = "runc")]
@@ -164,9 +165,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if args.parallel_pod_starts == 0 {
         anyhow::bail!("--parallel-pod-starts must be at least 1");
     }
-    if args.warm_networks > MAX_WARM_NETWORKS {
+    if args.warm_sandboxes > MAX_WARM_SANDBOXES {
         anyhow::bail!(
-            "--warm-networks must be at most {MAX_WARM_NETWORKS}: each holds an address of the node's pod range, which its pods need"
+            "--warm-sandboxes must be at most {MAX_WARM_SANDBOXES}: each holds an address of the node's pod range, which its pods need"
         );
     }
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
@@ -217,7 +218,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_pods: args.max_pods,
         parallel_pod_starts: args.parallel_pod_starts,
-        warm_networks: args.warm_networks,
+        warm_sandboxes: args.warm_sandboxes,
         insecure_registries: args.insecure_registries.clone(),
         oci_runtime,
     };

@@ -121,7 +121,7 @@ fn remove_pod_namespaces(node_dir: &Path) {
             eprintln!("removing the network namespace of pod {uid}: {e}");
         }
     }
-    skiff_node::warm_networks::remove_namespaces(&node_dir.join("cni"));
+    skiff_node::warm_sandboxes::remove_namespaces(&node_dir.join("cni"));
 }
 
 /// Start a private containerd under `dir`; returns it and its socket.

@@ -36,6 +36,22 @@ pub struct PodsArgs {
     agent_flags: Vec<String>,
 }
 
+/// The agent's `--warm-sandboxes` among `flags` (0 without it).
+fn warm_sandboxes_flag(flags: &[String]) -> usize {
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        let value = match f.strip_prefix("--warm-sandboxes") {
+            Some(v) if v.starts_with('=') => Some(v[1..].to_string()),
+            Some("") => it.next().cloned(),
+            _ => None,
+        };
+        if let Some(n) = value.and_then(|v| v.parse().ok()) {
+            return n;
+        }
+    }
+    0
+}
+
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if v.is_empty() {
@@ -164,10 +180,16 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         "CPU ms/pod",
         "agent ms"
     );
+    let warm_wanted = warm_sandboxes_flag(&args.agent_flags);
     let mut cpu_per_pod = Vec::new();
     let (mut p50s, mut p99s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=args.runs {
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+        // Each run starts with a full pool, as a node that was idle for a few seconds has.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while w.warm_sandboxes_ready() < warm_wanted && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let start_rev = client.status().await?.revision;
         let mut watch = client.watch_objects(
             "pods",

@@ -1,11 +1,14 @@
-//! Pod networks made ahead of time: network namespaces wired by the CNI plugins while the
-//! node is idle, each waiting for a pod. A pod start that takes one renames it to the pod's
-//! namespace and skips the three plugin processes, about a fifth of the CPU a pod start costs
-//! here. The pool is filled again only once no pod is starting, so a burst of starts does not
-//! share the CPU with it. Off unless `--warm-networks N` asks for N.
+//! Pod sandboxes made ahead of time: while the node is idle, network namespaces wired by the
+//! CNI plugins, each held by a sandbox container with its shim running
+//! (`runtime::sandbox`), waiting for a pod. A pod start that takes one renames the namespace
+//! to the pod's and its containers join the sandbox's shim: it skips the three plugin
+//! processes and the shim's start-up, about a third of the CPU a pod start costs here. The
+//! pool is filled again only once no pod is starting, so a burst of starts does not share the
+//! CPU with it. Off unless `--warm-sandboxes N` asks for N.
 //!
-//! A warm namespace is wired under its own name as the CNI container id; the pod keeps that id
-//! in its network record (`PodNetwork::cni_id`), and its address is released by it.
+//! A warm sandbox's name is its namespace's, its CNI container id and its sandbox container's
+//! id. The pod records it (`PodNetwork::cni_id`, `PodNetwork::sandbox`): its address is
+//! released by that id and its sandbox container removed with the pod.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +18,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::cni::{NetworkConfig, PodNetwork};
+use crate::runtime::{labels, sandbox, ContainerRuntime};
 
 /// How long after the last pod start the pool waits before filling up.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// The node's warm pod networks.
-pub struct WarmNetworks {
+/// The node's warm pod sandboxes.
+pub struct WarmSandboxes<R> {
+    runtime: Arc<R>,
     network: NetworkConfig,
-    /// The pods' folders: their network records name the warm networks pods took.
+    /// The pods' folders: their network records name the warm sandboxes pods took.
     pods_dir: PathBuf,
     target: usize,
     /// `<prefix for the agent><this run>-`: names stay unique across restarts, since a pod
-    /// keeps the name of the network it took as its CNI id.
+    /// keeps the name of the sandbox it took.
     prefix: String,
     ready: Mutex<Vec<PodNetwork>>,
     last_take: Mutex<Option<Instant>>,
@@ -34,7 +39,7 @@ pub struct WarmNetworks {
     wanted: Notify,
 }
 
-/// The name prefix of the warm namespaces of the agent whose CNI records are in `ipam_dir`:
+/// The name prefix of the warm sandboxes of the agent whose CNI records are in `ipam_dir`:
 /// agents sharing a host (as in tests) keep apart.
 pub fn prefix_for(ipam_dir: &Path) -> String {
     // FNV-1a: stable across builds, unlike std's hasher, so a newer agent finds an older one's.
@@ -49,22 +54,24 @@ pub fn prefix_for(ipam_dir: &Path) -> String {
 }
 
 /// Remove the warm namespaces of the agent whose CNI records are in `ipam_dir` (only the
-/// namespaces: the agent releases their addresses when it starts again).
+/// namespaces: the agent releases their addresses and containers when it starts again).
 pub fn remove_namespaces(ipam_dir: &Path) {
     for name in crate::netns::names_with_prefix(&prefix_for(ipam_dir)) {
         let _ = crate::netns::delete(&name);
     }
 }
 
-impl WarmNetworks {
-    /// A pool of `target` networks on `network`; [`WarmNetworks::keep_filled`] fills it.
-    pub fn new(network: NetworkConfig, pods_dir: PathBuf, target: usize) -> Self {
+impl<R: ContainerRuntime> WarmSandboxes<R> {
+    /// A pool of `target` sandboxes on `network` and `runtime`; [`WarmSandboxes::keep_filled`]
+    /// fills it.
+    pub fn new(runtime: Arc<R>, network: NetworkConfig, pods_dir: PathBuf, target: usize) -> Self {
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
         Self {
             prefix: format!("{}{run:x}-", prefix_for(&network.ipam_dir)),
+            runtime,
             pods_dir,
             network,
             target,
@@ -80,7 +87,7 @@ impl WarmNetworks {
         self.ready.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// A ready network, renamed to namespace `name`; `None` when none is ready.
+    /// A ready sandbox, its namespace renamed to `name`; `None` when none is ready.
     pub fn take(&self, name: &str) -> Option<PodNetwork> {
         if crate::netns::path(name).exists() {
             // The pod has a namespace already (an agent stopped before recording it): wiring
@@ -96,17 +103,20 @@ impl WarmNetworks {
             let warm_name = warm.netns.file_name()?.to_string_lossy().into_owned();
             match crate::netns::rename(&warm_name, name) {
                 Ok(netns) => {
-                    tracing::debug!(warm = %warm_name, ip = %warm.ip, "took a warm network");
+                    tracing::debug!(warm = %warm_name, ip = %warm.ip, "took a warm sandbox");
                     return Some(PodNetwork {
                         netns,
-                        ip: warm.ip,
                         cni_id: Some(warm_name),
+                        ..warm
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(warm = %warm_name, error = %e, "a warm network could not be taken; removing it");
-                    let network = self.network.clone();
+                    tracing::warn!(warm = %warm_name, error = %e, "a warm sandbox could not be taken; removing it");
+                    let (runtime, network) = (self.runtime.clone(), self.network.clone());
                     tokio::spawn(async move {
+                        if warm.sandbox.is_some() {
+                            let _ = runtime.remove(&warm_name).await;
+                        }
                         let _ = network.teardown(&warm_name, None).await;
                     });
                 }
@@ -114,7 +124,7 @@ impl WarmNetworks {
         }
     }
 
-    /// Release what an earlier run of the agent left, then keep `target` networks ready,
+    /// Release what an earlier run of the agent left, then keep `target` sandboxes ready,
     /// making them only while no pod start holds a turn at `gate` (of `gate_size` turns).
     pub async fn keep_filled(self: Arc<Self>, gate: Arc<Semaphore>, gate_size: usize) {
         self.release_left_over().await;
@@ -130,19 +140,32 @@ impl WarmNetworks {
             }
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let name = format!("{}{n}", self.prefix);
-            match self.network.setup(&name).await {
+            match self.make(&name).await {
                 Ok(net) => {
-                    tracing::debug!(warm = %name, ip = %net.ip, "warm network ready");
                     if let Ok(mut r) = self.ready.lock() {
                         r.push(net);
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(warm = %name, error = %e, "making a warm network");
+                    tracing::warn!(warm = %name, error = %e, "making a warm sandbox");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
         }
+    }
+
+    /// A wired namespace and, in it, a sandbox container. Without the container the network
+    /// still serves: the pod's containers then start a shim of their own.
+    async fn make(&self, name: &str) -> crate::error::Result<PodNetwork> {
+        let mut net = self.network.setup(name).await?;
+        match self.runtime.create_sandbox(name, &net.netns).await {
+            Ok(()) => net.sandbox = Some(name.to_string()),
+            Err(e) => {
+                tracing::warn!(warm = %name, error = %e, "making a sandbox container; the network is kept without it")
+            }
+        }
+        tracing::debug!(warm = %name, ip = %net.ip, shim = net.sandbox.is_some(), "warm sandbox ready");
+        Ok(net)
     }
 
     fn node_is_quiet(&self, gate: &Semaphore, gate_size: usize) -> bool {
@@ -155,7 +178,8 @@ impl WarmNetworks {
         !recent_take && gate.available_permits() >= gate_size
     }
 
-    /// Namespaces and addresses of warm networks an earlier run made and no pod took.
+    /// Sandbox containers, namespaces and addresses of warm sandboxes an earlier run made and
+    /// no pod took.
     async fn release_left_over(&self) {
         let agent_prefix = prefix_for(&self.network.ipam_dir);
         let taken: Vec<String> = std::fs::read_dir(&self.pods_dir)
@@ -164,6 +188,22 @@ impl WarmNetworks {
             .flatten()
             .filter_map(|pod| PodNetwork::read_record(&pod.path())?.cni_id)
             .collect();
+        match self.runtime.list().await {
+            Ok(containers) => {
+                for c in containers {
+                    let warm = c.label(labels::KIND) == sandbox::KIND
+                        && c.id.starts_with(&agent_prefix)
+                        && !taken.contains(&c.id);
+                    if warm {
+                        tracing::info!(warm = %c.id, "removing a sandbox container left by an earlier run");
+                        if let Err(e) = self.runtime.remove(&c.id).await {
+                            tracing::warn!(warm = %c.id, error = %e, "removing a left-over sandbox container");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers for left-over sandboxes"),
+        }
         let mut ids = crate::netns::names_with_prefix(&agent_prefix);
         // A namespace removed without its address (`skiff up` stopping) leaves the address
         // recorded under the warm id in host-local's folder: `<dir>/<network>/<ip>` holding
