@@ -411,14 +411,10 @@ async fn warm_sandboxes_are_taken_by_pods_made_again_and_released_without_a_leak
         .push(&OciImage::busybox("warm"), "skiff/busybox", "1");
 
     info!("phase: the agent makes two sandboxes ahead of time, each with an address");
-    wait_until(
-        Duration::from_secs(20),
-        "two warm sandboxes",
-        || async {
-            let s = warm_state(&w);
-            s.namespaces.len() == 2 && s.addresses == 2 && s.sandboxes == s.namespaces
-        },
-    )
+    wait_until(Duration::from_secs(20), "two warm sandboxes", || async {
+        let s = warm_state(&w);
+        s.namespaces.len() == 2 && s.addresses == 2 && s.sandboxes == s.namespaces
+    })
     .await;
     let first_warm = warm_state(&w).namespaces;
 
@@ -522,7 +518,11 @@ spec:
     w.agent.kill9();
     skiff_node::warm_sandboxes::remove_namespaces(&w.agent.data_dir.join("cni"));
     let s = warm_state(&w);
-    assert_eq!((s.namespaces.len(), s.addresses), (0, 3), "addresses left behind");
+    assert_eq!(
+        (s.namespaces.len(), s.addresses),
+        (0, 3),
+        "addresses left behind"
+    );
     w.agent.restart();
     let old_pool = &old_pool;
     wait_until(

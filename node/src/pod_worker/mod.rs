@@ -68,7 +68,11 @@ impl<R: ContainerRuntime> WorkerCtx<R> {
     /// Remove the sandbox of the pod `uid` whose folder is `pod_dir`, as its network record
     /// names it: the sandbox container (if the warm pool made one), the address and the
     /// network namespace. Missing parts are fine.
-    pub async fn release_sandbox(&self, uid: &str, pod_dir: &std::path::Path) -> crate::error::Result<()> {
+    pub async fn release_sandbox(
+        &self,
+        uid: &str,
+        pod_dir: &std::path::Path,
+    ) -> crate::error::Result<()> {
         let container = match PodNetwork::read_record(pod_dir).and_then(|n| n.sandbox) {
             Some(id) => self.runtime.remove(&id).await,
             None => Ok(()),
@@ -246,6 +250,12 @@ impl<R: ContainerRuntime> Worker<R> {
 
     /// Take over containers of this pod that already exist (the agent restarted).
     async fn adopt(&mut self) {
+        if !self.dir.exists() {
+            // Nothing of this pod's was made here: its folder is made before its first
+            // container and removed after its last. A new pod thus costs containerd no
+            // listing (which reads every container record of the namespace).
+            return;
+        }
         let mut mine: Vec<_> = match self.ctx.runtime.list_pod(&self.uid).await {
             Ok(list) => list,
             Err(e) => {

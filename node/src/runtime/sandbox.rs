@@ -90,7 +90,10 @@ mod tests {
             "skiff-warm-1"
         );
         assert_eq!(s["root"]["readonly"], true);
-        assert_eq!(s["linux"]["namespaces"][1]["path"], "/run/netns/skiff-warm-1");
+        assert_eq!(
+            s["linux"]["namespaces"][1]["path"],
+            "/run/netns/skiff-warm-1"
+        );
         assert_eq!(s["process"]["args"][0], PAUSE);
     }
 
