@@ -145,6 +145,32 @@ impl Containerd {
         Ok(format!("containerd://{}", v.version))
     }
 
+    /// The container record of `id`: its labels, runtime spec and this agent's shim.
+    fn record(
+        &self,
+        id: &str,
+        labels: BTreeMap<String, String>,
+        spec: &serde_json::Value,
+    ) -> Result<Container> {
+        let value = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec {
+            field: "spec".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Container {
+            id: id.into(),
+            labels: labels.into_iter().collect(),
+            runtime: Some(Runtime {
+                name: RUNC_V2.into(),
+                options: self.runtime_options.clone(),
+            }),
+            spec: Some(Any {
+                type_url: SPEC_TYPE.into(),
+                value,
+            }),
+            ..Default::default()
+        })
+    }
+
     fn tasks(&self) -> TasksClient<tonic::transport::Channel> {
         TasksClient::new(self.conn.channel())
     }
@@ -286,25 +312,11 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<()> {
-        let value = serde_json::to_vec(&spec.spec).map_err(|e| Error::InvalidSpec {
-            field: "spec".into(),
-            reason: e.to_string(),
-        })?;
         let container = Container {
-            id: spec.id.clone(),
-            labels: spec.labels.clone().into_iter().collect(),
             image: spec.image.name.clone(),
-            runtime: Some(Runtime {
-                name: RUNC_V2.into(),
-                options: self.runtime_options.clone(),
-            }),
-            spec: Some(Any {
-                type_url: SPEC_TYPE.into(),
-                value,
-            }),
             snapshotter: self.conn.snapshotter.clone(),
             snapshot_key: spec.id.clone(),
-            ..Default::default()
+            ..self.record(&spec.id, spec.labels.clone(), &spec.spec)?
         };
         let created = ContainersClient::new(self.conn.channel())
             .create(self.conn.req(CreateContainerRequest {
@@ -341,28 +353,11 @@ impl ContainerRuntime for Containerd {
 
     async fn create_sandbox(&self, id: &str, netns: &Path) -> Result<()> {
         let spec = super::sandbox::spec(id, &self.sandbox_root, netns);
-        let value = serde_json::to_vec(&spec).map_err(|e| Error::InvalidSpec {
-            field: "spec".into(),
-            reason: e.to_string(),
-        })?;
-        let container = Container {
-            id: id.into(),
-            labels: [(
-                super::labels::KIND.to_string(),
-                super::sandbox::KIND.to_string(),
-            )]
-            .into_iter()
-            .collect(),
-            runtime: Some(Runtime {
-                name: RUNC_V2.into(),
-                options: self.runtime_options.clone(),
-            }),
-            spec: Some(Any {
-                type_url: SPEC_TYPE.into(),
-                value,
-            }),
-            ..Default::default()
-        };
+        let labels = BTreeMap::from([(
+            super::labels::KIND.to_string(),
+            super::sandbox::KIND.to_string(),
+        )]);
+        let container = self.record(id, labels, &spec)?;
         ContainersClient::new(self.conn.channel())
             .create(self.conn.req(CreateContainerRequest {
                 container: Some(container),
