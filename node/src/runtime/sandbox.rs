@@ -8,6 +8,7 @@
 //! A sandbox has no image: its root is one read-only folder of the agent's holding only the
 //! mount points and the `pause` file the runtime checks for at create time.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -32,7 +33,6 @@ pub fn prepare_root(dir: &Path) -> Result<PathBuf> {
     if !pause.exists() {
         std::fs::write(&pause, b"").map_err(Error::io(&pause))?;
     }
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pause, std::fs::Permissions::from_mode(0o755))
         .map_err(Error::io(&pause))?;
     Ok(dir.to_path_buf())
@@ -99,16 +99,15 @@ mod tests {
 
     #[test]
     fn the_root_has_the_mount_points_and_an_executable_pause() {
-        let dir = std::env::temp_dir().join(format!("skiff-sandbox-root-{}", std::process::id()));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("sandbox-root");
         prepare_root(&dir).expect("prepared");
         prepare_root(&dir).expect("prepared again");
-        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("pause"))
             .expect("pause")
             .permissions()
             .mode();
         assert_eq!(mode & 0o111, 0o111);
         assert!(dir.join("proc").is_dir() && dir.join("dev").is_dir());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
