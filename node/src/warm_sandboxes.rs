@@ -182,18 +182,23 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
     /// no pod took.
     async fn release_left_over(&self) {
         let agent_prefix = prefix_for(&self.network.ipam_dir);
-        let taken: Vec<String> = std::fs::read_dir(&self.pods_dir)
+        let records: Vec<PodNetwork> = std::fs::read_dir(&self.pods_dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|pod| PodNetwork::read_record(&pod.path())?.cni_id)
+            .filter_map(|pod| PodNetwork::read_record(&pod.path()))
+            .collect();
+        let taken: Vec<String> = records.iter().filter_map(|r| r.cni_id.clone()).collect();
+        let taken_sandboxes: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r.sandbox.as_deref())
             .collect();
         match self.runtime.list().await {
             Ok(containers) => {
                 for c in containers {
                     let warm = c.label(labels::KIND) == sandbox::KIND
                         && c.id.starts_with(&agent_prefix)
-                        && !taken.contains(&c.id);
+                        && !taken_sandboxes.contains(&c.id.as_str());
                     if warm {
                         tracing::info!(warm = %c.id, "removing a sandbox container left by an earlier run");
                         if let Err(e) = self.runtime.remove(&c.id).await {
