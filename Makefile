@@ -23,7 +23,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 up: deps
-	$(CARGO) build --release -p skiff-control -p skiffctl
+	$(CARGO) build --release -p skiff-control -p skiff-shim -p skiffctl
 	@echo "skiffctl is at target/release/skiffctl (add target/release to PATH)"
 	./target/release/skiff up
 

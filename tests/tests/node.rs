@@ -465,6 +465,12 @@ spec:
         container_shim, sandbox_shim,
         "the pod's container runs in the sandbox's shim"
     );
+    let shim = w.agent.data_dir.join("oci-runtime").join("skiff-shim");
+    let info = w.containerd.ctr(&["containers", "info", &container]);
+    assert!(
+        info.contains(&format!("\"Name\": \"{}\"", shim.display())),
+        "the container names skiff-shim, pinned in the agent's data folder:\n{info}"
+    );
     let body = w
         .host
         .http_get(&format!("{ip}:80"), "/")

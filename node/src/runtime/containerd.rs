@@ -45,9 +45,12 @@ struct RuncOptions {
     root: String,
 }
 
-/// How the shim runs containers; each `None` keeps the shim's default.
+/// The shim containerd starts for each container and how it runs them; each `None` keeps
+/// containerd's default.
 #[derive(Debug, Clone, Default)]
 pub struct OciRuntime {
+    /// The shim binary (`skiff-shim`) instead of containerd's `io.containerd.runc.v2` by name.
+    pub shim: Option<PathBuf>,
     /// A runc-compatible binary (such as crun) instead of runc.
     pub binary: Option<PathBuf>,
     /// The runtime's state folder. It is written on every container start, so it belongs on
@@ -79,6 +82,8 @@ pub struct Containerd {
     exec_dir: PathBuf,
     /// The read-only root of pod sandboxes.
     sandbox_root: PathBuf,
+    /// The shim every container names: a path to `skiff-shim`, or containerd's runc v2 shim.
+    runtime_name: String,
     /// The shim's options on every container (the OCI runtime and its state folder), if not
     /// the defaults.
     runtime_options: Option<Any>,
@@ -102,8 +107,8 @@ impl Containerd {
             std::fs::create_dir_all(root).map_err(Error::io(root))?;
         }
         let mut oci_runtime = oci_runtime.clone();
+        let pins = state_dir.join("oci-runtime");
         if let Some(binary) = &oci_runtime.binary {
-            let pins = state_dir.join("oci-runtime");
             match super::pinned_binary::pin_read_only(binary, &pins) {
                 Ok(pin) => oci_runtime.binary = Some(pin),
                 Err(e) => tracing::warn!(
@@ -113,12 +118,31 @@ impl Containerd {
                 ),
             }
         }
+        let runtime_name = match &oci_runtime.shim {
+            // Pinned like the OCI runtime: containerd keeps the path in each container's record
+            // and runs it again to clean up after a dead shim, so the path must outlive the
+            // binary it came from being moved or upgraded.
+            Some(shim) => match super::pinned_binary::pin_read_only(shim, &pins) {
+                Ok(pin) => pin.display().to_string(),
+                Err(e) => {
+                    tracing::warn!(
+                        shim = %shim.display(),
+                        error = %e,
+                        "cannot pin skiff-shim read-only; containers use {RUNC_V2} directly"
+                    );
+                    RUNC_V2.into()
+                }
+            },
+            None => RUNC_V2.into(),
+        };
+        tracing::info!(shim = %runtime_name, "containers' shim");
         let sandbox_root = super::sandbox::prepare_root(&state_dir.join("sandbox-root"))?;
         Ok(Self {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
             sandbox_root,
+            runtime_name,
             runtime_options: oci_runtime.shim_options(),
         })
     }
@@ -160,7 +184,7 @@ impl Containerd {
             id: id.into(),
             labels: labels.into_iter().collect(),
             runtime: Some(Runtime {
-                name: RUNC_V2.into(),
+                name: self.runtime_name.clone(),
                 options: self.runtime_options.clone(),
             }),
             spec: Some(Any {

@@ -1,6 +1,6 @@
 //! `skiff node`: the node agent. Runs the pods bound to this node on containerd.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -70,6 +70,12 @@ pub struct NodeArgs {
     /// of the node's pod range and a shim process.
     #[arg(long, default_value_t = 0)]
     pub warm_sandboxes: usize,
+    /// The shim containerd starts for containers: `auto` (skiff-shim from beside this binary
+    /// when it is there, else containerd's runc v2 shim), `runc-v2`, or a path to skiff-shim.
+    /// skiff-shim answers a container joining its pod's running shim itself and hands every
+    /// other call to containerd-shim-runc-v2.
+    #[arg(long, default_value = "auto")]
+    pub shim: String,
     /// The OCI runtime the containerd shim runs containers with: `runc`, `crun`, or a path to
     /// another runc-compatible binary. A bare name is looked up in PATH.
     #[arg(long, default_value = "runc")]
@@ -107,6 +113,22 @@ pub fn join_netns(name: &str) -> anyhow::Result<()> {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| anyhow::anyhow!("--netns {name}: joining: {e}"))?;
     Ok(())
+}
+
+/// The `--shim` binary: `None` for containerd's runc v2 shim by name.
+fn resolve_shim(value: &str) -> anyhow::Result<Option<PathBuf>> {
+    match value {
+        "runc-v2" => Ok(None),
+        "auto" => Ok(std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("skiff-shim")))
+            .filter(|p| p.is_file())),
+        path if path.starts_with('/') && Path::new(path).is_file() => Ok(Some(path.into())),
+        path if path.starts_with('/') => anyhow::bail!("--shim {path}: no such file"),
+        other => anyhow::bail!(
+            "--shim {other}: expected auto, runc-v2 or an absolute path to skiff-shim"
+        ),
+    }
 }
 
 /// The `--oci-runtime` binary as the shim should run it: `None` for the shim's default (runc
@@ -193,6 +215,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     let oci_runtime = OciRuntime {
+        shim: resolve_shim(&args.shim)?,
         binary: resolve_oci_runtime(&args.oci_runtime)?,
         root: args.oci_runtime_root.clone(),
     };
@@ -266,5 +289,26 @@ mod tests {
             .expect_err("not in PATH")
             .to_string();
         assert!(err.contains("no such executable"), "{err}");
+    }
+
+    #[test]
+    fn shim_choices_resolve_or_fail_naming_the_flag() {
+        assert_eq!(resolve_shim("runc-v2").expect("runc-v2"), None);
+        let sh = resolve_shim("/bin/sh").expect("a file");
+        assert_eq!(sh, Some(PathBuf::from("/bin/sh")));
+        let err = resolve_shim("/nonexistent/skiff-shim")
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("--shim /nonexistent/skiff-shim: no such file"),
+            "{err}"
+        );
+        let err = resolve_shim("containerd")
+            .expect_err("a bare name")
+            .to_string();
+        assert!(
+            err.contains("--shim containerd: expected auto, runc-v2"),
+            "{err}"
+        );
     }
 }
