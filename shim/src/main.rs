@@ -13,11 +13,15 @@
 //!                                     └─no / any other action──▶ exec containerd-shim-runc-v2
 //! ```
 //!
+//! Before the exec it drops the entries of `LD_LIBRARY_PATH` that cannot provide a library
+//! (see [`library_path`]): the shim daemon and the OCI runtime it runs inherit the variable.
+//!
 //! Nothing may be written to stderr on the fast path: containerd reads the address from the
 //! combined output.
 
 mod flags;
 mod group_shim;
+mod library_path;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -41,7 +45,15 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let err = Command::new(GO_SHIM).args(&args).exec();
+    let mut go_shim = Command::new(GO_SHIM);
+    go_shim.args(&args);
+    if let Some(value) = std::env::var_os(library_path::VAR) {
+        match library_path::useful(&value) {
+            Some(kept) => go_shim.env(library_path::VAR, kept),
+            None => go_shim.env_remove(library_path::VAR),
+        };
+    }
+    let err = go_shim.exec();
     eprintln!("skiff-shim: cannot run {GO_SHIM}: {err} (Debian: apt-get install containerd)");
     ExitCode::FAILURE
 }

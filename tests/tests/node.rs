@@ -382,6 +382,10 @@ fn warm_state(w: &skiff_e2e::node_env::world::World) -> WarmState {
     }
 }
 
+fn folder_has_entries(path: &str) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// The pid of container `id`'s process and of the shim that serves it.
 fn task_and_shim_pid(w: &skiff_e2e::node_env::world::World, id: &str) -> (u32, u32) {
     let tasks = w.containerd.ctr(&["tasks", "ls"]);
@@ -464,6 +468,21 @@ spec:
     assert_eq!(
         container_shim, sandbox_shim,
         "the pod's container runs in the sandbox's shim"
+    );
+    // containerd's opt plugin hands shims `LD_LIBRARY_PATH=/opt/containerd/lib:`; skiff-shim
+    // drops the entries that hold no library before the shim daemon starts, so neither the
+    // daemon nor crun's loader searches them.
+    let environ = std::fs::read(format!("/proc/{sandbox_shim}/environ")).expect("environ");
+    let library_path = environ
+        .split(|b| *b == 0)
+        .filter_map(|v| v.strip_prefix(b"LD_LIBRARY_PATH=".as_slice()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .next();
+    assert!(
+        library_path
+            .as_deref()
+            .is_none_or(|p| p.split(':').all(|e| !e.is_empty() && folder_has_entries(e))),
+        "the shim's LD_LIBRARY_PATH names only folders with libraries: {library_path:?}"
     );
     let shim = w.agent.data_dir.join("oci-runtime").join("skiff-shim");
     let info = w.containerd.ctr(&["containers", "info", &container]);
