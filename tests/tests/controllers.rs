@@ -335,13 +335,21 @@ async fn a_pod_too_big_for_any_node_stays_pending_with_the_reason() {
         },
     )
     .await;
+    // The scheduler records the event and the pod's condition as two writes, in that order.
+    wait_until(
+        Duration::from_secs(15),
+        "PodScheduled=False (Unschedulable) on the pod",
+        || async {
+            let p: Value = skiff_e2e::object_json(&client, "pods", "default", "huge").await;
+            skiff_e2e::condition(&p, "PodScheduled").is_some_and(|c| {
+                (c["status"].as_str(), c["reason"].as_str())
+                    == (Some("False"), Some("Unschedulable"))
+            })
+        },
+    )
+    .await;
     let p: Value = skiff_e2e::object_json(&client, "pods", "default", "huge").await;
     assert!(p["spec"]["nodeName"].is_null(), "{p}");
-    let cond = skiff_e2e::condition(&p, "PodScheduled").expect("PodScheduled condition");
-    assert_eq!(
-        (cond["status"].as_str(), cond["reason"].as_str()),
-        (Some("False"), Some("Unschedulable"))
-    );
     let describe = skiffctl(&cluster, &["describe", "pod", "huge"], None);
     assert!(
         text(&describe.stdout).contains("FailedScheduling"),
