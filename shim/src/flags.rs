@@ -60,7 +60,9 @@ impl StartFlags {
                 _ => {}
             }
         };
-        (action == "start").then_some(())?;
+        if action != "start" {
+            return None;
+        }
         Some(Self {
             namespace: namespace?,
             address: address?,
