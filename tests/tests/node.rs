@@ -490,6 +490,35 @@ spec:
         info.contains(&format!("\"Name\": \"{}\"", shim.display())),
         "the container names skiff-shim, pinned in the agent's data folder:\n{info}"
     );
+    // skiff-shim answers the join itself: run as containerd runs it in the container's
+    // bundle, with no Go shim in PATH to hand over to, it prints the sandbox shim's address.
+    let bundle = w.containerd.task_bundle(&container);
+    let sandbox_address = std::fs::read_to_string(w.containerd.task_bundle(&taken).join("address"))
+        .expect("the sandbox's address file");
+    let out = std::process::Command::new(&shim)
+        .args(["-namespace", "skiff", "-address"])
+        .arg(&w.containerd.socket)
+        .args([
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            &container,
+            "start",
+        ])
+        .current_dir(&bundle)
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("running skiff-shim");
+    assert!(
+        out.status.success(),
+        "skiff-shim joined without the Go shim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), sandbox_address);
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("address")).expect("the container's address file"),
+        sandbox_address
+    );
     let body = w
         .host
         .http_get(&format!("{ip}:80"), "/")

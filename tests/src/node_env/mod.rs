@@ -319,6 +319,13 @@ impl Containerd {
         }
     }
 
+    /// The bundle folder containerd made for the task of container `id` (agent namespace).
+    pub fn task_bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v2.task/skiff")
+            .join(id)
+    }
+
     /// `ctr` against this containerd, in the agent's namespace.
     pub fn ctr(&self, args: &[&str]) -> String {
         let sock = self.socket.display().to_string();
