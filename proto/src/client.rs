@@ -200,7 +200,7 @@ impl Client {
     }
 
     /// Run a write: first at the endpoint known to lead, else as [`Client::call`].
-    async fn call_write<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(crate) async fn call_write<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
@@ -217,10 +217,21 @@ impl Client {
         let leader = match named {
             None => i,
             Some(Some(j)) => j,
-            // A leader this client was not given: keep going through the followers.
-            Some(None) => NO_LEADER,
+            // The leader by an address this client was not given (it reaches the members
+            // through other names: a NAT, a gateway, DNS names). Let the next write try the
+            // next endpoint: the one that leads answers without naming another.
+            Some(None) => {
+                self.rotate(i);
+                NO_LEADER
+            }
         };
         self.inner.leader.store(leader, Ordering::Relaxed);
+    }
+
+    /// The endpoint the client last found leading, to which it sends writes first.
+    pub fn leader_endpoint(&self) -> Option<&str> {
+        let i = self.inner.leader.load(Ordering::Relaxed);
+        self.inner.addrs.get(i).map(String::as_str)
     }
 
     async fn call_routed<T, F, Fut>(&self, write: bool, mut f: F) -> Result<T>

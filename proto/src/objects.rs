@@ -76,7 +76,7 @@ impl Client {
             object,
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { objects(ch).create(req).await }
         })
@@ -154,7 +154,7 @@ impl Client {
             object,
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move {
                 if status {
@@ -187,7 +187,7 @@ impl Client {
             status,
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { objects(ch).patch(req).await }
         })
@@ -214,7 +214,7 @@ impl Client {
             grace_period_seconds: params.grace_period_seconds.unwrap_or(-1),
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { objects(ch).delete(req).await }
         })
@@ -232,7 +232,7 @@ impl Client {
             namespace: namespace.into(),
             request_id: new_request_id(),
         };
-        self.call(|ch| {
+        self.call_write(|ch| {
             let req = req.clone();
             async move { objects(ch).apply(req).await }
         })

@@ -107,6 +107,11 @@ impl Member {
         self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
     }
 
+    /// CPU time its process has used (user + system), in milliseconds.
+    pub fn cpu_ms(&self) -> Option<f64> {
+        process_cpu_ms(self.child.as_ref()?.id())
+    }
+
     /// Resident memory of its process, in bytes (from /proc).
     pub fn rss_bytes(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
@@ -121,6 +126,17 @@ impl Member {
             .ok()?;
         Some(kb * 1024)
     }
+}
+
+/// CPU time process `pid` has used (user + system), in milliseconds (from /proc).
+pub fn process_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks * 10.0)
 }
 
 /// A cluster of real `skiff control` processes.

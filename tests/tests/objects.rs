@@ -38,8 +38,12 @@ fn text(b: &[u8]) -> String {
 }
 
 async fn ready_cluster() -> Cluster {
+    ready_cluster_with(MemberOptions::default()).await
+}
+
+async fn ready_cluster_with(opts: MemberOptions) -> Cluster {
     init_tracing();
-    let cluster = Cluster::start(3, MemberOptions::default());
+    let cluster = Cluster::start(3, opts);
     cluster.wait_leader(Duration::from_secs(10)).await;
     // The built-in namespaces appear shortly after the first leader.
     let client = cluster.client();
@@ -655,4 +659,85 @@ async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
     let scheduled = skiff_e2e::condition(&pod, "PodScheduled").unwrap_or_default();
     assert_eq!(scheduled["status"], "False", "{pod}");
     assert_eq!(scheduled["reason"], "Unschedulable", "{pod}");
+}
+
+fn config_map(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"k": "v"}
+    }))
+    .expect("json")
+}
+
+/// A client that reaches the members by other addresses than they advertise (through a NAT,
+/// a gateway or DNS names; here 127.0.0.2 for the advertised 127.0.0.1) still sends its
+/// writes to the leader instead of through a follower, and finds the next leader after the
+/// leader dies; no write is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_find_the_leader_through_addresses_the_members_do_not_advertise() {
+    let mut cluster = ready_cluster_with(MemberOptions {
+        listen_any: true,
+        ..Default::default()
+    })
+    .await;
+    let via = |cluster: &Cluster, id: u64| {
+        cluster.members[&id]
+            .addr
+            .replacen("127.0.0.1", "127.0.0.2", 1)
+    };
+    let client = Client::new(&cluster.endpoints_via("127.0.0.2")).expect("client");
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..4 {
+        client
+            .create_object("configmaps", "default", config_map(&format!("before-{i}")))
+            .await
+            .expect("a write through the other addresses");
+    }
+    assert_eq!(
+        client.leader_endpoint(),
+        Some(via(&cluster, leader).as_str()),
+        "after a few writes the client sends them to the leader"
+    );
+
+    cluster.kill9(leader);
+    let next = cluster.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..6 {
+        client
+            .create_object("configmaps", "default", config_map(&format!("after-{i}")))
+            .await
+            .expect("a write after the leader died");
+    }
+    assert_eq!(
+        client.leader_endpoint(),
+        Some(via(&cluster, next).as_str()),
+        "the client found the new leader"
+    );
+    let names: Vec<String> = client
+        .list_objects(
+            "configmaps",
+            &Selection {
+                namespace: "default".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|o| {
+            serde_json::from_slice::<Value>(o)
+                .ok()?
+                .pointer("/metadata/name")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    for n in (0..4)
+        .map(|i| format!("before-{i}"))
+        .chain((0..6).map(|i| format!("after-{i}")))
+    {
+        assert!(names.contains(&n), "{n} is stored: {names:?}");
+    }
 }

@@ -26,6 +26,10 @@ impl ObjectService {
     pub fn new(store: ObjectStore) -> Self {
         Self { store }
     }
+
+    fn write_reply<T>(&self, msg: T) -> Response<T> {
+        skiff_raft::grpc::forward::write_reply(self.store.node(), msg)
+    }
 }
 
 fn request_id(bytes: &[u8]) -> Result<u128, Status> {
@@ -59,7 +63,7 @@ impl Objects for ObjectService {
             .create(&req.resource, &req.namespace, &req.object, id)
             .await?;
         let revision = s.revision;
-        Ok(Response::new(pb::ObjectResponse {
+        Ok(self.write_reply(pb::ObjectResponse {
             object: s.into_json(),
             revision,
         }))
@@ -109,7 +113,7 @@ impl Objects for ObjectService {
             .store
             .update(&req.resource, &req.namespace, &req.object, false, id)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
+        Ok(self.write_reply(pb::ObjectResponse {
             object: json(&s.object)?,
             revision: s.revision,
         }))
@@ -125,7 +129,7 @@ impl Objects for ObjectService {
             .store
             .update(&req.resource, &req.namespace, &req.object, true, id)
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
+        Ok(self.write_reply(pb::ObjectResponse {
             object: json(&s.object)?,
             revision: s.revision,
         }))
@@ -149,7 +153,7 @@ impl Objects for ObjectService {
                 id,
             )
             .await?;
-        Ok(Response::new(pb::ObjectResponse {
+        Ok(self.write_reply(pb::ObjectResponse {
             object: json(&s.object)?,
             revision: s.revision,
         }))
@@ -184,7 +188,7 @@ impl Objects for ObjectService {
             .store
             .delete(&key.resource, &key.namespace, &key.name, &opts, id)
             .await?;
-        Ok(Response::new(pb::DeleteObjectResponse {
+        Ok(self.write_reply(pb::DeleteObjectResponse {
             object: json(&d.object)?,
             revision: d.revision,
             deleted: d.gone,
@@ -203,7 +207,7 @@ impl Objects for ObjectService {
             ApplyOutcome::Configured => pb::apply_object_response::Outcome::Configured,
             ApplyOutcome::Unchanged => pb::apply_object_response::Outcome::Unchanged,
         };
-        Ok(Response::new(pb::ApplyObjectResponse {
+        Ok(self.write_reply(pb::ApplyObjectResponse {
             object: json(&s.object)?,
             revision: s.revision,
             outcome: outcome.into(),

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use skiff_proto::client::LEADER_METADATA;
 use skiff_proto::pb::cluster_client::ClusterClient;
 use skiff_proto::pb::kv_client::KvClient;
 use skiff_proto::status;
@@ -29,6 +30,20 @@ pub fn mark<T>(mut req: Request<T>) -> Request<T> {
     req.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     req
+}
+
+/// A write's reply. A follower's names the leader it forwarded to, so that the client
+/// can send its next writes there directly and spare both members the forwarding hop.
+pub fn write_reply<T>(node: &RaftNode, msg: T) -> tonic::Response<T> {
+    let mut resp = tonic::Response::new(msg);
+    if let Some((id, addr)) = node.leader() {
+        if id != node.id() {
+            if let Ok(v) = addr.parse() {
+                resp.metadata_mut().insert(LEADER_METADATA, v);
+            }
+        }
+    }
+    resp
 }
 
 /// Where a call should run.

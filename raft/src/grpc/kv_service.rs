@@ -4,7 +4,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use skiff_proto::client::LEADER_METADATA;
 use skiff_proto::pb::kv_server::Kv;
 use skiff_proto::pb::{self};
 use skiff_proto::status;
@@ -32,18 +31,8 @@ impl KvService {
         Self { node }
     }
 
-    /// A write's reply. A follower's names the leader it forwarded to, so that the client
-    /// can send its next writes there directly and spare both members the forwarding hop.
     fn write_reply<T>(&self, msg: T) -> Response<T> {
-        let mut resp = Response::new(msg);
-        if let Some((id, addr)) = self.node.leader() {
-            if id != self.node.id() {
-                if let Ok(v) = addr.parse() {
-                    resp.metadata_mut().insert(LEADER_METADATA, v);
-                }
-            }
-        }
-        resp
+        forward::write_reply(&self.node, msg)
     }
 
     fn header(&self, revision: u64) -> pb::ResponseHeader {

@@ -539,13 +539,7 @@ impl Agent {
 
     /// CPU time its process has used (user + system), in milliseconds.
     pub fn cpu_ms(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        Some(ticks * 10.0)
+        crate::process_cpu_ms(self.child.as_ref()?.id())
     }
 
     /// Resident memory of its process, in bytes.

@@ -82,6 +82,23 @@ fn busy_cpu_ms() -> f64 {
     busy * 10.0
 }
 
+/// CPU time the control processes have used together, in milliseconds.
+fn control_cpu_ms(cluster: &skiff_e2e::Cluster) -> f64 {
+    cluster
+        .members
+        .values()
+        .map(|m| m.cpu_ms().unwrap_or(f64::NAN))
+        .sum()
+}
+
+/// Wall-clock now in seconds since the epoch: `perf record -k realtime` stamps samples so.
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(f64::NAN)
+}
+
 fn pod_json(name: &str, image: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -169,7 +186,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         args.oci_runtime, args.pods, args.runs
     );
     println!(
-        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "run",
         "p50 ms",
         "p99 ms",
@@ -178,7 +195,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         "anon MiB",
         "file MiB",
         "CPU ms/pod",
-        "agent ms"
+        "agent ms",
+        "control ms"
     );
     let warm_wanted = warm_sandboxes_flag(&args.agent_flags);
     let mut cpu_per_pod = Vec::new();
@@ -211,6 +229,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         let names: Vec<String> = (0..args.pods).map(|i| format!("p{run}-{i}")).collect();
         let cpu_before = busy_cpu_ms();
         let agent_before = agent.cpu_ms().unwrap_or(f64::NAN);
+        let control_before = control_cpu_ms(cluster);
+        let burst_from = unix_secs();
         let creates = names.iter().map(|n| {
             let client = client.clone();
             let body = pod_json(n, &image);
@@ -271,7 +291,9 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        let burst_to = unix_secs();
         let cpu = (busy_cpu_ms() - cpu_before) / args.pods as f64;
+        let control_cpu = (control_cpu_ms(cluster) - control_before) / args.pods as f64;
         cpu_per_pod.push(cpu);
         let agent_cpu = (agent.cpu_ms().unwrap_or(f64::NAN) - agent_before) / args.pods as f64;
         let mem = |f: &str| {
@@ -288,13 +310,13 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             percentile(v, 1.0),
         );
         println!(
-            "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0} {agent_cpu:>10.1}"
+            "{run:>4} {p50:>10.0} {p99:>10.0} {max:>10.0} {mib:>10.1} {anon:>10.1} {file:>10.1} {cpu:>10.0} {agent_cpu:>10.1} {control_cpu:>10.1}"
         );
         // Where the time went before the node's work: binding (create + schedule) and the
         // first pod's whole path.
         let bound_ms: Vec<f64> = bound.values().copied().collect();
         eprintln!(
-            "run {run}: bound p50 {:.0} ms, max {:.0} ms; first Running {:.0} ms",
+            "run {run}: bound p50 {:.0} ms, max {:.0} ms; first Running {:.0} ms; burst {burst_from:.3}-{burst_to:.3} (unix s, for perf --time)",
             percentile(bound_ms.clone(), 0.5),
             percentile(bound_ms, 1.0),
             percentile(latencies.values().copied().collect(), 0.0)
