@@ -134,6 +134,7 @@ pub async fn start(
         runtime.clone(),
         network.clone(),
         pods_dir.clone(),
+        cfg.data_dir.join("warm-pods"),
         cfg.warm_sandboxes,
     ));
     tokio::spawn(

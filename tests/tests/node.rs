@@ -421,6 +421,22 @@ async fn warm_sandboxes_are_taken_by_pods_made_again_and_released_without_a_leak
     })
     .await;
     let first_warm = warm_state(&w).namespaces;
+    // Each warm sandbox has a pod folder made ahead, by its name.
+    let folders = w.agent.data_dir.join("warm-pods");
+    let made_ahead = |name: &str| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(folders.join(name)).map(|m| m.ino()).ok()
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "a pod folder made ahead for each warm sandbox",
+        || async { sorted_names(&folders) == sorted(first_warm.clone()) },
+    )
+    .await;
+    let inodes: Vec<(String, u64)> = first_warm
+        .iter()
+        .filter_map(|n| Some((n.clone(), made_ahead(n)?)))
+        .collect();
 
     info!("phase: a pod takes one; its container joins the sandbox's shim; it serves on its address from the node");
     let manifest = format!(
@@ -459,6 +475,21 @@ spec:
         "{taken} was one of {first_warm:?}"
     );
     assert_eq!(record.sandbox.as_deref(), Some(taken.as_str()));
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let pod_dir = w.agent.data_dir.join("pods").join(&uid);
+        let ino = std::fs::metadata(&pod_dir).expect("the pod's folder").ino();
+        assert!(
+            inodes.iter().any(|(n, i)| n == &taken && *i == ino),
+            "the pod's folder is the one made ahead for {taken}: {inodes:?}, the pod's {ino}"
+        );
+        assert!(made_ahead(&taken).is_none(), "the made-ahead folder moved");
+        let hosts = std::fs::read_to_string(pod_dir.join("etc").join("hosts")).expect("hosts");
+        assert!(
+            hosts.contains(&ip),
+            "the pod's /etc/hosts names its address:\n{hosts}"
+        );
+    }
     let container = container_ids(&p)
         .first()
         .and_then(|c| c.strip_prefix("containerd://").map(String::from))
@@ -556,6 +587,12 @@ spec:
         no_old_pool_and_a_new_one,
     )
     .await;
+    wait_until(
+        Duration::from_secs(10),
+        "pod folders made ahead for the new pool only",
+        || async { sorted_names(&folders) == sorted(warm_state(&w).namespaces) },
+    )
+    .await;
     let p = pod(&client, "web").await.expect("pod");
     assert_eq!(
         container_ids(&p),
@@ -590,6 +627,12 @@ spec:
                 && s.sandboxes.len() == 3
                 && !s.sandboxes.iter().any(|n| old_pool.contains(n))
         },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "pod folders made ahead for the new pool only",
+        || async { sorted_names(&folders) == sorted(warm_state(&w).namespaces) },
     )
     .await;
 
@@ -1109,4 +1152,21 @@ spec:
         .filter(|l| l.contains("WARN") && (l.contains("creating") || l.contains("starting")))
         .collect();
     assert!(failed.is_empty(), "failed starts:\n{}", failed.join("\n"));
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The names in folder `dir`, sorted (none if it does not exist).
+fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+    sorted(
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+    )
 }

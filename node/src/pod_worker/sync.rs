@@ -131,6 +131,11 @@ impl<R: ContainerRuntime> Worker<R> {
     }
 
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
+        // A warm sandbox brings the pod's folder, made ahead: taken first, it needs no new one.
+        let warm = match self.net {
+            None => self.ctx.warm_sandboxes.take(&self.sandbox, &self.dir),
+            Some(_) => None,
+        };
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         if !self.started_once {
             // Once per worker, for a restarted agent to read back; later passes would only
@@ -138,7 +143,7 @@ impl<R: ContainerRuntime> Worker<R> {
             let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
         }
         if self.net.is_none() {
-            let net = match self.ctx.warm_sandboxes.take(&self.sandbox) {
+            let net = match warm {
                 Some(net) => net,
                 None => self
                     .ctx
