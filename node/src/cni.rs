@@ -52,7 +52,8 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
-    const RECORD: &'static str = "network.json";
+    /// The record's file name in a pod folder.
+    pub const RECORD: &'static str = "network.json";
 
     /// The network recorded in pod folder `dir`, if any.
     pub fn read_record(dir: &Path) -> Option<Self> {

@@ -10,8 +10,8 @@
 //! id. The pod records it (`PodNetwork::cni_id`, `PodNetwork::sandbox`): its address is
 //! released by that id and its sandbox container removed with the pod.
 //!
-//! Each also has a pod folder made ahead (`<data-dir>/warm-pods/<name>`: `etc/` with empty
-//! `hosts`, `hostname` and `resolv.conf`, and `logs/`), renamed to the pod's folder when a pod
+//! Each also has a pod folder made ahead (`<data-dir>/warm-pods/<name>`: the files a pod start
+//! writes, empty, and a spare container log folder), renamed to the pod's folder when a pod
 //! takes it. A pod start then writes into files that exist: on an ext4 without a journal (as on
 //! some VMs) every new file or folder costs a scan past the inodes freed in the last minute,
 //! which after a burst of deletions cost the agent 1-3 ms of CPU per pod start.
@@ -182,7 +182,8 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         }
     }
 
-    /// A pod folder for sandbox `name`, its files empty: the pod start fills them.
+    /// A pod folder for sandbox `name`, its files empty: the pod start fills them. (An empty
+    /// network record reads as none, as a missing one does.)
     fn make_folder(&self, name: &str) -> std::io::Result<()> {
         let dir = self.folders_dir.join(name);
         let etc = dir.join("etc");
@@ -190,7 +191,10 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         for f in ["hosts", "hostname", "resolv.conf"] {
             std::fs::File::create(etc.join(f))?;
         }
-        std::fs::create_dir_all(dir.join("logs"))
+        for f in [PodNetwork::RECORD, crate::pod_worker::START_TIME] {
+            std::fs::File::create(dir.join(f))?;
+        }
+        crate::pod_worker::logs::make_spare(&dir)
     }
 
     /// A wired namespace and, in it, a sandbox container. Without the container the network

@@ -489,6 +489,17 @@ spec:
             hosts.contains(&ip),
             "the pod's /etc/hosts names its address:\n{hosts}"
         );
+        let logs = pod_dir.join("logs");
+        assert!(
+            logs.join("httpd").join("0.log").exists() && !logs.join(".spare").exists(),
+            "the container took the spare log folder: {:?}",
+            sorted_names(&logs)
+        );
+        let start_time = std::fs::read_to_string(pod_dir.join("start-time")).expect("start-time");
+        assert!(
+            start_time.trim().parse::<i64>().is_ok(),
+            "start-time written: {start_time:?}"
+        );
     }
     let container = container_ids(&p)
         .first()

@@ -22,6 +22,10 @@ pub mod status;
 mod sync;
 pub mod volumes;
 
+/// The file in a pod folder that keeps when the agent first saw the pod (its status's
+/// `startTime`), for a restarted agent.
+pub const START_TIME: &str = "start-time";
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -291,7 +295,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 }
             }
         }
-        if let Ok(bytes) = std::fs::read(self.dir.join("start-time")) {
+        if let Ok(bytes) = std::fs::read(self.dir.join(START_TIME)) {
             if let Ok(t) = String::from_utf8_lossy(&bytes).trim().parse() {
                 self.start_time = t;
             }

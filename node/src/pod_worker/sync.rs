@@ -15,6 +15,7 @@ use super::slot::{container_id, Slot};
 use super::status::{self, ContainerView, Observed, PodView};
 use super::volumes;
 use super::Worker;
+use super::START_TIME;
 use crate::runtime::oci_spec::{self, BindMount, SpecInput};
 use crate::runtime::{labels, ContainerRuntime, CreateSpec, ProcessState, PullPolicy};
 
@@ -140,7 +141,7 @@ impl<R: ContainerRuntime> Worker<R> {
         if !self.started_once {
             // Once per worker, for a restarted agent to read back; later passes would only
             // rewrite the same value.
-            let _ = std::fs::write(self.dir.join("start-time"), self.start_time.to_string());
+            let _ = std::fs::write(self.dir.join(START_TIME), self.start_time.to_string());
         }
         if self.net.is_none() {
             let net = match warm {
@@ -436,6 +437,7 @@ impl<R: ContainerRuntime> Worker<R> {
             memory_limit_bytes: quantity_bytes(limits.get("memory")),
             shim_group: Some(self.shim_group()),
         };
+        logs::take_spare(&self.dir, &c.name);
         let log_path: PathBuf = logs::path(&self.dir, &c.name, slot.attempt);
         let spec = CreateSpec {
             id: id.clone(),
