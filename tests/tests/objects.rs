@@ -661,6 +661,20 @@ async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
     assert_eq!(scheduled["reason"], "Unschedulable", "{pod}");
 }
 
+/// Create ConfigMaps `<prefix>-0` .. `<prefix>-<n-1>`, one write each.
+async fn create_config_maps(client: &Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        client
+            .create_object(
+                "configmaps",
+                "default",
+                config_map(&format!("{prefix}-{i}")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("writing {prefix}-{i}: {e}"));
+    }
+}
+
 fn config_map(name: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "v1",
@@ -689,12 +703,7 @@ async fn writes_find_the_leader_through_addresses_the_members_do_not_advertise()
     };
     let client = Client::new(&cluster.endpoints_via("127.0.0.2")).expect("client");
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-    for i in 0..4 {
-        client
-            .create_object("configmaps", "default", config_map(&format!("before-{i}")))
-            .await
-            .expect("a write through the other addresses");
-    }
+    create_config_maps(&client, "before", 4).await;
     assert_eq!(
         client.leader_endpoint(),
         Some(via(&cluster, leader).as_str()),
@@ -703,12 +712,7 @@ async fn writes_find_the_leader_through_addresses_the_members_do_not_advertise()
 
     cluster.kill9(leader);
     let next = cluster.wait_leader(Duration::from_secs(10)).await;
-    for i in 0..6 {
-        client
-            .create_object("configmaps", "default", config_map(&format!("after-{i}")))
-            .await
-            .expect("a write after the leader died");
-    }
+    create_config_maps(&client, "after", 6).await;
     assert_eq!(
         client.leader_endpoint(),
         Some(via(&cluster, next).as_str()),
