@@ -204,7 +204,13 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
             // The pod then makes its folder itself.
             tracing::warn!(warm = %name, error = %e, "making a pod folder ahead");
         }
-        let mut net = self.network.setup(name).await?;
+        let mut net = match self.network.setup(name).await {
+            Ok(net) => net,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.folders_dir.join(name));
+                return Err(e);
+            }
+        };
         match self.runtime.create_sandbox(name, &net.netns).await {
             Ok(()) => net.sandbox = Some(name.to_string()),
             Err(e) => {
