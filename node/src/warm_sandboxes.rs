@@ -130,7 +130,7 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
                 }
                 Err(e) => {
                     tracing::warn!(warm = %warm_name, error = %e, "a warm sandbox could not be taken; removing it");
-                    let _ = std::fs::remove_dir_all(self.folders_dir.join(&warm_name));
+                    self.drop_folder(&warm_name);
                     let (runtime, network) = (self.runtime.clone(), self.network.clone());
                     tokio::spawn(async move {
                         if warm.sandbox.is_some() {
@@ -176,10 +176,14 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
     /// The folder made ahead for `warm_name` becomes `pod_dir`; if `pod_dir` exists (a pod
     /// whose agent restarted), the made one is dropped.
     fn move_folder(&self, warm_name: &str, pod_dir: &Path) {
-        let made = self.folders_dir.join(warm_name);
-        if pod_dir.exists() || std::fs::rename(&made, pod_dir).is_err() {
-            let _ = std::fs::remove_dir_all(&made);
+        if pod_dir.exists() || std::fs::rename(self.folders_dir.join(warm_name), pod_dir).is_err() {
+            self.drop_folder(warm_name);
         }
+    }
+
+    /// Remove the folder made ahead for `name`, if any.
+    fn drop_folder(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.folders_dir.join(name));
     }
 
     /// A pod folder for sandbox `name`, its files empty: the pod start fills them. (An empty
@@ -207,7 +211,7 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         let mut net = match self.network.setup(name).await {
             Ok(net) => net,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(self.folders_dir.join(name));
+                self.drop_folder(name);
                 return Err(e);
             }
         };
