@@ -25,6 +25,7 @@ use crate::pod_worker::{PodHandle, WorkerCtx};
 use crate::registration::{self, NodeFacts};
 use crate::runtime::containerd::{Containerd, OciRuntime};
 use crate::runtime::{labels, ContainerRuntime};
+use crate::warm_roots::WarmRoots;
 use crate::warm_sandboxes::WarmSandboxes;
 
 /// The agent's settings.
@@ -70,6 +71,8 @@ pub struct AgentConfig {
     pub oci_runtime: OciRuntime,
     /// Pod sandboxes (network and shim) kept ready ahead of time (0: none).
     pub warm_sandboxes: usize,
+    /// Container roots of the last image started kept ready ahead of time (0: none).
+    pub warm_roots: usize,
 }
 
 /// A running agent: what its API server needs.
@@ -142,6 +145,12 @@ pub async fn start(
             .clone()
             .keep_filled(start_gate.clone(), parallel),
     );
+    let warm_roots = Arc::new(WarmRoots::new(
+        runtime.clone(),
+        cfg.data_dir.join("warm-roots"),
+        cfg.warm_roots,
+    ));
+    tokio::spawn(warm_roots.clone().keep_filled(start_gate.clone(), parallel));
     let ctx = Arc::new(WorkerCtx {
         runtime,
         network,
@@ -153,6 +162,7 @@ pub async fn start(
         log_max_bytes: cfg.log_max_bytes,
         start_gate,
         warm_sandboxes,
+        warm_roots,
     });
     let (pods, events) = Informer::<Pod>::start(
         client,

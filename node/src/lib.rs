@@ -24,9 +24,11 @@ pub mod image;
 pub mod netns;
 pub mod pod_worker;
 pub mod proxy;
+pub mod quiet;
 pub mod registration;
 pub mod runtime;
 pub mod server;
+pub mod warm_roots;
 pub mod warm_sandboxes;
 
 pub use error::{Error, Result};

@@ -19,15 +19,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
 use crate::cni::{NetworkConfig, PodNetwork};
+use crate::quiet::Quiet;
 use crate::runtime::{labels, sandbox, ContainerRuntime};
-
-/// How long after the last pod start the pool waits before filling up.
-const QUIET: Duration = Duration::from_secs(1);
 
 /// The node's warm pod sandboxes.
 pub struct WarmSandboxes<R> {
@@ -42,7 +40,7 @@ pub struct WarmSandboxes<R> {
     /// keeps the name of the sandbox it took.
     prefix: String,
     ready: Mutex<Vec<PodNetwork>>,
-    last_take: Mutex<Option<Instant>>,
+    quiet: Quiet,
     next: AtomicU64,
     wanted: Notify,
 }
@@ -92,7 +90,7 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
             network,
             target,
             ready: Mutex::new(Vec::new()),
-            last_take: Mutex::new(None),
+            quiet: Quiet::default(),
             next: AtomicU64::new(0),
             wanted: Notify::new(),
         }
@@ -113,9 +111,7 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         }
         loop {
             let warm = self.ready.lock().ok()?.pop()?;
-            if let Ok(mut t) = self.last_take.lock() {
-                *t = Some(Instant::now());
-            }
+            self.quiet.took();
             self.wanted.notify_one();
             let warm_name = warm.netns.file_name()?.to_string_lossy().into_owned();
             match crate::netns::rename(&warm_name, name) {
@@ -154,9 +150,7 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
             while self.ready() >= self.target {
                 self.wanted.notified().await;
             }
-            while !self.node_is_quiet(&gate, gate_size) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            self.quiet.wait(&gate, gate_size).await;
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let name = format!("{}{n}", self.prefix);
             match self.make(&name).await {
@@ -223,16 +217,6 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         }
         tracing::debug!(warm = %name, ip = %net.ip, shim = net.sandbox.is_some(), "warm sandbox ready");
         Ok(net)
-    }
-
-    fn node_is_quiet(&self, gate: &Semaphore, gate_size: usize) -> bool {
-        let recent_take = self
-            .last_take
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < QUIET);
-        !recent_take && gate.available_permits() >= gate_size
     }
 
     /// Sandbox containers, namespaces and addresses of warm sandboxes an earlier run made and

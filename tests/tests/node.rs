@@ -673,6 +673,177 @@ spec:
     );
 }
 
+/// The roots made ahead under the agent's data folder: (folder names, those mounted).
+fn warm_roots(w: &skiff_e2e::node_env::world::World) -> (Vec<String>, usize) {
+    let dir = w.agent.data_dir.join("warm-roots");
+    let names = sorted_names(&dir);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mounted = names
+        .iter()
+        .filter(|n| {
+            let path = dir.join(n).display().to_string();
+            mountinfo
+                .lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(path.as_str()))
+        })
+        .count();
+    (names, mounted)
+}
+
+/// The snapshot a container runs on, as containerd records it.
+fn snapshot_key_of(w: &skiff_e2e::node_env::world::World, container: &str) -> String {
+    let info = w.containerd.ctr(&["containers", "info", container]);
+    let v: serde_json::Value = serde_json::from_str(&info).expect("containers info is JSON");
+    v["SnapshotKey"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_roots_are_taken_by_containers_of_the_last_image_and_dropped_without_a_leak() {
+    if !require_system_parts() {
+        return;
+    }
+    let mut w = world(&["--warm-roots", "2"]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("roots"), "skiff/busybox", "1");
+    let pod_of = |name: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {image}
+    command: ["sh", "-c", "echo {name} > /marker && exec sleep 3600"]
+"#
+        )
+    };
+
+    info!("phase: no root is made before the node has started a container of some image");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(warm_roots(&w).0.len(), 0, "roots made for no image");
+
+    info!("phase: a first pod starts on a root of its own; then two roots of its image are made ahead and mounted");
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&pod_of("first")),
+    ));
+    wait_until(Duration::from_secs(60), "pod first Running", || async {
+        pod(&client, "first")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let first = pod(&client, "first").await.expect("pod");
+    let first_container = container_ids(&first)[0]
+        .trim_start_matches("containerd://")
+        .to_string();
+    assert_eq!(snapshot_key_of(&w, &first_container), first_container);
+    wait_until(
+        Duration::from_secs(20),
+        "two roots made ahead, mounted",
+        || async { warm_roots(&w).1 == 2 && warm_roots(&w).0.len() == 2 },
+    )
+    .await;
+    let pool = warm_roots(&w).0;
+    let active = w.containerd.active_snapshots();
+    assert!(
+        pool.iter().all(|k| active.contains(k)),
+        "each root is an active snapshot: {pool:?} in {active:?}"
+    );
+
+    info!("phase: a second pod of the same image takes one: it runs and writes on it, and the pool is made up again");
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&pod_of("second")),
+    ));
+    wait_until(Duration::from_secs(60), "pod second Running", || async {
+        pod(&client, "second")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let second = pod(&client, "second").await.expect("pod");
+    let second_container = container_ids(&second)[0]
+        .trim_start_matches("containerd://")
+        .to_string();
+    let taken = snapshot_key_of(&w, &second_container);
+    assert!(
+        pool.contains(&taken),
+        "the container runs on a root made ahead: {taken} in {pool:?}"
+    );
+    let marker = ok(&skiffctl(
+        &w.cluster,
+        &["exec", "second", "--", "cat", "/marker"],
+        None,
+    ));
+    assert_eq!(marker.trim(), "second", "the container wrote on its root");
+    wait_until(
+        Duration::from_secs(20),
+        "two roots again, the taken one's folder gone",
+        || async {
+            let (names, mounted) = warm_roots(&w);
+            names.len() == 2 && mounted == 2 && !names.contains(&taken)
+        },
+    )
+    .await;
+
+    info!("phase: deleting the pod removes the snapshot it ran on");
+    ok(&skiffctl(&w.cluster, &["delete", "pod", "second"], None));
+    wait_until(
+        Duration::from_secs(30),
+        "pod second gone, its snapshot too",
+        || async {
+            pod(&client, "second").await.is_none()
+                && !w.containerd.active_snapshots().contains(&taken)
+        },
+    )
+    .await;
+
+    info!("phase: kill -9 and a restart: the old roots are dropped, a new pool made, the first pod untouched");
+    let old_pool = warm_roots(&w).0;
+    w.agent.kill9();
+    w.agent.restart();
+    wait_until(
+        Duration::from_secs(30),
+        "a new pool of two, the old one dropped",
+        || async {
+            let (names, mounted) = warm_roots(&w);
+            let active = w.containerd.active_snapshots();
+            names.len() == 2
+                && mounted == 2
+                && !names.iter().any(|n| old_pool.contains(n))
+                && !old_pool.iter().any(|k| active.contains(k))
+        },
+    )
+    .await;
+    let active = w.containerd.active_snapshots();
+    assert_eq!(
+        active.len(),
+        3,
+        "the first pod's snapshot and the pool's two, nothing else: {active:?}"
+    );
+    let again = pod(&client, "first").await.expect("pod");
+    assert_eq!(
+        container_ids(&again),
+        container_ids(&first),
+        "same container"
+    );
+    let marker = ok(&skiffctl(
+        &w.cluster,
+        &["exec", "first", "--", "cat", "/marker"],
+        None,
+    ));
+    assert_eq!(marker.trim(), "first");
+}
+
 /// The pod's parent cgroup directories still present in any hierarchy under /sys/fs/cgroup.
 fn pod_cgroups_left(uid: &str) -> Vec<String> {
     let mut left = Vec::new();

@@ -66,6 +66,8 @@ pub struct WorkerCtx<R> {
     pub start_gate: Arc<tokio::sync::Semaphore>,
     /// Pod sandboxes made ahead of time.
     pub warm_sandboxes: Arc<crate::warm_sandboxes::WarmSandboxes<R>>,
+    /// Container roots made ahead of time.
+    pub warm_roots: Arc<crate::warm_roots::WarmRoots<R>>,
 }
 
 impl<R: ContainerRuntime> WorkerCtx<R> {

@@ -451,6 +451,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 (labels::LOG.to_string(), log_path.display().to_string()),
             ]),
             spec: oci_spec::build(&input, &image),
+            root: self.ctx.warm_roots.take(&image),
             image,
             log_path,
         };

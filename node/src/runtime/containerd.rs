@@ -224,6 +224,68 @@ impl Containerd {
         }
     }
 
+    /// Remove snapshot `key` (a missing one is fine).
+    async fn remove_snapshot(&self, key: &str) -> Result<()> {
+        match SnapshotsClient::new(self.conn.channel())
+            .remove(self.conn.req(RemoveSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                key: key.into(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::containerd("snapshots.Remove")(s)),
+        }
+    }
+
+    /// Create the container record and its task, on `spec.root` if it brings one.
+    async fn create_on(&self, spec: &CreateSpec) -> Result<()> {
+        let container = Container {
+            image: spec.image.name.clone(),
+            snapshotter: self.conn.snapshotter.clone(),
+            snapshot_key: spec
+                .root
+                .as_ref()
+                .map_or_else(|| spec.id.clone(), |r| r.key.clone()),
+            ..self.record(&spec.id, spec.labels.clone(), &spec.spec)?
+        };
+        let created = ContainersClient::new(self.conn.channel())
+            .create(self.conn.req(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(Error::containerd("containers.Create")(s)),
+        }
+        // The snapshot is prepared only once the container record names it: containerd's
+        // garbage collector (which any removal on the node may set off) deletes a snapshot
+        // that nothing references, and did so between a prepare and the container's create.
+        let mounts = match &spec.root {
+            Some(root) => vec![super::root_mount::bind_of(&root.dir)],
+            None => self.rootfs(&spec.id, &spec.image.chain_id).await?,
+        };
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        }
+        let uri = format!("file://{}", spec.log_path.display());
+        self.tasks()
+            .create(self.conn.req(CreateTaskRequest {
+                container_id: spec.id.clone(),
+                rootfs: mounts,
+                stdin: String::new(),
+                stdout: uri.clone(),
+                stderr: uri,
+                terminal: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::containerd("tasks.Create"))?;
+        Ok(())
+    }
+
     async fn task(&self, id: &str) -> Result<Option<Process>> {
         match self
             .tasks()
@@ -322,6 +384,7 @@ fn info_of(c: &Container, process: Option<&Process>) -> ContainerInfo {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
         created_at: c.created_at.as_ref().map(|t| t.seconds).unwrap_or(0),
+        snapshot_key: c.snapshot_key.clone(),
         state: state_of(process, spec.as_ref()),
     }
 }
@@ -336,43 +399,67 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<()> {
-        let container = Container {
-            image: spec.image.name.clone(),
-            snapshotter: self.conn.snapshotter.clone(),
-            snapshot_key: spec.id.clone(),
-            ..self.record(&spec.id, spec.labels.clone(), &spec.spec)?
-        };
-        let created = ContainersClient::new(self.conn.channel())
-            .create(self.conn.req(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => return Err(Error::containerd("containers.Create")(s)),
+        let created = self.create_on(spec).await;
+        if let (Err(_), Some(root)) = (&created, &spec.root) {
+            // Removing the container removes the snapshot its record names; one that never
+            // came to name it would be left without a user.
+            let named = ContainersClient::new(self.conn.channel())
+                .get(self.conn.req(GetContainerRequest {
+                    id: spec.id.clone(),
+                }))
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().container)
+                .is_some_and(|c| c.snapshot_key == root.key);
+            if !named {
+                let _ = self.remove_snapshot(&root.key).await;
+            }
         }
-        // The snapshot is prepared only once the container record names it: containerd's
-        // garbage collector (which any removal on the node may set off) deletes a snapshot
-        // that nothing references, and did so between a prepare and the container's create.
-        let mounts = self.rootfs(&spec.id, &spec.image.chain_id).await?;
-        if let Some(dir) = spec.log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        if let Some(root) = &spec.root {
+            // The task's bundle holds the root now (or nothing does): the agent's mount goes.
+            // The snapshot stays with the container record, which names it.
+            if let Err(e) = super::root_mount::detach(&root.dir) {
+                tracing::warn!(dir = %root.dir.display(), error = %e, "detaching a taken root");
+            }
+            let _ = std::fs::remove_dir(&root.dir);
         }
-        let uri = format!("file://{}", spec.log_path.display());
-        self.tasks()
-            .create(self.conn.req(CreateTaskRequest {
-                container_id: spec.id.clone(),
-                rootfs: mounts,
-                stdin: String::new(),
-                stdout: uri.clone(),
-                stderr: uri,
-                terminal: false,
-                ..Default::default()
+        created
+    }
+
+    async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
+        // A gc root: no container names the snapshot until one takes it.
+        let labels = std::collections::HashMap::from([(
+            "containerd.io/gc.root".to_string(),
+            jiff::Timestamp::now().to_string(),
+        )]);
+        let mounts = SnapshotsClient::new(self.conn.channel())
+            .prepare(self.conn.req(PrepareSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                key: key.into(),
+                parent: image.chain_id.clone(),
+                labels,
             }))
             .await
-            .map_err(Error::containerd("tasks.Create"))?;
+            .map_err(Error::containerd("snapshots.Prepare (root ahead)"))?
+            .into_inner()
+            .mounts;
+        if let Err(e) = super::root_mount::mount_all(&mounts, dir) {
+            let _ = self.drop_root(key, dir, false).await;
+            return Err(e);
+        }
         Ok(())
+    }
+
+    async fn drop_root(&self, key: &str, dir: &Path, keep_snapshot: bool) -> Result<()> {
+        super::root_mount::detach(dir)?;
+        if !keep_snapshot {
+            self.remove_snapshot(key).await?;
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(dir)(e)),
+        }
     }
 
     async fn create_sandbox(&self, id: &str, netns: &Path) -> Result<()> {
@@ -513,6 +600,19 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
+        // A container on a root made ahead runs on a snapshot of another name.
+        let snapshot_key = match ContainersClient::new(self.conn.channel())
+            .get(self.conn.req(GetContainerRequest { id: id.into() }))
+            .await
+        {
+            Ok(r) => r
+                .into_inner()
+                .container
+                .map(|c| c.snapshot_key)
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| id.to_string()),
+            Err(_) => id.to_string(),
+        };
         if let Some(p) = self.task(id).await? {
             if TaskStatus::try_from(p.status) != Ok(TaskStatus::Stopped) {
                 self.kill(id, libc::SIGKILL as u32).await?;
@@ -538,17 +638,7 @@ impl ContainerRuntime for Containerd {
             Err(s) if s.code() == tonic::Code::NotFound => {}
             Err(s) => return Err(Error::containerd("containers.Delete")(s)),
         }
-        match SnapshotsClient::new(self.conn.channel())
-            .remove(self.conn.req(RemoveSnapshotRequest {
-                snapshotter: self.conn.snapshotter.clone(),
-                key: id.into(),
-            }))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(Error::containerd("snapshots.Remove")(s)),
-        }
+        self.remove_snapshot(&snapshot_key).await
     }
 
     async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {

@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod exits;
 pub mod oci_spec;
 pub mod pinned_binary;
+pub mod root_mount;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,19 @@ pub struct CreateSpec {
     pub spec: serde_json::Value,
     /// Where stdout and stderr go.
     pub log_path: PathBuf,
+    /// A root made ahead for this image (see `crate::warm_roots`); `None` has the runtime
+    /// prepare one.
+    pub root: Option<PreparedRoot>,
+}
+
+/// A container root made ahead of time: a snapshot of an image's top layer, prepared for
+/// writing and mounted at `dir`. A container created on it uses the snapshot as its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedRoot {
+    /// The snapshot's key.
+    pub key: String,
+    /// Where it is mounted.
+    pub dir: PathBuf,
 }
 
 /// A container's process state.
@@ -135,6 +149,8 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// When it was created, as Unix seconds.
     pub created_at: i64,
+    /// The key of the snapshot it runs on.
+    pub snapshot_key: String,
     /// Its process state.
     pub state: ProcessState,
 }
@@ -185,6 +201,24 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// and its task, never started, whose shim the pod's containers join.
     fn create_sandbox(&self, id: &str, netns: &Path) -> impl Future<Output = Result<()>> + Send;
 
+    /// Make a root for containers of `image` ahead of time: prepare snapshot `key` on the
+    /// image and mount it at `dir` (an empty folder that exists).
+    fn prepare_root(
+        &self,
+        key: &str,
+        image: &ImageInfo,
+        dir: &Path,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Undo [`ContainerRuntime::prepare_root`]: unmount `dir`, remove snapshot `key` unless
+    /// `keep_snapshot` (a container uses it), then remove `dir`. Missing parts are fine.
+    fn drop_root(
+        &self,
+        key: &str,
+        dir: &Path,
+        keep_snapshot: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Start a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 
@@ -201,7 +235,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// SIGTERM, then SIGKILL after `grace` if it still runs.
     fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<()>> + Send;
 
-    /// Remove a container, its task and its snapshot (it must not run).
+    /// Remove a container, its task and the snapshot it runs on (it must not run).
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Run `argv` in a running container; `timeout` bounds it.

@@ -10,6 +10,8 @@ use skiff_node::runtime::containerd::OciRuntime;
 
 /// Warm sandboxes hold addresses of the node's pod range (a /24 by default: 254).
 const MAX_WARM_SANDBOXES: usize = 64;
+/// The most `--warm-roots` a node keeps.
+const MAX_WARM_ROOTS: usize = 256;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -71,6 +73,12 @@ pub struct NodeArgs {
     /// of the node's pod range and a shim process.
     #[arg(long, default_value_t = 0)]
     pub warm_sandboxes: usize,
+    /// Container roots to keep ready ahead of time, made while no pod is starting: snapshots
+    /// of the image this node last started a container of, prepared and mounted. A container
+    /// of that image that takes one skips the snapshot's preparation and the root's mount.
+    /// Each holds a snapshot (an empty upper folder) and a mount.
+    #[arg(long, default_value_t = 0)]
+    pub warm_roots: usize,
     /// The shim containerd starts for containers: `auto` (skiff-shim from beside this binary
     /// when it is there, else containerd's runc v2 shim), `runc-v2`, or a path to skiff-shim.
     /// skiff-shim answers a container joining its pod's running shim itself and hands every
@@ -193,6 +201,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             "--warm-sandboxes must be at most {MAX_WARM_SANDBOXES}: each holds an address of the node's pod range, which its pods need"
         );
     }
+    if args.warm_roots > MAX_WARM_ROOTS {
+        anyhow::bail!(
+            "--warm-roots must be at most {MAX_WARM_ROOTS}: each holds a snapshot and a mount"
+        );
+    }
     if args.backoff_initial_ms == 0 || args.backoff_max_ms < args.backoff_initial_ms {
         anyhow::bail!("--backoff-initial-ms must be > 0 and at most --backoff-max-ms");
     }
@@ -245,6 +258,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .parallel_pod_starts
             .unwrap_or_else(default_parallel_pod_starts),
         warm_sandboxes: args.warm_sandboxes,
+        warm_roots: args.warm_roots,
         insecure_registries: args.insecure_registries.clone(),
         oci_runtime,
     };
