@@ -80,7 +80,7 @@ bench-pods: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench pods --oci-runtime runc
 	./target/release/skiff-bench pods --oci-runtime crun
-	./target/release/skiff-bench pods --oci-runtime crun --agent-flag=--warm-sandboxes=30
+	./target/release/skiff-bench pods --oci-runtime crun --agent-flag=--warm-sandboxes=30 --agent-flag=--warm-roots=30
 
 bench-proxy: deps
 	$(CARGO) build --release --workspace --bins

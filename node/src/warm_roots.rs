@@ -76,11 +76,6 @@ impl<R: ContainerRuntime> WarmRoots<R> {
         }
     }
 
-    /// How many are ready.
-    pub fn ready(&self) -> usize {
-        self.ready.lock().map(|r| r.len()).unwrap_or(0)
-    }
-
     /// A ready root for a container of `image`, if there is one; the pool then makes roots
     /// of `image` from now on.
     pub fn take(&self, image: &ImageInfo) -> Option<PreparedRoot> {

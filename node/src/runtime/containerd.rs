@@ -257,7 +257,8 @@ impl Containerd {
             .await;
         match created {
             Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            // A record made by an earlier call names its own snapshot, not the root.
+            Err(s) if s.code() == tonic::Code::AlreadyExists && spec.root.is_none() => {}
             Err(s) => return Err(Error::containerd("containers.Create")(s)),
         }
         // The snapshot is prepared only once the container record names it: containerd's
@@ -399,31 +400,30 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn create(&self, spec: &CreateSpec) -> Result<()> {
-        let created = self.create_on(spec).await;
-        if let (Err(_), Some(root)) = (&created, &spec.root) {
-            // Removing the container removes the snapshot its record names; one that never
-            // came to name it would be left without a user.
-            let named = ContainersClient::new(self.conn.channel())
-                .get(self.conn.req(GetContainerRequest {
-                    id: spec.id.clone(),
-                }))
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().container)
-                .is_some_and(|c| c.snapshot_key == root.key);
-            if !named {
-                let _ = self.remove_snapshot(&root.key).await;
-            }
+        let Some(root) = &spec.root else {
+            return self.create_on(spec).await;
+        };
+        let on_root = self.create_on(spec).await;
+        // The task's bundle holds the root now (or nothing does): the agent's mount goes.
+        // The snapshot stays with the container record, which names it.
+        if let Err(e) = super::root_mount::detach(&root.dir) {
+            tracing::warn!(dir = %root.dir.display(), error = %e, "detaching a taken root");
         }
-        if let Some(root) = &spec.root {
-            // The task's bundle holds the root now (or nothing does): the agent's mount goes.
-            // The snapshot stays with the container record, which names it.
-            if let Err(e) = super::root_mount::detach(&root.dir) {
-                tracing::warn!(dir = %root.dir.display(), error = %e, "detaching a taken root");
-            }
-            let _ = std::fs::remove_dir(&root.dir);
-        }
-        created
+        let _ = std::fs::remove_dir(&root.dir);
+        let Err(e) = on_root else {
+            return Ok(());
+        };
+        // A root made ahead must never keep a container from starting: what was made of it
+        // goes (the root's snapshot too, named by the record or not), and the container is
+        // made again on a snapshot of its own.
+        tracing::warn!(container = %spec.id, key = %root.key, error = %e, "creating on a root made ahead; making the container's own");
+        self.remove(&spec.id).await?;
+        self.remove_snapshot(&root.key).await?;
+        self.create_on(&CreateSpec {
+            root: None,
+            ..spec.clone()
+        })
+        .await
     }
 
     async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
