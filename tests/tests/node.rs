@@ -842,6 +842,52 @@ spec:
         None,
     ));
     assert_eq!(marker.trim(), "first");
+
+    info!("phase: roots unmounted behind the agent's back: a container that takes one is made on its own snapshot instead, and the broken root's snapshot goes");
+    let broken = warm_roots(&w).0;
+    for key in &broken {
+        let dir = w.agent.data_dir.join("warm-roots").join(key);
+        nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).expect("unmounting a root");
+    }
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&pod_of("third")),
+    ));
+    wait_until(Duration::from_secs(60), "pod third Running", || async {
+        pod(&client, "third")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+    let third = pod(&client, "third").await.expect("pod");
+    let third_container = container_ids(&third)[0]
+        .trim_start_matches("containerd://")
+        .to_string();
+    assert_eq!(
+        snapshot_key_of(&w, &third_container),
+        third_container,
+        "made on a snapshot of its own"
+    );
+    assert!(
+        w.agent.log().contains("creating on a root made ahead"),
+        "the container took a broken root first and fell back"
+    );
+    let marker = ok(&skiffctl(
+        &w.cluster,
+        &["exec", "third", "--", "cat", "/marker"],
+        None,
+    ));
+    assert_eq!(marker.trim(), "third");
+    let active = w.containerd.active_snapshots();
+    let broken_left: Vec<&String> = broken
+        .iter()
+        .filter(|k| active.contains(k) && !warm_roots(&w).0.contains(k))
+        .collect();
+    assert!(
+        broken_left.is_empty(),
+        "the taken broken root's snapshot is removed: {broken_left:?}"
+    );
 }
 
 /// The pod's parent cgroup directories still present in any hierarchy under /sys/fs/cgroup.
