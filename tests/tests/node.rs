@@ -322,23 +322,23 @@ spec:
 }
 
 #[test]
-fn too_many_warm_sandboxes_are_refused_naming_the_flag() {
-    let out = Command::new(skiff_e2e::binary("skiff"))
-        .args([
-            "node",
-            "--endpoints",
-            "127.0.0.1:1",
+fn too_many_warm_sandboxes_or_roots_are_refused_naming_the_flag() {
+    for (flag, value, said) in [
+        (
             "--warm-sandboxes",
             "65",
-        ])
-        .output()
-        .expect("run skiff node");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "accepted: {stderr}");
-    assert!(
-        stderr.contains("--warm-sandboxes must be at most 64"),
-        "{stderr}"
-    );
+            "--warm-sandboxes must be at most 64",
+        ),
+        ("--warm-roots", "257", "--warm-roots must be at most 256"),
+    ] {
+        let out = Command::new(skiff_e2e::binary("skiff"))
+            .args(["node", "--endpoints", "127.0.0.1:1", flag, value])
+            .output()
+            .expect("run skiff node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} accepted: {stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
 }
 
 /// What the test agent's warm sandboxes hold on the host.
