@@ -129,7 +129,7 @@ impl<R: ContainerRuntime> WarmRoots<R> {
                 continue;
             }
             self.quiet.wait(&gate, gate_size).await;
-            // Taken again after the wait: a pod start may have changed what is needed.
+            // Looked at again after the wait: a pod start may have changed what is needed.
             match self.next_work() {
                 Some(Work::Make(image)) => self.make(&image).await,
                 Some(Work::Drop(stale)) => {
@@ -146,6 +146,7 @@ impl<R: ContainerRuntime> WarmRoots<R> {
         }
     }
 
+    /// Whether [`WarmRoots::next_work`] would find something, leaving the pool as it is.
     fn has_work(&self) -> bool {
         let Some(image) = self.image.lock().ok().and_then(|i| i.clone()) else {
             return false;
