@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 
@@ -24,6 +24,12 @@ use crate::quiet::Quiet;
 use crate::runtime::{
     labels, ContainerInfo, ContainerRuntime, ImageInfo, PreparedRoot, PullPolicy,
 };
+
+/// The start of every root's snapshot key.
+const KEY_PREFIX: &str = "skiff-root-";
+
+/// How long after a root of an image could not be made another is tried.
+const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// A root ready for a container of the image whose top layer is `chain_id`.
 struct Ready {
@@ -45,12 +51,20 @@ pub struct WarmRoots<R> {
     /// Where roots are mounted, one folder per snapshot key.
     dir: PathBuf,
     target: usize,
-    /// `skiff-root-<this run>-`: keys stay unique across restarts, since a container keeps
+    /// `skiff-root-<this agent>-`: the keys of this agent's roots, apart from those of other
+    /// agents on the same containerd.
+    agent_prefix: String,
+    /// `<agent prefix><this run>-`: keys stay unique across restarts, since a container keeps
     /// the snapshot it took.
     prefix: String,
+    /// Roots taken whose snapshots are still gc roots (see [`WarmRoots::unpin_taken`]).
+    taken: Mutex<Vec<String>>,
     /// The image of the last container started here: the one roots are made for.
     image: Mutex<Option<ImageInfo>>,
     ready: Mutex<Vec<Ready>>,
+    /// The image whose last root could not be made, and when: not tried again for a while
+    /// (an image of too many layers for one overlay mount would fail every time).
+    failed: Mutex<Option<(String, Instant)>>,
     quiet: Quiet,
     next: AtomicU64,
     wanted: Notify,
@@ -63,13 +77,20 @@ impl<R: ContainerRuntime> WarmRoots<R> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
+        let agent_prefix = format!(
+            "{KEY_PREFIX}{:08x}-",
+            crate::warm_sandboxes::path_hash(&dir)
+        );
         Self {
-            prefix: format!("skiff-root-{run:x}-"),
+            prefix: format!("{agent_prefix}{run:x}-"),
+            agent_prefix,
+            taken: Mutex::new(Vec::new()),
             runtime,
             dir,
             target,
             image: Mutex::new(None),
             ready: Mutex::new(Vec::new()),
+            failed: Mutex::new(None),
             quiet: Quiet::default(),
             next: AtomicU64::new(0),
             wanted: Notify::new(),
@@ -88,6 +109,9 @@ impl<R: ContainerRuntime> WarmRoots<R> {
             let i = ready.iter().position(|r| r.chain_id == image.chain_id)?;
             ready.swap_remove(i).root
         };
+        if let Ok(mut t) = self.taken.lock() {
+            t.push(taken.key.clone());
+        }
         self.quiet.took();
         self.wanted.notify_one();
         tracing::debug!(key = %taken.key, "took a root made ahead");
@@ -125,10 +149,12 @@ impl<R: ContainerRuntime> WarmRoots<R> {
             .await;
         loop {
             if !self.has_work() {
-                self.wanted.notified().await;
+                // Bounded: an image whose root failed is tried again after a while.
+                let _ = tokio::time::timeout(RETRY_AFTER, self.wanted.notified()).await;
                 continue;
             }
             self.quiet.wait(&gate, gate_size).await;
+            self.unpin_taken().await;
             // Looked at again after the wait: a pod start may have changed what is needed.
             match self.next_work() {
                 Some(Work::Make(image)) => self.make(&image).await,
@@ -151,8 +177,21 @@ impl<R: ContainerRuntime> WarmRoots<R> {
         let Some(image) = self.image.lock().ok().and_then(|i| i.clone()) else {
             return false;
         };
+        if self.taken.lock().is_ok_and(|t| !t.is_empty()) {
+            return true;
+        }
+        let may_make = self.may_make(&image);
         self.ready.lock().is_ok_and(|ready| {
-            ready.len() < self.target || ready.iter().any(|r| r.chain_id != image.chain_id)
+            (may_make && ready.len() < self.target)
+                || ready.iter().any(|r| r.chain_id != image.chain_id)
+        })
+    }
+
+    /// Whether roots of `image` may be made: not for a while after one failed.
+    fn may_make(&self, image: &ImageInfo) -> bool {
+        self.failed.lock().is_ok_and(|f| {
+            f.as_ref()
+                .is_none_or(|(chain, at)| *chain != image.chain_id || at.elapsed() > RETRY_AFTER)
         })
     }
 
@@ -164,7 +203,22 @@ impl<R: ContainerRuntime> WarmRoots<R> {
         if let Some(i) = ready.iter().position(|r| r.chain_id != image.chain_id) {
             return Some(Work::Drop(ready.swap_remove(i)));
         }
-        (ready.len() < self.target).then_some(Work::Make(image))
+        (ready.len() < self.target && self.may_make(&image)).then_some(Work::Make(image))
+    }
+
+    /// The snapshots of roots taken since the last call stop being gc roots: their containers
+    /// name them now, and containerd collects them as any container's once those go. Done
+    /// when the node is quiet, not in the pod start.
+    async fn unpin_taken(&self) {
+        let keys = match self.taken.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        for key in keys {
+            if let Err(e) = self.runtime.unpin_root(&key).await {
+                tracing::warn!(%key, error = %e, "unpinning a taken root");
+            }
+        }
     }
 
     async fn make(&self, image: &ImageInfo) {
@@ -189,7 +243,10 @@ impl<R: ContainerRuntime> WarmRoots<R> {
                 }
             }
             Err(e) => {
-                tracing::warn!(%key, image = %image.name, error = %e, "making a root ahead");
+                tracing::warn!(%key, image = %image.name, error = %e, "making a root ahead; not trying this image again for a while");
+                if let Ok(mut f) = self.failed.lock() {
+                    *f = Some((image.chain_id.clone(), Instant::now()));
+                }
                 let _ = std::fs::remove_dir(&dir);
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
@@ -214,18 +271,26 @@ impl<R: ContainerRuntime> WarmRoots<R> {
     /// Roots an earlier run made: each is unmounted and its folder removed; its snapshot too
     /// unless one of `containers` runs on it (the agent stopped between a take and its
     /// detach).
+    /// Roots are found by their folders and by their snapshots' keys, so one whose folder is
+    /// gone (or whose snapshot was never unpinned) is found too.
     async fn release_left_over(&self, containers: &[ContainerInfo]) {
-        let names = folder_names(&self.dir);
+        let mut keys: HashSet<String> = folder_names(&self.dir).into_iter().collect();
+        match self.runtime.snapshots_named(&self.agent_prefix).await {
+            Ok(named) => keys.extend(named),
+            Err(e) => tracing::warn!(error = %e, "listing snapshots for left-over roots"),
+        }
         let in_use: HashSet<&str> = containers.iter().map(|c| c.snapshot_key.as_str()).collect();
-        for key in names {
+        for key in keys {
             let dir = self.dir.join(&key);
-            tracing::info!(%key, "dropping a root left by an earlier run");
-            if let Err(e) = self
-                .runtime
-                .drop_root(&key, &dir, in_use.contains(key.as_str()))
-                .await
-            {
+            let used = in_use.contains(key.as_str());
+            tracing::info!(%key, used, "releasing a root left by an earlier run");
+            if let Err(e) = self.runtime.drop_root(&key, &dir, used).await {
                 tracing::warn!(%key, error = %e, "dropping a left-over root");
+            }
+            if used {
+                if let Err(e) = self.runtime.unpin_root(&key).await {
+                    tracing::warn!(%key, error = %e, "unpinning a root a container runs on");
+                }
             }
         }
     }

@@ -48,15 +48,20 @@ pub struct WarmSandboxes<R> {
 /// The name prefix of the warm sandboxes of the agent whose CNI records are in `ipam_dir`:
 /// agents sharing a host (as in tests) keep apart.
 pub fn prefix_for(ipam_dir: &Path) -> String {
+    format!("skiff-warm-{:08x}-", path_hash(ipam_dir))
+}
+
+/// A short hash of `path` that names one agent's things among those of agents sharing a host.
+pub fn path_hash(path: &Path) -> u32 {
     // FNV-1a: stable across builds, unlike std's hasher, so a newer agent finds an older one's.
-    let hash = ipam_dir
+    let hash = path
         .as_os_str()
         .as_encoded_bytes()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
-    format!("skiff-warm-{:08x}-", hash as u32)
+    hash as u32
 }
 
 /// Remove the warm namespaces of the agent whose CNI records are in `ipam_dir` (only the

@@ -757,6 +757,11 @@ spec:
         pool.iter().all(|k| active.contains(k)),
         "each root is an active snapshot: {pool:?} in {active:?}"
     );
+    let info = w.containerd.ctr(&["snapshots", "info", &pool[0]]);
+    assert!(
+        info.contains("containerd.io/gc.root"),
+        "a root no container names yet is a gc root:\n{info}"
+    );
 
     info!("phase: a second pod of the same image takes one: it runs and writes on it, and the pool is made up again");
     ok(&skiffctl(
@@ -787,6 +792,15 @@ spec:
     assert_eq!(marker.trim(), "second", "the container wrote on its root");
     wait_until(
         Duration::from_secs(20),
+        "the taken root's snapshot no longer a gc root (its container names it)",
+        || async {
+            let info = w.containerd.ctr(&["snapshots", "info", &taken]);
+            info.contains(&taken) && !info.contains("containerd.io/gc.root")
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
         "two roots again, the taken one's folder gone",
         || async {
             let (names, mounted) = warm_roots(&w);
@@ -810,6 +824,10 @@ spec:
     info!("phase: kill -9 and a restart: the old roots are dropped, a new pool made, the first pod untouched");
     let old_pool = warm_roots(&w).0;
     w.agent.kill9();
+    // One root loses its folder while the agent is down: its snapshot is found by its key.
+    let orphan = w.agent.data_dir.join("warm-roots").join(&old_pool[0]);
+    nix::mount::umount2(&orphan, nix::mount::MntFlags::MNT_DETACH).expect("unmounting a root");
+    std::fs::remove_dir(&orphan).expect("removing a root's folder");
     w.agent.restart();
     wait_until(
         Duration::from_secs(30),
@@ -870,7 +888,9 @@ spec:
         "made on a snapshot of its own"
     );
     assert!(
-        w.agent.log().contains("creating on a root made ahead"),
+        w.agent
+            .log()
+            .contains("a root made ahead is not mounted; dropping it"),
         "the container took a broken root first and fell back"
     );
     let marker = ok(&skiffctl(
@@ -879,15 +899,22 @@ spec:
         None,
     ));
     assert_eq!(marker.trim(), "third");
+    // A broken root is either still in the pool (folder and snapshot) or, once taken, gone
+    // altogether: no folder and no snapshot.
     let active = w.containerd.active_snapshots();
-    let broken_left: Vec<&String> = broken
-        .iter()
-        .filter(|k| active.contains(k) && !warm_roots(&w).0.contains(k))
-        .collect();
-    assert!(
-        broken_left.is_empty(),
-        "the taken broken root's snapshot is removed: {broken_left:?}"
-    );
+    let folders = warm_roots(&w).0;
+    let taken: Vec<&String> = broken.iter().filter(|k| !folders.contains(k)).collect();
+    assert!(!taken.is_empty(), "a broken root was taken: {broken:?}");
+    for key in &broken {
+        let gone = !folders.contains(key) && !active.contains(key);
+        let kept = folders.contains(key) && active.contains(key);
+        assert!(
+            gone || kept,
+            "broken root {key}: folder {}, snapshot {}",
+            folders.contains(key),
+            active.contains(key)
+        );
+    }
 }
 
 /// The pod's parent cgroup directories still present in any hierarchy under /sys/fs/cgroup.

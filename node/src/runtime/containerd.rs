@@ -10,7 +10,8 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
-    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    Info as SnapshotInfo, ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest,
+    RemoveSnapshotRequest, UpdateSnapshotRequest,
 };
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
@@ -33,6 +34,8 @@ const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RUNC_V2: &str = "io.containerd.runc.v2";
 const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+/// The label that makes containerd's garbage collector keep a snapshot nothing references.
+const GC_ROOT: &str = "containerd.io/gc.root";
 
 /// The runc v2 shim's options (containerd's `runtime/v2/runc/options`), only the fields we set.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -403,6 +406,19 @@ impl ContainerRuntime for Containerd {
         let Some(root) = &spec.root else {
             return self.create_on(spec).await;
         };
+        let own = CreateSpec {
+            root: None,
+            ..spec.clone()
+        };
+        if !super::root_mount::is_mounted(&root.dir) {
+            // Unmounted behind the agent's back (or never visible): bound as it is, the bare
+            // folder would become the container's root.
+            tracing::warn!(key = %root.key, dir = %root.dir.display(), "a root made ahead is not mounted; dropping it");
+            if let Err(e) = self.drop_root(&root.key, &root.dir, false).await {
+                tracing::warn!(key = %root.key, error = %e, "dropping an unmounted root");
+            }
+            return self.create_on(&own).await;
+        }
         let on_root = self.create_on(spec).await;
         // The task's bundle holds the root now (or nothing does): the agent's mount goes.
         // The snapshot stays with the container record, which names it.
@@ -417,19 +433,21 @@ impl ContainerRuntime for Containerd {
         // goes (the root's snapshot too, named by the record or not), and the container is
         // made again on a snapshot of its own.
         tracing::warn!(container = %spec.id, key = %root.key, error = %e, "creating on a root made ahead; making the container's own");
-        self.remove(&spec.id).await?;
-        self.remove_snapshot(&root.key).await?;
-        self.create_on(&CreateSpec {
-            root: None,
-            ..spec.clone()
-        })
-        .await
+        // The container's own snapshot has another key: a cleanup that fails here is only
+        // logged, and does not stop the container.
+        if let Err(e) = self.remove(&spec.id).await {
+            tracing::warn!(container = %spec.id, error = %e, "removing what was made on a root");
+        }
+        if let Err(e) = self.remove_snapshot(&root.key).await {
+            tracing::warn!(key = %root.key, error = %e, "removing a root that failed");
+        }
+        self.create_on(&own).await
     }
 
     async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
         // A gc root: no container names the snapshot until one takes it.
         let labels = std::collections::HashMap::from([(
-            "containerd.io/gc.root".to_string(),
+            GC_ROOT.to_string(),
             jiff::Timestamp::now().to_string(),
         )]);
         let mounts = SnapshotsClient::new(self.conn.channel())
@@ -448,6 +466,51 @@ impl ContainerRuntime for Containerd {
             return Err(e);
         }
         Ok(())
+    }
+
+    async fn snapshots_named(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut stream = SnapshotsClient::new(self.conn.channel())
+            .list(self.conn.req(ListSnapshotsRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                filters: vec![],
+            }))
+            .await
+            .map_err(Error::containerd("snapshots.List"))?
+            .into_inner();
+        let mut keys = Vec::new();
+        while let Some(page) = stream
+            .message()
+            .await
+            .map_err(Error::containerd("snapshots.List"))?
+        {
+            keys.extend(
+                page.info
+                    .into_iter()
+                    .map(|i| i.name)
+                    .filter(|n| n.starts_with(prefix)),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn unpin_root(&self, key: &str) -> Result<()> {
+        let updated = SnapshotsClient::new(self.conn.channel())
+            .update(self.conn.req(UpdateSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                info: Some(SnapshotInfo {
+                    name: key.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![format!("labels.{GC_ROOT}")],
+                }),
+            }))
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::containerd("snapshots.Update")(s)),
+        }
     }
 
     async fn drop_root(&self, key: &str, dir: &Path, keep_snapshot: bool) -> Result<()> {

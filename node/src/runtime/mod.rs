@@ -219,6 +219,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         keep_snapshot: bool,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// The keys of the snapshots whose key starts with `prefix`.
+    fn snapshots_named(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Let containerd's garbage collector treat snapshot `key` as any container's again: a
+    /// root made ahead is a gc root only until a container names it.
+    fn unpin_root(&self, key: &str) -> impl Future<Output = Result<()>> + Send;
+
     /// Start a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 

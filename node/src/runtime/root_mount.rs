@@ -77,6 +77,22 @@ pub fn detach(dir: &Path) -> Result<()> {
     }
 }
 
+/// Whether something is mounted at `dir` (as this process sees the mount table). A root's
+/// overlay and a bind of a folder on the same file system both count.
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let dir = dir.display().to_string();
+    is_mount_point_in(&table, &dir)
+}
+
+fn is_mount_point_in(mountinfo: &str, dir: &str) -> bool {
+    mountinfo
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(dir))
+}
+
 /// The one mount that hands the root mounted at `dir` to the shim.
 pub fn bind_of(dir: &Path) -> Mount {
     Mount {
@@ -90,6 +106,16 @@ pub fn bind_of(dir: &Path) -> Mount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_found_by_their_exact_path() {
+        let table = "36 25 0:31 / /var/lib/skiff/warm-roots/k1 rw,relatime - overlay overlay rw\n\
+                     37 25 0:32 / /var/lib/skiff/warm-roots/k10 rw - overlay overlay rw";
+        assert!(is_mount_point_in(table, "/var/lib/skiff/warm-roots/k1"));
+        assert!(is_mount_point_in(table, "/var/lib/skiff/warm-roots/k10"));
+        assert!(!is_mount_point_in(table, "/var/lib/skiff/warm-roots/k2"));
+        assert!(!is_mount_point_in(table, "/var/lib/skiff/warm-roots"));
+    }
 
     #[test]
     fn flags_and_data_are_told_apart() {
