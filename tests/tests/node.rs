@@ -697,6 +697,32 @@ fn snapshot_key_of(w: &skiff_e2e::node_env::world::World, container: &str) -> St
     v["SnapshotKey"].as_str().unwrap_or_default().to_string()
 }
 
+/// Apply `manifest`, wait until pod `name` is Running, and return it with its first
+/// container's id.
+async fn apply_and_run(
+    w: &skiff_e2e::node_env::world::World,
+    client: &Client,
+    name: &str,
+    manifest: &str,
+) -> (Pod, String) {
+    ok(&skiffctl(&w.cluster, &["apply", "-f", "-"], Some(manifest)));
+    wait_until(
+        Duration::from_secs(60),
+        &format!("pod {name} Running"),
+        || async {
+            pod(client, name)
+                .await
+                .is_some_and(|p| phase(&p) == "Running")
+        },
+    )
+    .await;
+    let p = pod(client, name).await.expect("pod");
+    let container = container_ids(&p)[0]
+        .trim_start_matches("containerd://")
+        .to_string();
+    (p, container)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn warm_roots_are_taken_by_containers_of_the_last_image_and_dropped_without_a_leak() {
     if !require_system_parts() {
@@ -729,21 +755,7 @@ spec:
     assert_eq!(warm_roots(&w).0.len(), 0, "roots made for no image");
 
     info!("phase: a first pod starts on a root of its own; then two roots of its image are made ahead and mounted");
-    ok(&skiffctl(
-        &w.cluster,
-        &["apply", "-f", "-"],
-        Some(&pod_of("first")),
-    ));
-    wait_until(Duration::from_secs(60), "pod first Running", || async {
-        pod(&client, "first")
-            .await
-            .is_some_and(|p| phase(&p) == "Running")
-    })
-    .await;
-    let first = pod(&client, "first").await.expect("pod");
-    let first_container = container_ids(&first)[0]
-        .trim_start_matches("containerd://")
-        .to_string();
+    let (first, first_container) = apply_and_run(&w, &client, "first", &pod_of("first")).await;
     assert_eq!(snapshot_key_of(&w, &first_container), first_container);
     wait_until(
         Duration::from_secs(20),
@@ -764,21 +776,7 @@ spec:
     );
 
     info!("phase: a second pod of the same image takes one: it runs and writes on it, and the pool is made up again");
-    ok(&skiffctl(
-        &w.cluster,
-        &["apply", "-f", "-"],
-        Some(&pod_of("second")),
-    ));
-    wait_until(Duration::from_secs(60), "pod second Running", || async {
-        pod(&client, "second")
-            .await
-            .is_some_and(|p| phase(&p) == "Running")
-    })
-    .await;
-    let second = pod(&client, "second").await.expect("pod");
-    let second_container = container_ids(&second)[0]
-        .trim_start_matches("containerd://")
-        .to_string();
+    let (_, second_container) = apply_and_run(&w, &client, "second", &pod_of("second")).await;
     let taken = snapshot_key_of(&w, &second_container);
     assert!(
         pool.contains(&taken),
@@ -867,21 +865,7 @@ spec:
         let dir = w.agent.data_dir.join("warm-roots").join(key);
         nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).expect("unmounting a root");
     }
-    ok(&skiffctl(
-        &w.cluster,
-        &["apply", "-f", "-"],
-        Some(&pod_of("third")),
-    ));
-    wait_until(Duration::from_secs(60), "pod third Running", || async {
-        pod(&client, "third")
-            .await
-            .is_some_and(|p| phase(&p) == "Running")
-    })
-    .await;
-    let third = pod(&client, "third").await.expect("pod");
-    let third_container = container_ids(&third)[0]
-        .trim_start_matches("containerd://")
-        .to_string();
+    let (_, third_container) = apply_and_run(&w, &client, "third", &pod_of("third")).await;
     assert_eq!(
         snapshot_key_of(&w, &third_container),
         third_container,
