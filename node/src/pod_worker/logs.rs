@@ -95,8 +95,8 @@ mod tests {
 
     #[test]
     fn the_first_container_takes_the_spare_folder_and_a_second_makes_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        make_spare(dir.path()).unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_spare(dir.path()).expect("spare folder");
         take_spare(dir.path(), "web");
         assert!(
             path(dir.path(), "web", 0).exists(),
@@ -107,9 +107,9 @@ mod tests {
         assert!(!dir.path().join("logs").join("side").exists());
 
         // A container with a folder already (a restarted agent's) keeps its own.
-        make_spare(dir.path()).unwrap();
-        std::fs::write(path(dir.path(), "web", 0), b"kept").unwrap();
+        make_spare(dir.path()).expect("spare folder");
+        std::fs::write(path(dir.path(), "web", 0), b"kept").expect("web's log");
         take_spare(dir.path(), "web");
-        assert_eq!(read(dir.path(), "web", 0).unwrap(), b"kept");
+        assert_eq!(read(dir.path(), "web", 0).expect("web's log"), b"kept");
     }
 }

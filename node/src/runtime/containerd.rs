@@ -202,14 +202,19 @@ impl Containerd {
         TasksClient::new(self.conn.channel())
     }
 
-    async fn rootfs(&self, id: &str, parent: &str) -> Result<Vec<Mount>> {
+    async fn rootfs(
+        &self,
+        id: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<Mount>> {
         let mut snapshots = SnapshotsClient::new(self.conn.channel());
         let prepared = snapshots
             .prepare(self.conn.req(PrepareSnapshotRequest {
                 snapshotter: self.conn.snapshotter.clone(),
                 key: id.into(),
                 parent: parent.into(),
-                labels: HashMap::new(),
+                labels,
             }))
             .await;
         match prepared {
@@ -269,7 +274,10 @@ impl Containerd {
         // that nothing references, and did so between a prepare and the container's create.
         let mounts = match &spec.root {
             Some(root) => vec![super::root_mount::bind_of(&root.dir)],
-            None => self.rootfs(&spec.id, &spec.image.chain_id).await?,
+            None => {
+                self.rootfs(&spec.id, &spec.image.chain_id, HashMap::new())
+                    .await?
+            }
         };
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
@@ -420,12 +428,11 @@ impl ContainerRuntime for Containerd {
             return self.create_on(&own).await;
         }
         let on_root = self.create_on(spec).await;
-        // The task's bundle holds the root now (or nothing does): the agent's mount goes.
-        // The snapshot stays with the container record, which names it.
-        if let Err(e) = super::root_mount::detach(&root.dir) {
+        // The task's bundle holds the root now (or nothing does): the agent's mount and folder
+        // go. The snapshot stays with the container record, which names it.
+        if let Err(e) = self.drop_root(&root.key, &root.dir, true).await {
             tracing::warn!(dir = %root.dir.display(), error = %e, "detaching a taken root");
         }
-        let _ = std::fs::remove_dir(&root.dir);
         let Err(e) = on_root else {
             return Ok(());
         };
@@ -446,21 +453,8 @@ impl ContainerRuntime for Containerd {
 
     async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
         // A gc root: no container names the snapshot until one takes it.
-        let labels = std::collections::HashMap::from([(
-            GC_ROOT.to_string(),
-            jiff::Timestamp::now().to_string(),
-        )]);
-        let mounts = SnapshotsClient::new(self.conn.channel())
-            .prepare(self.conn.req(PrepareSnapshotRequest {
-                snapshotter: self.conn.snapshotter.clone(),
-                key: key.into(),
-                parent: image.chain_id.clone(),
-                labels,
-            }))
-            .await
-            .map_err(Error::containerd("snapshots.Prepare (root ahead)"))?
-            .into_inner()
-            .mounts;
+        let labels = HashMap::from([(GC_ROOT.to_string(), jiff::Timestamp::now().to_string())]);
+        let mounts = self.rootfs(key, &image.chain_id, labels).await?;
         if let Err(e) = super::root_mount::mount_all(&mounts, dir) {
             let _ = self.drop_root(key, dir, false).await;
             return Err(e);
