@@ -23,7 +23,7 @@ build: deps
 	$(CARGO) build --workspace --all-targets
 
 up: deps
-	$(CARGO) build --release -p skiff-control -p skiff-shim -p skiffctl
+	$(CARGO) build --release -p skiff -p skiff-shim -p skiffctl
 	@echo "skiffctl is at target/release/skiffctl (add target/release to PATH)"
 	./target/release/skiff up
 
@@ -37,20 +37,20 @@ test: build
 
 # The full chaos run of docs/CHAOS.md: every scenario for 10 minutes, four side by side.
 chaos: deps
-	$(CARGO) build --release -p skiff-control -p skiff-chaos
+	$(CARGO) build --release -p skiff -p skiff-chaos
 	./target/release/skiff-chaos run --scenario all --duration 10m --parallel 4 --out target/chaos-results
 
 # Planted bugs must be caught: a build whose linearizable reads skip the read index must
 # fail the linearizability checker under a leader partition; a build that acknowledges log
 # appends before they are fsynced must fail under power cuts of every node.
 chaos-selftest: deps
-	$(CARGO) build -p skiff-control -p skiff-chaos --features skiff-control/planted-bug-stale-read --target-dir target/planted
+	$(CARGO) build -p skiff -p skiff-chaos --features skiff/planted-bug-stale-read --target-dir target/planted
 	@if ./target/planted/debug/skiff-chaos run --scenario partition-leader --duration 30s --seed 1 --out target/planted/results; then \
 	  echo "chaos-selftest: the planted stale read was NOT caught"; exit 1; \
 	else \
 	  echo "chaos-selftest: the planted stale read was caught"; \
 	fi
-	$(CARGO) build -p skiff-control -p skiff-chaos --features skiff-control/planted-bug-early-ack --target-dir target/planted-ack
+	$(CARGO) build -p skiff -p skiff-chaos --features skiff/planted-bug-early-ack --target-dir target/planted-ack
 	@if ./target/planted-ack/debug/skiff-chaos run --scenario power-cut-all --duration 30s --seed 1 --out target/planted-ack/results; then \
 	  echo "chaos-selftest: the planted early acknowledgement was NOT caught"; exit 1; \
 	else \

@@ -228,7 +228,7 @@ pub async fn run(client: Client, cfg: HollowConfig) {
         };
         let todo: Vec<Arc<Pod>> = match event {
             InformerEvent::Synced => pods.list(),
-            InformerEvent::Applied(p) => vec![p],
+            InformerEvent::Applied { object: p, .. } => vec![p],
             InformerEvent::Deleted(_) => continue,
         };
         for pod in todo {

@@ -7,10 +7,8 @@
 //! - [`objects`]: the Kubernetes-shaped object API.
 //! - [`scheduler`], [`controllers`]: placement and reconcile loops, run on the Raft leader.
 //! - [`hollow`]: simulated nodes for tests and scale benchmarks.
-//! - [`client_config`]: the client configuration file that `skiff up` writes and `skiffctl` reads.
 
 pub mod bootstrap;
-pub mod client_config;
 pub mod controllers;
 pub mod hollow;
 pub mod node_proxy;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use skiff_control::client_config::ClientConfig;
+use skiff_proto::config_file::ConfigFile;
 
 fn default_config() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFFCONFIG") {
@@ -29,6 +29,6 @@ pub fn resolve(
     let path = config.map(Path::to_path_buf).or_else(default_config).context(
         "no cluster given: pass --endpoints HOST:PORT,... or run `skiff up` here (it writes .skiff/config.json)",
     )?;
-    let cfg = ClientConfig::load(&path)?;
+    let cfg = ConfigFile::load(&path)?;
     Ok(cfg.context(context, &path)?.endpoints.clone())
 }

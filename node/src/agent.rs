@@ -196,7 +196,7 @@ impl Agent {
                             }
                             self.collect_orphans(&workers).await;
                         }
-                        InformerEvent::Applied(pod) => self.dispatch(&mut workers, pod),
+                        InformerEvent::Applied { object: pod, .. } => self.dispatch(&mut workers, pod),
                         InformerEvent::Deleted(pod) => {
                             let uid = pod.metadata.uid.clone().unwrap_or_default();
                             if let Some(w) = workers.get(&uid) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::json;
+use skiff_proto::cidr::Cidr;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -88,24 +89,15 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The first usable address of `cidr` (the gateway host-local hands out) and its prefix.
-pub fn gateway_of(cidr: &str) -> Option<(String, u8)> {
-    let (addr, len) = cidr.split_once('/')?;
-    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    Some((
-        std::net::Ipv4Addr::from(u32::from(addr) + 1).to_string(),
-        len,
-    ))
-}
-
 impl NetworkConfig {
     /// Create the bridge with the gateway address and route the pod and service ranges to it.
     pub async fn prepare_host(&self) -> Result<()> {
-        let (gw, len) = gateway_of(&self.pod_cidr).ok_or_else(|| Error::InvalidSpec {
+        // The gateway is the first address, as host-local hands it out.
+        let pod_cidr: Cidr = self.pod_cidr.parse().map_err(|e| Error::InvalidSpec {
             field: "spec.podCIDR".into(),
-            reason: format!("{:?} is not an IPv4 CIDR", self.pod_cidr),
+            reason: format!("{e}"),
         })?;
+        let (gw, len) = (pod_cidr.first_host(), pod_cidr.len);
         if run("ip", &["link", "show", &self.bridge]).await.is_err() {
             run("ip", &["link", "add", &self.bridge, "type", "bridge"]).await?;
         }
@@ -261,16 +253,5 @@ impl NetworkConfig {
         self.plugin("bridge", "DEL", id, &ns_arg, &self.bridge_conf())
             .await?;
         crate::netns::delete(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_gateway_is_the_first_address_of_the_pod_cidr() {
-        assert_eq!(gateway_of("10.244.1.0/24"), Some(("10.244.1.1".into(), 24)));
-        assert_eq!(gateway_of("nonsense"), None);
     }
 }

@@ -4,12 +4,18 @@
 //! - [`transport`]: the channel constructor and server builder every connection uses.
 //! - [`status`]: how errors travel as `tonic::Status`, both ways.
 //! - [`client`]: the client with an endpoint list and fail-over.
-//! - [`objects`]: object API calls, typed [`objects::Api`], and the informer.
+//! - [`objects`]: object API calls and typed [`objects::Api`].
+//! - [`informer`]: list+watch caches with indexes, for controllers and agents.
 //! - [`node_agent`]: logs, exec and image imports through the control plane.
+//! - [`config_file`]: the file of named contexts that `skiff up` writes and `skiffctl` reads.
+//! - [`cidr`]: IPv4 ranges, shared by node IPAM, the service range and the node agent.
 //! - [`kinds`]: the served object kinds and the names clients use for them.
 //! - [`quantity`]: Kubernetes resource quantities.
 
+pub mod cidr;
 pub mod client;
+pub mod config_file;
+pub mod informer;
 pub mod kinds;
 pub mod node_agent;
 pub mod objects;

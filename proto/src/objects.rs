@@ -1,11 +1,8 @@
 //! The object API client: JSON-level calls on [`Client`], typed calls over `k8s-openapi`
-//! types ([`Api`]), a watch that resumes on another control node, and an [`Informer`] (list,
-//! then watch; re-list on `EXPIRED`; a local cache) for controllers and agents.
+//! types ([`Api`]), and a watch that resumes on another control node. The informer (list,
+//! then watch; a local cache with indexes) is re-exported from [`crate::informer`].
 
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -18,6 +15,8 @@ use crate::pb::objects_client::ObjectsClient;
 use crate::pb::{self};
 use crate::status::{expired_compacted, is_retryable};
 use crate::transport::MAX_MESSAGE_BYTES;
+
+pub use crate::informer::{IndexFn, Informer, InformerBuilder, InformerEvent};
 
 fn objects(ch: Channel) -> ObjectsClient<Channel> {
     ObjectsClient::new(ch)
@@ -456,202 +455,5 @@ where
             .delete_object(Self::resource(), &self.namespace, name, params)
             .await?
             .deleted)
-    }
-}
-
-/// What an informer tells its owner.
-#[derive(Debug, Clone)]
-pub enum InformerEvent<K> {
-    /// The cache was (re)filled from a list: handle everything as new.
-    Synced,
-    /// An object was created or changed.
-    Applied(Arc<K>),
-    /// An object was deleted.
-    Deleted(Arc<K>),
-}
-
-type Cache<K> = Arc<RwLock<BTreeMap<ObjectName, Arc<K>>>>;
-
-/// A local cache of one kind kept current by list and watch.
-pub struct Informer<K> {
-    cache: Cache<K>,
-    revision: Arc<AtomicU64>,
-}
-
-impl<K> Clone for Informer<K> {
-    fn clone(&self) -> Self {
-        Self {
-            cache: self.cache.clone(),
-            revision: self.revision.clone(),
-        }
-    }
-}
-
-type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-fn name_of<K: k8s_openapi::Metadata<Ty = Meta>>(k: &K) -> ObjectName {
-    let m = k.metadata();
-    (
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    )
-}
-
-fn revision_of<K: k8s_openapi::Metadata<Ty = Meta>>(k: &K) -> u64 {
-    k.metadata()
-        .resource_version
-        .as_deref()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-impl<K> Informer<K>
-where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    /// Start an informer over `sel`; events go to the returned receiver (dropping it stops
-    /// the informer).
-    pub fn start(client: Client, sel: Selection) -> (Self, mpsc::Receiver<InformerEvent<K>>) {
-        let (tx, rx) = mpsc::channel(1024);
-        let me = Self {
-            cache: Arc::new(RwLock::new(BTreeMap::new())),
-            revision: Arc::new(AtomicU64::new(0)),
-        };
-        tokio::spawn(run_informer::<K>(client, sel, me.clone(), tx));
-        (me, rx)
-    }
-
-    /// A copy of one cached object.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.cache
-            .read()
-            .ok()?
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-    }
-
-    /// Every cached object.
-    pub fn list(&self) -> Vec<Arc<K>> {
-        self.cache
-            .read()
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The store revision the cache reflects (0 before the first list).
-    pub fn revision(&self) -> u64 {
-        self.revision.load(Ordering::Acquire)
-    }
-
-    /// Wait until the cache reflects `revision` (a write's own revision, say); `false` on
-    /// timeout.
-    pub async fn wait_for(&self, revision: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.revision() < revision {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
-    }
-
-    fn advance(&self, revision: u64) {
-        self.revision.fetch_max(revision, Ordering::AcqRel);
-    }
-}
-
-async fn run_informer<K>(
-    client: Client,
-    sel: Selection,
-    me: Informer<K>,
-    tx: mpsc::Sender<InformerEvent<K>>,
-) where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let resource = K::URL_PATH_SEGMENT;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let list = match client.list_objects(resource, &sel).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(resource, error = %e, "informer list failed; retrying");
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let fresh: BTreeMap<ObjectName, Arc<K>> = list
-            .items
-            .iter()
-            .filter_map(|i| serde_json::from_slice::<K>(i).ok())
-            .map(|k| (name_of(&k), Arc::new(k)))
-            .collect();
-        if let Ok(mut c) = me.cache.write() {
-            *c = fresh;
-        }
-        me.advance(list.revision);
-        if tx.send(InformerEvent::Synced).await.is_err() {
-            return;
-        }
-        let mut watch = client.watch_objects(resource, &sel, list.revision);
-        while let Some(item) = watch.recv().await {
-            let event = match item {
-                Ok(WatchItem::Added(b) | WatchItem::Modified(b)) => {
-                    match serde_json::from_slice::<K>(&b) {
-                        Ok(k) => {
-                            let k = Arc::new(k);
-                            if let Ok(mut c) = me.cache.write() {
-                                c.insert(name_of(&*k), k.clone());
-                            }
-                            me.advance(revision_of(&*k));
-                            InformerEvent::Applied(k)
-                        }
-                        Err(e) => {
-                            tracing::warn!(resource, error = %e, "informer: undecodable object skipped");
-                            continue;
-                        }
-                    }
-                }
-                Ok(WatchItem::Deleted(b)) => match serde_json::from_slice::<K>(&b) {
-                    Ok(k) => {
-                        if let Ok(mut c) = me.cache.write() {
-                            c.remove(&name_of(&k));
-                        }
-                        me.advance(revision_of(&k));
-                        InformerEvent::Deleted(Arc::new(k))
-                    }
-                    Err(_) => continue,
-                },
-                Ok(WatchItem::Bookmark(rev)) => {
-                    me.advance(rev);
-                    if tx.is_closed() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(resource, error = %e, "informer watch ended; re-listing");
-                    break;
-                }
-            };
-            if tx.send(event).await.is_err() {
-                return;
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
     }
 }

@@ -620,7 +620,9 @@ async fn informer_lists_then_follows_changes() {
     cm.metadata.name = Some("after".into());
     api.create(&cm).await.unwrap();
     match next(&mut events).await {
-        InformerEvent::Applied(c) => assert_eq!(c.metadata.name.as_deref(), Some("after")),
+        InformerEvent::Applied { object: c, .. } => {
+            assert_eq!(c.metadata.name.as_deref(), Some("after"))
+        }
         other => panic!("expected the new object, got {other:?}"),
     }
     api.delete("before", &Default::default()).await.unwrap();

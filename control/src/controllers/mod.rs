@@ -1,11 +1,15 @@
 //! Controllers, and the leadership hand-off that runs them with the scheduler on the Raft
 //! leader only.
 //!
-//! - [`context`]: informer caches, change triggers and settings they share.
+//! - [`runner`]: the one keyed runner every controller runs on (work queue, back-off,
+//!   spans, figures).
+//! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
+//!   settings they share.
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`node_lifecycle`],
-//!   [`node_ipam`], [`endpoints`], [`event_cleanup`]: one level-triggered reconcile loop each.
+//!   [`node_ipam`], [`endpoints`], [`event_cleanup`]: one reconciler each.
 //! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
 
+pub mod cache;
 pub mod context;
 pub mod deployment;
 pub mod endpoints;
@@ -16,6 +20,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
+pub mod runner;
 
 use std::time::Duration;
 
@@ -25,6 +30,7 @@ use skiff_raft::RaftNode;
 use tokio::task::JoinSet;
 
 pub use context::Settings;
+pub use runner::metrics::ControllerMetrics;
 
 fn is_leader(node: &RaftNode) -> bool {
     let m = node.raft().metrics().borrow().clone();
@@ -34,8 +40,13 @@ fn is_leader(node: &RaftNode) -> bool {
 /// Run the scheduler and the controllers whenever this member leads: they start as soon as
 /// it becomes leader and are stopped the moment it is not. Their writes are
 /// compare-and-swap, so a term that overlaps the next one's start never acts twice on an
-/// object. `self_addr` is this member's own API address.
-pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settings) {
+/// object. `self_addr` is this member's own API address; `figures` outlive the terms.
+pub async fn run_when_leader(
+    node: RaftNode,
+    self_addr: String,
+    settings: Settings,
+    figures: ControllerMetrics,
+) {
     let mut metrics = node.raft().metrics();
     loop {
         while !is_leader(&node) {
@@ -58,9 +69,9 @@ pub async fn run_when_leader(node: RaftNode, self_addr: String, settings: Settin
             }
         };
         let mut tasks = JoinSet::new();
-        let settings = settings.clone();
+        let (settings, figures) = (settings.clone(), figures.clone());
         tasks.spawn(async move {
-            let ctx = context::Ctx::start(client, settings).await;
+            let ctx = context::Ctx::start(client, settings, figures).await;
             let mut loops = JoinSet::new();
             loops.spawn(crate::scheduler::run(ctx.clone()));
             loops.spawn(replicaset::run(ctx.clone()));

@@ -38,7 +38,9 @@ impl std::str::FromStr for ServiceRange {
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         // The CIDR syntax is the node IPAM's; a service range also needs room for addresses.
-        let c: crate::controllers::node_ipam::Cidr = s.parse()?;
+        let c: skiff_proto::cidr::Cidr = s
+            .parse()
+            .map_err(|e: skiff_proto::cidr::CidrError| e.to_string())?;
         if !(8..=30).contains(&c.len) {
             return Err(format!(
                 "{:?} is not a prefix length 8-30",

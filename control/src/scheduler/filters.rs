@@ -180,7 +180,7 @@ pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
     if !out.is_empty() {
         return out;
     }
-    if ask.ports.iter().any(|p| node.ports.contains(p)) {
+    if ask.ports.iter().any(|p| node.ports.contains_key(p)) {
         return vec!["node(s) didn't have free ports for the requested pod ports".into()];
     }
     Vec::new()

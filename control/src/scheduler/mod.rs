@@ -1,67 +1,56 @@
 //! The scheduler: places pods that have no node. For each pod it filters the nodes
 //! ([`filters`]), scores the rest (least allocated, spreading an owner's pods, preferred
-//! affinity) and binds it by setting `spec.nodeName` with compare-and-swap. Placements are
-//! assumed at once in its own view ([`node_info`]), so it never waits for its binds to come
-//! back; binds go out concurrently and the store coalesces them into few Raft entries. A pod
-//! that fits nowhere gets `PodScheduled=False` and an Event saying why, and is tried again
-//! when nodes change.
+//! affinity) and binds it by setting `spec.nodeName` with compare-and-swap.
+//!
+//! ```text
+//!  pod / node changes ──▶ cache (nodes + what is placed) ──┐
+//!          │                                               ▼
+//!          └──pending pods──▶ queue (priority, age) ──▶ filter, score ──▶ assume ──▶ bind
+//!                                   ▲  unschedulable aside: retried when a node       │
+//!                                   │  changes, or after a while                       │
+//!                                   └──────────────── bind failed ◀────────────────────┘
+//! ```
+//!
+//! Its cache follows the changes ([`cache`]), so a pass costs what changed, not the whole
+//! cluster. Placements are assumed at once, so it never waits for its binds to come back;
+//! binds go out concurrently and the store coalesces them into few Raft entries. A pod that
+//! fits nowhere gets `PodScheduled=False` and an Event saying why. Its queue depth and the
+//! latency of each attempt are counted with the controllers' figures.
 
+pub mod cache;
 pub mod filters;
 pub mod node_info;
+pub mod queue;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
-use skiff_proto::objects::Api;
-use tokio::sync::Semaphore;
+use skiff_proto::objects::{Api, InformerEvent};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tracing::Instrument;
 
-use crate::controllers::context::{Ctx, Kind};
+use crate::controllers::context::Ctx;
 use crate::controllers::events::Involved;
 use crate::controllers::ownership::controller_uid;
+use crate::controllers::runner::metrics::Figures;
+use crate::controllers::runner::ObjectKey;
+use cache::SchedulerCache;
 use filters::{preferred_weight, reasons, unschedulable_message, Ask};
 use node_info::NodeInfo;
+use queue::SchedulingQueue;
 
+/// The scheduler's name, in spans and figures.
+pub const NAME: &str = "scheduler";
 /// Binds in flight at once.
 const MAX_BINDS_IN_FLIGHT: usize = 256;
 /// How often a pod that fit nowhere is tried again when nothing changed.
 const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(5);
 /// An assumed placement the caches never confirm is forgotten after this long.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
-
-type PodKey = (String, String);
-
-/// A placement made but not yet seen in the cache: node, pod, when.
-type Assumed = (String, Arc<Pod>, Instant);
-
-#[derive(Default)]
-struct State {
-    /// Pods bound by us that the cache does not show bound yet: key → (node, pod, when).
-    assumed: Arc<Mutex<HashMap<PodKey, Assumed>>>,
-    /// Pods that fit nowhere: key → (message, when tried, nodes revision then).
-    unschedulable: HashMap<PodKey, (String, Instant, u64)>,
-}
-
-/// Run until aborted.
-pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::Nodes]).quick();
-    let mut state = State::default();
-    let binds = Arc::new(Semaphore::new(MAX_BINDS_IN_FLIGHT));
-    loop {
-        schedule_pending(&ctx, &mut state, &binds).await;
-        trigger.wait(Duration::from_secs(1)).await;
-    }
-}
-
-fn key_of(p: &Pod) -> PodKey {
-    (
-        p.metadata.namespace.clone().unwrap_or_default(),
-        p.metadata.name.clone().unwrap_or_default(),
-    )
-}
 
 fn is_pending(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
@@ -77,11 +66,227 @@ fn is_pending(p: &Pod) -> bool {
         )
 }
 
+/// Run until aborted.
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut pods = ctx.pods.subscribe();
+    let mut nodes = ctx.nodes.subscribe();
+    let (failed_tx, mut failed) = mpsc::unbounded_channel();
+    let mut s = Scheduler {
+        figures: ctx.metrics.of(NAME),
+        ctx,
+        cache: SchedulerCache::default(),
+        queue: SchedulingQueue::default(),
+        binds: Arc::new(Semaphore::new(MAX_BINDS_IN_FLIGHT)),
+        failed_tx,
+    };
+    s.rebuild();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            e = pods.recv() => s.on_pod(e),
+            e = nodes.recv() => s.on_node(e),
+            Some(k) = failed.recv() => s.bind_failed(&k),
+            _ = tick.tick() => s.periodic(),
+        }
+        // What else arrived meanwhile is taken in the same batch.
+        drain(&mut pods, |e| s.on_pod(e));
+        drain(&mut nodes, |e| s.on_node(e));
+        while let Ok(k) = failed.try_recv() {
+            s.bind_failed(&k);
+        }
+        s.schedule_active().await;
+        s.figures.depth.set(s.queue.len() as i64);
+    }
+}
+
+/// Hand `f` every change already waiting in `rx`.
+fn drain<T: Clone>(
+    rx: &mut broadcast::Receiver<T>,
+    mut f: impl FnMut(Result<T, broadcast::error::RecvError>),
+) {
+    loop {
+        match rx.try_recv() {
+            Ok(e) => f(Ok(e)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                f(Err(broadcast::error::RecvError::Lagged(n)))
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+struct Scheduler {
+    ctx: Arc<Ctx>,
+    cache: SchedulerCache,
+    queue: SchedulingQueue,
+    binds: Arc<Semaphore>,
+    failed_tx: mpsc::UnboundedSender<ObjectKey>,
+    figures: Figures,
+}
+
+impl Scheduler {
+    /// Start again from the caches.
+    fn rebuild(&mut self) {
+        let (nodes, pods) = (self.ctx.nodes.list(), self.ctx.pods.list());
+        self.cache
+            .rebuild(nodes.iter().map(|n| &**n), pods.iter().map(|p| &**p));
+        self.queue.clear();
+        for p in &pods {
+            self.consider(p);
+        }
+    }
+
+    /// Queue `p` if it waits for a node (and no placement of ours is on its way).
+    fn consider(&mut self, p: &Pod) {
+        let key = ObjectKey::of(p);
+        if is_pending(p) && !self.cache.is_assumed(&key) {
+            let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            let created = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0);
+            self.queue.add(key, priority, created);
+        } else {
+            self.queue.remove(&key);
+        }
+    }
+
+    fn on_pod(&mut self, e: Result<InformerEvent<Pod>, broadcast::error::RecvError>) {
+        match e {
+            Ok(InformerEvent::Applied { object, .. }) => {
+                self.cache.pod_applied(&object);
+                self.consider(&object);
+            }
+            Ok(InformerEvent::Deleted(p)) => {
+                self.cache.pod_deleted(&p);
+                self.queue.remove(&ObjectKey::of(&*p));
+            }
+            Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.rebuild()
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn on_node(&mut self, e: Result<InformerEvent<Node>, broadcast::error::RecvError>) {
+        match e {
+            Ok(InformerEvent::Applied { object, .. }) => self.cache.node_applied(&object),
+            Ok(InformerEvent::Deleted(n)) => self.cache.node_deleted(&n),
+            Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.rebuild()
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        self.queue.nodes_changed();
+    }
+
+    fn bind_failed(&mut self, key: &ObjectKey) {
+        self.cache.forget(key);
+        if let Some(p) = self.ctx.pods.get(&key.namespace, &key.name) {
+            self.consider(&p);
+        }
+    }
+
+    fn periodic(&mut self) {
+        for key in self.cache.expire(ASSUME_TTL) {
+            if let Some(p) = self.ctx.pods.get(&key.namespace, &key.name) {
+                self.consider(&p);
+            }
+        }
+        self.queue.retry_older_than(RETRY_UNSCHEDULABLE);
+    }
+
+    /// Try every active pod once.
+    async fn schedule_active(&mut self) {
+        let mut feasible = Vec::new();
+        while let Some(key) = self.queue.pop() {
+            let Some(pod) = self.ctx.pods.get(&key.namespace, &key.name) else {
+                self.queue.remove(&key);
+                continue;
+            };
+            if !is_pending(&pod) {
+                self.queue.remove(&key);
+                continue;
+            }
+            let started = Instant::now();
+            let span = tracing::debug_span!("schedule", pod = %key);
+            let placed = self
+                .attempt(&key, &pod, &mut feasible)
+                .instrument(span)
+                .await;
+            self.figures
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+            if placed {
+                self.figures.successes.inc();
+            } else {
+                self.figures.errors.inc();
+            }
+        }
+    }
+
+    /// Place one pod: assume it on the best node and bind it, or set it aside with the
+    /// reasons it fits nowhere. `true` if placed.
+    async fn attempt(
+        &mut self,
+        key: &ObjectKey,
+        pod: &Arc<Pod>,
+        feasible: &mut Vec<usize>,
+    ) -> bool {
+        let ask = Ask::of(pod);
+        let nodes: Vec<&NodeInfo> = self.cache.nodes().values().collect();
+        feasible.clear();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let why = reasons(&ask, n);
+            if why.is_empty() {
+                feasible.push(i);
+            } else {
+                for r in why {
+                    *counts.entry(r).or_default() += 1;
+                }
+            }
+        }
+        let owner = controller_uid(&pod.metadata);
+        let total = nodes.len();
+        let best = best_node(&ask, owner, &nodes, feasible).map(|i| nodes[i].name.clone());
+        drop(nodes);
+        let Some(node) = best else {
+            let message = unschedulable_message(total, &counts);
+            let before = self.queue.unschedulable(key, message.clone());
+            if before.as_deref() != Some(message.as_str()) {
+                let (ctx, pod) = (self.ctx.clone(), pod.clone());
+                tokio::spawn(async move { report_unschedulable(&ctx, &pod, &message).await });
+            }
+            return false;
+        };
+        self.cache.assume(pod, &node);
+        self.queue.remove(key);
+        let Ok(permit) = self.binds.clone().acquire_owned().await else {
+            return false;
+        };
+        let api: Api<Pod> = Api::new(self.ctx.client.clone(), &key.namespace);
+        let (key, failed) = (key.clone(), self.failed_tx.clone());
+        let rv = pod.metadata.resource_version.clone();
+        tokio::spawn(async move {
+            let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
+            if let Err(e) = api.patch(&key.name, &patch).await {
+                tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
+                let _ = failed.send(key);
+            }
+            drop(permit);
+        });
+        true
+    }
+}
+
 /// The node scores for `ask` among `feasible` (indices into `nodes`); the best index.
 fn best_node(
     ask: &Ask<'_>,
     owner: Option<&str>,
-    nodes: &[NodeInfo],
+    nodes: &[&NodeInfo],
     feasible: &[usize],
 ) -> Option<usize> {
     let max_owner = owner
@@ -95,7 +300,7 @@ fn best_node(
         .unwrap_or(0);
     let weights: Vec<i64> = feasible
         .iter()
-        .map(|&i| preferred_weight(ask.pod, &nodes[i]))
+        .map(|&i| preferred_weight(ask.pod, nodes[i]))
         .collect();
     let max_weight = weights.iter().copied().max().unwrap_or(0);
     let pod_name = ask.pod.metadata.name.as_deref().unwrap_or("");
@@ -142,142 +347,6 @@ fn best_node(
         }
     }
     best.map(|(_, _, i)| i)
-}
-
-async fn schedule_pending(ctx: &Ctx, state: &mut State, binds: &Arc<Semaphore>) {
-    let pods = ctx.pods.list();
-    let node_objs = ctx.nodes.list();
-    let nodes_revision = ctx.nodes.revision();
-    let mut nodes: Vec<NodeInfo> = node_objs.iter().map(|n| NodeInfo::new(n)).collect();
-    let index: HashMap<String, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.clone(), i))
-        .collect();
-
-    // What is placed: bound pods from the cache, then our own assumptions.
-    let mut bound_keys = std::collections::HashSet::new();
-    for p in &pods {
-        let Some(node) = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .filter(|n| !n.is_empty())
-        else {
-            continue;
-        };
-        bound_keys.insert(key_of(p));
-        if matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        ) {
-            continue;
-        }
-        if let Some(&i) = index.get(node) {
-            nodes[i].place(p, controller_uid(&p.metadata));
-        }
-    }
-    let assumed_now: Vec<(PodKey, String, Arc<Pod>)> = {
-        let Ok(mut assumed) = state.assumed.lock() else {
-            return;
-        };
-        assumed.retain(|k, (_, _, at)| !bound_keys.contains(k) && at.elapsed() < ASSUME_TTL);
-        assumed
-            .iter()
-            .map(|(k, (n, p, _))| (k.clone(), n.clone(), p.clone()))
-            .collect()
-    };
-    let mut assumed_keys = std::collections::HashSet::new();
-    for (k, node, p) in &assumed_now {
-        assumed_keys.insert(k.clone());
-        if let Some(&i) = index.get(node) {
-            nodes[i].place(p, controller_uid(&p.metadata));
-        }
-    }
-
-    let mut pending: Vec<&Arc<Pod>> = pods
-        .iter()
-        .filter(|p| is_pending(p) && !assumed_keys.contains(&key_of(p)))
-        .collect();
-    pending.sort_by_key(|p| {
-        let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        (
-            std::cmp::Reverse(prio),
-            p.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-                .unwrap_or(0),
-        )
-    });
-    state
-        .unschedulable
-        .retain(|k, _| pending.iter().any(|p| &key_of(p) == k));
-
-    let mut feasible = Vec::with_capacity(nodes.len());
-    for pod in pending {
-        let key = key_of(pod);
-        if let Some((_, at, rev)) = state.unschedulable.get(&key) {
-            if *rev == nodes_revision && at.elapsed() < RETRY_UNSCHEDULABLE {
-                continue;
-            }
-        }
-        let ask = Ask::of(pod);
-        feasible.clear();
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            let why = reasons(&ask, n);
-            if why.is_empty() {
-                feasible.push(i);
-            } else {
-                for r in why {
-                    *counts.entry(r).or_default() += 1;
-                }
-            }
-        }
-        let owner = controller_uid(&pod.metadata);
-        match best_node(&ask, owner, &nodes, &feasible) {
-            Some(i) => {
-                nodes[i].place(pod, owner);
-                let node = nodes[i].name.clone();
-                state.unschedulable.remove(&key);
-                if let Ok(mut a) = state.assumed.lock() {
-                    a.insert(key.clone(), (node.clone(), (*pod).clone(), Instant::now()));
-                }
-                let Ok(permit) = binds.clone().acquire_owned().await else {
-                    return;
-                };
-                let api: Api<Pod> = Api::new(ctx.client.clone(), &key.0);
-                let assumed = state.assumed.clone();
-                let rv = pod.metadata.resource_version.clone();
-                tokio::spawn(async move {
-                    let patch =
-                        json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
-                    if let Err(e) = api.patch(&key.1, &patch).await {
-                        tracing::debug!(pod = %key.1, node = %node, error = %e, "bind failed; the pod goes back to the queue");
-                        if let Ok(mut a) = assumed.lock() {
-                            a.remove(&key);
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-            None => {
-                let message = unschedulable_message(nodes.len(), &counts);
-                let changed = state
-                    .unschedulable
-                    .get(&key)
-                    .is_none_or(|(m, _, _)| *m != message);
-                state.unschedulable.insert(
-                    key.clone(),
-                    (message.clone(), Instant::now(), nodes_revision),
-                );
-                if changed {
-                    report_unschedulable(ctx, pod, &message).await;
-                }
-            }
-        }
-    }
 }
 
 async fn report_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
@@ -368,12 +437,13 @@ mod tests {
 
     #[test]
     fn an_owners_pods_spread_evenly() {
-        let mut nodes = vec![node("a"), node("b"), node("c")];
+        let mut nodes = [node("a"), node("b"), node("c")];
         let all: Vec<usize> = (0..3).collect();
         for i in 0..10 {
             let pod = owned_pod(i);
             let ask = Ask::of(&pod);
-            let best = best_node(&ask, Some("owner"), &nodes, &all).expect("a node fits");
+            let view: Vec<&NodeInfo> = nodes.iter().collect();
+            let best = best_node(&ask, Some("owner"), &view, &all).expect("a node fits");
             nodes[best].place(&pod, Some("owner"));
         }
         let mut counts: Vec<i64> = nodes.iter().map(|n| n.pods).collect();

@@ -1,7 +1,7 @@
 //! What the scheduler knows of each node: allocatable resources, what is placed on it
 //! (bound pods plus its own assumed placements), labels, taints and used host ports.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use skiff_proto::quantity;
@@ -78,8 +78,8 @@ pub struct NodeInfo {
     pub requested: Requests,
     /// Pods placed.
     pub pods: i64,
-    /// Host ports in use.
-    pub ports: HashSet<(i32, String)>,
+    /// Host ports in use, with how many placed pods use each.
+    pub ports: HashMap<(i32, String), u32>,
     /// Pods placed per controlling owner uid.
     pub per_owner: HashMap<String, i64>,
 }
@@ -94,47 +94,113 @@ fn allocatable(node: &Node, res: &str) -> Option<i128> {
     quantity::parse(&q.0).ok().map(|q| q.millis)
 }
 
+/// What one placed pod adds to its node, kept to take it back out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The node.
+    pub node: String,
+    /// Its requests.
+    pub requests: Requests,
+    /// Its host ports.
+    pub ports: Vec<(i32, String)>,
+    /// Its controlling owner's uid.
+    pub owner: Option<String>,
+}
+
+impl Placement {
+    /// What `pod` adds to `node`.
+    pub fn of(pod: &Pod, node: &str, owner: Option<&str>) -> Self {
+        Self {
+            node: node.to_string(),
+            requests: requests_of(pod),
+            ports: host_ports(pod),
+            owner: owner.map(str::to_string),
+        }
+    }
+}
+
 impl NodeInfo {
     /// A node with nothing placed yet.
     pub fn new(node: &Node) -> Self {
-        let ready = node
+        let mut me = Self {
+            name: String::new(),
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            unschedulable: false,
+            ready: false,
+            allocatable: (0, 0, 0),
+            requested: Requests::default(),
+            pods: 0,
+            ports: HashMap::new(),
+            per_owner: HashMap::new(),
+        };
+        me.refresh(node);
+        me
+    }
+
+    /// Take the node's own fields (labels, taints, conditions, allocatable) from `node`,
+    /// keeping what is placed on it.
+    pub fn refresh(&mut self, node: &Node) {
+        self.ready = node
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            labels: node.metadata.labels.clone().unwrap_or_default(),
-            taints: node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.clone())
-                .unwrap_or_default(),
-            unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true),
-            ready,
-            allocatable: (
-                allocatable(node, "cpu").unwrap_or(0),
-                allocatable(node, "memory").unwrap_or(0),
-                allocatable(node, "pods")
-                    .map(|p| (p / 1000) as i64)
-                    .unwrap_or(110),
-            ),
-            requested: Requests::default(),
-            pods: 0,
-            ports: HashSet::new(),
-            per_owner: HashMap::new(),
-        }
+        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        self.allocatable = (
+            allocatable(node, "cpu").unwrap_or(0),
+            allocatable(node, "memory").unwrap_or(0),
+            allocatable(node, "pods")
+                .map(|p| (p / 1000) as i64)
+                .unwrap_or(110),
+        );
     }
 
     /// Account for `pod` placed here.
     pub fn place(&mut self, pod: &Pod, owner: Option<&str>) {
-        let r = requests_of(pod);
-        self.requested.cpu_millis += r.cpu_millis;
-        self.requested.memory_millis += r.memory_millis;
+        self.add(&Placement::of(pod, &self.name.clone(), owner));
+    }
+
+    /// Account for a placement.
+    pub fn add(&mut self, p: &Placement) {
+        self.requested.cpu_millis += p.requests.cpu_millis;
+        self.requested.memory_millis += p.requests.memory_millis;
         self.pods += 1;
-        self.ports.extend(host_ports(pod));
-        if let Some(o) = owner {
-            *self.per_owner.entry(o.to_string()).or_default() += 1;
+        for port in &p.ports {
+            *self.ports.entry(port.clone()).or_default() += 1;
+        }
+        if let Some(o) = &p.owner {
+            *self.per_owner.entry(o.clone()).or_default() += 1;
+        }
+    }
+
+    /// Take a placement back out.
+    pub fn remove(&mut self, p: &Placement) {
+        self.requested.cpu_millis -= p.requests.cpu_millis;
+        self.requested.memory_millis -= p.requests.memory_millis;
+        self.pods -= 1;
+        for port in &p.ports {
+            if let Some(n) = self.ports.get_mut(port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ports.remove(port);
+                }
+            }
+        }
+        if let Some(o) = &p.owner {
+            if let Some(n) = self.per_owner.get_mut(o) {
+                *n -= 1;
+                if *n <= 0 {
+                    self.per_owner.remove(o);
+                }
+            }
         }
     }
 }

@@ -167,12 +167,12 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         tokio::select! {
             e = service_events.recv() => match e {
                 Some(InformerEvent::Synced) => { services_synced = true; relist = true; }
-                Some(InformerEvent::Applied(o) | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
+                Some(InformerEvent::Applied { object: o, .. } | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
                 None => return,
             },
             e = endpoint_events.recv() => match e {
                 Some(InformerEvent::Synced) => { endpoints_synced = true; relist = true; }
-                Some(InformerEvent::Applied(o) | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
+                Some(InformerEvent::Applied { object: o, .. } | InformerEvent::Deleted(o)) => { dirty.insert(key_of(&o.metadata)); }
                 None => return,
             },
             // A failed sync is retried without waiting for the next change.
@@ -185,7 +185,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
                     services_synced = true;
                     relist = true;
                 }
-                InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
+                InformerEvent::Applied { object: o, .. } | InformerEvent::Deleted(o) => {
                     dirty.insert(key_of(&o.metadata));
                 }
             }
@@ -196,7 +196,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
                     endpoints_synced = true;
                     relist = true;
                 }
-                InformerEvent::Applied(o) | InformerEvent::Deleted(o) => {
+                InformerEvent::Applied { object: o, .. } | InformerEvent::Deleted(o) => {
                     dirty.insert(key_of(&o.metadata));
                 }
             }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -16,41 +15,64 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 use skiff_proto::objects::{Api, ApiError};
 
-use super::context::{Ctx, Kind};
-use super::ownership::{controller_ref, controller_uid, revision_of};
+use super::cache;
+use super::context::Ctx;
+use super::ownership::{controller_ref, revision_of};
+use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
 
 /// Label that ties a ReplicaSet and its pods to one template.
 pub const HASH_LABEL: &str = "pod-template-hash";
 /// Annotation with a ReplicaSet's (and its Deployment's) revision.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
+/// The controller's name.
+pub const NAME: &str = "deployment";
+
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Deployments, Kind::ReplicaSets]).quick();
-    let mut last_write = 0u64;
-    loop {
-        ctx.replicasets
-            .wait_for(last_write, Duration::from_secs(5))
-            .await;
-        let deployments = ctx.deployments.list();
-        let results: Vec<u64> = futures::stream::iter(deployments)
-            .map(|d: Arc<Deployment>| {
-                let ctx = ctx.clone();
-                async move {
-                    match reconcile(&ctx, &d).await {
-                        Ok(rev) => rev,
-                        Err(e) => {
-                            tracing::debug!(deployment = d.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry");
-                            0
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(16)
+    Runner::new(
+        DeploymentController { ctx: ctx.clone() },
+        ctx.metrics.of(NAME),
+        RunnerSettings::default(),
+    )
+    .watches(ctx.deployments.subscribe(), |d: &Deployment| {
+        vec![ObjectKey::of(d)]
+    })
+    .watches(ctx.replicasets.subscribe(), |rs: &ReplicaSet| {
+        cache::controller_key(rs, "Deployment")
+            .into_iter()
             .collect()
-            .await;
-        last_write = last_write.max(results.into_iter().max().unwrap_or(0));
-        trigger.wait(Duration::from_secs(10)).await;
+    })
+    .run()
+    .await
+}
+
+/// Reconciles one Deployment.
+pub struct DeploymentController {
+    ctx: Arc<Ctx>,
+}
+
+impl Reconciler for DeploymentController {
+    type Key = ObjectKey;
+    const NAME: &'static str = NAME;
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(d) = self.ctx.deployments.get(&key.namespace, &key.name) else {
+            return Ok(Action::done());
+        };
+        let mut last = 0;
+        match reconcile(&self.ctx, &d, &mut last).await {
+            Ok(()) => Ok(Action::done().wrote(last)),
+            Err(e) => Err(ReconcileError::after_write(last, e)),
+        }
+    }
+
+    fn all_keys(&self) -> Vec<ObjectKey> {
+        self.ctx.deployments.object_keys()
+    }
+
+    async fn caught_up(&self, revision: u64, timeout: Duration) {
+        self.ctx.replicasets.wait_for(revision, timeout).await;
     }
 }
 
@@ -149,28 +171,21 @@ async fn scale(api: &Api<ReplicaSet>, rs: &ReplicaSet, replicas: i32) -> Result<
     Ok(revision_of(&r.metadata))
 }
 
-async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
+/// Roll `d` forward; `last` gets the revision of each ReplicaSet write (awaited on the
+/// ReplicaSet cache before the next pass).
+async fn reconcile(ctx: &Ctx, d: &Deployment, last: &mut u64) -> Result<(), ApiError> {
     if d.metadata.deletion_timestamp.is_some() {
-        return Ok(0); // the garbage collector takes it from here
+        return Ok(()); // the garbage collector takes it from here
     }
-    let Some(spec) = &d.spec else { return Ok(0) };
+    let Some(spec) = &d.spec else { return Ok(()) };
     let ns = d.metadata.namespace.clone().unwrap_or_default();
     let name = d.metadata.name.clone().unwrap_or_default();
     let uid = d.metadata.uid.clone().unwrap_or_default();
     let api: Api<ReplicaSet> = Api::new(ctx.client.clone(), &ns);
     let replicas = spec.replicas.unwrap_or(1);
     let hash = template_hash(&spec.template);
-    let mut last = 0;
 
-    let mut owned: Vec<Arc<ReplicaSet>> = ctx
-        .replicasets
-        .list()
-        .into_iter()
-        .filter(|rs| {
-            rs.metadata.namespace.as_deref() == Some(ns.as_str())
-                && controller_uid(&rs.metadata) == Some(uid.as_str())
-        })
-        .collect();
+    let mut owned: Vec<Arc<ReplicaSet>> = cache::controlled_by(&ctx.replicasets, &ns, &uid);
     owned.sort_by_key(|rs| revision(&rs.metadata));
     let max_revision = owned
         .iter()
@@ -196,8 +211,8 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                 let r = api
                     .patch(rs.metadata.name.as_deref().unwrap_or(""), &patch)
                     .await?;
-                last = last.max(revision_of(&r.metadata));
-                return Ok(last);
+                *last = (*last).max(revision_of(&r.metadata));
+                return Ok(());
             }
             Some(rs)
         }
@@ -244,16 +259,10 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                 }),
                 status: None,
             };
-            match api.create(&rs).await {
-                Ok(created) => {
-                    tracing::info!(deployment = %name, replicaset = created.metadata.name.as_deref().unwrap_or(""), "new ReplicaSet");
-                    last = last.max(revision_of(&created.metadata));
-                }
-                Err(e) => {
-                    tracing::debug!(deployment = %name, error = %e, "creating the ReplicaSet failed")
-                }
-            }
-            return Ok(last);
+            let created = api.create(&rs).await?;
+            tracing::info!(deployment = %name, replicaset = created.metadata.name.as_deref().unwrap_or(""), "new ReplicaSet");
+            *last = (*last).max(revision_of(&created.metadata));
+            return Ok(());
         }
     };
 
@@ -262,10 +271,10 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
         if recreate {
             let old_pods: i32 = olds.iter().map(|rs| status_of(rs, |s| s.replicas)).sum();
             for rs in &olds {
-                last = last.max(scale(&api, rs, 0).await?);
+                *last = (*last).max(scale(&api, rs, 0).await?);
             }
             if old_pods == 0 && olds.iter().all(|rs| replicas_of(rs) == 0) {
-                last = last.max(scale(&api, new_rs, replicas).await?);
+                *last = (*last).max(scale(&api, new_rs, replicas).await?);
             }
         } else {
             let ru = spec
@@ -291,12 +300,12 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
             } else {
                 new_target
             };
-            last = last.max(scale(&api, new_rs, new_target).await?);
+            *last = (*last).max(scale(&api, new_rs, new_target).await?);
             // Scale down old ones while at least replicas - maxUnavailable stay available,
             // counting only what each ReplicaSet's controller has reported for its current
             // spec: a status from before a scale-down would overcount.
             if owned.iter().any(|rs| !settled(rs)) {
-                return Ok(last);
+                return Ok(());
             }
             let available: i32 = owned.iter().map(|rs| available_of(rs)).sum();
             let min_available = replicas - unavailable;
@@ -313,7 +322,7 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
                 let cut = cut.max(over.min(current));
                 if cut > 0 {
                     budget = (budget - (cut - unhealthy).max(0)).max(0);
-                    last = last.max(scale(&api, rs, current - cut).await?);
+                    *last = (*last).max(scale(&api, rs, current - cut).await?);
                 }
             }
         }
@@ -325,12 +334,11 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
             .collect();
         if empty.len() > limit {
             for rs in empty.iter().take(empty.len() - limit) {
-                let _ = api
-                    .delete(
-                        rs.metadata.name.as_deref().unwrap_or(""),
-                        &Default::default(),
-                    )
-                    .await;
+                api.delete(
+                    rs.metadata.name.as_deref().unwrap_or(""),
+                    &Default::default(),
+                )
+                .await?;
             }
         }
     }
@@ -420,16 +428,14 @@ async fn reconcile(ctx: &Ctx, d: &Deployment) -> Result<u64, ApiError> {
             let patch = json!({"metadata": {"annotations": {REVISION: new_revision.to_string()}}});
             // Deployment writes do not count toward `last`, which is awaited on the
             // ReplicaSet cache.
-            let _ = dapi.patch(&name, &patch).await;
+            dapi.patch(&name, &patch).await?;
         }
         let mut next = d.clone();
         next.metadata.resource_version = None;
         next.status = Some(status);
-        if let Err(e) = dapi.update_status(&next).await {
-            tracing::debug!(deployment = %name, error = %e, "status update failed");
-        }
+        dapi.update_status(&next).await?;
     }
-    Ok(last)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,31 +1,99 @@
 //! The Endpoints controller: for each Service with a selector, the addresses of the pods it
 //! selects (ready ones as `addresses`, others as `notReadyAddresses`) and its ports, with
 //! named target ports resolved against each pod's container ports.
+//!
+//! Keyed by Service; a pod's change queues the Services that select it, before and after
+//! the change (a pod whose labels changed leaves one Service for another).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use skiff_proto::objects::Api;
+use skiff_proto::objects::{Api, ApiError};
 
-use super::context::{Ctx, Kind};
+use super::cache;
+use super::context::Ctx;
 use super::ownership::is_ready;
+use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
+
+/// The controller's name.
+pub const NAME: &str = "endpoints";
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx
-        .trigger(&[Kind::Pods, Kind::Services, Kind::Endpoints])
-        .quick();
-    loop {
-        for svc in ctx.services.list() {
-            reconcile(&ctx, &svc).await;
-        }
-        trigger.wait(Duration::from_secs(10)).await;
+    let pods_ctx = ctx.clone();
+    Runner::new(
+        EndpointsController { ctx: ctx.clone() },
+        ctx.metrics.of(NAME),
+        RunnerSettings::default(),
+    )
+    .watches(ctx.services.subscribe(), |s: &Service| {
+        vec![ObjectKey::of(s)]
+    })
+    .watches(ctx.endpoints.subscribe(), |e: &Endpoints| {
+        vec![ObjectKey::of(e)]
+    })
+    .watches(ctx.pods.subscribe(), move |p: &Pod| {
+        services_selecting(&pods_ctx, p)
+    })
+    .run()
+    .await
+}
+
+fn selector_of(svc: &Service) -> Option<&BTreeMap<String, String>> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+}
+
+/// The Services of a pod's namespace whose selector matches its labels.
+fn services_selecting(ctx: &Ctx, p: &Pod) -> Vec<ObjectKey> {
+    let ns = p.metadata.namespace.as_deref().unwrap_or("");
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    ctx.services
+        .by_index(cache::NAMESPACE, ns)
+        .iter()
+        .filter(|s| {
+            selector_of(s).is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        })
+        .map(|s| ObjectKey::of(&**s))
+        .collect()
+}
+
+/// Pods that may match `selector` in `namespace`: those with its first label.
+fn candidates(ctx: &Ctx, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<Arc<Pod>> {
+    match selector.iter().next() {
+        Some((k, v)) => ctx
+            .pods
+            .by_index(cache::LABEL, &cache::label_value(namespace, k, v)),
+        None => Vec::new(),
+    }
+}
+
+/// Keeps one Service's Endpoints.
+pub struct EndpointsController {
+    ctx: Arc<Ctx>,
+}
+
+impl Reconciler for EndpointsController {
+    type Key = ObjectKey;
+    const NAME: &'static str = NAME;
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(svc) = self.ctx.services.get(&key.namespace, &key.name) else {
+            return Ok(Action::done());
+        };
+        reconcile(&self.ctx, &svc).await?;
+        Ok(Action::done())
+    }
+
+    fn all_keys(&self) -> Vec<ObjectKey> {
+        self.ctx.services.object_keys()
     }
 }
 
@@ -128,18 +196,13 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         .collect()
 }
 
-async fn reconcile(ctx: &Ctx, svc: &Service) {
-    if svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .is_none_or(|s| s.is_empty())
-    {
-        return; // endpoints of a selector-less Service are the user's
-    }
+async fn reconcile(ctx: &Ctx, svc: &Service) -> Result<(), ApiError> {
+    let Some(selector) = selector_of(svc) else {
+        return Ok(()); // endpoints of a selector-less Service are the user's
+    };
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
-    let want = subsets(svc, &ctx.pods.list());
+    let want = subsets(svc, &candidates(ctx, &ns, selector));
     let want = if want.is_empty() { None } else { Some(want) };
     let api: Api<Endpoints> = Api::new(ctx.client.clone(), &ns);
     match ctx.endpoints.get(&ns, &name) {
@@ -148,9 +211,7 @@ async fn reconcile(ctx: &Ctx, svc: &Service) {
             let mut next = (*current).clone();
             next.subsets = want;
             next.metadata.resource_version = None;
-            if let Err(e) = api.update(&next).await {
-                tracing::debug!(service = %name, error = %e, "endpoints update failed");
-            }
+            api.update(&next).await?;
         }
         None => {
             let ep = Endpoints {
@@ -162,11 +223,17 @@ async fn reconcile(ctx: &Ctx, svc: &Service) {
                 },
                 subsets: want,
             };
-            if let Err(e) = api.create(&ep).await {
-                tracing::debug!(service = %name, error = %e, "endpoints create failed");
+            match api.create(&ep).await {
+                // Made meanwhile (the cache was behind): the next pass updates it.
+                Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
+                    if s.code() == tonic::Code::AlreadyExists => {}
+                r => {
+                    r?;
+                }
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

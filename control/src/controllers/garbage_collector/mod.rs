@@ -1,173 +1,354 @@
 //! The garbage collector: dependents whose owners are all gone are deleted (background
 //! cascade); an owner being deleted in the foreground waits for its dependents
 //! (`foregroundDeletion`); an orphaning delete releases them (`orphan`).
+//!
+//! Keyed by object (Deployments, ReplicaSets, Pods). An object's change queues itself and
+//! its owners (a foreground delete waits on its dependents); an object deleted, or being
+//! deleted, also queues its dependents (they may be orphans now). An owner the caches do not
+//! show is looked up in the store before its dependents go, so a dependent created right
+//! after its owner is never taken for an orphan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::Metadata;
 use serde_json::json;
+use skiff_proto::kinds;
 use skiff_proto::objects::DeleteParams;
 use skiff_proto::pb::delete_object_request::Propagation;
+use skiff_proto::ClientError;
 
-use super::context::{Ctx, Kind};
+use super::cache::{self, Watched};
+use super::context::Ctx;
+use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
 
 /// Finalizer of a foreground delete.
 pub const FOREGROUND: &str = "foregroundDeletion";
 /// Finalizer of an orphaning delete.
 pub const ORPHAN: &str = "orphan";
 
-/// Run until aborted.
-pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::ReplicaSets, Kind::Deployments]);
-    loop {
-        collect(&ctx).await;
-        trigger.wait(Duration::from_secs(10)).await;
+/// The controller's name.
+pub const NAME: &str = "garbage-collector";
+
+/// The kinds the collector looks after, by resource.
+const RESOURCES: [&str; 3] = ["deployments", "replicasets", "pods"];
+
+/// One object the collector looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GcKey {
+    /// Its resource (`pods`, ...).
+    pub resource: &'static str,
+    /// Its namespace and name.
+    pub object: ObjectKey,
+}
+
+impl std::fmt::Display for GcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.resource, self.object)
     }
 }
 
-/// An object the collector handles: its resource and metadata.
-struct Obj {
+/// Run until aborted.
+pub async fn run(ctx: Arc<Ctx>) {
+    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    Runner::new(
+        GarbageCollector { ctx: ctx.clone() },
+        ctx.metrics.of(NAME),
+        RunnerSettings::default(),
+    )
+    .watches(ctx.deployments.subscribe(), move |o| {
+        keys_for(&c1, "deployments", &c1.deployments, o)
+    })
+    .watches(ctx.replicasets.subscribe(), move |o| {
+        keys_for(&c2, "replicasets", &c2.replicasets, o)
+    })
+    .watches(ctx.pods.subscribe(), move |o| {
+        keys_for(&c3, "pods", &c3.pods, o)
+    })
+    .run()
+    .await
+}
+
+fn resource_of_kind(kind: &str) -> Option<&'static str> {
+    RESOURCES
+        .into_iter()
+        .find(|r| kinds::by_resource(r).is_some_and(|k| k.kind == kind))
+}
+
+/// The keys an object's change concerns: itself, its owners, and — when it is gone or
+/// going — its dependents.
+fn keys_for<K: Metadata<Ty = ObjectMeta>>(
+    ctx: &Ctx,
     resource: &'static str,
-    meta: ObjectMeta,
+    cache: &Watched<K>,
+    o: &K,
+) -> Vec<GcKey> {
+    let m = o.metadata();
+    let ns = m.namespace.clone().unwrap_or_default();
+    let mut keys = vec![GcKey {
+        resource,
+        object: ObjectKey::of(o),
+    }];
+    for r in m.owner_references.iter().flatten() {
+        if let Some(resource) = resource_of_kind(&r.kind) {
+            keys.push(GcKey {
+                resource,
+                object: ObjectKey::new(ns.clone(), r.name.clone()),
+            });
+        }
+    }
+    let gone = cache
+        .get(&ns, m.name.as_deref().unwrap_or(""))
+        .is_none_or(|now| now.metadata().uid != m.uid);
+    if gone || m.deletion_timestamp.is_some() {
+        if let Some(uid) = m.uid.as_deref() {
+            keys.extend(dependents(ctx, uid).into_iter().map(|(k, _)| k));
+        }
+    }
+    keys
+}
+
+/// Every object that names `uid` as an owner, with its metadata.
+fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
+    fn from<K: Metadata<Ty = ObjectMeta>>(
+        resource: &'static str,
+        cache: &Watched<K>,
+        uid: &str,
+        out: &mut Vec<(GcKey, ObjectMeta)>,
+    ) {
+        for o in cache.by_index(cache::OWNER, uid) {
+            out.push((
+                GcKey {
+                    resource,
+                    object: ObjectKey::of(&*o),
+                },
+                o.metadata().clone(),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    from("deployments", &ctx.deployments, uid, &mut out);
+    from("replicasets", &ctx.replicasets, uid, &mut out);
+    from("pods", &ctx.pods, uid, &mut out);
+    out
+}
+
+/// Reconciles one object's ownership.
+pub struct GarbageCollector {
+    ctx: Arc<Ctx>,
 }
 
 fn has(meta: &ObjectMeta, finalizer: &str) -> bool {
     meta.finalizers.iter().flatten().any(|f| f == finalizer)
 }
 
-async fn collect(ctx: &Ctx) {
-    let mut all: Vec<Obj> = Vec::new();
-    all.extend(ctx.deployments.list().iter().map(|o| Obj {
-        resource: "deployments",
-        meta: o.metadata.clone(),
-    }));
-    all.extend(ctx.replicasets.list().iter().map(|o| Obj {
-        resource: "replicasets",
-        meta: o.metadata.clone(),
-    }));
-    all.extend(ctx.pods.list().iter().map(|o| Obj {
-        resource: "pods",
-        meta: o.metadata.clone(),
-    }));
-    let by_uid: HashMap<&str, &Obj> = all
-        .iter()
-        .filter_map(|o| Some((o.meta.uid.as_deref()?, o)))
-        .collect();
-    let mut dependents: HashMap<&str, Vec<&Obj>> = HashMap::new();
-    for o in &all {
-        for r in o.meta.owner_references.iter().flatten() {
-            dependents.entry(r.uid.as_str()).or_default().push(o);
+impl GarbageCollector {
+    fn meta_of(&self, key: &GcKey) -> Option<ObjectMeta> {
+        let (ns, name) = (&key.object.namespace, &key.object.name);
+        match key.resource {
+            "deployments" => self
+                .ctx
+                .deployments
+                .get(ns, name)
+                .map(|o| o.metadata.clone()),
+            "replicasets" => self
+                .ctx
+                .replicasets
+                .get(ns, name)
+                .map(|o| o.metadata.clone()),
+            "pods" => self.ctx.pods.get(ns, name).map(|o| o.metadata.clone()),
+            _ => None,
         }
     }
-    let live_uids: HashSet<&str> = by_uid.keys().copied().collect();
 
-    for o in &all {
-        let ns = o.meta.namespace.clone().unwrap_or_default();
-        let name = o.meta.name.clone().unwrap_or_default();
-        let uid = o.meta.uid.clone().unwrap_or_default();
-        let deleting = o.meta.deletion_timestamp.is_some();
-        // Background: every owner gone → the dependent goes.
-        let refs: Vec<_> = o.meta.owner_references.iter().flatten().collect();
-        if !refs.is_empty() && !deleting && refs.iter().all(|r| !live_uids.contains(r.uid.as_str()))
-        {
-            tracing::info!(resource = o.resource, namespace = %ns, name = %name, "owner gone; deleting dependent");
-            let _ = ctx
+    /// Whether the owner `r` of an object in `namespace` still exists: the caches first, then
+    /// (for what they do not show) the store itself.
+    async fn owner_exists(
+        &self,
+        namespace: &str,
+        r: &OwnerReference,
+        known: &mut HashMap<String, bool>,
+    ) -> Result<bool, ClientError> {
+        if let Some(&e) = known.get(&r.uid) {
+            return Ok(e);
+        }
+        let cached = resource_of_kind(&r.kind).and_then(|resource| {
+            self.meta_of(&GcKey {
+                resource,
+                object: ObjectKey::new(namespace, r.name.clone()),
+            })
+        });
+        let exists = if cached.is_some_and(|m| m.uid.as_deref() == Some(r.uid.as_str())) {
+            true
+        } else {
+            let Some(kind) = kinds::KINDS.iter().find(|k| k.kind == r.kind) else {
+                // A kind this cluster does not serve cannot have an object here.
+                known.insert(r.uid.clone(), false);
+                return Ok(false);
+            };
+            let ns = if kind.namespaced { namespace } else { "" };
+            match self
+                .ctx
                 .client
-                .delete_object(
-                    o.resource,
-                    &ns,
-                    &name,
-                    &DeleteParams {
-                        propagation: Propagation::Background,
-                        ..Default::default()
-                    },
-                )
-                .await;
-            continue;
+                .get_object(kind.plural, ns, &r.name, false)
+                .await
+            {
+                Ok(got) => serde_json::from_slice::<serde_json::Value>(&got.object)
+                    .ok()
+                    .and_then(|v| v.pointer("/metadata/uid")?.as_str().map(str::to_string))
+                    .is_some_and(|u| u == r.uid),
+                Err(ClientError::Rejected(s)) if s.code() == tonic::Code::NotFound => false,
+                Err(e) => return Err(e),
+            }
+        };
+        known.insert(r.uid.clone(), exists);
+        Ok(exists)
+    }
+
+    async fn delete(
+        &self,
+        resource: &str,
+        key: &ObjectKey,
+        propagation: Propagation,
+    ) -> Result<(), ClientError> {
+        match self
+            .ctx
+            .client
+            .delete_object(
+                resource,
+                &key.namespace,
+                &key.name,
+                &DeleteParams {
+                    propagation,
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ClientError::Rejected(s)) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove_finalizer(
+        &self,
+        key: &GcKey,
+        meta: &ObjectMeta,
+        finalizer: &str,
+    ) -> Result<(), ClientError> {
+        let kept: Vec<&String> = meta
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != finalizer)
+            .collect();
+        let patch =
+            json!({"metadata": {"finalizers": kept, "resourceVersion": meta.resource_version}});
+        self.ctx
+            .client
+            .patch_object(
+                key.resource,
+                &key.object.namespace,
+                &key.object.name,
+                patch.to_string().into_bytes(),
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Reconciler for GarbageCollector {
+    type Key = GcKey;
+    const NAME: &'static str = NAME;
+
+    async fn reconcile(&self, key: &GcKey) -> Result<Action, ReconcileError> {
+        let Some(meta) = self.meta_of(key) else {
+            return Ok(Action::done());
+        };
+        let uid = meta.uid.clone().unwrap_or_default();
+        let deleting = meta.deletion_timestamp.is_some();
+        // Background: every owner gone → the dependent goes.
+        let refs: Vec<&OwnerReference> = meta.owner_references.iter().flatten().collect();
+        if !refs.is_empty() && !deleting {
+            let mut known = HashMap::new();
+            let mut any_left = false;
+            for r in &refs {
+                if self
+                    .owner_exists(&key.object.namespace, r, &mut known)
+                    .await?
+                {
+                    any_left = true;
+                    break;
+                }
+            }
+            if !any_left {
+                tracing::info!("owner gone; deleting dependent");
+                self.delete(key.resource, &key.object, Propagation::Background)
+                    .await?;
+                return Ok(Action::done());
+            }
         }
         if !deleting {
-            continue;
+            return Ok(Action::done());
         }
-        let deps = dependents.get(uid.as_str()).cloned().unwrap_or_default();
-        if has(&o.meta, ORPHAN) {
-            for d in &deps {
-                let kept: Vec<_> = d
-                    .meta
+        let deps = dependents(&self.ctx, &uid);
+        if has(&meta, ORPHAN) {
+            for (d, dmeta) in &deps {
+                let kept: Vec<&OwnerReference> = dmeta
                     .owner_references
                     .iter()
                     .flatten()
                     .filter(|r| r.uid != uid)
-                    .cloned()
                     .collect();
                 let patch = json!({"metadata": {"ownerReferences": kept}});
-                let _ = ctx
+                self.ctx
                     .client
                     .patch_object(
                         d.resource,
-                        d.meta.namespace.as_deref().unwrap_or(""),
-                        d.meta.name.as_deref().unwrap_or(""),
-                        serde_json::to_vec(&patch).unwrap_or_default(),
+                        &d.object.namespace,
+                        &d.object.name,
+                        patch.to_string().into_bytes(),
                         false,
                     )
-                    .await;
+                    .await?;
             }
-            remove_finalizer(ctx, o, ORPHAN).await;
-        } else if has(&o.meta, FOREGROUND) {
-            let blocking: Vec<&&Obj> = deps
+            self.remove_finalizer(key, &meta, ORPHAN).await?;
+        } else if has(&meta, FOREGROUND) {
+            let blocking: Vec<&(GcKey, ObjectMeta)> = deps
                 .iter()
-                .filter(|d| {
-                    d.meta
-                        .owner_references
+                .filter(|(_, d)| {
+                    d.owner_references
                         .iter()
                         .flatten()
                         .any(|r| r.uid == uid && r.block_owner_deletion == Some(true))
                 })
                 .collect();
             if blocking.is_empty() {
-                remove_finalizer(ctx, o, FOREGROUND).await;
+                self.remove_finalizer(key, &meta, FOREGROUND).await?;
             } else {
-                for d in blocking
-                    .iter()
-                    .filter(|d| d.meta.deletion_timestamp.is_none())
-                {
-                    let _ = ctx
-                        .client
-                        .delete_object(
-                            d.resource,
-                            d.meta.namespace.as_deref().unwrap_or(""),
-                            d.meta.name.as_deref().unwrap_or(""),
-                            &DeleteParams {
-                                propagation: Propagation::Foreground,
-                                ..Default::default()
-                            },
-                        )
-                        .await;
+                for (d, dmeta) in blocking {
+                    if dmeta.deletion_timestamp.is_none() {
+                        self.delete(d.resource, &d.object, Propagation::Foreground)
+                            .await?;
+                    }
                 }
             }
         }
+        Ok(Action::done())
     }
-}
 
-async fn remove_finalizer(ctx: &Ctx, o: &Obj, finalizer: &str) {
-    let kept: Vec<&String> = o
-        .meta
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != finalizer)
-        .collect();
-    let patch =
-        json!({"metadata": {"finalizers": kept, "resourceVersion": o.meta.resource_version}});
-    let _ = ctx
-        .client
-        .patch_object(
-            o.resource,
-            o.meta.namespace.as_deref().unwrap_or(""),
-            o.meta.name.as_deref().unwrap_or(""),
-            serde_json::to_vec(&patch).unwrap_or_default(),
-            false,
-        )
-        .await;
+    fn all_keys(&self) -> Vec<GcKey> {
+        let mut keys = Vec::new();
+        for (resource, objects) in [
+            ("deployments", self.ctx.deployments.object_keys()),
+            ("replicasets", self.ctx.replicasets.object_keys()),
+            ("pods", self.ctx.pods.object_keys()),
+        ] {
+            keys.extend(objects.into_iter().map(|object| GcKey { resource, object }));
+        }
+        keys
+    }
 }

@@ -5,85 +5,27 @@
 //! re-reads.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use skiff_proto::cidr::Cidr;
 use skiff_proto::objects::Api;
 
-use super::context::{Ctx, Kind};
-
-/// An IPv4 range `a.b.c.d/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Prefix length.
-    pub len: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let len: u8 = l
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{l:?} is not a prefix length 0-32"))?;
-        let mask = mask(len);
-        if u32::from(addr) & !mask != 0 {
-            return Err(format!("{s:?} has host bits set"));
-        }
-        Ok(Self { addr, len })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    }
-}
-
-/// The `index`th block of prefix `block_len` inside `range`, if there is one.
-pub fn nth_block(range: Cidr, block_len: u8, index: u32) -> Option<Cidr> {
-    if block_len < range.len || block_len > 32 {
-        return None;
-    }
-    let count = 1u64 << (block_len - range.len);
-    if u64::from(index) >= count {
-        return None;
-    }
-    let size = 1u64 << (32 - block_len);
-    let addr = u64::from(u32::from(range.addr)) + u64::from(index) * size;
-    Some(Cidr {
-        addr: Ipv4Addr::from(addr as u32),
-        len: block_len,
-    })
-}
+use super::context::Ctx;
+use super::ownership::revision_of;
+use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
 
 /// The first block of `range` that no node holds. Block 0 is skipped: its first address would
 /// be the range's own network address, which some tools treat specially.
 pub fn first_free(range: Cidr, block_len: u8, taken: &BTreeSet<String>) -> Option<Cidr> {
     (1u32..)
-        .map_while(|i| nth_block(range, block_len, i))
+        .map_while(|i| range.nth_block(block_len, i))
         .find(|b| !taken.contains(&b.to_string()))
 }
+
+/// The controller's name.
+pub const NAME: &str = "node-ipam";
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
@@ -91,23 +33,39 @@ pub async fn run(ctx: Arc<Ctx>) {
         tracing::error!(cidr = %ctx.settings.cluster_cidr, "the cluster pod range is not a CIDR; no pod CIDRs are handed out");
         return;
     };
-    let mut trigger = ctx.trigger(&[Kind::Nodes]);
-    loop {
-        reconcile(&ctx, range).await;
-        trigger.wait(Duration::from_secs(5)).await;
-    }
+    Runner::new(
+        NodeIpam {
+            ctx: ctx.clone(),
+            range,
+            handed_out: Mutex::new(BTreeSet::new()),
+        },
+        ctx.metrics.of(NAME),
+        RunnerSettings::default(),
+    )
+    .watches(ctx.nodes.subscribe(), |n: &Node| vec![ObjectKey::of(n)])
+    .run()
+    .await
 }
 
-async fn reconcile(ctx: &Ctx, range: Cidr) {
-    let nodes = ctx.nodes.list();
-    let mut taken: BTreeSet<String> = nodes
-        .iter()
-        .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-        .collect();
-    let api: Api<Node> = Api::new(ctx.client.clone(), "");
-    for node in nodes {
+/// Hands each node a block of the pod range.
+pub struct NodeIpam {
+    ctx: Arc<Ctx>,
+    range: Cidr,
+    /// Blocks handed out that the cache may not show yet; a block is picked and recorded
+    /// here in one step, so two nodes reconciled at once never get the same one.
+    handed_out: Mutex<BTreeSet<String>>,
+}
+
+impl Reconciler for NodeIpam {
+    type Key = ObjectKey;
+    const NAME: &'static str = NAME;
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(node) = self.ctx.nodes.get("", &key.name) else {
+            return Ok(Action::done());
+        };
         if node.spec.as_ref().is_some_and(|s| s.pod_cidr.is_some()) {
-            continue;
+            return Ok(Action::done());
         }
         // Hollow nodes run no pods; they keep the range for real ones.
         if node
@@ -116,26 +74,55 @@ async fn reconcile(ctx: &Ctx, range: Cidr) {
             .as_ref()
             .is_some_and(|l| l.contains_key("skiff.dev/hollow"))
         {
-            continue;
+            return Ok(Action::done());
         }
-        let name = node.metadata.name.clone().unwrap_or_default();
-        let Some(block) = first_free(range, ctx.settings.node_cidr_prefix, &taken) else {
-            tracing::warn!(node = %name, range = %range, "the pod range is exhausted; node gets no pod CIDR");
-            continue;
+        let in_cache: BTreeSet<String> = self
+            .ctx
+            .nodes
+            .list()
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        let block = {
+            let mut handed_out = match self.handed_out.lock() {
+                Ok(h) => h,
+                Err(p) => p.into_inner(),
+            };
+            handed_out.retain(|b| !in_cache.contains(b));
+            let taken: BTreeSet<String> = in_cache.union(&handed_out).cloned().collect();
+            let Some(block) = first_free(self.range, self.ctx.settings.node_cidr_prefix, &taken)
+            else {
+                tracing::warn!(range = %self.range, "the pod range is exhausted; node gets no pod CIDR");
+                return Ok(Action::done());
+            };
+            handed_out.insert(block.to_string());
+            block
         };
         let mut next = (*node).clone();
         let spec = next.spec.get_or_insert_with(NodeSpec::default);
         spec.pod_cidr = Some(block.to_string());
         spec.pod_cidrs = Some(vec![block.to_string()]);
+        let api: Api<Node> = Api::new(self.ctx.client.clone(), "");
         match api.update(&next).await {
-            Ok(_) => {
-                tracing::info!(node = %name, pod_cidr = %block, "pod CIDR assigned");
-                taken.insert(block.to_string());
+            Ok(n) => {
+                tracing::info!(pod_cidr = %block, "pod CIDR assigned");
+                Ok(Action::done().wrote(revision_of(&n.metadata)))
             }
             Err(e) => {
-                tracing::debug!(node = %name, error = %e, "assigning a pod CIDR; will retry")
+                if let Ok(mut h) = self.handed_out.lock() {
+                    h.remove(&block.to_string());
+                }
+                Err(e.into())
             }
         }
+    }
+
+    fn all_keys(&self) -> Vec<ObjectKey> {
+        self.ctx.nodes.object_keys()
+    }
+
+    async fn caught_up(&self, revision: u64, timeout: Duration) {
+        self.ctx.nodes.wait_for(revision, timeout).await;
     }
 }
 
@@ -144,17 +131,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_are_carved_in_order_and_skip_taken_ones() {
+    fn blocks_are_handed_out_in_order_skipping_taken_ones() {
         let range: Cidr = "10.244.0.0/16".parse().unwrap();
-        assert_eq!(
-            nth_block(range, 24, 1).unwrap().to_string(),
-            "10.244.1.0/24"
-        );
-        assert_eq!(
-            nth_block(range, 24, 255).unwrap().to_string(),
-            "10.244.255.0/24"
-        );
-        assert!(nth_block(range, 24, 256).is_none());
         let taken = BTreeSet::from(["10.244.1.0/24".to_string()]);
         assert_eq!(
             first_free(range, 24, &taken).unwrap().to_string(),
@@ -167,21 +145,5 @@ mod tests {
         let range: Cidr = "10.0.0.0/23".parse().unwrap();
         let taken = BTreeSet::from(["10.0.1.0/24".to_string()]);
         assert!(first_free(range, 24, &taken).is_none());
-    }
-
-    #[test]
-    fn malformed_ranges_are_refused_with_the_reason() {
-        assert!("10.0.0.1/16"
-            .parse::<Cidr>()
-            .unwrap_err()
-            .contains("host bits"));
-        assert!("10.0.0.0"
-            .parse::<Cidr>()
-            .unwrap_err()
-            .contains("ADDRESS/PREFIX"));
-        assert!("10.0.0.0/33"
-            .parse::<Cidr>()
-            .unwrap_err()
-            .contains("prefix"));
     }
 }

@@ -1,39 +1,102 @@
 //! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector, owned
 //! through a controller reference; adopts matching orphans, releases pods that stopped
 //! matching, deletes the least valuable pods first, and reports status.
+//!
+//! Keyed by ReplicaSet; a pod's change reaches its controlling ReplicaSet, or, for an orphan,
+//! the ReplicaSets of its namespace that select it (they may adopt it).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use skiff_proto::objects::{Api, ApiError};
 
-use super::context::{Ctx, Kind};
+use super::cache::{self, controlled_by};
+use super::context::Ctx;
 use super::ownership::{
     controller_ref, controller_uid, is_active, is_available, is_ready, revision_of,
 };
+use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
 use crate::objects::selectors::Selector;
 
-/// ReplicaSets reconciled at once.
-const CONCURRENT_RECONCILES: usize = 16;
-
-/// How long to wait for the caches to show our own writes before acting again.
-const OWN_WRITES_WAIT: Duration = Duration::from_secs(5);
+/// The controller's name.
+pub const NAME: &str = "replicaset";
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let mut trigger = ctx.trigger(&[Kind::Pods, Kind::ReplicaSets]).quick();
-    let mut last_write = 0u64;
-    loop {
-        // Act only on caches that include what we wrote last time, so a pod we just created
-        // is never created twice.
-        ctx.pods.wait_for(last_write, OWN_WRITES_WAIT).await;
-        last_write = reconcile_all(&ctx).await.max(last_write);
-        trigger.wait(Duration::from_secs(10)).await;
+    let pods_ctx = ctx.clone();
+    Runner::new(
+        ReplicaSetController { ctx: ctx.clone() },
+        ctx.metrics.of(NAME),
+        RunnerSettings::default(),
+    )
+    .watches(ctx.replicasets.subscribe(), |rs: &ReplicaSet| {
+        vec![ObjectKey::of(rs)]
+    })
+    .watches(ctx.pods.subscribe(), move |p: &Pod| {
+        sets_for_pod(&pods_ctx, p)
+    })
+    .run()
+    .await
+}
+
+/// The ReplicaSets a pod's change concerns: its controller, or those that may adopt it.
+fn sets_for_pod(ctx: &Ctx, p: &Pod) -> Vec<ObjectKey> {
+    if let Some(owner) = cache::controller_key(p, "ReplicaSet") {
+        return vec![owner];
+    }
+    if controller_uid(&p.metadata).is_some() || !is_active(p) {
+        return Vec::new();
+    }
+    let ns = p.metadata.namespace.as_deref().unwrap_or("");
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    ctx.replicasets
+        .by_index(cache::NAMESPACE, ns)
+        .iter()
+        .filter(|rs| {
+            rs.spec.as_ref().is_some_and(|s| {
+                Selector::from_label_selector("spec.selector", &s.selector)
+                    .is_ok_and(|sel| !sel.is_empty() && sel.matches(&labels))
+            })
+        })
+        .map(|rs| ObjectKey::of(&**rs))
+        .collect()
+}
+
+/// Reconciles one ReplicaSet.
+pub struct ReplicaSetController {
+    ctx: Arc<Ctx>,
+}
+
+impl Reconciler for ReplicaSetController {
+    type Key = ObjectKey;
+    const NAME: &'static str = NAME;
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(rs) = self.ctx.replicasets.get(&key.namespace, &key.name) else {
+            return Ok(Action::done()); // gone: the garbage collector takes its pods
+        };
+        // One being deleted in the foreground is the garbage collector's to take down.
+        if rs.metadata.deletion_timestamp.is_some()
+            && rs
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion"))
+        {
+            return Ok(Action::done());
+        }
+        reconcile(&self.ctx, &rs).await
+    }
+
+    fn all_keys(&self) -> Vec<ObjectKey> {
+        self.ctx.replicasets.object_keys()
+    }
+
+    async fn caught_up(&self, revision: u64, timeout: Duration) {
+        self.ctx.pods.wait_for(revision, timeout).await;
     }
 }
 
@@ -63,73 +126,27 @@ pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>) {
     )
 }
 
-async fn reconcile_all(ctx: &Ctx) -> u64 {
-    let pods = ctx.pods.list();
-    let mut by_owner: HashMap<&str, Vec<&Arc<Pod>>> = HashMap::new();
-    for p in &pods {
-        if let Some(uid) = controller_uid(&p.metadata) {
-            by_owner.entry(uid).or_default().push(p);
-        }
-    }
-    let sets: Vec<Arc<ReplicaSet>> = ctx
-        .replicasets
-        .list()
-        .into_iter()
-        // One being deleted in the foreground is the garbage collector's to take down.
-        .filter(|rs| {
-            !(rs.metadata.deletion_timestamp.is_some()
-                && rs
-                    .metadata
-                    .finalizers
-                    .as_ref()
-                    .is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")))
-        })
-        .collect();
-    // ReplicaSets are independent: several at once keep the write path busy.
-    let pods = &pods;
-    let results: Vec<u64> = futures::stream::iter(sets)
-        .map(|rs: Arc<ReplicaSet>| {
-            let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let owned: Vec<Arc<Pod>> = by_owner.get(uid.as_str()).map(|v| v.iter().map(|p| Arc::clone(p)).collect()).unwrap_or_default();
-            async move {
-                let owned_refs: Vec<&Arc<Pod>> = owned.iter().collect();
-                match reconcile(ctx, &rs, &owned_refs, pods).await {
-                    Ok(rev) => rev,
-                    Err(e) => {
-                        tracing::debug!(replicaset = rs.metadata.name.as_deref().unwrap_or(""), error = %e, "reconcile failed; will retry");
-                        0
-                    }
-                }
-            }
-        })
-        .buffer_unordered(CONCURRENT_RECONCILES)
-        .collect()
-        .await;
-    results.into_iter().max().unwrap_or(0)
-}
-
-async fn reconcile(
-    ctx: &Ctx,
-    rs: &ReplicaSet,
-    owned: &[&Arc<Pod>],
-    all: &[Arc<Pod>],
-) -> Result<u64, ApiError> {
+async fn reconcile(ctx: &Ctx, rs: &ReplicaSet) -> Result<Action, ReconcileError> {
     let ns = rs.metadata.namespace.clone().unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
-    let Some(spec) = &rs.spec else { return Ok(0) };
+    let Some(spec) = &rs.spec else {
+        return Ok(Action::done());
+    };
     let Ok(selector) = Selector::from_label_selector("spec.selector", &spec.selector) else {
-        return Ok(0); // admission refuses bad selectors; nothing to do with one
+        return Ok(Action::done()); // admission refuses bad selectors; nothing to do with one
     };
     let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let owned = controlled_by(&ctx.pods, &ns, &uid);
     let pods_api: Api<Pod> = Api::new(ctx.client.clone(), &ns);
     let mut last = 0;
+    let mut failed: Option<ApiError> = None;
 
     // Adopt orphans that match; release owned pods that no longer match.
     let mut mine: Vec<Arc<Pod>> = Vec::new();
-    for p in owned {
+    for p in &owned {
         let labels = p.metadata.labels.clone().unwrap_or_default();
         if selector.matches(&labels) {
-            mine.push((*p).clone());
+            mine.push(p.clone());
         } else if rs.metadata.deletion_timestamp.is_none() {
             let refs: Vec<_> = p
                 .metadata
@@ -149,11 +166,8 @@ async fn reconcile(
         }
     }
     if rs.metadata.deletion_timestamp.is_none() {
-        for p in all.iter().filter(|p| {
-            p.metadata.namespace.as_deref() == Some(ns.as_str())
-                && controller_uid(&p.metadata).is_none()
-                && is_active(p)
-        }) {
+        let orphans = ctx.pods.by_index(cache::ORPHANS, &ns);
+        for p in orphans.iter().filter(|p| is_active(p)) {
             if !selector.is_empty()
                 && selector.matches(&p.metadata.labels.clone().unwrap_or_default())
             {
@@ -194,7 +208,10 @@ async fn reconcile(
         for r in futures::future::join_all(creates).await {
             match r {
                 Ok(p) => last = last.max(revision_of(&p.metadata)),
-                Err(e) => tracing::warn!(replicaset = %name, error = %e, "creating a pod failed"),
+                Err(e) => {
+                    tracing::warn!(replicaset = %name, error = %e, "creating a pod failed");
+                    failed.get_or_insert(e);
+                }
             }
         }
     } else if active.len() > want {
@@ -215,6 +232,7 @@ async fn reconcile(
         for r in futures::future::join_all(deletes).await {
             if let Err(e) = r {
                 tracing::debug!(replicaset = %name, error = %e, "deleting a pod failed");
+                failed.get_or_insert(e);
             }
         }
         active.truncate(0);
@@ -255,14 +273,47 @@ async fn reconcile(
         next.status = Some(status);
         let api: Api<ReplicaSet> = Api::new(ctx.client.clone(), &ns);
         // Only pod writes count toward `last`: it is awaited on the pod cache.
-        match api.update_status(&next).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(replicaset = %name, error = %e, "status update failed; will retry")
-            }
+        if let Err(e) = api.update_status(&next).await {
+            failed.get_or_insert(e);
         }
     }
-    Ok(last)
+    if let Some(e) = failed {
+        return Err(ReconcileError::after_write(last, e));
+    }
+    let action = Action::done().wrote(last);
+    // A ready pod becomes available after minReadySeconds: look again then.
+    Ok(
+        match next_available(active_now.iter().map(|p| &***p), min_ready) {
+            Some(d) => action.or_requeue_after(d),
+            None => action,
+        },
+    )
+}
+
+/// How long until the first ready pod that is not yet available becomes available.
+fn next_available<'a>(pods: impl Iterator<Item = &'a Pod>, min_ready: i32) -> Option<Duration> {
+    if min_ready <= 0 {
+        return None;
+    }
+    let now = jiff::Timestamp::now().as_second();
+    pods.filter(|p| is_ready(p) && !is_available(p, min_ready))
+        .filter_map(|p| {
+            let since = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .last_transition_time
+                .as_ref()?
+                .0
+                .as_second();
+            Some(Duration::from_secs(
+                (since + i64::from(min_ready) - now).clamp(0, 3600) as u64 + 1,
+            ))
+        })
+        .min()
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         ("--cluster-cidr", &args.cluster_cidr),
         ("--service-cidr", &args.service_cidr),
     ] {
-        v.parse::<skiff_control::controllers::node_ipam::Cidr>()
+        v.parse::<skiff_proto::cidr::Cidr>()
             .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     }
     if args.parallel_pod_starts == Some(0) {

@@ -94,7 +94,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     bootstrap::parse_addr("--advertise", &advertise)?;
     let election = parse_range(&args.election_timeout_ms).map_err(anyhow::Error::msg)?;
     args.cluster_cidr
-        .parse::<skiff_control::controllers::node_ipam::Cidr>()
+        .parse::<skiff_proto::cidr::Cidr>()
         .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
     let service_range: skiff_control::objects::service_alloc::ServiceRange = args
         .service_cidr
@@ -163,10 +163,13 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         ..Default::default()
     };
+    // Counted from the first term on; served once the metrics endpoint exists.
+    let controller_metrics = skiff_control::controllers::ControllerMetrics::default();
     tokio::spawn(skiff_control::controllers::run_when_leader(
         node.clone(),
         advertise.clone(),
         settings,
+        controller_metrics,
     ));
 
     let mut term = signal(SignalKind::terminate())?;

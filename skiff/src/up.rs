@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use skiff_control::client_config::ClientConfig;
+use skiff_proto::config_file::ConfigFile;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -255,7 +255,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
     let config_path = dir.join("config.json");
-    ClientConfig::single("local", endpoints.clone()).save(&config_path)?;
+    ConfigFile::single("local", endpoints.clone()).save(&config_path)?;
 
     let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await;
 

@@ -1,5 +1,6 @@
 //! The client configuration file: named contexts, each with the endpoints of one cluster.
-//! `skiff up` writes `.skiff/config.json`; `skiffctl` reads it.
+//! `skiff up` writes `.skiff/config.json`; `skiffctl` reads it. The transport settings of a
+//! client are [`crate::ClientConfig`]; this file only says where a cluster is.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ pub struct Context {
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
-pub struct ClientConfig {
+pub struct ConfigFile {
     /// The context used when none is named.
     pub current_context: String,
     /// Known contexts.
@@ -55,7 +56,7 @@ pub enum ConfigError {
     },
 }
 
-impl ClientConfig {
+impl ConfigFile {
     /// A file with one context.
     pub fn single(name: &str, endpoints: Vec<String>) -> Self {
         Self {
