@@ -51,6 +51,21 @@ impl KindInfo {
         format!("/registry/{group}/{}/", self.plural)
     }
 
+    /// Whether a user means this kind by `name`: kind (any case), plural, singular or short
+    /// name, optionally qualified by its group (`deployments.apps`).
+    pub fn is_named(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        let (base, group) = match lower.split_once('.') {
+            Some((b, g)) => (b, Some(g)),
+            None => (lower.as_str(), None),
+        };
+        let named = self.plural == base
+            || self.singular == base
+            || self.kind.eq_ignore_ascii_case(base)
+            || self.short_names.contains(&base);
+        named && group.is_none_or(|g| g == self.group)
+    }
+
     /// The store key of one object.
     pub fn key(&self, namespace: &str, name: &str) -> String {
         if self.namespaced {
@@ -82,84 +97,96 @@ const fn kind(
     }
 }
 
+/// Namespaces.
+pub const NAMESPACE: KindInfo = kind(
+    "Namespace",
+    "",
+    "namespaces",
+    "namespace",
+    &["ns"],
+    false,
+    true,
+);
+/// Pods.
+pub const POD: KindInfo = kind("Pod", "", "pods", "pod", &["po"], true, true);
+/// ReplicaSets.
+pub const REPLICA_SET: KindInfo = kind(
+    "ReplicaSet",
+    "apps",
+    "replicasets",
+    "replicaset",
+    &["rs"],
+    true,
+    true,
+);
+/// Deployments.
+pub const DEPLOYMENT: KindInfo = kind(
+    "Deployment",
+    "apps",
+    "deployments",
+    "deployment",
+    &["deploy"],
+    true,
+    true,
+);
+/// Services.
+pub const SERVICE: KindInfo = kind("Service", "", "services", "service", &["svc"], true, true);
+/// Endpoints.
+pub const ENDPOINTS: KindInfo = kind(
+    "Endpoints",
+    "",
+    "endpoints",
+    "endpoints",
+    &["ep"],
+    true,
+    false,
+);
+/// Nodes.
+pub const NODE: KindInfo = kind("Node", "", "nodes", "node", &["no"], false, true);
+/// ConfigMaps.
+pub const CONFIG_MAP: KindInfo = kind(
+    "ConfigMap",
+    "",
+    "configmaps",
+    "configmap",
+    &["cm"],
+    true,
+    false,
+);
+/// Secrets.
+pub const SECRET: KindInfo = kind("Secret", "", "secrets", "secret", &[], true, false);
+/// Events.
+pub const EVENT: KindInfo = kind("Event", "", "events", "event", &["ev"], true, false);
+/// Leases.
+pub const LEASE: KindInfo = kind(
+    "Lease",
+    "coordination.k8s.io",
+    "leases",
+    "lease",
+    &[],
+    true,
+    false,
+);
+
 /// Every served kind.
 pub const KINDS: &[KindInfo] = &[
-    kind(
-        "Namespace",
-        "",
-        "namespaces",
-        "namespace",
-        &["ns"],
-        false,
-        true,
-    ),
-    kind("Pod", "", "pods", "pod", &["po"], true, true),
-    kind(
-        "ReplicaSet",
-        "apps",
-        "replicasets",
-        "replicaset",
-        &["rs"],
-        true,
-        true,
-    ),
-    kind(
-        "Deployment",
-        "apps",
-        "deployments",
-        "deployment",
-        &["deploy"],
-        true,
-        true,
-    ),
-    kind("Service", "", "services", "service", &["svc"], true, true),
-    kind(
-        "Endpoints",
-        "",
-        "endpoints",
-        "endpoints",
-        &["ep"],
-        true,
-        false,
-    ),
-    kind("Node", "", "nodes", "node", &["no"], false, true),
-    kind(
-        "ConfigMap",
-        "",
-        "configmaps",
-        "configmap",
-        &["cm"],
-        true,
-        false,
-    ),
-    kind("Secret", "", "secrets", "secret", &[], true, false),
-    kind("Event", "", "events", "event", &["ev"], true, false),
-    kind(
-        "Lease",
-        "coordination.k8s.io",
-        "leases",
-        "lease",
-        &[],
-        true,
-        false,
-    ),
+    NAMESPACE,
+    POD,
+    REPLICA_SET,
+    DEPLOYMENT,
+    SERVICE,
+    ENDPOINTS,
+    NODE,
+    CONFIG_MAP,
+    SECRET,
+    EVENT,
+    LEASE,
 ];
 
 /// The kind a user names: kind (any case), plural, singular or short name, optionally
 /// qualified by its group (`deployments.apps`).
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {
-    let lower = name.to_ascii_lowercase();
-    let (base, group) = match lower.split_once('.') {
-        Some((b, g)) => (b.to_string(), Some(g.to_string())),
-        None => (lower, None),
-    };
-    KINDS.iter().find(|k| {
-        let named = k.plural == base
-            || k.singular == base
-            || k.kind.eq_ignore_ascii_case(&base)
-            || k.short_names.contains(&base.as_str());
-        named && group.as_deref().is_none_or(|g| g == k.group)
-    })
+    KINDS.iter().find(|k| k.is_named(name))
 }
 
 /// The kind a manifest declares by `apiVersion` and `kind`.

@@ -72,6 +72,17 @@ pub enum ObjectError {
         /// The current one.
         current: u64,
     },
+    /// The object kept changing under every attempt of a write that did not pin a
+    /// resourceVersion.
+    #[error("conflict: {resource} {name:?} kept changing; the write gave up after {attempts} attempts; retry")]
+    Contended {
+        /// Resource name.
+        resource: String,
+        /// Object name.
+        name: String,
+        /// Attempts made.
+        attempts: u64,
+    },
     /// A precondition (uid) does not hold.
     #[error("precondition failed: {0}")]
     Precondition(String),
@@ -136,7 +147,9 @@ impl From<ObjectError> for Status {
                 Status::not_found(msg)
             }
             ObjectError::AlreadyExists { .. } => Status::already_exists(msg),
-            ObjectError::Conflict { .. } | ObjectError::Precondition(_) => Status::aborted(msg),
+            ObjectError::Conflict { .. }
+            | ObjectError::Contended { .. }
+            | ObjectError::Precondition(_) => Status::aborted(msg),
             ObjectError::NamespaceTerminating(_) | ObjectError::Forbidden(_) => {
                 Status::failed_precondition(msg)
             }

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! - [`store`]: create, get, list, update, status, patch, apply, delete.
-//! - [`admission`]: per-kind defaults and validation.
+//! - [`kinds`]: the kind registry: one strategy per kind (defaults, validation,
+//!   allocations, what happens on delete).
+//! - [`admission`]: typed admission and the defaults and checks of each kind family.
 //! - [`watch`]: object events with selectors.
 //! - [`selectors`]: label and field selectors.
 //! - [`merge_patch`]: JSON merge patch and apply's three-way patch.
@@ -16,6 +18,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod kinds;
 pub mod merge_patch;
 pub mod meta;
 pub mod names;

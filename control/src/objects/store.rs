@@ -3,10 +3,11 @@
 //! its namespace), so concurrent writers and leader changes never lose or double an update.
 //! Reads are served by this member, after a read index unless `stale`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_proto::kinds::{self, KindInfo};
+use skiff_proto::kinds::KindInfo;
 use skiff_proto::transport::MAX_VALUE_BYTES;
 use skiff_raft::mvcc::{Compare, KeyValue, Op, OpResult, Txn, TxnResult};
 use skiff_raft::{RaftNode, RequestId, Write};
@@ -14,13 +15,13 @@ use tracing::Instrument;
 
 use super::admission;
 use super::error::{ObjectError, Result};
+use super::kinds::{Registry, StoreView, Strategy};
 use super::merge_patch;
 use super::meta::{self, meta_str};
 use super::selectors::{FieldSelector, Selector};
-use super::service_alloc::{self, ServiceRange, Taken};
+use super::service_alloc::ServiceRange;
 
-/// Namespaces that exist from the start and may not be deleted.
-pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system"];
+pub use super::kinds::namespace::BUILTIN_NAMESPACES;
 
 /// Largest manifest kept as the last-applied annotation (annotations total at most 256 KiB).
 const LAST_APPLIED_MAX_BYTES: usize = 200 * 1024;
@@ -135,26 +136,18 @@ enum Part {
 #[derive(Clone)]
 pub struct ObjectStore {
     node: RaftNode,
-    service_range: ServiceRange,
+    registry: Arc<Registry>,
 }
 
-/// The served kind of `resource`.
-pub fn kind_of(resource: &str) -> Result<&'static KindInfo> {
-    kinds::by_resource(resource)
-        .or_else(|| kinds::lookup(resource))
-        .ok_or_else(|| {
-            ObjectError::bad(
-                "resource",
-                format!(
-                    "the server does not serve resource {resource:?}; served: {}",
-                    kinds::KINDS
-                        .iter()
-                        .map(|k| k.plural)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })
+impl StoreView for ObjectStore {
+    fn range(&self, prefix: &str) -> Result<Vec<KeyValue>> {
+        Ok(self
+            .node
+            .state()
+            .range(prefix.as_bytes(), true, None, 0)
+            .map_err(|e| ObjectError::Store(e.into()))?
+            .kvs)
+    }
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Value> {
@@ -226,36 +219,39 @@ fn uid_from(request_id: RequestId) -> String {
 }
 
 impl ObjectStore {
-    /// The object API over `node`.
+    /// The object API over `node`, serving the built-in kinds.
     pub fn new(node: RaftNode) -> Self {
         Self {
             node,
-            service_range: ServiceRange::default(),
+            registry: Arc::new(Registry::builtin(ServiceRange::default())),
         }
     }
 
-    /// The same store, allocating ClusterIPs from `range`.
-    pub fn with_service_range(mut self, range: ServiceRange) -> Self {
-        self.service_range = range;
+    /// The same store, serving the built-in kinds with ClusterIPs from `range`.
+    pub fn with_service_range(self, range: ServiceRange) -> Self {
+        self.with_registry(Registry::builtin(range))
+    }
+
+    /// The same store, serving the kinds of `registry`.
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Arc::new(registry);
         self
     }
 
-    /// Keys of every held Service address (this member's state; compares catch a race).
-    fn taken_addresses(&self) -> Result<Taken> {
-        let mut taken = Taken::new();
-        for prefix in service_alloc::PREFIXES {
-            let r = self
-                .node
-                .state()
-                .range(prefix.as_bytes(), true, None, 0)
-                .map_err(|e| ObjectError::Store(e.into()))?;
-            taken.extend(
-                r.kvs
-                    .into_iter()
-                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned()),
-            );
-        }
-        Ok(taken)
+    /// The served kinds.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The strategy of the kind `resource` names.
+    pub fn kind(&self, resource: &str) -> Result<&dyn Strategy> {
+        self.registry.resolve(resource)
+    }
+
+    /// Admit `obj` as an object of `strategy`'s kind: typed, defaulted, validated.
+    fn admit(strategy: &dyn Strategy, mut obj: Value) -> Result<Value> {
+        admission::check_type(strategy.info(), &mut obj)?;
+        strategy.admit(obj)
     }
 
     /// The member this store runs on.
@@ -324,7 +320,7 @@ impl ObjectStore {
         name: &str,
         stale: bool,
     ) -> Result<(Vec<u8>, u64)> {
-        let kind = kind_of(resource)?;
+        let kind = self.kind(resource)?.info();
         let ns = if kind.namespaced && namespace.is_empty() {
             "default"
         } else {
@@ -345,7 +341,7 @@ impl ObjectStore {
 
     /// List objects of `resource`.
     pub async fn list(&self, resource: &str, opts: &ListOptions) -> Result<ListPage> {
-        let kind = kind_of(resource)?;
+        let kind = self.kind(resource)?.info();
         let prefix = if kind.namespaced && !opts.namespace.is_empty() {
             format!("{}{}/", kind.key_prefix(), opts.namespace)
         } else {
@@ -420,18 +416,20 @@ impl ObjectStore {
         obj: &[u8],
         request_id: RequestId,
     ) -> Result<Stored> {
-        let kind = kind_of(resource)?;
+        let strategy = self.kind(resource)?;
         let obj = parse_object(obj)?;
-        self.create_value(kind, namespace, obj, request_id).await
+        self.create_value(strategy, namespace, obj, request_id)
+            .await
     }
 
     async fn create_value(
         &self,
-        kind: &KindInfo,
+        strategy: &dyn Strategy,
         namespace: &str,
         mut obj: Value,
         request_id: RequestId,
     ) -> Result<Stored> {
+        let kind = strategy.info();
         admission::check_type(kind, &mut obj)?;
         let ns = Self::namespace_for(kind, namespace, &mut obj)?;
         meta::strip_server_owned(&mut obj);
@@ -441,6 +439,10 @@ impl ObjectStore {
         let span = tracing::debug_span!("create", resource = kind.plural, namespace = %ns, name = meta_str(&obj, "name").unwrap_or(""));
         async move {
             for attempt in 0..MAX_ATTEMPTS {
+                // The first attempt reads locally; a compare catches a stale read.
+                if attempt > 0 {
+                    self.read_index(false).await?;
+                }
                 let mut obj = obj.clone();
                 if generate {
                     let name = format!(
@@ -456,52 +458,35 @@ impl ObjectStore {
                 if obj.get("spec").is_some() {
                     meta::metadata_mut(&mut obj).insert("generation".into(), 1.into());
                 }
-                if kind.kind == "Pod" && obj.get("status").is_none() {
-                    obj["status"] = serde_json::json!({"phase": "Pending"});
-                }
-                let mut obj = admission::admit(kind, obj)?;
+                strategy.prepare_create(&mut obj);
+                let mut obj = Self::admit(strategy, obj)?;
                 let name = meta_str(&obj, "name").unwrap_or("").to_string();
                 let key = kind.key(&ns, &name);
-                let claims = if kind.kind == "Service" {
-                    if attempt > 0 {
-                        self.read_index(false).await?;
-                    }
-                    let taken = self.taken_addresses()?;
-                    service_alloc::for_create(
-                        self.service_range,
-                        &mut obj,
-                        &format!("{ns}/{name}"),
-                        &taken,
-                    )?
-                } else {
-                    service_alloc::Claims::default()
-                };
+                let claims = strategy.claims(self, None, &mut obj, &format!("{ns}/{name}"))?;
                 let bytes = encode(kind, &obj)?;
                 let mut compares = vec![Compare::Absent {
                     key: key.clone().into_bytes(),
                 }];
                 compares.extend(claims.compares);
                 if kind.namespaced {
-                    let ns_kind = kind_of("namespaces")?;
-                    let ns_key = ns_kind.key("", &ns);
+                    let ns_key = skiff_proto::kinds::NAMESPACE.key("", &ns);
                     // A stale read is enough: the compare pins the namespace as read.
-                    if attempt > 0 {
-                        self.read_index(false).await?;
-                    }
-                    let Some(current) = self.load_raw(&ns_key)? else {
+                    let Some(current) = self.load(&ns_key)? else {
                         if attempt == 0 {
                             continue;
                         }
                         return Err(ObjectError::NamespaceMissing(ns.clone()));
                     };
-                    // The server writes deletionTimestamp only when deleting; no need to parse.
-                    let marker = b"\"deletionTimestamp\"";
-                    if current.value.windows(marker.len()).any(|w| w == marker) {
+                    if current
+                        .object
+                        .pointer("/metadata/deletionTimestamp")
+                        .is_some()
+                    {
                         return Err(ObjectError::NamespaceTerminating(ns.clone()));
                     }
                     compares.push(Compare::ModRevision {
                         key: ns_key.into_bytes(),
-                        revision: current.mod_revision,
+                        revision: current.revision,
                     });
                 }
                 let txn = Txn {
@@ -537,9 +522,11 @@ impl ObjectStore {
                     }
                 }
             }
-            Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
-                leader: None,
-            }))
+            Err(ObjectError::Contended {
+                resource: kind.plural.to_string(),
+                name: meta_str(&obj, "name").unwrap_or("").to_string(),
+                attempts: MAX_ATTEMPTS,
+            })
         }
         .instrument(span)
         .await
@@ -550,7 +537,7 @@ impl ObjectStore {
     /// unless the caller pinned `expected` (then a change is a conflict).
     async fn modify<F>(
         &self,
-        (kind, ns, name): (&'static KindInfo, &str, &str),
+        (strategy, ns, name): (&dyn Strategy, &str, &str),
         expected: u64,
         part: Part,
         request_id: RequestId,
@@ -559,6 +546,7 @@ impl ObjectStore {
     where
         F: FnMut(&Value) -> Result<Value>,
     {
+        let kind = strategy.info();
         let key = kind.key(ns, name);
         let span =
             tracing::debug_span!("update", resource = kind.plural, namespace = %ns, name = %name);
@@ -673,7 +661,7 @@ impl ObjectStore {
                 if !kind.namespaced {
                     meta::metadata_mut(&mut next).remove("namespace");
                 }
-                let mut next = admission::admit(kind, next)?;
+                let mut next = Self::admit(strategy, next)?;
                 if meta::spec_differs(&current.object, &next) {
                     let generation = current
                         .object
@@ -692,16 +680,15 @@ impl ObjectStore {
                 }
                 let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
                 let gone = deleting && meta::finalizers(&next).is_empty();
-                let claims = if kind.kind == "Service" && !gone && part == Part::Spec {
-                    let taken = self.taken_addresses()?;
-                    service_alloc::for_update(
-                        &current.object,
+                let claims = if !gone && part == Part::Spec {
+                    strategy.claims(
+                        self,
+                        Some(&current.object),
                         &mut next,
                         &format!("{ns}/{name}"),
-                        &taken,
                     )?
                 } else {
-                    service_alloc::Claims::default()
+                    Default::default()
                 };
                 if next == current.object {
                     return Ok((current, false));
@@ -717,8 +704,8 @@ impl ObjectStore {
                         value: encode(kind, &next)?,
                     }
                 }];
-                if gone && kind.kind == "Service" {
-                    ops.extend(service_alloc::release(&current.object));
+                if gone {
+                    ops.extend(strategy.release(&current.object));
                 }
                 ops.extend(claims.ops);
                 let mut compares = vec![Compare::ModRevision {
@@ -759,9 +746,11 @@ impl ObjectStore {
                     });
                 }
             }
-            Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
-                leader: None,
-            }))
+            Err(ObjectError::Contended {
+                resource: kind.plural.to_string(),
+                name: name.to_string(),
+                attempts: MAX_ATTEMPTS,
+            })
         }
         .instrument(span)
         .await
@@ -786,13 +775,13 @@ impl ObjectStore {
         status: bool,
         request_id: RequestId,
     ) -> Result<Stored> {
-        let kind = kind_of(resource)?;
+        let strategy = self.kind(resource)?;
         let mut obj = parse_object(obj)?;
-        let (ns, name) = Self::target(kind, namespace, &mut obj)?;
+        let (ns, name) = Self::target(strategy.info(), namespace, &mut obj)?;
         let expected = meta::resource_version(&obj)?;
         let part = if status { Part::Status } else { Part::Spec };
         let (stored, _) = self
-            .modify((kind, &ns, &name), expected, part, request_id, |_| {
+            .modify((strategy, &ns, &name), expected, part, request_id, |_| {
                 Ok(obj.clone())
             })
             .await?;
@@ -809,7 +798,8 @@ impl ObjectStore {
         status: bool,
         request_id: RequestId,
     ) -> Result<Stored> {
-        let kind = kind_of(resource)?;
+        let strategy = self.kind(resource)?;
+        let kind = strategy.info();
         let patch: Value = serde_json::from_slice(patch)
             .map_err(|e| ObjectError::bad("patch", format!("invalid JSON: {e}")))?;
         if !patch.is_object() {
@@ -830,11 +820,17 @@ impl ObjectStore {
         };
         let part = if status { Part::Status } else { Part::Spec };
         let (stored, _) = self
-            .modify((kind, ns, name), expected, part, request_id, |current| {
-                let mut next = current.clone();
-                merge_patch::apply(&mut next, &patch);
-                Ok(next)
-            })
+            .modify(
+                (strategy, ns, name),
+                expected,
+                part,
+                request_id,
+                |current| {
+                    let mut next = current.clone();
+                    merge_patch::apply(&mut next, &patch);
+                    Ok(next)
+                },
+            )
             .await?;
         Ok(stored)
     }
@@ -864,17 +860,23 @@ impl ObjectStore {
                 "Required value: a manifest must name its apiVersion",
             ));
         }
-        let kind = kinds::by_api_version(api_version, kind_name).ok_or_else(|| {
-            let hint = kinds::KINDS
-                .iter()
-                .find(|k| k.kind == kind_name)
-                .map(|k| format!("; {} is served as {}", k.kind, k.api_version()))
-                .unwrap_or_default();
-            ObjectError::bad(
-                "kind",
-                format!("no matches for kind {kind_name:?} in version {api_version:?}{hint}"),
-            )
-        })?;
+        let strategy = self
+            .registry
+            .by_api_version(api_version, kind_name)
+            .ok_or_else(|| {
+                let hint = self
+                    .registry
+                    .iter()
+                    .map(|s| s.info())
+                    .find(|k| k.kind == kind_name)
+                    .map(|k| format!("; {} is served as {}", k.kind, k.api_version()))
+                    .unwrap_or_default();
+                ObjectError::bad(
+                    "kind",
+                    format!("no matches for kind {kind_name:?} in version {api_version:?}{hint}"),
+                )
+            })?;
+        let kind = strategy.info();
         let (ns, name) = Self::target(kind, namespace, &mut manifest)?;
         meta::strip_server_owned(&mut manifest);
         if let Some(a) = manifest
@@ -901,14 +903,14 @@ impl ObjectStore {
                 self.read_index(false).await?;
             }
             if self.load_raw(&kind.key(&ns, &name))?.is_none() {
-                match self.create_value(kind, &ns, manifest.clone(), id).await {
+                match self.create_value(strategy, &ns, manifest.clone(), id).await {
                     Ok(s) => return Ok((s, ApplyOutcome::Created, kind)),
                     Err(ObjectError::AlreadyExists { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             }
             let result = self
-                .modify((kind, &ns, &name), 0, Part::Spec, id, |current| {
+                .modify((strategy, &ns, &name), 0, Part::Spec, id, |current| {
                     let last = current
                         .pointer("/metadata/annotations")
                         .and_then(|a| a.get(meta::LAST_APPLIED))
@@ -927,9 +929,11 @@ impl ObjectStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
-            leader: None,
-        }))
+        Err(ObjectError::Contended {
+            resource: kind.plural.to_string(),
+            name,
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Delete an object, or mark it for deletion when finalizers or a pod's grace period
@@ -942,7 +946,8 @@ impl ObjectStore {
         opts: &DeleteOptions,
         request_id: RequestId,
     ) -> Result<Deleted> {
-        let kind = kind_of(resource)?;
+        let strategy = self.kind(resource)?;
+        let kind = strategy.info();
         let ns = if kind.namespaced {
             if namespace.is_empty() {
                 "default"
@@ -952,11 +957,7 @@ impl ObjectStore {
         } else {
             ""
         };
-        if kind.kind == "Namespace" && BUILTIN_NAMESPACES.contains(&name) {
-            return Err(ObjectError::Forbidden(format!(
-                "namespace {name:?} is built in and may not be deleted"
-            )));
-        }
+        strategy.check_delete(name)?;
         let key = kind.key(ns, name);
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -1004,34 +1005,7 @@ impl ObjectStore {
                     finalizers.push(f.to_string());
                 }
             }
-            let grace = if kind.kind == "Pod" {
-                let own = current
-                    .object
-                    .pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(30);
-                let g = opts.grace_period_seconds.filter(|g| *g >= 0).unwrap_or(own);
-                let bound = current
-                    .object
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| !n.is_empty());
-                let finished = matches!(
-                    current
-                        .object
-                        .pointer("/status/phase")
-                        .and_then(Value::as_str),
-                    Some("Succeeded" | "Failed")
-                );
-                // A pod on a node gets time to stop its containers; the node finishes the delete.
-                if bound && !finished {
-                    g
-                } else {
-                    0
-                }
-            } else {
-                0
-            };
+            let grace = strategy.grace_on_delete(&current.object, opts.grace_period_seconds);
             let keep = !finalizers.is_empty() || grace > 0;
             let mut txn = Txn {
                 compares: vec![Compare::ModRevision {
@@ -1076,31 +1050,9 @@ impl ObjectStore {
                 txn.success.push(Op::Delete {
                     key: key.clone().into_bytes(),
                 });
-                if kind.kind == "Service" {
-                    txn.success.extend(service_alloc::release(&current.object));
-                }
-                if kind.kind == "Namespace" {
-                    // Its Services' addresses are freed with them.
-                    let services = kinds::lookup("services")
-                        .map(|k| format!("{}{name}/", k.key_prefix()))
-                        .unwrap_or_default();
-                    let r = self
-                        .node
-                        .state()
-                        .range(services.as_bytes(), true, None, 0)
-                        .map_err(|e| ObjectError::Store(e.into()))?;
-                    for kv in r.kvs {
-                        if let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) {
-                            txn.success.extend(service_alloc::release(&svc));
-                        }
-                    }
-                    // Everything in the namespace goes with it, in the same transaction.
-                    for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
-                        txn.success.push(Op::DeletePrefix {
-                            prefix: format!("{}{name}/", k.key_prefix()).into_bytes(),
-                        });
-                    }
-                }
+                txn.success.extend(strategy.release(&current.object));
+                txn.success
+                    .extend(strategy.cascade(self, &self.registry, &current.object)?);
             }
             let result = self.commit(attempt_id(request_id, attempt), txn).await?;
             if result.succeeded {
@@ -1122,22 +1074,23 @@ impl ObjectStore {
                 });
             }
         }
-        Err(ObjectError::Store(skiff_raft::StoreError::NotLeader {
-            leader: None,
-        }))
+        Err(ObjectError::Contended {
+            resource: kind.plural.to_string(),
+            name: name.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// Create the built-in namespaces if they are missing; retried until it works.
     pub async fn ensure_builtin_namespaces(&self) {
-        let kind = match kind_of("namespaces") {
-            Ok(k) => k,
-            Err(_) => return,
+        let Ok(strategy) = self.kind("namespaces") else {
+            return;
         };
         for ns in BUILTIN_NAMESPACES {
             loop {
                 let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
                 // The create's compare lets one member's attempt win; the others see it exists.
-                match self.create_value(kind, "", obj, 0).await {
+                match self.create_value(strategy, "", obj, 0).await {
                     Ok(_) | Err(ObjectError::AlreadyExists { .. }) => break,
                     Err(e) => {
                         tracing::debug!(namespace = ns, error = %e, "creating built-in namespace; retrying");

@@ -15,7 +15,7 @@ use futures::Stream;
 use super::error::{ObjectError, Result};
 use super::meta;
 use super::selectors::{FieldSelector, Selector};
-use super::store::{kind_of, ObjectStore};
+use super::store::ObjectStore;
 
 /// What a watch selects and from where.
 #[derive(Debug, Clone, Default)]
@@ -129,7 +129,7 @@ pub type ObjectEventStream = Pin<Box<dyn Stream<Item = Result<Vec<ObjectEvent>>>
 /// Start watching `resource`. Batches of events arrive in revision order; the first item
 /// is a bookmark at the revision the watch starts after.
 pub fn watch(store: &ObjectStore, resource: &str, opts: WatchOptions) -> Result<ObjectEventStream> {
-    let kind: &KindInfo = kind_of(resource)?;
+    let kind: &KindInfo = store.kind(resource)?.info();
     let prefix = if kind.namespaced && !opts.namespace.is_empty() {
         format!("{}{}/", kind.key_prefix(), opts.namespace)
     } else {

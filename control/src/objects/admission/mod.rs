@@ -2,8 +2,9 @@
 //! refused with the field's path), given Kubernetes' defaults, and validated; every problem
 //! is reported with its field. What comes out is the object as stored.
 //!
-//! One module per kind family: [`pod`] (also pod templates), [`workloads`], [`service`],
-//! [`other`].
+//! Each kind's strategy ([`super::kinds`]) admits through [`typed`] with its own defaults and
+//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`],
+//! [`service`], [`other`].
 
 pub mod other;
 pub mod pod;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use skiff_proto::kinds::KindInfo;
 
 use super::error::{FieldError, ObjectError, Result};
+use super::kinds::Strategy;
 use super::names;
 
 /// Largest total size of an object's annotations.
@@ -77,7 +79,8 @@ pub fn check_type(kind: &KindInfo, obj: &mut Value) -> Result<()> {
     }
 }
 
-fn validate_meta(kind: &KindInfo, meta: &ObjectMeta) -> Vec<FieldError> {
+fn validate_meta(strategy: &dyn Strategy, meta: &ObjectMeta) -> Vec<FieldError> {
+    let kind = strategy.info();
     let mut errors = Vec::new();
     match meta.name.as_deref() {
         None | Some("") => errors.push(FieldError::new(
@@ -85,12 +88,7 @@ fn validate_meta(kind: &KindInfo, meta: &ObjectMeta) -> Vec<FieldError> {
             "Required value: name or generateName is required",
         )),
         Some(name) => {
-            let problem = match kind.kind {
-                "Namespace" => names::dns1123_label(name),
-                "Service" => names::dns1035_label(name),
-                _ => names::dns1123_subdomain(name),
-            };
-            if let Some(e) = problem {
+            if let Some(e) = strategy.name_rule(name) {
                 errors.push(FieldError::new("metadata.name", e));
             }
         }
@@ -152,15 +150,19 @@ fn validate_meta(kind: &KindInfo, meta: &ObjectMeta) -> Vec<FieldError> {
     errors
 }
 
-fn run<K>(
-    kind: &KindInfo,
-    obj: Value,
+/// Admit `obj` as a `K` for `strategy`: the declared type checked, decoded (a wrong type is
+/// refused with its path), given `default`, then the metadata and `validate` checked.
+pub fn typed<K>(
+    strategy: &dyn Strategy,
+    mut obj: Value,
     default: fn(&mut K),
     validate: fn(&K) -> Vec<FieldError>,
 ) -> Result<Value>
 where
     K: DeserializeOwned + Serialize + Metadata<Ty = ObjectMeta>,
 {
+    let kind = strategy.info();
+    check_type(kind, &mut obj)?;
     let mut typed: K = match serde_path_to_error::deserialize(&obj) {
         Ok(t) => t,
         Err(e) => {
@@ -178,7 +180,7 @@ where
         }
     };
     default(&mut typed);
-    let mut errors = validate_meta(kind, typed.metadata());
+    let mut errors = validate_meta(strategy, typed.metadata());
     errors.extend(validate(&typed));
     if !errors.is_empty() {
         return Err(invalid(kind, &obj, errors));
@@ -186,67 +188,16 @@ where
     serde_json::to_value(&typed).map_err(|e| ObjectError::bad("object", e.to_string()))
 }
 
-fn no_defaults<K>(_: &mut K) {}
-
-fn no_checks<K>(_: &K) -> Vec<FieldError> {
-    Vec::new()
-}
-
-/// Admit `obj` as an object of `kind`: typed, defaulted, validated.
-pub fn admit(kind: &KindInfo, mut obj: Value) -> Result<Value> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
-    check_type(kind, &mut obj)?;
-    match kind.kind {
-        "Namespace" => run::<core::Namespace>(kind, obj, other::default_namespace, no_checks),
-        "Pod" => run::<core::Pod>(kind, obj, pod::default, pod::validate),
-        "ReplicaSet" => run::<apps::ReplicaSet>(
-            kind,
-            obj,
-            workloads::default_replica_set,
-            workloads::validate_replica_set,
-        ),
-        "Deployment" => run::<apps::Deployment>(
-            kind,
-            obj,
-            workloads::default_deployment,
-            workloads::validate_deployment,
-        ),
-        "Service" => run::<core::Service>(
-            kind,
-            obj,
-            service::default_service,
-            service::validate_service,
-        ),
-        "Endpoints" => run::<core::Endpoints>(kind, obj, no_defaults, service::validate_endpoints),
-        "Node" => run::<core::Node>(kind, obj, no_defaults, other::validate_node),
-        "ConfigMap" => run::<core::ConfigMap>(kind, obj, no_defaults, other::validate_config_map),
-        "Secret" => run::<core::Secret>(
-            kind,
-            obj,
-            |s| {
-                other::default_secret(s);
-                other::fold_string_data(s);
-            },
-            other::validate_secret,
-        ),
-        "Event" => run::<core::Event>(kind, obj, no_defaults, other::validate_event),
-        "Lease" => run::<coordination::Lease>(kind, obj, no_defaults, other::validate_lease),
-        other => Err(ObjectError::bad(
-            "resource",
-            format!("kind {other:?} has no admission rules"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use skiff_proto::kinds;
 
     use super::*;
+    use crate::objects::kinds::Registry;
 
     fn admit_as(resource: &str, obj: Value) -> Result<Value> {
-        admit(kinds::by_resource(resource).unwrap(), obj)
+        let registry = Registry::builtin(Default::default());
+        registry.resolve(resource)?.admit(obj)
     }
 
     fn errors_of(r: Result<Value>) -> String {

@@ -1,7 +1,7 @@
 //! `skiff-bench pods`: pods on a real node. A three-node control plane, one `skiff node` in a
-//! test host with its own containerd, the image already present; N pods (default 30) are
-//! created at once (the scheduler places them) and a watch records when each is first seen
-//! Running. Reports create-to-Running p50/p99 per run, their medians, and the agent's
+//! test host with its own containerd, the images already present; N pods (default 30) of M
+//! different images (default 3, in turn) are created at once (the scheduler places them) and
+//! a watch records when each is first seen Running. Reports create-to-Running p50/p99 per run, their medians, and the agent's
 //! resident memory with the pods running.
 
 use std::collections::HashMap;
@@ -23,6 +23,10 @@ pub struct PodsArgs {
     /// Runs (the pods of a run are deleted before the next).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Different images the pods of a burst use, in turn (a realistic burst is not of one
+    /// image: what a node keeps ready for the last image it ran serves only some of it).
+    #[arg(long, default_value_t = 3)]
+    images: usize,
     /// The OCI runtime the agent's containerd shim runs (`runc` or `crun`).
     #[arg(long, default_value = "runc")]
     oci_runtime: String,
@@ -150,40 +154,49 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     let w = world(&flags).await;
     let (cluster, registry) = (&w.cluster, &w.registry);
     let agent = &w.agent;
-    let image = registry.push(&OciImage::busybox("bench"), "skiff/busybox", "bench");
+    anyhow::ensure!(args.images >= 1, "--images must be at least 1");
+    let images: Vec<String> = (0..args.images)
+        .map(|i| {
+            let tag = format!("bench-{i}");
+            registry.push(&OciImage::busybox(&tag), "skiff/busybox", &tag)
+        })
+        .collect();
     let client = Client::new(&cluster.endpoints())?;
 
-    // The image is present before the clock starts (as the target says).
-    let warm = "warm-up";
-    client
-        .create_object("pods", "default", pod_json(warm, &image))
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p: Value = serde_json::from_slice(
-            &client
-                .get_object("pods", "default", warm, false)
-                .await?
-                .object,
-        )?;
-        if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
-            break;
+    // The images are present before the clock starts (as the target says): a
+    // warm-up pod of each runs first.
+    for (i, image) in images.iter().enumerate() {
+        let warm = format!("warm-up-{i}");
+        client
+            .create_object("pods", "default", pod_json(&warm, image))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p: Value = serde_json::from_slice(
+                &client
+                    .get_object("pods", "default", &warm, false)
+                    .await?
+                    .object,
+            )?;
+            if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the warm-up pod did not run: {}",
+                p.get("status").cloned().unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the warm-up pod did not run: {}",
-            p.get("status").cloned().unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        client
+            .delete_object("pods", "default", &warm, &Default::default())
+            .await?;
     }
-    client
-        .delete_object("pods", "default", warm, &Default::default())
-        .await?;
     wait_gone(&client).await?;
 
     println!(
-        "pods on one node ({}): {} pods created at once, image present, {} runs",
-        args.oci_runtime, args.pods, args.runs
+        "pods on one node ({}): {} pods of {} images created at once, images present, {} runs",
+        args.oci_runtime, args.pods, args.images, args.runs
     );
     println!(
         "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -231,9 +244,9 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         let agent_before = agent.cpu_ms().unwrap_or(f64::NAN);
         let control_before = control_cpu_ms(cluster);
         let burst_from = unix_secs();
-        let creates = names.iter().map(|n| {
+        let creates = names.iter().enumerate().map(|(i, n)| {
             let client = client.clone();
-            let body = pod_json(n, &image);
+            let body = pod_json(n, &images[i % images.len()]);
             async move {
                 (
                     Instant::now(),
