@@ -21,12 +21,13 @@ use skiff_proto::Client;
 use crate::cni::NetworkConfig;
 use crate::error::{Error, Result};
 use crate::pod_worker::backoff::BackoffPolicy;
-use crate::pod_worker::{PodHandle, WorkerCtx};
+use crate::pod_worker::{PodHandle, WorkerCtx, WorkerEnv};
 use crate::registration::{self, NodeFacts};
 use crate::runtime::containerd::{Containerd, OciRuntime};
+use crate::runtime::made_ahead::roots::WarmRoots;
+use crate::runtime::made_ahead::sandboxes::WarmSandboxes;
+use crate::runtime::made_ahead::Pools;
 use crate::runtime::{labels, ContainerRuntime};
-use crate::warm_roots::WarmRoots;
-use crate::warm_sandboxes::WarmSandboxes;
 
 /// The agent's settings.
 #[derive(Debug, Clone)]
@@ -75,12 +76,23 @@ pub struct AgentConfig {
     pub warm_roots: usize,
 }
 
+/// The agent's workers run on containerd, the CNI plugins and the object API.
+pub struct AgentEnv;
+
+impl WorkerEnv for AgentEnv {
+    type Runtime = Containerd;
+    type Network = NetworkConfig;
+    type Api = Client;
+}
+
 /// A running agent: what its API server needs.
 pub struct Agent {
     /// The worker context (runtime, client, folders).
-    pub ctx: Arc<WorkerCtx<Containerd>>,
+    pub ctx: Arc<WorkerCtx<AgentEnv>>,
     /// Pods bound here, as last seen.
     pub pods: Informer<Pod>,
+    /// The control plane.
+    pub client: Client,
 }
 
 /// Connect, register and prepare the host; then [`Agent::run`] drives the pods.
@@ -133,11 +145,12 @@ pub async fn start(
     let parallel = cfg.parallel_pod_starts.max(1);
     let start_gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let runtime = Arc::new(runtime);
+    // Pod folders made ahead by earlier releases hold nothing a pod needs.
+    let _ = std::fs::remove_dir_all(cfg.data_dir.join("warm-pods"));
     let warm_sandboxes = Arc::new(WarmSandboxes::new(
         runtime.clone(),
         network.clone(),
         pods_dir.clone(),
-        cfg.data_dir.join("warm-pods"),
         cfg.warm_sandboxes,
     ));
     tokio::spawn(
@@ -154,24 +167,26 @@ pub async fn start(
     let ctx = Arc::new(WorkerCtx {
         runtime,
         network,
-        client: client.clone(),
+        api: client.clone(),
         node_name: cfg.node_name.clone(),
         host_ip: ip,
         pods_dir,
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
         start_gate,
-        warm_sandboxes,
-        warm_roots,
+        made_ahead: Arc::new(Pools {
+            sandboxes: warm_sandboxes,
+            roots: warm_roots,
+        }),
     });
     let (pods, events) = Informer::<Pod>::start(
-        client,
+        client.clone(),
         Selection {
             fields: format!("spec.nodeName={}", cfg.node_name),
             ..Default::default()
         },
     );
-    Ok((Agent { ctx, pods }, events))
+    Ok((Agent { ctx, pods, client }, events))
 }
 
 impl Agent {

@@ -17,6 +17,31 @@ use crate::error::{Error, Result};
 /// The CNI network's name (host-local keeps its records in a folder of this name).
 pub const NETWORK_NAME: &str = "skiff";
 
+/// What a pod worker needs of the node's pod network: a wired namespace per pod, and its
+/// release. The agent's is [`NetworkConfig`] (the CNI plugins); unit tests use one in memory.
+pub trait PodNetworking: Send + Sync + 'static {
+    /// Make the namespace `name` and wire it.
+    fn setup(&self, name: &str) -> impl std::future::Future<Output = Result<PodNetwork>> + Send;
+
+    /// Release the address and remove the namespace `name` of the pod whose folder is
+    /// `pod_dir`; missing parts are fine.
+    fn teardown_pod(
+        &self,
+        name: &str,
+        pod_dir: &Path,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+}
+
+impl PodNetworking for NetworkConfig {
+    async fn setup(&self, name: &str) -> Result<PodNetwork> {
+        NetworkConfig::setup(self, name).await
+    }
+
+    async fn teardown_pod(&self, name: &str, pod_dir: &Path) -> Result<()> {
+        NetworkConfig::teardown_pod(self, name, pod_dir).await
+    }
+}
+
 /// The node's pod network settings.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {

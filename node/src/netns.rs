@@ -159,10 +159,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_namespace_is_made_like_ip_netns_add_and_removed_without_trace() {
-        if !crate::test_support::root_or_skip("namespaces") {
-            return;
-        }
+    fn a_namespace_is_made_like_ip_netns_add_and_removed_without_trace_as_root() {
+        crate::test_support::require_root("namespaces");
         let name = format!("skiff-unit-{}", std::process::id());
         let own_before = std::fs::read_link("/proc/thread-self/ns/net").expect("own ns");
         let p = create(&name).expect("create");

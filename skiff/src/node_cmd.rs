@@ -1,6 +1,6 @@
 //! `skiff node`: the node agent. Runs the pods bound to this node on containerd.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -79,11 +79,9 @@ pub struct NodeArgs {
     /// Each holds a snapshot (an empty upper folder) and a mount.
     #[arg(long, default_value_t = 0)]
     pub warm_roots: usize,
-    /// The shim containerd starts for containers: `auto` (skiff-shim from beside this binary
-    /// when it is there, else containerd's runc v2 shim), `runc-v2`, or a path to skiff-shim.
-    /// skiff-shim answers a container joining its pod's running shim itself and hands every
-    /// other call to containerd-shim-runc-v2.
-    #[arg(long, default_value = "auto")]
+    /// The shim containerd starts for containers: `runc-v2`, containerd's own, the only one
+    /// (`auto` is taken for it, as earlier releases accepted it).
+    #[arg(long, default_value = "runc-v2")]
     pub shim: String,
     /// The OCI runtime the containerd shim runs containers with: `runc`, `crun`, or a path to
     /// another runc-compatible binary. A bare name is looked up in PATH.
@@ -124,18 +122,12 @@ pub fn join_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--shim` binary: `None` for containerd's runc v2 shim by name.
-fn resolve_shim(value: &str) -> anyhow::Result<Option<PathBuf>> {
+/// Check `--shim`: containerd's runc v2 shim is the one shim.
+fn check_shim(value: &str) -> anyhow::Result<()> {
     match value {
-        "runc-v2" => Ok(None),
-        "auto" => Ok(std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("skiff-shim")))
-            .filter(|p| p.is_file())),
-        path if path.starts_with('/') && Path::new(path).is_file() => Ok(Some(path.into())),
-        path if path.starts_with('/') => anyhow::bail!("--shim {path}: no such file"),
+        "runc-v2" | "auto" => Ok(()),
         other => anyhow::bail!(
-            "--shim {other}: expected auto, runc-v2 or an absolute path to skiff-shim"
+            "--shim {other}: only runc-v2 (containerd's own shim) is supported; skiff-shim was removed (docs/BENCHMARKS.md says why)"
         ),
     }
 }
@@ -193,6 +185,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         v.parse::<skiff_proto::cidr::Cidr>()
             .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     }
+    check_shim(&args.shim)?;
     if args.parallel_pod_starts == Some(0) {
         anyhow::bail!("--parallel-pod-starts must be at least 1");
     }
@@ -229,7 +222,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     let oci_runtime = OciRuntime {
-        shim: resolve_shim(&args.shim)?,
         binary: resolve_oci_runtime(&args.oci_runtime)?,
         root: args.oci_runtime_root.clone(),
     };
@@ -271,7 +263,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let api = tokio::spawn(skiff_node::server::serve(agent.clone(), listener));
     if !args.no_proxy {
         tokio::spawn(skiff_node::proxy::run(
-            agent.ctx.client.clone(),
+            agent.client.clone(),
             skiff_node::proxy::ProxyConfig {
                 table: args.proxy_table.clone(),
             },
@@ -316,22 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn shim_choices_resolve_or_fail_naming_the_flag() {
-        assert_eq!(resolve_shim("runc-v2").expect("runc-v2"), None);
-        let sh = resolve_shim("/bin/sh").expect("a file");
-        assert_eq!(sh, Some(PathBuf::from("/bin/sh")));
-        let err = resolve_shim("/nonexistent/skiff-shim")
-            .expect_err("missing")
+    fn only_containerds_own_shim_is_accepted_and_others_are_refused_naming_the_flag() {
+        assert!(check_shim("runc-v2").is_ok());
+        assert!(check_shim("auto").is_ok());
+        let err = check_shim("/usr/lib/skiff/skiff-shim")
+            .expect_err("skiff-shim is gone")
             .to_string();
         assert!(
-            err.contains("--shim /nonexistent/skiff-shim: no such file"),
-            "{err}"
-        );
-        let err = resolve_shim("containerd")
-            .expect_err("a bare name")
-            .to_string();
-        assert!(
-            err.contains("--shim containerd: expected auto, runc-v2"),
+            err.contains("--shim /usr/lib/skiff/skiff-shim") && err.contains("runc-v2"),
             "{err}"
         );
     }

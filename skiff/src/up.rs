@@ -100,8 +100,8 @@ fn mount_state_tmpfs(state: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("mounting a tmpfs on {}", state.display()))
 }
 
-/// The agent pins its OCI runtime binary read-only under its data folder; with the private
-/// containerd gone no shim calls it any more.
+/// Earlier releases' agents pinned binaries read-only under their data folder; with the
+/// private containerd gone no shim calls them any more.
 fn unmount_runtime_pins(pins: &Path) {
     for pin in std::fs::read_dir(pins).into_iter().flatten().flatten() {
         let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
@@ -121,7 +121,7 @@ fn remove_pod_namespaces(node_dir: &Path) {
             eprintln!("removing the network namespace of pod {uid}: {e}");
         }
     }
-    skiff_node::warm_sandboxes::remove_namespaces(&node_dir.join("cni"));
+    skiff_node::runtime::made_ahead::sandboxes::remove_namespaces(&node_dir.join("cni"));
 }
 
 /// Start a private containerd under `dir`; returns it and its socket.

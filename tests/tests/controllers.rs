@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
-use skiff_proto::objects::Selection;
+use skiff_proto::objects::{Selection, WatchItem};
 use skiff_proto::Client;
 
 /// Hollow-node processes, killed on drop.
@@ -156,6 +156,80 @@ async fn objects(client: &Client, resource: &str, sel: Selection) -> Vec<Value> 
     }
 }
 
+/// The pods of a selection as a history: their list when it starts, then every change in
+/// order, so a test checks every state they went through rather than samples of them.
+struct PodHistory {
+    client: Client,
+    start: BTreeMap<String, Value>,
+    changes: tokio::sync::mpsc::Receiver<skiff_proto::client::Result<WatchItem>>,
+}
+
+fn name_of(p: &Value) -> String {
+    p["metadata"]["name"].as_str().unwrap_or("").to_string()
+}
+
+fn revision_of(p: &Value) -> u64 {
+    p["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+impl PodHistory {
+    async fn start(client: &Client, sel: Selection) -> Self {
+        let list = client.list_objects("pods", &sel).await.expect("list pods");
+        let start = list
+            .items
+            .iter()
+            .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+            .map(|p| (name_of(&p), p))
+            .collect();
+        let changes = client.watch_objects("pods", &sel, list.revision);
+        Self {
+            client: client.clone(),
+            start,
+            changes,
+        }
+    }
+
+    /// Every state, the first and one after each change, up to the store's revision now.
+    async fn states_until_now(mut self) -> Vec<Vec<Value>> {
+        let now = self.client.status().await.expect("status").revision;
+        let mut state = self.start;
+        let mut states = vec![state.values().cloned().collect::<Vec<_>>()];
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(30), self.changes.recv())
+                .await
+                .expect("the watch reaches the store's revision")
+                .expect("the watch runs")
+                .expect("the watch delivers");
+            let seen = match item {
+                WatchItem::Added(b) | WatchItem::Modified(b) => {
+                    let p: Value = serde_json::from_slice(&b).expect("a pod");
+                    let rev = revision_of(&p);
+                    state.insert(name_of(&p), p);
+                    rev
+                }
+                WatchItem::Deleted(b) => {
+                    let p: Value = serde_json::from_slice(&b).expect("a pod");
+                    state.remove(&name_of(&p));
+                    revision_of(&p)
+                }
+                WatchItem::Bookmark(rev) => {
+                    if rev >= now {
+                        return states;
+                    }
+                    continue;
+                }
+            };
+            states.push(state.values().cloned().collect());
+            if seen >= now {
+                return states;
+            }
+        }
+    }
+}
+
 fn in_ns(ns: &str, labels: &str) -> Selection {
     Selection {
         namespace: ns.into(),
@@ -228,21 +302,9 @@ async fn deployment_of_ten_spreads_over_three_nodes_and_rolls_without_losing_rea
         "10 pods on 3 nodes spread 4/3/3"
     );
 
-    // A rolling update with maxUnavailable=0 never drops below 10 ready pods.
-    let watcher_client = client.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let min_ready = tokio::spawn(async move {
-        let mut min = usize::MAX;
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let pods = objects(&watcher_client, "pods", in_ns("default", "app=web")).await;
-            if !pods.is_empty() {
-                min = min.min(pods.iter().filter(|p| is_ready(p)).count());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        min
-    });
+    // A rolling update with maxUnavailable=0 never drops below 10 ready pods: every state
+    // the pods go through is checked.
+    let history = PodHistory::start(&client, in_ns("default", "app=web")).await;
     let out = skiffctl(
         &cluster,
         &["apply", "-f", "-"],
@@ -265,11 +327,16 @@ async fn deployment_of_ten_spreads_over_three_nodes_and_rolls_without_losing_rea
         text(&status.stdout),
         text(&status.stderr)
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let min = min_ready.await.unwrap();
+    let states = history.states_until_now().await;
+    let min = states
+        .iter()
+        .map(|pods| pods.iter().filter(|p| is_ready(p)).count())
+        .min()
+        .unwrap_or(0);
     assert!(
         min >= 10,
-        "ready pods fell to {min} during a maxUnavailable=0 rollout"
+        "ready pods fell to {min} during a maxUnavailable=0 rollout ({} states)",
+        states.len()
     );
     let pods = objects(&client, "pods", in_ns("default", "app=web")).await;
     assert!(pods
@@ -675,7 +742,23 @@ async fn recreate_pause_resume_and_restart() {
         &["apply", "-f", "-"],
         Some(&deployment("db", 3, "db:2", recreate.clone())),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The controller has looked at the new template once the status says so.
+    wait_until(
+        Duration::from_secs(10),
+        "the paused deployment's new generation observed",
+        || async {
+            let d: Value = serde_json::from_slice(
+                &client
+                    .get_object("deployments", "default", "db", false)
+                    .await
+                    .expect("deployment")
+                    .object,
+            )
+            .expect("JSON");
+            d["status"]["observedGeneration"] == d["metadata"]["generation"]
+        },
+    )
+    .await;
     let pods = objects(&client, "pods", in_ns("default", "app=db")).await;
     assert!(
         pods.iter()
@@ -683,26 +766,8 @@ async fn recreate_pause_resume_and_restart() {
         "a paused deployment rolled out"
     );
 
-    // Resumed with Recreate: the old pods all go before new ones come.
-    let images_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, usize)>::new()));
-    let (seen, watcher) = (images_seen.clone(), client.clone());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let sampler = tokio::spawn(async move {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let pods = objects(&watcher, "pods", in_ns("default", "app=db")).await;
-            let old = pods
-                .iter()
-                .filter(|p| is_ready(p) && p["spec"]["containers"][0]["image"] == "db:1")
-                .count();
-            let new = pods
-                .iter()
-                .filter(|p| is_ready(p) && p["spec"]["containers"][0]["image"] == "db:2")
-                .count();
-            seen.lock().unwrap().push((old, new));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    // Resumed with Recreate: the old pods all go before new ones come, in every state.
+    let history = PodHistory::start(&client, in_ns("default", "app=db")).await;
     let out = skiffctl(&cluster, &["rollout", "resume", "deploy/db"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = skiffctl(
@@ -711,14 +776,16 @@ async fn recreate_pause_resume_and_restart() {
         None,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    sampler.await.unwrap();
+    let running = |pods: &[Value], image: &str| {
+        pods.iter()
+            .filter(|p| is_ready(p) && p["spec"]["containers"][0]["image"] == image)
+            .count()
+    };
+    let states = history.states_until_now().await;
     assert!(
-        images_seen
-            .lock()
-            .unwrap()
+        states
             .iter()
-            .all(|(old, new)| *old == 0 || *new == 0),
+            .all(|pods| running(pods, "db:1") == 0 || running(pods, "db:2") == 0),
         "Recreate ran old and new pods side by side"
     );
 

@@ -131,16 +131,24 @@ async fn manifest_applies_and_reapplying_changes_nothing() {
         "namespace/shop created\ndeployment.apps/web created\nservice/web created\nconfigmap/settings created\n"
     );
     let client = cluster.client();
-    // The controllers act on what was applied (a ReplicaSet, pods, events, endpoints): let
-    // them settle, then compare the applied objects themselves, which only apply writes.
-    let mut last = revision(&client).await;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = revision(&client).await;
-        if now == last {
+    // The controllers act on what was applied (a ReplicaSet, pods, events, endpoints); of
+    // the applied objects only the Deployment's status is theirs, and it is final once it
+    // counts every replica of the observed generation. Then only apply writes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d: Value = skiff_e2e::object_json(&client, "deployments", "shop", "web").await;
+        let settled = d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && !d["status"]["replicas"].is_null()
+            && d["status"]["replicas"] == d["spec"]["replicas"];
+        if settled {
             break;
         }
-        last = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deployment's status never settled: {}",
+            d["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let objects = [
         ("namespaces", "", "shop"),

@@ -43,15 +43,23 @@ fn skiffctl(dir: &Path, endpoints: &str, args: &[&str], stdin: Option<&str>) -> 
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
+    pids_mentioning(needle)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Processes whose command line holds `needle`: pid and command line.
+fn pids_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
-        }
+        };
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(needle) {
-            found.push(cmdline);
+            found.push((pid, cmdline));
         }
     }
     found
@@ -120,6 +128,8 @@ impl Up {
     fn ctrl_c_leaves_nothing(mut self, netns: &Path) {
         let socket = self.dir.join(".skiff/containerd/containerd.sock");
         let socket = socket.display().to_string();
+        let mut running = pids_mentioning(&socket);
+        running.extend(pids_mentioning(POD_COMMAND));
         assert!(
             !processes_mentioning(&socket).is_empty()
                 && !processes_mentioning(POD_COMMAND).is_empty(),
@@ -136,7 +146,20 @@ impl Up {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // Shims exit on their own once containerd has deleted their tasks: wait for each
+        // process that ran to be gone, then nothing may mention skiff up's containerd.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some((pid, cmd)) = running
+            .iter()
+            .find(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} ({cmd}) still runs after Ctrl-C\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let mut left = processes_mentioning(&socket);
         left.extend(processes_mentioning(POD_COMMAND));
         assert!(
@@ -196,9 +219,7 @@ fn running_hello(dir: &Path, endpoints: &str) -> serde_json::Value {
 
 #[test]
 fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_again() {
-    if !require_system_parts() {
-        return;
-    }
+    require_system_parts();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
     let base_port = free_port();

@@ -2,67 +2,14 @@
 //! `$(VAR)` references, ConfigMap and Secret keys, pod fields) and the files of ConfigMap and
 //! Secret volumes. A missing non-optional source is a `CreateContainerConfigError` that names it.
 
-use std::collections::BTreeMap;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use skiff_proto::objects::{Api, ApiError};
-use skiff_proto::Client;
-
+use super::api::PodApi;
 use crate::runtime::oci_spec::expand;
 
 /// Why a container's configuration cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
-
-/// Key → bytes of a ConfigMap or Secret; `None` when it does not exist.
-pub async fn source_data(
-    client: &Client,
-    namespace: &str,
-    kind: SourceKind,
-    name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
-    let not_found = |e: &ApiError| e.to_string().to_lowercase().contains("not found");
-    match kind {
-        SourceKind::ConfigMap => {
-            let api: Api<ConfigMap> = Api::new(client.clone(), namespace);
-            match api.get(name).await {
-                Ok(cm) => {
-                    let mut out: BTreeMap<String, Vec<u8>> = cm
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    for (k, v) in cm.binary_data.unwrap_or_default() {
-                        out.insert(k, v.0);
-                    }
-                    Ok(Some(out))
-                }
-                Err(e) if not_found(&e) => Ok(None),
-                Err(e) => Err(ConfigError(format!("configmap {name:?}: {e}"))),
-            }
-        }
-        SourceKind::Secret => {
-            let api: Api<Secret> = Api::new(client.clone(), namespace);
-            match api.get(name).await {
-                Ok(s) => {
-                    let mut out: BTreeMap<String, Vec<u8>> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in s.string_data.unwrap_or_default() {
-                        out.insert(k, v.into_bytes());
-                    }
-                    Ok(Some(out))
-                }
-                Err(e) if not_found(&e) => Ok(None),
-                Err(e) => Err(ConfigError(format!("secret {name:?}: {e}"))),
-            }
-        }
-    }
-}
 
 /// A ConfigMap or a Secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +21,8 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    fn word(self) -> &'static str {
+    /// `configmap` or `secret`, as messages name it.
+    pub fn word(self) -> &'static str {
         match self {
             Self::ConfigMap => "configmap",
             Self::Secret => "secret",
@@ -83,14 +31,14 @@ impl SourceKind {
 }
 
 async fn key_of(
-    client: &Client,
+    api: &impl PodApi,
     ns: &str,
     kind: SourceKind,
     name: &str,
     key: &str,
     optional: bool,
 ) -> Result<Option<String>, ConfigError> {
-    match source_data(client, ns, kind, name).await? {
+    match api.source_data(ns, kind, name).await? {
         Some(data) => match data.get(key) {
             Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
             None if optional => Ok(None),
@@ -148,7 +96,7 @@ fn field_of(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String
 
 /// The container's environment, resolved in order (later `$(VAR)` see earlier ones).
 pub async fn environment(
-    client: &Client,
+    api: &impl PodApi,
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
@@ -177,7 +125,7 @@ pub async fn environment(
         } else {
             continue;
         };
-        match source_data(client, &ns, kind, &name).await? {
+        match api.source_data(&ns, kind, &name).await? {
             Some(data) => {
                 for (k, v) in data {
                     set(
@@ -197,7 +145,7 @@ pub async fn environment(
         } else if let Some(from) = &var.value_from {
             if let Some(r) = &from.config_map_key_ref {
                 key_of(
-                    client,
+                    api,
                     &ns,
                     SourceKind::ConfigMap,
                     &r.name,
@@ -207,7 +155,7 @@ pub async fn environment(
                 .await?
             } else if let Some(r) = &from.secret_key_ref {
                 key_of(
-                    client,
+                    api,
                     &ns,
                     SourceKind::Secret,
                     &r.name,

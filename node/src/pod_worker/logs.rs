@@ -12,26 +12,6 @@ pub fn path(pod_dir: &Path, container: &str, attempt: u32) -> PathBuf {
         .join(format!("{attempt}.log"))
 }
 
-/// The spare log folder of a pod folder made ahead, with its first attempt's file.
-const SPARE: &str = ".spare";
-
-/// Make a spare container log folder in the pod folder `pod_dir`, for [`take_spare`].
-pub fn make_spare(pod_dir: &Path) -> std::io::Result<()> {
-    let spare = pod_dir.join("logs").join(SPARE);
-    std::fs::create_dir_all(&spare)?;
-    std::fs::File::create(spare.join("0.log")).map(drop)
-}
-
-/// Give `container` the pod folder's spare log folder if it has none yet, so that its first
-/// start creates no folder or file (see `warm_sandboxes`).
-pub fn take_spare(pod_dir: &Path, container: &str) {
-    let logs = pod_dir.join("logs");
-    let (spare, dir) = (logs.join(SPARE), logs.join(container));
-    if !dir.exists() && spare.exists() {
-        let _ = std::fs::rename(spare, dir);
-    }
-}
-
 /// Rotate `file` to `file.1` if it is larger than `max` bytes.
 pub fn rotate_if_large(file: &Path, max: u64) -> std::io::Result<bool> {
     let Ok(meta) = std::fs::metadata(file) else {
@@ -91,25 +71,5 @@ mod tests {
         prune(dir.path(), "web", 1);
         assert!(!path(dir.path(), "web", 0).exists());
         assert!(p.exists());
-    }
-
-    #[test]
-    fn the_first_container_takes_the_spare_folder_and_a_second_makes_its_own() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        make_spare(dir.path()).expect("spare folder");
-        take_spare(dir.path(), "web");
-        assert!(
-            path(dir.path(), "web", 0).exists(),
-            "the spare's file is web's first"
-        );
-        assert!(!dir.path().join("logs").join(SPARE).exists());
-        take_spare(dir.path(), "side");
-        assert!(!dir.path().join("logs").join("side").exists());
-
-        // A container with a folder already (a restarted agent's) keeps its own.
-        make_spare(dir.path()).expect("spare folder");
-        std::fs::write(path(dir.path(), "web", 0), b"kept").expect("web's log");
-        take_spare(dir.path(), "web");
-        assert_eq!(read(dir.path(), "web", 0).expect("web's log"), b"kept");
     }
 }

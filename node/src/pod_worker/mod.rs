@@ -13,8 +13,10 @@
 //! A worker that starts for a pod whose containers already run (the agent restarted)
 //! re-adopts them by their labels: same container ids, no restart.
 
+pub mod api;
 pub mod backoff;
 pub mod config_sources;
+pub mod context;
 pub mod logs;
 pub mod probes;
 pub mod slot;
@@ -32,63 +34,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use skiff_proto::objects::{Api, DeleteParams};
-use skiff_proto::Client;
 use tokio::sync::watch;
 
-use self::backoff::BackoffPolicy;
+pub use self::api::PodApi;
+pub use self::context::{MadeAhead, NothingMadeAhead, WorkerCtx, WorkerEnv};
 use self::slot::Slot;
-use crate::cni::{NetworkConfig, PodNetwork};
+use crate::cni::PodNetwork;
 use crate::runtime::{labels, ContainerRuntime};
-
-/// What every worker of the agent shares.
-pub struct WorkerCtx<R> {
-    /// The container runtime.
-    pub runtime: Arc<R>,
-    /// Pod networking.
-    pub network: NetworkConfig,
-    /// The control plane.
-    pub client: Client,
-    /// This node's name.
-    pub node_name: String,
-    /// This node's address.
-    pub host_ip: String,
-    /// Per-pod folders (logs, volumes, network record), by uid.
-    pub pods_dir: PathBuf,
-    /// Restart and pull back-off.
-    pub backoff: BackoffPolicy,
-    /// A container log is rotated past this size.
-    pub log_max_bytes: u64,
-    /// Admission for a pod's first start (network, containers). Starting is CPU-bound
-    /// (CNI plugins, shim, runc): with every pod of a burst started at once they share the
-    /// CPU and all finish late together; taken in turn (the semaphore is fair), the first
-    /// ones run within a start's time and the last no later than before.
-    pub start_gate: Arc<tokio::sync::Semaphore>,
-    /// Pod sandboxes made ahead of time.
-    pub warm_sandboxes: Arc<crate::warm_sandboxes::WarmSandboxes<R>>,
-    /// Container roots made ahead of time.
-    pub warm_roots: Arc<crate::warm_roots::WarmRoots<R>>,
-}
-
-impl<R: ContainerRuntime> WorkerCtx<R> {
-    /// Remove the sandbox of the pod `uid` whose folder is `pod_dir`, as its network record
-    /// names it: the sandbox container (if the warm pool made one), the address and the
-    /// network namespace. Missing parts are fine.
-    pub async fn release_sandbox(
-        &self,
-        uid: &str,
-        pod_dir: &std::path::Path,
-    ) -> crate::error::Result<()> {
-        let container = match PodNetwork::read_record(pod_dir).and_then(|n| n.sandbox) {
-            Some(id) => self.runtime.remove(&id).await,
-            None => Ok(()),
-        };
-        // The network goes even if the container could not: a restarted agent removes
-        // sandbox containers that no pod's record names.
-        let network = self.network.teardown_pod(&sandbox_name(uid), pod_dir).await;
-        container.and(network)
-    }
-}
 
 /// The agent's handle on one worker.
 pub struct PodHandle {
@@ -101,7 +53,7 @@ pub struct PodHandle {
 
 impl PodHandle {
     /// Start a worker for `pod`.
-    pub fn spawn<R: ContainerRuntime>(ctx: Arc<WorkerCtx<R>>, pod: Arc<Pod>) -> Self {
+    pub fn spawn<E: WorkerEnv>(ctx: Arc<WorkerCtx<E>>, pod: Arc<Pod>) -> Self {
         let (tx, rx) = watch::channel(Some(pod.clone()));
         let wake = Arc::new(tokio::sync::Notify::new());
         let worker = Worker::new(ctx, &pod);
@@ -159,8 +111,8 @@ pub fn sandbox_name(uid: &str) -> String {
     format!("skiff-{short}")
 }
 
-struct Worker<R> {
-    ctx: Arc<WorkerCtx<R>>,
+struct Worker<E: WorkerEnv> {
+    ctx: Arc<WorkerCtx<E>>,
     uid: String,
     namespace: String,
     name: String,
@@ -181,8 +133,8 @@ struct Worker<R> {
     started_once: bool,
 }
 
-impl<R: ContainerRuntime> Worker<R> {
-    fn new(ctx: Arc<WorkerCtx<R>>, pod: &Pod) -> Self {
+impl<E: WorkerEnv> Worker<E> {
+    fn new(ctx: Arc<WorkerCtx<E>>, pod: &Pod) -> Self {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -335,16 +287,15 @@ impl<R: ContainerRuntime> Worker<R> {
         crate::cgroups::remove_pod_parent(&self.uid);
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(pod) = pod {
-            let api: Api<Pod> = Api::new(self.ctx.client.clone(), &self.namespace);
-            let params = DeleteParams {
-                uid: pod.metadata.uid.clone().unwrap_or_default(),
-                grace_period_seconds: Some(0),
-                ..Default::default()
-            };
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
             for attempt in 0..5 {
-                match api.delete(&self.name, &params).await {
-                    Ok(_) => break,
-                    Err(e) if e.to_string().to_lowercase().contains("not found") => break,
+                match self
+                    .ctx
+                    .api
+                    .finish_delete(&self.namespace, &self.name, &uid)
+                    .await
+                {
+                    Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "finishing the pod's deletion");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -355,6 +306,9 @@ impl<R: ContainerRuntime> Worker<R> {
         tracing::info!("terminated and cleaned up");
     }
 }
+
+#[cfg(test)]
+mod worker_test;
 
 #[cfg(test)]
 mod tests {

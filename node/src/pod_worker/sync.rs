@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use skiff_proto::objects::Api;
 
 use super::config_sources;
 use super::logs;
@@ -16,6 +15,8 @@ use super::status::{self, ContainerView, Observed, PodView};
 use super::volumes;
 use super::Worker;
 use super::START_TIME;
+use super::{PodApi, WorkerEnv};
+use crate::cni::PodNetworking;
 use crate::runtime::oci_spec::{self, BindMount, SpecInput};
 use crate::runtime::{labels, ContainerRuntime, CreateSpec, ProcessState, PullPolicy};
 
@@ -47,7 +48,7 @@ fn quantity_bytes(q: Option<&Quantity>) -> Option<i64> {
         .and_then(|q| i64::try_from(q.units_ceil()).ok())
 }
 
-impl<R: ContainerRuntime> Worker<R> {
+impl<E: WorkerEnv> Worker<E> {
     /// One pass; returns how long until the next one is due.
     pub(super) async fn sync(&mut self, pod: &Pod) -> Duration {
         let Some(spec) = pod.spec.clone() else {
@@ -134,7 +135,7 @@ impl<R: ContainerRuntime> Worker<R> {
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
         // A warm sandbox brings the pod's folder, made ahead: taken first, it needs no new one.
         let warm = match self.net {
-            None => self.ctx.warm_sandboxes.take(&self.sandbox, &self.dir),
+            None => self.ctx.made_ahead.take_sandbox(&self.sandbox, &self.dir),
             Some(_) => None,
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
@@ -165,7 +166,7 @@ impl<R: ContainerRuntime> Worker<R> {
             .is_none_or(|(_, at)| at.elapsed() > VOLUME_REFRESH);
         if stale {
             let (ctx, dir) = (self.ctx.clone(), self.dir.clone());
-            let prepared = volumes::prepare(&ctx.client, pod, &dir);
+            let prepared = volumes::prepare(&ctx.api, pod, &dir);
             match gate_released_if_slow(&mut self.start_permit, prepared).await {
                 Ok(v) => self.volumes = Some((v, Instant::now())),
                 // Running containers keep what they have while the control plane is away.
@@ -389,7 +390,7 @@ impl<R: ContainerRuntime> Worker<R> {
         slot.image_id = image.digest.clone();
         let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
         let ctx = self.ctx.clone();
-        let env_of = config_sources::environment(&ctx.client, pod, c, &ip, &ctx.host_ip);
+        let env_of = config_sources::environment(&ctx.api, pod, c, &ip, &ctx.host_ip);
         let env = match gate_released_if_slow(&mut self.start_permit, env_of).await {
             Ok(e) => e,
             Err(e) => {
@@ -437,7 +438,6 @@ impl<R: ContainerRuntime> Worker<R> {
             memory_limit_bytes: quantity_bytes(limits.get("memory")),
             shim_group: Some(self.shim_group()),
         };
-        logs::take_spare(&self.dir, &c.name);
         let log_path: PathBuf = logs::path(&self.dir, &c.name, slot.attempt);
         let spec = CreateSpec {
             id: id.clone(),
@@ -451,7 +451,7 @@ impl<R: ContainerRuntime> Worker<R> {
                 (labels::LOG.to_string(), log_path.display().to_string()),
             ]),
             spec: oci_spec::build(&input, &image),
-            root: self.ctx.warm_roots.take(&image),
+            root: self.ctx.made_ahead.take_root(&image),
             image,
             log_path,
         };
@@ -601,11 +601,10 @@ impl<R: ContainerRuntime> Worker<R> {
         {
             return;
         }
-        let api: Api<Pod> = Api::new(self.ctx.client.clone(), &self.namespace);
         let mut obj = pod.clone();
         obj.metadata.resource_version = None;
         obj.status = Some(next.clone());
-        match api.update_status(&obj).await {
+        match self.ctx.api.update_status(&obj).await {
             Ok(_) => {
                 tracing::debug!(phase = ?next.phase, "status reported");
                 self.last_status = Some(next);

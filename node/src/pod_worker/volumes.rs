@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
-use skiff_proto::Client;
 
-use super::config_sources::{source_data, ConfigError, SourceKind};
+use super::api::PodApi;
+use super::config_sources::{ConfigError, SourceKind};
 use crate::runtime::oci_spec::BindMount;
 
 /// Make every volume of `pod` present under `pod_dir`; returns name → host path.
 pub async fn prepare(
-    client: &Client,
+    api: &impl PodApi,
     pod: &Pod,
     pod_dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
@@ -46,7 +46,9 @@ pub async fn prepare(
             p
         } else if let Some(cm) = &v.config_map {
             let p = pod_dir.join("volumes/configmap").join(&v.name);
-            let data = source_data(client, &ns, SourceKind::ConfigMap, &cm.name).await?;
+            let data = api
+                .source_data(&ns, SourceKind::ConfigMap, &cm.name)
+                .await?;
             match data {
                 Some(d) => write_keys(&p, &d, cm.items.as_deref(), cm.default_mode)?,
                 None if cm.optional.unwrap_or(false) => {
@@ -58,7 +60,7 @@ pub async fn prepare(
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let p = pod_dir.join("volumes/secret").join(&v.name);
-            match source_data(client, &ns, SourceKind::Secret, &name).await? {
+            match api.source_data(&ns, SourceKind::Secret, &name).await? {
                 Some(d) => write_keys(&p, &d, s.items.as_deref(), s.default_mode.or(Some(0o644)))?,
                 None if s.optional.unwrap_or(false) => {
                     std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?

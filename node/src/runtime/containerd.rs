@@ -23,6 +23,7 @@ use containerd_client::types::v1::{Process, Status as TaskStatus};
 use containerd_client::types::Mount;
 use prost_types::Any;
 
+use super::made_ahead::MadeAheadRuntime;
 use super::{
     ContainerInfo, ContainerRuntime, CreateSpec, ExecOutput, ImageInfo, ProcessState, PullPolicy,
 };
@@ -48,12 +49,9 @@ struct RuncOptions {
     root: String,
 }
 
-/// The shim containerd starts for each container and how it runs them; each `None` keeps
-/// containerd's default.
+/// How containerd's runc v2 shim runs containers; each `None` keeps its default.
 #[derive(Debug, Clone, Default)]
 pub struct OciRuntime {
-    /// The shim binary (`skiff-shim`) instead of containerd's `io.containerd.runc.v2` by name.
-    pub shim: Option<PathBuf>,
     /// A runc-compatible binary (such as crun) instead of runc.
     pub binary: Option<PathBuf>,
     /// The runtime's state folder. It is written on every container start, so it belongs on
@@ -85,8 +83,6 @@ pub struct Containerd {
     exec_dir: PathBuf,
     /// The read-only root of pod sandboxes.
     sandbox_root: PathBuf,
-    /// The shim every container names: a path to `skiff-shim`, or containerd's runc v2 shim.
-    runtime_name: String,
     /// The shim's options on every container (the OCI runtime and its state folder), if not
     /// the defaults.
     runtime_options: Option<Any>,
@@ -109,43 +105,14 @@ impl Containerd {
         if let Some(root) = &oci_runtime.root {
             std::fs::create_dir_all(root).map_err(Error::io(root))?;
         }
-        let mut oci_runtime = oci_runtime.clone();
-        let pins = state_dir.join("oci-runtime");
-        if let Some(binary) = &oci_runtime.binary {
-            match super::pinned_binary::pin_read_only(binary, &pins) {
-                Ok(pin) => oci_runtime.binary = Some(pin),
-                Err(e) => tracing::warn!(
-                    binary = %binary.display(),
-                    error = %e,
-                    "cannot pin the OCI runtime read-only; it will copy itself on every call"
-                ),
-            }
-        }
-        let runtime_name = match &oci_runtime.shim {
-            // Pinned like the OCI runtime: containerd keeps the path in each container's record
-            // and runs it again to clean up after a dead shim, so the path must outlive the
-            // binary it came from being moved or upgraded.
-            Some(shim) => match super::pinned_binary::pin_read_only(shim, &pins) {
-                Ok(pin) => pin.display().to_string(),
-                Err(e) => {
-                    tracing::warn!(
-                        shim = %shim.display(),
-                        error = %e,
-                        "cannot pin skiff-shim read-only; containers use {RUNC_V2} directly"
-                    );
-                    RUNC_V2.into()
-                }
-            },
-            None => RUNC_V2.into(),
-        };
-        tracing::info!(shim = %runtime_name, "containers' shim");
+        // Containers an earlier release made name the shim it ran: that stays runnable.
+        super::legacy_shim::keep_runnable(&conn, &state_dir.join("oci-runtime")).await;
         let sandbox_root = super::sandbox::prepare_root(&state_dir.join("sandbox-root"))?;
         Ok(Self {
             images: ImageStore::new(conn.clone(), insecure_registries),
             conn,
             exec_dir,
             sandbox_root,
-            runtime_name,
             runtime_options: oci_runtime.shim_options(),
         })
     }
@@ -162,14 +129,19 @@ impl Containerd {
 
     /// containerd's version, to report on the Node.
     pub async fn version(&self) -> Result<String> {
-        let v = containerd_client::services::v1::version_client::VersionClient::new(
-            self.conn.channel(),
-        )
-        .version(())
-        .await
-        .map_err(Error::containerd("version"))?
-        .into_inner();
-        Ok(format!("containerd://{}", v.version))
+        Ok(format!(
+            "containerd://{}",
+            Self::version_of(&self.conn).await?
+        ))
+    }
+
+    async fn version_of(conn: &Conn) -> Result<String> {
+        let v = containerd_client::services::v1::version_client::VersionClient::new(conn.channel())
+            .version(())
+            .await
+            .map_err(Error::containerd("version"))?
+            .into_inner();
+        Ok(v.version)
     }
 
     /// The container record of `id`: its labels, runtime spec and this agent's shim.
@@ -187,7 +159,7 @@ impl Containerd {
             id: id.into(),
             labels: labels.into_iter().collect(),
             runtime: Some(Runtime {
-                name: self.runtime_name.clone(),
+                name: RUNC_V2.into(),
                 options: self.runtime_options.clone(),
             }),
             spec: Some(Any {
@@ -451,102 +423,6 @@ impl ContainerRuntime for Containerd {
         self.create_on(&own).await
     }
 
-    async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
-        // A gc root: no container names the snapshot until one takes it.
-        let labels = HashMap::from([(GC_ROOT.to_string(), jiff::Timestamp::now().to_string())]);
-        let mounts = self.rootfs(key, &image.chain_id, labels).await?;
-        if let Err(e) = super::root_mount::mount_all(&mounts, dir) {
-            let _ = self.drop_root(key, dir, false).await;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    async fn snapshots_named(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut stream = SnapshotsClient::new(self.conn.channel())
-            .list(self.conn.req(ListSnapshotsRequest {
-                snapshotter: self.conn.snapshotter.clone(),
-                filters: vec![],
-            }))
-            .await
-            .map_err(Error::containerd("snapshots.List"))?
-            .into_inner();
-        let mut keys = Vec::new();
-        while let Some(page) = stream
-            .message()
-            .await
-            .map_err(Error::containerd("snapshots.List"))?
-        {
-            keys.extend(
-                page.info
-                    .into_iter()
-                    .map(|i| i.name)
-                    .filter(|n| n.starts_with(prefix)),
-            );
-        }
-        Ok(keys)
-    }
-
-    async fn unpin_root(&self, key: &str) -> Result<()> {
-        let updated = SnapshotsClient::new(self.conn.channel())
-            .update(self.conn.req(UpdateSnapshotRequest {
-                snapshotter: self.conn.snapshotter.clone(),
-                info: Some(SnapshotInfo {
-                    name: key.into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec![format!("labels.{GC_ROOT}")],
-                }),
-            }))
-            .await;
-        match updated {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-            Err(s) => Err(Error::containerd("snapshots.Update")(s)),
-        }
-    }
-
-    async fn drop_root(&self, key: &str, dir: &Path, keep_snapshot: bool) -> Result<()> {
-        super::root_mount::detach(dir)?;
-        if !keep_snapshot {
-            self.remove_snapshot(key).await?;
-        }
-        match std::fs::remove_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(dir)(e)),
-        }
-    }
-
-    async fn create_sandbox(&self, id: &str, netns: &Path) -> Result<()> {
-        let spec = super::sandbox::spec(id, &self.sandbox_root, netns);
-        let labels = BTreeMap::from([(
-            super::labels::KIND.to_string(),
-            super::sandbox::KIND.to_string(),
-        )]);
-        let container = self.record(id, labels, &spec)?;
-        ContainersClient::new(self.conn.channel())
-            .create(self.conn.req(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await
-            .map_err(Error::containerd("containers.Create (sandbox)"))?;
-        // No rootfs mounts (the spec names its own root) and no stdio: it never runs.
-        let created = self
-            .tasks()
-            .create(self.conn.req(CreateTaskRequest {
-                container_id: id.into(),
-                ..Default::default()
-            }))
-            .await;
-        if let Err(s) = created {
-            let _ = self.remove(id).await;
-            return Err(Error::containerd("tasks.Create (sandbox)")(s));
-        }
-        Ok(())
-    }
-
     async fn start(&self, id: &str) -> Result<()> {
         self.tasks()
             .start(self.conn.req(StartRequest {
@@ -784,5 +660,103 @@ impl ContainerRuntime for Containerd {
             exit_code: result?,
             output,
         })
+    }
+}
+
+impl MadeAheadRuntime for Containerd {
+    async fn prepare_root(&self, key: &str, image: &ImageInfo, dir: &Path) -> Result<()> {
+        // A gc root: no container names the snapshot until one takes it.
+        let labels = HashMap::from([(GC_ROOT.to_string(), jiff::Timestamp::now().to_string())]);
+        let mounts = self.rootfs(key, &image.chain_id, labels).await?;
+        if let Err(e) = super::root_mount::mount_all(&mounts, dir) {
+            let _ = self.drop_root(key, dir, false).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn snapshots_named(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut stream = SnapshotsClient::new(self.conn.channel())
+            .list(self.conn.req(ListSnapshotsRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                filters: vec![],
+            }))
+            .await
+            .map_err(Error::containerd("snapshots.List"))?
+            .into_inner();
+        let mut keys = Vec::new();
+        while let Some(page) = stream
+            .message()
+            .await
+            .map_err(Error::containerd("snapshots.List"))?
+        {
+            keys.extend(
+                page.info
+                    .into_iter()
+                    .map(|i| i.name)
+                    .filter(|n| n.starts_with(prefix)),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn unpin_root(&self, key: &str) -> Result<()> {
+        let updated = SnapshotsClient::new(self.conn.channel())
+            .update(self.conn.req(UpdateSnapshotRequest {
+                snapshotter: self.conn.snapshotter.clone(),
+                info: Some(SnapshotInfo {
+                    name: key.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![format!("labels.{GC_ROOT}")],
+                }),
+            }))
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::containerd("snapshots.Update")(s)),
+        }
+    }
+
+    async fn drop_root(&self, key: &str, dir: &Path, keep_snapshot: bool) -> Result<()> {
+        super::root_mount::detach(dir)?;
+        if !keep_snapshot {
+            self.remove_snapshot(key).await?;
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(dir)(e)),
+        }
+    }
+
+    async fn create_sandbox(&self, id: &str, netns: &Path) -> Result<()> {
+        let spec = super::sandbox::spec(id, &self.sandbox_root, netns);
+        let labels = BTreeMap::from([(
+            super::labels::KIND.to_string(),
+            super::sandbox::KIND.to_string(),
+        )]);
+        let container = self.record(id, labels, &spec)?;
+        ContainersClient::new(self.conn.channel())
+            .create(self.conn.req(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await
+            .map_err(Error::containerd("containers.Create (sandbox)"))?;
+        // No rootfs mounts (the spec names its own root) and no stdio: it never runs.
+        let created = self
+            .tasks()
+            .create(self.conn.req(CreateTaskRequest {
+                container_id: id.into(),
+                ..Default::default()
+            }))
+            .await;
+        if let Err(s) = created {
+            let _ = self.remove(id).await;
+            return Err(Error::containerd("tasks.Create (sandbox)")(s));
+        }
+        Ok(())
     }
 }

@@ -1,23 +1,29 @@
 //! The container runtime behind the pod workers. [`ContainerRuntime`] is the narrow surface a
-//! pod worker needs (create, start, inspect, stop, remove, exec); [`containerd::Containerd`]
-//! implements it over containerd's gRPC API, in the agent's own containerd namespace.
+//! pod worker needs (images, create, start, inspect, stop, remove, exec);
+//! [`containerd::Containerd`] implements it over containerd's gRPC API, in the agent's own
+//! containerd namespace, and [`fake::FakeRuntime`] in memory for unit tests. Things made
+//! ahead of time are an extension ([`made_ahead`]) the pod worker does not depend on.
 //!
 //! ```text
 //! pod worker ──ContainerRuntime──▶ Containerd ──gRPC (unix socket)──▶ containerd ──▶ runc shim
 //!                                      │
 //!                                      └── images: pull/import → content store → snapshots
+//! made_ahead ──SandboxRuntime (ContainerRuntime + sandboxes)──▶ Containerd
 //! ```
 
 pub mod containerd;
 pub mod exits;
+#[cfg(test)]
+pub mod fake;
+pub mod legacy_shim;
+pub mod made_ahead;
 pub mod oci_spec;
-pub mod pinned_binary;
 pub mod root_mount;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Result;
@@ -102,7 +108,7 @@ pub struct CreateSpec {
     pub spec: serde_json::Value,
     /// Where stdout and stderr go.
     pub log_path: PathBuf,
-    /// A root made ahead for this image (see `crate::warm_roots`); `None` has the runtime
+    /// A root made ahead for this image (see [`made_ahead::roots`]); `None` has the runtime
     /// prepare one.
     pub root: Option<PreparedRoot>,
 }
@@ -196,35 +202,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Create a container and its task (not started).
     fn create(&self, spec: &CreateSpec) -> impl Future<Output = Result<()>> + Send;
-
-    /// Create pod sandbox `id` in network namespace `netns` (see [`sandbox`]): a container
-    /// and its task, never started, whose shim the pod's containers join.
-    fn create_sandbox(&self, id: &str, netns: &Path) -> impl Future<Output = Result<()>> + Send;
-
-    /// Make a root for containers of `image` ahead of time: prepare snapshot `key` on the
-    /// image and mount it at `dir` (an empty folder that exists).
-    fn prepare_root(
-        &self,
-        key: &str,
-        image: &ImageInfo,
-        dir: &Path,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Undo [`ContainerRuntime::prepare_root`]: unmount `dir`, remove snapshot `key` unless
-    /// `keep_snapshot` (a container uses it), then remove `dir`. Missing parts are fine.
-    fn drop_root(
-        &self,
-        key: &str,
-        dir: &Path,
-        keep_snapshot: bool,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// The keys of the snapshots whose key starts with `prefix`.
-    fn snapshots_named(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
-
-    /// Let containerd's garbage collector treat snapshot `key` as any container's again: a
-    /// root made ahead is a gc root only until a container names it.
-    fn unpin_root(&self, key: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Start a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;

@@ -46,15 +46,13 @@ pub fn try_sh(args: &[&str]) -> Output {
 /// Make this host one crun runs containers on: crun 1.8 refuses hosts that mount cgroup v1
 /// hierarchies and also have controllers on the cgroup2 one ("hybrid mode", as this CI's VMs
 /// boot: hugetlb sits alone on cgroup2). Each such controller gets its own v1 hierarchy, as on
-/// a plain v1 host; runc works the same either way. False (or a failure under `CI=true`) when
-/// crun is not installed.
-pub fn prepare_host_for_crun() -> bool {
-    if !Path::new("/usr/bin/crun").exists() {
-        let msg = "this test needs the Debian package crun (make test installs it)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        eprintln!("SKIPPED: {msg}");
-        return false;
-    }
+/// a plain v1 host; runc works the same either way. Fails when crun is not installed (`make
+/// test` installs it): a test never passes without what it tests.
+pub fn prepare_host_for_crun() {
+    assert!(
+        Path::new("/usr/bin/crun").exists(),
+        "this test needs the Debian package crun (make test installs it)"
+    );
     for c in skiff_node::cgroups::hybrid_controllers() {
         let dir = format!("/sys/fs/cgroup/{c}");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
@@ -65,17 +63,18 @@ pub fn prepare_host_for_crun() -> bool {
         left.is_empty(),
         "controllers still on cgroup2 after moving them to v1: {left:?}"
     );
-    true
 }
 
-/// Under `CI=true` a missing system part fails the test; elsewhere the test says so and
-/// is skipped.
-pub fn require_system_parts() -> bool {
+/// Fail unless the process is root and the Debian packages node tests run are installed
+/// (`make test` installs them, and skips the tests that need root when it is not root): a
+/// test never passes without what it tests.
+pub fn require_system_parts() {
     let missing: Vec<&str> = [
         ("containerd", "containerd"),
         ("runc", "runc"),
         ("docker-registry", "docker-registry"),
         ("ip", "iproute2"),
+        ("nft", "nftables"),
         ("busybox", "busybox-static"),
     ]
     .iter()
@@ -87,19 +86,15 @@ pub fn require_system_parts() -> bool {
     .map(|(_, pkg)| *pkg)
     .chain((!Path::new("/usr/lib/cni/bridge").exists()).then_some("containernetworking-plugins"))
     .collect();
-    if missing.is_empty()
-        && std::fs::metadata("/proc/self").is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid() == 0
-        })
-    {
-        return true;
-    }
-    let msg =
-        format!("node tests need root and Debian packages {missing:?} (make test installs them)");
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    false
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    assert!(
+        missing.is_empty() && root,
+        "node tests need root (now: {}) and Debian packages {missing:?} (make test installs them)",
+        if root { "root" } else { "not root" }
+    );
 }
 
 const NETNS_PREFIX: &str = "ske2e";
@@ -382,8 +377,7 @@ impl Drop for Containerd {
             let _ = c.wait();
         }
         kill_processes_mentioning(&sock);
-        // Its state tmpfs, and the OCI runtime the agent pinned read-only in its data folder
-        // of the same test folder: no shim is left to run it.
+        // Its state tmpfs, in the same test folder: no shim is left to use it.
         if let Some(test_dir) = self.dir.parent() {
             unmount_under(test_dir);
         }
@@ -576,6 +570,6 @@ impl Drop for Agent {
         for ns in self.pod_netns() {
             let _ = try_sh(&["ip", "netns", "del", &ns]);
         }
-        skiff_node::warm_sandboxes::remove_namespaces(&self.data_dir.join("cni"));
+        skiff_node::runtime::made_ahead::sandboxes::remove_namespaces(&self.data_dir.join("cni"));
     }
 }

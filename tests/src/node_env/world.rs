@@ -84,7 +84,9 @@ impl World {
     /// The agent's warm sandboxes ready for a pod: untaken warm namespaces whose sandbox
     /// container has its task created.
     pub fn warm_sandboxes_ready(&self) -> usize {
-        let prefix = skiff_node::warm_sandboxes::prefix_for(&self.agent.data_dir.join("cni"));
+        let prefix = skiff_node::runtime::made_ahead::sandboxes::prefix_for(
+            &self.agent.data_dir.join("cni"),
+        );
         let created: Vec<String> = self
             .containerd
             .ctr(&["tasks", "ls"])

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
+mod controllers;
 mod objects;
 mod pods;
 mod proxy;
@@ -37,6 +38,8 @@ enum Cmd {
     Objects(objects::ObjectsArgs),
     /// The scheduler and controllers: Deployments onto hollow nodes.
     Scheduling(scheduling::SchedulingArgs),
+    /// The controllers under a steady churn at two cluster sizes: cost follows the work.
+    Controllers(controllers::ControllersArgs),
     /// Pods on a real node: create-to-Running latency and the agent's memory.
     Pods(pods::PodsArgs),
     /// The service proxy on a real node: rule latency, full sync, ClusterIP throughput.
@@ -593,6 +596,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Store(a) => store(a).await,
         Cmd::Objects(a) => objects::run(a).await,
         Cmd::Scheduling(a) => scheduling::run(a).await,
+        Cmd::Controllers(a) => controllers::run(a).await,
         Cmd::Pods(a) => pods::run(a).await,
         Cmd::Proxy(a) => proxy::run(a).await,
     }

@@ -145,9 +145,10 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     // a local registry and an agent.
     if args.oci_runtime == "crun" {
         anyhow::ensure!(
-            skiff_e2e::node_env::prepare_host_for_crun(),
+            std::path::Path::new("/usr/bin/crun").exists(),
             "--oci-runtime crun: crun is not installed (apt-get install crun)"
         );
+        skiff_e2e::node_env::prepare_host_for_crun();
     }
     let mut flags: Vec<&str> = vec!["--oci-runtime", &args.oci_runtime];
     flags.extend(args.agent_flags.iter().map(String::as_str));

@@ -7,7 +7,8 @@
 //! (its work folder and its probes of the upper file system): new inodes that, on an ext4
 //! without a journal (as on some VMs), each scan past the inodes freed in the last minute, and
 //! were 10-20% of a burst's CPU after a burst of deletions. Off unless `--warm-roots N` asks
-//! for N.
+//! for N. On a burst of three images, where it serves the third of the pods whose image
+//! started last, it still lowered the p50 by 12% (docs/BENCHMARKS.md).
 //!
 //! Roots of an image the node no longer starts are dropped, once the node is quiet again. A
 //! restarted agent drops the roots an earlier run left, except those a container runs on.
@@ -20,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 
-use crate::quiet::Quiet;
-use crate::runtime::{
-    labels, ContainerInfo, ContainerRuntime, ImageInfo, PreparedRoot, PullPolicy,
-};
+use super::quiet::Quiet;
+use super::MadeAheadRuntime;
+use crate::runtime::{labels, ContainerInfo, ImageInfo, PreparedRoot, PullPolicy};
 
 /// The start of every root's snapshot key.
 const KEY_PREFIX: &str = "skiff-root-";
@@ -70,17 +70,14 @@ pub struct WarmRoots<R> {
     wanted: Notify,
 }
 
-impl<R: ContainerRuntime> WarmRoots<R> {
+impl<R: MadeAheadRuntime> WarmRoots<R> {
     /// A pool of `target` roots mounted under `dir`; [`WarmRoots::keep_filled`] fills it.
     pub fn new(runtime: Arc<R>, dir: PathBuf, target: usize) -> Self {
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let agent_prefix = format!(
-            "{KEY_PREFIX}{:08x}-",
-            crate::warm_sandboxes::path_hash(&dir)
-        );
+        let agent_prefix = format!("{KEY_PREFIX}{:08x}-", super::sandboxes::path_hash(&dir));
         Self {
             prefix: format!("{agent_prefix}{run:x}-"),
             agent_prefix,

@@ -2,19 +2,14 @@
 //! CNI plugins, each held by a sandbox container with its shim running
 //! (`runtime::sandbox`), waiting for a pod. A pod start that takes one renames the namespace
 //! to the pod's and its containers join the sandbox's shim: it skips the three plugin
-//! processes and the shim's start-up, about a third of the CPU a pod start costs here. The
-//! pool is filled again only once no pod is starting, so a burst of starts does not share the
-//! CPU with it. Off unless `--warm-sandboxes N` asks for N.
+//! processes and the shim's start-up. The pool is filled again only once no pod is starting,
+//! so a burst of starts does not share the CPU with it. Off unless `--warm-sandboxes N` asks
+//! for N. On a burst of three images it lowers the p50 by a third (docs/BENCHMARKS.md).
 //!
 //! A warm sandbox's name is its namespace's, its CNI container id and its sandbox container's
 //! id. The pod records it (`PodNetwork::cni_id`, `PodNetwork::sandbox`): its address is
-//! released by that id and its sandbox container removed with the pod.
-//!
-//! Each also has a pod folder made ahead (`<data-dir>/warm-pods/<name>`: the files a pod start
-//! writes, empty, and a spare container log folder), renamed to the pod's folder when a pod
-//! takes it. A pod start then writes into files that exist: on an ext4 without a journal (as on
-//! some VMs) every new file or folder costs a scan past the inodes freed in the last minute,
-//! which after a burst of deletions cost the agent 1-3 ms of CPU per pod start.
+//! released by that id and its sandbox container removed with the pod. The pod worker takes
+//! one through `crate::pod_worker::MadeAhead` and works the same without.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +18,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
+use super::quiet::Quiet;
+use super::MadeAheadRuntime;
 use crate::cni::{NetworkConfig, PodNetwork};
-use crate::quiet::Quiet;
-use crate::runtime::{labels, sandbox, ContainerRuntime};
+use crate::runtime::{labels, sandbox};
 
 /// The node's warm pod sandboxes.
 pub struct WarmSandboxes<R> {
@@ -33,8 +29,6 @@ pub struct WarmSandboxes<R> {
     network: NetworkConfig,
     /// The pods' folders: their network records name the warm sandboxes pods took.
     pods_dir: PathBuf,
-    /// The pod folders made ahead, one per warm sandbox, by its name.
-    folders_dir: PathBuf,
     target: usize,
     /// `<prefix for the agent><this run>-`: names stay unique across restarts, since a pod
     /// keeps the name of the sandbox it took.
@@ -72,17 +66,10 @@ pub fn remove_namespaces(ipam_dir: &Path) {
     }
 }
 
-impl<R: ContainerRuntime> WarmSandboxes<R> {
-    /// A pool of `target` sandboxes on `network` and `runtime`, with pod folders made ahead in
-    /// `folders_dir` for pods' folders in `pods_dir` (the same file system);
-    /// [`WarmSandboxes::keep_filled`] fills it.
-    pub fn new(
-        runtime: Arc<R>,
-        network: NetworkConfig,
-        pods_dir: PathBuf,
-        folders_dir: PathBuf,
-        target: usize,
-    ) -> Self {
+impl<R: MadeAheadRuntime> WarmSandboxes<R> {
+    /// A pool of `target` sandboxes on `network` and `runtime` for pods whose folders are in
+    /// `pods_dir`; [`WarmSandboxes::keep_filled`] fills it.
+    pub fn new(runtime: Arc<R>, network: NetworkConfig, pods_dir: PathBuf, target: usize) -> Self {
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -91,7 +78,6 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
             prefix: format!("{}{run:x}-", prefix_for(&network.ipam_dir)),
             runtime,
             pods_dir,
-            folders_dir,
             network,
             target,
             ready: Mutex::new(Vec::new()),
@@ -106,9 +92,8 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         self.ready.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// A ready sandbox, its namespace renamed to `name` and its folder made ahead to
-    /// `pod_dir` (unless that exists); `None` when none is ready.
-    pub fn take(&self, name: &str, pod_dir: &Path) -> Option<PodNetwork> {
+    /// A ready sandbox, its namespace renamed to `name`; `None` when none is ready.
+    pub fn take(&self, name: &str) -> Option<PodNetwork> {
         if crate::netns::path(name).exists() {
             // The pod has a namespace already (an agent stopped before recording it): wiring
             // that one again keeps a single namespace per pod.
@@ -122,7 +107,6 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
             match crate::netns::rename(&warm_name, name) {
                 Ok(netns) => {
                     tracing::debug!(warm = %warm_name, ip = %warm.ip, "took a warm sandbox");
-                    self.move_folder(&warm_name, pod_dir);
                     return Some(PodNetwork {
                         netns,
                         cni_id: Some(warm_name),
@@ -131,7 +115,6 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
                 }
                 Err(e) => {
                     tracing::warn!(warm = %warm_name, error = %e, "a warm sandbox could not be taken; removing it");
-                    self.drop_folder(&warm_name);
                     let (runtime, network) = (self.runtime.clone(), self.network.clone());
                     tokio::spawn(async move {
                         if warm.sandbox.is_some() {
@@ -172,48 +155,10 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
         }
     }
 
-    /// The folder made ahead for `warm_name` becomes `pod_dir`; if `pod_dir` exists (a pod
-    /// whose agent restarted), the made one is dropped.
-    fn move_folder(&self, warm_name: &str, pod_dir: &Path) {
-        if pod_dir.exists() || std::fs::rename(self.folders_dir.join(warm_name), pod_dir).is_err() {
-            self.drop_folder(warm_name);
-        }
-    }
-
-    /// Remove the folder made ahead for `name`, if any.
-    fn drop_folder(&self, name: &str) {
-        let _ = std::fs::remove_dir_all(self.folders_dir.join(name));
-    }
-
-    /// A pod folder for sandbox `name`, its files empty: the pod start fills them. (An empty
-    /// network record reads as none, as a missing one does.)
-    fn make_folder(&self, name: &str) -> std::io::Result<()> {
-        let dir = self.folders_dir.join(name);
-        let etc = dir.join("etc");
-        std::fs::create_dir_all(&etc)?;
-        for f in ["hosts", "hostname", "resolv.conf"] {
-            std::fs::File::create(etc.join(f))?;
-        }
-        for f in [PodNetwork::RECORD, crate::pod_worker::START_TIME] {
-            std::fs::File::create(dir.join(f))?;
-        }
-        crate::pod_worker::logs::make_spare(&dir)
-    }
-
     /// A wired namespace and, in it, a sandbox container. Without the container the network
     /// still serves: the pod's containers then start a shim of their own.
     async fn make(&self, name: &str) -> crate::error::Result<PodNetwork> {
-        if let Err(e) = self.make_folder(name) {
-            // The pod then makes its folder itself.
-            tracing::warn!(warm = %name, error = %e, "making a pod folder ahead");
-        }
-        let mut net = match self.network.setup(name).await {
-            Ok(net) => net,
-            Err(e) => {
-                self.drop_folder(name);
-                return Err(e);
-            }
-        };
+        let mut net = self.network.setup(name).await?;
         match self.runtime.create_sandbox(name, &net.netns).await {
             Ok(()) => net.sandbox = Some(name.to_string()),
             Err(e) => {
@@ -227,8 +172,6 @@ impl<R: ContainerRuntime> WarmSandboxes<R> {
     /// Sandbox containers, namespaces and addresses of warm sandboxes an earlier run made and
     /// no pod took.
     async fn release_left_over(&self) {
-        // Folders made ahead hold nothing yet: an earlier run's are only dropped.
-        let _ = std::fs::remove_dir_all(&self.folders_dir);
         let agent_prefix = prefix_for(&self.network.ipam_dir);
         let records: Vec<PodNetwork> = std::fs::read_dir(&self.pods_dir)
             .into_iter()

@@ -1,5 +1,4 @@
-//! When a pool of things made ahead of time (`crate::warm_sandboxes`, `crate::warm_roots`)
-//! may make more: only while no pod start holds a turn at the start gate and none has taken
+//! When a pool of things made ahead of time ([`super::sandboxes`]) may make more: only while no pod start holds a turn at the start gate and none has taken
 //! from the pool for a moment, so that a burst of starts does not share the CPU with it.
 
 use std::sync::Mutex;

@@ -1,0 +1,114 @@
+//! What a pod worker asks of the control plane: the data of ConfigMaps and Secrets it mounts
+//! or reads into the environment, its status report, and the last step of its deletion. The
+//! agent's is the object API [`Client`]; unit tests use one in memory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use skiff_proto::objects::{Api, ApiError, DeleteParams};
+use skiff_proto::{Client, ClientError};
+
+use super::config_sources::{ConfigError, SourceKind};
+
+/// Key → bytes of a ConfigMap or a Secret.
+pub type SourceData = BTreeMap<String, Vec<u8>>;
+
+/// The control-plane calls of a pod worker.
+pub trait PodApi: Send + Sync + 'static {
+    /// The data of ConfigMap or Secret `namespace/name`; `None` when it does not exist.
+    fn source_data(
+        &self,
+        namespace: &str,
+        kind: SourceKind,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<SourceData>, ConfigError>> + Send;
+
+    /// Replace the status of `pod` (its spec and metadata as the worker last saw them).
+    fn update_status(&self, pod: &Pod) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Remove pod `namespace/name` of uid `uid` for good, once its containers are gone; a pod
+    /// already gone is fine.
+    fn finish_delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+fn is_not_found(e: &ApiError) -> bool {
+    matches!(e, ApiError::Client(ClientError::Rejected(s)) if s.code() == tonic::Code::NotFound)
+}
+
+impl PodApi for Client {
+    async fn source_data(
+        &self,
+        namespace: &str,
+        kind: SourceKind,
+        name: &str,
+    ) -> Result<Option<SourceData>, ConfigError> {
+        match kind {
+            SourceKind::ConfigMap => {
+                let api: Api<ConfigMap> = Api::new(self.clone(), namespace);
+                match api.get(name).await {
+                    Ok(cm) => {
+                        let mut out: SourceData = cm
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect();
+                        for (k, v) in cm.binary_data.unwrap_or_default() {
+                            out.insert(k, v.0);
+                        }
+                        Ok(Some(out))
+                    }
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(ConfigError(format!("configmap {name:?}: {e}"))),
+                }
+            }
+            SourceKind::Secret => {
+                let api: Api<Secret> = Api::new(self.clone(), namespace);
+                match api.get(name).await {
+                    Ok(s) => {
+                        let mut out: SourceData = s
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect();
+                        for (k, v) in s.string_data.unwrap_or_default() {
+                            out.insert(k, v.into_bytes());
+                        }
+                        Ok(Some(out))
+                    }
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(ConfigError(format!("secret {name:?}: {e}"))),
+                }
+            }
+        }
+    }
+
+    async fn update_status(&self, pod: &Pod) -> Result<(), ApiError> {
+        let api: Api<Pod> = Api::new(
+            self.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+        );
+        api.update_status(pod).await.map(drop)
+    }
+
+    async fn finish_delete(&self, namespace: &str, name: &str, uid: &str) -> Result<(), ApiError> {
+        let api: Api<Pod> = Api::new(self.clone(), namespace);
+        let params = DeleteParams {
+            uid: uid.to_string(),
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
