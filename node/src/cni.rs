@@ -30,6 +30,13 @@ pub trait PodNetworking: Send + Sync + 'static {
         name: &str,
         pod_dir: &Path,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// Release `net`, the network of namespace `name` (before any record of it was written).
+    fn release(
+        &self,
+        name: &str,
+        net: &PodNetwork,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
 }
 
 impl PodNetworking for NetworkConfig {
@@ -39,6 +46,10 @@ impl PodNetworking for NetworkConfig {
 
     async fn teardown_pod(&self, name: &str, pod_dir: &Path) -> Result<()> {
         NetworkConfig::teardown_pod(self, name, pod_dir).await
+    }
+
+    async fn release(&self, name: &str, net: &PodNetwork) -> Result<()> {
+        self.teardown(name, net.cni_id.as_deref()).await
     }
 }
 

@@ -133,19 +133,16 @@ impl<E: WorkerEnv> Worker<E> {
     }
 
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), String> {
-        // A warm sandbox brings the pod's folder, made ahead: taken first, it needs no new one.
-        let warm = match self.net {
-            None => self.ctx.made_ahead.take_sandbox(&self.sandbox, &self.dir),
-            Some(_) => None,
-        };
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         if !self.started_once {
             // Once per worker, for a restarted agent to read back; later passes would only
             // rewrite the same value.
-            let _ = std::fs::write(self.dir.join(START_TIME), self.start_time.to_string());
+            if let Err(e) = std::fs::write(self.dir.join(START_TIME), self.start_time.to_string()) {
+                tracing::warn!(error = %e, "recording the pod's start time");
+            }
         }
         if self.net.is_none() {
-            let net = match warm {
+            let net = match self.ctx.made_ahead.take_sandbox(&self.sandbox, &self.dir) {
                 Some(net) => net,
                 None => self
                     .ctx
@@ -154,8 +151,24 @@ impl<E: WorkerEnv> Worker<E> {
                     .await
                     .map_err(|e| format!("creating the pod sandbox: {e}"))?,
             };
+            if let Err(e) = net.write_record(&self.dir) {
+                // The record is what says this network is the pod's: without it a restarted
+                // agent would take it for one no pod uses and release it under the running
+                // pod. Give it up now; the next pass tries again.
+                if let Some(id) = &net.sandbox {
+                    if let Err(e) = self.ctx.runtime.remove(id).await {
+                        tracing::warn!(sandbox = %id, error = %e, "removing an unrecorded sandbox");
+                    }
+                }
+                if let Err(e) = self.ctx.network.release(&self.sandbox, &net).await {
+                    tracing::warn!(error = %e, "releasing an unrecorded pod network");
+                }
+                return Err(format!(
+                    "recording the pod network in {}: {e}",
+                    self.dir.display()
+                ));
+            }
             tracing::info!(ip = %net.ip, netns = %net.netns.display(), "pod network ready");
-            let _ = net.write_record(&self.dir);
             self.write_etc_files(pod, &net.ip)
                 .map_err(|e| format!("writing /etc files: {e}"))?;
             self.net = Some(net);

@@ -42,6 +42,11 @@ impl PodNetworking for FakeNetwork {
         let _ = std::fs::remove_file(self.dir.join(name));
         Ok(())
     }
+
+    async fn release(&self, name: &str, _net: &PodNetwork) -> crate::error::Result<()> {
+        let _ = std::fs::remove_file(self.dir.join(name));
+        Ok(())
+    }
 }
 
 /// Records what the workers tell the control plane.
@@ -370,5 +375,29 @@ async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() 
     assert_eq!(
         node.api().last_status().and_then(|s| s.phase),
         Some("Pending".into())
+    );
+}
+
+#[tokio::test]
+async fn a_network_whose_record_cannot_be_written_is_given_up_and_no_container_starts() {
+    let node = Node::new();
+    // The record's path taken by a folder: the write fails.
+    std::fs::create_dir_all(node.pod_dir().join(PodNetwork::RECORD)).expect("a folder in the way");
+    let _h = PodHandle::spawn(node.ctx.clone(), pod(plain()));
+    until("the pod says why it waits", || {
+        node.api().saw(|s| {
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("recording the pod network"))
+        })
+    })
+    .await;
+    let netns: Vec<_> = std::fs::read_dir(&node.ctx.network.dir)
+        .expect("netns folder")
+        .collect();
+    assert!(netns.is_empty(), "the unrecorded network was released");
+    assert!(
+        node.runtime().started().is_empty(),
+        "no container without a recorded network"
     );
 }
