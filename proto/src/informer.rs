@@ -25,6 +25,22 @@ use crate::objects::{ObjectName, Selection, WatchItem};
 
 type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+/// A kind an informer caches: a Kubernetes type with object metadata, decoded from JSON.
+pub trait Cacheable:
+    k8s_openapi::Resource + k8s_openapi::Metadata<Ty = Meta> + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = Meta>
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What an informer tells its owner.
 #[derive(Debug)]
 pub enum InformerEvent<K> {
@@ -164,6 +180,19 @@ fn raw_name(bytes: &[u8]) -> Option<ObjectName> {
     ))
 }
 
+/// The resourceVersion of an object that does not decode as its kind (0 if none).
+fn raw_revision(bytes: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/metadata/resourceVersion")?
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// `namespace/name` of an object that does not decode as its kind, for the report.
 fn key_of_raw(bytes: &[u8]) -> String {
     raw_name(bytes).map_or_else(|| "(no name)".to_string(), |(ns, n)| format!("{ns}/{n}"))
@@ -178,12 +207,7 @@ pub struct InformerBuilder<K> {
 
 impl<K> InformerBuilder<K>
 where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     /// Keep index `name`: each object under the values `values_of` gives.
     pub fn index(
@@ -222,12 +246,7 @@ where
 
 impl<K> Informer<K>
 where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     /// Start an informer over `sel`; events go to the returned receiver (dropping it stops
     /// the informer).
@@ -353,12 +372,7 @@ async fn run_informer<K>(
     me: Informer<K>,
     tx: mpsc::Sender<InformerEvent<K>>,
 ) where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     let resource = K::URL_PATH_SEGMENT;
     let mut backoff = Duration::from_millis(100);
@@ -409,12 +423,7 @@ async fn watch_once<K>(
     tx: &mpsc::Sender<InformerEvent<K>>,
 ) -> WatchEnd
 where
-    K: k8s_openapi::Resource
-        + k8s_openapi::Metadata<Ty = Meta>
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     let resource = K::URL_PATH_SEGMENT;
     let mut watch = client.watch_objects(resource, sel, me.revision());
@@ -448,6 +457,9 @@ where
                     }
                     Err(e) => {
                         me.report_undecodable(resource, &b, &e);
+                        // The cache is behind on this object, but not on the revision: a
+                        // wait for it must not stall.
+                        me.advance(raw_revision(&b));
                         continue;
                     }
                 }

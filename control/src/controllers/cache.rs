@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
+use skiff_proto::informer::Cacheable;
 use skiff_proto::objects::{Informer, InformerBuilder, InformerEvent, Selection};
 use skiff_proto::Client;
 use tokio::sync::{broadcast, oneshot};
@@ -51,12 +52,7 @@ impl<K> Deref for Watched<K> {
 
 impl<K> Watched<K>
 where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     /// Start the informer of `builder`. `synced` fires after its first list; `tasks` gets the
     /// forwarder, whose end stops the informer.
@@ -104,12 +100,7 @@ where
 /// An informer of every `K`, with the indexes controllers share.
 pub fn builder<K>(client: &Client) -> InformerBuilder<K>
 where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     Informer::<K>::builder(client.clone(), Selection::default())
 }
@@ -117,12 +108,7 @@ where
 /// Index by controlling owner, by every owner, and orphans by namespace.
 pub fn with_owner_indexes<K>(b: InformerBuilder<K>) -> InformerBuilder<K>
 where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     b.index(CONTROLLER, |o: &K| {
         controller_uid(o.metadata())
@@ -150,12 +136,7 @@ where
 /// Index by namespace.
 pub fn with_namespace_index<K>(b: InformerBuilder<K>) -> InformerBuilder<K>
 where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     b.index(NAMESPACE, |o: &K| {
         vec![o.metadata().namespace.clone().unwrap_or_default()]
@@ -165,12 +146,7 @@ where
 /// Index by each label (`namespace/key=value`).
 pub fn with_label_index<K>(b: InformerBuilder<K>) -> InformerBuilder<K>
 where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     b.index(LABEL, |o: &K| {
         let m = o.metadata();

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use skiff_proto::Client;
 
 use super::cache::{self, Watched};
+use super::event_cleanup::EventStamp;
 use super::events::EventRecorder;
 use super::runner::metrics::ControllerMetrics;
 
@@ -61,8 +62,8 @@ pub struct Ctx {
     pub endpoints: Watched<Endpoints>,
     /// Node leases.
     pub leases: Watched<Lease>,
-    /// Events.
-    pub events: Watched<Event>,
+    /// Events, as much of them as their cleanup needs.
+    pub events: Watched<EventStamp>,
     /// Settings.
     pub settings: Settings,
     /// Where controllers record Events.

@@ -61,6 +61,14 @@ pub fn is_available(p: &Pod, min_ready_seconds: i32) -> bool {
     })
 }
 
+/// When an object was created, as Unix seconds (0 when unknown).
+pub fn created_at(meta: &ObjectMeta) -> i64 {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+}
+
 /// The revision carried by a write's answer, for read-your-writes waits.
 pub fn revision_of(meta: &ObjectMeta) -> u64 {
     meta.resource_version

@@ -706,6 +706,7 @@ impl ObjectStore {
                 }];
                 if gone {
                     ops.extend(strategy.release(&current.object));
+                    ops.extend(strategy.cascade(self, &self.registry, &current.object)?);
                 }
                 ops.extend(claims.ops);
                 let mut compares = vec![Compare::ModRevision {

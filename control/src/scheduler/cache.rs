@@ -144,6 +144,15 @@ impl SchedulerCache {
         );
     }
 
+    /// The pods placed by assumptions not yet confirmed.
+    pub fn assumed(&self) -> Vec<ObjectKey> {
+        self.placed
+            .iter()
+            .filter(|(_, p)| p.assumed_at.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Whether `key` is placed by an assumption not yet confirmed.
     pub fn is_assumed(&self, key: &ObjectKey) -> bool {
         self.placed.get(key).is_some_and(|p| p.assumed_at.is_some())

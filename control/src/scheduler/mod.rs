@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::controllers::context::Ctx;
 use crate::controllers::events::Involved;
-use crate::controllers::ownership::controller_uid;
+use crate::controllers::ownership::{controller_uid, created_at};
 use crate::controllers::runner::metrics::Figures;
 use crate::controllers::runner::ObjectKey;
 use cache::SchedulerCache;
@@ -71,8 +71,19 @@ pub async fn run(ctx: Arc<Ctx>) {
     let mut pods = ctx.pods.subscribe();
     let mut nodes = ctx.nodes.subscribe();
     let (failed_tx, mut failed) = mpsc::unbounded_channel();
+    // Why pods fit nowhere is written one report at a time, beside the placements: a burst
+    // of unplaceable pods must not flood the store that the placements and the user's
+    // writes need.
+    let (reports, mut to_report) = mpsc::unbounded_channel::<(Arc<Pod>, String)>();
+    let reporter_ctx = ctx.clone();
+    let _reporter = AbortOnDrop(tokio::spawn(async move {
+        while let Some((pod, message)) = to_report.recv().await {
+            report_unschedulable(&reporter_ctx, &pod, &message).await;
+        }
+    }));
     let mut s = Scheduler {
         figures: ctx.metrics.of(NAME),
+        reports,
         ctx,
         cache: SchedulerCache::default(),
         queue: SchedulingQueue::default(),
@@ -85,14 +96,14 @@ pub async fn run(ctx: Arc<Ctx>) {
         tokio::select! {
             e = pods.recv() => s.on_pod(e),
             e = nodes.recv() => s.on_node(e),
-            Some(k) = failed.recv() => s.bind_failed(&k),
+            Some((k, uid)) = failed.recv() => s.bind_failed(&k, &uid),
             _ = tick.tick() => s.periodic(),
         }
         // What else arrived meanwhile is taken in the same batch.
         drain(&mut pods, |e| s.on_pod(e));
         drain(&mut nodes, |e| s.on_node(e));
-        while let Ok(k) = failed.try_recv() {
-            s.bind_failed(&k);
+        while let Ok((k, uid)) = failed.try_recv() {
+            s.bind_failed(&k, &uid);
         }
         s.schedule_active().await;
         s.figures.depth.set(s.queue.len() as i64);
@@ -115,12 +126,22 @@ fn drain<T: Clone>(
     }
 }
 
+/// Aborts its task when dropped (the scheduler's own helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Scheduler {
     ctx: Arc<Ctx>,
+    reports: mpsc::UnboundedSender<(Arc<Pod>, String)>,
     cache: SchedulerCache,
     queue: SchedulingQueue,
     binds: Arc<Semaphore>,
-    failed_tx: mpsc::UnboundedSender<ObjectKey>,
+    failed_tx: mpsc::UnboundedSender<(ObjectKey, String)>,
     figures: Figures,
 }
 
@@ -130,6 +151,17 @@ impl Scheduler {
         let (nodes, pods) = (self.ctx.nodes.list(), self.ctx.pods.list());
         self.cache
             .rebuild(nodes.iter().map(|n| &**n), pods.iter().map(|p| &**p));
+        // An assumption holds only for a pod still waiting for its bind.
+        for key in self.cache.assumed() {
+            let waiting = self
+                .ctx
+                .pods
+                .get(&key.namespace, &key.name)
+                .is_some_and(|p| is_pending(&p));
+            if !waiting {
+                self.cache.forget(&key);
+            }
+        }
         self.queue.clear();
         for p in &pods {
             self.consider(p);
@@ -141,13 +173,7 @@ impl Scheduler {
         let key = ObjectKey::of(p);
         if is_pending(p) && !self.cache.is_assumed(&key) {
             let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-            let created = p
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-                .unwrap_or(0);
-            self.queue.add(key, priority, created);
+            self.queue.add(key, priority, created_at(&p.metadata));
         } else {
             self.queue.remove(&key);
         }
@@ -182,9 +208,18 @@ impl Scheduler {
         self.queue.nodes_changed();
     }
 
-    fn bind_failed(&mut self, key: &ObjectKey) {
+    /// The bind of pod `key` of uid `uid` failed: its assumption goes, unless the name is a
+    /// newer pod's by now.
+    fn bind_failed(&mut self, key: &ObjectKey, uid: &str) {
+        let now = self.ctx.pods.get(&key.namespace, &key.name);
+        if now
+            .as_ref()
+            .is_some_and(|p| p.metadata.uid.as_deref() != Some(uid))
+        {
+            return;
+        }
         self.cache.forget(key);
-        if let Some(p) = self.ctx.pods.get(&key.namespace, &key.name) {
+        if let Some(p) = now {
             self.consider(&p);
         }
     }
@@ -257,8 +292,7 @@ impl Scheduler {
             let message = unschedulable_message(total, &counts);
             let before = self.queue.unschedulable(key, message.clone());
             if before.as_deref() != Some(message.as_str()) {
-                let (ctx, pod) = (self.ctx.clone(), pod.clone());
-                tokio::spawn(async move { report_unschedulable(&ctx, &pod, &message).await });
+                let _ = self.reports.send((pod.clone(), message));
             }
             return false;
         };
@@ -269,12 +303,13 @@ impl Scheduler {
         };
         let api: Api<Pod> = Api::new(self.ctx.client.clone(), &key.namespace);
         let (key, failed) = (key.clone(), self.failed_tx.clone());
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let rv = pod.metadata.resource_version.clone();
         tokio::spawn(async move {
             let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
             if let Err(e) = api.patch(&key.name, &patch).await {
                 tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
-                let _ = failed.send(key);
+                let _ = failed.send((key, uid));
             }
             drop(permit);
         });

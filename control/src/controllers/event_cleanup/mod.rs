@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::Deserialize;
 use skiff_proto::ClientError;
 
 use super::context::Ctx;
@@ -14,6 +15,40 @@ use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, Runne
 
 /// The controller's name.
 pub const NAME: &str = "event-cleanup";
+
+/// An Event as the cleanup needs it: its metadata and when it last happened. The rest of the
+/// object is not decoded, so the leader's cache holds little per Event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStamp {
+    /// The Event's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// When it last happened.
+    #[serde(default)]
+    pub last_timestamp: Option<Time>,
+}
+
+impl k8s_openapi::Resource for EventStamp {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Event";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "events";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for EventStamp {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
@@ -25,13 +60,15 @@ pub async fn run(ctx: Arc<Ctx>) {
             ..Default::default()
         },
     )
-    .watches(ctx.events.subscribe(), |e: &Event| vec![ObjectKey::of(e)])
+    .watches(ctx.events.subscribe(), |e: &EventStamp| {
+        vec![ObjectKey::of(e)]
+    })
     .run()
     .await
 }
 
 /// When an event last happened, as Unix seconds.
-pub fn last_seen(e: &Event) -> Option<i64> {
+pub fn last_seen(e: &EventStamp) -> Option<i64> {
     e.last_timestamp
         .as_ref()
         .or(e.metadata.creation_timestamp.as_ref())

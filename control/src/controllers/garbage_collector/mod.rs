@@ -182,10 +182,14 @@ impl GarbageCollector {
         let exists = if cached.is_some_and(|m| m.uid.as_deref() == Some(r.uid.as_str())) {
             true
         } else {
-            let Some(kind) = kinds::KINDS.iter().find(|k| k.kind == r.kind) else {
-                // A kind this cluster does not serve cannot have an object here.
-                known.insert(r.uid.clone(), false);
-                return Ok(false);
+            let Some(kind) = kinds::KINDS
+                .iter()
+                .find(|k| k.kind == r.kind && k.api_version() == r.api_version)
+            else {
+                // A kind this collector does not know (one a registry added, say): never
+                // taken for gone.
+                known.insert(r.uid.clone(), true);
+                return Ok(true);
             };
             let ns = if kind.namespaced { namespace } else { "" };
             match self

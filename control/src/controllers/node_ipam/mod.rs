@@ -4,7 +4,7 @@
 //! reconciles twice cannot hand a block out twice: the loser's update is a conflict and it
 //! re-reads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub async fn run(ctx: Arc<Ctx>) {
         NodeIpam {
             ctx: ctx.clone(),
             range,
-            handed_out: Mutex::new(BTreeSet::new()),
+            handed_out: Mutex::new(BTreeMap::new()),
         },
         ctx.metrics.of(NAME),
         RunnerSettings::default(),
@@ -51,9 +51,10 @@ pub async fn run(ctx: Arc<Ctx>) {
 pub struct NodeIpam {
     ctx: Arc<Ctx>,
     range: Cidr,
-    /// Blocks handed out that the cache may not show yet; a block is picked and recorded
-    /// here in one step, so two nodes reconciled at once never get the same one.
-    handed_out: Mutex<BTreeSet<String>>,
+    /// Blocks handed out that the cache may not show yet, and to which node; a block is
+    /// picked and recorded here in one step, against the cache as it is then, so two nodes
+    /// reconciled at once never get the same one.
+    handed_out: Mutex<BTreeMap<String, String>>,
 }
 
 impl Reconciler for NodeIpam {
@@ -76,26 +77,32 @@ impl Reconciler for NodeIpam {
         {
             return Ok(Action::done());
         }
-        let in_cache: BTreeSet<String> = self
-            .ctx
-            .nodes
-            .list()
-            .iter()
-            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-            .collect();
         let block = {
             let mut handed_out = match self.handed_out.lock() {
                 Ok(h) => h,
                 Err(p) => p.into_inner(),
             };
-            handed_out.retain(|b| !in_cache.contains(b));
-            let taken: BTreeSet<String> = in_cache.union(&handed_out).cloned().collect();
+            // Read under the lock: a block the cache shows is never forgotten before every
+            // later pick sees it there (the cache only moves forward).
+            let nodes = self.ctx.nodes.list();
+            let in_cache: BTreeSet<String> = nodes
+                .iter()
+                .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+                .collect();
+            let node_names: BTreeSet<&str> = nodes
+                .iter()
+                .filter_map(|n| n.metadata.name.as_deref())
+                .collect();
+            // Forget a block once the cache shows it, or its node is gone.
+            handed_out.retain(|b, n| !in_cache.contains(b) && node_names.contains(n.as_str()));
+            let taken: BTreeSet<String> =
+                in_cache.iter().chain(handed_out.keys()).cloned().collect();
             let Some(block) = first_free(self.range, self.ctx.settings.node_cidr_prefix, &taken)
             else {
                 tracing::warn!(range = %self.range, "the pod range is exhausted; node gets no pod CIDR");
                 return Ok(Action::done());
             };
-            handed_out.insert(block.to_string());
+            handed_out.insert(block.to_string(), key.name.clone());
             block
         };
         let mut next = (*node).clone();
@@ -109,8 +116,16 @@ impl Reconciler for NodeIpam {
                 Ok(Action::done().wrote(revision_of(&n.metadata)))
             }
             Err(e) => {
-                if let Ok(mut h) = self.handed_out.lock() {
-                    h.remove(&block.to_string());
+                // A refusal wrote nothing: the block is free again. Any other failure may
+                // have written it: it stays handed out until the cache says.
+                let refused = matches!(
+                    &e,
+                    skiff_proto::objects::ApiError::Client(skiff_proto::ClientError::Rejected(_))
+                );
+                if refused {
+                    if let Ok(mut h) = self.handed_out.lock() {
+                        h.remove(&block.to_string());
+                    }
                 }
                 Err(e.into())
             }

@@ -235,8 +235,10 @@ async fn reconcile(ctx: &Ctx, node: &Node, silent_for: Duration) -> Result<Actio
 
 async fn mark(ctx: &Ctx, node: &Node, unreachable: bool) -> Result<(), ReconcileError> {
     let api: Api<Node> = Api::new(ctx.client.clone(), "");
+    // Both writes compare-and-swap on the version read: a change made meanwhile (a pod CIDR
+    // handed out, the agent's own status) is a conflict, retried on a fresh copy, never
+    // overwritten.
     let mut next = node.clone();
-    next.metadata.resource_version = None;
     let spec = next.spec.get_or_insert_with(Default::default);
     let mut taints: Vec<Taint> = spec
         .taints
@@ -292,7 +294,6 @@ async fn mark(ctx: &Ctx, node: &Node, unreachable: bool) -> Result<(), Reconcile
             ..Default::default()
         });
         status.conditions = Some(conditions);
-        with_status.metadata.resource_version = None;
         api.update_status(&with_status).await?;
     }
     Ok(())

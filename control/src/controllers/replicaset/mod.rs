@@ -16,7 +16,7 @@ use skiff_proto::objects::{Api, ApiError};
 use super::cache::{self, controlled_by};
 use super::context::Ctx;
 use super::ownership::{
-    controller_ref, controller_uid, is_active, is_available, is_ready, revision_of,
+    controller_ref, controller_uid, created_at, is_active, is_available, is_ready, revision_of,
 };
 use super::runner::{Action, ObjectKey, ReconcileError, Reconciler, Runner, RunnerSettings};
 use crate::objects::selectors::Selector;
@@ -112,12 +112,7 @@ pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>) {
         Some("Unknown") => 1,
         _ => 2,
     };
-    let created = p
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .unwrap_or(0);
+    let created = created_at(&p.metadata);
     (
         u8::from(scheduled),
         phase,
@@ -157,11 +152,14 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet) -> Result<Action, ReconcileError>
                 .cloned()
                 .collect();
             let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-            if let Ok(p) = pods_api
+            match pods_api
                 .patch(p.metadata.name.as_deref().unwrap_or(""), &patch)
                 .await
             {
-                last = last.max(revision_of(&p.metadata));
+                Ok(p) => last = last.max(revision_of(&p.metadata)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
     }
@@ -174,12 +172,17 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet) -> Result<Action, ReconcileError>
                 let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": p.metadata.resource_version}});
-                if let Ok(p) = pods_api
+                match pods_api
                     .patch(p.metadata.name.as_deref().unwrap_or(""), &patch)
                     .await
                 {
-                    last = last.max(revision_of(&p.metadata));
-                    mine.push(Arc::new(p));
+                    Ok(p) => {
+                        last = last.max(revision_of(&p.metadata));
+                        mine.push(Arc::new(p));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -230,9 +233,15 @@ async fn reconcile(ctx: &Ctx, rs: &ReplicaSet) -> Result<Action, ReconcileError>
             async move { api.delete(&pod_name, &Default::default()).await }
         });
         for r in futures::future::join_all(deletes).await {
-            if let Err(e) = r {
-                tracing::debug!(replicaset = %name, error = %e, "deleting a pod failed");
-                failed.get_or_insert(e);
+            match r {
+                // Gone already: what the delete was for (the cache had not shown it yet).
+                Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
+                    if s.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(replicaset = %name, error = %e, "deleting a pod failed");
+                    failed.get_or_insert(e);
+                }
+                Ok(_) => {}
             }
         }
         active.truncate(0);

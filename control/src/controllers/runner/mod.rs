@@ -158,6 +158,9 @@ pub struct RunnerSettings {
     pub backoff_cap: Duration,
     /// Longest wait for the caches to show a key's last write.
     pub own_writes_wait: Duration,
+    /// Every key is reconciled again this often (jittered), a safety net for what no event
+    /// brings back (a write that failed unseen, an owner of a kind not watched); `None`: never.
+    pub resync: Option<Duration>,
 }
 
 impl Default for RunnerSettings {
@@ -167,6 +170,7 @@ impl Default for RunnerSettings {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(30),
             own_writes_wait: Duration::from_secs(5),
+            resync: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -182,6 +186,8 @@ struct Shared<K> {
     state: Mutex<State<K>>,
     wake: Notify,
     figures: Figures,
+    /// Workers that may wait for a key.
+    workers: usize,
 }
 
 impl<K: Clone + Eq + Hash + Ord> Shared<K> {
@@ -206,13 +212,11 @@ impl<K: Clone + Eq + Hash + Ord> Shared<K> {
         if keys.is_empty() {
             return;
         }
-        self.with(|s| {
-            for k in keys {
-                s.queue.add(k);
-            }
-        });
-        self.wake.notify_waiters();
-        self.wake.notify_one();
+        let added = self.with(|s| keys.into_iter().filter(|k| s.queue.add(k.clone())).count());
+        // A worker per new key, at most all of them; keys queued already need none.
+        for _ in 0..added.min(self.workers) {
+            self.wake.notify_one();
+        }
     }
 
     /// The next key to reconcile, waiting for one (or for a delayed one to come due).
@@ -293,6 +297,7 @@ impl<R: Reconciler> Runner<R> {
                 }),
                 wake: Notify::new(),
                 figures,
+                workers: settings.workers.max(1),
             }),
             settings,
             sources: Vec::new(),
@@ -359,6 +364,17 @@ impl<R: Reconciler> Runner<R> {
             sources,
         } = self;
         shared.add_all(reconciler.all_keys());
+        let resync = settings.resync.map(|period| {
+            let (reconciler, shared) = (reconciler.clone(), shared.clone());
+            async move {
+                loop {
+                    let jitter = rand::random::<f64>() * 0.2 + 0.9;
+                    tokio::time::sleep(period.mul_f64(jitter)).await;
+                    shared.add_all(reconciler.all_keys());
+                }
+            }
+            .boxed()
+        });
         let workers = (0..settings.workers.max(1)).map(|_| {
             let (reconciler, shared, settings) =
                 (reconciler.clone(), shared.clone(), settings.clone());
@@ -370,7 +386,7 @@ impl<R: Reconciler> Runner<R> {
             }
             .boxed()
         });
-        futures::future::join_all(sources.into_iter().chain(workers)).await;
+        futures::future::join_all(sources.into_iter().chain(resync).chain(workers)).await;
     }
 }
 

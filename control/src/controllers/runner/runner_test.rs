@@ -95,6 +95,7 @@ fn runner(fake: &Arc<Fake>) -> Runner<Arc<Fake>> {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(1),
             own_writes_wait: Duration::from_secs(5),
+            resync: None,
         },
     )
 }
@@ -312,7 +313,10 @@ async fn a_key_is_reconciled_again_only_once_the_caches_show_its_last_write() {
     let r = Runner::new(
         writer.clone(),
         ControllerMetrics::default().of("writer"),
-        RunnerSettings::default(),
+        RunnerSettings {
+            resync: None,
+            ..Default::default()
+        },
     );
     let handle = r.handle();
     let task = tokio::spawn(r.run());
@@ -340,7 +344,14 @@ async fn queue_depth_outcomes_and_latency_are_counted() {
         .insert("bad".into(), VecDeque::from([Err(())]));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
-    let r = Runner::new(fake.clone(), metrics.of("fake"), RunnerSettings::default());
+    let r = Runner::new(
+        fake.clone(),
+        metrics.of("fake"),
+        RunnerSettings {
+            resync: None,
+            ..Default::default()
+        },
+    );
     let handle = r.handle();
     for k in ["a", "b", "bad"] {
         handle.add(k.to_string());
@@ -358,6 +369,32 @@ async fn queue_depth_outcomes_and_latency_are_counted() {
     assert_eq!(
         counts.get("skiff_controller_reconcile_duration_seconds_count{controller=\"fake\"}"),
         Some(&"4")
+    );
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_key_is_reconciled_again_after_the_resync_period() {
+    let fake = Arc::new(Fake {
+        keys: vec!["x".into()],
+        ..Default::default()
+    });
+    let r = Runner::new(
+        fake.clone(),
+        ControllerMetrics::default().of("fake"),
+        RunnerSettings {
+            resync: Some(Duration::from_secs(600)),
+            ..Default::default()
+        },
+    );
+    let task = tokio::spawn(r.run());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(fake.calls_of("x").len(), 1, "once at start");
+    tokio::time::sleep(Duration::from_secs(700)).await;
+    assert_eq!(
+        fake.calls_of("x").len(),
+        2,
+        "and once after a period, 540-660 s"
     );
     task.abort();
 }

@@ -6,12 +6,11 @@
 //! per replaced pod; then the ratio of the two sizes' CPU per replaced pod.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_e2e::{binary, Cluster, MemberOptions};
+use skiff_e2e::Cluster;
 use skiff_proto::objects::{Selection, WatchItem};
 use skiff_proto::Client;
 
@@ -305,50 +304,7 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
         "# skiff-bench controllers: {} hollow nodes, 3 control nodes; churn of {} pod deletions/s for {} s at {} and at {} pods",
         args.nodes, args.rate, args.churn_secs, args.small, args.large
     );
-    let cluster = Cluster::start(3, MemberOptions::default());
-    cluster.wait_leader(Duration::from_secs(20)).await;
-    let client = Client::new(&cluster.endpoints())?;
-    while client
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = std::fs::File::create(cluster.dir().join("hollow.log"))?;
-    let mut hollow = Command::new(binary("skiff"))
-        .args([
-            "hollow-node",
-            "--count",
-            &args.nodes.to_string(),
-            "--prefix",
-            "h",
-            "--cpu",
-            "64",
-            "--memory",
-            "256Gi",
-        ])
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let n = client
-            .list_objects("nodes", &Selection::default())
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        if n >= args.nodes {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {n} of {} hollow nodes registered",
-            args.nodes
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (cluster, client, hollow) = super::hollow_cluster::start(args.nodes, "64", "256Gi").await?;
     let pods = Arc::new(Mutex::new(Pods::default()));
     let from = client.status().await?.revision;
     let follower = tokio::spawn(follow(client.clone(), from, pods.clone()));
@@ -383,8 +339,7 @@ pub async fn run(args: ControllersArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let _ = hollow.kill();
-    let _ = hollow.wait();
+    drop(hollow);
     follower.abort();
     let (a, b) = (&results[0], &results[1]);
     let errors = results

@@ -19,6 +19,7 @@ use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
 mod controllers;
+mod hollow_cluster;
 mod objects;
 mod pods;
 mod proxy;

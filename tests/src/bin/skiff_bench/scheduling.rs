@@ -3,13 +3,10 @@
 //! memory at that scale.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_e2e::{binary, Cluster, MemberOptions};
 use skiff_proto::objects::{Selection, WatchItem};
-use skiff_proto::Client;
 
 use super::median;
 
@@ -37,51 +34,7 @@ struct RunResult {
 }
 
 async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
-    let cluster = Cluster::start(3, MemberOptions::default());
-    cluster.wait_leader(Duration::from_secs(20)).await;
-    let client = Client::new(&cluster.endpoints())?;
-    while client
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = std::fs::File::create(cluster.dir().join("hollow.log"))?;
-    let mut hollow = Command::new(binary("skiff"))
-        .args([
-            "hollow-node",
-            "--count",
-            &args.nodes.to_string(),
-            "--prefix",
-            "h",
-            "--cpu",
-            "32",
-            "--memory",
-            "128Gi",
-        ])
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    // All nodes registered and Ready.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let n = client
-            .list_objects("nodes", &Selection::default())
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
-        if n >= args.nodes {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {n} of {} hollow nodes registered",
-            args.nodes
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (cluster, client, hollow) = super::hollow_cluster::start(args.nodes, "32", "128Gi").await?;
     let total = args.deployments * args.replicas;
     let start_rev = client.status().await?.revision;
     let mut watch = client.watch_objects("pods", &Selection::default(), start_rev);
@@ -145,8 +98,7 @@ async fn one_run(args: &SchedulingArgs) -> anyhow::Result<RunResult> {
         .values()
         .map(|m| m.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0))
         .collect();
-    let _ = hollow.kill();
-    let _ = hollow.wait();
+    drop(hollow);
     Ok(RunResult {
         binds_per_sec: total as f64 / (last - first).as_secs_f64().max(0.001),
         apply_to_running: all_running.unwrap_or_default(),
