@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub node_name: String,
     /// Control-plane endpoints.
     pub endpoints: Vec<String>,
+    /// The cluster the agent may join: it refuses a control plane that answers with another.
+    pub cluster_id: Option<String>,
     /// containerd's socket.
     pub containerd_socket: PathBuf,
     /// The agent's containerd namespace.
@@ -99,6 +101,10 @@ pub struct Agent {
 pub async fn start(
     cfg: AgentConfig,
 ) -> Result<(Agent, tokio::sync::mpsc::Receiver<InformerEvent<Pod>>)> {
+    // Another cluster's control plane is refused before anything on the host is touched.
+    if let Some(expected) = &cfg.cluster_id {
+        registration::check_cluster(&cfg.endpoints, expected).await?;
+    }
     let pods_dir = cfg.data_dir.join("pods");
     std::fs::create_dir_all(&pods_dir).map_err(Error::io(&pods_dir))?;
     let runtime = Containerd::connect(

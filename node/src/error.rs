@@ -90,6 +90,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The control plane at an endpoint belongs to another cluster than the one named.
+    #[error("the control plane at {endpoint} is cluster {found:?}, not {expected:?}: refusing to join it")]
+    WrongCluster {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The cluster id the agent was given.
+        expected: String,
+        /// The cluster id it answered with.
+        found: String,
+    },
     /// A call timed out.
     #[error("{what} timed out")]
     Timeout {

@@ -16,6 +16,7 @@ use serde_json::json;
 use skiff_proto::objects::Api;
 use skiff_proto::Client;
 
+use crate::error::Error;
 use crate::host::HostInfo;
 
 /// What the Node says about this agent.
@@ -119,6 +120,37 @@ fn status_of(f: &NodeFacts) -> NodeStatus {
 }
 
 /// Register the Node (or report it Ready again) and wait for its pod CIDR.
+/// Wait until a control node answers, and refuse to go on when one belongs to another cluster
+/// than `expected`: an agent started for one cluster must never register with another that
+/// happens to listen at its endpoints.
+pub async fn check_cluster(endpoints: &[String], expected: &str) -> Result<(), Error> {
+    let mut waited = 0u32;
+    loop {
+        let mut answered = false;
+        for endpoint in endpoints {
+            let Ok(status) = Client::status_of(endpoint).await else {
+                continue;
+            };
+            if status.cluster_id != expected {
+                return Err(Error::WrongCluster {
+                    endpoint: endpoint.clone(),
+                    expected: expected.to_string(),
+                    found: status.cluster_id,
+                });
+            }
+            answered = true;
+        }
+        if answered {
+            return Ok(());
+        }
+        if waited.is_multiple_of(20) {
+            tracing::warn!(?endpoints, "no control node answers yet; waiting");
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub async fn register(client: &Client, f: &NodeFacts) -> String {
     let api: Api<Node> = Api::new(client.clone(), "");
     let node = Node {

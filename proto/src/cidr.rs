@@ -91,6 +91,11 @@ impl Cidr {
         u32::from(ip) & mask(self.len) == u32::from(self.addr)
     }
 
+    /// Whether the two ranges share an address (one holds the other).
+    pub fn overlaps(self, other: Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
     /// How many addresses the range holds.
     pub fn size(self) -> u64 {
         1u64 << (32 - u32::from(self.len))
@@ -100,6 +105,15 @@ impl Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_overlap_when_one_holds_the_other() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(c("10.96.0.0/12").overlaps(c("10.97.0.0/16")));
+        assert!(c("10.97.0.0/16").overlaps(c("10.96.0.0/12")));
+        assert!(!c("10.244.0.0/16").overlaps(c("10.245.0.0/16")));
+        assert!(c("0.0.0.0/0").overlaps(c("10.1.0.0/16")));
+    }
 
     #[test]
     fn blocks_are_carved_in_order() {

@@ -31,7 +31,7 @@ enum Command {
     /// Run a local HA cluster (three control nodes on loopback, data under ./.skiff/).
     Up(up::UpArgs),
     /// Run the node agent: the pods bound to this node, on containerd.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
     /// Simulate nodes (register, renew leases, report bound pods Running; no containers).
     HollowNode(hollow_cmd::HollowArgs),
 }
@@ -50,10 +50,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
     // A network namespace is joined per thread: before the runtime starts any.
-    if let Command::Node(node_cmd::NodeArgs {
-        netns: Some(ns), ..
-    }) = &cli.command
-    {
+    if let Some(ns) = match &cli.command {
+        Command::Node(args) => args.netns.as_ref(),
+        _ => None,
+    } {
         if let Err(e) = node_cmd::join_netns(ns) {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::FAILURE;
@@ -74,7 +74,7 @@ fn main() -> std::process::ExitCode {
             Command::Control(args) => control_cmd::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::HollowNode(args) => hollow_cmd::run(args).await,
-            Command::Node(args) => node_cmd::run(args).await,
+            Command::Node(args) => node_cmd::run(*args).await,
         }
     });
     match result {

@@ -21,6 +21,10 @@ pub struct NodeArgs {
     /// Control-plane endpoints, HOST:PORT,...
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// The cluster this node joins: a control plane that answers with another cluster id is
+    /// refused (the agent exits) instead of joined.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
     /// containerd's socket.
     #[arg(long, default_value = "/run/containerd/containerd.sock")]
     pub containerd_socket: PathBuf,
@@ -229,6 +233,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig {
         node_name: name.clone(),
         endpoints: args.endpoints.clone(),
+        cluster_id: args.cluster_id.clone(),
         containerd_socket: args.containerd_socket.clone(),
         containerd_namespace: args.containerd_namespace.clone(),
         data_dir: args.data_dir.clone(),

@@ -2,7 +2,8 @@
 //! node agent runs a pod, and Ctrl-C (SIGINT to the whole foreground process group) stops
 //! everything, the pod's container and shim included, and removes what it mounted, the pod's
 //! network namespace included. A second `skiff up` runs the pod again, without leaking its
-//! first address.
+//! first address. Beside another cluster, `skiff up` refuses taken ports and runs on others;
+//! it restarts a member that dies.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -89,10 +90,15 @@ struct Up {
 
 impl Up {
     fn start(dir: &Path, base_port: u16, log_name: &str) -> Self {
+        Self::start_with(dir, base_port, log_name, &[])
+    }
+
+    fn start_with(dir: &Path, base_port: u16, log_name: &str, extra: &[&str]) -> Self {
         let log = dir.join(log_name);
         let file = std::fs::File::create(&log).expect("log");
         let child = Command::new(binary("skiff"))
             .args(["up", "--base-port", &base_port.to_string()])
+            .args(extra)
             .current_dir(dir)
             .process_group(0)
             .stdin(Stdio::null())
@@ -125,14 +131,19 @@ impl Up {
 
     /// Ctrl-C (the whole group gets SIGINT, containerd included); then nothing of it may be
     /// left: no process, no mount, not the pod's network namespace `netns`.
-    fn ctrl_c_leaves_nothing(mut self, netns: &Path) {
+    fn ctrl_c_leaves_nothing(self, netns: &Path) {
+        self.ctrl_c_leaves_nothing_of(netns, POD_COMMAND)
+    }
+
+    /// [`Self::ctrl_c_leaves_nothing`] for a pod that runs `pod_command`.
+    fn ctrl_c_leaves_nothing_of(mut self, netns: &Path, pod_command: &str) {
         let socket = self.dir.join(".skiff/containerd/containerd.sock");
         let socket = socket.display().to_string();
         let mut running = pids_mentioning(&socket);
-        running.extend(pids_mentioning(POD_COMMAND));
+        running.extend(pids_mentioning(pod_command));
         assert!(
             !processes_mentioning(&socket).is_empty()
-                && !processes_mentioning(POD_COMMAND).is_empty(),
+                && !processes_mentioning(pod_command).is_empty(),
             "the pod's container and shim run against skiff up's containerd"
         );
         assert!(netns.exists(), "the pod's namespace {netns:?} is there");
@@ -161,7 +172,7 @@ impl Up {
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut left = processes_mentioning(&socket);
-        left.extend(processes_mentioning(POD_COMMAND));
+        left.extend(processes_mentioning(pod_command));
         assert!(
             left.is_empty(),
             "processes left after Ctrl-C: {left:?}\n{}",
@@ -288,4 +299,278 @@ fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_aga
     let logs = skiffctl(&dir, &endpoints, &["logs", "hello"], None);
     assert!(logs.contains("hello from skiff up"), "logs: {logs}");
     up.ctrl_c_leaves_nothing(&netns);
+}
+
+fn endpoints_from(base_port: u16) -> String {
+    (0..3)
+        .map(|i| format!("127.0.0.1:{}", base_port + i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A base port whose four ports (three members, the agent) are free and clear of `others`'.
+fn base_port_clear_of(others: &[u16]) -> u16 {
+    loop {
+        let p = free_port();
+        let clear = others.iter().all(|o| p.abs_diff(*o) > 8);
+        let free = (p..p + 4).all(|q| std::net::TcpListener::bind(("0.0.0.0", q)).is_ok());
+        if clear && free && p < u16::MAX - 8 {
+            return p;
+        }
+    }
+}
+
+/// The cluster's nodes: name, uid and the agent's port each reports.
+fn nodes(dir: &Path, endpoints: &str) -> Vec<(String, String, i64)> {
+    let out = skiffctl(dir, endpoints, &["get", "nodes", "-o", "json"], None);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("node list json");
+    let mut nodes: Vec<(String, String, i64)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            (
+                n.pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                n.pointer("/metadata/uid")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                n.pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// Wait until the cluster has node `local`; returns the node list.
+fn registered(dir: &Path, endpoints: &str) -> Vec<(String, String, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = nodes(dir, endpoints);
+        if found.iter().any(|n| n.0 == "local") {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "node local never registered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Import busybox and run pod `hello` with `command` in the cluster of `dir`; returns the
+/// running pod.
+fn run_hello(dir: &Path, endpoints: &str, command: &str) -> serde_json::Value {
+    let archive = dir.join("busybox.tar");
+    std::fs::write(
+        &archive,
+        OciImage::busybox("up").archive("example.test/up/busybox:1"),
+    )
+    .expect("archive");
+    let archive = archive.display().to_string();
+    skiffctl(
+        dir,
+        endpoints,
+        &["image", "import", "--node", "local", &archive],
+        None,
+    );
+    skiffctl(
+        dir,
+        endpoints,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: hello}}\nspec:\n  containers:\n  - {{name: c, image: \"example.test/up/busybox:1\", imagePullPolicy: Never, command: [\"sh\", \"-c\", \"echo hello from {}; exec {command}\"]}}\n",
+            dir.display()
+        )),
+    );
+    running_hello(dir, endpoints)
+}
+
+fn pod_netns(pod: &serde_json::Value) -> std::path::PathBuf {
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(|u| u.as_str())
+        .expect("uid");
+    skiff_node::netns::path(&skiff_node::pod_worker::sandbox_name(uid))
+}
+
+#[test]
+fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_its_own_node() {
+    require_system_parts();
+    let tmp_a = tempfile::tempdir().expect("tempdir");
+    let tmp_b = tempfile::tempdir().expect("tempdir");
+    let dir_a = std::fs::canonicalize(tmp_a.path()).expect("canonical dir");
+    let dir_b = std::fs::canonicalize(tmp_b.path()).expect("canonical dir");
+    let port_a = base_port_clear_of(&[]);
+    let endpoints_a = endpoints_from(port_a);
+    let up_a = Up::start(&dir_a, port_a, "up.log");
+    let nodes_a = registered(&dir_a, &endpoints_a);
+    assert_eq!(nodes_a.len(), 1, "{nodes_a:?}");
+    assert_eq!(
+        nodes_a[0].2,
+        i64::from(port_a) + 3,
+        "the agent takes the port after the members"
+    );
+    let pod_a = run_hello(&dir_a, &endpoints_a, "sleep 3597");
+
+    // The same ports: refused before anything starts, naming the port and the way out.
+    let second = Command::new(binary("skiff"))
+        .args(["up", "--base-port", &port_a.to_string()])
+        .current_dir(&dir_b)
+        .stdin(Stdio::null())
+        .output()
+        .expect("skiff up");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second skiff up succeeded: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("port {port_a}")) && stderr.contains("--base-port"),
+        "{stderr}"
+    );
+    assert_eq!(
+        processes_mentioning(&dir_b.display().to_string()),
+        Vec::<String>::new(),
+        "nothing of the refused skiff up may run"
+    );
+    assert_eq!(
+        nodes(&dir_a, &endpoints_a),
+        nodes_a,
+        "the first cluster's nodes changed"
+    );
+
+    // A node agent given another cluster's id refuses the first cluster's control plane.
+    let stranger_dir = dir_b.join("stranger");
+    let stranger = Command::new(binary("skiff"))
+        .args(["node", "--name", "stranger", "--endpoints", &endpoints_a])
+        .args(["--cluster-id", "skiff-local-someone-else"])
+        .arg("--containerd-socket")
+        .arg(dir_a.join(".skiff/containerd/containerd.sock"))
+        .arg("--data-dir")
+        .arg(&stranger_dir)
+        .args([
+            "--agent-port",
+            &free_port().to_string(),
+            "--bridge",
+            "skiffst0",
+            "--no-proxy",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("skiff node");
+    let log = String::from_utf8_lossy(&stranger.stderr).into_owned()
+        + &String::from_utf8_lossy(&stranger.stdout);
+    assert!(!stranger.status.success(), "the stranger agent ran: {log}");
+    assert!(log.contains("refusing to join"), "{log}");
+    assert_eq!(
+        nodes(&dir_a, &endpoints_a),
+        nodes_a,
+        "the stranger registered"
+    );
+
+    // Other ports: both run, each with its own node, network and pod.
+    let port_b = base_port_clear_of(&[port_a]);
+    let endpoints_b = endpoints_from(port_b);
+    let up_b = Up::start(&dir_b, port_b, "up.log");
+    let nodes_b = registered(&dir_b, &endpoints_b);
+    assert_eq!(nodes_b.len(), 1, "{nodes_b:?}");
+    assert_ne!(nodes_b[0].1, nodes_a[0].1, "one node in two clusters");
+    assert_eq!(nodes_b[0].2, i64::from(port_b) + 3);
+    assert_eq!(
+        nodes(&dir_a, &endpoints_a),
+        nodes_a,
+        "the first cluster's nodes changed"
+    );
+    let pod_b = run_hello(&dir_b, &endpoints_b, "sleep 3598");
+    let ip = |p: &serde_json::Value| {
+        p.pointer("/status/podIP")
+            .and_then(|i| i.as_str())
+            .map(String::from)
+    };
+    assert_ne!(
+        ip(&pod_a),
+        ip(&pod_b),
+        "two clusters' pods share an address"
+    );
+    let logs_b = skiffctl(&dir_b, &endpoints_b, &["logs", "hello"], None);
+    assert!(
+        logs_b.contains(&format!("hello from {}", dir_b.display())),
+        "{logs_b}"
+    );
+
+    // Stopping the second leaves the first running.
+    up_b.ctrl_c_leaves_nothing_of(&pod_netns(&pod_b), "sleep 3598");
+    let again = running_hello(&dir_a, &endpoints_a);
+    assert_eq!(
+        again.pointer("/metadata/uid"),
+        pod_a.pointer("/metadata/uid")
+    );
+    let logs_a = skiffctl(&dir_a, &endpoints_a, &["logs", "hello"], None);
+    assert!(
+        logs_a.contains(&format!("hello from {}", dir_a.display())),
+        "{logs_a}"
+    );
+    up_a.ctrl_c_leaves_nothing_of(&pod_netns(&pod_a), "sleep 3597");
+}
+
+#[test]
+fn a_member_killed_under_up_is_reported_once_restarted_and_catches_up() {
+    require_system_parts();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
+    let base_port = base_port_clear_of(&[]);
+    let endpoints = endpoints_from(base_port);
+    let up = Up::start_with(&dir, base_port, "up.log", &["--no-node"]);
+    let cluster = std::fs::read_to_string(dir.join(".skiff/cluster-id")).expect("cluster id");
+    let member = format!("127.0.0.1:{}", base_port + 1);
+    let data = format!("{}/.skiff/control-2 ", dir.display());
+    let pids = pids_mentioning(&data);
+    assert_eq!(pids.len(), 1, "control node 2: {pids:?}");
+    nix::sys::signal::kill(Pid::from_raw(pids[0].0 as i32), Signal::SIGKILL).expect("kill");
+
+    // A write it misses while down.
+    skiffctl(
+        &dir,
+        &endpoints,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: while-down}\ndata: {k: v}\n"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = |addr: &str| runtime.block_on(skiff_proto::Client::status_of(addr));
+    let leader_applied = endpoints
+        .split(',')
+        .filter_map(|e| status(e).ok())
+        .find(|s| s.leader == s.member_id)
+        .expect("a leader answers")
+        .applied_index;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = up.log();
+        let back = log.contains(&format!("control node 2 ({member}) started again"));
+        let caught_up = status(&member).is_ok_and(|s| {
+            s.cluster_id == cluster.trim() && s.applied_index >= leader_applied && s.leader != 0
+        });
+        if back && caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "control node 2 did not come back: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = up.log();
+    assert_eq!(
+        log.matches(&format!("control node 2 ({member}) exited"))
+            .count(),
+        1,
+        "its exit is reported once: {log}"
+    );
+    let pids = pids_mentioning(&data);
+    assert_eq!(pids.len(), 1, "one control node 2 runs: {pids:?}");
 }

@@ -1,19 +1,24 @@
 //! `skiff up`: a local HA cluster — three control nodes on loopback and one node agent — with
 //! data under ./.skiff/. Without `--containerd-socket` the agent gets a private containerd
-//! (own root, state and socket under ./.skiff/containerd/). Ctrl-C stops it cleanly (pods and
-//! containerd too); running it again resumes from the same data.
+//! (own root, state and socket under ./.skiff/containerd/). It supervises what it starts
+//! (restarting a process that exits) and checks first that nothing else has its ports or its
+//! node network, so several run side by side with `--base-port`. Ctrl-C stops it cleanly (pods
+//! and containerd too); running it again resumes from the same data.
+
+mod containerd;
+mod network;
+mod ports;
+mod supervisor;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use skiff_proto::config_file::ConfigFile;
-use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
+
+use supervisor::{Spec, Supervised, Tended};
 
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
@@ -23,7 +28,8 @@ pub struct UpArgs {
     /// Number of control nodes.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// Port of the first control node; the others follow.
+    /// Port of the first control node; the other control nodes and then the node agent take
+    /// the ports that follow.
     #[arg(long, default_value_t = 7401)]
     pub base_port: u16,
     /// Use this containerd instead of starting a private one.
@@ -65,116 +71,6 @@ fn on_path(path: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The private containerd's state folder: task bundles and shim files.
-fn containerd_state(dir: &Path) -> PathBuf {
-    dir.join("containerd/state")
-}
-
-/// Whether `path` is a mount point (it is listed in /proc/self/mountinfo).
-fn is_mount_point(path: &Path) -> bool {
-    let Ok(path) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|m| Path::new(m) == path)
-}
-
-/// containerd's state and the OCI runtime's go on tmpfs, as /run is on a usual host: both are
-/// rewritten on every container start, and on disk each start pays for its file creations.
-/// A tmpfs left mounted by a `skiff up` that was killed is reused.
-fn mount_state_tmpfs(state: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(state)?;
-    if is_mount_point(state) {
-        return Ok(());
-    }
-    nix::mount::mount(
-        Some("tmpfs"),
-        state,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("mode=0711"),
-    )
-    .with_context(|| format!("mounting a tmpfs on {}", state.display()))
-}
-
-/// Earlier releases' agents pinned binaries read-only under their data folder; with the
-/// private containerd gone no shim calls them any more.
-fn unmount_runtime_pins(pins: &Path) {
-    for pin in std::fs::read_dir(pins).into_iter().flatten().flatten() {
-        let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// The pods' network namespaces go with their containers, as at a reboot. A later `skiff up`
-/// wires each pod again (the agent releases the address it had first).
-fn remove_pod_namespaces(node_dir: &Path) {
-    for pod in std::fs::read_dir(node_dir.join("pods"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let uid = pod.file_name().to_string_lossy().into_owned();
-        if let Err(e) = skiff_node::netns::delete(&skiff_node::pod_worker::sandbox_name(&uid)) {
-            eprintln!("removing the network namespace of pod {uid}: {e}");
-        }
-    }
-    skiff_node::runtime::made_ahead::sandboxes::remove_namespaces(&node_dir.join("cni"));
-}
-
-/// Start a private containerd under `dir`; returns it and its socket.
-async fn start_containerd(dir: &Path) -> anyhow::Result<(Child, PathBuf)> {
-    let root = dir.join("containerd");
-    std::fs::create_dir_all(&root)?;
-    mount_state_tmpfs(&containerd_state(dir))?;
-    let socket = root.join("containerd.sock");
-    let config = root.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
-            root.display(),
-            socket.display()
-        ),
-    )?;
-    let _ = std::fs::remove_file(&socket);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join("containerd.log"))?;
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        // A group of its own: Ctrl-C in the terminal reaches the whole foreground group, and
-        // containerd must outlive it until `stop_pods` has stopped the containers through it.
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting containerd")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "containerd did not start; see {}",
-                root.join("containerd.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((child, socket))
-}
-
-struct Member {
-    id: u64,
-    addr: String,
-    child: Child,
-}
-
 fn cluster_id(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("cluster-id");
     match std::fs::read_to_string(&path) {
@@ -186,6 +82,9 @@ fn cluster_id(dir: &Path) -> anyhow::Result<String> {
         }
     }
 }
+
+/// How often supervised processes are looked at.
+const TEND_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.nodes == 0 {
@@ -202,18 +101,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let claims = ports::claims(args.base_port, args.nodes, !args.no_node)?;
+    ports::check_free(&claims, args.base_port)?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)?;
+    let net = if args.no_node {
+        None
+    } else {
+        Some(network::load_or_choose(&dir, &network::Host::read()?)?)
+    };
     let cluster = cluster_id(&dir)?;
     let exe = std::env::current_exe().context("locating the skiff binary")?;
-    let addrs: Vec<(u64, String)> = (1..=args.nodes)
-        .map(|i| {
-            (
-                i,
-                format!("127.0.0.1:{}", u64::from(args.base_port) + i - 1),
-            )
-        })
+    let addrs: Vec<(u64, String)> = claims
+        .iter()
+        .zip(1..=args.nodes)
+        .map(|(c, id)| (id, format!("127.0.0.1:{}", c.port)))
         .collect();
     let initial = addrs
         .iter()
@@ -223,80 +126,96 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut members = Vec::new();
     for (id, addr) in &addrs {
-        let log_path = dir.join(format!("control-{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let child = Command::new(&exe)
-            .arg("control")
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(dir.join(format!("control-{id}")))
-            .args([
-                "--listen",
-                addr,
-                "--initial-cluster",
-                &initial,
-                "--cluster-id",
-                &cluster,
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting control node {id}"))?;
-        members.push(Member {
-            id: *id,
-            addr: addr.clone(),
-            child,
-        });
+        let mut control_args: Vec<std::ffi::OsString> = vec![
+            "control".into(),
+            "--id".into(),
+            id.to_string().into(),
+            "--data-dir".into(),
+            dir.join(format!("control-{id}")).into(),
+            "--listen".into(),
+            addr.into(),
+            "--initial-cluster".into(),
+            initial.clone().into(),
+            "--cluster-id".into(),
+            cluster.clone().into(),
+        ];
+        if let Some(net) = &net {
+            control_args.extend([
+                "--cluster-cidr".into(),
+                net.cluster_cidr.clone().into(),
+                "--service-cidr".into(),
+                net.service_cidr.clone().into(),
+            ]);
+        }
+        members.push(Supervised::start(Spec {
+            name: format!("control node {id} ({addr})"),
+            program: exe.clone(),
+            args: control_args,
+            log: dir.join(format!("control-{id}.log")),
+            own_group: false,
+        })?);
     }
     let endpoints: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
     let config_path = dir.join("config.json");
     ConfigFile::single("local", endpoints.clone()).save(&config_path)?;
 
-    let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await;
+    let leader = match wait_until_up(&mut members, &endpoints, &cluster).await {
+        Ok(leader) => leader,
+        Err(e) => {
+            stop_members(&mut members).await;
+            return Err(e);
+        }
+    };
 
     // The node: a private containerd unless one was named, and the agent.
     let mut containerd = None;
     let mut agent = None;
-    if !args.no_node {
+    if let (Some(net), Some(agent_port)) = (&net, claims.last().filter(|_| !args.no_node)) {
         let socket = match &args.containerd_socket {
             Some(s) => s.clone(),
             None => {
-                let (child, socket) = start_containerd(&dir).await?;
+                let (child, socket) = containerd::start(&dir).await?;
                 containerd = Some(child);
                 socket
             }
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("node.log"))?;
-        let mut node = Command::new(&exe);
-        node.arg("node")
-            .args(["--name", &args.node_name])
-            .args(["--endpoints", &endpoints.join(",")])
-            .arg("--containerd-socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(dir.join("node"))
-            .args(["--oci-runtime", &args.oci_runtime]);
+        let mut node_args: Vec<std::ffi::OsString> = vec![
+            "node".into(),
+            "--name".into(),
+            args.node_name.clone().into(),
+            "--endpoints".into(),
+            endpoints.join(",").into(),
+            "--cluster-id".into(),
+            cluster.clone().into(),
+            "--containerd-socket".into(),
+            socket.into(),
+            "--data-dir".into(),
+            dir.join("node").into(),
+            "--oci-runtime".into(),
+            args.oci_runtime.clone().into(),
+            "--agent-port".into(),
+            agent_port.port.to_string().into(),
+            "--bridge".into(),
+            net.bridge.clone().into(),
+            "--proxy-table".into(),
+            net.proxy_table.clone().into(),
+            "--cluster-cidr".into(),
+            net.cluster_cidr.clone().into(),
+            "--service-cidr".into(),
+            net.service_cidr.clone().into(),
+        ];
         if containerd.is_some() {
             // The private containerd's state is a tmpfs: the runtime's state goes there too.
-            node.arg("--oci-runtime-root")
-                .arg(containerd_state(&dir).join("runc"));
+            node_args.push("--oci-runtime-root".into());
+            node_args.push(containerd::state(&dir).join("runc").into());
         }
-        let child = node
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the node agent")?;
-        agent = Some(child);
+        agent = Some(Supervised::start(Spec {
+            name: "the node agent".into(),
+            program: exe.clone(),
+            args: node_args,
+            log: dir.join("node.log"),
+            own_group: false,
+        })?);
     }
     match leader {
         Some(id) => println!(
@@ -308,14 +227,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             endpoints.join(", "),
             dir.display(),
             config_path.display(),
-            if args.no_node {
-                "none (--no-node)".to_string()
-            } else {
-                format!(
-                    "{} (log: {})",
+            match &net {
+                None => "none (--no-node)".to_string(),
+                Some(net) => format!(
+                    "{} (pods in {}, services in {}; log: {})",
                     args.node_name,
+                    net.cluster_cidr,
+                    net.service_cidr,
                     dir.join("node.log").display()
-                )
+                ),
             }
         ),
         None => println!(
@@ -325,134 +245,88 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     }
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = int.recv() => break,
-            _ = term.recv() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if let Some(a) = &mut agent {
-                    if let Ok(Some(status)) = a.try_wait() {
-                        eprintln!("the node agent exited: {status}; see {}", dir.join("node.log").display());
-                        agent = None;
-                    }
-                }
-                for m in &mut members {
-                    if let Ok(Some(status)) = m.child.try_wait() {
-                        eprintln!("control node {} ({}) exited: {status}; see {}", m.id, m.addr, dir.join(format!("control-{}.log", m.id)).display());
-                    }
-                }
-            }
-        }
-    }
+    let failed = supervise(&mut members, &mut agent, &mut containerd).await;
     if let Some(mut a) = agent.take() {
         println!("stopping the node agent...");
-        stop_child(&mut a, "the node agent").await;
+        a.stop(Duration::from_secs(10)).await;
     }
-    if let Some(mut c) = containerd.take() {
-        // The private containerd's pods go with it: stop their containers first.
-        stop_pods(&dir).await;
-        remove_pod_namespaces(&dir.join("node"));
-        stop_child(&mut c, "containerd").await;
-        let _ = nix::mount::umount2(&containerd_state(&dir), nix::mount::MntFlags::MNT_DETACH);
-        unmount_runtime_pins(&dir.join("node").join("oci-runtime"));
+    if let Some(c) = containerd.take() {
+        containerd::stop(c, &dir).await;
     }
-    println!("stopping {} control nodes...", members.len());
-    for m in &members {
-        if let Some(pid) = m.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    stop_members(&mut members).await;
+    match failed {
+        Some(e) => Err(e.context("stopped the cluster")),
+        None => {
+            println!(
+                "stopped; data kept in {} (run `skiff up` again to resume)",
+                dir.display()
+            );
+            Ok(())
         }
     }
-    for m in &mut members {
-        match tokio::time::timeout(Duration::from_secs(10), m.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("control node {} did not stop in 10 s; killing it", m.id);
-                let _ = m.child.kill().await;
+}
+
+/// Keep everything running until Ctrl-C (or SIGTERM); the error of a process that keeps
+/// failing ends it too.
+async fn supervise(
+    members: &mut [Supervised],
+    agent: &mut Option<Supervised>,
+    containerd: &mut Option<Supervised>,
+) -> Option<anyhow::Error> {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => return Some(e.into()),
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => return None,
+            _ = term.recv() => return None,
+            _ = tokio::time::sleep(TEND_EVERY) => {
+                let all = members.iter_mut().chain(agent.iter_mut()).chain(containerd.iter_mut());
+                for p in all {
+                    if let Err(e) = p.tend() {
+                        return Some(e);
+                    }
+                }
             }
         }
     }
-    println!(
-        "stopped; data kept in {} (run `skiff up` again to resume)",
-        dir.display()
-    );
-    Ok(())
 }
 
-async fn stop_child(child: &mut Child, what: &str) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+async fn stop_members(members: &mut [Supervised]) {
+    println!("stopping {} control nodes...", members.len());
+    for m in members.iter_mut() {
+        m.terminate();
     }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        eprintln!("{what} did not stop in 10 s; killing it");
-        let _ = child.kill().await;
+    for m in members.iter_mut() {
+        m.stop(Duration::from_secs(10)).await;
     }
 }
 
-/// Kill the containers of the private containerd (they would outlive it in their shims).
-async fn stop_pods(dir: &Path) {
-    let socket = dir.join("containerd/containerd.sock");
-    let sock = socket.display().to_string();
-    let ctr = |args: Vec<String>| {
-        let sock = sock.clone();
-        async move {
-            Command::new("ctr")
-                .args(["-a", &sock, "-n", "skiff"])
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .await
-        }
-    };
-    let Ok(out) = ctr(vec!["tasks".into(), "ls".into(), "-q".into()]).await else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
-    if ids.is_empty() {
-        return;
-    }
-    println!("stopping {} containers...", ids.len());
-    for id in &ids {
-        let _ = ctr(vec![
-            "tasks".into(),
-            "kill".into(),
-            "-a".into(),
-            "-s".into(),
-            "SIGKILL".into(),
-            id.clone(),
-        ])
-        .await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for id in &ids {
-        let _ = ctr(vec![
-            "tasks".into(),
-            "delete".into(),
-            "-f".into(),
-            id.clone(),
-        ])
-        .await;
-    }
-}
-
-async fn wait_for_leader(endpoints: &[String], within: Duration) -> Option<u64> {
-    let deadline = Instant::now() + within;
+/// Wait until one of the members started here answers as leader-aware with the cluster id
+/// made here; `None` when none has within 30 s (they keep running and may elect later). An
+/// answer with another cluster id comes from someone else's process, never counted as ours.
+async fn wait_until_up(
+    members: &mut [Supervised],
+    endpoints: &[String],
+    cluster: &str,
+) -> anyhow::Result<Option<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        for e in endpoints {
+        for (m, e) in members.iter_mut().zip(endpoints) {
+            if m.tend()? == Tended::Fine && !m.running() {
+                continue;
+            }
             if let Ok(st) = skiff_proto::Client::status_of(e).await {
-                if st.leader != 0 {
-                    return Some(st.leader);
+                if st.cluster_id == cluster && st.leader != 0 {
+                    return Ok(Some(st.leader));
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    None
+    Ok(None)
 }
