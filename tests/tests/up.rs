@@ -187,6 +187,15 @@ impl Up {
             !netns.exists(),
             "the pod's network namespace {netns:?} is left after Ctrl-C"
         );
+        let net: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join(".skiff/network.json")).expect("network.json"),
+        )
+        .expect("network choice");
+        let bridge = net["bridge"].as_str().expect("bridge");
+        assert!(
+            !Path::new("/sys/class/net").join(bridge).exists(),
+            "the node's bridge {bridge} is left after Ctrl-C"
+        );
     }
 }
 

@@ -252,6 +252,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(c) = containerd.take() {
         containerd::stop(c, &dir).await;
+        // Its pods are gone: so goes the node's share of the host network, which another
+        // cluster on this host may take until this one runs again.
+        if let Some(net) = &net {
+            network::remove(net);
+        }
     }
     stop_members(&mut members).await;
     match failed {

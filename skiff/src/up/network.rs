@@ -165,6 +165,26 @@ pub fn load_or_choose(dir: &Path, host: &Host) -> anyhow::Result<LocalNetwork> {
     Ok(chosen)
 }
 
+/// Remove what the node put on the host for `net`: its bridge (its routes go with it) and the
+/// proxy's table. Only once its pods are stopped: they hang off that bridge.
+pub fn remove(net: &LocalNetwork) {
+    let run = |program: &str, args: &[&str]| {
+        match std::process::Command::new(program).args(args).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                // Already gone (never made, or removed by hand) is what was wanted.
+                if !err.contains("Cannot find device") && !err.contains("No such file") {
+                    eprintln!("{program} {}: {}", args.join(" "), err.trim());
+                }
+            }
+            Err(e) => eprintln!("{program} {}: {e}", args.join(" ")),
+        }
+    };
+    run("ip", &["link", "del", &net.bridge]);
+    run("nft", &["delete", "table", "ip", &net.proxy_table]);
+}
+
 fn first_free(host: &Host) -> anyhow::Result<LocalNetwork> {
     for i in 0..SLOTS {
         let net = LocalNetwork::slot(i);
