@@ -213,7 +213,7 @@ pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Ve
             }
             (h, r)
         }
-        "ReplicaSet" => (
+        "ReplicaSet" | "ReplicationController" => (
             vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
             vec![
                 name,

@@ -119,6 +119,17 @@ pub const REPLICA_SET: KindInfo = kind(
     true,
     true,
 );
+/// ReplicationControllers: ReplicaSets' forerunner with an equality selector, still served
+/// by Kubernetes and used by its examples.
+pub const REPLICATION_CONTROLLER: KindInfo = kind(
+    "ReplicationController",
+    "",
+    "replicationcontrollers",
+    "replicationcontroller",
+    &["rc"],
+    true,
+    true,
+);
 /// Deployments.
 pub const DEPLOYMENT: KindInfo = kind(
     "Deployment",
@@ -173,6 +184,7 @@ pub const KINDS: &[KindInfo] = &[
     NAMESPACE,
     POD,
     REPLICA_SET,
+    REPLICATION_CONTROLLER,
     DEPLOYMENT,
     SERVICE,
     ENDPOINTS,

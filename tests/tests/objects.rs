@@ -755,3 +755,356 @@ async fn writes_find_the_leader_through_addresses_the_members_do_not_advertise()
         assert!(names.contains(&n), "{n} is stored: {names:?}");
     }
 }
+
+/// One manifest of every served kind, every Service type included, each as a user writes it
+/// (server-assigned fields and defaults left out).
+const EVERY_KIND: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: idem}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo, namespace: idem, labels: {app: solo}}
+spec:
+  nodeName: nowhere
+  containers:
+  - {name: c, image: "busybox:1.36", command: ["sleep", "3600"], ports: [{containerPort: 80}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs, namespace: idem}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers: [{name: c, image: "busybox:1.36"}]
+---
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc, namespace: idem}
+spec:
+  replicas: 1
+  selector: {app: rc}
+  template:
+    metadata: {labels: {app: rc}}
+    spec:
+      containers: [{name: c, image: "busybox:1.36"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: deploy, namespace: idem}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: deploy}}
+  template:
+    metadata: {labels: {app: deploy}}
+    spec:
+      containers: [{name: c, image: "busybox:1.36", env: [{name: A, value: "1"}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cluster-ip, namespace: idem}
+spec:
+  selector: {app: deploy}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: node-port, namespace: idem}
+spec:
+  type: NodePort
+  selector: {app: deploy}
+  ports: [{name: http, port: 80}, {name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: load-balancer, namespace: idem}
+spec:
+  type: LoadBalancer
+  selector: {app: deploy}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: idem}
+spec:
+  clusterIP: None
+  selector: {app: deploy}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external, namespace: idem}
+spec:
+  type: ExternalName
+  externalName: db.example.test
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: manual, namespace: idem}
+subsets:
+- addresses: [{ip: 10.0.0.1}]
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: idem-node, labels: {zone: a}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: idem}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: idem}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Event
+metadata: {name: noted, namespace: idem}
+involvedObject: {kind: Pod, name: solo, namespace: idem}
+reason: Noted
+message: applied by hand
+type: Normal
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: lock, namespace: idem}
+spec: {holderIdentity: me, leaseDurationSeconds: 15}
+"#;
+
+/// The applied objects: resource, namespace, name.
+const EVERY_KIND_OBJECTS: &[(&str, &str, &str)] = &[
+    ("namespaces", "", "idem"),
+    ("pods", "idem", "solo"),
+    ("replicasets", "idem", "rs"),
+    ("replicationcontrollers", "idem", "rc"),
+    ("deployments", "idem", "deploy"),
+    ("services", "idem", "cluster-ip"),
+    ("services", "idem", "node-port"),
+    ("services", "idem", "load-balancer"),
+    ("services", "idem", "headless"),
+    ("services", "idem", "external"),
+    ("endpoints", "idem", "manual"),
+    ("nodes", "", "idem-node"),
+    ("configmaps", "idem", "settings"),
+    ("secrets", "idem", "token"),
+    ("events", "idem", "noted"),
+    ("leases", "idem", "lock"),
+];
+
+/// Whether what the controllers write into the applied objects themselves is final: the
+/// workloads' status counts their pods of the observed generation, the node has its pod
+/// range and, without a Lease, the unreachable taint.
+async fn controllers_settled(client: &Client) -> bool {
+    for (resource, name) in [
+        ("replicasets", "rs"),
+        ("replicationcontrollers", "rc"),
+        ("deployments", "deploy"),
+    ] {
+        let o: Value = skiff_e2e::object_json(client, resource, "idem", name).await;
+        let settled = o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            && o["status"]["replicas"] == o["spec"]["replicas"];
+        if !settled {
+            return false;
+        }
+    }
+    let node: Value = skiff_e2e::object_json(client, "nodes", "", "idem-node").await;
+    let tainted = node["spec"]["taints"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable")
+    });
+    tainted && node["spec"]["podCIDR"].is_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_an_unchanged_manifest_of_every_kind_and_service_type_writes_nothing() {
+    let cluster = ready_cluster_with(MemberOptions {
+        extra_args: vec!["--node-grace-seconds".into(), "1".into()],
+        ..Default::default()
+    })
+    .await;
+    let client = cluster.client();
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(EVERY_KIND));
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).matches(" created\n").count(),
+        EVERY_KIND_OBJECTS.len(),
+        "{}",
+        text(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !controllers_settled(&client).await {
+        assert!(Instant::now() < deadline, "the controllers never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut before = Vec::new();
+    for (r, ns, n) in EVERY_KIND_OBJECTS {
+        before.push(
+            client
+                .get_object(r, ns, n, false)
+                .await
+                .expect("get")
+                .revision,
+        );
+    }
+    let start = revision(&client).await;
+
+    let again = skiffctl(&cluster, &["apply", "-f", "-"], Some(EVERY_KIND));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let lines: Vec<String> = text(&again.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), EVERY_KIND_OBJECTS.len(), "{lines:?}");
+    for line in &lines {
+        assert!(line.ends_with(" unchanged"), "re-applied: {line}");
+    }
+    let end = revision(&client).await;
+
+    // Nothing the apply wrote: no change to any applied object's key from `start` to `end`
+    // (the controllers may write elsewhere meanwhile: events, their pods).
+    let keys: Vec<String> = EVERY_KIND_OBJECTS
+        .iter()
+        .map(|(r, ns, n)| skiff_proto::kinds::by_resource(r).expect("kind").key(ns, n))
+        .collect();
+    if end > start {
+        let mut changes = client.watch("/registry/", true, start + 1);
+        let mut seen = start;
+        while seen < end {
+            match changes.recv().await.expect("watch").expect("watch event") {
+                skiff_proto::WatchEvent::Events(events) => {
+                    for e in events {
+                        let kv = e.kv.expect("kv");
+                        let key = String::from_utf8_lossy(&kv.key).into_owned();
+                        assert!(
+                            !keys.contains(&key),
+                            "{key} was written at revision {} by a re-apply",
+                            kv.mod_revision
+                        );
+                        seen = seen.max(kv.mod_revision);
+                    }
+                }
+                skiff_proto::WatchEvent::Progress(r) => seen = seen.max(r),
+            }
+        }
+    }
+    let mut after = Vec::new();
+    for (r, ns, n) in EVERY_KIND_OBJECTS {
+        after.push(
+            client
+                .get_object(r, ns, n, false)
+                .await
+                .expect("get")
+                .revision,
+        );
+    }
+    assert_eq!(after, before, "re-applying must not write");
+
+    // The defaults Kubernetes gives Services are in place.
+    let lb: Value = skiff_e2e::object_json(&client, "services", "idem", "load-balancer").await;
+    assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
+    assert_eq!(lb["spec"]["ipFamilies"], json!(["IPv4"]));
+    assert_eq!(lb["spec"]["ipFamilyPolicy"], "SingleStack");
+    assert!(lb["spec"]["ports"][0]["nodePort"].as_i64().is_some());
+    let external: Value = skiff_e2e::object_json(&client, "services", "idem", "external").await;
+    assert_eq!(external["spec"]["sessionAffinity"], "None");
+    assert!(external["spec"]["ipFamilies"].is_null());
+}
+
+/// The names of the pods of `namespace` with label `app=<app>` that are not being deleted.
+async fn live_pods(client: &Client, namespace: &str, app: &str) -> Vec<String> {
+    let sel = Selection {
+        namespace: namespace.into(),
+        labels: format!("app={app}"),
+        fields: String::new(),
+    };
+    let mut names: Vec<String> = client
+        .list_objects("pods", &sel)
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_pod_count(client: &Client, app: &str, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = live_pods(client, "default", app).await;
+        if pods.len() == want {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{app}: {} pods, want {want}: {pods:?}",
+            pods.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controller_keeps_its_pods_scales_and_takes_them_when_deleted() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: nginx}\nspec:\n  replicas: 3\n  selector: {app: nginx}\n  template:\n    metadata: {name: nginx, labels: {app: nginx}}\n    spec:\n      containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]\n"),
+    );
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "replicationcontroller/nginx created\n");
+    let pods = wait_pod_count(&client, "nginx", 3).await;
+    // Owned by it, as a ReplicaSet's pods are by theirs.
+    let pod: Value = skiff_e2e::object_json(&client, "pods", "default", &pods[0]).await;
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["kind"],
+        "ReplicationController"
+    );
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
+
+    // A deleted pod is replaced.
+    client
+        .delete_object("pods", "default", &pods[0], &Default::default())
+        .await
+        .expect("delete pod");
+    let replaced = wait_pod_count(&client, "nginx", 3).await;
+    assert!(!replaced.contains(&pods[0]), "{replaced:?}");
+
+    for (n, want) in [("5", 5), ("1", 1)] {
+        let out = skiffctl(&cluster, &["scale", "rc", "nginx", "--replicas", n], None);
+        assert!(out.status.success(), "scale: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "replicationcontroller/nginx scaled\n");
+        wait_pod_count(&client, "nginx", want).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rc: Value =
+            skiff_e2e::object_json(&client, "replicationcontrollers", "default", "nginx").await;
+        if rc["status"]["replicas"] == 1
+            && rc["status"]["observedGeneration"] == rc["metadata"]["generation"]
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status: {}", rc["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let table = skiffctl(&cluster, &["get", "rc"], None);
+    let table = text(&table.stdout);
+    assert!(
+        table.starts_with("NAME") && table.contains("DESIRED"),
+        "{table}"
+    );
+
+    // Its pods go with it.
+    let out = skiffctl(&cluster, &["delete", "rc", "nginx"], None);
+    assert!(out.status.success(), "delete: {}", text(&out.stderr));
+    wait_pod_count(&client, "nginx", 0).await;
+}

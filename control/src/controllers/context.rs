@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
 use skiff_proto::Client;
 
 use super::cache::{self, Watched};
@@ -54,6 +54,8 @@ pub struct Ctx {
     pub nodes: Watched<Node>,
     /// ReplicaSets (indexed by owner and namespace).
     pub replicasets: Watched<ReplicaSet>,
+    /// ReplicationControllers (indexed by owner and namespace).
+    pub replicationcontrollers: Watched<ReplicationController>,
     /// Deployments (indexed by owner and namespace).
     pub deployments: Watched<Deployment>,
     /// Services (indexed by namespace).
@@ -112,6 +114,11 @@ impl Ctx {
             s,
             t,
         );
+        let replicationcontrollers = Watched::start(
+            cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
+            s,
+            t,
+        );
         let deployments = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
@@ -131,6 +138,7 @@ impl Ctx {
             pods,
             nodes,
             replicasets,
+            replicationcontrollers,
             deployments,
             services,
             endpoints,

@@ -5,8 +5,8 @@
 //!   spans, figures).
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
-//! - [`replicaset`], [`deployment`], [`garbage_collector`], [`node_lifecycle`],
-//!   [`node_ipam`], [`endpoints`], [`event_cleanup`]: one reconciler each.
+//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`garbage_collector`],
+//!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`]: one reconciler each.
 //! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
 
 pub mod cache;
@@ -20,6 +20,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod runner;
 
 use std::time::Duration;
@@ -75,6 +76,7 @@ pub async fn run_when_leader(
             let mut loops = JoinSet::new();
             loops.spawn(crate::scheduler::run(ctx.clone()));
             loops.spawn(replicaset::run(ctx.clone()));
+            loops.spawn(replicationcontroller::run(ctx.clone()));
             loops.spawn(deployment::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));
             loops.spawn(node_lifecycle::run(ctx.clone()));

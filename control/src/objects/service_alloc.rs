@@ -114,8 +114,17 @@ fn kind_of(obj: &Value) -> &str {
         .unwrap_or("ClusterIP")
 }
 
+/// NodePort Services have node ports; LoadBalancer ones too unless they say
+/// `allocateLoadBalancerNodePorts: false`.
 fn wants_node_ports(obj: &Value) -> bool {
-    matches!(kind_of(obj), "NodePort" | "LoadBalancer")
+    match kind_of(obj) {
+        "NodePort" => true,
+        "LoadBalancer" => obj
+            .pointer("/spec/allocateLoadBalancerNodePorts")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        _ => false,
+    }
 }
 
 fn pick_ip(range: ServiceRange, taken: &Taken) -> Option<String> {

@@ -662,6 +662,21 @@ impl ObjectStore {
                     meta::metadata_mut(&mut next).remove("namespace");
                 }
                 let mut next = Self::admit(strategy, next)?;
+                let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
+                let gone = deleting && meta::finalizers(&next).is_empty();
+                // Allocations first: what the server assigned (a node port a manifest leaves
+                // out) is back in place before anything is compared, so it never counts as
+                // a change.
+                let claims = if !gone && part == Part::Spec {
+                    strategy.claims(
+                        self,
+                        Some(&current.object),
+                        &mut next,
+                        &format!("{ns}/{name}"),
+                    )?
+                } else {
+                    Default::default()
+                };
                 if meta::spec_differs(&current.object, &next) {
                     let generation = current
                         .object
@@ -675,21 +690,6 @@ impl ObjectStore {
                     "resourceVersion".into(),
                     current.revision.to_string().into(),
                 );
-                if next == current.object {
-                    return Ok((current, false));
-                }
-                let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
-                let gone = deleting && meta::finalizers(&next).is_empty();
-                let claims = if !gone && part == Part::Spec {
-                    strategy.claims(
-                        self,
-                        Some(&current.object),
-                        &mut next,
-                        &format!("{ns}/{name}"),
-                    )?
-                } else {
-                    Default::default()
-                };
                 if next == current.object {
                     return Ok((current, false));
                 }

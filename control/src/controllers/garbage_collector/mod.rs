@@ -2,7 +2,7 @@
 //! cascade); an owner being deleted in the foreground waits for its dependents
 //! (`foregroundDeletion`); an orphaning delete releases them (`orphan`).
 //!
-//! Keyed by object (Deployments, ReplicaSets, Pods). An object's change queues itself and
+//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, Pods). An object's change queues itself and
 //! its owners (a foreground delete waits on its dependents); an object deleted, or being
 //! deleted, also queues its dependents (they may be orphans now). An owner the caches do not
 //! show is looked up in the store before its dependents go, so a dependent created right
@@ -32,7 +32,12 @@ pub const ORPHAN: &str = "orphan";
 pub const NAME: &str = "garbage-collector";
 
 /// The kinds the collector looks after, by resource.
-const RESOURCES: [&str; 3] = ["deployments", "replicasets", "pods"];
+const RESOURCES: [&str; 4] = [
+    "deployments",
+    "replicasets",
+    "replicationcontrollers",
+    "pods",
+];
 
 /// One object the collector looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,7 +56,7 @@ impl std::fmt::Display for GcKey {
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     Runner::new(
         GarbageCollector { ctx: ctx.clone() },
         ctx.metrics.of(NAME),
@@ -62,6 +67,9 @@ pub async fn run(ctx: Arc<Ctx>) {
     })
     .watches(ctx.replicasets.subscribe(), move |o| {
         keys_for(&c2, "replicasets", &c2.replicasets, o)
+    })
+    .watches(ctx.replicationcontrollers.subscribe(), move |o| {
+        keys_for(&c4, "replicationcontrollers", &c4.replicationcontrollers, o)
     })
     .watches(ctx.pods.subscribe(), move |o| {
         keys_for(&c3, "pods", &c3.pods, o)
@@ -130,6 +138,12 @@ fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
     let mut out = Vec::new();
     from("deployments", &ctx.deployments, uid, &mut out);
     from("replicasets", &ctx.replicasets, uid, &mut out);
+    from(
+        "replicationcontrollers",
+        &ctx.replicationcontrollers,
+        uid,
+        &mut out,
+    );
     from("pods", &ctx.pods, uid, &mut out);
     out
 }
@@ -155,6 +169,11 @@ impl GarbageCollector {
             "replicasets" => self
                 .ctx
                 .replicasets
+                .get(ns, name)
+                .map(|o| o.metadata.clone()),
+            "replicationcontrollers" => self
+                .ctx
+                .replicationcontrollers
                 .get(ns, name)
                 .map(|o| o.metadata.clone()),
             "pods" => self.ctx.pods.get(ns, name).map(|o| o.metadata.clone()),
@@ -349,6 +368,10 @@ impl Reconciler for GarbageCollector {
         for (resource, objects) in [
             ("deployments", self.ctx.deployments.object_keys()),
             ("replicasets", self.ctx.replicasets.object_keys()),
+            (
+                "replicationcontrollers",
+                self.ctx.replicationcontrollers.object_keys(),
+            ),
             ("pods", self.ctx.pods.object_keys()),
         ] {
             keys.extend(objects.into_iter().map(|object| GcKey { resource, object }));

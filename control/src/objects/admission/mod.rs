@@ -292,6 +292,47 @@ mod tests {
     }
 
     #[test]
+    fn services_get_the_address_family_defaults_of_a_single_stack_cluster() {
+        let lb = admit_as("services", json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
+        assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
+        assert_eq!(lb["spec"]["externalTrafficPolicy"], "Cluster");
+        assert_eq!(lb["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(lb["spec"]["ipFamilyPolicy"], "SingleStack");
+        assert_eq!(admit_as("services", lb.clone()).unwrap(), lb);
+        let headless = admit_as("services", json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})).unwrap();
+        assert_eq!(headless["spec"]["ipFamilyPolicy"], "RequireDualStack");
+        let external = admit_as("services", json!({"metadata": {"name": "x"}, "spec": {"type": "ExternalName", "externalName": "db.example.test"}})).unwrap();
+        assert_eq!(external["spec"]["sessionAffinity"], "None");
+        assert!(external["spec"].get("ipFamilies").is_none());
+        let e = errors_of(admit_as(
+            "services",
+            json!({"metadata": {"name": "v6"}, "spec": {"ipFamilies": ["IPv6"], "ports": [{"port": 80}]}}),
+        ));
+        assert!(
+            e.contains("spec.ipFamilies[0]") && e.contains("single-stack"),
+            "{e}"
+        );
+        let e = errors_of(admit_as(
+            "services",
+            json!({"metadata": {"name": "ds"}, "spec": {"ipFamilyPolicy": "RequireDualStack", "ports": [{"port": 80}]}}),
+        ));
+        assert!(e.contains("spec.ipFamilyPolicy"), "{e}");
+    }
+
+    #[test]
+    fn replication_controllers_take_their_selector_from_the_template() {
+        let rc = admit_as("replicationcontrollers", json!({"metadata": {"name": "rc"}, "spec": {"template": {"metadata": {"labels": {"app": "rc"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}})).unwrap();
+        assert_eq!(rc["spec"]["selector"], json!({"app": "rc"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "rc"}));
+        assert_eq!(rc["spec"]["replicas"], 1);
+        let e = errors_of(admit_as(
+            "replicationcontrollers",
+            json!({"metadata": {"name": "rc"}, "spec": {"selector": {"app": "other"}, "template": {"metadata": {"labels": {"app": "rc"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}}),
+        ));
+        assert!(e.contains("spec.template.metadata.labels"), "{e}");
+    }
+
+    #[test]
     fn kind_must_match_the_resource() {
         let e = errors_of(admit_as(
             "pods",

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::super::error::FieldError;
@@ -14,25 +14,70 @@ use super::pod::port_reference;
 /// The NodePort range.
 pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
 
-/// Defaults of a Service.
+/// Defaults of a Service, as Kubernetes gives them on a single-stack IPv4 cluster: what is
+/// stored is what `kubectl get -o yaml` shows there, so a re-applied manifest finds them in
+/// place and nothing differs.
 pub fn default_service(s: &mut Service) {
     let Some(spec) = s.spec.as_mut() else {
         return;
     };
     let kind = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
+    spec.session_affinity.get_or_insert_with(|| "None".into());
     if kind == "ExternalName" {
         return;
     }
-    spec.session_affinity.get_or_insert_with(|| "None".into());
     spec.internal_traffic_policy
         .get_or_insert_with(|| "Cluster".into());
     if kind == "NodePort" || kind == "LoadBalancer" {
         spec.external_traffic_policy
             .get_or_insert_with(|| "Cluster".into());
     }
+    if kind == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
+    }
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    let selects = spec.selector.as_ref().is_some_and(|s| !s.is_empty());
+    spec.ip_family_policy.get_or_insert_with(|| {
+        // Kubernetes asks both families for a headless Service without a selector: its
+        // endpoints, written by someone else, may be of either.
+        if headless && !selects {
+            "RequireDualStack".into()
+        } else {
+            "SingleStack".into()
+        }
+    });
+    spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
     for p in spec.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
         p.target_port.get_or_insert(IntOrString::Int(p.port));
+    }
+}
+
+/// The address families and policy of a Service on a single-stack IPv4 cluster.
+fn validate_ip_families(spec: &ServiceSpec, headless: bool, errors: &mut Vec<FieldError>) {
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        if family != "IPv4" {
+            errors.push(FieldError::new(
+                format!("spec.ipFamilies[{i}]"),
+                format!(
+                    "Unsupported value: {family:?}: this cluster is single-stack IPv4 (supported values: \"IPv4\")"
+                ),
+            ));
+        }
+    }
+    match spec.ip_family_policy.as_deref() {
+        None | Some("SingleStack") | Some("PreferDualStack") => {}
+        Some("RequireDualStack") if headless => {}
+        Some("RequireDualStack") => errors.push(FieldError::new(
+            "spec.ipFamilyPolicy",
+            "Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
+        )),
+        Some(other) => errors.push(FieldError::new(
+            "spec.ipFamilyPolicy",
+            format!(
+                "Unsupported value: {other:?}: supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""
+            ),
+        )),
     }
 }
 
@@ -70,6 +115,7 @@ pub fn validate_service(s: &Service) -> Vec<FieldError> {
             ));
         }
     }
+    validate_ip_families(spec, headless, &mut errors);
     if headless && kind != "ClusterIP" {
         errors.push(FieldError::new(
             "spec.clusterIP",

@@ -1,10 +1,10 @@
-//! ReplicaSets and Deployments: defaults (Deployment strategy 25%/25%, ...) and validation,
-//! including that the selector matches the pod template's labels.
+//! ReplicaSets, ReplicationControllers and Deployments: defaults (Deployment strategy
+//! 25%/25%, ...) and validation, including that the selector matches the pod template's labels.
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -21,6 +21,47 @@ pub fn default_replica_set(rs: &mut ReplicaSet) {
             pod::default_spec(spec);
         }
     }
+}
+
+/// Defaults of a ReplicationController, as Kubernetes gives them: the selector and the
+/// object's labels default to the template's labels.
+pub fn default_replication_controller(rc: &mut ReplicationController) {
+    let template_labels = rc
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .filter(|l| !l.is_empty());
+    if let Some(spec) = rc.spec.as_mut() {
+        spec.replicas.get_or_insert(1);
+        spec.min_ready_seconds.get_or_insert(0);
+        if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+            spec.selector.clone_from(&template_labels);
+        }
+        if let Some(spec) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
+            pod::default_spec(spec);
+        }
+    }
+    if rc.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
+        rc.metadata.labels = template_labels;
+    }
+}
+
+/// Validate a ReplicationController: as a ReplicaSet whose selector is `matchLabels` alone.
+pub fn validate_replication_controller(rc: &ReplicationController) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(spec) = &rc.spec else {
+        return vec![FieldError::new("spec", "Required value")];
+    };
+    non_negative(&mut errors, "spec.replicas", spec.replicas);
+    non_negative(&mut errors, "spec.minReadySeconds", spec.min_ready_seconds);
+    let selector = LabelSelector {
+        match_labels: spec.selector.clone(),
+        match_expressions: None,
+    };
+    validate_selector_and_template(&selector, spec.template.as_ref(), &mut errors);
+    errors
 }
 
 /// Defaults of a Deployment.

@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod replica_set;
+pub mod replication_controller;
 pub mod secret;
 pub mod service;
 
@@ -128,6 +129,7 @@ impl Registry {
         .with(namespace::NamespaceStrategy)
         .with(pod::PodStrategy)
         .with(replica_set::ReplicaSetStrategy)
+        .with(replication_controller::ReplicationControllerStrategy)
         .with(deployment::DeploymentStrategy)
         .with(service::ServiceStrategy::new(service_range))
         .with(endpoints::EndpointsStrategy)

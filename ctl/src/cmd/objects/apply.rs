@@ -182,13 +182,13 @@ async fn wait_ready(
                     .object,
             )?;
             let ready = match kind.kind {
-                "Deployment" | "ReplicaSet" => {
+                "Deployment" | "ReplicaSet" | "ReplicationController" => {
                     let want = i(&cur, "/spec/replicas");
-                    let observed = kind.kind == "ReplicaSet"
+                    let observed = kind.kind != "Deployment"
                         || i(&cur, "/status/observedGeneration") >= i(&cur, "/metadata/generation");
                     observed
                         && i(&cur, "/status/readyReplicas") >= want
-                        && (kind.kind == "ReplicaSet" || i(&cur, "/status/updatedReplicas") >= want)
+                        && (kind.kind != "Deployment" || i(&cur, "/status/updatedReplicas") >= want)
                 }
                 "Pod" => pod_ready(&cur),
                 _ => true,

@@ -94,12 +94,16 @@ fn describe_one(kind: &KindInfo, obj: &Value) {
             field("Status", or_none(s("/status/phase")));
             field("IP", or_none(s("/status/podIP")));
         }
-        "Deployment" | "ReplicaSet" => {
+        "Deployment" | "ReplicaSet" | "ReplicationController" => {
             let n = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            // A ReplicationController's selector is its labels themselves.
+            let selector = obj.pointer("/spec/selector/matchLabels").or_else(|| {
+                obj.pointer("/spec/selector")
+                    .filter(|s| s.get("matchLabels").is_none())
+            });
             field(
                 "Selector",
-                map_lines(obj.pointer("/spec/selector/matchLabels"))
-                    .replace("\n             ", ","),
+                map_lines(selector).replace("\n             ", ","),
             );
             field(
                 "Replicas",

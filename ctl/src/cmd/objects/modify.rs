@@ -12,7 +12,7 @@ use super::{display_name, parse, targets, NamespaceArgs};
 
 #[derive(Args)]
 pub struct ScaleArgs {
-    /// KIND NAME or KIND/NAME (deployments, replicasets).
+    /// KIND NAME or KIND/NAME (deployments, replicasets, replicationcontrollers).
     #[arg(required = true)]
     pub args: Vec<String>,
     /// The new replica count.
@@ -27,9 +27,12 @@ pub struct ScaleArgs {
 
 pub async fn scale(client: &Client, args: ScaleArgs) -> anyhow::Result<()> {
     for (kind, name) in targets(&args.args)? {
-        if !matches!(kind.kind, "Deployment" | "ReplicaSet") {
+        if !matches!(
+            kind.kind,
+            "Deployment" | "ReplicaSet" | "ReplicationController"
+        ) {
             bail!(
-                "{}: cannot be scaled (only deployments and replicasets)",
+                "{}: cannot be scaled (only deployments, replicasets and replicationcontrollers)",
                 kind.plural
             );
         }
