@@ -94,7 +94,7 @@ pub async fn leader(cluster: &ChaosCluster) -> Option<u8> {
         }
         if let Ok(Ok(st)) = tokio::time::timeout(
             std::time::Duration::from_millis(300),
-            Client::status_of(&n.addr),
+            Client::status_of(&n.addr, None),
         )
         .await
         {

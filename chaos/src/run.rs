@@ -376,7 +376,7 @@ async fn converge(cluster: &ChaosCluster) -> Vec<MemberState> {
             ) else {
                 continue;
             };
-            let Ok(st) = Client::status_of(&n.addr).await else {
+            let Ok(st) = Client::status_of(&n.addr, None).await else {
                 continue;
             };
             let Ok(r) = c

@@ -31,6 +31,7 @@ fn client(endpoints: &[String]) -> Client {
         attempt_timeout: Duration::from_millis(700),
         call_deadline: Duration::from_millis(1500),
         random_start: true,
+        tls: None,
     };
     Client::with_config(endpoints, config).expect("valid endpoints")
 }

@@ -231,7 +231,7 @@ pub async fn initialize_once(
         if *id == node.id() {
             continue;
         }
-        if let Ok(st) = skiff_proto::Client::status_of(addr).await {
+        if let Ok(st) = skiff_proto::Client::status_of(addr, node.config().tls.as_ref()).await {
             if st.leader != 0 || st.last_log_index > 0 {
                 tracing::warn!(
                     peer = id,

@@ -61,7 +61,16 @@ impl NodeProxy {
                     "node {node:?} runs no agent API (a hollow node?)"
                 ))
             })?;
-        let channel = transport::channel(&format!("{ip}:{port}"))
+        // Agents serve mutual TLS when this member has credentials: it presents its own and
+        // expects an agent's certificate of the same CA.
+        let tls = self
+            .store
+            .node()
+            .config()
+            .tls
+            .as_ref()
+            .map(|c| c.client_tls(skiff_proto::tls::NODE_SERVER_NAME));
+        let channel = transport::channel(&format!("{ip}:{port}"), tls.as_ref())
             .map_err(|e| Status::internal(format!("node {node:?} agent address: {e}")))?;
         Ok(NodeAgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

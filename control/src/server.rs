@@ -8,19 +8,22 @@ use skiff_proto::pb::kv_server::KvServer;
 use skiff_proto::pb::node_agent_server::NodeAgentServer;
 use skiff_proto::pb::objects_server::ObjectsServer;
 use skiff_proto::pb::raft_server::RaftServer;
+use skiff_proto::tls::holder::{self, Holder};
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use skiff_raft::grpc::cluster_service::ClusterService;
 use skiff_raft::grpc::kv_service::KvService;
 use skiff_raft::grpc::raft_service::RaftService;
 use skiff_raft::RaftNode;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::node_proxy::NodeProxy;
 use crate::objects::service_alloc::ServiceRange;
 use crate::objects::{ObjectService, ObjectStore};
 
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
-/// `service_range`.
+/// `service_range`. With the member's credentials (`node.config().tls`) only mutual TLS
+/// connections from holders of the cluster CA's certificates are accepted.
 pub async fn serve(
     node: RaftNode,
     service_range: ServiceRange,
@@ -30,6 +33,7 @@ pub async fn serve(
     let raft = RaftServer::new(RaftService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let raft = InterceptedService::new(raft, only_members(node.config().tls.is_some()));
     let kv = KvServer::new(KvService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -44,7 +48,8 @@ pub async fn serve(
     let node_agent = NodeAgentServer::new(NodeProxy::new(ObjectStore::new(node.clone())))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    transport::server()
+    let tls = node.config().tls.as_ref().map(|c| c.server_tls());
+    transport::server(tls)?
         .add_service(raft)
         .add_service(kv)
         .add_service(cluster)
@@ -52,4 +57,26 @@ pub async fn serve(
         .add_service(node_agent)
         .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
+}
+
+/// Raft's peer RPCs (votes, appends, snapshots, forwarded writes) are for members only: over
+/// mutual TLS a caller must hold a control node's certificate, so a user's or an agent's
+/// cannot cast a vote or append to the log. Which member it is, Raft itself checks.
+fn only_members(
+    secured: bool,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request| {
+        if !secured {
+            return Ok(request);
+        }
+        match holder::of_request(&request) {
+            Some(Holder::Control(_)) => Ok(request),
+            Some(other) => Err(tonic::Status::permission_denied(format!(
+                "{other} may not call Raft; only control nodes may"
+            ))),
+            None => Err(tonic::Status::unauthenticated(
+                "Raft needs a control node's certificate",
+            )),
+        }
+    }
 }

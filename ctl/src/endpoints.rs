@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use skiff_proto::config_file::ConfigFile;
+use skiff_proto::tls::Credentials;
 
 fn default_config() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFFCONFIG") {
@@ -17,18 +17,28 @@ fn default_config() -> Option<PathBuf> {
     home.exists().then_some(home)
 }
 
-/// The endpoints to use.
+/// The endpoints to use and the credentials to reach them with: `--endpoints` overrides the
+/// context's endpoints (its credentials still apply, as kubectl's `--server` does).
 pub fn resolve(
     flag: &[String],
     config: Option<&Path>,
     context: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
-    if !flag.is_empty() {
-        return Ok(flag.to_vec());
-    }
-    let path = config.map(Path::to_path_buf).or_else(default_config).context(
-        "no cluster given: pass --endpoints HOST:PORT,... or run `skiff up` here (it writes .skiff/config.json)",
-    )?;
+) -> anyhow::Result<(Vec<String>, Option<Credentials>)> {
+    let path = config.map(Path::to_path_buf).or_else(default_config);
+    let Some(path) = path else {
+        if !flag.is_empty() {
+            return Ok((flag.to_vec(), None));
+        }
+        anyhow::bail!(
+            "no cluster given: pass --endpoints HOST:PORT,... or run `skiff up` here (it writes .skiff/config.json)"
+        );
+    };
     let cfg = ConfigFile::load(&path)?;
-    Ok(cfg.context(context, &path)?.endpoints.clone())
+    let ctx = cfg.context(context, &path)?;
+    let endpoints = if flag.is_empty() {
+        ctx.endpoints.clone()
+    } else {
+        flag.to_vec()
+    };
+    Ok((endpoints, ctx.credentials.clone()))
 }

@@ -91,12 +91,18 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let endpoints = endpoints::resolve(
+        let (endpoints, credentials) = endpoints::resolve(
             &cli.endpoints,
             cli.config.as_deref(),
             cli.context.as_deref(),
         )?;
-        let client = skiff_proto::Client::new(&endpoints)?;
+        let client = skiff_proto::Client::with_config(
+            &endpoints,
+            skiff_proto::ClientConfig {
+                tls: credentials,
+                ..Default::default()
+            },
+        )?;
         match cli.command {
             Command::Kv(c) => cmd::kv::run(&client, c).await,
             Command::Cluster(c) => cmd::cluster::run(&client, c).await,

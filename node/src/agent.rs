@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub endpoints: Vec<String>,
     /// The cluster the agent may join: it refuses a control plane that answers with another.
     pub cluster_id: Option<String>,
+    /// The node's credentials: mutual TLS to the control plane and on the agent's API.
+    pub credentials: Option<skiff_proto::tls::Credentials>,
     /// containerd's socket.
     pub containerd_socket: PathBuf,
     /// The agent's containerd namespace.
@@ -103,7 +105,7 @@ pub async fn start(
 ) -> Result<(Agent, tokio::sync::mpsc::Receiver<InformerEvent<Pod>>)> {
     // Another cluster's control plane is refused before anything on the host is touched.
     if let Some(expected) = &cfg.cluster_id {
-        registration::check_cluster(&cfg.endpoints, expected).await?;
+        registration::check_cluster(&cfg.endpoints, expected, cfg.credentials.as_ref()).await?;
     }
     let pods_dir = cfg.data_dir.join("pods");
     std::fs::create_dir_all(&pods_dir).map_err(Error::io(&pods_dir))?;
@@ -116,7 +118,14 @@ pub async fn start(
     )
     .await?;
     let runtime_version = runtime.version().await?;
-    let client = Client::new(&cfg.endpoints).map_err(|e| Error::InvalidSpec {
+    let client = Client::with_config(
+        &cfg.endpoints,
+        skiff_proto::ClientConfig {
+            tls: cfg.credentials.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Error::InvalidSpec {
         field: "--endpoints".into(),
         reason: e.to_string(),
     })?;

@@ -123,12 +123,16 @@ fn status_of(f: &NodeFacts) -> NodeStatus {
 /// Wait until a control node answers, and refuse to go on when one belongs to another cluster
 /// than `expected`: an agent started for one cluster must never register with another that
 /// happens to listen at its endpoints.
-pub async fn check_cluster(endpoints: &[String], expected: &str) -> Result<(), Error> {
+pub async fn check_cluster(
+    endpoints: &[String],
+    expected: &str,
+    credentials: Option<&skiff_proto::tls::Credentials>,
+) -> Result<(), Error> {
     let mut waited = 0u32;
     loop {
         let mut answered = false;
         for endpoint in endpoints {
-            let Ok(status) = Client::status_of(endpoint).await else {
+            let Ok(status) = Client::status_of(endpoint, credentials).await else {
                 continue;
             };
             if status.cluster_id != expected {

@@ -11,8 +11,10 @@ use skiff_proto::pb::node_agent_server::{NodeAgent, NodeAgentServer};
 use skiff_proto::pb::{
     ExecRequest, ExecResponse, ImportImageChunk, ImportImageResponse, LogsChunk, LogsRequest,
 };
+use skiff_proto::tls::holder::{self, Holder};
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use tokio::io::AsyncWriteExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::Agent;
@@ -24,16 +26,34 @@ pub struct AgentService {
     agent: Arc<Agent>,
 }
 
-/// Serve the agent's API on `listener` until the process ends.
+/// Serve the agent's API on `listener` until the process ends. With the node's credentials
+/// only mutual TLS connections are accepted, and of those only control nodes' calls: logs,
+/// exec and image import reach the agent through the control plane, never directly.
 pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
+    credentials: Option<&skiff_proto::tls::Credentials>,
 ) -> Result<(), tonic::transport::Error> {
     let svc = NodeAgentServer::new(AgentService { agent })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    transport::server()
-        .add_service(svc)
+    let secured = credentials.is_some();
+    let only_control_nodes = move |request: tonic::Request<()>| {
+        if !secured {
+            return Ok(request);
+        }
+        match holder::of_request(&request) {
+            Some(Holder::Control(_)) => Ok(request),
+            Some(other) => Err(tonic::Status::permission_denied(format!(
+                "{other} may not call the node agent; only control nodes may"
+            ))),
+            None => Err(tonic::Status::unauthenticated(
+                "the node agent needs a control node's certificate",
+            )),
+        }
+    };
+    transport::server(credentials.map(|c| c.server_tls()))?
+        .add_service(InterceptedService::new(svc, only_control_nodes))
         .serve_with_incoming(transport::incoming(listener))
         .await
 }

@@ -68,6 +68,8 @@ pub struct ClientConfig {
     pub call_deadline: Duration,
     /// Start at a random endpoint (spreads load); otherwise at the first.
     pub random_start: bool,
+    /// Mutual TLS with these credentials; plaintext without.
+    pub tls: Option<crate::tls::Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +78,7 @@ impl Default for ClientConfig {
             attempt_timeout: Duration::from_secs(5),
             call_deadline: Duration::from_secs(15),
             random_start: true,
+            tls: None,
         }
     }
 }
@@ -132,11 +135,17 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME));
         let mut channels = Vec::with_capacity(endpoints.len());
         for addr in endpoints {
-            let ch = transport::channel(addr).map_err(|source| ClientError::BadEndpoint {
-                addr: addr.clone(),
-                source,
+            let ch = transport::channel(addr, tls.as_ref()).map_err(|source| {
+                ClientError::BadEndpoint {
+                    addr: addr.clone(),
+                    source,
+                }
             })?;
             channels.push(ch);
         }
@@ -171,6 +180,11 @@ impl Client {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+    }
+
+    /// The credentials it connects with (mutual TLS), if any.
+    pub fn credentials(&self) -> Option<&crate::tls::Credentials> {
+        self.inner.config.tls.as_ref()
     }
 
     /// The endpoints, as given.
@@ -386,8 +400,12 @@ impl Client {
     }
 
     /// Status of the member at `addr`, without fail-over.
-    pub async fn status_of(addr: &str) -> std::result::Result<pb::StatusResponse, Status> {
-        let ch = transport::endpoint(addr)
+    pub async fn status_of(
+        addr: &str,
+        tls: Option<&crate::tls::Credentials>,
+    ) -> std::result::Result<pb::StatusResponse, Status> {
+        let tls = tls.map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME));
+        let ch = transport::endpoint(addr, tls.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .timeout(Duration::from_secs(2))
             .connect()

@@ -1,6 +1,6 @@
-//! The client configuration file: named contexts, each with the endpoints of one cluster.
-//! `skiff up` writes `.skiff/config.json`; `skiffctl` reads it. The transport settings of a
-//! client are [`crate::ClientConfig`]; this file only says where a cluster is.
+//! The client configuration file: named contexts, each with the endpoints of one cluster and
+//! the credentials to reach it with (mutual TLS). `skiff up` writes `.skiff/config.json`;
+//! `skiffctl` reads it. The transport settings of a client are [`crate::ClientConfig`].
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,9 @@ pub struct Context {
     pub name: String,
     /// Control node addresses (`host:port`).
     pub endpoints: Vec<String>,
+    /// The user's credentials; none for a cluster that serves plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::tls::Credentials>,
 }
 
 /// The whole file.
@@ -58,12 +61,17 @@ pub enum ConfigError {
 
 impl ConfigFile {
     /// A file with one context.
-    pub fn single(name: &str, endpoints: Vec<String>) -> Self {
+    pub fn single(
+        name: &str,
+        endpoints: Vec<String>,
+        credentials: Option<crate::tls::Credentials>,
+    ) -> Self {
         Self {
             current_context: name.into(),
             contexts: vec![Context {
                 name: name.into(),
                 endpoints,
+                credentials,
             }],
         }
     }
@@ -80,8 +88,9 @@ impl ConfigFile {
         })
     }
 
-    /// Write `path`.
+    /// Write `path`, readable by its owner only (it holds a private key).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let io = |source| ConfigError::Io {
             path: path.into(),
             source,
@@ -93,7 +102,14 @@ impl ConfigFile {
             path: path.into(),
             source,
         })?;
-        std::fs::write(path, bytes).map_err(io)
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, &bytes).map_err(io)
     }
 
     /// The context named `name`, or the current one.

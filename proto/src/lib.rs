@@ -21,6 +21,7 @@ pub mod node_agent;
 pub mod objects;
 pub mod quantity;
 pub mod status;
+pub mod tls;
 pub mod transport;
 
 /// Generated protobuf and gRPC code of package `skiff.v1`.

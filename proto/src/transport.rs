@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
 
 /// Largest gRPC message accepted or sent. Above the 1.5 MiB value limit so an oversized value
 /// reaches validation and gets a precise error instead of a transport failure.
@@ -13,36 +13,52 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// The largest value the store accepts.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
 
-/// Parse `host:port` (or `http://host:port`) into an endpoint with Skiff's settings.
-pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)?
+/// Parse `host:port` (or `http://host:port`, `https://host:port`) into an endpoint with
+/// Skiff's settings; over mutual TLS when `tls` is given.
+pub fn endpoint(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let host = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{host}"))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .initial_connection_window_size(4 << 20)
-        .initial_stream_window_size(2 << 20))
+        .initial_stream_window_size(2 << 20);
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
 }
 
 /// A lazily connected channel to `addr`; reconnects by itself after failures.
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(addr)?.connect_lazy())
+pub fn channel(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(addr, tls)?.connect_lazy())
 }
 
-/// The server builder every Skiff server starts from.
-pub fn server() -> Server {
-    Server::builder()
+/// The server builder every Skiff server starts from; with `tls`, it accepts only mutual TLS
+/// connections from holders of the cluster CA's certificates.
+pub fn server(tls: Option<ServerTlsConfig>) -> Result<Server, tonic::transport::Error> {
+    let server = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .initial_connection_window_size(4 << 20)
-        .initial_stream_window_size(2 << 20)
+        .initial_stream_window_size(2 << 20);
+    match tls {
+        Some(tls) => server.tls_config(tls),
+        None => Ok(server),
+    }
 }
 
 /// Accepted connections of `listener` with Skiff's socket settings. The server builder's own

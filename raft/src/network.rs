@@ -24,20 +24,30 @@ use tonic::transport::Channel;
 use crate::types::{NodeId, TypeConfig};
 
 /// Channels to other members by address, shared by Raft replication and request forwarding
-/// so each peer has one connection.
+/// so each peer has one connection; over mutual TLS when the member has credentials.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl PeerChannels {
+    /// Channels that present `credentials` and expect peers to be control nodes of the same
+    /// CA; plaintext without.
+    pub fn new(credentials: Option<&skiff_proto::tls::Credentials>) -> Self {
+        Self {
+            by_addr: Default::default(),
+            tls: credentials.map(|c| c.client_tls(skiff_proto::tls::CONTROL_SERVER_NAME)),
+        }
+    }
+
     /// The channel to `addr`, created on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = transport::channel(addr)?;
+        let ch = transport::channel(addr, self.tls.as_ref())?;
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

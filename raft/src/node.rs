@@ -45,6 +45,8 @@ pub struct NodeConfig {
     pub keep_behind_snapshot: u64,
     /// Revisions of history kept for watchers.
     pub history_revisions: u64,
+    /// The member's credentials: Raft and forwarded requests to peers go over mutual TLS.
+    pub tls: Option<skiff_proto::tls::Credentials>,
 }
 
 impl NodeConfig {
@@ -60,6 +62,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
+            tls: None,
         }
     }
 }
@@ -141,7 +144,7 @@ impl RaftNode {
             source,
         })?;
         let shared = sm.shared();
-        let channels = PeerChannels::default();
+        let channels = PeerChannels::new(config.tls.as_ref());
         let network = Network::new(config.cluster_id.clone(), channels.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await

@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control::bootstrap::{self, BootstrapError};
 use skiff_control::server;
+use skiff_proto::tls::authority::{self, ClusterCa};
+use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::Credentials;
 use skiff_raft::{NodeConfig, RaftNode};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -62,6 +65,47 @@ pub struct ControlArgs {
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
+}
+
+/// The member's credentials when its data directory holds the cluster CA (`pki/ca.crt`,
+/// `pki/ca.key`): its own certificate, issued by that CA on first start and again when a third
+/// of its validity is left. Without a CA the member serves plaintext, and says so.
+fn member_credentials(
+    data_dir: &std::path::Path,
+    id: u64,
+    advertise: &str,
+) -> anyhow::Result<Option<Credentials>> {
+    let pki = data_dir.join("pki");
+    let Some(ca) =
+        ClusterCa::load(&pki).with_context(|| format!("the cluster CA in {}", pki.display()))?
+    else {
+        tracing::warn!(
+            pki = %pki.display(),
+            "no cluster CA: serving plaintext; anyone who reaches this member owns the cluster"
+        );
+        return Ok(None);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let renew_before = (authority::CERT_VALIDITY.as_secs() / 3) as i64;
+    if let Some(creds) = Credentials::load(&pki, "member")? {
+        let fresh = holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
+        if fresh && creds.ca == ca.cert && creds.holder().ok() == Some(Holder::Control(id)) {
+            return Ok(Some(creds));
+        }
+    }
+    let mut addresses: Vec<std::net::IpAddr> = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    if let Some(ip) = advertise
+        .rsplit_once(':')
+        .and_then(|(host, _)| host.trim_matches(['[', ']']).parse().ok())
+    {
+        addresses.push(ip);
+    }
+    let creds = ca.issue(&Holder::Control(id), &addresses)?;
+    creds.save(&pki, "member")?;
+    tracing::info!(member = id, "issued this member's certificate");
+    Ok(Some(creds))
 }
 
 fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
@@ -136,6 +180,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     config.history_revisions = args.history_revisions;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
+    config.tls = member_credentials(&args.data_dir, args.id, &advertise)?;
     let node = RaftNode::open(config).await?;
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 

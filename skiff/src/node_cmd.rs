@@ -230,10 +230,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         root: args.oci_runtime_root.clone(),
     };
     let name = args.name.clone().unwrap_or_else(host_name);
+    let pki = args.data_dir.join("pki");
+    let credentials = skiff_proto::tls::Credentials::load(&pki, "node")
+        .map_err(|e| anyhow::anyhow!("the node's credentials in {}: {e}", pki.display()))?;
+    if credentials.is_none() {
+        tracing::warn!(
+            pki = %pki.display(),
+            "no node credentials: talking plaintext to the control plane and serving the agent API to anyone"
+        );
+    }
     let cfg = AgentConfig {
         node_name: name.clone(),
         endpoints: args.endpoints.clone(),
         cluster_id: args.cluster_id.clone(),
+        credentials: credentials.clone(),
         containerd_socket: args.containerd_socket.clone(),
         containerd_namespace: args.containerd_namespace.clone(),
         data_dir: args.data_dir.clone(),
@@ -265,7 +275,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--agent-port {}: {e}", args.agent_port))?;
     let (agent, events) = agent::start(cfg).await?;
     let agent = std::sync::Arc::new(agent);
-    let api = tokio::spawn(skiff_node::server::serve(agent.clone(), listener));
+    let api = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            skiff_node::server::serve(agent, listener, credentials.as_ref()).await
+        })
+    };
     if !args.no_proxy {
         tokio::spawn(skiff_node::proxy::run(
             agent.client.clone(),

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use skiff_proto::{Client, ClientConfig};
 
 pub mod node_env;
+pub mod skiff_up;
 
 /// The condition of type `kind` in an object's `status.conditions` (JSON), if it has one.
 pub fn condition(object: &serde_json::Value, kind: &str) -> Option<serde_json::Value> {
@@ -257,7 +258,7 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             for m in self.members.values().filter(|m| m.is_running()) {
-                if let Ok(st) = Client::status_of(&m.addr).await {
+                if let Ok(st) = Client::status_of(&m.addr, None).await {
                     if st.leader != 0
                         && self.members.get(&st.leader).is_some_and(|l| l.is_running())
                     {

@@ -317,7 +317,7 @@ async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
         .expect("add learner");
     let deadline = Instant::now() + Duration::from_secs(10);
     let st4 = loop {
-        let st4 = match Client::status_of(&addr).await {
+        let st4 = match Client::status_of(&addr, None).await {
             Ok(st) => st,
             Err(e) if Instant::now() < deadline => {
                 info!(error = %e, "member 4 not answering yet");

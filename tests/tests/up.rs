@@ -6,7 +6,6 @@
 //! it restarts a member that dies.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::require_system_parts;
+use skiff_e2e::skiff_up::{free_base_port, Up};
 use skiff_e2e::{binary, free_port};
 
 fn skiffctl(dir: &Path, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
@@ -79,135 +79,72 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// The pod's command, unlike any other test's, to find its process.
 const POD_COMMAND: &str = "sleep 3599";
 
-/// A running `skiff up` in `dir`, in a process group of its own as a shell starts a
-/// foreground job, logging to `log`.
-struct Up {
-    child: std::process::Child,
-    group: Pid,
-    dir: std::path::PathBuf,
-    log: std::path::PathBuf,
+/// Ctrl-C (the whole group gets SIGINT, containerd included); then nothing of it may be
+/// left: no process, no mount, not the pod's network namespace `netns`.
+fn ctrl_c_leaves_nothing(up: Up, netns: &Path) {
+    ctrl_c_leaves_nothing_of(up, netns, POD_COMMAND)
 }
 
-impl Up {
-    fn start(dir: &Path, base_port: u16, log_name: &str) -> Self {
-        Self::start_with(dir, base_port, log_name, &[])
-    }
-
-    fn start_with(dir: &Path, base_port: u16, log_name: &str, extra: &[&str]) -> Self {
-        let log = dir.join(log_name);
-        let file = std::fs::File::create(&log).expect("log");
-        let child = Command::new(binary("skiff"))
-            .args(["up", "--base-port", &base_port.to_string()])
-            .args(extra)
-            .current_dir(dir)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("skiff up");
-        let mut up = Self {
-            group: Pid::from_raw(child.id() as i32),
-            child,
-            dir: dir.to_path_buf(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !up.log().contains("Skiff is up") {
-            assert!(
-                up.child.try_wait().expect("wait").is_none(),
-                "skiff up exited: {}",
-                up.log()
-            );
-            assert!(Instant::now() < deadline, "skiff up: {}", up.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        up
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Ctrl-C (the whole group gets SIGINT, containerd included); then nothing of it may be
-    /// left: no process, no mount, not the pod's network namespace `netns`.
-    fn ctrl_c_leaves_nothing(self, netns: &Path) {
-        self.ctrl_c_leaves_nothing_of(netns, POD_COMMAND)
-    }
-
-    /// [`Self::ctrl_c_leaves_nothing`] for a pod that runs `pod_command`.
-    fn ctrl_c_leaves_nothing_of(mut self, netns: &Path, pod_command: &str) {
-        let socket = self.dir.join(".skiff/containerd/containerd.sock");
-        let socket = socket.display().to_string();
-        let mut running = pids_mentioning(&socket);
-        running.extend(pids_mentioning(pod_command));
+/// [`ctrl_c_leaves_nothing`] for a pod that runs `pod_command`.
+fn ctrl_c_leaves_nothing_of(mut up: Up, netns: &Path, pod_command: &str) {
+    let socket = up.dir.join(".skiff/containerd/containerd.sock");
+    let socket = socket.display().to_string();
+    let mut running = pids_mentioning(&socket);
+    running.extend(pids_mentioning(pod_command));
+    assert!(
+        !processes_mentioning(&socket).is_empty() && !processes_mentioning(pod_command).is_empty(),
+        "the pod's container and shim run against skiff up's containerd"
+    );
+    assert!(netns.exists(), "the pod's namespace {netns:?} is there");
+    killpg(up.group, Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.child.try_wait().expect("wait").is_none() {
         assert!(
-            !processes_mentioning(&socket).is_empty()
-                && !processes_mentioning(pod_command).is_empty(),
-            "the pod's container and shim run against skiff up's containerd"
+            Instant::now() < deadline,
+            "skiff up did not stop: {}",
+            up.log()
         );
-        assert!(netns.exists(), "the pod's namespace {netns:?} is there");
-        killpg(self.group, Signal::SIGINT).expect("SIGINT");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "skiff up did not stop: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // Shims exit on their own once containerd has deleted their tasks: wait for each
-        // process that ran to be gone, then nothing may mention skiff up's containerd.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Some((pid, cmd)) = running
-            .iter()
-            .find(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "process {pid} ({cmd}) still runs after Ctrl-C\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut left = processes_mentioning(&socket);
-        left.extend(processes_mentioning(pod_command));
-        assert!(
-            left.is_empty(),
-            "processes left after Ctrl-C: {left:?}\n{}",
-            self.log()
-        );
-        assert_eq!(
-            mounts_under(&self.dir),
-            Vec::<String>::new(),
-            "mounts left after Ctrl-C"
-        );
-        assert!(
-            !netns.exists(),
-            "the pod's network namespace {netns:?} is left after Ctrl-C"
-        );
-        let net: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.dir.join(".skiff/network.json")).expect("network.json"),
-        )
-        .expect("network choice");
-        let bridge = net["bridge"].as_str().expect("bridge");
-        assert!(
-            !Path::new("/sys/class/net").join(bridge).exists(),
-            "the node's bridge {bridge} is left after Ctrl-C"
-        );
+        std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-impl Drop for Up {
-    /// Ctrl-C for a `skiff up` a failed assertion left running.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none()
-            && killpg(self.group, Signal::SIGINT).is_ok()
-        {
-            std::thread::sleep(Duration::from_secs(10));
-        }
+    // Shims exit on their own once containerd has deleted their tasks: wait for each
+    // process that ran to be gone, then nothing may mention skiff up's containerd.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some((pid, cmd)) = running
+        .iter()
+        .find(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} ({cmd}) still runs after Ctrl-C\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let mut left = processes_mentioning(&socket);
+    left.extend(processes_mentioning(pod_command));
+    assert!(
+        left.is_empty(),
+        "processes left after Ctrl-C: {left:?}\n{}",
+        up.log()
+    );
+    assert_eq!(
+        mounts_under(&up.dir),
+        Vec::<String>::new(),
+        "mounts left after Ctrl-C"
+    );
+    assert!(
+        !netns.exists(),
+        "the pod's network namespace {netns:?} is left after Ctrl-C"
+    );
+    let net: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(up.dir.join(".skiff/network.json")).expect("network.json"),
+    )
+    .expect("network choice");
+    let bridge = net["bridge"].as_str().expect("bridge");
+    assert!(
+        !Path::new("/sys/class/net").join(bridge).exists(),
+        "the node's bridge {bridge} is left after Ctrl-C"
+    );
 }
 
 /// The pod addresses host-local has handed out on the node of `skiff up` in `dir`.
@@ -242,7 +179,7 @@ fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_aga
     require_system_parts();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
-    let base_port = free_port();
+    let base_port = free_base_port(&[]);
     let endpoints = (0..3)
         .map(|i| format!("127.0.0.1:{}", base_port + i))
         .collect::<Vec<_>>()
@@ -282,7 +219,7 @@ fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_aga
         .and_then(|u| u.as_str())
         .expect("uid");
     let netns = skiff_node::netns::path(&skiff_node::pod_worker::sandbox_name(uid));
-    up.ctrl_c_leaves_nothing(&netns);
+    ctrl_c_leaves_nothing(up, &netns);
 
     // The cluster's state is kept: the pod runs again, restarted once, at the same address.
     let up = Up::start(&dir, base_port, "up-again.log");
@@ -307,7 +244,7 @@ fn skiff_up_runs_a_pod_ctrl_c_leaves_nothing_running_and_a_second_up_runs_it_aga
     assert_eq!(reserved_addresses(&dir), vec![ip.to_string()]);
     let logs = skiffctl(&dir, &endpoints, &["logs", "hello"], None);
     assert!(logs.contains("hello from skiff up"), "logs: {logs}");
-    up.ctrl_c_leaves_nothing(&netns);
+    ctrl_c_leaves_nothing(up, &netns);
 }
 
 fn endpoints_from(base_port: u16) -> String {
@@ -315,18 +252,6 @@ fn endpoints_from(base_port: u16) -> String {
         .map(|i| format!("127.0.0.1:{}", base_port + i))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// A base port whose four ports (three members, the agent) are free and clear of `others`'.
-fn base_port_clear_of(others: &[u16]) -> u16 {
-    loop {
-        let p = free_port();
-        let clear = others.iter().all(|o| p.abs_diff(*o) > 8);
-        let free = (p..p + 4).all(|q| std::net::TcpListener::bind(("0.0.0.0", q)).is_ok());
-        if clear && free && p < u16::MAX - 8 {
-            return p;
-        }
-    }
 }
 
 /// The cluster's nodes: name, uid and the agent's port each reports.
@@ -413,7 +338,7 @@ fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_it
     let tmp_b = tempfile::tempdir().expect("tempdir");
     let dir_a = std::fs::canonicalize(tmp_a.path()).expect("canonical dir");
     let dir_b = std::fs::canonicalize(tmp_b.path()).expect("canonical dir");
-    let port_a = base_port_clear_of(&[]);
+    let port_a = free_base_port(&[]);
     let endpoints_a = endpoints_from(port_a);
     let up_a = Up::start(&dir_a, port_a, "up.log");
     let nodes_a = registered(&dir_a, &endpoints_a);
@@ -452,8 +377,19 @@ fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_it
         "the first cluster's nodes changed"
     );
 
-    // A node agent given another cluster's id refuses the first cluster's control plane.
+    // A node agent given another cluster's id refuses the first cluster's control plane, even
+    // with a certificate the first cluster's CA signed.
     let stranger_dir = dir_b.join("stranger");
+    let ca_a = skiff_proto::tls::authority::ClusterCa::load(&dir_a.join(".skiff/pki"))
+        .expect("read the CA")
+        .expect("skiff up made a CA");
+    ca_a.issue(
+        &skiff_proto::tls::holder::Holder::Node("stranger".into()),
+        &[],
+    )
+    .expect("issue")
+    .save(&stranger_dir.join("pki"), "node")
+    .expect("save");
     let stranger = Command::new(binary("skiff"))
         .args(["node", "--name", "stranger", "--endpoints", &endpoints_a])
         .args(["--cluster-id", "skiff-local-someone-else"])
@@ -482,7 +418,7 @@ fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_it
     );
 
     // Other ports: both run, each with its own node, network and pod.
-    let port_b = base_port_clear_of(&[port_a]);
+    let port_b = free_base_port(&[port_a]);
     let endpoints_b = endpoints_from(port_b);
     let up_b = Up::start(&dir_b, port_b, "up.log");
     let nodes_b = registered(&dir_b, &endpoints_b);
@@ -512,7 +448,7 @@ fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_it
     );
 
     // Stopping the second leaves the first running.
-    up_b.ctrl_c_leaves_nothing_of(&pod_netns(&pod_b), "sleep 3598");
+    ctrl_c_leaves_nothing_of(up_b, &pod_netns(&pod_b), "sleep 3598");
     let again = running_hello(&dir_a, &endpoints_a);
     assert_eq!(
         again.pointer("/metadata/uid"),
@@ -523,7 +459,7 @@ fn a_second_up_on_taken_ports_refuses_and_one_on_other_ports_runs_beside_with_it
         logs_a.contains(&format!("hello from {}", dir_a.display())),
         "{logs_a}"
     );
-    up_a.ctrl_c_leaves_nothing_of(&pod_netns(&pod_a), "sleep 3597");
+    ctrl_c_leaves_nothing_of(up_a, &pod_netns(&pod_a), "sleep 3597");
 }
 
 #[test]
@@ -531,7 +467,7 @@ fn a_member_killed_under_up_is_reported_once_restarted_and_catches_up() {
     require_system_parts();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
-    let base_port = base_port_clear_of(&[]);
+    let base_port = free_base_port(&[]);
     let endpoints = endpoints_from(base_port);
     let up = Up::start_with(&dir, base_port, "up.log", &["--no-node"]);
     let cluster = std::fs::read_to_string(dir.join(".skiff/cluster-id")).expect("cluster id");
@@ -549,7 +485,12 @@ fn a_member_killed_under_up_is_reported_once_restarted_and_catches_up() {
         Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: while-down}\ndata: {k: v}\n"),
     );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let status = |addr: &str| runtime.block_on(skiff_proto::Client::status_of(addr));
+    let config = skiff_proto::config_file::ConfigFile::load(&dir.join(".skiff/config.json"))
+        .expect("client config");
+    let admin = config.contexts[0].credentials.clone();
+    assert!(admin.is_some(), "skiff up writes the admin's credentials");
+    let status =
+        |addr: &str| runtime.block_on(skiff_proto::Client::status_of(addr, admin.as_ref()));
     let leader_applied = endpoints
         .split(',')
         .filter_map(|e| status(e).ok())

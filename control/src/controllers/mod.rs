@@ -60,6 +60,7 @@ pub async fn run_when_leader(
         let config = ClientConfig {
             random_start: false,
             call_deadline: Duration::from_secs(5),
+            tls: node.config().tls.clone(),
             ..Default::default()
         };
         let client = match Client::with_config(std::slice::from_ref(&self_addr), config) {

@@ -70,7 +70,7 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         } else {
             "learner"
         };
-        match Client::status_of(&m.addr).await {
+        match Client::status_of(&m.addr, client.credentials()).await {
             Ok(st) => {
                 cluster_id = st.cluster_id.clone();
                 rows.push(vec![

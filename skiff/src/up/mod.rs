@@ -7,6 +7,7 @@
 
 mod containerd;
 mod network;
+mod pki;
 mod ports;
 mod supervisor;
 
@@ -112,6 +113,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(network::load_or_choose(&dir, &network::Host::read()?)?)
     };
     let cluster = cluster_id(&dir)?;
+    let member_ids: Vec<u64> = (1..=args.nodes).collect();
+    let node_name = (!args.no_node).then_some(args.node_name.as_str());
+    let admin = pki::prepare(&dir, &cluster, &member_ids, node_name)
+        .context("preparing the cluster's certificates")?;
     let exe = std::env::current_exe().context("locating the skiff binary")?;
     let addrs: Vec<(u64, String)> = claims
         .iter()
@@ -157,9 +162,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
     let config_path = dir.join("config.json");
-    ConfigFile::single("local", endpoints.clone()).save(&config_path)?;
+    ConfigFile::single("local", endpoints.clone(), Some(admin.clone())).save(&config_path)?;
 
-    let leader = match wait_until_up(&mut members, &endpoints, &cluster).await {
+    let leader = match wait_until_up(&mut members, &endpoints, &cluster, &admin).await {
         Ok(leader) => leader,
         Err(e) => {
             stop_members(&mut members).await;
@@ -318,6 +323,7 @@ async fn wait_until_up(
     members: &mut [Supervised],
     endpoints: &[String],
     cluster: &str,
+    admin: &skiff_proto::tls::Credentials,
 ) -> anyhow::Result<Option<u64>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -325,7 +331,7 @@ async fn wait_until_up(
             if m.tend()? == Tended::Fine && !m.running() {
                 continue;
             }
-            if let Ok(st) = skiff_proto::Client::status_of(e).await {
+            if let Ok(st) = skiff_proto::Client::status_of(e, Some(admin)).await {
                 if st.cluster_id == cluster && st.leader != 0 {
                     return Ok(Some(st.leader));
                 }

@@ -514,6 +514,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
                         attempt_timeout: Duration::from_millis(250),
                         call_deadline: Duration::ZERO,
                         random_start: false,
+                        tls: None,
                     },
                 )
             })

@@ -1,0 +1,192 @@
+//! The cluster CA: made once when a cluster is made, kept (certificate and key) in each control
+//! node's data directory, and the one signer of every holder's certificate.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+
+use super::holder::Holder;
+use super::{Credentials, TlsError, CONTROL_SERVER_NAME, NODE_SERVER_NAME};
+
+/// How long the CA is valid.
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a holder's certificate is valid, as k3s' are.
+pub const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The cluster CA: its certificate and key, PEM.
+#[derive(Clone)]
+pub struct ClusterCa {
+    /// The certificate.
+    pub cert: String,
+    /// The private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
+fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
+    move |e| TlsError::cert(what, e)
+}
+
+impl ClusterCa {
+    /// A new CA named after the cluster.
+    pub fn generate(cluster_id: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::generate().map_err(cert_err("CA key"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("skiff-ca@{cluster_id}"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + CA_VALIDITY;
+        let cert = params.self_signed(&key).map_err(cert_err("CA"))?;
+        Ok(Self {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+
+    /// The CA kept in `dir` (`ca.crt`, `ca.key`), if there is one.
+    pub fn load(dir: &Path) -> Result<Option<Self>, TlsError> {
+        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if !key.exists() {
+            return Ok(None);
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(TlsError::io(p));
+        Ok(Some(Self {
+            cert: read(&cert)?,
+            key: read(&key)?,
+        }))
+    }
+
+    /// Keep it in `dir` (the key readable by its owner only).
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
+        let cert = dir.join("ca.crt");
+        std::fs::write(&cert, &self.cert).map_err(TlsError::io(&cert))?;
+        let key = dir.join("ca.key");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .map_err(TlsError::io(&key))?;
+        std::io::Write::write_all(&mut f, self.key.as_bytes()).map_err(TlsError::io(&key))
+    }
+
+    /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].
+    pub fn issue(&self, holder: &Holder, addresses: &[IpAddr]) -> Result<Credentials, TlsError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_between(
+            holder,
+            addresses,
+            now - time::Duration::minutes(5),
+            now + CERT_VALIDITY,
+        )
+    }
+
+    /// A certificate for `holder` valid between two instants (an expired one, for tests that
+    /// prove it is refused). Control nodes and agents serve as well as call: theirs name the
+    /// role's server name and `addresses` too.
+    pub fn issue_between(
+        &self,
+        holder: &Holder,
+        addresses: &[IpAddr],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Credentials, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key).map_err(cert_err("CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))?;
+        let key = KeyPair::generate().map_err(cert_err("key"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, holder.to_string());
+        params.distinguished_name = dn;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let server_name = match holder {
+            Holder::Control(_) => Some(CONTROL_SERVER_NAME),
+            Holder::Node(_) => Some(NODE_SERVER_NAME),
+            Holder::User(_) => None,
+        };
+        if let Some(name) = server_name {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+            let dns = name
+                .try_into()
+                .map_err(|e| TlsError::cert("server name", e))?;
+            params.subject_alt_names.push(SanType::DnsName(dns));
+            params
+                .subject_alt_names
+                .extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
+        }
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(cert_err("certificate"))?;
+        Ok(Credentials {
+            ca: self.cert.clone(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_name_their_holder_and_outlive_now() {
+        let ca = ClusterCa::generate("test").expect("CA");
+        let creds = ca
+            .issue(&Holder::Control(2), &["127.0.0.1".parse().expect("ip")])
+            .expect("issue");
+        assert_eq!(creds.holder().expect("holder"), Holder::Control(2));
+        let expires = super::super::holder::not_after(&creds.cert).expect("expiry");
+        assert!(expires > OffsetDateTime::now_utc().unix_timestamp() + 300 * 24 * 3600);
+        let user = ca.issue(&Holder::User("alice".into()), &[]).expect("issue");
+        assert_eq!(user.holder().expect("holder"), Holder::User("alice".into()));
+    }
+
+    #[test]
+    fn a_ca_survives_a_round_trip_through_its_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(ClusterCa::load(dir.path()).expect("load").is_none());
+        let ca = ClusterCa::generate("test").expect("CA");
+        ca.save(dir.path()).expect("save");
+        let again = ClusterCa::load(dir.path()).expect("load").expect("there");
+        assert_eq!(again.cert, ca.cert);
+        let creds = again
+            .issue(&Holder::Node("n1".into()), &[])
+            .expect("issue from a loaded CA");
+        creds.save(dir.path(), "node").expect("save");
+        let read = Credentials::load(dir.path(), "node")
+            .expect("load")
+            .expect("there");
+        assert_eq!(read, creds);
+    }
+}

@@ -1,0 +1,92 @@
+//! The local cluster's CA and the credentials `skiff up` hands out: the CA is made at the first
+//! `skiff up` in a folder (kept in `.skiff/pki/`) and copied into each control node's data
+//! directory, which then issues itself a member certificate; the node agent gets a node
+//! certificate and the client config an admin's. A certificate is issued again when it is
+//! missing, of another CA, or past two thirds of its life.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use skiff_proto::tls::authority::{ClusterCa, CERT_VALIDITY};
+use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::Credentials;
+
+/// The admin user `skiff up` writes into the client config.
+const ADMIN: &str = "admin";
+
+/// Make (or find) the CA and everything issued from it; returns the admin's credentials.
+pub fn prepare(
+    dir: &Path,
+    cluster: &str,
+    members: &[u64],
+    node: Option<&str>,
+) -> anyhow::Result<Credentials> {
+    let pki = dir.join("pki");
+    let ca = match ClusterCa::load(&pki)? {
+        Some(ca) => ca,
+        None => {
+            let ca = ClusterCa::generate(cluster)?;
+            ca.save(&pki)
+                .with_context(|| format!("keeping the cluster CA in {}", pki.display()))?;
+            ca
+        }
+    };
+    for id in members {
+        let member_pki = dir.join(format!("control-{id}")).join("pki");
+        let kept = ClusterCa::load(&member_pki)?;
+        if kept.is_none_or(|k| k.cert != ca.cert) {
+            ca.save(&member_pki)?;
+        }
+    }
+    if let Some(name) = node {
+        current(
+            &ca,
+            &dir.join("node").join("pki"),
+            "node",
+            &Holder::Node(name.into()),
+        )?;
+    }
+    current(&ca, &pki, ADMIN, &Holder::User(ADMIN.into()))
+}
+
+/// The credentials `name` in `dir` for `holder`, issued again unless they are current.
+fn current(ca: &ClusterCa, dir: &Path, name: &str, holder: &Holder) -> anyhow::Result<Credentials> {
+    if let Some(creds) = Credentials::load(dir, name)? {
+        let now = jiff::Timestamp::now().as_second();
+        let fresh = holder::not_after(&creds.cert)
+            .is_ok_and(|t| t - now > (CERT_VALIDITY.as_secs() / 3) as i64);
+        if fresh && creds.ca == ca.cert && creds.holder().ok().as_ref() == Some(holder) {
+            return Ok(creds);
+        }
+    }
+    let creds = ca.issue(holder, &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    creds.save(dir, name)?;
+    Ok(creds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ca_for_every_member_and_credentials_kept_across_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin = prepare(dir.path(), "c", &[1, 2, 3], Some("local")).expect("prepare");
+        assert_eq!(
+            admin.holder().expect("holder"),
+            Holder::User("admin".into())
+        );
+        for id in 1..=3 {
+            let ca = ClusterCa::load(&dir.path().join(format!("control-{id}/pki")))
+                .expect("load")
+                .expect("a CA in each member's folder");
+            assert_eq!(ca.cert, admin.ca);
+        }
+        let node = Credentials::load(&dir.path().join("node/pki"), "node")
+            .expect("load")
+            .expect("node credentials");
+        assert_eq!(node.holder().expect("holder"), Holder::Node("local".into()));
+        let again = prepare(dir.path(), "c", &[1, 2, 3], Some("local")).expect("again");
+        assert_eq!(again, admin, "current credentials are kept");
+    }
+}
