@@ -143,6 +143,49 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         .put("/security/marker", "kept".as_bytes().to_vec())
         .await
         .expect("the admin writes");
+    // Not even the admin writes objects through the raw kv API: they would skip validation,
+    // defaults and allocations.
+    let raw = client
+        .put(
+            "/registry/core/pods/default/forged",
+            b"{\"kind\":\"Pod\"}".to_vec(),
+        )
+        .await
+        .expect_err("a raw write into the object key space");
+    assert!(
+        raw.to_string().contains("/registry/") && raw.to_string().contains("reserved"),
+        "{raw}"
+    );
+    // A certificate near its end is warned about by `skiffctl cluster status`.
+    let now = time::OffsetDateTime::now_utc();
+    let soon = ca
+        .issue_between(
+            &Holder::User("admin".into()),
+            &[],
+            now - time::Duration::hours(1),
+            now + time::Duration::days(10),
+        )
+        .expect("issue");
+    let config = dir.join("expiring.json");
+    ConfigFile::single("local", endpoints.clone(), Some(soon))
+        .save(&config)
+        .expect("config");
+    let out = std::process::Command::new(skiff_e2e::binary("skiffctl"))
+        .args(["cluster", "status"])
+        .env("SKIFFCONFIG", &config)
+        .output()
+        .expect("skiffctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("warning: your client certificate expires in 9 days")
+            || text.contains("warning: your client certificate expires in 10 days"),
+        "{text}"
+    );
     // The agent is up once it has registered.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while client

@@ -57,6 +57,13 @@ async fn status(client: &Client) -> anyhow::Result<()> {
     let list = client.members().await?;
     let leader_last = list.last_log_index;
     let mut cluster_id = String::new();
+    let mut expiring: Vec<(String, i64)> = Vec::new();
+    if let Some(t) = client
+        .credentials()
+        .and_then(|c| skiff_proto::tls::holder::not_after(&c.cert).ok())
+    {
+        expiring.push(("your client certificate".into(), t));
+    }
     let mut rows = vec![[
         "ID", "ADDRESS", "ROLE", "TERM", "REVISION", "APPLIED", "LAG", "SNAPSHOT",
     ]
@@ -73,6 +80,12 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         match Client::status_of(&m.addr, client.credentials()).await {
             Ok(st) => {
                 cluster_id = st.cluster_id.clone();
+                if st.certificate_not_after != 0 {
+                    expiring.push((
+                        format!("member {}'s certificate", m.id),
+                        st.certificate_not_after,
+                    ));
+                }
                 rows.push(vec![
                     m.id.to_string(),
                     m.addr.clone(),
@@ -111,5 +124,17 @@ async fn status(client: &Client) -> anyhow::Result<()> {
             .collect();
         println!("{}", line.join("   ").trim_end());
     }
+    let now = jiff::Timestamp::now().as_second();
+    for (what, not_after) in expiring {
+        let days = (not_after - now) / 86_400;
+        if not_after <= now {
+            println!("warning: {what} has expired");
+        } else if not_after - now < EXPIRY_WARNING_SECS {
+            println!("warning: {what} expires in {days} days");
+        }
+    }
     Ok(())
 }
+
+/// Certificates closer than this to their expiry are warned about (k3s renews within 90 days).
+const EXPIRY_WARNING_SECS: i64 = 90 * 86_400;

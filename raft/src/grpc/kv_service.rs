@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::convert::{self, event_to_pb, kv_to_pb, store_error};
 use super::forward::{self, is_forwarded, mark};
-use crate::mvcc::{OpResult, Txn, TxnResult};
+use crate::mvcc::{Op, OpResult, Txn, TxnResult};
 use crate::node::RaftNode;
 use crate::state_machine::{WatchError, WatchFilter, WatchMessage};
 use crate::types::Write;
@@ -41,6 +41,42 @@ impl KvService {
             member_id: self.node.id(),
             revision,
             raft_term: term,
+        }
+    }
+}
+
+/// Where objects live: written only through the Objects API, where validation, defaults and
+/// allocations apply, never by a raw Kv write.
+const RESERVED: &[u8] = b"/registry/";
+
+/// Refuse a write that would touch the object key space: a put or delete of a key in it, or
+/// a prefix delete that covers any of it (the empty prefix included).
+fn refuse_reserved(txn: &Txn) -> Result<(), Status> {
+    let touches = |op: &Op| match op {
+        Op::Put { key, .. } | Op::PutNoPrev { key, .. } | Op::Delete { key } => {
+            key.starts_with(RESERVED)
+        }
+        Op::DeletePrefix { prefix } => prefix.starts_with(RESERVED) || RESERVED.starts_with(prefix),
+        Op::Get { .. } => false,
+    };
+    match txn
+        .success
+        .iter()
+        .chain(&txn.failure)
+        .find(|op| touches(op))
+    {
+        None => Ok(()),
+        Some(op) => {
+            let key = match op {
+                Op::Put { key, .. } | Op::PutNoPrev { key, .. } | Op::Delete { key } => key,
+                Op::DeletePrefix { prefix } => prefix,
+                Op::Get { key } => key,
+            };
+            Err(Status::permission_denied(format!(
+                "key {:?}: the object key space ({}) is reserved; objects are written through the Objects API (skiffctl apply, create, delete), never the raw kv API",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(RESERVED)
+            )))
         }
     }
 }
@@ -106,6 +142,7 @@ impl Kv for KvService {
                 ..Default::default()
             },
         };
+        refuse_reserved(&write.txn)?;
         let (rev, op) = first_op(
             self.node
                 .propose(write)
@@ -138,6 +175,7 @@ impl Kv for KvService {
                 ..Default::default()
             },
         };
+        refuse_reserved(&write.txn)?;
         let (rev, op) = first_op(
             self.node
                 .propose(write)
@@ -166,6 +204,7 @@ impl Kv for KvService {
             request_id,
             txn: convert::txn_from_pb(req)?,
         };
+        refuse_reserved(&write.txn)?;
         let span = tracing::debug_span!("txn", request_id = %format!("{request_id:032x}"));
         let result = self
             .node
@@ -272,6 +311,44 @@ impl Kv for KvService {
             learner,
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            certificate_not_after: self
+                .node
+                .config()
+                .tls
+                .as_ref()
+                .and_then(|c| skiff_proto::tls::holder::not_after(&c.cert).ok())
+                .unwrap_or(0),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_into_the_object_key_space_are_refused_naming_it() {
+        let put = Txn::put("/registry/core/pods/default/p", "x");
+        let err = refuse_reserved(&put).expect_err("reserved");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(err.message().contains("/registry/"), "{}", err.message());
+        let wipe = Txn {
+            success: vec![Op::DeletePrefix {
+                prefix: b"/".to_vec(),
+            }],
+            ..Default::default()
+        };
+        assert!(
+            refuse_reserved(&wipe).is_err(),
+            "a prefix delete covering it"
+        );
+        assert!(refuse_reserved(&Txn::put("/greeting", "hello")).is_ok());
+        let reads = Txn {
+            success: vec![Op::Get {
+                key: b"/registry/x".to_vec(),
+            }],
+            ..Default::default()
+        };
+        assert!(refuse_reserved(&reads).is_ok(), "reading is not writing");
     }
 }
