@@ -8,6 +8,11 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use skiff_proto::tls::authority::ClusterCa;
+use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::Credentials;
+use skiff_proto::{Client, ClientConfig};
+
 use crate::delay::DelayProxy;
 use crate::net::TestNet;
 use crate::powercut::PowerCutMount;
@@ -43,6 +48,39 @@ pub struct ChaosCluster {
     pub delay: Option<DelayProxy>,
     /// Flags added to every node's command line.
     node_args: Vec<String>,
+    /// The cluster CA, written into each node's data directory before every start (a wiped
+    /// member gets it back); the run is secured as users run Skiff.
+    ca: ClusterCa,
+    /// The workload's credentials.
+    admin: Credentials,
+}
+
+/// How the run's clients reach the cluster: endpoints and credentials.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Control node addresses.
+    pub endpoints: Vec<String>,
+    /// The admin's credentials (mutual TLS).
+    pub tls: Credentials,
+}
+
+impl Access {
+    /// A client of these endpoints with `config`'s timings and the credentials.
+    pub fn client(&self, config: ClientConfig) -> Client {
+        self.client_of(&self.endpoints, config)
+    }
+
+    /// A client of `endpoints` with the credentials.
+    pub fn client_of(&self, endpoints: &[String], config: ClientConfig) -> Client {
+        Client::with_config(
+            endpoints,
+            ClientConfig {
+                tls: Some(self.tls.clone()),
+                ..config
+            },
+        )
+        .expect("valid endpoints")
+    }
 }
 
 fn skiff_binary() -> PathBuf {
@@ -73,10 +111,15 @@ impl ChaosCluster {
             .map(|i| format!("{i}={}:{PORT}", net.addr(i)))
             .collect::<Vec<_>>()
             .join(",");
+        let cluster_id = format!("chaos-{}", net.net);
+        let ca = ClusterCa::generate(&cluster_id)?;
+        let admin = ca.issue(&Holder::User("chaos".into()), &[])?;
         let mut c = Self {
             nodes: Vec::new(),
             initial,
-            cluster_id: format!("chaos-{}", net.net),
+            ca,
+            admin,
+            cluster_id,
             skiff,
             mounts: BTreeMap::new(),
             delay: None,
@@ -104,6 +147,7 @@ impl ChaosCluster {
     }
 
     fn spawn(&self, net: &TestNet, node: &mut Node) -> anyhow::Result<()> {
+        self.ca.save(&node.data_dir.join("pki"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -135,6 +179,19 @@ impl ChaosCluster {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// How clients reach the cluster.
+    pub fn access(&self) -> Access {
+        Access {
+            endpoints: self.endpoints(),
+            tls: self.admin.clone(),
+        }
+    }
+
+    /// The workload's credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.admin
     }
 
     /// Endpoints of every node.

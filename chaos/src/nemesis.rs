@@ -94,7 +94,7 @@ pub async fn leader(cluster: &ChaosCluster) -> Option<u8> {
         }
         if let Ok(Ok(st)) = tokio::time::timeout(
             std::time::Duration::from_millis(300),
-            Client::status_of(&n.addr, None),
+            Client::status_of(&n.addr, Some(cluster.credentials())),
         )
         .await
         {
@@ -280,6 +280,7 @@ pub async fn inject(
                 &others,
                 skiff_proto::ClientConfig {
                     call_deadline: std::time::Duration::from_secs(20),
+                    tls: Some(cluster.credentials().clone()),
                     ..Default::default()
                 },
             )?;

@@ -3,6 +3,7 @@
 //! under the key `cm/<name>`, so the same linearizability checker judges it; a conflict is a
 //! compare that did not hold.
 
+use crate::cluster::Access;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +21,13 @@ pub const STORE_PREFIX: &str = "/registry/core/configmaps/default/obj-";
 /// History key prefix of the workload's ConfigMaps.
 pub const HISTORY_PREFIX: &str = "cm/obj-";
 
-fn client(endpoints: &[String]) -> Client {
-    let config = ClientConfig {
+fn client(access: &Access) -> Client {
+    access.client(ClientConfig {
         attempt_timeout: Duration::from_millis(700),
         call_deadline: Duration::from_millis(1500),
         random_start: true,
-        tls: None,
-    };
-    Client::with_config(endpoints, config).expect("valid endpoints")
+        ..Default::default()
+    })
 }
 
 fn us(start: Instant) -> u64 {
@@ -49,18 +49,15 @@ pub fn value_of(json: &[u8]) -> Option<String> {
 
 /// Create the ConfigMaps (recorded as the first write of each register).
 pub async fn setup(
-    endpoints: &[String],
+    access: &Access,
     keys: u32,
     start: Instant,
     rec: &Recorded,
 ) -> anyhow::Result<()> {
-    let c = Client::with_config(
-        endpoints,
-        ClientConfig {
-            call_deadline: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )?;
+    let c = access.client(ClientConfig {
+        call_deadline: Duration::from_secs(30),
+        ..Default::default()
+    });
     for k in 0..keys {
         let value = format!("init-{k}");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("obj-{k}")}, "data": {"v": value}});
@@ -168,7 +165,7 @@ async fn cas(c: &Client, p: u32, k: u32, to: String, start: Instant, rec: &Recor
 
 /// Run `clients` object clients until `stop`.
 pub fn spawn_clients(
-    endpoints: Vec<String>,
+    access: Access,
     clients: u32,
     keys: u32,
     seed: u64,
@@ -178,10 +175,10 @@ pub fn spawn_clients(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|i| {
-            let (endpoints, rec, stop) = (endpoints.clone(), rec.clone(), stop.clone());
+            let (access, rec, stop) = (access.clone(), rec.clone(), stop.clone());
             let p = 500 + i;
             tokio::spawn(async move {
-                let c = client(&endpoints);
+                let c = client(&access);
                 let mut rng = StdRng::seed_from_u64(
                     seed ^ 0x000b_1ec7 ^ u64::from(p).wrapping_mul(0x9e3779b97f4a7c15),
                 );

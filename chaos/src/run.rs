@@ -121,9 +121,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let rec = Arc::new(Recorded::default());
     let stop_clients = Arc::new(AtomicBool::new(false));
     let stop_watchers = Arc::new(AtomicBool::new(false));
-    let endpoints = cluster.endpoints();
+    let access = cluster.access();
     let clients = workload::spawn_clients(
-        endpoints.clone(),
+        access.clone(),
         cfg.clients,
         cfg.keys,
         cfg.seed,
@@ -132,7 +132,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
         stop_clients.clone(),
     );
     let watchers = workload::spawn_watchers(
-        endpoints.clone(),
+        access.clone(),
         cfg.watchers,
         rec.clone(),
         stop_watchers.clone(),
@@ -141,7 +141,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     if cfg.object_clients > 0 {
         // The built-in namespace appears shortly after the first leader.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while let Err(e) = object_workload::setup(&endpoints, cfg.keys, start, &rec).await {
+        while let Err(e) = object_workload::setup(&access, cfg.keys, start, &rec).await {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "creating the object workload's ConfigMaps: {e}"
@@ -153,7 +153,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         object_clients = object_workload::spawn_clients(
-            endpoints.clone(),
+            access.clone(),
             cfg.object_clients,
             cfg.keys,
             cfg.seed,
@@ -201,13 +201,10 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
     let recovered = recovery.ok;
 
     // Final linearizable reads, part of the history: a lost write shows up here.
-    let final_client = Client::with_config(
-        &endpoints,
-        ClientConfig {
-            call_deadline: Duration::from_secs(20),
-            ..Default::default()
-        },
-    )?;
+    let final_client = access.client(ClientConfig {
+        call_deadline: Duration::from_secs(20),
+        ..Default::default()
+    });
     for k in (0..cfg.keys).filter(|_| recovered) {
         workload::read(&final_client, 1000, &format!("{PREFIX}{k}"), start, &rec).await;
         if cfg.object_clients > 0 {
@@ -371,12 +368,13 @@ async fn converge(cluster: &ChaosCluster) -> Vec<MemberState> {
                 std::slice::from_ref(&n.addr),
                 ClientConfig {
                     call_deadline: Duration::from_secs(2),
+                    tls: Some(cluster.credentials().clone()),
                     ..Default::default()
                 },
             ) else {
                 continue;
             };
-            let Ok(st) = Client::status_of(&n.addr, None).await else {
+            let Ok(st) = Client::status_of(&n.addr, Some(cluster.credentials())).await else {
                 continue;
             };
             let Ok(r) = c

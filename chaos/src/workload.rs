@@ -1,6 +1,7 @@
 //! The register workload: concurrent clients read, write and compare-and-set a few keys,
 //! recording every operation; watchers follow the key prefix and record what they see.
 
+use crate::cluster::Access;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,14 +27,13 @@ pub struct Recorded {
     pub watch_errors: Mutex<Vec<String>>,
 }
 
-fn client(endpoints: &[String]) -> Client {
-    let config = ClientConfig {
+fn client(access: &Access) -> Client {
+    access.client(ClientConfig {
         attempt_timeout: Duration::from_millis(700),
         call_deadline: Duration::from_millis(1500),
         random_start: true,
-        tls: None,
-    };
-    Client::with_config(endpoints, config).expect("valid endpoints")
+        ..Default::default()
+    })
 }
 
 fn outcome_of(e: &ClientError) -> Outcome {
@@ -46,7 +46,7 @@ fn outcome_of(e: &ClientError) -> Outcome {
 
 /// Run `clients` register clients until `stop`.
 pub fn spawn_clients(
-    endpoints: Vec<String>,
+    access: Access,
     clients: u32,
     keys: u32,
     seed: u64,
@@ -56,11 +56,11 @@ pub fn spawn_clients(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|p| {
-            let endpoints = endpoints.clone();
+            let access = access.clone();
             let rec = rec.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let c = client(&endpoints);
+                let c = client(&access);
                 let mut rng =
                     StdRng::seed_from_u64(seed ^ u64::from(p).wrapping_mul(0x9e3779b97f4a7c15));
                 let mut n = 0u64;
@@ -197,14 +197,14 @@ async fn cas(c: &Client, p: u32, key: &str, to: String, start: Instant, rec: &Re
 
 /// Run `n` watchers of the prefix from revision 1 until `stop`.
 pub fn spawn_watchers(
-    endpoints: Vec<String>,
+    access: Access,
     n: u32,
     rec: Arc<Recorded>,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..n)
         .map(|w| {
-            let c = client(&endpoints);
+            let c = client(&access);
             let rec = rec.clone();
             let stop = stop.clone();
             tokio::spawn(async move {

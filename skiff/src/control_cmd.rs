@@ -89,9 +89,12 @@ fn member_credentials(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let renew_before = (authority::CERT_VALIDITY.as_secs() / 3) as i64;
-    if let Some(creds) = Credentials::load(&pki, "member")? {
+    // Credentials torn by a power cut (or removed) are simply issued again.
+    if let Ok(Some(creds)) = Credentials::load(&pki, "member") {
         let fresh = holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
-        if fresh && creds.ca == ca.cert && creds.holder().ok() == Some(Holder::Control(id)) {
+        let whole = rcgen::KeyPair::from_pem(&creds.key).is_ok();
+        if fresh && whole && creds.ca == ca.cert && creds.holder().ok() == Some(Holder::Control(id))
+        {
             return Ok(Some(creds));
         }
     }

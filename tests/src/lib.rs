@@ -1,5 +1,7 @@
 //! Harness for end-to-end tests: real `skiff control` processes on loopback, each with its
-//! own data directory, that tests start, `kill -9`, pause and restart.
+//! own data directory, that tests start, `kill -9`, pause and restart. Every cluster is
+//! secured as users run it: a cluster CA in each member's data directory, mutual TLS on every
+//! connection, and an admin's credentials for the test's clients and skiffctl.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -9,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use skiff_proto::config_file::ConfigFile;
+use skiff_proto::tls::authority::ClusterCa;
+use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::Credentials;
 use skiff_proto::{Client, ClientConfig};
 
 pub mod node_env;
@@ -82,6 +88,8 @@ pub struct MemberOptions {
     /// Listen on every address (advertising loopback), so test hosts in network namespaces
     /// reach the members through their gateway.
     pub listen_any: bool,
+    /// No cluster CA: plaintext connections (the store benchmark against a plaintext etcd).
+    pub plaintext: bool,
 }
 
 /// One control process.
@@ -146,6 +154,12 @@ pub struct Cluster {
     pub members: BTreeMap<u64, Member>,
     /// The cluster id.
     pub cluster_id: String,
+    /// The cluster CA.
+    pub ca: ClusterCa,
+    /// The admin's credentials (`user:admin`).
+    pub admin: Credentials,
+    /// Serving plaintext (no CA in the members' data directories).
+    pub plaintext: bool,
     dir: tempfile::TempDir,
 }
 
@@ -165,9 +179,16 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let cluster_id = format!("e2e-{}", rand::random::<u32>());
+        let ca = ClusterCa::generate(&cluster_id).expect("cluster CA");
+        let admin = ca
+            .issue(&Holder::User("admin".into()), &[])
+            .expect("admin credentials");
         let mut cluster = Self {
             members: BTreeMap::new(),
             cluster_id: cluster_id.clone(),
+            ca,
+            admin,
+            plaintext: opts.plaintext,
             dir,
         };
         for (id, addr) in &addrs {
@@ -210,6 +231,11 @@ impl Cluster {
         } else {
             addr.clone()
         };
+        if !self.plaintext {
+            self.ca
+                .save(&data_dir.join("pki"))
+                .expect("the cluster CA in the member's data directory");
+        }
         let mut m = Member {
             id,
             listen,
@@ -242,15 +268,49 @@ impl Cluster {
             .collect()
     }
 
-    /// A client of every member, with fail-over.
+    /// A client of every member, with fail-over, as the admin.
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoints()).expect("client")
+        self.client_to(&self.endpoints())
     }
 
-    /// A client of one member only.
+    /// A client of one member only, as the admin.
     pub fn client_of(&self, id: u64) -> Client {
-        Client::with_config(&[self.members[&id].addr.clone()], ClientConfig::default())
-            .expect("client")
+        self.client_to(&[self.members[&id].addr.clone()])
+    }
+
+    /// A client of `endpoints`, as the admin.
+    pub fn client_to(&self, endpoints: &[String]) -> Client {
+        Client::with_config(endpoints, self.client_config()).expect("client")
+    }
+
+    /// Client settings with the admin's credentials.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            tls: self.credentials().cloned(),
+            ..Default::default()
+        }
+    }
+
+    /// The admin's credentials, unless the cluster serves plaintext.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        (!self.plaintext).then_some(&self.admin)
+    }
+
+    /// Credentials for `holder`, issued by the cluster CA (a node agent's, a user's).
+    pub fn issue(&self, holder: &Holder) -> Credentials {
+        self.ca
+            .issue(holder, &[std::net::Ipv4Addr::LOCALHOST.into()])
+            .expect("issue")
+    }
+
+    /// A skiffctl config file with every member's endpoint and the admin's credentials, for
+    /// `SKIFFCONFIG`.
+    pub fn config_file(&self) -> PathBuf {
+        let path = self.dir.path().join("skiffctl.json");
+        ConfigFile::single("e2e", self.endpoints(), self.credentials().cloned())
+            .save(&path)
+            .expect("skiffctl config");
+        path
     }
 
     /// Wait until a leader is known to a running member; returns its id.
@@ -258,7 +318,7 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             for m in self.members.values().filter(|m| m.is_running()) {
-                if let Ok(st) = Client::status_of(&m.addr, None).await {
+                if let Ok(st) = Client::status_of(&m.addr, self.credentials()).await {
                     if st.leader != 0
                         && self.members.get(&st.leader).is_some_and(|l| l.is_running())
                     {
@@ -298,10 +358,16 @@ impl Cluster {
         }
     }
 
-    /// Start a stopped member again on the same data directory.
+    /// Start a stopped member again on the same data directory (given the cluster CA again,
+    /// should a test have wiped it).
     pub fn restart(&mut self, id: u64) {
         let m = self.members.get_mut(&id).expect("member");
         assert!(m.child.is_none(), "member {id} is running");
+        if !self.plaintext {
+            self.ca
+                .save(&m.data_dir.join("pki"))
+                .expect("the cluster CA in the member's data directory");
+        }
         spawn(m);
     }
 

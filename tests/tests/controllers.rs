@@ -33,7 +33,7 @@ impl Hollow {
                         "--renew-seconds",
                         "1",
                     ])
-                    .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+                    .env("SKIFFCONFIG", cluster.config_file())
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
@@ -67,7 +67,7 @@ fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(binary("skiffctl"))
         .args(args)
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .env("SKIFFCONFIG", cluster.config_file())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

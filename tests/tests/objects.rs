@@ -13,7 +13,7 @@ use skiff_proto::{Client, ClientError};
 fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(binary("skiffctl"));
     cmd.args(args)
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .env("SKIFFCONFIG", cluster.config_file())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -645,7 +645,7 @@ async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"500\"\n";
     let mut cmd = Command::new(binary("skiffctl"));
     cmd.args(["apply", "--wait", "--timeout", "60s", "-f", "-"])
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .env("SKIFFCONFIG", cluster.config_file())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -711,7 +711,7 @@ async fn writes_find_the_leader_through_addresses_the_members_do_not_advertise()
             .addr
             .replacen("127.0.0.1", "127.0.0.2", 1)
     };
-    let client = Client::new(&cluster.endpoints_via("127.0.0.2")).expect("client");
+    let client = cluster.client_to(&cluster.endpoints_via("127.0.0.2"));
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     create_config_maps(&client, "before", 4).await;
     assert_eq!(

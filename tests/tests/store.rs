@@ -164,7 +164,7 @@ async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
         &endpoints,
         ClientConfig {
             random_start: false,
-            ..Default::default()
+            ..cluster.client_config()
         },
     )
     .expect("client");
@@ -195,7 +195,7 @@ async fn leader_kill_under_load_elects_a_new_leader_fast_and_loses_no_acknowledg
         &cluster.endpoints(),
         ClientConfig {
             call_deadline: Duration::from_secs(20),
-            ..Default::default()
+            ..cluster.client_config()
         },
     )
     .unwrap();
@@ -317,7 +317,7 @@ async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
         .expect("add learner");
     let deadline = Instant::now() + Duration::from_secs(10);
     let st4 = loop {
-        let st4 = match Client::status_of(&addr, None).await {
+        let st4 = match Client::status_of(&addr, Some(&cluster.admin)).await {
             Ok(st) => st,
             Err(e) if Instant::now() < deadline => {
                 info!(error = %e, "member 4 not answering yet");
@@ -416,7 +416,7 @@ async fn watch_from_a_revision_gets_every_event_once_in_order_across_a_leader_ch
         &order,
         ClientConfig {
             random_start: false,
-            ..Default::default()
+            ..cluster.client_config()
         },
     )
     .unwrap();

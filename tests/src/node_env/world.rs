@@ -18,7 +18,7 @@ use crate::{binary, init_tracing, Cluster, MemberOptions};
 pub fn skiffctl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(binary("skiffctl"))
         .args(args)
-        .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+        .env("SKIFFCONFIG", cluster.config_file())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -118,6 +118,11 @@ pub async fn world(agent_flags: &[&str]) -> World {
     let registry = Registry::start(&host.gateway, cluster.dir());
     let mut flags = vec!["--insecure-registry", registry.addr.as_str()];
     flags.extend_from_slice(agent_flags);
+    // The agent's certificate, as a node joining the cluster gets one.
+    cluster
+        .issue(&skiff_proto::tls::holder::Holder::Node("n1".into()))
+        .save(&cluster.dir().join("agent-n1").join("pki"), "node")
+        .expect("node credentials");
     let agent = Agent::start(
         "n1",
         &host,

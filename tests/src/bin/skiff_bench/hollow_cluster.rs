@@ -27,7 +27,7 @@ pub async fn start(
 ) -> anyhow::Result<(Cluster, Client, HollowNodes)> {
     let cluster = Cluster::start(3, MemberOptions::default());
     cluster.wait_leader(Duration::from_secs(20)).await;
-    let client = Client::new(&cluster.endpoints())?;
+    let client = cluster.client();
     while client
         .get_object("namespaces", "", "default", false)
         .await
@@ -49,7 +49,7 @@ pub async fn start(
                 "--memory",
                 memory,
             ])
-            .env("SKIFF_ENDPOINTS", cluster.endpoints().join(","))
+            .env("SKIFFCONFIG", cluster.config_file())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?,

@@ -434,7 +434,15 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         args.duration, args.runs, args.value_size
     );
 
-    let mut skiff = Cluster::start(3, MemberOptions::default());
+    // Plaintext, as the etcd it is compared with runs (a TLS comparison needs etcd with
+    // certificates too).
+    let mut skiff = Cluster::start(
+        3,
+        MemberOptions {
+            plaintext: true,
+            ..Default::default()
+        },
+    );
     skiff.wait_leader(Duration::from_secs(20)).await;
     let mut etcd = if args.skip_etcd {
         None

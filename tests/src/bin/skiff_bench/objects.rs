@@ -62,12 +62,12 @@ fn pod(ns: &str, name: &str, sent: u64) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
-fn client_of(endpoints: &[String]) -> anyhow::Result<Client> {
+fn client_of(cluster: &Cluster) -> anyhow::Result<Client> {
     Ok(Client::with_config(
-        endpoints,
+        &cluster.endpoints(),
         ClientConfig {
             random_start: true,
-            ..Default::default()
+            ..cluster.client_config()
         },
     )?)
 }
@@ -93,14 +93,14 @@ struct Rate {
 
 /// `clients` loops of creates (objects) or puts (raw) of the same bytes for `duration`.
 async fn create_load(
-    endpoints: &[String],
+    cluster: &Cluster,
     clients: usize,
     duration: Duration,
     raw: bool,
     run: usize,
 ) -> anyhow::Result<Rate> {
     let ns = format!("bench-create-{run}");
-    let admin = client_of(endpoints)?;
+    let admin = client_of(cluster)?;
     if !raw {
         ensure_namespace(&admin, &ns).await?;
     }
@@ -108,7 +108,7 @@ async fn create_load(
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let client = client_of(endpoints)?;
+        let client = client_of(cluster)?;
         let ns = ns.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -148,19 +148,19 @@ async fn create_load(
 /// `watchers` watches on pods of a namespace while pods are written at `rate` per second;
 /// returns delivery latencies (write sent to event received) and deliveries per second.
 async fn watch_fanout(
-    endpoints: &[String],
+    cluster: &Cluster,
     watchers: usize,
     rate: u64,
     seconds: u64,
     round: usize,
 ) -> anyhow::Result<(Vec<Duration>, f64)> {
     let ns = format!("bench-watch-{round}");
-    let writer = client_of(endpoints)?;
+    let writer = client_of(cluster)?;
     ensure_namespace(&writer, &ns).await?;
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let ready = Arc::new(AtomicU64::new(0));
-    let clients: Vec<Client> = (0..endpoints.len())
-        .map(|_| client_of(endpoints))
+    let clients: Vec<Client> = (0..cluster.endpoints().len())
+        .map(|_| client_of(cluster))
         .collect::<Result<_, _>>()?;
     let mut handles = Vec::new();
     for w in 0..watchers {
@@ -245,7 +245,7 @@ async fn watch_fanout(
 }
 
 async fn create_many(
-    endpoints: &[String],
+    cluster: &Cluster,
     resource: &str,
     ns: &str,
     n: usize,
@@ -255,7 +255,7 @@ async fn create_many(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let client = client_of(endpoints)?;
+        let client = client_of(cluster)?;
         let make = make.clone();
         let next = next.clone();
         let (resource, ns) = (resource.to_string(), ns.to_string());
@@ -294,8 +294,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     println!("# skiff-bench objects: 3 Skiff control nodes on loopback, fsync on");
     let cluster = Cluster::start(3, MemberOptions::default());
     cluster.wait_leader(Duration::from_secs(20)).await;
-    let endpoints = cluster.endpoints();
-    let admin = client_of(&endpoints)?;
+    let admin = client_of(&cluster)?;
     while admin
         .get_object("namespaces", "", "default", false)
         .await
@@ -314,11 +313,11 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         // Alternate the order: the store grows with every run, and neither should always
         // run on the bigger one.
         if run % 2 == 0 {
-            raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
-            obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
+            raw.push(create_load(&cluster, args.clients, duration, true, run).await?);
+            obj.push(create_load(&cluster, args.clients, duration, false, run).await?);
         } else {
-            obj.push(create_load(&endpoints, args.clients, duration, false, run).await?);
-            raw.push(create_load(&endpoints, args.clients, duration, true, run).await?);
+            obj.push(create_load(&cluster, args.clients, duration, false, run).await?);
+            raw.push(create_load(&cluster, args.clients, duration, true, run).await?);
         }
     }
     for (name, rates) in [("raw kv", &raw), ("objects", &obj)] {
@@ -345,8 +344,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     // A fresh cluster, so it holds exactly the pods and nodes measured.
     let cluster = Cluster::start(3, MemberOptions::default());
     cluster.wait_leader(Duration::from_secs(20)).await;
-    let endpoints = cluster.endpoints();
-    let admin = client_of(&endpoints)?;
+    let admin = client_of(&cluster)?;
     while admin
         .get_object("namespaces", "", "default", false)
         .await
@@ -359,11 +357,11 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         args.pods, args.nodes
     );
     ensure_namespace(&admin, "bench-list").await?;
-    create_many(&endpoints, "pods", "bench-list", args.pods, |i| {
+    create_many(&cluster, "pods", "bench-list", args.pods, |i| {
         pod("bench-list", &format!("pod-{i:05}"), 1)
     })
     .await?;
-    create_many(&endpoints, "nodes", "", args.nodes, |i| {
+    create_many(&cluster, "nodes", "", args.nodes, |i| {
         serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i:04}"), "labels": {"kubernetes.io/hostname": format!("node-{i:04}")}},
             "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})).unwrap_or_default()
@@ -414,7 +412,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.runs.max(1) {
             let (lat, per_sec) =
-                watch_fanout(&endpoints, args.watchers, rate, args.watch_seconds, round).await?;
+                watch_fanout(&cluster, args.watchers, rate, args.watch_seconds, round).await?;
             round += 1;
             p50s.push(percentile(&lat, 0.5));
             p99s.push(percentile(&lat, 0.99));

@@ -162,7 +162,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             registry.push(&OciImage::busybox(&tag), "skiff/busybox", &tag)
         })
         .collect();
-    let client = Client::new(&cluster.endpoints())?;
+    let client = cluster.client();
 
     // The images are present before the clock starts (as the target says): a
     // warm-up pod of each runs first.

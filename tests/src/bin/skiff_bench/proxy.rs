@@ -150,7 +150,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let mut w = world(&[]).await;
     let (cluster, host, registry) = (&w.cluster, &w.host, &w.registry);
     let agent = &mut w.agent;
-    let client = Client::new(&cluster.endpoints())?;
+    let client = cluster.client();
     while client.get_object("nodes", "", "n1", false).await.is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
