@@ -8,7 +8,7 @@ use skiff_proto::pb::kv_server::KvServer;
 use skiff_proto::pb::node_agent_server::NodeAgentServer;
 use skiff_proto::pb::objects_server::ObjectsServer;
 use skiff_proto::pb::raft_server::RaftServer;
-use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::holder;
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use skiff_raft::grpc::cluster_service::ClusterService;
 use skiff_raft::grpc::kv_service::KvService;
@@ -33,7 +33,13 @@ pub async fn serve(
     let raft = RaftServer::new(RaftService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let raft = InterceptedService::new(raft, only_members(node.config().tls.is_some()));
+    // Raft's peer RPCs (votes, appends, snapshots, forwarded writes) are for members only: a
+    // user's or an agent's certificate cannot cast a vote or append to the log. Which member
+    // it is, Raft itself checks.
+    let raft = InterceptedService::new(
+        raft,
+        holder::only_control_nodes(node.config().tls.is_some(), "Raft"),
+    );
     let kv = KvServer::new(KvService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -57,26 +63,4 @@ pub async fn serve(
         .add_service(node_agent)
         .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
-}
-
-/// Raft's peer RPCs (votes, appends, snapshots, forwarded writes) are for members only: over
-/// mutual TLS a caller must hold a control node's certificate, so a user's or an agent's
-/// cannot cast a vote or append to the log. Which member it is, Raft itself checks.
-fn only_members(
-    secured: bool,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |request| {
-        if !secured {
-            return Ok(request);
-        }
-        match holder::of_request(&request) {
-            Some(Holder::Control(_)) => Ok(request),
-            Some(other) => Err(tonic::Status::permission_denied(format!(
-                "{other} may not call Raft; only control nodes may"
-            ))),
-            None => Err(tonic::Status::unauthenticated(
-                "Raft needs a control node's certificate",
-            )),
-        }
-    }
 }

@@ -11,7 +11,7 @@ use skiff_proto::pb::node_agent_server::{NodeAgent, NodeAgentServer};
 use skiff_proto::pb::{
     ExecRequest, ExecResponse, ImportImageChunk, ImportImageResponse, LogsChunk, LogsRequest,
 };
-use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::holder;
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use tokio::io::AsyncWriteExt;
 use tonic::service::interceptor::InterceptedService;
@@ -37,23 +37,11 @@ pub async fn serve(
     let svc = NodeAgentServer::new(AgentService { agent })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let secured = credentials.is_some();
-    let only_control_nodes = move |request: tonic::Request<()>| {
-        if !secured {
-            return Ok(request);
-        }
-        match holder::of_request(&request) {
-            Some(Holder::Control(_)) => Ok(request),
-            Some(other) => Err(tonic::Status::permission_denied(format!(
-                "{other} may not call the node agent; only control nodes may"
-            ))),
-            None => Err(tonic::Status::unauthenticated(
-                "the node agent needs a control node's certificate",
-            )),
-        }
-    };
     transport::server(credentials.map(|c| c.server_tls()))?
-        .add_service(InterceptedService::new(svc, only_control_nodes))
+        .add_service(InterceptedService::new(
+            svc,
+            holder::only_control_nodes(credentials.is_some(), "the node agent"),
+        ))
         .serve_with_incoming(transport::incoming(listener))
         .await
 }

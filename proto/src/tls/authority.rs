@@ -77,19 +77,10 @@ impl ClusterCa {
 
     /// Keep it in `dir` (the key readable by its owner only).
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
         let cert = dir.join("ca.crt");
         std::fs::write(&cert, &self.cert).map_err(TlsError::io(&cert))?;
-        let key = dir.join("ca.key");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key)
-            .map_err(TlsError::io(&key))?;
-        std::io::Write::write_all(&mut f, self.key.as_bytes()).map_err(TlsError::io(&key))
+        super::write_private(&dir.join("ca.key"), self.key.as_bytes())
     }
 
     /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].

@@ -69,6 +69,28 @@ pub fn of_request<T>(request: &tonic::Request<T>) -> Option<Holder> {
     of_der(certs.first()?.as_ref()).ok()
 }
 
+/// An interceptor that lets through only control nodes' calls when `secured` (a server with
+/// mutual TLS); `service` names what is guarded in the refusal. Without TLS it lets all through.
+pub fn only_control_nodes(
+    secured: bool,
+    service: &'static str,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request| {
+        if !secured {
+            return Ok(request);
+        }
+        match of_request(&request) {
+            Some(Holder::Control(_)) => Ok(request),
+            Some(other) => Err(tonic::Status::permission_denied(format!(
+                "{other} may not call {service}; only control nodes may"
+            ))),
+            None => Err(tonic::Status::unauthenticated(format!(
+                "{service} needs a control node's certificate"
+            ))),
+        }
+    }
+}
+
 /// When the PEM certificate expires, in seconds since the epoch.
 pub fn not_after(pem: &str) -> Result<i64, TlsError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())

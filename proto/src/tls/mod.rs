@@ -85,6 +85,19 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Write `bytes` to `path`, readable and writable by its owner only (a private key).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(TlsError::io(path))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(TlsError::io(path))
+}
+
 /// The files of a holder's credentials in a folder: `ca.crt`, `NAME.crt`, `NAME.key`.
 fn paths(dir: &Path, name: &str) -> [PathBuf; 3] {
     [
@@ -111,19 +124,11 @@ impl Credentials {
 
     /// Write them as `name` into `dir` (the key readable by its owner only).
     pub fn save(&self, dir: &Path, name: &str) -> Result<(), TlsError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
         let [ca, cert, key] = paths(dir, name);
         std::fs::write(&ca, &self.ca).map_err(TlsError::io(&ca))?;
         std::fs::write(&cert, &self.cert).map_err(TlsError::io(&cert))?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key)
-            .map_err(TlsError::io(&key))?;
-        std::io::Write::write_all(&mut f, self.key.as_bytes()).map_err(TlsError::io(&key))
+        write_private(&key, self.key.as_bytes())
     }
 
     /// Who the certificate names.

@@ -39,6 +39,9 @@ pub struct ObjectsArgs {
     /// Nodes for the memory measurement.
     #[arg(long, default_value_t = 1_000)]
     nodes: usize,
+    /// Run the clusters without their CA (plaintext), to measure what mutual TLS costs.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 fn now_micros() -> u64 {
@@ -291,8 +294,21 @@ fn rss_line(cluster: &Cluster) -> String {
 
 pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration);
-    println!("# skiff-bench objects: 3 Skiff control nodes on loopback, fsync on");
-    let cluster = Cluster::start(3, MemberOptions::default());
+    println!(
+        "# skiff-bench objects: 3 Skiff control nodes on loopback, fsync on, {}",
+        if args.plaintext {
+            "plaintext"
+        } else {
+            "mutual TLS"
+        }
+    );
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            plaintext: args.plaintext,
+            ..Default::default()
+        },
+    );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
     while admin
@@ -342,7 +358,13 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     drop(cluster);
 
     // A fresh cluster, so it holds exactly the pods and nodes measured.
-    let cluster = Cluster::start(3, MemberOptions::default());
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            plaintext: args.plaintext,
+            ..Default::default()
+        },
+    );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
     while admin
