@@ -37,12 +37,16 @@ test: build
 	  $(CARGO) test --workspace --no-fail-fast -- --test-threads 1; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	elif [ "$${CI:-}" = true ]; then \
+	  echo "CI=true but not root: the tests that need root cannot run, and CI must not pass without them"; exit 1; \
 	else \
 	  echo "not root: the tests that need root are skipped (nextest counts them)"; \
 	  $(CARGO) nextest run --workspace --no-fail-fast -E 'not ($(ROOT_TESTS))'; \
 	fi
 	@if [ "$$(id -u)" = 0 ]; then \
 	  ./target/debug/skiff-chaos run --scenario all --duration 8s --out target/chaos-results; \
+	elif [ "$${CI:-}" = true ]; then \
+	  echo "CI=true but not root: the chaos suite cannot run"; exit 1; \
 	else \
 	  echo "not root: the chaos suite (test hosts in network namespaces) is skipped"; \
 	fi

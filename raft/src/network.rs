@@ -25,7 +25,7 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Channels to other members by address, shared by Raft replication and request forwarding
 /// so each peer has one connection; over mutual TLS when the member has credentials.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerChannels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
     tls: Option<tonic::transport::ClientTlsConfig>,

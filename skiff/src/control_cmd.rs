@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control::bootstrap::{self, BootstrapError};
 use skiff_control::server;
-use skiff_proto::tls::authority::{self, ClusterCa};
-use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::authority::ClusterCa;
+use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::Credentials;
 use skiff_raft::{NodeConfig, RaftNode};
 use tokio::signal::unix::{signal, SignalKind};
@@ -85,19 +85,6 @@ fn member_credentials(
         );
         return Ok(None);
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let renew_before = (authority::CERT_VALIDITY.as_secs() / 3) as i64;
-    // Credentials torn by a power cut (or removed) are simply issued again.
-    if let Ok(Some(creds)) = Credentials::load(&pki, "member") {
-        let fresh = holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
-        let whole = rcgen::KeyPair::from_pem(&creds.key).is_ok();
-        if fresh && whole && creds.ca == ca.cert && creds.holder().ok() == Some(Holder::Control(id))
-        {
-            return Ok(Some(creds));
-        }
-    }
     let mut addresses: Vec<std::net::IpAddr> = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     if let Some(ip) = advertise
         .rsplit_once(':')
@@ -105,10 +92,12 @@ fn member_credentials(
     {
         addresses.push(ip);
     }
-    let creds = ca.issue(&Holder::Control(id), &addresses)?;
-    creds.save(&pki, "member")?;
-    tracing::info!(member = id, "issued this member's certificate");
-    Ok(Some(creds))
+    Ok(Some(ca.current(
+        &pki,
+        "member",
+        &Holder::Control(id),
+        &addresses,
+    )?))
 }
 
 fn parse_range(v: &str) -> Result<(Duration, Duration), String> {

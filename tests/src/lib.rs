@@ -29,6 +29,41 @@ pub fn condition(object: &serde_json::Value, kind: &str) -> Option<serde_json::V
         .cloned()
 }
 
+/// The keys written after revision `from` up to `to` (inclusive), under `prefix`, each with the
+/// revision it was written at; read from the store's change history, so nothing in between is
+/// missed.
+pub async fn keys_written_between(
+    client: &Client,
+    prefix: &str,
+    from: u64,
+    to: u64,
+) -> Vec<(String, u64)> {
+    let mut keys = Vec::new();
+    if to <= from {
+        return keys;
+    }
+    let mut changes = client.watch(prefix, true, from + 1);
+    let mut seen = from;
+    while seen < to {
+        match changes.recv().await.expect("watch").expect("watch event") {
+            skiff_proto::WatchEvent::Events(events) => {
+                for e in events {
+                    let kv = e.kv.expect("kv");
+                    seen = seen.max(kv.mod_revision);
+                    if kv.mod_revision <= to {
+                        keys.push((
+                            String::from_utf8_lossy(&kv.key).into_owned(),
+                            kv.mod_revision,
+                        ));
+                    }
+                }
+            }
+            skiff_proto::WatchEvent::Progress(r) => seen = seen.max(r),
+        }
+    }
+    keys
+}
+
 /// The object `kind/namespace/name` as JSON, read linearizably; panics if it cannot be read.
 pub async fn object_json(
     client: &Client,

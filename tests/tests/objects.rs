@@ -117,6 +117,21 @@ data:
   greeting: hello
 "#;
 
+/// Each object's revision: resource, namespace, name.
+async fn revisions_of(client: &Client, objects: &[(&str, &str, &str)]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (r, ns, n) in objects {
+        out.push(
+            client
+                .get_object(r, ns, n, false)
+                .await
+                .expect("get")
+                .revision,
+        );
+    }
+    out
+}
+
 async fn revision(client: &Client) -> u64 {
     client.status().await.expect("status").revision
 }
@@ -156,32 +171,14 @@ async fn manifest_applies_and_reapplying_changes_nothing() {
         ("services", "shop", "web"),
         ("configmaps", "shop", "settings"),
     ];
-    let mut before = Vec::new();
-    for (r, ns, n) in objects {
-        before.push(
-            client
-                .get_object(r, ns, n, false)
-                .await
-                .expect("get")
-                .revision,
-        );
-    }
+    let before = revisions_of(&client, &objects).await;
     let again = skiffctl(&cluster, &["apply", "-f", "-"], Some(MANIFEST));
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(
         text(&again.stdout),
         "namespace/shop unchanged\ndeployment.apps/web unchanged\nservice/web unchanged\nconfigmap/settings unchanged\n"
     );
-    let mut after = Vec::new();
-    for (r, ns, n) in objects {
-        after.push(
-            client
-                .get_object(r, ns, n, false)
-                .await
-                .expect("get")
-                .revision,
-        );
-    }
+    let after = revisions_of(&client, &objects).await;
     assert_eq!(after, before, "re-applying must not write");
 
     // Server-set fields and Kubernetes' defaults are in place.
@@ -942,16 +939,7 @@ async fn reapplying_an_unchanged_manifest_of_every_kind_and_service_type_writes_
         assert!(Instant::now() < deadline, "the controllers never settled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut before = Vec::new();
-    for (r, ns, n) in EVERY_KIND_OBJECTS {
-        before.push(
-            client
-                .get_object(r, ns, n, false)
-                .await
-                .expect("get")
-                .revision,
-        );
-    }
+    let before = revisions_of(&client, EVERY_KIND_OBJECTS).await;
     let start = revision(&client).await;
 
     let again = skiffctl(&cluster, &["apply", "-f", "-"], Some(EVERY_KIND));
@@ -969,37 +957,13 @@ async fn reapplying_an_unchanged_manifest_of_every_kind_and_service_type_writes_
         .iter()
         .map(|(r, ns, n)| skiff_proto::kinds::by_resource(r).expect("kind").key(ns, n))
         .collect();
-    if end > start {
-        let mut changes = client.watch("/registry/", true, start + 1);
-        let mut seen = start;
-        while seen < end {
-            match changes.recv().await.expect("watch").expect("watch event") {
-                skiff_proto::WatchEvent::Events(events) => {
-                    for e in events {
-                        let kv = e.kv.expect("kv");
-                        let key = String::from_utf8_lossy(&kv.key).into_owned();
-                        assert!(
-                            !keys.contains(&key),
-                            "{key} was written at revision {} by a re-apply",
-                            kv.mod_revision
-                        );
-                        seen = seen.max(kv.mod_revision);
-                    }
-                }
-                skiff_proto::WatchEvent::Progress(r) => seen = seen.max(r),
-            }
-        }
-    }
-    let mut after = Vec::new();
-    for (r, ns, n) in EVERY_KIND_OBJECTS {
-        after.push(
-            client
-                .get_object(r, ns, n, false)
-                .await
-                .expect("get")
-                .revision,
+    for (key, at) in skiff_e2e::keys_written_between(&client, "/registry/", start, end).await {
+        assert!(
+            !keys.contains(&key),
+            "{key} was written at revision {at} by a re-apply"
         );
     }
+    let after = revisions_of(&client, EVERY_KIND_OBJECTS).await;
     assert_eq!(after, before, "re-applying must not write");
 
     // The defaults Kubernetes gives Services are in place.

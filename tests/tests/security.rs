@@ -74,6 +74,23 @@ fn admin_of(dir: &Path) -> Credentials {
         .expect("skiff up writes the admin's credentials")
 }
 
+/// An exec call straight to the agent at `agent` (of a pod that does not exist: only the
+/// refusal, or its absence, matters).
+async fn exec_on(
+    agent: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<tonic::Response<skiff_proto::pb::ExecResponse>, tonic::Status> {
+    let channel = transport::channel(agent, tls).expect("channel");
+    NodeAgentClient::new(channel)
+        .exec(ExecRequest {
+            namespace: "default".into(),
+            pod: "none".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+}
+
 /// Every member's term.
 async fn terms(endpoints: &[String], admin: &Credentials) -> Vec<u64> {
     let mut out = Vec::new();
@@ -86,31 +103,6 @@ async fn terms(endpoints: &[String], admin: &Credentials) -> Vec<u64> {
         );
     }
     out
-}
-
-/// The keys written from revision `from` (exclusive) to `to` (inclusive).
-async fn written_between(client: &Client, from: u64, to: u64) -> Vec<String> {
-    let mut keys = Vec::new();
-    if to <= from {
-        return keys;
-    }
-    let mut changes = client.watch("/", true, from + 1);
-    let mut seen = from;
-    while seen < to {
-        match changes.recv().await.expect("watch").expect("watch event") {
-            skiff_proto::WatchEvent::Events(events) => {
-                for e in events {
-                    let kv = e.kv.expect("kv");
-                    seen = seen.max(kv.mod_revision);
-                    if kv.mod_revision <= to {
-                        keys.push(String::from_utf8_lossy(&kv.key).into_owned());
-                    }
-                }
-            }
-            skiff_proto::WatchEvent::Progress(r) => seen = seen.max(r),
-        }
-    }
-    keys
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,15 +209,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         }
     }
     for (who, tls) in strangers(&ca, NODE_SERVER_NAME) {
-        let channel = transport::channel(&agent, tls.as_ref()).expect("channel");
-        let exec = NodeAgentClient::new(channel)
-            .exec(ExecRequest {
-                namespace: "default".into(),
-                pod: "none".into(),
-                command: vec!["true".into()],
-                ..Default::default()
-            })
-            .await;
+        let exec = exec_on(&agent, tls.as_ref()).await;
         let refused = match &exec {
             Err(s) => s.code() != tonic::Code::NotFound,
             Ok(_) => false,
@@ -233,15 +217,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         assert!(refused, "{who} reached the agent: {exec:?}");
     }
     // A valid user certificate is still not a control node's: the agent refuses it too.
-    let channel =
-        transport::channel(&agent, Some(&admin.client_tls(NODE_SERVER_NAME))).expect("channel");
-    let exec = NodeAgentClient::new(channel)
-        .exec(ExecRequest {
-            namespace: "default".into(),
-            pod: "none".into(),
-            command: vec!["true".into()],
-            ..Default::default()
-        })
+    let exec = exec_on(&agent, Some(&admin.client_tls(NODE_SERVER_NAME)))
         .await
         .expect_err("a user calling the agent directly");
     assert_eq!(exec.code(), tonic::Code::PermissionDenied, "{exec:?}");
@@ -274,7 +250,9 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
     );
     // Meanwhile only the node's heartbeats were written.
     let revision_after = client.status().await.expect("status").revision;
-    for key in written_between(&client, revision_before, revision_after).await {
+    let written =
+        skiff_e2e::keys_written_between(&client, "/", revision_before, revision_after).await;
+    for (key, _) in written {
         assert!(
             key.starts_with("/registry/coordination.k8s.io/leases/")
                 || key.starts_with("/registry/core/nodes/"),

@@ -83,6 +83,34 @@ impl ClusterCa {
         super::write_private(&dir.join("ca.key"), self.key.as_bytes())
     }
 
+    /// The credentials `name` kept in `dir` for `holder`, issued (and kept) again unless they
+    /// are current: present and whole (a power cut may tear them), of this CA, naming
+    /// `holder`, with more than a third of their validity left.
+    pub fn current(
+        &self,
+        dir: &Path,
+        name: &str,
+        holder: &Holder,
+        addresses: &[IpAddr],
+    ) -> Result<Credentials, TlsError> {
+        if let Ok(Some(creds)) = Credentials::load(dir, name) {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let renew_before = (CERT_VALIDITY.as_secs() / 3) as i64;
+            let fresh = super::holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
+            let whole = KeyPair::from_pem(&creds.key).is_ok();
+            if fresh
+                && whole
+                && creds.ca == self.cert
+                && creds.holder().ok().as_ref() == Some(holder)
+            {
+                return Ok(creds);
+            }
+        }
+        let creds = self.issue(holder, addresses)?;
+        creds.save(dir, name)?;
+        Ok(creds)
+    }
+
     /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].
     pub fn issue(&self, holder: &Holder, addresses: &[IpAddr]) -> Result<Credentials, TlsError> {
         let now = OffsetDateTime::now_utc();

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use skiff_proto::tls::authority::{ClusterCa, CERT_VALIDITY};
-use skiff_proto::tls::holder::{self, Holder};
+use skiff_proto::tls::authority::ClusterCa;
+use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::Credentials;
 
 /// The admin user `skiff up` writes into the client config.
@@ -51,17 +51,7 @@ pub fn prepare(
 
 /// The credentials `name` in `dir` for `holder`, issued again unless they are current.
 fn current(ca: &ClusterCa, dir: &Path, name: &str, holder: &Holder) -> anyhow::Result<Credentials> {
-    if let Some(creds) = Credentials::load(dir, name)? {
-        let now = jiff::Timestamp::now().as_second();
-        let fresh = holder::not_after(&creds.cert)
-            .is_ok_and(|t| t - now > (CERT_VALIDITY.as_secs() / 3) as i64);
-        if fresh && creds.ca == ca.cert && creds.holder().ok().as_ref() == Some(holder) {
-            return Ok(creds);
-        }
-    }
-    let creds = ca.issue(holder, &[std::net::Ipv4Addr::LOCALHOST.into()])?;
-    creds.save(dir, name)?;
-    Ok(creds)
+    Ok(ca.current(dir, name, holder, &[std::net::Ipv4Addr::LOCALHOST.into()])?)
 }
 
 #[cfg(test)]
