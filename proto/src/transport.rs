@@ -10,6 +10,12 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConf
 /// reaches validation and gets a precise error instead of a transport failure.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// How long a TLS handshake may take, on either side. Without a bound, a peer (or a middlebox)
+/// that takes the TCP connection but never answers the handshake holds a channel in
+/// "connecting" for good, and every call on it times out (a Raft peer stops hearing from the
+/// leader). Long enough for two round trips over a slow WAN link; Go's HTTP client allows 10 s.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The largest value the store accepts.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
 
@@ -33,7 +39,7 @@ pub fn endpoint(
         .initial_connection_window_size(4 << 20)
         .initial_stream_window_size(2 << 20);
     match tls {
-        Some(tls) => endpoint.tls_config(tls.clone()),
+        Some(tls) => endpoint.tls_config(tls.clone().timeout(TLS_HANDSHAKE_TIMEOUT)),
         None => Ok(endpoint),
     }
 }
@@ -56,7 +62,7 @@ pub fn server(tls: Option<ServerTlsConfig>) -> Result<Server, tonic::transport::
         .initial_connection_window_size(4 << 20)
         .initial_stream_window_size(2 << 20);
     match tls {
-        Some(tls) => server.tls_config(tls),
+        Some(tls) => server.tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT)),
         None => Ok(server),
     }
 }
