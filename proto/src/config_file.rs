@@ -90,7 +90,6 @@ impl ConfigFile {
 
     /// Write `path`, readable by its owner only (it holds a private key).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let io = |source| ConfigError::Io {
             path: path.into(),
             source,
@@ -102,14 +101,7 @@ impl ConfigFile {
             path: path.into(),
             source,
         })?;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        std::io::Write::write_all(&mut file, &bytes).map_err(io)
+        crate::private_file::write(path, &bytes).map_err(io)
     }
 
     /// The context named `name`, or the current one.

@@ -8,6 +8,7 @@
 //! - [`informer`]: list+watch caches with indexes, for controllers and agents.
 //! - [`node_agent`]: logs, exec and image imports through the control plane.
 //! - [`config_file`]: the file of named contexts that `skiff up` writes and `skiffctl` reads.
+//! - [`private_file`]: owner-only files (keys, credentials) replaced whole.
 //! - [`cidr`]: IPv4 ranges, shared by node IPAM, the service range and the node agent.
 //! - [`kinds`]: the served object kinds and the names clients use for them.
 //! - [`quantity`]: Kubernetes resource quantities.
@@ -19,6 +20,7 @@ pub mod informer;
 pub mod kinds;
 pub mod node_agent;
 pub mod objects;
+pub mod private_file;
 pub mod quantity;
 pub mod status;
 pub mod tls;

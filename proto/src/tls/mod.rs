@@ -87,15 +87,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Write `bytes` to `path`, readable and writable by its owner only (a private key).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(TlsError::io(path))?;
-    std::io::Write::write_all(&mut f, bytes).map_err(TlsError::io(path))
+    crate::private_file::write(path, bytes).map_err(TlsError::io(path))
 }
 
 /// The files of a holder's credentials in a folder: `ca.crt`, `NAME.crt`, `NAME.key`.
