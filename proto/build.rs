@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "skiff/v1/raft.proto",
         "skiff/v1/objects.proto",
         "skiff/v1/node.proto",
+        "skiff/v1/auth.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

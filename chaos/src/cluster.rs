@@ -9,7 +9,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use skiff_proto::tls::authority::ClusterCa;
-use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::Credentials;
 use skiff_proto::{Client, ClientConfig};
 
@@ -113,7 +112,7 @@ impl ChaosCluster {
             .join(",");
         let cluster_id = format!("chaos-{}", net.net);
         let ca = ClusterCa::generate(&cluster_id)?;
-        let admin = ca.issue(&Holder::User("chaos".into()), &[])?;
+        let admin = ca.issue_admin("chaos")?;
         let mut c = Self {
             nodes: Vec::new(),
             initial,

@@ -8,6 +8,7 @@
 //! - [`scheduler`], [`controllers`]: placement and reconcile loops, run on the Raft leader.
 //! - [`hollow`]: simulated nodes for tests and scale benchmarks.
 
+pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
 pub mod hollow;

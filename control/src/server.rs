@@ -3,11 +3,13 @@
 
 use std::future::Future;
 
+use skiff_proto::pb::auth_server::AuthServer;
 use skiff_proto::pb::cluster_server::ClusterServer;
 use skiff_proto::pb::kv_server::KvServer;
 use skiff_proto::pb::node_agent_server::NodeAgentServer;
 use skiff_proto::pb::objects_server::ObjectsServer;
 use skiff_proto::pb::raft_server::RaftServer;
+use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder;
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use skiff_raft::grpc::cluster_service::ClusterService;
@@ -17,16 +19,21 @@ use skiff_raft::RaftNode;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::auth::gate::Gate;
+use crate::auth::guard::{GuardedCluster, GuardedKv, GuardedNodeAgent, GuardedObjects};
+use crate::auth::service::AuthService;
 use crate::node_proxy::NodeProxy;
 use crate::objects::service_alloc::ServiceRange;
 use crate::objects::{ObjectService, ObjectStore};
 
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
 /// `service_range`. With the member's credentials (`node.config().tls`) only mutual TLS
-/// connections from holders of the cluster CA's certificates are accepted.
+/// connections from holders of the cluster CA's certificates are accepted, and every request
+/// passes the [`Gate`]; `ca` signs the certificates admins ask for.
 pub async fn serve(
     node: RaftNode,
     service_range: ServiceRange,
+    ca: Option<ClusterCa>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -40,20 +47,29 @@ pub async fn serve(
         raft,
         holder::only_control_nodes(node.config().tls.is_some(), "Raft"),
     );
-    let kv = KvServer::new(KvService::new(node.clone()))
+    let gate = Gate::new(ObjectStore::new(node.clone()), node.config().tls.is_some());
+    let kv = KvServer::new(GuardedKv::new(KvService::new(node.clone()), gate.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let cluster = ClusterServer::new(ClusterService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let objects = ObjectsServer::new(ObjectService::new(
-        ObjectStore::new(node.clone()).with_service_range(service_range),
+    let cluster = ClusterServer::new(GuardedCluster::new(
+        ClusterService::new(node.clone()),
+        gate.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let node_agent = NodeAgentServer::new(NodeProxy::new(ObjectStore::new(node.clone())))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let objects = ObjectsServer::new(GuardedObjects::new(
+        ObjectService::new(ObjectStore::new(node.clone()).with_service_range(service_range)),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let node_agent = NodeAgentServer::new(GuardedNodeAgent::new(
+        NodeProxy::new(ObjectStore::new(node.clone())),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let auth = AuthServer::new(AuthService::new(gate, ca));
     let tls = node.config().tls.as_ref().map(|c| c.server_tls());
     transport::server(tls)?
         .add_service(raft)
@@ -61,6 +77,7 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(objects)
         .add_service(node_agent)
+        .add_service(auth)
         .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
         .await
 }

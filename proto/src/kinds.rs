@@ -178,6 +178,10 @@ pub const LEASE: KindInfo = kind(
     true,
     false,
 );
+/// Users: who may call the API and with which role (`spec.role`: admin, edit or view). A
+/// user's certificate names them (`user:NAME`); the object says what they may do, so a role
+/// changes, or access ends, without a new certificate.
+pub const USER: KindInfo = kind("User", "auth.skiff.dev", "users", "user", &[], false, false);
 
 /// Every served kind.
 pub const KINDS: &[KindInfo] = &[
@@ -193,6 +197,7 @@ pub const KINDS: &[KindInfo] = &[
     SECRET,
     EVENT,
     LEASE,
+    USER,
 ];
 
 /// The kind a user names: kind (any case), plural, singular or short name, optionally

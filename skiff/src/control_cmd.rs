@@ -69,12 +69,13 @@ pub struct ControlArgs {
 
 /// The member's credentials when its data directory holds the cluster CA (`pki/ca.crt`,
 /// `pki/ca.key`): its own certificate, issued by that CA on first start and again when a third
-/// of its validity is left. Without a CA the member serves plaintext, and says so.
+/// of its validity is left; the CA comes back too, to sign what admins ask for. Without a CA
+/// the member serves plaintext, and says so.
 fn member_credentials(
     data_dir: &std::path::Path,
     id: u64,
     advertise: &str,
-) -> anyhow::Result<Option<Credentials>> {
+) -> anyhow::Result<Option<(Credentials, ClusterCa)>> {
     let pki = data_dir.join("pki");
     let Some(ca) =
         ClusterCa::load(&pki).with_context(|| format!("the cluster CA in {}", pki.display()))?
@@ -92,12 +93,8 @@ fn member_credentials(
     {
         addresses.push(ip);
     }
-    Ok(Some(ca.current(
-        &pki,
-        "member",
-        &Holder::Control(id),
-        &addresses,
-    )?))
+    let creds = ca.current(&pki, "member", &Holder::Control(id), &[], &addresses)?;
+    Ok(Some((creds, ca)))
 }
 
 fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
@@ -172,7 +169,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     config.history_revisions = args.history_revisions;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
-    config.tls = member_credentials(&args.data_dir, args.id, &advertise)?;
+    let (credentials, ca) = member_credentials(&args.data_dir, args.id, &advertise)?.unzip();
+    config.tls = credentials;
     let node = RaftNode::open(config).await?;
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
@@ -180,6 +178,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut server = tokio::spawn(server::serve(
         node.clone(),
         service_range,
+        ca,
         listener,
         async {
             let _ = stop_rx.await;

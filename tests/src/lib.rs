@@ -215,9 +215,7 @@ impl Cluster {
             .join(",");
         let cluster_id = format!("e2e-{}", rand::random::<u32>());
         let ca = ClusterCa::generate(&cluster_id).expect("cluster CA");
-        let admin = ca
-            .issue(&Holder::User("admin".into()), &[])
-            .expect("admin credentials");
+        let admin = ca.issue_admin("admin").expect("admin credentials");
         let mut cluster = Self {
             members: BTreeMap::new(),
             cluster_id: cluster_id.clone(),

@@ -17,7 +17,7 @@ use skiff_proto::pb::node_agent_client::NodeAgentClient;
 use skiff_proto::pb::raft_client::RaftClient;
 use skiff_proto::pb::{ExecRequest, PutRequest, RaftRequest};
 use skiff_proto::tls::authority::ClusterCa;
-use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::holder::{Holder, ADMIN_GROUP};
 use skiff_proto::tls::{Credentials, CONTROL_SERVER_NAME, NODE_SERVER_NAME};
 use skiff_proto::{transport, Client, ClientConfig};
 use tonic::transport::{Certificate, ClientTlsConfig};
@@ -33,6 +33,7 @@ fn strangers(ca: &ClusterCa, server_name: &str) -> Vec<(&'static str, Option<Cli
     let expired = ca
         .issue_between(
             &admin,
+            &[ADMIN_GROUP],
             &[],
             now - time::Duration::days(2),
             now - time::Duration::days(1),
@@ -153,6 +154,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
     let soon = ca
         .issue_between(
             &Holder::User("admin".into()),
+            &[ADMIN_GROUP],
             &[],
             now - time::Duration::hours(1),
             now + time::Duration::days(10),

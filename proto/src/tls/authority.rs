@@ -91,6 +91,7 @@ impl ClusterCa {
         dir: &Path,
         name: &str,
         holder: &Holder,
+        groups: &[&str],
         addresses: &[IpAddr],
     ) -> Result<Credentials, TlsError> {
         if let Ok(Some(creds)) = Credentials::load(dir, name) {
@@ -98,17 +99,93 @@ impl ClusterCa {
             let renew_before = (CERT_VALIDITY.as_secs() / 3) as i64;
             let fresh = super::holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
             let whole = KeyPair::from_pem(&creds.key).is_ok();
+            let same_groups = super::holder::groups_of_pem(&creds.cert).is_ok_and(|g| g == groups);
             if fresh
                 && whole
+                && same_groups
                 && creds.ca == self.cert
                 && creds.holder().ok().as_ref() == Some(holder)
             {
                 return Ok(creds);
             }
         }
-        let creds = self.issue(holder, addresses)?;
+        let now = OffsetDateTime::now_utc();
+        let creds = self.issue_between(
+            holder,
+            groups,
+            addresses,
+            now - time::Duration::minutes(5),
+            now + CERT_VALIDITY,
+        )?;
         creds.save(dir, name)?;
         Ok(creds)
+    }
+
+    /// An admin's certificate: `user:NAME` in [`super::holder::ADMIN_GROUP`], an admin
+    /// whatever the User objects say (the credentials a cluster's creator starts with).
+    pub fn issue_admin(&self, name: &str) -> Result<Credentials, TlsError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_between(
+            &Holder::User(name.into()),
+            &[super::holder::ADMIN_GROUP],
+            &[],
+            now - time::Duration::minutes(5),
+            now + CERT_VALIDITY,
+        )
+    }
+
+    /// Sign a certificate signing request (PEM) for the holder it names, valid from now for
+    /// [`CERT_VALIDITY`]; its subject keeps only the common name, and the holder may not be
+    /// a control node (members get theirs from the CA on their own disk).
+    pub fn sign_request(&self, csr_pem: &str) -> Result<(Holder, String), TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(cert_err("certificate signing request"))?;
+        let cn = csr
+            .params
+            .distinguished_name
+            .get(&DnType::CommonName)
+            .and_then(|v| match v {
+                rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+                rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+                rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+            .ok_or_else(|| TlsError::cert("certificate signing request", "no common name"))?;
+        let holder: Holder = cn
+            .parse()
+            .map_err(|e| TlsError::cert("certificate signing request", e))?;
+        if matches!(holder, Holder::Control(_)) {
+            return Err(TlsError::cert(
+                "certificate signing request",
+                "control nodes' certificates are not signed on request",
+            ));
+        }
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, holder.to_string());
+        let now = OffsetDateTime::now_utc();
+        let p = &mut csr.params;
+        p.distinguished_name = dn;
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + CERT_VALIDITY;
+        p.is_ca = IsCa::NoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.subject_alt_names.clear();
+        if matches!(holder, Holder::Node(_)) {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+            let dns = NODE_SERVER_NAME
+                .try_into()
+                .map_err(|e| TlsError::cert("server name", e))?;
+            p.subject_alt_names.push(SanType::DnsName(dns));
+        }
+        let ca_key = KeyPair::from_pem(&self.key).map_err(cert_err("CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))?;
+        let cert = csr.signed_by(&issuer).map_err(cert_err("certificate"))?;
+        Ok((holder, cert.pem()))
     }
 
     /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].
@@ -116,6 +193,7 @@ impl ClusterCa {
         let now = OffsetDateTime::now_utc();
         self.issue_between(
             holder,
+            &[],
             addresses,
             now - time::Duration::minutes(5),
             now + CERT_VALIDITY,
@@ -124,10 +202,11 @@ impl ClusterCa {
 
     /// A certificate for `holder` valid between two instants (an expired one, for tests that
     /// prove it is refused). Control nodes and agents serve as well as call: theirs name the
-    /// role's server name and `addresses` too.
+    /// role's server name and `addresses` too. `groups` go into the subject's organisation.
     pub fn issue_between(
         &self,
         holder: &Holder,
+        groups: &[&str],
         addresses: &[IpAddr],
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
@@ -138,6 +217,9 @@ impl ClusterCa {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, holder.to_string());
+        for g in groups {
+            dn.push(DnType::OrganizationName, *g);
+        }
         params.distinguished_name = dn;
         params.not_before = not_before;
         params.not_after = not_after;

@@ -43,6 +43,11 @@ impl std::str::FromStr for Holder {
     }
 }
 
+/// The group that makes a user an admin whatever the User objects say, as Kubernetes'
+/// `system:masters`: held by the admin credentials a cluster starts with, so its creator is
+/// never locked out by a User object deleted or not yet written.
+pub const ADMIN_GROUP: &str = "skiff:admins";
+
 /// The holder a DER certificate names.
 pub fn of_der(der: &[u8]) -> Result<Holder, TlsError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| TlsError::cert("certificate", e))?;
@@ -53,6 +58,23 @@ pub fn of_der(der: &[u8]) -> Result<Holder, TlsError> {
         .and_then(|cn| cn.as_str().ok())
         .ok_or_else(|| TlsError::cert("certificate", "no common name"))?;
     cn.parse().map_err(|e| TlsError::cert("certificate", e))
+}
+
+/// The groups a DER certificate's subject names (its organisation attributes).
+pub fn groups_of_der(der: &[u8]) -> Result<Vec<String>, TlsError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| TlsError::cert("certificate", e))?;
+    Ok(cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect())
+}
+
+/// The groups a PEM certificate's subject names.
+pub fn groups_of_pem(pem: &str) -> Result<Vec<String>, TlsError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| TlsError::cert("certificate", e))?;
+    groups_of_der(&pem.contents)
 }
 
 /// The holder a PEM certificate names.
@@ -67,6 +89,13 @@ pub fn of_pem(pem: &str) -> Result<Holder, TlsError> {
 pub fn of_request<T>(request: &tonic::Request<T>) -> Option<Holder> {
     let certs = request.peer_certs()?;
     of_der(certs.first()?.as_ref()).ok()
+}
+
+/// The holder and groups of a request's verified client certificate.
+pub fn identity_of_request<T>(request: &tonic::Request<T>) -> Option<(Holder, Vec<String>)> {
+    let certs = request.peer_certs()?;
+    let der = certs.first()?.as_ref();
+    Some((of_der(der).ok()?, groups_of_der(der).unwrap_or_default()))
 }
 
 /// An interceptor that lets through only control nodes' calls when `secured` (a server with

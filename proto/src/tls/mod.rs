@@ -145,3 +145,20 @@ impl Credentials {
             .client_ca_root(Certificate::from_pem(&self.ca))
     }
 }
+
+/// A new private key and a certificate signing request for `holder` (both PEM); the key stays
+/// with the caller, the request goes to the cluster's `IssueCertificate`.
+pub fn signing_request(holder: &holder::Holder) -> Result<(String, String), TlsError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| TlsError::cert("key", e))?;
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, holder.to_string());
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| TlsError::cert("certificate signing request", e))?;
+    let pem = csr
+        .pem()
+        .map_err(|e| TlsError::cert("certificate signing request", e))?;
+    Ok((key.serialize_pem(), pem))
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use skiff_proto::tls::authority::ClusterCa;
-use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::holder::{Holder, ADMIN_GROUP};
 use skiff_proto::tls::Credentials;
 
 /// The admin user `skiff up` writes into the client config.
@@ -44,14 +44,34 @@ pub fn prepare(
             &dir.join("node").join("pki"),
             "node",
             &Holder::Node(name.into()),
+            &[],
         )?;
     }
-    current(&ca, &pki, ADMIN, &Holder::User(ADMIN.into()))
+    current(
+        &ca,
+        &pki,
+        ADMIN,
+        &Holder::User(ADMIN.into()),
+        &[ADMIN_GROUP],
+    )
 }
 
-/// The credentials `name` in `dir` for `holder`, issued again unless they are current.
-fn current(ca: &ClusterCa, dir: &Path, name: &str, holder: &Holder) -> anyhow::Result<Credentials> {
-    Ok(ca.current(dir, name, holder, &[std::net::Ipv4Addr::LOCALHOST.into()])?)
+/// The credentials `name` in `dir` for `holder` in `groups`, issued again unless they are
+/// current.
+fn current(
+    ca: &ClusterCa,
+    dir: &Path,
+    name: &str,
+    holder: &Holder,
+    groups: &[&str],
+) -> anyhow::Result<Credentials> {
+    Ok(ca.current(
+        dir,
+        name,
+        holder,
+        groups,
+        &[std::net::Ipv4Addr::LOCALHOST.into()],
+    )?)
 }
 
 #[cfg(test)]

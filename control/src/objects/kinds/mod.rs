@@ -25,6 +25,7 @@ pub mod replica_set;
 pub mod replication_controller;
 pub mod secret;
 pub mod service;
+pub mod user;
 
 use std::sync::Arc;
 
@@ -138,6 +139,7 @@ impl Registry {
         .with(secret::SecretStrategy)
         .with(event::EventStrategy)
         .with(lease::LeaseStrategy)
+        .with(user::UserStrategy)
     }
 
     /// The same registry serving `strategy` too (in place of one of the same resource).

@@ -1,0 +1,99 @@
+//! The one check every request to a control node passes: who calls ([`Callers`]), whether
+//! its role allows the request ([`rules::decide`]), and for node agents whether the object is
+//! their own ([`node_restriction`]). The guarded services call it before their handler;
+//! a refusal is PERMISSION_DENIED naming the caller, the verb and the kind, and the handler
+//! never runs, so nothing changes.
+
+use tonic::{Request, Status};
+
+use super::caller::{Caller, Callers};
+use super::node_restriction;
+use super::request::ObjectAsk;
+use super::rules::{self, Role, Verb};
+use crate::objects::kinds::Registry;
+use crate::objects::ObjectStore;
+
+/// The gate of one member.
+#[derive(Clone)]
+pub struct Gate {
+    callers: Callers,
+    store: ObjectStore,
+}
+
+impl Gate {
+    /// The gate of the member serving `store`; `secured` when it serves mutual TLS (a
+    /// plaintext member lets everyone through, as it cannot tell callers apart).
+    pub fn new(store: ObjectStore, secured: bool) -> Self {
+        Self {
+            callers: Callers::new(store.clone(), secured),
+            store,
+        }
+    }
+
+    /// The kinds served, to resolve what a request names.
+    pub fn registry(&self) -> &Registry {
+        self.store.registry()
+    }
+
+    /// Who calls.
+    pub fn callers(&self) -> &Callers {
+        &self.callers
+    }
+
+    /// Any caller with a valid certificate (a member's status, the member list).
+    pub async fn authenticated<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.callers.of(request).await
+    }
+
+    /// A call that names no object: the raw kv API, membership, image imports.
+    pub async fn call<T>(&self, request: &Request<T>, verb: Verb) -> Result<Caller, Status> {
+        let caller = self.callers.of(request).await?;
+        let d = rules::decide(caller.role, verb, None);
+        if d.allowed {
+            Ok(caller)
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} ({}) may not use {verb}: {}",
+                caller.subject, caller.role, d.rule
+            )))
+        }
+    }
+
+    /// A request on objects.
+    pub async fn object<T>(
+        &self,
+        request: &Request<T>,
+        ask: ObjectAsk<'_>,
+    ) -> Result<Caller, Status> {
+        let caller = self.callers.of(request).await?;
+        self.decide(&caller, ask).await?;
+        Ok(caller)
+    }
+
+    /// Whether `caller` may do `ask`; the refusal names who, what and why.
+    pub async fn decide(&self, caller: &Caller, mut ask: ObjectAsk<'_>) -> Result<(), Status> {
+        let denied = |ask: &ObjectAsk<'_>, why: &str| {
+            Status::permission_denied(format!(
+                "{} ({}) may not {} {}: {why}",
+                caller.subject,
+                caller.role,
+                ask.verb,
+                ask.describe()
+            ))
+        };
+        if caller.role == Role::Admin {
+            return Ok(());
+        }
+        let d = rules::decide(caller.role, ask.verb, ask.kind);
+        if !d.allowed {
+            return Err(denied(&ask, d.rule));
+        }
+        if let (Role::Node, Some(node)) = (caller.role, &caller.node) {
+            ask.named_by_body();
+            node_restriction::check(&self.store, node, &ask)
+                .await
+                .map_err(|why| denied(&ask, &why))?;
+        }
+        Ok(())
+    }
+}
