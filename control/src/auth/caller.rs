@@ -37,13 +37,16 @@ impl Caller {
 /// Bound on remembered certificates; a cluster has far fewer holders than this.
 const MAX_REMEMBERED: usize = 4096;
 
+/// Certificates seen, by their bytes: the holder and whether it is in the admin group.
+type Identities = Arc<Mutex<HashMap<Vec<u8>, (Holder, bool)>>>;
+
 /// Finds out who calls. Parsing a certificate costs more than the rest of a small request's
 /// authorisation, so each certificate's identity is remembered by its bytes.
 #[derive(Clone)]
 pub struct Callers {
     store: ObjectStore,
     secured: bool,
-    identities: Arc<Mutex<HashMap<Vec<u8>, (Holder, bool)>>>,
+    identities: Identities,
 }
 
 impl Callers {
