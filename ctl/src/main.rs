@@ -69,6 +69,13 @@ enum Command {
     /// Manage images on nodes.
     #[command(subcommand)]
     Image(cmd::pods::ImageCommand),
+    /// Ask what you (or another user) may do.
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCommand),
+    /// Manage users: `user create NAME --role admin|edit|view` writes their client config;
+    /// list and delete them with `get users` and `delete user NAME`.
+    #[command(subcommand)]
+    User(cmd::auth::UserCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,12 +133,19 @@ fn main() -> std::process::ExitCode {
             Command::Logs(a) => cmd::pods::logs(&client, a).await,
             Command::Exec(a) => cmd::pods::exec(&client, a).await,
             Command::Image(c) => cmd::pods::image(&client, c).await,
+            Command::Auth(c) => cmd::auth::auth(&client, c).await,
+            Command::User(c) => cmd::auth::user(&client, &endpoints, c).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let quiet = e
+                .downcast_ref::<cmd::objects::ExitWith>()
+                .is_some_and(|x| x.message.is_empty());
+            if !quiet {
+                eprintln!("error: {e:#}");
+            }
             match e.downcast_ref::<cmd::objects::ExitWith>() {
                 Some(x) => std::process::ExitCode::from(x.code),
                 None => std::process::ExitCode::FAILURE,

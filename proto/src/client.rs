@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::pb::auth_client::AuthClient;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::kv_client::KvClient;
 use crate::pb::{self};
@@ -423,6 +424,27 @@ impl Client {
             Self::cluster(ch)
                 .member_list(pb::MemberListRequest {})
                 .await
+        })
+        .await
+    }
+
+    /// Whether the caller (or, for an admin, `req.as_user`) may do what `req` names.
+    pub async fn can_i(&self, req: pb::CanIRequest) -> Result<pb::CanIResponse> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move { AuthClient::new(ch).can_i(req).await }
+        })
+        .await
+    }
+
+    /// Have the cluster CA sign `csr_pem` (admins only); the certificate and the CA's.
+    pub async fn issue_certificate(&self, csr_pem: &str) -> Result<pb::IssueCertificateResponse> {
+        let req = pb::IssueCertificateRequest {
+            csr_pem: csr_pem.to_string(),
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { AuthClient::new(ch).issue_certificate(req).await }
         })
         .await
     }

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod objects;
