@@ -26,14 +26,24 @@ use crate::node_proxy::NodeProxy;
 use crate::objects::service_alloc::ServiceRange;
 use crate::objects::{ObjectService, ObjectStore};
 
+/// What a member's server knows of security beyond its own credentials.
+pub struct Security {
+    /// The cluster CA, when this member holds it.
+    pub ca: Option<ClusterCa>,
+    /// Whether roles are enforced (`--authorization roles`, the default); off, every holder
+    /// of a certificate is an admin (`always-allow`, as Kubernetes' `AlwaysAllow` mode).
+    pub authorize: bool,
+}
+
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
 /// `service_range`. With the member's credentials (`node.config().tls`) only mutual TLS
 /// connections from holders of the cluster CA's certificates are accepted, and every request
-/// passes the [`Gate`]; `ca` signs the certificates admins ask for.
+/// passes the [`Gate`] (unless `security.authorize` is off); the CA signs the certificates
+/// admins ask for.
 pub async fn serve(
     node: RaftNode,
     service_range: ServiceRange,
-    ca: Option<ClusterCa>,
+    security: Security,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -47,7 +57,10 @@ pub async fn serve(
         raft,
         holder::only_control_nodes(node.config().tls.is_some(), "Raft"),
     );
-    let gate = Gate::new(ObjectStore::new(node.clone()), node.config().tls.is_some());
+    let gate = Gate::new(
+        ObjectStore::new(node.clone()),
+        node.config().tls.is_some() && security.authorize,
+    );
     let kv = KvServer::new(GuardedKv::new(KvService::new(node.clone()), gate.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -69,7 +82,7 @@ pub async fn serve(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let auth = AuthServer::new(AuthService::new(gate, ca));
+    let auth = AuthServer::new(AuthService::new(gate, security.ca));
     let tls = node.config().tls.as_ref().map(|c| c.server_tls());
     transport::server(tls)?
         .add_service(raft)

@@ -62,6 +62,10 @@ pub struct ControlArgs {
     /// The service range Services get their ClusterIPs from.
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: String,
+    /// How requests are authorised: `roles` (each caller's role decides) or `always-allow`
+    /// (every holder of a cluster certificate is an admin; for measuring what roles cost).
+    #[arg(long, default_value = "roles", value_parser = ["roles", "always-allow"])]
+    pub authorization: String,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -175,10 +179,16 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let authorize = args.authorization == "roles";
+    if !authorize {
+        tracing::warn!(
+            "--authorization always-allow: every holder of a cluster certificate is an admin"
+        );
+    }
     let mut server = tokio::spawn(server::serve(
         node.clone(),
         service_range,
-        ca,
+        server::Security { ca, authorize },
         listener,
         async {
             let _ = stop_rx.await;

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use skiff_e2e::{free_port, Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
+mod authz;
 mod controllers;
 mod hollow_cluster;
 mod objects;
@@ -45,6 +46,8 @@ enum Cmd {
     Pods(pods::PodsArgs),
     /// The service proxy on a real node: rule latency, full sync, ClusterIP throughput.
     Proxy(proxy::ProxyArgs),
+    /// What enforcing roles costs object creates (roles vs always-allow, paired).
+    Authz(authz::AuthzArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -605,6 +608,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Store(a) => store(a).await,
         Cmd::Objects(a) => objects::run(a).await,
+        Cmd::Authz(a) => authz::run(a).await,
         Cmd::Scheduling(a) => scheduling::run(a).await,
         Cmd::Controllers(a) => controllers::run(a).await,
         Cmd::Pods(a) => pods::run(a).await,

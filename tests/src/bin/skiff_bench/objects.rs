@@ -88,15 +88,29 @@ async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     }
 }
 
-struct Rate {
-    per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Rate {
+    pub(crate) per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    /// Calls that failed.
+    pub(crate) errors: usize,
 }
 
 /// `clients` loops of creates (objects) or puts (raw) of the same bytes for `duration`.
-async fn create_load(
+pub(crate) async fn create_load(
     cluster: &Cluster,
+    clients: usize,
+    duration: Duration,
+    raw: bool,
+    run: usize,
+) -> anyhow::Result<Rate> {
+    create_load_as(cluster, None, clients, duration, raw, run).await
+}
+
+/// [`create_load`] with the writers holding `writer`'s credentials (the admin's if `None`).
+pub(crate) async fn create_load_as(
+    cluster: &Cluster,
+    writer: Option<&skiff_proto::tls::Credentials>,
     clients: usize,
     duration: Duration,
     raw: bool,
@@ -111,10 +125,21 @@ async fn create_load(
     let deadline = start + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let client = client_of(cluster)?;
+        let client = match writer {
+            Some(creds) => Client::with_config(
+                &cluster.endpoints(),
+                ClientConfig {
+                    random_start: true,
+                    tls: Some(creds.clone()),
+                    ..Default::default()
+                },
+            )?,
+            None => client_of(cluster)?,
+        };
         let ns = ns.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut errors = 0;
             let mut i = 0;
             while Instant::now() < deadline {
                 let name = format!("p-{c}-{i}");
@@ -131,20 +156,26 @@ async fn create_load(
                 };
                 if ok {
                     lat.push(t0.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
-            lat
+            (lat, errors)
         }));
     }
     let mut all = Vec::new();
+    let mut errors = 0;
     for t in tasks {
-        all.extend(t.await?);
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
     }
     all.sort_unstable();
     Ok(Rate {
         per_sec: all.len() as f64 / start.elapsed().as_secs_f64(),
         p50_ms: percentile(&all, 0.5),
         p99_ms: percentile(&all, 0.99),
+        errors,
     })
 }
 
