@@ -159,6 +159,21 @@ pub enum DataDir {
     Existing,
 }
 
+/// The cluster `dir` was claimed for, if it was.
+pub fn claimed_cluster_id(dir: &Path) -> Result<Option<String>, BootstrapError> {
+    let path = dir.join("member.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<MemberMeta>(&bytes)
+            .map(|m| Some(m.cluster_id))
+            .map_err(|source| BootstrapError::CorruptMeta { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BootstrapError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Claim `dir` for `cluster_id` and member `id`, or check an earlier claim.
 pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDir, BootstrapError> {
     let io_err = |source| BootstrapError::Io {

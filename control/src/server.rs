@@ -83,7 +83,7 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let auth = AuthServer::new(AuthService::new(gate, security.ca));
-    let tls = node.config().tls.as_ref().map(|c| c.server_tls());
+    let tls = node.config().tls.as_ref().map(|c| c.control_server_tls());
     transport::server(tls)?
         .add_service(raft)
         .add_service(kv)

@@ -69,6 +69,9 @@ enum Command {
     /// Manage images on nodes.
     #[command(subcommand)]
     Image(cmd::pods::ImageCommand),
+    /// Join tokens for nodes and control members.
+    #[command(subcommand)]
+    Token(cmd::tokens::TokenCommand),
     /// Ask what you (or another user) may do.
     #[command(subcommand)]
     Auth(cmd::auth::AuthCommand),
@@ -134,6 +137,7 @@ fn main() -> std::process::ExitCode {
             Command::Exec(a) => cmd::pods::exec(&client, a).await,
             Command::Image(c) => cmd::pods::image(&client, c).await,
             Command::Auth(c) => cmd::auth::auth(&client, c).await,
+            Command::Token(c) => cmd::tokens::run(&client, c).await,
             Command::User(c) => cmd::auth::user(&client, &endpoints, c).await,
         }
     });

@@ -182,6 +182,17 @@ pub const LEASE: KindInfo = kind(
 /// user's certificate names them (`user:NAME`); the object says what they may do, so a role
 /// changes, or access ends, without a new certificate.
 pub const USER: KindInfo = kind("User", "auth.skiff.dev", "users", "user", &[], false, false);
+/// Join tokens: who may join the cluster, as a node or a control member, until when. The
+/// object keeps a hash of the secret, never the secret.
+pub const JOIN_TOKEN: KindInfo = kind(
+    "JoinToken",
+    "auth.skiff.dev",
+    "jointokens",
+    "jointoken",
+    &["token"],
+    false,
+    false,
+);
 
 /// Every served kind.
 pub const KINDS: &[KindInfo] = &[
@@ -198,6 +209,7 @@ pub const KINDS: &[KindInfo] = &[
     EVENT,
     LEASE,
     USER,
+    JOIN_TOKEN,
 ];
 
 /// The kind a user names: kind (any case), plural, singular or short name, optionally

@@ -31,9 +31,18 @@ pub struct ControlArgs {
     /// (and pass --join) to start a member that will be added with `skiffctl cluster add`.
     #[arg(long, conflicts_with = "join")]
     pub initial_cluster: Option<String>,
-    /// Start empty and wait to be added to an existing cluster.
+    /// Make a new cluster of this one member: its CA, an admin's client config and join
+    /// tokens (printed, and kept in the data directory).
+    #[arg(long, conflicts_with_all = ["join", "initial_cluster"])]
+    pub init: bool,
+    /// Join an existing cluster: with a TOKEN (from `--init` or `skiffctl token create --role
+    /// control`) and --server, fetch and pin its CA and add this member by itself; without
+    /// one, start empty and wait to be added with `skiffctl cluster add`.
+    #[arg(long, value_name = "TOKEN", num_args = 0..=1, default_missing_value = "")]
+    pub join: Option<String>,
+    /// A member of the cluster to join through (with --join TOKEN).
     #[arg(long)]
-    pub join: bool,
+    pub server: Option<String>,
     /// The cluster's id; members of different clusters refuse each other. Defaults to one
     /// derived from --initial-cluster; required with --join.
     #[arg(long)]
@@ -137,7 +146,21 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         .service_cidr
         .parse()
         .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
-    let members = match &args.initial_cluster {
+    let token = args.join.clone().filter(|t| !t.is_empty());
+    let mut joined_cluster = None;
+    if let Some(token) = &token {
+        let server = args.server.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--server: required with --join TOKEN (a member to join through)")
+        })?;
+        joined_cluster =
+            crate::join::control_member(token, server, &args.data_dir, args.id).await?;
+    }
+    let initial_cluster = if args.init {
+        Some(format!("{}={advertise}", args.id))
+    } else {
+        args.initial_cluster.clone()
+    };
+    let members = match &initial_cluster {
         Some(v) => {
             let m = bootstrap::parse_initial_cluster(v)?;
             if !m.contains_key(&args.id) {
@@ -146,18 +169,35 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             }
             Some(m)
         }
-        None if args.join => None,
+        None if args.join.is_some() => None,
         None => anyhow::bail!("--initial-cluster: required to start a member of a new cluster (or pass --join to be added later)"),
     };
     let cluster_id = match (&args.cluster_id, &members) {
         (Some(c), _) if c.is_empty() => anyhow::bail!("--cluster-id: must not be empty"),
         (Some(c), _) => c.clone(),
+        (None, _) if joined_cluster.is_some() => joined_cluster.clone().unwrap_or_default(),
+        (None, _) if token.is_some() => {
+            bootstrap::claimed_cluster_id(&args.data_dir)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--cluster-id: not known; the data directory holds a CA but no claim"
+                )
+            })?
+        }
+
         (None, Some(m)) => bootstrap::derived_cluster_id(m),
         (None, None) => {
             anyhow::bail!("--cluster-id: required with --join (see `skiffctl cluster status`)")
         }
     };
     bootstrap::claim_data_dir(&args.data_dir, &cluster_id, args.id)?;
+    if args.init {
+        let pki = args.data_dir.join("pki");
+        if ClusterCa::load(&pki)?.is_none() {
+            ClusterCa::generate(&cluster_id)?
+                .save(&pki)
+                .with_context(|| format!("keeping the cluster CA in {}", pki.display()))?;
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -188,7 +228,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut server = tokio::spawn(server::serve(
         node.clone(),
         service_range,
-        server::Security { ca, authorize },
+        server::Security {
+            ca: ca.clone(),
+            authorize,
+        },
         listener,
         async {
             let _ = stop_rx.await;
@@ -197,6 +240,24 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 
     if let Some(m) = &members {
         bootstrap::initialize_once(&node, m).await?;
+    }
+    if let (true, Some(ca)) = (args.init, ca.clone()) {
+        tokio::spawn(crate::join::init_tokens(
+            skiff_control::objects::ObjectStore::new(node.clone()),
+            ca,
+            args.data_dir.clone(),
+            advertise.clone(),
+        ));
+    }
+    // Until it is a voter: a member that stopped half-way through adds itself on restart.
+    if let (Some(_), Some(server), Some(creds)) = (&token, &args.server, node.config().tls.clone())
+    {
+        tokio::spawn(crate::join::add_self(
+            creds,
+            server.clone(),
+            args.id,
+            advertise.clone(),
+        ));
     }
     // The built-in namespaces exist from the start; each member makes sure, once a leader is
     // there (the create is a compare-and-swap, so only one attempt takes effect).

@@ -3,6 +3,7 @@
 
 mod control_cmd;
 mod hollow_cmd;
+mod join;
 mod node_cmd;
 mod up;
 

@@ -21,6 +21,10 @@ pub struct NodeArgs {
     /// Control-plane endpoints, HOST:PORT,...
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// A join token (`skiffctl token create`, or the node token `skiff control --init` prints):
+    /// the node pins the cluster's CA by it and gets its own certificate, once.
+    #[arg(long)]
+    pub token: Option<String>,
     /// The cluster this node joins: a control plane that answers with another cluster id is
     /// refused (the agent exits) instead of joined.
     #[arg(long)]
@@ -230,6 +234,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         root: args.oci_runtime_root.clone(),
     };
     let name = args.name.clone().unwrap_or_else(host_name);
+    if let Some(token) = &args.token {
+        crate::join::node(token, &args.endpoints, &args.data_dir, &name).await?;
+    }
     let pki = args.data_dir.join("pki");
     let credentials = skiff_proto::tls::Credentials::load(&pki, "node")
         .map_err(|e| anyhow::anyhow!("the node's credentials in {}: {e}", pki.display()))?;

@@ -256,7 +256,39 @@ impl Cluster {
         addr
     }
 
+    /// How member `id`'s process ended, if it has.
+    pub fn exit_status(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let m = self.members.get_mut(&id)?;
+        m.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Start member `id` that joins with a join `token` through `server`: it holds nothing of
+    /// the cluster (no CA) until the token gets it in. Returns its address.
+    pub fn start_token_joiner(&mut self, id: u64, token: &str, server: &str) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = vec![
+            "--join".to_string(),
+            token.to_string(),
+            "--server".into(),
+            server.to_string(),
+        ];
+        self.spawn_member(id, addr.clone(), args, false, false);
+        addr
+    }
+
     fn add_process(&mut self, id: u64, addr: String, args: Vec<String>, listen_any: bool) {
+        let with_ca = !self.plaintext;
+        self.spawn_member(id, addr, args, listen_any, with_ca);
+    }
+
+    fn spawn_member(
+        &mut self,
+        id: u64,
+        addr: String,
+        args: Vec<String>,
+        listen_any: bool,
+        with_ca: bool,
+    ) {
         let data_dir = self.dir.path().join(format!("member-{id}"));
         let log = self.dir.path().join(format!("member-{id}.log"));
         let listen = if listen_any {
@@ -264,7 +296,7 @@ impl Cluster {
         } else {
             addr.clone()
         };
-        if !self.plaintext {
+        if with_ca {
             self.ca
                 .save(&data_dir.join("pki"))
                 .expect("the cluster CA in the member's data directory");

@@ -225,8 +225,9 @@ async fn each_role_does_what_it_is_for_and_a_refusal_changes_nothing() {
     let no = skiffctl(&viewer_cfg, &["auth", "can-i", "get", "secrets"]);
     assert_eq!(no.status.code(), Some(1));
     assert!(
-        text(&no.stdout)
-            .starts_with("no (user:viewer as view: view: reads every object but Secrets)"),
+        text(&no.stdout).starts_with(
+            "no (user:viewer as view: view: reads every object but Secrets and join tokens)"
+        ),
         "{}",
         text(&no.stdout)
     );

@@ -35,6 +35,11 @@ impl Gate {
         self.store.registry()
     }
 
+    /// The store requests are decided on.
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
+    }
+
     /// Who calls.
     pub fn callers(&self) -> &Callers {
         &self.callers

@@ -1,7 +1,7 @@
 //! The roles and what each may do, decided from the verb and the kind alone. A node agent's
 //! finer rules, which need the object, are [`super::node_restriction`]'s.
 
-use skiff_proto::kinds::{KindInfo, SECRET, USER};
+use skiff_proto::kinds::{KindInfo, JOIN_TOKEN, SECRET, USER};
 
 /// What a caller may do, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ const fn deny(rule: &'static str) -> Decision {
 /// For [`Role::Node`] this is the coarse answer; [`super::node_restriction`] narrows it to
 /// the node's own objects.
 pub fn decide(role: Role, verb: Verb, kind: Option<&KindInfo>) -> Decision {
-    let secret = kind == Some(&SECRET);
+    let secret = kind == Some(&SECRET) || kind == Some(&JOIN_TOKEN);
     let namespaced = kind.is_some_and(|k| k.namespaced) && kind != Some(&USER);
     match role {
         Role::Admin => allow("admin: everything"),
@@ -185,8 +185,12 @@ pub fn decide(role: Role, verb: Verb, kind: Option<&KindInfo>) -> Decision {
             _ => deny("edit: writes objects of namespaced kinds only"),
         },
         Role::View => match verb {
-            v if v.is_object_read() && secret => deny("view: reads every object but Secrets"),
-            v if v.is_object_read() => allow("view: reads every object but Secrets"),
+            v if v.is_object_read() && secret => {
+                deny("view: reads every object but Secrets and join tokens")
+            }
+            v if v.is_object_read() => {
+                allow("view: reads every object but Secrets and join tokens")
+            }
             Verb::Logs => allow("view: reads pods' logs"),
             _ => deny("view: reads only"),
         },

@@ -7,9 +7,13 @@ use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder::Holder;
 use tonic::{Request, Response, Status};
 
+use serde_json::Value;
+use skiff_proto::tls::token;
+
 use super::gate::Gate;
 use super::request::ObjectAsk;
 use super::rules::{self, Role, Verb};
+use crate::objects::kinds::join_token::expires_at;
 use crate::objects::ObjectError;
 
 /// Serves the Auth API of one member.
@@ -27,6 +31,41 @@ impl AuthService {
 
 fn bad(field: &str, reason: impl Into<String>) -> Status {
     ObjectError::bad(field, reason).into()
+}
+
+impl AuthService {
+    /// The role (`node` or `control`) of the token `id` when `secret` is its secret and it is
+    /// current; read linearizably, so a revoked token is refused at once.
+    async fn token_role(&self, id: &str, secret: &str) -> Result<String, Status> {
+        let refused = |why: String| Status::permission_denied(format!("join token {id}: {why}"));
+        let bytes = match self.gate.store().get("jointokens", "", id, false).await {
+            Ok((bytes, _)) => bytes,
+            Err(ObjectError::NotFound { .. }) => {
+                return Err(refused(
+                    "not known to this cluster (revoked, or never made)".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let t: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Status::internal(format!("join token {id}: {e}")))?;
+        let field = |f: &str| {
+            t.pointer(f)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        if !token::secret_matches(secret, &field("/spec/secretHash")) {
+            return Err(refused("the secret is wrong".into()));
+        }
+        let expires = field("/spec/expires");
+        if let Some(at) = expires_at(&expires) {
+            if at <= time::OffsetDateTime::now_utc().unix_timestamp() {
+                return Err(refused(format!("expired at {expires}")));
+            }
+        }
+        Ok(field("/spec/role"))
+    }
 }
 
 #[tonic::async_trait]
@@ -107,5 +146,53 @@ impl Auth for AuthService {
             certificate_pem,
             ca_pem: ca.cert.clone(),
         }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this member holds no cluster CA: it serves plaintext")
+        })?;
+        let r = request.into_inner();
+        let role = self.token_role(&r.token_id, &r.token_secret).await?;
+        let holder = ca
+            .requested_holder(&r.csr_pem)
+            .map_err(|e| bad("csr_pem", e.to_string()))?;
+        let cluster_id = self.gate.store().node().config().cluster_id.clone();
+        let response = match (&holder, role.as_str()) {
+            (Holder::Control(_), "control") => pb::JoinResponse {
+                certificate_pem: String::new(),
+                ca_pem: ca.cert.clone(),
+                ca_key_pem: ca.key.clone(),
+                cluster_id,
+            },
+            (Holder::Control(_), _) => {
+                return Err(Status::permission_denied(format!(
+                    "join token {}: a {role} token cannot join a control member",
+                    r.token_id
+                )))
+            }
+            (Holder::Node(_), "node" | "control") => {
+                let (_, certificate_pem) = ca
+                    .sign_request(&r.csr_pem)
+                    .map_err(|e| bad("csr_pem", e.to_string()))?;
+                pb::JoinResponse {
+                    certificate_pem,
+                    ca_pem: ca.cert.clone(),
+                    ca_key_pem: String::new(),
+                    cluster_id,
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "csr_pem",
+                    format!("{holder}: a join names node:NAME or control:ID"),
+                ))
+            }
+        };
+        tracing::info!(holder = %holder, token = %r.token_id, "joined with a token");
+        Ok(Response::new(response))
     }
 }

@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod kv;
 pub mod objects;
 pub mod pods;
+pub mod tokens;

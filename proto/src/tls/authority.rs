@@ -140,20 +140,7 @@ impl ClusterCa {
     pub fn sign_request(&self, csr_pem: &str) -> Result<(Holder, String), TlsError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(cert_err("certificate signing request"))?;
-        let cn = csr
-            .params
-            .distinguished_name
-            .get(&DnType::CommonName)
-            .and_then(|v| match v {
-                rcgen::DnValue::Utf8String(s) => Some(s.clone()),
-                rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
-                rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
-                _ => None,
-            })
-            .ok_or_else(|| TlsError::cert("certificate signing request", "no common name"))?;
-        let holder: Holder = cn
-            .parse()
-            .map_err(|e| TlsError::cert("certificate signing request", e))?;
+        let holder = holder_of_request(&csr)?;
         if matches!(holder, Holder::Control(_)) {
             return Err(TlsError::cert(
                 "certificate signing request",
@@ -186,6 +173,13 @@ impl ClusterCa {
         let issuer = Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))?;
         let cert = csr.signed_by(&issuer).map_err(cert_err("certificate"))?;
         Ok((holder, cert.pem()))
+    }
+
+    /// The holder a certificate signing request (PEM) names, its signature checked.
+    pub fn requested_holder(&self, csr_pem: &str) -> Result<Holder, TlsError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(cert_err("certificate signing request"))?;
+        holder_of_request(&csr)
     }
 
     /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].
@@ -254,6 +248,23 @@ impl ClusterCa {
             key: key.serialize_pem(),
         })
     }
+}
+
+/// The holder a parsed certificate signing request names by its common name.
+fn holder_of_request(csr: &rcgen::CertificateSigningRequestParams) -> Result<Holder, TlsError> {
+    let cn = csr
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .and_then(|v| match v {
+            rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+            rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+            rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| TlsError::cert("certificate signing request", "no common name"))?;
+    cn.parse()
+        .map_err(|e| TlsError::cert("certificate signing request", e))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 pub mod authority;
 pub mod holder;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,15 @@ pub enum TlsError {
     Io {
         /// The file.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control node could not be reached, or its handshake failed.
+    #[error("{addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -140,9 +150,18 @@ impl Credentials {
     /// The server side: present this certificate and require one signed by the cluster CA
     /// from every client.
     pub fn server_tls(&self) -> ServerTlsConfig {
+        // The chain carries the CA too: a newcomer holding only a join token pins it by hash.
+        let chain = format!("{}\n{}", self.cert.trim_end(), self.ca);
         ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
+            .identity(Identity::from_pem(chain, &self.key))
             .client_ca_root(Certificate::from_pem(&self.ca))
+    }
+
+    /// A control node's server side: as [`Self::server_tls`], but a client without a
+    /// certificate gets through the handshake, for the one call it may make (joining with a
+    /// token); every other call refuses it.
+    pub fn control_server_tls(&self) -> ServerTlsConfig {
+        self.server_tls().client_auth_optional(true)
     }
 }
 

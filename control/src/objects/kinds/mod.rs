@@ -17,6 +17,7 @@ pub mod config_map;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
+pub mod join_token;
 pub mod lease;
 pub mod namespace;
 pub mod node;
@@ -140,6 +141,7 @@ impl Registry {
         .with(event::EventStrategy)
         .with(lease::LeaseStrategy)
         .with(user::UserStrategy)
+        .with(join_token::JoinTokenStrategy)
     }
 
     /// The same registry serving `strategy` too (in place of one of the same resource).
