@@ -102,6 +102,22 @@ impl World {
 }
 
 /// Start the world; `agent_flags` go to `skiff node`.
+/// A node join token of `cluster`.
+async fn node_token(cluster: &Cluster) -> String {
+    use skiff_proto::tls::token::{secret_hash, JoinToken};
+    let ca = &cluster.credentials().expect("a cluster with a CA").ca;
+    let token = JoinToken::generate(ca).expect("token");
+    let obj = serde_json::json!({"apiVersion": "auth.skiff.dev/v1", "kind": "JoinToken",
+        "metadata": {"name": token.id},
+        "spec": {"role": "node", "secretHash": secret_hash(&token.secret)}});
+    cluster
+        .client()
+        .create_object("jointokens", "", serde_json::to_vec(&obj).expect("json"))
+        .await
+        .expect("a join token");
+    token.to_string()
+}
+
 pub async fn world(agent_flags: &[&str]) -> World {
     init_tracing();
     info!("phase: a three-node control plane, a test host, containerd, a registry and an agent");
@@ -116,13 +132,16 @@ pub async fn world(agent_flags: &[&str]) -> World {
     let host = TestHost::create();
     let containerd = Containerd::start(cluster.dir());
     let registry = Registry::start(&host.gateway, cluster.dir());
-    let mut flags = vec!["--insecure-registry", registry.addr.as_str()];
+    // The agent joins with a node token, as an operator's node does: it pins the CA by the
+    // token's hash and gets its own certificate.
+    let token = node_token(&cluster).await;
+    let mut flags = vec![
+        "--insecure-registry",
+        registry.addr.as_str(),
+        "--token",
+        token.as_str(),
+    ];
     flags.extend_from_slice(agent_flags);
-    // The agent's certificate, as a node joining the cluster gets one.
-    cluster
-        .issue(&skiff_proto::tls::holder::Holder::Node("n1".into()))
-        .save(&cluster.dir().join("agent-n1").join("pki"), "node")
-        .expect("node credentials");
     let agent = Agent::start(
         "n1",
         &host,
