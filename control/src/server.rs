@@ -33,6 +33,8 @@ pub struct Security {
     /// Whether roles are enforced (`--authorization roles`, the default); off, every holder
     /// of a certificate is an admin (`always-allow`, as Kubernetes' `AlwaysAllow` mode).
     pub authorize: bool,
+    /// Seals Secrets at rest (`--encryption-key-file`).
+    pub sealer: Option<std::sync::Arc<crate::objects::encryption::Sealer>>,
 }
 
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
@@ -58,7 +60,7 @@ pub async fn serve(
         holder::only_control_nodes(node.config().tls.is_some(), "Raft"),
     );
     let gate = Gate::new(
-        ObjectStore::new(node.clone()),
+        ObjectStore::new(node.clone()).with_sealer(security.sealer.clone()),
         node.config().tls.is_some() && security.authorize,
     );
     let kv = KvServer::new(GuardedKv::new(KvService::new(node.clone()), gate.clone()))
@@ -71,7 +73,11 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let objects = ObjectsServer::new(GuardedObjects::new(
-        ObjectService::new(ObjectStore::new(node.clone()).with_service_range(service_range)),
+        ObjectService::new(
+            ObjectStore::new(node.clone())
+                .with_service_range(service_range)
+                .with_sealer(security.sealer.clone()),
+        ),
         gate.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -72,6 +72,9 @@ enum Command {
     /// Join tokens for nodes and control members.
     #[command(subcommand)]
     Token(cmd::tokens::TokenCommand),
+    /// Secrets at rest: `secrets rotate-key` seals every Secret again under a new data key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Ask what you (or another user) may do.
     #[command(subcommand)]
     Auth(cmd::auth::AuthCommand),
@@ -79,6 +82,12 @@ enum Command {
     /// list and delete them with `get users` and `delete user NAME`.
     #[command(subcommand)]
     User(cmd::auth::UserCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Make a new data key, seal every Secret again under it (online), delete the old keys.
+    RotateKey,
 }
 
 fn main() -> std::process::ExitCode {
@@ -138,6 +147,14 @@ fn main() -> std::process::ExitCode {
             Command::Image(c) => cmd::pods::image(&client, c).await,
             Command::Auth(c) => cmd::auth::auth(&client, c).await,
             Command::Token(c) => cmd::tokens::run(&client, c).await,
+            Command::Secrets(SecretsCommand::RotateKey) => {
+                let r = client.rotate_secrets_key().await?;
+                println!(
+                    "secrets sealed under data key {} ({} sealed again); older keys deleted",
+                    r.key_id, r.rewritten
+                );
+                Ok(())
+            }
             Command::User(c) => cmd::auth::user(&client, &endpoints, c).await,
         }
     });

@@ -82,6 +82,17 @@ impl Client {
         .await
     }
 
+    /// Seal every Secret again under a new data key (admins only); the key's id and how
+    /// many Secrets were sealed again.
+    pub async fn rotate_secrets_key(&self) -> Result<pb::RotateSecretsKeyResponse> {
+        self.call(|ch| async move {
+            objects(ch)
+                .rotate_secrets_key(pb::RotateSecretsKeyRequest {})
+                .await
+        })
+        .await
+    }
+
     /// Read an object.
     pub async fn get_object(
         &self,

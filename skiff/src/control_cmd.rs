@@ -75,6 +75,11 @@ pub struct ControlArgs {
     /// (every holder of a cluster certificate is an admin; for measuring what roles cost).
     #[arg(long, default_value = "roles", value_parser = ["roles", "always-allow"])]
     pub authorization: String,
+    /// The key that wraps the cluster's data keys for Secrets at rest: 32 random bytes in
+    /// base64, the same on every member, kept outside the data directory. Without it Secrets
+    /// are stored in plain text.
+    #[arg(long)]
+    pub encryption_key_file: Option<PathBuf>,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -219,6 +224,15 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sealer = match &args.encryption_key_file {
+        Some(path) => Some(std::sync::Arc::new(
+            skiff_control::objects::encryption::Sealer::from_key_file(path, node.clone())?,
+        )),
+        None => {
+            tracing::warn!("no --encryption-key-file: Secrets are stored in plain text");
+            None
+        }
+    };
     let authorize = args.authorization == "roles";
     if !authorize {
         tracing::warn!(
@@ -231,6 +245,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         server::Security {
             ca: ca.clone(),
             authorize,
+            sealer,
         },
         listener,
         async {

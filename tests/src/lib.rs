@@ -106,11 +106,7 @@ pub fn free_port() -> u16 {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        if GIVEN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(port)
-        {
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
             return port;
         }
     }
@@ -236,6 +232,15 @@ impl Cluster {
             plaintext: opts.plaintext,
             dir,
         };
+        // Secrets at rest are sealed under a key kept beside the members, outside their data
+        // directories, as an operator keeps it.
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+        std::fs::write(
+            cluster.encryption_key_file(),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+        )
+        .expect("encryption key file");
         for (id, addr) in &addrs {
             let mut args = vec![
                 "--initial-cluster".to_string(),
@@ -266,6 +271,11 @@ impl Cluster {
         }
         self.add_process(id, addr.clone(), args, opts.listen_any);
         addr
+    }
+
+    /// The key file every member seals Secrets with (`--encryption-key-file`).
+    pub fn encryption_key_file(&self) -> PathBuf {
+        self.dir.path().join("encryption.key")
     }
 
     /// How member `id`'s process ended, if it has.
@@ -303,6 +313,9 @@ impl Cluster {
     ) {
         let data_dir = self.dir.path().join(format!("member-{id}"));
         let log = self.dir.path().join(format!("member-{id}.log"));
+        let mut args = args;
+        args.push("--encryption-key-file".into());
+        args.push(self.encryption_key_file().display().to_string());
         let listen = if listen_any {
             addr.replacen("127.0.0.1", "0.0.0.0", 1)
         } else {

@@ -73,11 +73,13 @@ pub enum Verb {
     Kv,
     /// Changes to the control plane's membership.
     Members,
+    /// A new data key for Secrets at rest.
+    RotateKey,
 }
 
 impl Verb {
     /// Every verb, in the order `can-i` lists them.
-    pub const ALL: [Verb; 12] = [
+    pub const ALL: [Verb; 13] = [
         Verb::Get,
         Verb::List,
         Verb::Watch,
@@ -90,6 +92,7 @@ impl Verb {
         Verb::Import,
         Verb::Kv,
         Verb::Members,
+        Verb::RotateKey,
     ];
 
     /// Its name.
@@ -107,6 +110,7 @@ impl Verb {
             Self::Import => "import",
             Self::Kv => "kv",
             Self::Members => "members",
+            Self::RotateKey => "rotate-key",
         }
     }
 
@@ -176,9 +180,9 @@ pub fn decide(role: Role, verb: Verb, kind: Option<&KindInfo>) -> Decision {
     match role {
         Role::Admin => allow("admin: everything"),
         Role::Edit => match verb {
-            Verb::Kv | Verb::Members | Verb::Import => {
-                deny("edit: the raw kv API, membership and image imports are admin's")
-            }
+            Verb::Kv | Verb::Members | Verb::Import | Verb::RotateKey => deny(
+                "edit: the raw kv API, membership, image imports and encryption keys are admin's",
+            ),
             Verb::Logs | Verb::Exec => allow("edit: logs and exec of pods"),
             v if v.is_object_read() => allow("edit: reads every object"),
             _ if namespaced => allow("edit: writes objects of namespaced kinds"),

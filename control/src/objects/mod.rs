@@ -17,6 +17,7 @@
 //! - [`service_alloc`]: ClusterIP and NodePort allocation, claimed in the Service's own write.
 
 pub mod admission;
+pub mod encryption;
 pub mod error;
 pub mod kinds;
 pub mod merge_patch;

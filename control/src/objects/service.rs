@@ -215,6 +215,17 @@ impl Objects for ObjectService {
         }))
     }
 
+    async fn rotate_secrets_key(
+        &self,
+        _request: Request<pb::RotateSecretsKeyRequest>,
+    ) -> Result<Response<pb::RotateSecretsKeyResponse>, Status> {
+        let (key_id, rewritten) = self.store.rotate_secrets_key().await?;
+        Ok(Response::new(pb::RotateSecretsKeyResponse {
+            key_id,
+            rewritten: rewritten as u64,
+        }))
+    }
+
     type WatchStream = WatchStream;
 
     async fn watch(

@@ -14,6 +14,7 @@ use skiff_raft::{RaftNode, RequestId, Write};
 use tracing::Instrument;
 
 use super::admission;
+use super::encryption::{self, Sealer};
 use super::error::{ObjectError, Result};
 use super::kinds::{Registry, StoreView, Strategy};
 use super::merge_patch;
@@ -137,6 +138,8 @@ enum Part {
 pub struct ObjectStore {
     node: RaftNode,
     registry: Arc<Registry>,
+    /// Seals Secrets at rest, when the member has an encryption key.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl StoreView for ObjectStore {
@@ -224,7 +227,106 @@ impl ObjectStore {
         Self {
             node,
             registry: Arc::new(Registry::builtin(ServiceRange::default())),
+            sealer: None,
         }
+    }
+
+    /// The same store, keeping Secrets sealed by `sealer`.
+    pub fn with_sealer(mut self, sealer: Option<Arc<Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// The stored value of `plain` for an object of `kind`: sealed for a Secret when this
+    /// member has an encryption key.
+    async fn at_rest(&self, kind: &KindInfo, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.sealer {
+            Some(s) if kind.plural == "secrets" => s.seal(&plain).await,
+            _ => Ok(plain),
+        }
+    }
+
+    /// A watch event with its values in plain form.
+    pub(crate) fn open_event(&self, ev: &mut skiff_raft::mvcc::Event) -> Result<()> {
+        if encryption::is_sealed(&ev.kv.value) {
+            ev.kv.value = self.opened(&ev.kv.key, &ev.kv.value)?.into_owned();
+        }
+        if let Some(prev) = ev.prev.as_mut() {
+            if encryption::is_sealed(&prev.value) {
+                prev.value = self.opened(&prev.key, &prev.value)?.into_owned();
+            }
+        }
+        Ok(())
+    }
+
+    /// The plain form of the stored value of `key`.
+    fn opened<'a>(&self, key: &[u8], value: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+        if !encryption::is_sealed(value) {
+            return Ok(std::borrow::Cow::Borrowed(value));
+        }
+        match &self.sealer {
+            Some(s) => s.open(key, value).map(std::borrow::Cow::Owned),
+            None => Err(ObjectError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "encrypted at rest, and this member has no --encryption-key-file".into(),
+            }),
+        }
+    }
+
+    /// Seal every Secret again under a new data key, online, then delete the old keys: a
+    /// copy of an old key opens nothing the store holds. Returns the new key's id and how
+    /// many Secrets were sealed again.
+    pub async fn rotate_secrets_key(&self) -> Result<(u32, usize)> {
+        let sealer = self.sealer.clone().ok_or_else(|| {
+            ObjectError::bad(
+                "encryption",
+                "this member has no --encryption-key-file: Secrets are not encrypted",
+            )
+        })?;
+        let id = sealer.new_key().await?;
+        let prefix = skiff_proto::kinds::SECRET.key_prefix();
+        let mut rewritten = 0;
+        loop {
+            let r = self
+                .node
+                .state()
+                .range(prefix.as_bytes(), true, None, 0)
+                .map_err(|e| ObjectError::Store(e.into()))?;
+            let stale: Vec<KeyValue> = r
+                .kvs
+                .into_iter()
+                .filter(|kv| !Sealer::sealed_under(&kv.value, id))
+                .collect();
+            if stale.is_empty() {
+                break;
+            }
+            for kv in stale {
+                let plain = self.opened(&kv.key, &kv.value)?.into_owned();
+                let txn = Txn {
+                    compares: vec![Compare::ModRevision {
+                        key: kv.key.clone(),
+                        revision: kv.mod_revision,
+                    }],
+                    success: vec![Op::PutNoPrev {
+                        key: kv.key.clone(),
+                        value: sealer.seal(&plain).await?,
+                    }],
+                    failure: vec![],
+                };
+                // A Secret written meanwhile is sealed under the new key already, or is
+                // taken on the next pass.
+                if self.commit(rand::random(), txn).await?.succeeded {
+                    rewritten += 1;
+                }
+            }
+        }
+        sealer.delete_keys_but(id).await?;
+        tracing::info!(
+            key = id,
+            secrets = rewritten,
+            "Secrets sealed under a new data key"
+        );
+        Ok((id, rewritten))
     }
 
     /// The same store, serving the built-in kinds with ClusterIPs from `range`.
@@ -280,7 +382,7 @@ impl ObjectStore {
         self.load_raw(key)?
             .map(|kv| {
                 Ok(Stored {
-                    object: decode(&kv.key, &kv.value, kv.mod_revision)?,
+                    object: decode(&kv.key, &self.opened(&kv.key, &kv.value)?, kv.mod_revision)?,
                     revision: kv.mod_revision,
                     json: None,
                 })
@@ -334,7 +436,7 @@ impl ObjectStore {
                 name: name.to_string(),
             })?;
         Ok((
-            meta::with_resource_version(&kv.value, kv.mod_revision),
+            meta::with_resource_version(&self.opened(&kv.key, &kv.value)?, kv.mod_revision),
             kv.mod_revision,
         ))
     }
@@ -376,8 +478,9 @@ impl ObjectStore {
                 .map_err(|e| ObjectError::Store(e.into()))?;
             revision.get_or_insert(r.revision);
             for kv in r.kvs {
+                let value = self.opened(&kv.key, &kv.value)?;
                 let keep = !filtered || {
-                    let v = decode(&kv.key, &kv.value, kv.mod_revision)?;
+                    let v = decode(&kv.key, &value, kv.mod_revision)?;
                     opts.labels.matches_object(&v) && opts.fields.matches(&v)
                 };
                 after = Some(kv.key.clone());
@@ -386,7 +489,7 @@ impl ObjectStore {
                         more_items = true;
                         break 'scan;
                     }
-                    let bytes = meta::with_resource_version(&kv.value, kv.mod_revision);
+                    let bytes = meta::with_resource_version(&value, kv.mod_revision);
                     items.push((kv.key, bytes));
                 }
             }
@@ -464,6 +567,7 @@ impl ObjectStore {
                 let key = kind.key(&ns, &name);
                 let claims = strategy.claims(self, None, &mut obj, &format!("{ns}/{name}"))?;
                 let bytes = encode(kind, &obj)?;
+                let stored = self.at_rest(kind, bytes.clone()).await?;
                 let mut compares = vec![Compare::Absent {
                     key: key.clone().into_bytes(),
                 }];
@@ -493,7 +597,7 @@ impl ObjectStore {
                     compares,
                     success: std::iter::once(Op::PutNoPrev {
                         key: key.clone().into_bytes(),
-                        value: bytes.clone(),
+                        value: stored,
                     })
                     .chain(claims.ops)
                     .collect(),
@@ -701,7 +805,7 @@ impl ObjectStore {
                 } else {
                     Op::PutNoPrev {
                         key: key.clone().into_bytes(),
-                        value: encode(kind, &next)?,
+                        value: self.at_rest(kind, encode(kind, &next)?).await?,
                     }
                 }];
                 if gone {
@@ -1045,7 +1149,7 @@ impl ObjectStore {
                 }
                 txn.success.push(Op::PutNoPrev {
                     key: key.clone().into_bytes(),
-                    value: encode(kind, &object)?,
+                    value: self.at_rest(kind, encode(kind, &object)?).await?,
                 });
             } else {
                 txn.success.push(Op::Delete {

@@ -166,27 +166,34 @@ pub fn watch(store: &ObjectStore, resource: &str, opts: WatchOptions) -> Result<
         object: Vec::new(),
         revision: start - 1,
     }];
-    let state = (rx, filter, Some(first), false);
-    let stream = futures::stream::unfold(state, |(mut rx, filter, first, done)| async move {
+    let state = (rx, (filter, store.clone()), Some(first), false);
+    let stream = futures::stream::unfold(state, |(mut rx, ctx, first, done)| async move {
         if done {
             return None;
         }
         if let Some(first) = first {
-            return Some((Ok(first), (rx, filter, None, false)));
+            return Some((Ok(first), (rx, ctx, None, false)));
         }
+        let (filter, store) = &ctx;
         let item = match rx.recv().await? {
             Ok(WatchMessage::Events(events)) => {
                 let last = events.last().map(|(r, _)| *r).unwrap_or(0);
-                let out: Vec<ObjectEvent> = events
+                let opened: Result<Vec<_>> = events
                     .into_iter()
-                    .filter_map(|(rev, ev)| translate(&filter, rev, ev))
+                    .map(|(rev, mut ev)| store.open_event(&mut ev).map(|()| (rev, ev)))
                     .collect();
-                if out.is_empty() {
-                    // Everything was filtered out: still tell the client how far it is.
-                    Ok(vec![bookmark(last)])
-                } else {
-                    Ok(out)
-                }
+                opened.map(|events| {
+                    let out: Vec<ObjectEvent> = events
+                        .into_iter()
+                        .filter_map(|(rev, ev)| translate(filter, rev, ev))
+                        .collect();
+                    if out.is_empty() {
+                        // Everything was filtered out: still tell the client how far it is.
+                        vec![bookmark(last)]
+                    } else {
+                        out
+                    }
+                })
             }
             Ok(WatchMessage::Progress(rev)) => Ok(vec![bookmark(rev)]),
             Err(WatchError::Expired {
@@ -202,7 +209,7 @@ pub fn watch(store: &ObjectStore, resource: &str, opts: WatchOptions) -> Result<
             }),
         };
         let done = item.is_err();
-        Some((item, (rx, filter, None, done)))
+        Some((item, (rx, ctx, None, done)))
     });
     Ok(Box::pin(stream))
 }

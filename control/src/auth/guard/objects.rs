@@ -124,6 +124,14 @@ impl Objects for GuardedObjects {
         self.inner.apply(request).await
     }
 
+    async fn rotate_secrets_key(
+        &self,
+        request: Request<pb::RotateSecretsKeyRequest>,
+    ) -> Result<Response<pb::RotateSecretsKeyResponse>, Status> {
+        self.gate.call(&request, Verb::RotateKey).await?;
+        self.inner.rotate_secrets_key(request).await
+    }
+
     type WatchStream = <ObjectService as Objects>::WatchStream;
 
     async fn watch(
