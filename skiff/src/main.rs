@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one control node.
-    Control(control_cmd::ControlArgs),
+    Control(Box<control_cmd::ControlArgs>),
     /// Run a local HA cluster (three control nodes on loopback, data under ./.skiff/).
     Up(up::UpArgs),
     /// Run the node agent: the pods bound to this node, on containerd.
@@ -72,7 +72,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Control(args) => control_cmd::run(args).await,
+            Command::Control(args) => control_cmd::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::HollowNode(args) => hollow_cmd::run(args).await,
             Command::Node(args) => node_cmd::run(*args).await,
