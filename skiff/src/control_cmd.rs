@@ -76,8 +76,8 @@ pub struct ControlArgs {
     #[arg(long, default_value = "roles", value_parser = ["roles", "always-allow"])]
     pub authorization: String,
     /// The key that wraps the cluster's data keys for Secrets at rest: 32 random bytes in
-    /// base64, the same on every member, kept outside the data directory. Without it Secrets
-    /// are stored in plain text.
+    /// base64, the same on every member, kept outside the data directory (`--init` makes it
+    /// when missing). Without it Secrets are stored in plain text.
     #[arg(long)]
     pub encryption_key_file: Option<PathBuf>,
     /// Election timeout range in milliseconds, MIN-MAX.
@@ -224,6 +224,16 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let (true, Some(path)) = (args.init, &args.encryption_key_file) {
+        if !path.exists() {
+            skiff_proto::private_file::write(
+                path,
+                skiff_control::objects::encryption::new_key_file_content().as_bytes(),
+            )
+            .with_context(|| format!("--encryption-key-file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "made the encryption key: copy it to every control member");
+        }
+    }
     let sealer = match &args.encryption_key_file {
         Some(path) => Some(std::sync::Arc::new(
             skiff_control::objects::encryption::Sealer::from_key_file(path, node.clone())?,

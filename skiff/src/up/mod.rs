@@ -117,6 +117,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let node_name = (!args.no_node).then_some(args.node_name.as_str());
     let admin = pki::prepare(&dir, &cluster, &member_ids, node_name)
         .context("preparing the cluster's certificates")?;
+    let key_file = encryption_key(&dir)?;
     let exe = std::env::current_exe().context("locating the skiff binary")?;
     let addrs: Vec<(u64, String)> = claims
         .iter()
@@ -143,6 +144,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             initial.clone().into(),
             "--cluster-id".into(),
             cluster.clone().into(),
+            "--encryption-key-file".into(),
+            key_file.clone().into(),
         ];
         if let Some(net) = &net {
             control_args.extend([
@@ -340,4 +343,18 @@ async fn wait_until_up(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(None)
+}
+
+/// The key Secrets are sealed with at rest, made at the first `skiff up` in a folder and kept
+/// beside the members' data directories (`.skiff/encryption.key`, owner-only).
+fn encryption_key(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("encryption.key");
+    if !path.exists() {
+        skiff_proto::private_file::write(
+            &path,
+            skiff_control::objects::encryption::new_key_file_content().as_bytes(),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
 }
