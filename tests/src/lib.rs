@@ -96,6 +96,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Run skiffctl with the client config `config` (`SKIFFCONFIG`).
+pub fn skiffctl_with(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("skiffctl"))
+        .args(args)
+        .env("SKIFFCONFIG", config)
+        .output()
+        .expect("skiffctl runs")
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// A free loopback port (bound, then released), never one this process handed out before:
 /// released ports come back from the kernel, and two members of one cluster once got the same.
 pub fn free_port() -> u16 {

@@ -3,7 +3,7 @@
 //! request changes nothing.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,17 +13,7 @@ use skiff_proto::objects::Selection;
 use skiff_proto::tls::holder::Holder;
 use skiff_proto::{Client, ClientConfig, ClientError};
 
-fn skiffctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(binary("skiffctl"))
-        .args(args)
-        .env("SKIFFCONFIG", config)
-        .output()
-        .expect("skiffctl runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use skiff_e2e::{skiffctl_with as skiffctl, text};
 
 async fn ready_cluster() -> Cluster {
     init_tracing();

@@ -3,7 +3,7 @@
 //! token cannot make a control member; revoked, expired and foreign tokens are refused.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,17 +13,7 @@ use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::token::{self, secret_hash, JoinError, JoinToken};
 use skiff_proto::tls::{self as skiff_tls};
 
-fn skiffctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(binary("skiffctl"))
-        .args(args)
-        .env("SKIFFCONFIG", config)
-        .output()
-        .expect("skiffctl runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use skiff_e2e::{skiffctl_with as skiffctl, text};
 
 fn token_of(config: &Path, role: &str) -> String {
     let out = skiffctl(config, &["token", "create", "--role", role, "--ttl", "1h"]);

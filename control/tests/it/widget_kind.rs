@@ -51,26 +51,14 @@ struct WidgetSpec {
     size: i64,
 }
 
-impl k8s_openapi::Resource for Widget {
-    const API_VERSION: &'static str = "example.skiff.dev/v1";
-    const GROUP: &'static str = "example.skiff.dev";
-    const KIND: &'static str = "Widget";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "widgets";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for Widget {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+skiff_control::object_type!(
+    Widget,
+    "example.skiff.dev",
+    "v1",
+    "Widget",
+    "widgets",
+    NamespaceResourceScope
+);
 
 struct WidgetStrategy;
 

@@ -188,6 +188,35 @@ where
     serde_json::to_value(&typed).map_err(|e| ObjectError::bad("object", e.to_string()))
 }
 
+/// The `k8s-openapi` traits [`typed`] needs (`Resource`, `Metadata`), for a kind of Skiff's
+/// own whose struct has a `metadata: ObjectMeta` field:
+/// `object_type!(User, "auth.skiff.dev", "v1", "User", "users", ClusterResourceScope)`.
+#[macro_export]
+macro_rules! object_type {
+    ($ty:ty, $group:literal, $version:literal, $kind:literal, $plural:literal, $scope:ident) => {
+        impl k8s_openapi::Resource for $ty {
+            const API_VERSION: &'static str = concat!($group, "/", $version);
+            const GROUP: &'static str = $group;
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = $version;
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = k8s_openapi::$scope;
+        }
+
+        impl k8s_openapi::Metadata for $ty {
+            type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+            fn metadata(&self) -> &Self::Ty {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut Self::Ty {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -39,26 +39,14 @@ pub struct JoinTokenSpec {
     pub expires: String,
 }
 
-impl k8s_openapi::Resource for JoinToken {
-    const API_VERSION: &'static str = "auth.skiff.dev/v1";
-    const GROUP: &'static str = "auth.skiff.dev";
-    const KIND: &'static str = "JoinToken";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "jointokens";
-    type Scope = k8s_openapi::ClusterResourceScope;
-}
-
-impl k8s_openapi::Metadata for JoinToken {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::object_type!(
+    JoinToken,
+    "auth.skiff.dev",
+    "v1",
+    "JoinToken",
+    "jointokens",
+    ClusterResourceScope
+);
 
 fn validate(t: &JoinToken) -> Vec<FieldError> {
     let mut errors = Vec::new();

@@ -33,26 +33,14 @@ pub struct UserSpec {
     role: String,
 }
 
-impl k8s_openapi::Resource for User {
-    const API_VERSION: &'static str = "auth.skiff.dev/v1";
-    const GROUP: &'static str = "auth.skiff.dev";
-    const KIND: &'static str = "User";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "users";
-    type Scope = k8s_openapi::ClusterResourceScope;
-}
-
-impl k8s_openapi::Metadata for User {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::object_type!(
+    User,
+    "auth.skiff.dev",
+    "v1",
+    "User",
+    "users",
+    ClusterResourceScope
+);
 
 /// The User strategy.
 pub struct UserStrategy;
