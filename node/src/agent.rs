@@ -305,6 +305,7 @@ impl Agent {
                 tracing::warn!(pod_uid = %uid, error = %err, "tearing an orphan's network down");
             }
             crate::cgroups::remove_pod_parent(&uid);
+            crate::pod_worker::volumes::release(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

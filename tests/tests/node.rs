@@ -1059,6 +1059,47 @@ spec:
     ));
     assert_eq!(files, "hello-configfasts3cretprepared-by-init\n");
 
+    info!(
+        "phase: the Secret volume is a tmpfs, on the node and in the container, gone with the pod"
+    );
+    let secret_mount = || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let agent_dir = format!("{}/", w.agent.data_dir.display());
+        mounts
+            .lines()
+            .find(|l| l.contains(&agent_dir) && l.contains("/volumes/secret/creds"))
+            .map(str::to_string)
+    };
+    let on_node = secret_mount();
+    assert!(
+        on_node.as_deref().is_some_and(|l| l.contains(" - tmpfs ")),
+        "the Secret volume on the node: {on_node:?}"
+    );
+    let in_container = ok(&skiffctl(
+        &w.cluster,
+        &[
+            "exec",
+            "configured",
+            "--",
+            "sh",
+            "-c",
+            "grep ' /etc/creds ' /proc/mounts",
+        ],
+        None,
+    ));
+    assert!(in_container.contains("tmpfs"), "{in_container}");
+    ok(&skiffctl(
+        &w.cluster,
+        &["delete", "pod", "configured"],
+        None,
+    ));
+    wait_until(
+        Duration::from_secs(30),
+        "the Secret volume unmounted once its pod is gone",
+        || async { secret_mount().is_none() },
+    )
+    .await;
+
     info!("phase: an image imported from an OCI archive runs with imagePullPolicy Never");
     let archive = w.cluster.dir().join("imported.tar");
     std::fs::write(

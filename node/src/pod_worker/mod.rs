@@ -285,6 +285,7 @@ impl<E: WorkerEnv> Worker<E> {
             tracing::warn!(error = %e, "tearing the pod network down");
         }
         crate::cgroups::remove_pod_parent(&self.uid);
+        volumes::release(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(pod) = pod {
             let uid = pod.metadata.uid.clone().unwrap_or_default();

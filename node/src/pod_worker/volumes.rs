@@ -1,6 +1,7 @@
 //! Pod volumes on the node: `emptyDir` (a directory in the pod's own folder, gone with the
 //! pod), `hostPath`, and `configMap` / `secret` (their keys written as files, refreshed while
-//! the pod runs). Containers get them as bind mounts at their `volumeMounts`.
+//! the pod runs; a Secret's on a tmpfs of its own, so its bytes never reach the node's disk).
+//! Containers get them as bind mounts at their `volumeMounts`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ pub async fn prepare(
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let p = pod_dir.join("volumes/secret").join(&v.name);
+            on_tmpfs(&p)?;
             match api.source_data(&ns, SourceKind::Secret, &name).await? {
                 Some(d) => write_keys(&p, &d, s.items.as_deref(), s.default_mode.or(Some(0o644)))?,
                 None if s.optional.unwrap_or(false) => {
@@ -77,6 +79,51 @@ pub async fn prepare(
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Largest Secret volume: a Secret holds at most 1 MiB, with room for its files' updates.
+const SECRET_TMPFS: &str = "size=4m,mode=0755";
+
+/// Make `dir` a tmpfs of its own (unless it is one already: the agent restarted).
+fn on_tmpfs(dir: &Path) -> Result<(), ConfigError> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::MetadataExt;
+    let io = |e: std::io::Error| ConfigError(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let parent = dir.parent().unwrap_or(dir);
+    let mounted =
+        std::fs::metadata(dir).map_err(io)?.dev() != std::fs::metadata(parent).map_err(io)?.dev();
+    if mounted {
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(SECRET_TMPFS),
+    )
+    .map_err(|e| {
+        ConfigError(format!(
+            "{}: mounting a tmpfs for a Secret: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Unmount the Secret volumes of the pod whose folder is `pod_dir`, before the folder goes.
+pub fn release(pod_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes/secret")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        match nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), error = %err, "unmounting a Secret volume")
+            }
+        }
+    }
 }
 
 fn write_keys(
