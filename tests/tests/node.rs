@@ -1348,3 +1348,115 @@ fn sorted_names(dir: &std::path::Path) -> Vec<String> {
             .collect(),
     )
 }
+
+/// Run `script` in `container` of pod `name`; (exit success, stdout + stderr).
+fn exec_in(
+    w: &skiff_e2e::node_env::world::World,
+    name: &str,
+    container: &str,
+    script: &str,
+) -> (bool, String) {
+    let out = skiffctl(
+        &w.cluster,
+        &["exec", name, "-c", container, "--", "sh", "-c", script],
+        None,
+    );
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_as_their_security_context_says() {
+    require_system_parts();
+    let w = world(&[]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("secure"), "skiff/busybox", "secure");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: restricted}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 2000}}
+  containers:
+  - name: user
+    image: "{image}"
+    command: ["sleep", "3600"]
+    securityContext: {{runAsUser: 1000, runAsGroup: 3000, readOnlyRootFilesystem: true}}
+  - name: noraw
+    image: "{image}"
+    command: ["sleep", "3600"]
+    securityContext: {{capabilities: {{drop: [NET_RAW]}}}}
+  - name: plain
+    image: "{image}"
+    command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nonroot}}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{image}"
+    command: ["sleep", "3600"]
+    securityContext: {{runAsNonRoot: true}}
+"#
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    wait_until(Duration::from_secs(60), "restricted Running", || async {
+        pod(&client, "restricted")
+            .await
+            .is_some_and(|p| phase(&p) == "Running")
+    })
+    .await;
+
+    info!("phase: the user and groups, and a read-only root filesystem");
+    let (_, ids) = exec_in(&w, "restricted", "user", "id -u; id -g; id -G");
+    assert_eq!(
+        ids.lines().take(2).collect::<Vec<_>>(),
+        ["1000", "3000"],
+        "{ids}"
+    );
+    assert!(
+        ids.lines()
+            .nth(2)
+            .is_some_and(|g| g.split(' ').any(|x| x == "2000")),
+        "fsGroup: {ids}"
+    );
+    let (wrote, why) = exec_in(&w, "restricted", "user", "touch /probe");
+    assert!(!wrote, "a read-only root filesystem took a write");
+    assert!(why.contains("Read-only file system"), "{why}");
+
+    info!("phase: a dropped NET_RAW refuses a raw socket; the default set allows it");
+    let (pinged, why) = exec_in(&w, "restricted", "noraw", "ping -c 1 -W 1 127.0.0.1");
+    assert!(!pinged, "a raw socket without NET_RAW: {why}");
+    assert!(why.contains("permitted") || why.contains("denied"), "{why}");
+    let (pinged, out) = exec_in(&w, "restricted", "plain", "ping -c 1 -W 1 127.0.0.1");
+    assert!(pinged, "the default set keeps NET_RAW: {out}");
+
+    info!("phase: runAsNonRoot with a root image is refused, with its reason in the status");
+    wait_until(Duration::from_secs(30), "nonroot refused", || async {
+        pod(&client, "nonroot").await.is_some_and(|p| {
+            waiting_reason(&p, "c").is_some_and(|(reason, message)| {
+                reason == "CreateContainerConfigError"
+                    && message.contains("runAsNonRoot and image will run as root")
+            })
+        })
+    })
+    .await;
+}

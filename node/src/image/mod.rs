@@ -323,5 +323,6 @@ fn info_of(name: &str, digest: &str, chain_id: String, config: ImageConfig) -> I
         cmd: run.cmd.unwrap_or_default(),
         env: run.env.unwrap_or_default(),
         working_dir: run.working_dir.unwrap_or_default(),
+        user: run.user.unwrap_or_default(),
     }
 }

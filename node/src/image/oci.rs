@@ -90,6 +90,9 @@ pub struct RunConfig {
     /// WorkingDir.
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// User: `uid`, `uid:gid`, or names.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// The rootfs of an image config.

@@ -19,6 +19,7 @@ pub mod config_sources;
 pub mod context;
 pub mod logs;
 pub mod probes;
+pub mod security_context;
 pub mod slot;
 pub mod status;
 mod sync;

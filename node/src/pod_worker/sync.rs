@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::config_sources;
 use super::logs;
 use super::probes::{self, Kind};
+use super::security_context;
 use super::slot::{container_id, Slot};
 use super::status::{self, ContainerView, Observed, PodView};
 use super::volumes;
@@ -433,7 +434,15 @@ impl<E: WorkerEnv> Worker<E> {
             .as_ref()
             .and_then(|s| s.hostname.clone())
             .unwrap_or_else(|| self.name.clone());
+        let security = match security_context::effective(pod, c, &image) {
+            Ok(s) => s,
+            Err(e) => {
+                slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
+                return Progress::Waiting;
+            }
+        };
         let input = SpecInput {
+            security,
             command: c.command.clone(),
             args: c.args.clone(),
             env,

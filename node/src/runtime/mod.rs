@@ -93,6 +93,8 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     /// `WorkingDir` of its config.
     pub working_dir: String,
+    /// `User` of its config (`uid`, `uid:gid`; empty: root).
+    pub user: String,
 }
 
 /// A container to create.

@@ -50,6 +50,126 @@ pub struct SpecInput {
     pub memory_limit_bytes: Option<i64>,
     /// Containers with the same group share one containerd shim process.
     pub shim_group: Option<String>,
+    /// How the process runs: user, capabilities, privileges, root filesystem.
+    pub security: Security,
+}
+
+/// A container's effective security settings (its `securityContext` over the pod's, over
+/// the image's user).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// User and group the process runs as.
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+    /// Supplementary groups (the pod's `fsGroup` and `supplementalGroups`).
+    pub additional_gids: Vec<u32>,
+    /// Capabilities added to the default set (`NET_ADMIN`, without `CAP_`).
+    pub add: Vec<String>,
+    /// Capabilities dropped from it (`ALL` drops every one).
+    pub drop: Vec<String>,
+    /// Every capability, every device, no masked paths.
+    pub privileged: bool,
+    /// Whether the process may gain privileges (setuid binaries); off unless asked for.
+    pub allow_privilege_escalation: bool,
+    /// The root filesystem is mounted read-only.
+    pub read_only_root: bool,
+}
+
+/// The default capabilities, as containerd's and Docker's.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability this kernel generation knows, for privileged containers.
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capability set of `security`.
+pub fn capabilities(security: &Security) -> Vec<String> {
+    if security.privileged {
+        return ALL_CAPS.iter().map(|c| c.to_string()).collect();
+    }
+    let full = |c: &str| {
+        let c = c.to_ascii_uppercase();
+        if c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let drop_all = security.drop.iter().any(|d| d.eq_ignore_ascii_case("ALL"));
+    let dropped: Vec<String> = security.drop.iter().map(|d| full(d)).collect();
+    let mut caps: Vec<String> = if drop_all {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !dropped.contains(c))
+            .collect()
+    };
+    for a in &security.add {
+        let a = full(a);
+        if !caps.contains(&a) {
+            caps.push(a);
+        }
+    }
+    caps
 }
 
 /// Kubernetes' `$(VAR)` expansion: `$(NAME)` becomes the variable's value when it is defined,
@@ -141,22 +261,8 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
         .filter(|w| !w.is_empty())
         .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
+    let sec = &input.security;
+    let caps = json!(capabilities(sec));
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -175,7 +281,7 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
             "options": ["rbind", "rprivate", mode],
         }));
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut resources = json!({"devices": [{"allow": sec.privileged, "access": "rwm"}]});
     if let Some(limit) = input.cpu_limit_millis.filter(|l| *l > 0) {
         resources["cpu"]["quota"] = json!(limit * CPU_PERIOD as i64 / 1000);
         resources["cpu"]["period"] = json!(CPU_PERIOD);
@@ -193,14 +299,14 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": sec.uid, "gid": sec.gid, "additionalGids": sec.additional_gids},
             "args": argv(input, image),
             "env": environment(input, image),
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": true,
+            "noNewPrivileges": !(sec.allow_privilege_escalation || sec.privileged),
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": sec.read_only_root},
         "annotations": match &input.shim_group {
             Some(g) => json!({SHIM_GROUP: g}),
             None => json!({}),
@@ -217,14 +323,14 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
                 {"type": "mount"},
                 {"type": "network", "path": input.netns_path},
             ],
-            "maskedPaths": [
+            "maskedPaths": if sec.privileged { json!([]) } else { json!([
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
                 "/proc/scsi"
-            ],
-            "readonlyPaths": [
+            ]) },
+            "readonlyPaths": if sec.privileged { json!([]) } else { json!([
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
+            ]) },
         },
     })
 }
@@ -281,6 +387,24 @@ mod tests {
         assert!(env.contains(&"A=pod".to_string()));
         assert!(env.contains(&"PATH=/bin".to_string()));
         assert!(env.contains(&"HOSTNAME=p".to_string()));
+    }
+
+    #[test]
+    fn capabilities_follow_add_drop_and_privileged() {
+        let sec = |add: &[&str], drop: &[&str], privileged| Security {
+            add: add.iter().map(|s| s.to_string()).collect(),
+            drop: drop.iter().map(|s| s.to_string()).collect(),
+            privileged,
+            ..Default::default()
+        };
+        let caps = capabilities(&sec(&["NET_ADMIN"], &["NET_RAW"], false));
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
+        assert_eq!(
+            capabilities(&sec(&["NET_BIND_SERVICE"], &["ALL"], false)),
+            ["CAP_NET_BIND_SERVICE"]
+        );
+        assert!(capabilities(&sec(&[], &[], true)).contains(&"CAP_SYS_ADMIN".to_string()));
     }
 
     #[test]
