@@ -1349,26 +1349,31 @@ fn sorted_names(dir: &std::path::Path) -> Vec<String> {
     )
 }
 
-/// Run `script` in `container` of pod `name`; (exit success, stdout + stderr).
+/// Run `script` in `container` of pod `name`: whether the script succeeded, and what it
+/// printed (stdout and stderr). The exit status travels in the output, so an exec that could
+/// not be made (a busy machine) is told apart from a script that failed, and retried.
 fn exec_in(
     w: &skiff_e2e::node_env::world::World,
     name: &str,
     container: &str,
     script: &str,
 ) -> (bool, String) {
-    let out = skiffctl(
-        &w.cluster,
-        &["exec", name, "-c", container, "--", "sh", "-c", script],
-        None,
-    );
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let wrapped = format!("{{ {script} ; }} 2>&1; echo \"rc=$?\"");
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = skiffctl(
+            &w.cluster,
+            &["exec", name, "-c", container, "--", "sh", "-c", &wrapped],
+            None,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some((printed, rc)) = text.trim_end().rsplit_once("rc=") {
+            return (rc.trim() == "0", printed.to_string());
+        }
+        last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("exec into {name}/{container} failed: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

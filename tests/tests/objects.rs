@@ -56,6 +56,10 @@ async fn ready_cluster_with(opts: MemberOptions) -> Cluster {
             && client
                 .get_object("namespaces", "", "skiff-system", false)
                 .await
+                .is_ok()
+            && client
+                .get_object("namespaces", "", "kube-system", false)
+                .await
                 .is_ok();
         if ok {
             break;
@@ -227,7 +231,7 @@ async fn manifest_applies_and_reapplying_changes_nothing() {
     let all = skiffctl(&cluster, &["get", "ns", "-o", "name"], None);
     assert_eq!(
         text(&all.stdout),
-        "namespace/default\nnamespace/shop\nnamespace/skiff-system\n"
+        "namespace/default\nnamespace/kube-system\nnamespace/shop\nnamespace/skiff-system\n"
     );
 
     // Scale, label and a namespace delete that takes its contents along.
@@ -1071,4 +1075,71 @@ async fn a_replication_controller_keeps_its_pods_scales_and_takes_them_when_dele
     let out = skiffctl(&cluster, &["delete", "rc", "nginx"], None);
     assert!(out.status.success(), "delete: {}", text(&out.stderr));
     wait_pod_count(&client, "nginx", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_ask_for_the_host_need_a_namespace_labelled_privileged() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kube_system = loop {
+        if let Ok(r) = client
+            .get_object("namespaces", "", "kube-system", false)
+            .await
+        {
+            break serde_json::from_slice::<Value>(&r.object).expect("JSON");
+        }
+        assert!(Instant::now() < deadline, "no kube-system namespace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        kube_system["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let pod = |ns: &str| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "host-reader", "namespace": ns},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                                     "securityContext": {"privileged": true},
+                                     "volumeMounts": [{"name": "root", "mountPath": "/host"}]}],
+                     "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}))
+        .unwrap()
+    };
+    match client
+        .create_object("pods", "default", pod("default"))
+        .await
+    {
+        Err(ClientError::Rejected(s)) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+            let m = s.message();
+            assert!(
+                m.contains("violates PodSecurity")
+                    && m.contains("privileged (containers \"c\"")
+                    && m.contains("hostPath volumes (\"root\")"),
+                "{m}"
+            );
+        }
+        other => panic!("a privileged pod in default: {other:?}"),
+    }
+    assert!(
+        client
+            .get_object("pods", "default", "host-reader", false)
+            .await
+            .is_err(),
+        "nothing was written"
+    );
+    client
+        .create_object("pods", "kube-system", pod("kube-system"))
+        .await
+        .expect("kube-system allows it");
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "node-tools", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    client
+        .create_object("namespaces", "", serde_json::to_vec(&ns).unwrap())
+        .await
+        .expect("namespace");
+    client
+        .create_object("pods", "node-tools", pod("node-tools"))
+        .await
+        .expect("a namespace labelled privileged allows it");
 }

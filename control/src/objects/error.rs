@@ -95,6 +95,9 @@ pub enum ObjectError {
     /// The operation is not allowed on this object.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// A policy refuses the object (Pod Security): PERMISSION_DENIED, as Kubernetes' 403.
+    #[error("{0}")]
+    PolicyDenied(String),
     /// A stored object could not be read back.
     #[error("stored object {key} is corrupt: {reason}")]
     Corrupt {
@@ -153,6 +156,7 @@ impl From<ObjectError> for Status {
             ObjectError::NamespaceTerminating(_) | ObjectError::Forbidden(_) => {
                 Status::failed_precondition(msg)
             }
+            ObjectError::PolicyDenied(_) => Status::permission_denied(msg),
             ObjectError::Corrupt { .. } => Status::internal(msg),
             ObjectError::Expired {
                 requested,

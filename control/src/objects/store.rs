@@ -565,6 +565,7 @@ impl ObjectStore {
                 let mut obj = Self::admit(strategy, obj)?;
                 let name = meta_str(&obj, "name").unwrap_or("").to_string();
                 let key = kind.key(&ns, &name);
+                strategy.check_policy(self, &obj)?;
                 let claims = strategy.claims(self, None, &mut obj, &format!("{ns}/{name}"))?;
                 let bytes = encode(kind, &obj)?;
                 let stored = self.at_rest(kind, bytes.clone()).await?;
@@ -771,6 +772,9 @@ impl ObjectStore {
                 // Allocations first: what the server assigned (a node port a manifest leaves
                 // out) is back in place before anything is compared, so it never counts as
                 // a change.
+                if !gone && part == Part::Spec && meta::spec_differs(&current.object, &next) {
+                    strategy.check_policy(self, &next)?;
+                }
                 let claims = if !gone && part == Part::Spec {
                     strategy.claims(
                         self,
@@ -1193,7 +1197,13 @@ impl ObjectStore {
         };
         for ns in BUILTIN_NAMESPACES {
             loop {
-                let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let mut obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                // System namespaces host what needs the host (log shippers, node agents).
+                if *ns != "default" {
+                    obj["metadata"]["labels"] = serde_json::json!({
+                        super::kinds::pod_security::ENFORCE_LABEL: "privileged"
+                    });
+                }
                 // The create's compare lets one member's attempt win; the others see it exists.
                 match self.create_value(strategy, "", obj, 0).await {
                     Ok(_) | Err(ObjectError::AlreadyExists { .. }) => break,

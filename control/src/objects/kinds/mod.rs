@@ -22,6 +22,7 @@ pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod pod_security;
 pub mod replica_set;
 pub mod replication_controller;
 pub mod secret;
@@ -74,6 +75,12 @@ pub trait Strategy: Send + Sync + 'static {
         _owner: &str,
     ) -> Result<Claims> {
         Ok(Claims::default())
+    }
+
+    /// Refuse `obj` for what other objects say of it (a Pod against its namespace's Pod
+    /// Security level); checked on every create and spec change.
+    fn check_policy(&self, _view: &dyn StoreView, _obj: &Value) -> Result<()> {
+        Ok(())
     }
 
     /// Whether objects of the kind hold allocations that [`Strategy::release`] frees.

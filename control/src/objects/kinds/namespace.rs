@@ -14,7 +14,7 @@ use crate::objects::meta::meta_str;
 use crate::objects::names;
 
 /// Namespaces that exist from the start and may not be deleted.
-pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system"];
+pub const BUILTIN_NAMESPACES: &[&str] = &["default", "skiff-system", "kube-system"];
 
 /// The Namespace strategy.
 pub struct NamespaceStrategy;

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use skiff_proto::kinds::{KindInfo, POD};
 
-use super::Strategy;
+use super::{StoreView, Strategy};
 use crate::objects::admission::{self, pod};
 use crate::objects::error::Result;
 
@@ -23,6 +23,10 @@ impl Strategy for PodStrategy {
 
     fn admit(&self, obj: Value) -> Result<Value> {
         admission::typed::<Pod>(self, obj, pod::default, pod::validate)
+    }
+
+    fn check_policy(&self, view: &dyn StoreView, obj: &Value) -> Result<()> {
+        super::pod_security::check(view, obj)
     }
 
     fn prepare_create(&self, obj: &mut Value) {
