@@ -35,6 +35,8 @@ pub struct Security {
     pub authorize: bool,
     /// Seals Secrets at rest (`--encryption-key-file`).
     pub sealer: Option<std::sync::Arc<crate::objects::encryption::Sealer>>,
+    /// Per-caller request rate and watch limits.
+    pub limits: crate::auth::limits::LimitSettings,
 }
 
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
@@ -62,7 +64,8 @@ pub async fn serve(
     let gate = Gate::new(
         ObjectStore::new(node.clone()).with_sealer(security.sealer.clone()),
         node.config().tls.is_some() && security.authorize,
-    );
+    )
+    .with_limits(security.limits);
     let kv = KvServer::new(GuardedKv::new(KvService::new(node.clone()), gate.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -80,6 +80,13 @@ pub struct ControlArgs {
     /// when missing). Without it Secrets are stored in plain text.
     #[arg(long)]
     pub encryption_key_file: Option<PathBuf>,
+    /// Requests per second each caller may make (bursts of twice as many); admins are not
+    /// limited; 0 turns the limit off.
+    #[arg(long, default_value_t = 200)]
+    pub user_requests_per_second: u32,
+    /// Watches each caller may hold open at once; admins are not limited; 0: no limit.
+    #[arg(long, default_value_t = 100)]
+    pub max_watches_per_user: usize,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -256,6 +263,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             ca: ca.clone(),
             authorize,
             sealer,
+            limits: skiff_control::auth::limits::LimitSettings {
+                requests_per_second: args.user_requests_per_second,
+                max_watches: args.max_watches_per_user,
+            },
         },
         listener,
         async {

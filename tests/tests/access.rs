@@ -429,3 +429,99 @@ async fn node_credentials_reach_only_their_own_node_and_what_its_pods_use() {
         text(&no.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_rate_or_watch_limit_is_told_to_wait_and_admins_are_not() {
+    init_tracing();
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            extra_args: vec![
+                "--user-requests-per-second".into(),
+                "5".into(),
+                "--max-watches-per-user".into(),
+                "2".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let admin = cluster.client();
+    let user = json!({"apiVersion": "auth.skiff.dev/v1", "kind": "User",
+                      "metadata": {"name": "viewer"}, "spec": {"role": "view"}});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .create_object("users", "", serde_json::to_vec(&user).unwrap())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "no User");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One member, so every call meets the same limits.
+    let one = vec![cluster.endpoints()[0].clone()];
+    let viewer = Client::with_config(
+        &one,
+        ClientConfig {
+            tls: Some(cluster.issue(&Holder::User("viewer".into()))),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+
+    // Two watches at once, not three; a closed one frees its place.
+    let sel = Selection::default();
+    let mut first = viewer.watch_objects("configmaps", &sel, 0);
+    let mut second = viewer.watch_objects("configmaps", &sel, 0);
+    for w in [&mut first, &mut second] {
+        let item = tokio::time::timeout(Duration::from_secs(5), w.recv())
+            .await
+            .expect("a first item")
+            .expect("open");
+        assert!(item.is_ok(), "{item:?}");
+    }
+    let mut third = viewer.watch_objects("configmaps", &sel, 0);
+    match tokio::time::timeout(Duration::from_secs(5), third.recv())
+        .await
+        .expect("an answer")
+    {
+        Some(Err(ClientError::Rejected(s))) => {
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+            assert!(
+                s.message().contains("user:viewer has 2 watches open"),
+                "{}",
+                s.message()
+            );
+        }
+        other => panic!("a third watch: {other:?}"),
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut fourth = viewer.watch_objects("configmaps", &sel, 0);
+    let item = tokio::time::timeout(Duration::from_secs(5), fourth.recv())
+        .await
+        .expect("a first item")
+        .expect("open");
+    assert!(item.is_ok(), "a closed watch frees its place: {item:?}");
+
+    // Over five requests a second (bursts of ten), the viewer is told when to retry.
+    let mut refused = Vec::new();
+    for _ in 0..40 {
+        if let Err(ClientError::Rejected(s)) = viewer.list_objects("configmaps", &sel).await {
+            refused.push(s);
+        }
+    }
+    assert!(refused.len() >= 20, "{} of 40 refused", refused.len());
+    let s = &refused[0];
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    assert!(s.message().contains("retry in"), "{}", s.message());
+    assert!(s.metadata().get("retry-after-ms").is_some(), "a retry hint");
+    // The admin is not limited.
+    let admin_one = cluster.client_to(&one);
+    for _ in 0..40 {
+        admin_one
+            .list_objects("configmaps", &sel)
+            .await
+            .expect("the admin is not limited");
+    }
+}

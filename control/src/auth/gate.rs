@@ -7,6 +7,7 @@
 use tonic::{Request, Status};
 
 use super::caller::{Caller, Callers};
+use super::limits::{LimitSettings, Limits};
 use super::node_restriction;
 use super::request::ObjectAsk;
 use super::rules::{self, Role, Verb};
@@ -18,6 +19,7 @@ use crate::objects::ObjectStore;
 pub struct Gate {
     callers: Callers,
     store: ObjectStore,
+    limits: Limits,
 }
 
 impl Gate {
@@ -27,7 +29,26 @@ impl Gate {
         Self {
             callers: Callers::new(store.clone(), secured),
             store,
+            limits: Limits::new(LimitSettings::default()),
         }
+    }
+
+    /// The same gate with `settings` for its per-caller limits.
+    pub fn with_limits(mut self, settings: LimitSettings) -> Self {
+        self.limits = Limits::new(settings);
+        self
+    }
+
+    /// The per-caller limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The caller of `request`, within its request rate.
+    async fn admitted<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.callers.of(request).await?;
+        self.limits.admit(&caller)?;
+        Ok(caller)
     }
 
     /// The kinds served, to resolve what a request names.
@@ -47,12 +68,12 @@ impl Gate {
 
     /// Any caller with a valid certificate (a member's status, the member list).
     pub async fn authenticated<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        self.callers.of(request).await
+        self.admitted(request).await
     }
 
     /// A call that names no object: the raw kv API, membership, image imports.
     pub async fn call<T>(&self, request: &Request<T>, verb: Verb) -> Result<Caller, Status> {
-        let caller = self.callers.of(request).await?;
+        let caller = self.admitted(request).await?;
         let d = rules::decide(caller.role, verb, None);
         if d.allowed {
             Ok(caller)
@@ -70,7 +91,7 @@ impl Gate {
         request: &Request<T>,
         ask: ObjectAsk<'_>,
     ) -> Result<Caller, Status> {
-        let caller = self.callers.of(request).await?;
+        let caller = self.admitted(request).await?;
         self.decide(&caller, ask).await?;
         Ok(caller)
     }

@@ -13,6 +13,7 @@
 pub mod caller;
 pub mod gate;
 pub mod guard;
+pub mod limits;
 pub mod node_restriction;
 pub mod request;
 pub mod rules;

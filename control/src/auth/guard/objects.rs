@@ -1,5 +1,6 @@
 //! The Objects API behind the gate.
 
+use futures::StreamExt as _;
 use skiff_proto::pb::objects_server::Objects;
 use skiff_proto::pb::{self};
 use tonic::{Request, Response, Status};
@@ -142,7 +143,14 @@ impl Objects for GuardedObjects {
         let ask = self
             .ask(Verb::Watch, &r.resource, &r.namespace, "")
             .with_fields(&r.field_selector);
-        self.gate.object(&request, ask).await?;
-        self.inner.watch(request).await
+        let caller = self.gate.object(&request, ask).await?;
+        let slot = self.gate.limits().open_watch(&caller)?;
+        let events = self.inner.watch(request).await?.into_inner();
+        // The watch counts against its caller for as long as its stream lives.
+        let counted = events.map(move |item| {
+            let _held = &slot;
+            item
+        });
+        Ok(Response::new(Box::pin(counted)))
     }
 }

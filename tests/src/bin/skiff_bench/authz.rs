@@ -32,7 +32,13 @@ async fn measure(args: &AuthzArgs, enforce: bool, round: usize) -> anyhow::Resul
     let cluster = Cluster::start(
         3,
         MemberOptions {
-            extra_args: vec!["--authorization".into(), mode.into()],
+            // The per-user rate limit would measure itself: off on both sides.
+            extra_args: vec![
+                "--authorization".into(),
+                mode.into(),
+                "--user-requests-per-second".into(),
+                "0".into(),
+            ],
             ..Default::default()
         },
     );
