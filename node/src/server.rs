@@ -24,19 +24,26 @@ use crate::runtime::{labels, ContainerRuntime, ProcessState};
 /// The `NodeAgent` service of one agent.
 pub struct AgentService {
     agent: Arc<Agent>,
+    /// The largest image archive an import may send.
+    max_import_bytes: u64,
 }
 
 /// Serve the agent's API on `listener` until the process ends. With the node's credentials
 /// only mutual TLS connections are accepted, and of those only control nodes' calls: logs,
-/// exec and image import reach the agent through the control plane, never directly.
+/// exec and image import reach the agent through the control plane, never directly. An image
+/// import larger than `max_import_bytes` is refused (and its partial archive removed).
 pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
     credentials: Option<&skiff_proto::tls::Credentials>,
+    max_import_bytes: u64,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = NodeAgentServer::new(AgentService { agent })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let svc = NodeAgentServer::new(AgentService {
+        agent,
+        max_import_bytes,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     transport::server(credentials.map(|c| c.server_tls()))?
         .add_service(InterceptedService::new(
             svc,
@@ -261,8 +268,16 @@ impl NodeAgent for AgentService {
             let mut file = tokio::fs::File::create(&path)
                 .await
                 .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+            let mut received: u64 = 0;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
+                received += chunk.data.len() as u64;
+                if received > self.max_import_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "image archive over this node's import limit of {} bytes (--max-image-import-bytes)",
+                        self.max_import_bytes
+                    )));
+                }
                 file.write_all(&chunk.data)
                     .await
                     .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;

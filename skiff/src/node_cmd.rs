@@ -62,6 +62,9 @@ pub struct NodeArgs {
     /// Longest restart / pull back-off, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     pub backoff_max_ms: u64,
+    /// The largest image archive `skiffctl image import` may send to this node.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub max_image_import_bytes: u64,
     /// Rotate a container's log past this many bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub log_max_bytes: u64,
@@ -284,8 +287,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let agent = std::sync::Arc::new(agent);
     let api = {
         let agent = agent.clone();
+        let max_import = args.max_image_import_bytes;
         tokio::spawn(async move {
-            skiff_node::server::serve(agent, listener, credentials.as_ref()).await
+            skiff_node::server::serve(agent, listener, credentials.as_ref(), max_import).await
         })
     };
     if !args.no_proxy {

@@ -1465,3 +1465,37 @@ spec:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_import_over_the_nodes_limit_is_refused_and_leaves_nothing() {
+    require_system_parts();
+    let w = world(&["--max-image-import-bytes", "65536"]).await;
+    let archive = w.cluster.dir().join("too-big.tar");
+    std::fs::write(
+        &archive,
+        OciImage::busybox("too-big").archive("example.test/too-big/busybox:1"),
+    )
+    .expect("archive");
+    let out = skiffctl(
+        &w.cluster,
+        &[
+            "image",
+            "import",
+            archive.to_str().expect("path"),
+            "--node",
+            "n1",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an archive over the limit was imported"
+    );
+    assert!(stderr.contains("import limit of 65536 bytes"), "{stderr}");
+    let imports = w.agent.data_dir.join("imports");
+    let left: Vec<_> = std::fs::read_dir(&imports)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "partial archives left: {left:?}");
+}
