@@ -1397,6 +1397,7 @@ spec:
     image: "{image}"
     command: ["sleep", "3600"]
     securityContext: {{runAsUser: 1000, runAsGroup: 3000, readOnlyRootFilesystem: true}}
+    volumeMounts: [{{name: scratch, mountPath: /data}}]
   - name: noraw
     image: "{image}"
     command: ["sleep", "3600"]
@@ -1404,6 +1405,8 @@ spec:
   - name: plain
     image: "{image}"
     command: ["sleep", "3600"]
+  volumes:
+  - {{name: scratch, emptyDir: {{}}}}
 ---
 apiVersion: v1
 kind: Pod
@@ -1446,6 +1449,18 @@ spec:
     let (wrote, why) = exec_in(&w, "restricted", "user", "touch /probe");
     assert!(!wrote, "a read-only root filesystem took a write");
     assert!(why.contains("Read-only file system"), "{why}");
+    let (wrote, group) = exec_in(
+        &w,
+        "restricted",
+        "user",
+        "touch /data/x && stat -c %g /data/x",
+    );
+    assert!(wrote, "uid 1000 writes its emptyDir: {group}");
+    assert_eq!(
+        group.trim(),
+        "2000",
+        "what it makes there belongs to the fsGroup"
+    );
 
     info!("phase: a dropped NET_RAW refuses a raw socket; the default set allows it");
     let (pinged, why) = exec_in(&w, "restricted", "noraw", "ping -c 1 -W 1 127.0.0.1");

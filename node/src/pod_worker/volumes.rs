@@ -1,7 +1,8 @@
 //! Pod volumes on the node: `emptyDir` (a directory in the pod's own folder, gone with the
 //! pod), `hostPath`, and `configMap` / `secret` (their keys written as files, refreshed while
 //! the pod runs; a Secret's on a tmpfs of its own, so its bytes never reach the node's disk).
-//! Containers get them as bind mounts at their `volumeMounts`.
+//! Containers get them as bind mounts at their `volumeMounts`. An `emptyDir` is writable by
+//! any user, and owned by the pod's `fsGroup` when it names one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,12 +20,19 @@ pub async fn prepare(
     pod_dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     let mut out = BTreeMap::new();
     let io = |p: &Path, e: std::io::Error| ConfigError(format!("{}: {e}", p.display()));
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = if v.empty_dir.is_some() {
             let p = pod_dir.join("volumes/empty-dir").join(&v.name);
             std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+            share_empty_dir(&p, fs_group).map_err(|e| io(&p, e))?;
             p
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
@@ -79,6 +87,21 @@ pub async fn prepare(
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// An `emptyDir` is writable by whatever user the containers run as, as the kubelet makes
+/// it (0777); with the pod's `fsGroup` it belongs to that group and passes it on to what is
+/// made in it (setgid).
+fn share_empty_dir(dir: &Path, fs_group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match fs_group {
+        Some(g) => {
+            std::os::unix::fs::chown(dir, None, Some(g))?;
+            0o2777
+        }
+        None => 0o777,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// Largest Secret volume: a Secret holds at most 1 MiB, with room for its files' updates.
