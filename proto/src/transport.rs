@@ -19,16 +19,20 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest value the store accepts.
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
 
+/// `host:port` of an address given as `host:port`, `http://host:port` or `https://host:port`.
+pub fn host_port(addr: &str) -> &str {
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
+}
+
 /// Parse `host:port` (or `http://host:port`, `https://host:port`) into an endpoint with
 /// Skiff's settings; over mutual TLS when `tls` is given.
 pub fn endpoint(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
 ) -> Result<Endpoint, tonic::transport::Error> {
-    let host = addr
-        .strip_prefix("http://")
-        .or_else(|| addr.strip_prefix("https://"))
-        .unwrap_or(addr);
+    let host = host_port(addr);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = Endpoint::from_shared(format!("{scheme}://{host}"))?
         .connect_timeout(Duration::from_millis(500))

@@ -1101,23 +1101,7 @@ spec:
     .await;
 
     info!("phase: an image imported from an OCI archive runs with imagePullPolicy Never");
-    let archive = w.cluster.dir().join("imported.tar");
-    std::fs::write(
-        &archive,
-        OciImage::busybox("imported").archive("example.test/imported/busybox:1"),
-    )
-    .expect("archive");
-    let out = ok(&skiffctl(
-        &w.cluster,
-        &[
-            "image",
-            "import",
-            archive.to_str().expect("path"),
-            "--node",
-            "n1",
-        ],
-        None,
-    ));
+    let out = ok(&import_busybox(&w, "imported"));
     assert!(out.contains("example.test/imported/busybox:1"), "{out}");
     let manifest = r#"apiVersion: v1
 kind: Pod
@@ -1485,23 +1469,7 @@ spec:
 async fn an_image_import_over_the_nodes_limit_is_refused_and_leaves_nothing() {
     require_system_parts();
     let w = world(&["--max-image-import-bytes", "65536"]).await;
-    let archive = w.cluster.dir().join("too-big.tar");
-    std::fs::write(
-        &archive,
-        OciImage::busybox("too-big").archive("example.test/too-big/busybox:1"),
-    )
-    .expect("archive");
-    let out = skiffctl(
-        &w.cluster,
-        &[
-            "image",
-            "import",
-            archive.to_str().expect("path"),
-            "--node",
-            "n1",
-        ],
-        None,
-    );
+    let out = import_busybox(&w, "too-big");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -1513,4 +1481,25 @@ async fn an_image_import_over_the_nodes_limit_is_refused_and_leaves_nothing() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "partial archives left: {left:?}");
+}
+
+/// `skiffctl image import` of a busybox archive named `example.test/NAME/busybox:1` to n1.
+fn import_busybox(w: &skiff_e2e::node_env::world::World, name: &str) -> std::process::Output {
+    let archive = w.cluster.dir().join(format!("{name}.tar"));
+    std::fs::write(
+        &archive,
+        OciImage::busybox(name).archive(&format!("example.test/{name}/busybox:1")),
+    )
+    .expect("archive");
+    skiffctl(
+        &w.cluster,
+        &[
+            "image",
+            "import",
+            archive.to_str().expect("path"),
+            "--node",
+            "n1",
+        ],
+        None,
+    )
 }

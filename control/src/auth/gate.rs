@@ -85,14 +85,18 @@ impl Gate {
         }
     }
 
-    /// A request on objects.
-    pub async fn object<T>(
+    /// A request on objects; `ask` describes it, and is built only when the caller's role
+    /// is not enough on its own (an admin's request, the bulk of the load, skips it: an
+    /// apply's manifest is then parsed once, by the store).
+    pub async fn object<'a, T>(
         &self,
-        request: &Request<T>,
-        ask: ObjectAsk<'_>,
+        request: &'a Request<T>,
+        ask: impl FnOnce() -> ObjectAsk<'a>,
     ) -> Result<Caller, Status> {
         let caller = self.admitted(request).await?;
-        self.decide(&caller, ask).await?;
+        if caller.role != Role::Admin {
+            self.decide(&caller, ask()).await?;
+        }
         Ok(caller)
     }
 

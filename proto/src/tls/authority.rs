@@ -147,32 +147,22 @@ impl ClusterCa {
                 "control nodes' certificates are not signed on request",
             ));
         }
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, holder.to_string());
         let now = OffsetDateTime::now_utc();
-        let p = &mut csr.params;
-        p.distinguished_name = dn;
-        p.not_before = now - time::Duration::minutes(5);
-        p.not_after = now + CERT_VALIDITY;
-        p.is_ca = IsCa::NoCa;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.subject_alt_names.clear();
-        if matches!(holder, Holder::Node(_)) {
-            p.extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-            let dns = NODE_SERVER_NAME
-                .try_into()
-                .map_err(|e| TlsError::cert("server name", e))?;
-            p.subject_alt_names.push(SanType::DnsName(dns));
-        }
-        let ca_key = KeyPair::from_pem(&self.key).map_err(cert_err("CA key"))?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))?;
+        csr.params = holder_params(
+            &holder,
+            &[],
+            &[],
+            now - time::Duration::minutes(5),
+            now + CERT_VALIDITY,
+        )?;
+        let issuer = self.issuer()?;
         let cert = csr.signed_by(&issuer).map_err(cert_err("certificate"))?;
         Ok((holder, cert.pem()))
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key).map_err(cert_err("CA key"))?;
+        Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))
     }
 
     /// The holder a certificate signing request (PEM) names, its signature checked.
@@ -205,40 +195,9 @@ impl ClusterCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Credentials, TlsError> {
-        let ca_key = KeyPair::from_pem(&self.key).map_err(cert_err("CA key"))?;
-        let issuer = Issuer::from_ca_cert_pem(&self.cert, ca_key).map_err(cert_err("CA"))?;
         let key = KeyPair::generate().map_err(cert_err("key"))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, holder.to_string());
-        for g in groups {
-            dn.push(DnType::OrganizationName, *g);
-        }
-        params.distinguished_name = dn;
-        params.not_before = not_before;
-        params.not_after = not_after;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let server_name = match holder {
-            Holder::Control(_) => Some(CONTROL_SERVER_NAME),
-            Holder::Node(_) => Some(NODE_SERVER_NAME),
-            Holder::User(_) => None,
-        };
-        if let Some(name) = server_name {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-            let dns = name
-                .try_into()
-                .map_err(|e| TlsError::cert("server name", e))?;
-            params.subject_alt_names.push(SanType::DnsName(dns));
-            params
-                .subject_alt_names
-                .extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
-        }
+        let params = holder_params(holder, groups, addresses, not_before, not_after)?;
+        let issuer = self.issuer()?;
         let cert = params
             .signed_by(&key, &issuer)
             .map_err(cert_err("certificate"))?;
@@ -248,6 +207,50 @@ impl ClusterCa {
             key: key.serialize_pem(),
         })
     }
+}
+
+/// What a holder's certificate says, whoever made its key: the holder in the common name,
+/// `groups` in the organisation, client use, and for control nodes and agents (which serve
+/// too) their role's server name and `addresses`.
+fn holder_params(
+    holder: &Holder,
+    groups: &[&str],
+    addresses: &[IpAddr],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, holder.to_string());
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let server_name = match holder {
+        Holder::Control(_) => Some(CONTROL_SERVER_NAME),
+        Holder::Node(_) => Some(NODE_SERVER_NAME),
+        Holder::User(_) => None,
+    };
+    if let Some(name) = server_name {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+        let dns = name
+            .try_into()
+            .map_err(|e| TlsError::cert("server name", e))?;
+        params.subject_alt_names.push(SanType::DnsName(dns));
+        params
+            .subject_alt_names
+            .extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
+    }
+    Ok(params)
 }
 
 /// The holder a parsed certificate signing request names by its common name.

@@ -91,13 +91,6 @@ pub fn of_request<T>(request: &tonic::Request<T>) -> Option<Holder> {
     of_der(certs.first()?.as_ref()).ok()
 }
 
-/// The holder and groups of a request's verified client certificate.
-pub fn identity_of_request<T>(request: &tonic::Request<T>) -> Option<(Holder, Vec<String>)> {
-    let certs = request.peer_certs()?;
-    let der = certs.first()?.as_ref();
-    Some((of_der(der).ok()?, groups_of_der(der).unwrap_or_default()))
-}
-
 /// An interceptor that lets through only control nodes' calls when `secured` (a server with
 /// mutual TLS); `service` names what is guarded in the refusal. Without TLS it lets all through.
 pub fn only_control_nodes(

@@ -205,10 +205,7 @@ pub async fn fetch_ca(addr: &str, token: &JoinToken) -> Result<String, TlsError>
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
-    let host = addr
-        .strip_prefix("https://")
-        .or_else(|| addr.strip_prefix("http://"))
-        .unwrap_or(addr);
+    let host = crate::transport::host_port(addr);
     let io = |e: std::io::Error| TlsError::Connect {
         addr: host.into(),
         source: e,

@@ -33,26 +33,30 @@ impl NodeAgent for GuardedNodeAgent {
         request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let r = request.get_ref();
-        let ask = ObjectAsk::new(
-            self.gate.registry(),
-            Verb::Logs,
-            "pods",
-            &r.namespace,
-            &r.pod,
-        );
+        let ask = || {
+            ObjectAsk::new(
+                self.gate.registry(),
+                Verb::Logs,
+                "pods",
+                &r.namespace,
+                &r.pod,
+            )
+        };
         self.gate.object(&request, ask).await?;
         self.inner.logs(request).await
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let r = request.get_ref();
-        let ask = ObjectAsk::new(
-            self.gate.registry(),
-            Verb::Exec,
-            "pods",
-            &r.namespace,
-            &r.pod,
-        );
+        let ask = || {
+            ObjectAsk::new(
+                self.gate.registry(),
+                Verb::Exec,
+                "pods",
+                &r.namespace,
+                &r.pod,
+            )
+        };
         self.gate.object(&request, ask).await?;
         self.inner.exec(request).await
     }

@@ -22,11 +22,11 @@ impl GuardedObjects {
         Self { inner, gate }
     }
 
-    fn ask(&self, verb: Verb, resource: &str, namespace: &str, name: &str) -> ObjectAsk<'static> {
+    fn ask<'a>(&self, verb: Verb, resource: &str, namespace: &str, name: &str) -> ObjectAsk<'a> {
         ObjectAsk::new(self.gate.registry(), verb, resource, namespace, name)
     }
 
-    fn ask_key(&self, verb: Verb, key: Option<&pb::ObjectKey>) -> ObjectAsk<'static> {
+    fn ask_key<'a>(&self, verb: Verb, key: Option<&pb::ObjectKey>) -> ObjectAsk<'a> {
         let (r, ns, n) = key.map_or(("", "", ""), |k| {
             (k.resource.as_str(), k.namespace.as_str(), k.name.as_str())
         });
@@ -41,9 +41,10 @@ impl Objects for GuardedObjects {
         request: Request<pb::CreateObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask(Verb::Create, &r.resource, &r.namespace, "")
-            .with_body(&r.object);
+        let ask = || {
+            self.ask(Verb::Create, &r.resource, &r.namespace, "")
+                .with_body(&r.object)
+        };
         self.gate.object(&request, ask).await?;
         self.inner.create(request).await
     }
@@ -52,7 +53,7 @@ impl Objects for GuardedObjects {
         &self,
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        let ask = self.ask_key(Verb::Get, request.get_ref().key.as_ref());
+        let ask = || self.ask_key(Verb::Get, request.get_ref().key.as_ref());
         self.gate.object(&request, ask).await?;
         self.inner.get(request).await
     }
@@ -62,9 +63,10 @@ impl Objects for GuardedObjects {
         request: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask(Verb::List, &r.resource, &r.namespace, "")
-            .with_fields(&r.field_selector);
+        let ask = || {
+            self.ask(Verb::List, &r.resource, &r.namespace, "")
+                .with_fields(&r.field_selector)
+        };
         self.gate.object(&request, ask).await?;
         self.inner.list(request).await
     }
@@ -74,9 +76,10 @@ impl Objects for GuardedObjects {
         request: Request<pb::UpdateObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask(Verb::Update, &r.resource, &r.namespace, "")
-            .with_body(&r.object);
+        let ask = || {
+            self.ask(Verb::Update, &r.resource, &r.namespace, "")
+                .with_body(&r.object)
+        };
         self.gate.object(&request, ask).await?;
         self.inner.update(request).await
     }
@@ -86,10 +89,11 @@ impl Objects for GuardedObjects {
         request: Request<pb::UpdateObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask(Verb::Update, &r.resource, &r.namespace, "")
-            .with_body(&r.object)
-            .on_status(true);
+        let ask = || {
+            self.ask(Verb::Update, &r.resource, &r.namespace, "")
+                .with_body(&r.object)
+                .on_status(true)
+        };
         self.gate.object(&request, ask).await?;
         self.inner.update_status(request).await
     }
@@ -99,9 +103,10 @@ impl Objects for GuardedObjects {
         request: Request<pb::PatchObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask_key(Verb::Patch, r.key.as_ref())
-            .on_status(r.status);
+        let ask = || {
+            self.ask_key(Verb::Patch, r.key.as_ref())
+                .on_status(r.status)
+        };
         self.gate.object(&request, ask).await?;
         self.inner.patch(request).await
     }
@@ -110,7 +115,7 @@ impl Objects for GuardedObjects {
         &self,
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
-        let ask = self.ask_key(Verb::Delete, request.get_ref().key.as_ref());
+        let ask = || self.ask_key(Verb::Delete, request.get_ref().key.as_ref());
         self.gate.object(&request, ask).await?;
         self.inner.delete(request).await
     }
@@ -120,7 +125,7 @@ impl Objects for GuardedObjects {
         request: Request<pb::ApplyObjectRequest>,
     ) -> Result<Response<pb::ApplyObjectResponse>, Status> {
         let r = request.get_ref();
-        let ask = ObjectAsk::apply(self.gate.registry(), &r.object, &r.namespace);
+        let ask = || ObjectAsk::apply(self.gate.registry(), &r.object, &r.namespace);
         self.gate.object(&request, ask).await?;
         self.inner.apply(request).await
     }
@@ -140,9 +145,10 @@ impl Objects for GuardedObjects {
         request: Request<pb::WatchObjectsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.get_ref();
-        let ask = self
-            .ask(Verb::Watch, &r.resource, &r.namespace, "")
-            .with_fields(&r.field_selector);
+        let ask = || {
+            self.ask(Verb::Watch, &r.resource, &r.namespace, "")
+                .with_fields(&r.field_selector)
+        };
         let caller = self.gate.object(&request, ask).await?;
         let slot = self.gate.limits().open_watch(&caller)?;
         let events = self.inner.watch(request).await?.into_inner();
