@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use skiff_proto::tls::authority::ClusterCa;
-use skiff_proto::tls::Credentials;
+use skiff_proto::tls::{Credentials, LiveCredentials};
 use skiff_proto::{Client, ClientConfig};
 
 use crate::delay::DelayProxy;
@@ -52,6 +52,7 @@ pub struct ChaosCluster {
     ca: ClusterCa,
     /// The workload's credentials.
     admin: Credentials,
+    admin_tls: LiveCredentials,
 }
 
 /// How the run's clients reach the cluster: endpoints and credentials.
@@ -60,7 +61,7 @@ pub struct Access {
     /// Control node addresses.
     pub endpoints: Vec<String>,
     /// The admin's credentials (mutual TLS).
-    pub tls: Credentials,
+    pub tls: LiveCredentials,
 }
 
 impl Access {
@@ -113,11 +114,13 @@ impl ChaosCluster {
         let cluster_id = format!("chaos-{}", net.net);
         let ca = ClusterCa::generate(&cluster_id)?;
         let admin = ca.issue_admin("chaos")?;
+        let admin_tls = LiveCredentials::new(admin.clone())?;
         let mut c = Self {
             nodes: Vec::new(),
             initial,
             ca,
             admin,
+            admin_tls,
             cluster_id,
             skiff,
             mounts: BTreeMap::new(),
@@ -184,8 +187,13 @@ impl ChaosCluster {
     pub fn access(&self) -> Access {
         Access {
             endpoints: self.endpoints(),
-            tls: self.admin.clone(),
+            tls: self.admin_tls.clone(),
         }
+    }
+
+    /// The workload's credentials, as a client presents them.
+    pub fn client_tls(&self) -> &LiveCredentials {
+        &self.admin_tls
     }
 
     /// The workload's credentials.

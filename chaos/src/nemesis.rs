@@ -280,7 +280,7 @@ pub async fn inject(
                 &others,
                 skiff_proto::ClientConfig {
                     call_deadline: std::time::Duration::from_secs(20),
-                    tls: Some(cluster.credentials().clone()),
+                    tls: Some(cluster.client_tls().clone()),
                     ..Default::default()
                 },
             )?;

@@ -368,7 +368,7 @@ async fn converge(cluster: &ChaosCluster) -> Vec<MemberState> {
                 std::slice::from_ref(&n.addr),
                 ClientConfig {
                     call_deadline: Duration::from_secs(2),
-                    tls: Some(cluster.credentials().clone()),
+                    tls: Some(cluster.client_tls().clone()),
                     ..Default::default()
                 },
             ) else {

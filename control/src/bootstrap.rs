@@ -242,11 +242,12 @@ pub async fn initialize_once(
         );
         return Ok(false);
     }
+    let creds = node.config().tls.as_ref().map(|c| c.current());
     for (id, addr) in members {
         if *id == node.id() {
             continue;
         }
-        if let Ok(st) = skiff_proto::Client::status_of(addr, node.config().tls.as_ref()).await {
+        if let Ok(st) = skiff_proto::Client::status_of(addr, creds.as_ref()).await {
             if st.leader != 0 || st.last_log_index > 0 {
                 tracing::warn!(
                     peer = id,

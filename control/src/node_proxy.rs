@@ -69,7 +69,9 @@ impl NodeProxy {
             .config()
             .tls
             .as_ref()
-            .map(|c| c.client_tls(skiff_proto::tls::NODE_SERVER_NAME));
+            .map(|c| c.client_tls(skiff_proto::tls::NODE_SERVER_NAME))
+            .transpose()
+            .map_err(|e| Status::internal(format!("this member's credentials: {e}")))?;
         let channel = transport::channel(&format!("{ip}:{port}"), tls.as_ref())
             .map_err(|e| Status::internal(format!("node {node:?} agent address: {e}")))?;
         Ok(NodeAgentClient::new(channel)

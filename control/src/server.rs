@@ -39,6 +39,17 @@ pub struct Security {
     pub limits: crate::auth::limits::LimitSettings,
 }
 
+/// Why a member's server stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The member's credentials could not be made into TLS settings.
+    #[error("the member's credentials: {0}")]
+    Tls(#[from] skiff_proto::tls::TlsError),
+    /// The server failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
 /// Serve `node` on `listener` until `shutdown` resolves; Services get ClusterIPs from
 /// `service_range`. With the member's credentials (`node.config().tls`) only mutual TLS
 /// connections from holders of the cluster CA's certificates are accepted, and every request
@@ -50,7 +61,7 @@ pub async fn serve(
     security: Security,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let raft = RaftServer::new(RaftService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -92,14 +103,18 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let auth = AuthServer::new(AuthService::new(gate, security.ca));
-    let tls = node.config().tls.as_ref().map(|c| c.control_server_tls());
-    transport::server(tls)?
+    let tls = node
+        .config()
+        .tls
+        .as_ref()
+        .map(|c| c.server_tls(true))
+        .transpose()?;
+    let router = transport::server()
         .add_service(raft)
         .add_service(kv)
         .add_service(cluster)
         .add_service(objects)
         .add_service(node_agent)
-        .add_service(auth)
-        .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
-        .await
+        .add_service(auth);
+    Ok(transport::serve(router, listener, tls, shutdown).await?)
 }

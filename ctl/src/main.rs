@@ -118,7 +118,9 @@ fn main() -> std::process::ExitCode {
         let client = skiff_proto::Client::with_config(
             &endpoints,
             skiff_proto::ClientConfig {
-                tls: credentials,
+                tls: credentials
+                    .map(skiff_proto::tls::LiveCredentials::new)
+                    .transpose()?,
                 ..Default::default()
             },
         )?;

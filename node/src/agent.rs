@@ -39,7 +39,7 @@ pub struct AgentConfig {
     /// The cluster the agent may join: it refuses a control plane that answers with another.
     pub cluster_id: Option<String>,
     /// The node's credentials: mutual TLS to the control plane and on the agent's API.
-    pub credentials: Option<skiff_proto::tls::Credentials>,
+    pub credentials: Option<skiff_proto::tls::LiveCredentials>,
     /// containerd's socket.
     pub containerd_socket: PathBuf,
     /// The agent's containerd namespace.
@@ -105,7 +105,8 @@ pub async fn start(
 ) -> Result<(Agent, tokio::sync::mpsc::Receiver<InformerEvent<Pod>>)> {
     // Another cluster's control plane is refused before anything on the host is touched.
     if let Some(expected) = &cfg.cluster_id {
-        registration::check_cluster(&cfg.endpoints, expected, cfg.credentials.as_ref()).await?;
+        let credentials = cfg.credentials.as_ref().map(|c| c.current());
+        registration::check_cluster(&cfg.endpoints, expected, credentials.as_ref()).await?;
     }
     let pods_dir = cfg.data_dir.join("pods");
     std::fs::create_dir_all(&pods_dir).map_err(Error::io(&pods_dir))?;

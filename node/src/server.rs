@@ -28,14 +28,14 @@ pub struct AgentService {
     max_import_bytes: u64,
 }
 
-/// Serve the agent's API on `listener` until the process ends. With the node's credentials
-/// only mutual TLS connections are accepted, and of those only control nodes' calls: logs,
+/// Serve the agent's API on `listener` until the process ends. With `tls` (the node's
+/// credentials) only mutual TLS connections are accepted, and of those only control nodes' calls: logs,
 /// exec and image import reach the agent through the control plane, never directly. An image
 /// import larger than `max_import_bytes` is refused (and its partial archive removed).
 pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
-    credentials: Option<&skiff_proto::tls::Credentials>,
+    tls: Option<skiff_proto::tls::ServerTls>,
     max_import_bytes: u64,
 ) -> Result<(), tonic::transport::Error> {
     let svc = NodeAgentServer::new(AgentService {
@@ -44,13 +44,12 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    transport::server(credentials.map(|c| c.server_tls()))?
-        .add_service(InterceptedService::new(
-            svc,
-            holder::only_control_nodes(credentials.is_some(), "the node agent"),
-        ))
-        .serve_with_incoming(transport::incoming(listener))
-        .await
+    let secured = tls.is_some();
+    let router = transport::server().add_service(InterceptedService::new(
+        svc,
+        holder::only_control_nodes(secured, "the node agent"),
+    ));
+    transport::serve(router, listener, tls, std::future::pending()).await
 }
 
 /// A pod's container as the agent resolves it: folder, name, current container and attempt.

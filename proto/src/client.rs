@@ -52,6 +52,9 @@ pub enum ClientError {
         /// The newest compacted revision.
         compacted: u64,
     },
+    /// The client's credentials could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The server refused the call; the status says why (its message names the field).
     #[error("{}", .0.message())]
     Rejected(Status),
@@ -69,8 +72,9 @@ pub struct ClientConfig {
     pub call_deadline: Duration,
     /// Start at a random endpoint (spreads load); otherwise at the first.
     pub random_start: bool,
-    /// Mutual TLS with these credentials; plaintext without.
-    pub tls: Option<crate::tls::Credentials>,
+    /// Mutual TLS with these credentials (renewed ones are presented from the next
+    /// connection on); plaintext without.
+    pub tls: Option<crate::tls::LiveCredentials>,
 }
 
 impl Default for ClientConfig {
@@ -139,7 +143,8 @@ impl Client {
         let tls = config
             .tls
             .as_ref()
-            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME));
+            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME))
+            .transpose()?;
         let mut channels = Vec::with_capacity(endpoints.len());
         for addr in endpoints {
             let ch = transport::channel(addr, tls.as_ref()).map_err(|source| {
@@ -183,9 +188,9 @@ impl Client {
         );
     }
 
-    /// The credentials it connects with (mutual TLS), if any.
-    pub fn credentials(&self) -> Option<&crate::tls::Credentials> {
-        self.inner.config.tls.as_ref()
+    /// The credentials it connects with now (mutual TLS), if any.
+    pub fn credentials(&self) -> Option<crate::tls::Credentials> {
+        self.inner.config.tls.as_ref().map(|c| c.current())
     }
 
     /// The endpoints, as given.
@@ -405,11 +410,14 @@ impl Client {
         addr: &str,
         tls: Option<&crate::tls::Credentials>,
     ) -> std::result::Result<pb::StatusResponse, Status> {
-        let tls = tls.map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME));
-        let ch = transport::endpoint(addr, tls.as_ref())
+        let tls = tls
+            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let endpoint = transport::endpoint(addr)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .timeout(Duration::from_secs(2))
-            .connect()
+            .timeout(Duration::from_secs(2));
+        let ch = transport::connect(endpoint, tls.as_ref())
             .await
             .map_err(|e| Status::unavailable(format!("{addr}: {e}")))?;
         Ok(Self::kv(ch)

@@ -22,7 +22,7 @@ async fn a_peer_silent_in_the_handshake_fails_the_call() {
     });
     let ca = ClusterCa::generate("handshake-test").unwrap();
     let admin = ca.issue(&Holder::User("admin".into()), &[]).unwrap();
-    let tls = admin.client_tls(CONTROL_SERVER_NAME);
+    let tls = admin.client_tls(CONTROL_SERVER_NAME).unwrap();
     let channel = transport::channel(&addr, Some(&tls)).unwrap();
 
     let mut client = KvClient::new(channel);

@@ -28,17 +28,21 @@ use crate::types::{NodeId, TypeConfig};
 #[derive(Clone)]
 pub struct PeerChannels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    tls: Option<skiff_proto::tls::ClientTls>,
 }
 
 impl PeerChannels {
     /// Channels that present `credentials` and expect peers to be control nodes of the same
     /// CA; plaintext without.
-    pub fn new(credentials: Option<&skiff_proto::tls::Credentials>) -> Self {
-        Self {
+    pub fn new(
+        credentials: Option<&skiff_proto::tls::LiveCredentials>,
+    ) -> Result<Self, skiff_proto::tls::TlsError> {
+        Ok(Self {
             by_addr: Default::default(),
-            tls: credentials.map(|c| c.client_tls(skiff_proto::tls::CONTROL_SERVER_NAME)),
-        }
+            tls: credentials
+                .map(|c| c.client_tls(skiff_proto::tls::CONTROL_SERVER_NAME))
+                .transpose()?,
+        })
     }
 
     /// The channel to `addr`, created on first use.

@@ -46,7 +46,7 @@ pub struct NodeConfig {
     /// Revisions of history kept for watchers.
     pub history_revisions: u64,
     /// The member's credentials: Raft and forwarded requests to peers go over mutual TLS.
-    pub tls: Option<skiff_proto::tls::Credentials>,
+    pub tls: Option<skiff_proto::tls::LiveCredentials>,
 }
 
 impl NodeConfig {
@@ -101,6 +101,9 @@ pub enum OpenError {
     /// openraft refused to start.
     #[error("starting raft")]
     Raft(#[source] openraft::error::Fatal<NodeId>),
+    /// The member's credentials could not be used.
+    #[error("the member's credentials")]
+    Tls(#[source] skiff_proto::tls::TlsError),
 }
 
 impl RaftNode {
@@ -144,7 +147,7 @@ impl RaftNode {
             source,
         })?;
         let shared = sm.shared();
-        let channels = PeerChannels::new(config.tls.as_ref());
+        let channels = PeerChannels::new(config.tls.as_ref()).map_err(OpenError::Tls)?;
         let network = Network::new(config.cluster_id.clone(), channels.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await

@@ -9,7 +9,7 @@ use skiff_control::bootstrap::{self, BootstrapError};
 use skiff_control::server;
 use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder::Holder;
-use skiff_proto::tls::Credentials;
+use skiff_proto::tls::{live, Credentials, LiveCredentials};
 use skiff_raft::{NodeConfig, RaftNode};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -87,6 +87,11 @@ pub struct ControlArgs {
     /// Watches each caller may hold open at once; admins are not limited; 0: no limit.
     #[arg(long, default_value_t = 100)]
     pub max_watches_per_user: usize,
+    /// How long the certificates this member issues are valid (its own, agents', users'):
+    /// `365d`, `12h`, `90s`. Members and agents renew theirs, without a restart, when a third
+    /// is left.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub cert_validity: Duration,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -100,6 +105,7 @@ fn member_credentials(
     data_dir: &std::path::Path,
     id: u64,
     advertise: &str,
+    validity: Duration,
 ) -> anyhow::Result<Option<(Credentials, ClusterCa)>> {
     let pki = data_dir.join("pki");
     let Some(ca) =
@@ -118,6 +124,7 @@ fn member_credentials(
     {
         addresses.push(ip);
     }
+    let ca = ca.with_validity(validity);
     let creds = ca.current(&pki, "member", &Holder::Control(id), &[], &addresses)?;
     Ok(Some((creds, ca)))
 }
@@ -225,7 +232,18 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     config.history_revisions = args.history_revisions;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
-    let (credentials, ca) = member_credentials(&args.data_dir, args.id, &advertise)?.unzip();
+    let (credentials, ca) =
+        member_credentials(&args.data_dir, args.id, &advertise, args.cert_validity)?.unzip();
+    let credentials = credentials.map(LiveCredentials::new).transpose()?;
+    if let Some(live) = &credentials {
+        let (data_dir, id, validity) = (args.data_dir.clone(), args.id, args.cert_validity);
+        let advertise = advertise.clone();
+        tokio::spawn(live::keep_renewed(live.clone(), move || {
+            let renewed = member_credentials(&data_dir, id, &advertise, validity)
+                .and_then(|c| c.map(|(c, _)| c).context("the cluster CA is gone"));
+            std::future::ready(renewed)
+        }));
+    }
     config.tls = credentials;
     let node = RaftNode::open(config).await?;
     tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");

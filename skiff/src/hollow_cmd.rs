@@ -53,7 +53,9 @@ pub async fn run(args: HollowArgs) -> anyhow::Result<()> {
     let client = Client::with_config(
         &endpoints,
         ClientConfig {
-            tls: credentials,
+            tls: credentials
+                .map(skiff_proto::tls::LiveCredentials::new)
+                .transpose()?,
             ..Default::default()
         },
     )?;

@@ -13,7 +13,7 @@ use skiff_proto::config_file::ConfigFile;
 use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::token::{self, secret_hash, JoinToken};
-use skiff_proto::tls::{self, Credentials};
+use skiff_proto::tls::{self, Credentials, LiveCredentials};
 use skiff_proto::{Client, ClientConfig};
 
 fn parse(token: &str) -> anyhow::Result<JoinToken> {
@@ -39,10 +39,7 @@ pub async fn control_member(
     let joined = token::join(server, &token, &csr)
         .await
         .with_context(|| format!("joining through {server}"))?;
-    ClusterCa {
-        cert: joined.ca_pem,
-        key: joined.ca_key_pem,
-    }
+    ClusterCa::from_pem(joined.ca_pem, joined.ca_key_pem)
     .save(&pki)
     .with_context(|| format!("keeping the cluster CA in {}", pki.display()))?;
     tracing::info!(server, token = %token.id, "joined with a token: cluster CA received");
@@ -51,7 +48,12 @@ pub async fn control_member(
 
 /// Add this member (`id` at `advertise`) to the cluster through `server`, as a voter once it
 /// has caught up; retried until it is in.
-pub async fn add_self(credentials: Credentials, server: String, id: u64, advertise: String) {
+pub async fn add_self(
+    credentials: LiveCredentials,
+    server: String,
+    id: u64,
+    advertise: String,
+) {
     let client = match Client::with_config(
         std::slice::from_ref(&server),
         ClientConfig {

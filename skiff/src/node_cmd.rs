@@ -1,9 +1,13 @@
 //! `skiff node`: the node agent. Runs the pods bound to this node on containerd.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::live::keep_renewed;
+use skiff_proto::tls::{Credentials, LiveCredentials};
 use skiff_node::agent::{self, AgentConfig};
 use skiff_node::pod_worker::backoff::BackoffPolicy;
 use skiff_node::runtime::containerd::OciRuntime;
@@ -242,7 +246,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     let pki = args.data_dir.join("pki");
     let credentials = skiff_proto::tls::Credentials::load(&pki, "node")
+        .and_then(|c| c.map(LiveCredentials::new).transpose())
         .map_err(|e| anyhow::anyhow!("the node's credentials in {}: {e}", pki.display()))?;
+    let server_tls = credentials
+        .as_ref()
+        .map(|c| c.server_tls(false))
+        .transpose()?;
     if credentials.is_none() {
         tracing::warn!(
             pki = %pki.display(),
@@ -285,11 +294,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--agent-port {}: {e}", args.agent_port))?;
     let (agent, events) = agent::start(cfg).await?;
     let agent = std::sync::Arc::new(agent);
+    if let Some(live) = &credentials {
+        tokio::spawn(keep_renewed(
+            live.clone(),
+            renew_node_certificate(agent.client.clone(), name.clone(), pki.clone()),
+        ));
+    }
     let api = {
         let agent = agent.clone();
         let max_import = args.max_image_import_bytes;
         tokio::spawn(async move {
-            skiff_node::server::serve(agent, listener, credentials.as_ref(), max_import).await
+            skiff_node::server::serve(agent, listener, server_tls, max_import).await
         })
     };
     if !args.no_proxy {
@@ -310,6 +325,30 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // Pods keep running while the agent is away; a restarted agent re-adopts them.
     tracing::info!(node = %name, "node agent stopping; pods keep running");
     Ok(())
+}
+
+/// A node's certificate renewal: a new key, signed by the cluster as the node's own (it asks
+/// with its current certificate), kept in `pki` for the next start, and presented from the
+/// next connection on.
+fn renew_node_certificate(
+    client: skiff_proto::Client,
+    name: String,
+    pki: PathBuf,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Credentials>> + Send>> {
+    move || {
+        let (client, name, pki) = (client.clone(), name.clone(), pki.clone());
+        Box::pin(async move {
+            let (key, csr) = skiff_proto::tls::signing_request(&Holder::Node(name))?;
+            let signed = client.issue_certificate(&csr).await?;
+            let credentials = Credentials {
+                ca: signed.ca_pem,
+                cert: signed.certificate_pem,
+                key,
+            };
+            credentials.save(&pki, "node")?;
+            Ok(credentials)
+        })
+    }
 }
 
 /// Two pod starts per CPU: a start is mostly CPU (crun, the shim, containerd) with short waits

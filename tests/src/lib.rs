@@ -390,7 +390,7 @@ impl Cluster {
     /// Client settings with the admin's credentials.
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
-            tls: self.credentials().cloned(),
+            tls: self.credentials().map(live),
             ..Default::default()
         }
     }
@@ -522,4 +522,9 @@ impl Drop for Cluster {
             eprintln!("cluster files kept in {}", dir.keep().display());
         }
     }
+}
+
+/// `credentials` as a client presents them (the tests' certificates are never renewed).
+pub fn live(credentials: &Credentials) -> skiff_proto::tls::LiveCredentials {
+    skiff_proto::tls::LiveCredentials::new(credentials.clone()).expect("usable credentials")
 }

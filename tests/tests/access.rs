@@ -48,7 +48,7 @@ fn client_as(cluster: &Cluster, config: &Path) -> Client {
     Client::with_config(
         &cluster.endpoints(),
         ClientConfig {
-            tls: Some(creds),
+            tls: Some(skiff_e2e::live(&creds)),
             ..Default::default()
         },
     )
@@ -273,7 +273,7 @@ async fn node_credentials_reach_only_their_own_node_and_what_its_pods_use() {
     let n1 = Client::with_config(
         &cluster.endpoints(),
         ClientConfig {
-            tls: Some(cluster.issue(&Holder::Node("n1".into()))),
+            tls: Some(skiff_e2e::live(&cluster.issue(&Holder::Node("n1".into())))),
             ..Default::default()
         },
     )
@@ -463,7 +463,7 @@ async fn a_caller_over_its_rate_or_watch_limit_is_told_to_wait_and_admins_are_no
     let viewer = Client::with_config(
         &one,
         ClientConfig {
-            tls: Some(cluster.issue(&Holder::User("viewer".into()))),
+            tls: Some(skiff_e2e::live(&cluster.issue(&Holder::User("viewer".into())))),
             ..Default::default()
         },
     )

@@ -152,7 +152,7 @@ async fn a_control_token_brings_a_member_in_and_other_tokens_do_not() {
     let node_client = skiff_proto::Client::with_config(
         &cluster.endpoints(),
         skiff_proto::ClientConfig {
-            tls: Some(creds),
+            tls: Some(skiff_e2e::live(&creds)),
             ..Default::default()
         },
     )

@@ -18,12 +18,11 @@ use skiff_proto::pb::raft_client::RaftClient;
 use skiff_proto::pb::{ExecRequest, PutRequest, RaftRequest};
 use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder::{Holder, ADMIN_GROUP};
-use skiff_proto::tls::{Credentials, CONTROL_SERVER_NAME, NODE_SERVER_NAME};
+use skiff_proto::tls::{ClientTls, Credentials, CONTROL_SERVER_NAME, NODE_SERVER_NAME};
 use skiff_proto::{transport, Client, ClientConfig};
-use tonic::transport::{Certificate, ClientTlsConfig};
 
 /// How each stranger connects to a server known by `server_name`: `None` is plaintext.
-fn strangers(ca: &ClusterCa, server_name: &str) -> Vec<(&'static str, Option<ClientTlsConfig>)> {
+fn strangers(ca: &ClusterCa, server_name: &str) -> Vec<(&'static str, Option<ClientTls>)> {
     let now = time::OffsetDateTime::now_utc();
     let admin = Holder::User("admin".into());
     let other_ca = ClusterCa::generate("another-cluster")
@@ -43,11 +42,7 @@ fn strangers(ca: &ClusterCa, server_name: &str) -> Vec<(&'static str, Option<Cli
         ("a plaintext client", None),
         (
             "a client without a certificate",
-            Some(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&ca.cert))
-                    .domain_name(server_name),
-            ),
+            Some(ClientTls::without_certificate(&ca.cert, server_name).expect("tls")),
         ),
         (
             "a client with another CA's certificate",
@@ -57,12 +52,13 @@ fn strangers(ca: &ClusterCa, server_name: &str) -> Vec<(&'static str, Option<Cli
                     ca: ca.cert.clone(),
                     ..other_ca
                 }
-                .client_tls(server_name),
+                .client_tls(server_name)
+                .expect("tls"),
             ),
         ),
         (
             "a client with an expired certificate",
-            Some(expired.client_tls(server_name)),
+            Some(expired.client_tls(server_name).expect("tls")),
         ),
     ]
 }
@@ -79,7 +75,7 @@ fn admin_of(dir: &Path) -> Credentials {
 /// refusal, or its absence, matters).
 async fn exec_on(
     agent: &str,
-    tls: Option<&ClientTlsConfig>,
+    tls: Option<&ClientTls>,
 ) -> Result<tonic::Response<skiff_proto::pb::ExecResponse>, tonic::Status> {
     let channel = transport::channel(agent, tls).expect("channel");
     NodeAgentClient::new(channel)
@@ -127,7 +123,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
     let client = Client::with_config(
         &endpoints,
         ClientConfig {
-            tls: Some(admin.clone()),
+            tls: Some(skiff_e2e::live(&admin)),
             ..Default::default()
         },
     )
@@ -219,7 +215,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         assert!(refused, "{who} reached the agent: {exec:?}");
     }
     // A valid user certificate is still not a control node's: the agent refuses it too.
-    let exec = exec_on(&agent, Some(&admin.client_tls(NODE_SERVER_NAME)))
+    let exec = exec_on(&agent, Some(&admin.client_tls(NODE_SERVER_NAME).expect("tls")))
         .await
         .expect_err("a user calling the agent directly");
     assert_eq!(exec.code(), tonic::Code::PermissionDenied, "{exec:?}");
@@ -234,7 +230,8 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
     };
     for e in &endpoints {
         let channel =
-            transport::channel(e, Some(&admin.client_tls(CONTROL_SERVER_NAME))).expect("channel");
+            transport::channel(e, Some(&admin.client_tls(CONTROL_SERVER_NAME).expect("tls")))
+                .expect("channel");
         let forged = RaftClient::new(channel)
             .vote(RaftRequest {
                 cluster_id: cluster_id.clone(),

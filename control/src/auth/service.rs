@@ -129,15 +129,20 @@ impl Auth for AuthService {
         request: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
         let caller = self.gate.authenticated(&request).await?;
-        if caller.role != Role::Admin {
-            return Err(Status::permission_denied(format!(
-                "{} ({}) may not have certificates signed: only admins may",
-                caller.subject, caller.role
-            )));
-        }
         let ca = self.ca.as_ref().ok_or_else(|| {
             Status::failed_precondition("this member holds no cluster CA: it serves plaintext")
         })?;
+        // Anyone may renew their own certificate (an agent's, before it expires); only admins
+        // may have one signed for somebody else.
+        let renewal = ca
+            .requested_holder(&request.get_ref().csr_pem)
+            .is_ok_and(|h| h.to_string() == caller.subject);
+        if caller.role != Role::Admin && !renewal {
+            return Err(Status::permission_denied(format!(
+                "{} ({}) may not have certificates signed but its own: only admins may",
+                caller.subject, caller.role
+            )));
+        }
         let (holder, certificate_pem) = ca
             .sign_request(&request.get_ref().csr_pem)
             .map_err(|e| bad("csr_pem", e.to_string()))?;

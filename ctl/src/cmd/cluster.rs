@@ -77,7 +77,7 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         } else {
             "learner"
         };
-        match Client::status_of(&m.addr, client.credentials()).await {
+        match Client::status_of(&m.addr, client.credentials().as_ref()).await {
             Ok(st) => {
                 cluster_id = st.cluster_id.clone();
                 if st.certificate_not_after != 0 {

@@ -19,13 +19,14 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a holder's certificate is valid, as k3s' are.
 pub const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The cluster CA: its certificate and key, PEM.
+/// The cluster CA: its certificate and key, PEM, and how long what it issues is valid.
 #[derive(Clone)]
 pub struct ClusterCa {
     /// The certificate.
     pub cert: String,
     /// The private key.
     pub key: String,
+    validity: Duration,
 }
 
 impl std::fmt::Debug for ClusterCa {
@@ -56,10 +57,35 @@ impl ClusterCa {
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + CA_VALIDITY;
         let cert = params.self_signed(&key).map_err(cert_err("CA"))?;
-        Ok(Self {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
+        Ok(Self::from_pem(cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA of this certificate and key (PEM), issuing for [`CERT_VALIDITY`].
+    pub fn from_pem(cert: String, key: String) -> Self {
+        Self {
+            cert,
+            key,
+            validity: CERT_VALIDITY,
+        }
+    }
+
+    /// Issue certificates valid for `validity` (short ones prove renewal in tests).
+    pub fn with_validity(mut self, validity: Duration) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    /// How far back what it issues is valid from, for clocks a little behind: five minutes,
+    /// or a tenth of a short validity.
+    fn backdating(&self) -> time::Duration {
+        time::Duration::try_from(self.validity / 10)
+            .unwrap_or(time::Duration::minutes(5))
+            .min(time::Duration::minutes(5))
+    }
+
+    /// How long what it issues is valid.
+    pub fn validity(&self) -> Duration {
+        self.validity
     }
 
     /// The CA kept in `dir` (`ca.crt`, `ca.key`), if there is one.
@@ -69,10 +95,7 @@ impl ClusterCa {
             return Ok(None);
         }
         let read = |p: &Path| std::fs::read_to_string(p).map_err(TlsError::io(p));
-        Ok(Some(Self {
-            cert: read(&cert)?,
-            key: read(&key)?,
-        }))
+        Ok(Some(Self::from_pem(read(&cert)?, read(&key)?)))
     }
 
     /// Keep it in `dir` (the key readable by its owner only).
@@ -95,9 +118,7 @@ impl ClusterCa {
         addresses: &[IpAddr],
     ) -> Result<Credentials, TlsError> {
         if let Ok(Some(creds)) = Credentials::load(dir, name) {
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            let renew_before = (CERT_VALIDITY.as_secs() / 3) as i64;
-            let fresh = super::holder::not_after(&creds.cert).is_ok_and(|t| t - now > renew_before);
+            let fresh = super::live::renewal_due(&creds.cert).is_ok_and(|due| !due);
             let whole = KeyPair::from_pem(&creds.key).is_ok();
             let same_groups = super::holder::groups_of_pem(&creds.cert).is_ok_and(|g| g == groups);
             if fresh
@@ -114,8 +135,8 @@ impl ClusterCa {
             holder,
             groups,
             addresses,
-            now - time::Duration::minutes(5),
-            now + CERT_VALIDITY,
+            now - self.backdating(),
+            now + self.validity,
         )?;
         creds.save(dir, name)?;
         Ok(creds)
@@ -129,13 +150,13 @@ impl ClusterCa {
             &Holder::User(name.into()),
             &[super::holder::ADMIN_GROUP],
             &[],
-            now - time::Duration::minutes(5),
-            now + CERT_VALIDITY,
+            now - self.backdating(),
+            now + self.validity,
         )
     }
 
     /// Sign a certificate signing request (PEM) for the holder it names, valid from now for
-    /// [`CERT_VALIDITY`]; its subject keeps only the common name, and the holder may not be
+    /// its validity; its subject keeps only the common name, and the holder may not be
     /// a control node (members get theirs from the CA on their own disk).
     pub fn sign_request(&self, csr_pem: &str) -> Result<(Holder, String), TlsError> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
@@ -152,8 +173,8 @@ impl ClusterCa {
             &holder,
             &[],
             &[],
-            now - time::Duration::minutes(5),
-            now + CERT_VALIDITY,
+            now - self.backdating(),
+            now + self.validity,
         )?;
         let issuer = self.issuer()?;
         let cert = csr.signed_by(&issuer).map_err(cert_err("certificate"))?;
@@ -172,15 +193,15 @@ impl ClusterCa {
         holder_of_request(&csr)
     }
 
-    /// A certificate for `holder`, valid from now for [`CERT_VALIDITY`].
+    /// A certificate for `holder`, valid from now for the CA's validity.
     pub fn issue(&self, holder: &Holder, addresses: &[IpAddr]) -> Result<Credentials, TlsError> {
         let now = OffsetDateTime::now_utc();
         self.issue_between(
             holder,
             &[],
             addresses,
-            now - time::Duration::minutes(5),
-            now + CERT_VALIDITY,
+            now - self.backdating(),
+            now + self.validity,
         )
     }
 

@@ -115,11 +115,17 @@ pub fn only_control_nodes(
 
 /// When the PEM certificate expires, in seconds since the epoch.
 pub fn not_after(pem: &str) -> Result<i64, TlsError> {
+    Ok(validity(pem)?.1)
+}
+
+/// When the PEM certificate becomes valid and when it expires, in seconds since the epoch.
+pub fn validity(pem: &str) -> Result<(i64, i64), TlsError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| TlsError::cert("certificate", e))?;
     let (_, cert) =
         X509Certificate::from_der(&pem.contents).map_err(|e| TlsError::cert("certificate", e))?;
-    Ok(cert.validity().not_after.timestamp())
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 #[cfg(test)]

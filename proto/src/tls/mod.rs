@@ -1,4 +1,4 @@
-//! Mutual TLS for every gRPC connection (rustls through tonic): a cluster CA signs each
+//! Mutual TLS for every gRPC connection (rustls under tonic): a cluster CA signs each
 //! holder's certificate — a control node, a node agent, a user — and both ends of every
 //! connection present one and check the other's against the CA. A client without a
 //! certificate, with one of another CA, or with an expired one is refused in the handshake.
@@ -7,6 +7,8 @@
 //!   and the certificates it issues.
 //! - [`holder`]: who a certificate names (`control:1`, `node:web-1`, `user:alice`), read from
 //!   a request's peer certificate.
+//! - [`live`]: the rustls settings of both ends, following a holder's renewed certificate.
+//! - [`token`]: join tokens, and joining with one.
 //!
 //! A server presents the name its role is known by ([`CONTROL_SERVER_NAME`],
 //! [`NODE_SERVER_NAME`]) as well as its addresses, so a client checks that it reached a control
@@ -14,12 +16,14 @@
 
 pub mod authority;
 pub mod holder;
+pub mod live;
 pub mod token;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+pub use live::{ClientTls, LiveCredentials, ServerTls};
 
 /// The name every control node's certificate holds, which clients check.
 pub const CONTROL_SERVER_NAME: &str = "skiff-control";
@@ -138,30 +142,9 @@ impl Credentials {
         holder::of_pem(&self.cert)
     }
 
-    /// The client side: present this certificate, trust only the cluster CA, and expect the
-    /// server to hold `server_name`.
-    pub fn client_tls(&self, server_name: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .domain_name(server_name)
-    }
-
-    /// The server side: present this certificate and require one signed by the cluster CA
-    /// from every client.
-    pub fn server_tls(&self) -> ServerTlsConfig {
-        // The chain carries the CA too: a newcomer holding only a join token pins it by hash.
-        let chain = format!("{}\n{}", self.cert.trim_end(), self.ca);
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(chain, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-    }
-
-    /// A control node's server side: as [`Self::server_tls`], but a client without a
-    /// certificate gets through the handshake, for the one call it may make (joining with a
-    /// token); every other call refuses it.
-    pub fn control_server_tls(&self) -> ServerTlsConfig {
-        self.server_tls().client_auth_optional(true)
+    /// The client side, fixed to these credentials (see [`LiveCredentials::client_tls`]).
+    pub fn client_tls(&self, server_name: &str) -> Result<ClientTls, TlsError> {
+        LiveCredentials::new(self.clone())?.client_tls(server_name)
     }
 }
 

@@ -190,10 +190,7 @@ impl ServerCertVerifier for PinnedCa {
 /// The cluster CA (PEM) of the control node at `addr`, pinned by `token`'s hash: the node must
 /// present that CA in its chain and a certificate it signed.
 pub async fn fetch_ca(addr: &str, token: &JoinToken) -> Result<String, TlsError> {
-    // ring is the provider of every other connection here (tonic's `tls-ring`); it offers no
-    // post-quantum key exchange, and neither does the server this talks to.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = super::live::provider();
     let verifier = Arc::new(PinnedCa {
         want: token.ca_hash.clone(),
         found: Mutex::new(None),
@@ -293,9 +290,7 @@ pub async fn join(
     csr_pem: &str,
 ) -> Result<crate::pb::JoinResponse, JoinError> {
     let ca = fetch_ca(addr, token).await?;
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
-        .domain_name(CONTROL_SERVER_NAME);
+    let tls = super::ClientTls::without_certificate(&ca, CONTROL_SERVER_NAME)?;
     let channel = crate::transport::channel(addr, Some(&tls))?;
     crate::pb::auth_client::AuthClient::new(channel)
         .join(crate::pb::JoinRequest {

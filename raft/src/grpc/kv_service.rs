@@ -316,7 +316,7 @@ impl Kv for KvService {
                 .config()
                 .tls
                 .as_ref()
-                .and_then(|c| skiff_proto::tls::holder::not_after(&c.cert).ok())
+                .and_then(|c| skiff_proto::tls::holder::not_after(&c.current().cert).ok())
                 .unwrap_or(0),
         }))
     }
