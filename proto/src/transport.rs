@@ -45,14 +45,16 @@ pub fn host_port(addr: &str) -> &str {
 /// Skiff's settings. TLS, when wanted, comes with [`channel`] or [`connect`].
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
     // The scheme stays http: TLS is done by this module's connector, below tonic.
-    Ok(Endpoint::from_shared(format!("http://{}", host_port(addr)))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .initial_connection_window_size(4 << 20)
-        .initial_stream_window_size(2 << 20))
+    Ok(
+        Endpoint::from_shared(format!("http://{}", host_port(addr)))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .initial_connection_window_size(4 << 20)
+            .initial_stream_window_size(2 << 20),
+    )
 }
 
 /// A lazily connected channel to `addr`, over mutual TLS when `tls` is given; reconnects by

@@ -40,20 +40,15 @@ pub async fn control_member(
         .await
         .with_context(|| format!("joining through {server}"))?;
     ClusterCa::from_pem(joined.ca_pem, joined.ca_key_pem)
-    .save(&pki)
-    .with_context(|| format!("keeping the cluster CA in {}", pki.display()))?;
+        .save(&pki)
+        .with_context(|| format!("keeping the cluster CA in {}", pki.display()))?;
     tracing::info!(server, token = %token.id, "joined with a token: cluster CA received");
     Ok(Some(joined.cluster_id))
 }
 
 /// Add this member (`id` at `advertise`) to the cluster through `server`, as a voter once it
 /// has caught up; retried until it is in.
-pub async fn add_self(
-    credentials: LiveCredentials,
-    server: String,
-    id: u64,
-    advertise: String,
-) {
+pub async fn add_self(credentials: LiveCredentials, server: String, id: u64, advertise: String) {
     let client = match Client::with_config(
         std::slice::from_ref(&server),
         ClientConfig {

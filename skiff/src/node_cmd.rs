@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use skiff_proto::tls::holder::Holder;
-use skiff_proto::tls::live::keep_renewed;
-use skiff_proto::tls::{Credentials, LiveCredentials};
 use skiff_node::agent::{self, AgentConfig};
 use skiff_node::pod_worker::backoff::BackoffPolicy;
 use skiff_node::runtime::containerd::OciRuntime;
+use skiff_proto::tls::holder::Holder;
+use skiff_proto::tls::live::keep_renewed;
+use skiff_proto::tls::{Credentials, LiveCredentials};
 
 /// Warm sandboxes hold addresses of the node's pod range (a /24 by default: 254).
 const MAX_WARM_SANDBOXES: usize = 64;

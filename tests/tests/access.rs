@@ -463,7 +463,9 @@ async fn a_caller_over_its_rate_or_watch_limit_is_told_to_wait_and_admins_are_no
     let viewer = Client::with_config(
         &one,
         ClientConfig {
-            tls: Some(skiff_e2e::live(&cluster.issue(&Holder::User("viewer".into())))),
+            tls: Some(skiff_e2e::live(
+                &cluster.issue(&Holder::User("viewer".into())),
+            )),
             ..Default::default()
         },
     )

@@ -2,7 +2,8 @@
 //! client without a certificate, one with a certificate of another CA and one with an expired
 //! certificate of the cluster's own CA are each refused by the control nodes and by the node
 //! agent, and nothing in the store changes. A holder of a valid certificate that is not a
-//! member cannot cast a Raft vote (the term stays), nor call an agent directly.
+//! member cannot cast a Raft vote (the term stays), nor call an agent directly. Certificates
+//! are renewed before they expire, without a restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -215,9 +216,12 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         assert!(refused, "{who} reached the agent: {exec:?}");
     }
     // A valid user certificate is still not a control node's: the agent refuses it too.
-    let exec = exec_on(&agent, Some(&admin.client_tls(NODE_SERVER_NAME).expect("tls")))
-        .await
-        .expect_err("a user calling the agent directly");
+    let exec = exec_on(
+        &agent,
+        Some(&admin.client_tls(NODE_SERVER_NAME).expect("tls")),
+    )
+    .await
+    .expect_err("a user calling the agent directly");
     assert_eq!(exec.code(), tonic::Code::PermissionDenied, "{exec:?}");
     assert!(exec.message().contains("user:admin"), "{exec:?}");
 
@@ -229,9 +233,11 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         last_log_id: Some(LogId::new(CommittedLeaderId::new(term + 5, 2), 1 << 40)),
     };
     for e in &endpoints {
-        let channel =
-            transport::channel(e, Some(&admin.client_tls(CONTROL_SERVER_NAME).expect("tls")))
-                .expect("channel");
+        let channel = transport::channel(
+            e,
+            Some(&admin.client_tls(CONTROL_SERVER_NAME).expect("tls")),
+        )
+        .expect("channel");
         let forged = RaftClient::new(channel)
             .vote(RaftRequest {
                 cluster_id: cluster_id.clone(),
@@ -264,4 +270,162 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         .expect("get")
         .expect("the marker");
     assert_eq!(kept.value, b"kept");
+}
+
+/// The certificate (DER) the server at `addr` presents to `client`, which expects
+/// `server_name`; the handshake itself checks that it is of the CA and valid now.
+async fn presented(addr: &str, server_name: &str, client: &Credentials) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(client.ca.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(ca).map_err(|e| e.to_string())?;
+    let cert = CertificateDer::from_pem_slice(client.cert.as_bytes()).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(client.key.as_bytes()).map_err(|e| e.to_string())?;
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| format!("{addr} presented no certificate"))
+}
+
+/// The `skiff` processes (control nodes, the agent) in process group `group`.
+fn skiff_processes(group: nix::unistd::Pid) -> std::collections::BTreeSet<i32> {
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The fields after the command's closing parenthesis: state, ppid, pgrp.
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|p| p.parse::<i32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let is_skiff = args.next().is_some_and(|a| a.ends_with("/skiff"));
+        let role = args.next().unwrap_or_default();
+        if pgrp == Some(group.as_raw()) && is_skiff && (role == "control" || role == "node") {
+            found.insert(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_before_they_expire_without_a_restart() {
+    require_system_parts();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
+    let base = free_base_port(&[]);
+    let validity = Duration::from_secs(30);
+    let up = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || Up::start_with(&dir, base, "up.log", &["--cert-validity", "30s"])
+    })
+    .await
+    .expect("skiff up");
+    let endpoints: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let agent = format!("127.0.0.1:{}", base + 3);
+    let admin = admin_of(&dir);
+    let servers: Vec<(&str, &str)> = endpoints
+        .iter()
+        .map(|e| (e.as_str(), CONTROL_SERVER_NAME))
+        .chain([(agent.as_str(), NODE_SERVER_NAME)])
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut first = Vec::new();
+    for (addr, name) in &servers {
+        // The agent listens once it has registered.
+        let cert = loop {
+            match presented(addr, name, &admin).await {
+                Ok(cert) => break cert,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        first.push(cert);
+    }
+    let processes = skiff_processes(up.group);
+    assert_eq!(processes.len(), 4, "three control nodes and an agent");
+
+    // Past the first certificates' end (they were issued before they were first seen).
+    tokio::time::sleep(validity + Duration::from_secs(5)).await;
+
+    for ((addr, name), before) in servers.iter().zip(&first) {
+        let now = presented(addr, name, &admin)
+            .await
+            .unwrap_or_else(|e| panic!("{addr} after its first certificate expired: {e}"));
+        assert_ne!(&now, before, "{addr} presents a renewed certificate");
+    }
+    // A new connection from a control node to the agent: both ends present renewed
+    // certificates, or the import is refused in the handshake.
+    let archive = dir.join("busybox.tar");
+    std::fs::write(
+        &archive,
+        skiff_e2e::node_env::image::OciImage::busybox("renewal")
+            .archive("example.test/renewal/busybox:1"),
+    )
+    .expect("archive");
+    let import = std::process::Command::new(skiff_e2e::binary("skiffctl"))
+        .args([
+            "image",
+            "import",
+            archive.to_str().expect("path"),
+            "--node",
+            "local",
+        ])
+        .env("SKIFFCONFIG", dir.join(".skiff/config.json"))
+        .output()
+        .expect("skiffctl");
+    assert!(
+        import.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&import.stdout),
+        String::from_utf8_lossy(&import.stderr)
+    );
+    // Writes still commit, and the agent still renews its lease.
+    let client = Client::with_config(
+        &endpoints,
+        ClientConfig {
+            tls: Some(skiff_e2e::live(&admin)),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    client
+        .put("/renewal/marker", b"written".to_vec())
+        .await
+        .expect("a write after every first certificate expired");
+    let lease = |v: serde_json::Value| v.pointer("/spec/renewTime").cloned();
+    let before = lease(skiff_e2e::object_json(&client, "leases", "skiff-system", "local").await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = lease(skiff_e2e::object_json(&client, "leases", "skiff-system", "local").await);
+    assert!(
+        before.is_some() && after != before,
+        "the agent's lease is renewed: {before:?} {after:?}"
+    );
+    assert_eq!(
+        skiff_processes(up.group),
+        processes,
+        "no control node or agent was restarted"
+    );
 }

@@ -161,13 +161,21 @@ impl LiveCredentials {
     }
 
     fn key(&self) -> Arc<CertifiedKey> {
-        let current = self.shared.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         current.key.clone()
     }
 
     /// What is presented now.
     pub fn current(&self) -> Credentials {
-        let current = self.shared.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         current.credentials.clone()
     }
 
@@ -223,7 +231,6 @@ impl LiveCredentials {
             config: Arc::new(config),
         })
     }
-
 }
 
 /// Hands each handshake the certificate current at that moment.
@@ -313,7 +320,11 @@ mod tests {
         let other = ClusterCa::generate("other").expect("CA");
         let stranger = other.issue(&Holder::Node("n1".into()), &[]).expect("issue");
         assert!(live.replace(stranger).is_err());
-        assert_eq!(live.current(), second, "a refused replacement changes nothing");
+        assert_eq!(
+            live.current(),
+            second,
+            "a refused replacement changes nothing"
+        );
     }
 
     #[test]
@@ -323,7 +334,9 @@ mod tests {
         let day = time::Duration::days(1);
         let holder = Holder::Node("n1".into());
         let at = |from, to| {
-            let c = ca.issue_between(&holder, &[], &[], from, to).expect("issue");
+            let c = ca
+                .issue_between(&holder, &[], &[], from, to)
+                .expect("issue");
             renewal_due(&c.cert).expect("readable")
         };
         assert!(!at(now - day, now + day * 299), "fresh");

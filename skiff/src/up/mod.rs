@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// The OCI runtime the node's containers run with (`runc`, `crun` or a path).
     #[arg(long, default_value = "runc")]
     pub oci_runtime: String,
+    /// How long the control nodes' and the agent's certificates are valid (`365d`, `90s`);
+    /// they renew themselves, without a restart, when a third is left.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub cert_validity: std::time::Duration,
 }
 
 /// The Debian packages a node needs, by the program that shows each is there.
@@ -115,7 +119,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let cluster = cluster_id(&dir)?;
     let member_ids: Vec<u64> = (1..=args.nodes).collect();
     let node_name = (!args.no_node).then_some(args.node_name.as_str());
-    let admin = pki::prepare(&dir, &cluster, &member_ids, node_name)
+    let admin = pki::prepare(&dir, &cluster, &member_ids, node_name, args.cert_validity)
         .context("preparing the cluster's certificates")?;
     let key_file = encryption_key(&dir)?;
     let exe = std::env::current_exe().context("locating the skiff binary")?;
@@ -146,6 +150,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             cluster.clone().into(),
             "--encryption-key-file".into(),
             key_file.clone().into(),
+            "--cert-validity".into(),
+            humantime::format_duration(args.cert_validity)
+                .to_string()
+                .into(),
         ];
         if let Some(net) = &net {
             control_args.extend([

@@ -14,12 +14,14 @@ use skiff_proto::tls::Credentials;
 /// The admin user `skiff up` writes into the client config.
 const ADMIN: &str = "admin";
 
-/// Make (or find) the CA and everything issued from it; returns the admin's credentials.
+/// Make (or find) the CA and everything issued from it; returns the admin's credentials. The
+/// node's certificate is valid for `validity` (it renews itself); the admin's for a year.
 pub fn prepare(
     dir: &Path,
     cluster: &str,
     members: &[u64],
     node: Option<&str>,
+    validity: std::time::Duration,
 ) -> anyhow::Result<Credentials> {
     let pki = dir.join("pki");
     let ca = match ClusterCa::load(&pki)? {
@@ -40,7 +42,7 @@ pub fn prepare(
     }
     if let Some(name) = node {
         current(
-            &ca,
+            &ca.clone().with_validity(validity),
             &dir.join("node").join("pki"),
             "node",
             &Holder::Node(name.into()),
@@ -78,10 +80,12 @@ fn current(
 mod tests {
     use super::*;
 
+    const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
     #[test]
     fn one_ca_for_every_member_and_credentials_kept_across_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let admin = prepare(dir.path(), "c", &[1, 2, 3], Some("local")).expect("prepare");
+        let admin = prepare(dir.path(), "c", &[1, 2, 3], Some("local"), YEAR).expect("prepare");
         assert_eq!(
             admin.holder().expect("holder"),
             Holder::User("admin".into())
@@ -96,7 +100,7 @@ mod tests {
             .expect("load")
             .expect("node credentials");
         assert_eq!(node.holder().expect("holder"), Holder::Node("local".into()));
-        let again = prepare(dir.path(), "c", &[1, 2, 3], Some("local")).expect("again");
+        let again = prepare(dir.path(), "c", &[1, 2, 3], Some("local"), YEAR).expect("again");
         assert_eq!(again, admin, "current credentials are kept");
     }
 }

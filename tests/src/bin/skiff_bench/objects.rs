@@ -130,7 +130,7 @@ pub(crate) async fn create_load_as(
                 &cluster.endpoints(),
                 ClientConfig {
                     random_start: true,
-                    tls: Some(skiff_e2e::live(&creds)),
+                    tls: Some(skiff_e2e::live(creds)),
                     ..Default::default()
                 },
             )?,
