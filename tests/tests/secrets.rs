@@ -1,7 +1,9 @@
 //! Secrets at rest, on a real three-member cluster: a Secret's value appears in no file under
 //! any member's data directory (log, state, snapshots), yet the API and watches serve it; after
 //! `skiffctl secrets rotate-key` it is still readable, sealed under the new data key, and the
-//! old data key is gone from the store.
+//! old data key is gone from the store. With a new key put first in the key file, a rotation
+//! leaves nothing the old key file opens, and a member restarted with the new key alone reads
+//! the Secret.
 
 use std::path::Path;
 use std::process::Command;
@@ -37,7 +39,7 @@ fn found_under(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_is_ciphertext_on_every_disk_and_survives_key_rotation() {
     init_tracing();
-    let cluster = Cluster::start(
+    let mut cluster = Cluster::start(
         3,
         MemberOptions {
             // Snapshots soon, so they are on disk to be searched too.
@@ -165,6 +167,66 @@ async fn a_secret_is_ciphertext_on_every_disk_and_survives_key_rotation() {
     for m in cluster.members.values() {
         assert!(found_under(&m.data_dir, b64.as_bytes()).is_empty());
     }
+
+    // Replacing the key file's key, as an operator does: the new key first (on every member;
+    // one file serves them all here), the old one after it until the rotation is done.
+    let key_file = cluster.encryption_key_file();
+    let old_key = std::fs::read_to_string(&key_file).expect("key file");
+    let new_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    std::fs::write(&key_file, format!("{new_key}\n{}", old_key.trim())).expect("key file");
+    let out = Command::new(binary("skiffctl"))
+        .args(["secrets", "rotate-key"])
+        .env("SKIFFCONFIG", cluster.config_file())
+        .output()
+        .expect("skiffctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("data key 3"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored_keys = admin
+        .range(skiff_proto::pb::RangeRequest {
+            key: b"/registry/encryption/keys/".to_vec(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .expect("raw read");
+    assert_eq!(stored_keys.kvs.len(), 1, "one data key is left");
+    let wrapped = &stored_keys.kvs[0].value;
+    assert!(opens(&new_key, wrapped), "the new key opens the data key");
+    assert!(
+        !opens(&old_key, wrapped),
+        "the old key file no longer opens anything in the store"
+    );
+    // The old key leaves the file; a member restarted with the new key alone reads the Secret.
+    std::fs::write(&key_file, &new_key).expect("key file");
+    cluster.kill9(1);
+    cluster.restart(1);
+    let member = cluster.client_of(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match member.get_object("secrets", "default", "db", false).await {
+            Ok(o) => break serde_json::from_slice::<Value>(&o.object).expect("JSON"),
+            Err(e) => assert!(Instant::now() < deadline, "member 1 after restart: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(read(&got), want, "readable with the new key alone: {got}");
+}
+
+/// Whether the key file text `key` opens a wrapped data key (nonce, then ciphertext).
+fn opens(key: &str, wrapped: &[u8]) -> bool {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .expect("a key file line");
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).expect("32 bytes");
+    let (nonce, body) = wrapped.split_at(12);
+    cipher
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), body)
+        .is_ok()
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -5,11 +5,17 @@
 //! snapshots and whatever is streamed to a new member hold ciphertext only. Rotation makes a
 //! new data key, re-encrypts every Secret under it online and deletes the old keys.
 //!
+//! The key file holds one key per line: the first wraps new data keys, every line may unwrap
+//! them (as the providers of Kubernetes' EncryptionConfiguration). It is read again when a
+//! data key opens with none of the keys held and at each rotation, so a new key put first on
+//! every member, then a rotation, leaves nothing in the store that the old key opens, without
+//! a restart.
+//!
 //! Stored form: `skiff:enc:aesgcm:v1:` + key id (4 bytes, big-endian) + nonce (12) + sealed.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -40,9 +46,46 @@ pub enum KeyFileError {
         #[source]
         source: std::io::Error,
     },
-    /// Not 32 bytes in base64.
-    #[error("--encryption-key-file {0}: not a key: it holds 32 random bytes in base64 (head -c 32 /dev/urandom | base64)")]
-    Malformed(String),
+    /// A line is not 32 bytes in base64, or there is no line.
+    #[error("--encryption-key-file {path}: {what} is not a key: each line holds 32 random bytes in base64 (head -c 32 /dev/urandom | base64), the first wrapping new data keys")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// Which line, or that there is none.
+        what: String,
+    },
+}
+
+/// The keys of a key file, first the one that wraps new data keys.
+fn read_key_file(path: &Path) -> std::result::Result<Vec<Aes256Gcm>, KeyFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| KeyFileError::Malformed {
+                path: shown.clone(),
+                what: format!("line {}", n + 1),
+            })?;
+        keys.push(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)));
+    }
+    if keys.is_empty() {
+        return Err(KeyFileError::Malformed {
+            path: shown,
+            what: "an empty file".into(),
+        });
+    }
+    Ok(keys)
 }
 
 /// A new key file's content: 32 random bytes in base64.
@@ -54,7 +97,8 @@ pub fn new_key_file_content() -> String {
 
 /// Seals and opens Secrets' stored values.
 pub struct Sealer {
-    kek: Aes256Gcm,
+    key_file: PathBuf,
+    keks: RwLock<Vec<Aes256Gcm>>,
     node: RaftNode,
     deks: Mutex<HashMap<u32, Aes256Gcm>>,
 }
@@ -99,21 +143,34 @@ pub fn is_sealed(value: &[u8]) -> bool {
 impl Sealer {
     /// A sealer for `node`'s store with the key in `path`.
     pub fn from_key_file(path: &Path, node: RaftNode) -> std::result::Result<Self, KeyFileError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or(KeyFileError::Malformed(shown))?;
         Ok(Self {
-            kek: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            keks: RwLock::new(read_key_file(path)?),
+            key_file: path.to_path_buf(),
             node,
             deks: Mutex::default(),
         })
+    }
+
+    /// Read the key file again; a file that no longer reads keeps the keys held.
+    fn reload_key_file(&self) -> Result<()> {
+        let keys = read_key_file(&self.key_file).map_err(|e| corrupt("encryption", e))?;
+        *self.keks.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// A data key wrapped by the key file's first key.
+    fn wrap(&self, raw: &[u8]) -> Result<Vec<u8>> {
+        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
+        let first = keks
+            .first()
+            .ok_or_else(|| corrupt("encryption", "no key in --encryption-key-file"))?;
+        seal_with(first, raw)
+    }
+
+    /// A wrapped data key opened with whichever key of the file opens it.
+    fn unwrap_with_held(&self, wrapped: &[u8]) -> Option<Vec<u8>> {
+        let keks = self.keks.read().unwrap_or_else(|p| p.into_inner());
+        keks.iter().find_map(|k| open_with(k, wrapped))
     }
 
     fn read(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>> {
@@ -136,12 +193,21 @@ impl Sealer {
         let (wrapped, _) = self
             .read(&format!("{KEYS}{id:08}"))?
             .ok_or_else(|| corrupt("encryption", format!("data key {id} is not in the store")))?;
-        let raw = open_with(&self.kek, &wrapped).ok_or_else(|| {
-            corrupt(
-                "encryption",
-                format!("data key {id} does not open with this member's --encryption-key-file"),
-            )
-        })?;
+        // A key added to the file since it was read may be the one.
+        let raw = match self.unwrap_with_held(&wrapped) {
+            Some(raw) => raw,
+            None => {
+                self.reload_key_file()?;
+                self.unwrap_with_held(&wrapped).ok_or_else(|| {
+                    corrupt(
+                        "encryption",
+                        format!(
+                            "data key {id} opens with no key of this member's --encryption-key-file"
+                        ),
+                    )
+                })?
+            }
+        };
         let k = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&raw));
         self.deks
             .lock()
@@ -177,7 +243,7 @@ impl Sealer {
             success: vec![
                 Op::PutNoPrev {
                     key: format!("{KEYS}{id:08}").into_bytes(),
-                    value: seal_with(&self.kek, &raw)?,
+                    value: self.wrap(&raw)?,
                 },
                 Op::PutNoPrev {
                     key: CURRENT.as_bytes().to_vec(),
@@ -235,9 +301,11 @@ impl Sealer {
             .ok_or_else(|| corrupt(&shown(), format!("does not open with data key {id}")))
     }
 
-    /// A new data key, made current; the Secrets are then sealed again under it by the store
+    /// A new data key, wrapped by the key file's first key as it reads now, made current; the
+    /// Secrets are then sealed again under it by the store
     /// ([`super::ObjectStore::rotate_secrets_key`]) and the old keys deleted.
     pub async fn new_key(&self) -> Result<u32> {
+        self.reload_key_file()?;
         loop {
             let (next, expected) = match self.current()? {
                 Some((id, rev)) => (id + 1, rev),
@@ -290,5 +358,38 @@ impl Sealer {
         value
             .strip_prefix(PREFIX)
             .is_some_and(|rest| rest.len() >= 4 && rest[..4] == id.to_be_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn a_key_file_holds_keys_one_per_line_and_bad_lines_are_named() {
+        let (a, b) = (new_key_file_content(), new_key_file_content());
+        let (_d, two) = file(&format!("{a}\n\n{b}\n"));
+        let keys = read_key_file(&two).expect("two keys");
+        assert_eq!(keys.len(), 2);
+        let wrapped = seal_with(&keys[1], b"data key").expect("seal");
+        assert!(open_with(&keys[0], &wrapped).is_none());
+        assert_eq!(
+            open_with(&keys[1], &wrapped).as_deref(),
+            Some(&b"data key"[..])
+        );
+
+        let (_d, bad) = file(&format!("{a}\nnot-a-key\n"));
+        let e = read_key_file(&bad).err().expect("a bad line").to_string();
+        assert!(e.contains("line 2 is not a key"), "{e}");
+        let (_d, empty) = file("\n");
+        let e = read_key_file(&empty).err().expect("no key").to_string();
+        assert!(e.contains("an empty file"), "{e}");
     }
 }
