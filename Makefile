@@ -80,6 +80,7 @@ lint:
 verify: deps lint test
 
 # The store benchmark against etcd (see docs/BENCHMARKS.md).
+# Both systems with mutual TLS, and a plaintext Skiff beside; `--plaintext` for neither.
 bench-store: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench store
