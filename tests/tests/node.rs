@@ -1368,6 +1368,17 @@ async fn pods_run_as_their_security_context_says() {
     let image = w
         .registry
         .push(&OciImage::busybox("secure"), "skiff/busybox", "secure");
+    // An image whose USER is a name, known to its own /etc/passwd.
+    let named_image = w.registry.push(
+        &OciImage::busybox_as(
+            "named",
+            "app",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+            "root:x:0:\napp:x:1001:\n",
+        ),
+        "skiff/busybox",
+        "named",
+    );
     let manifest = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -1389,6 +1400,10 @@ spec:
   - name: plain
     image: "{image}"
     command: ["sleep", "3600"]
+  - name: named
+    image: "{named_image}"
+    command: ["sleep", "3600"]
+    securityContext: {{runAsNonRoot: true}}
   volumes:
   - {{name: scratch, emptyDir: {{}}}}
 ---
@@ -1429,6 +1444,12 @@ spec:
             .nth(2)
             .is_some_and(|g| g.split(' ').any(|x| x == "2000")),
         "fsGroup: {ids}"
+    );
+    let (_, ids) = exec_in(&w, "restricted", "named", "id -u; id -g");
+    assert_eq!(
+        ids.lines().collect::<Vec<_>>(),
+        ["1000", "1001"],
+        "the image's USER by name, from its /etc/passwd: {ids}"
     );
     let (wrote, why) = exec_in(&w, "restricted", "user", "touch /probe");
     assert!(!wrote, "a read-only root filesystem took a write");

@@ -14,6 +14,7 @@ pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
+pub mod user;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -244,7 +245,9 @@ impl ImageStore {
             }
             Err(s) => return Err(Error::containerd("images.Create")(s)),
         }
-        Ok(info_of(name, &target.digest, chain, config))
+        let mut info = info_of(name, &target.digest, chain, config);
+        info.user = user::resolve(&self.conn, &info.chain_id, &info.user).await?;
+        Ok(info)
     }
 
     /// The image recorded as `name`, if it is present and unpacked.
@@ -304,7 +307,8 @@ impl ImageStore {
             lease.release().await;
             r?;
         }
-        let info = info_of(name, &target.digest, top, config);
+        let mut info = info_of(name, &target.digest, top, config);
+        info.user = user::resolve(&self.conn, &info.chain_id, &info.user).await?;
         self.by_digest
             .lock()
             .unwrap_or_else(|p| p.into_inner())

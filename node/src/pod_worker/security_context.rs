@@ -12,8 +12,9 @@ fn id(v: i64, field: &str) -> Result<u32, ConfigError> {
     u32::try_from(v).map_err(|_| ConfigError(format!("{field}: {v} is not a valid id")))
 }
 
-/// The image's user as (uid, gid): empty is root; `uid` or `uid:gid`; a name cannot be
-/// resolved without the image's `/etc/passwd`, so it needs `runAsUser`.
+/// The image's user as (uid, gid): empty is root; `uid` or `uid:gid` (names were resolved from
+/// the image's `/etc/passwd` and `/etc/group` when it was recorded); a name left is one the
+/// image does not know, so it needs `runAsUser`.
 fn image_user(user: &str) -> Result<(u32, u32), String> {
     if user.is_empty() {
         return Ok((0, 0));
@@ -22,7 +23,7 @@ fn image_user(user: &str) -> Result<(u32, u32), String> {
     match (u.parse(), g.parse()) {
         (Ok(u), Ok(g)) => Ok((u, g)),
         _ => Err(format!(
-            "image has non-numeric user ({user}): set securityContext.runAsUser"
+            "image's user ({user}) is not in its /etc/passwd or /etc/group: set securityContext.runAsUser"
         )),
     }
 }
@@ -141,6 +142,6 @@ mod tests {
         assert!(effective(&p, c, &named)
             .unwrap_err()
             .0
-            .contains("non-numeric"));
+            .contains("not in its /etc/passwd"));
     }
 }

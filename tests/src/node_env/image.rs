@@ -75,7 +75,17 @@ fn shared_libraries(binary: &Path) -> Vec<String> {
 impl OciImage {
     /// The busybox image; `marker` is written to `/etc/skiff-image` so images can differ.
     pub fn busybox(marker: &str) -> Self {
-        Self::build(marker, &[])
+        Self::build(marker, &[], "")
+    }
+
+    /// The busybox image with `/etc/passwd` and `/etc/group` as given, whose `USER` is `user`
+    /// (a name, as images often give it).
+    pub fn busybox_as(marker: &str, user: &str, passwd: &str, group: &str) -> Self {
+        let files = [
+            ("etc/passwd".to_string(), passwd.as_bytes().to_vec()),
+            ("etc/group".to_string(), group.as_bytes().to_vec()),
+        ];
+        Self::build(marker, &files, user)
     }
 
     /// The busybox image plus host binaries, each at `/bin/<name>` with the shared libraries
@@ -92,10 +102,10 @@ impl OciImage {
             }
         }
         let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
-        Self::build(marker, &files)
+        Self::build(marker, &files, "")
     }
 
-    fn build(marker: &str, extra: &[(String, Vec<u8>)]) -> Self {
+    fn build(marker: &str, extra: &[(String, Vec<u8>)], user: &str) -> Self {
         let mut b = tar::Builder::new(Vec::new());
         // The mount points a runtime mounts on, as base images (Alpine's minirootfs) carry
         // them: without, each container start creates them in its writable layer.
@@ -164,7 +174,7 @@ impl OciImage {
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "User": user},
             "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
         }))
         .expect("config");
