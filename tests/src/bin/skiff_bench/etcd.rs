@@ -68,8 +68,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Start three members, with mutual TLS on every port when `tls`.
-    pub fn start(tls: bool) -> anyhow::Result<Self> {
+    /// Start three members, with mutual TLS on every port when `tls`, and `flags` more.
+    pub fn start(tls: bool, flags: &[String]) -> anyhow::Result<Self> {
         let bin = etcd_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("skiff-bench-etcd-")
@@ -109,6 +109,7 @@ impl Etcd {
                 "error".into(),
             ];
             args.extend(tls.iter().flat_map(EtcdTls::flags));
+            args.extend(flags.iter().cloned());
             let child = spawn(&bin, &args)?;
             procs.insert(
                 i as u64 + 1,

@@ -1,18 +1,20 @@
 //! `skiff-bench store`: three Skiff control nodes and three etcd 3.4 members (Debian's
 //! `etcd-server`) on loopback, both fsyncing: write throughput and latency at several client
-//! counts (256-byte values), linearizable reads per second, and the failover time (leader
-//! `kill -9` to the first successful write), printing medians and ratios.
+//! counts (256-byte values) with the clients on the leader and spread over every member (a
+//! follower forwards what it gets, in both systems), linearizable reads per second, and the
+//! failover time (leader `kill -9` to the first successful write) at equal Raft timings and at
+//! each system's defaults, printing medians, errors and ratios.
 //!
 //! Both run mutual TLS (etcd on its client and peer ports, with client certificates
 //! required), as users run them, and a plaintext Skiff runs beside them for what TLS costs;
-//! `--plaintext` runs both without. Each run
-//! loads the systems one after another, and the ratios are medians of the ratios paired
-//! within a run.
+//! `--plaintext` runs both without. Each run loads the systems one after another, in an order
+//! that alternates from run to run, and the ratios are medians of the ratios paired within a
+//! run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use skiff_e2e::{Cluster, MemberOptions};
 use skiff_proto::{Client, ClientConfig};
 
@@ -148,25 +150,70 @@ async fn load(
     }
 }
 
-async fn etcd_targets(etcd: &Etcd, n: usize) -> anyhow::Result<Vec<Target>> {
+/// Where the clients send their calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Every client on the leader.
+    Leader,
+    /// Client `i` on member `i mod 3`; followers forward to the leader.
+    Spread,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Leader => "leader",
+            Placement::Spread => "spread",
+        }
+    }
+}
+
+/// The endpoint client `i` of a system uses: the leader's, or its share of `endpoints`.
+fn endpoint_of(endpoints: &[String], leader: &str, placement: Placement, i: usize) -> String {
+    match placement {
+        Placement::Leader => leader.to_string(),
+        Placement::Spread => endpoints[i % endpoints.len()].clone(),
+    }
+}
+
+async fn etcd_targets(etcd: &Etcd, n: usize, placement: Placement) -> anyhow::Result<Vec<Target>> {
     let endpoints = etcd.endpoints();
+    let leader = match placement {
+        Placement::Leader => {
+            let i = etcd.leader().await.context("etcd has no leader")?;
+            endpoints[(i - 1) as usize].clone()
+        }
+        Placement::Spread => String::new(),
+    };
     let mut out = Vec::new();
     for i in 0..n {
-        // One connection per endpoint, spread like Skiff's clients.
-        let c = etcd.connect(&endpoints[i % endpoints.len()]).await?;
+        let c = etcd
+            .connect(&endpoint_of(&endpoints, &leader, placement, i))
+            .await?;
         out.push(Target::Etcd(Box::new(c.kv_client())));
     }
     Ok(out)
 }
 
-fn skiff_targets(cluster: &Cluster, n: usize) -> anyhow::Result<Vec<Target>> {
+/// Skiff's clients, each given one endpoint only, so it stays there as an etcd client does
+/// (given all, a Skiff client sends writes to the leader once it knows it).
+async fn skiff_targets(
+    cluster: &Cluster,
+    n: usize,
+    placement: Placement,
+) -> anyhow::Result<Vec<Target>> {
     let endpoints = cluster.endpoints();
+    let leader = match placement {
+        Placement::Leader => {
+            let id = cluster.wait_leader(Duration::from_secs(20)).await;
+            cluster.members[&id].addr.clone()
+        }
+        Placement::Spread => String::new(),
+    };
     (0..n)
         .map(|i| {
-            let mut eps = endpoints.clone();
-            eps.rotate_left(i % endpoints.len());
             Ok(Target::Skiff(Client::with_config(
-                &eps,
+                &[endpoint_of(&endpoints, &leader, placement, i)],
                 ClientConfig {
                     random_start: false,
                     ..cluster.client_config()
@@ -184,7 +231,12 @@ fn clock_of_day() -> String {
     format!("{}.{:03}", t.as_secs() % 86_400, t.subsec_millis())
 }
 
-/// One failover: kill -9 the leader while a writer runs; time to its first success after.
+/// How long a failover probe write may take before it is given up and tried again: short, so
+/// it does not set the measurement's resolution, the same for both systems.
+const PROBE_DEADLINE: Duration = Duration::from_millis(20);
+
+/// One failover: kill -9 the leader while a writer per member writes; time from the kill to
+/// the first write that started after it and succeeded.
 async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Duration> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let first_ok: Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
@@ -200,7 +252,7 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
                 n += 1;
                 let started = Instant::now();
                 let r = tokio::time::timeout(
-                    Duration::from_millis(250),
+                    PROBE_DEADLINE,
                     t.put(format!("failover/{i}/{n}"), vec![b'f'; 256]),
                 )
                 .await;
@@ -215,7 +267,7 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
                         }
                     }
                 } else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
         }));
@@ -226,7 +278,7 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
     let t0 = killed_at.lock().unwrap().unwrap_or_else(Instant::now);
     let deadline = t0 + Duration::from_secs(15);
     while first_ok.lock().unwrap().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
@@ -236,10 +288,14 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
     f.map(|f| f - t0)
 }
 
-fn print_row(system: &str, clients: usize, m: &Measure) {
+fn print_row(system: &str, placement: Placement, clients: usize, m: &Measure) {
     println!(
-        "{system:<11} {clients:>7} {:>12.0} {:>9.2} {:>9.2} {:>7}",
-        m.ops_per_sec, m.p50_ms, m.p99_ms, m.errors
+        "{system:<11} {:<9} {clients:>7} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+        placement.name(),
+        m.ops_per_sec,
+        m.p50_ms,
+        m.p99_ms,
+        m.errors
     );
 }
 
@@ -259,9 +315,11 @@ struct Round {
     etcd: Option<Measure>,
 }
 
-/// What was measured at one client count.
+/// What was measured at one client count and placement.
 struct Row {
     clients: usize,
+    placement: Placement,
+    write: bool,
     rounds: Vec<Round>,
 }
 
@@ -281,49 +339,185 @@ impl Row {
         let all = |f: &dyn Fn(&Round) -> Option<Measure>| -> Vec<Measure> {
             self.rounds.iter().filter_map(f).collect()
         };
-        print_row(s, self.clients, &median_of(&all(&|r| Some(r.skiff))));
+        let (at, c) = (self.placement, self.clients);
+        print_row(s, at, c, &median_of(&all(&|r| Some(r.skiff))));
         let plain = all(&|r| r.plain);
         if !plain.is_empty() {
-            print_row("skiff-plain", self.clients, &median_of(&plain));
+            print_row("skiff-plain", at, c, &median_of(&plain));
         }
         let etcd = all(&|r| r.etcd);
         if !etcd.is_empty() {
-            print_row(e, self.clients, &median_of(&etcd));
+            print_row(e, at, c, &median_of(&etcd));
         }
     }
 }
 
-/// Load every system with `clients` clients once each.
-async fn round(
-    skiff: &Cluster,
-    plain: Option<&Cluster>,
-    etcd: Option<&Etcd>,
+/// The systems a run compares.
+struct Systems<'a> {
+    skiff: &'a Cluster,
+    plain: Option<&'a Cluster>,
+    etcd: Option<&'a Etcd>,
+}
+
+/// How one round loads.
+#[derive(Clone, Copy)]
+struct Load {
     clients: usize,
+    placement: Placement,
     duration: Duration,
     value_size: usize,
     write: bool,
-) -> anyhow::Result<Round> {
-    let targets = skiff_targets(skiff, clients)?;
-    let s = load(&targets, clients, duration, value_size, write).await;
-    let p = match plain {
-        Some(p) => {
-            let targets = skiff_targets(p, clients)?;
-            Some(load(&targets, clients, duration, value_size, write).await)
-        }
+}
+
+/// Load every system once, etcd last on even runs and first on odd ones.
+async fn round(systems: &Systems<'_>, how: Load, run: usize) -> anyhow::Result<Round> {
+    let go = |targets: Vec<Target>| async move {
+        load(
+            &targets,
+            how.clients,
+            how.duration,
+            how.value_size,
+            how.write,
+        )
+        .await
+    };
+    let etcd_first = run % 2 == 1;
+    let mut e = None;
+    if let (true, Some(etcd)) = (etcd_first, systems.etcd) {
+        e = Some(go(etcd_targets(etcd, how.clients, how.placement).await?).await);
+    }
+    let s = go(skiff_targets(systems.skiff, how.clients, how.placement).await?).await;
+    let p = match systems.plain {
+        Some(p) => Some(go(skiff_targets(p, how.clients, how.placement).await?).await),
         None => None,
     };
-    let e = match etcd {
-        Some(e) => {
-            let targets = etcd_targets(e, clients).await?;
-            Some(load(&targets, clients, duration, value_size, write).await)
-        }
-        None => None,
-    };
+    if let (false, Some(etcd)) = (etcd_first, systems.etcd) {
+        e = Some(go(etcd_targets(etcd, how.clients, how.placement).await?).await);
+    }
     Ok(Round {
         skiff: s,
         plain: p,
         etcd: e,
     })
+}
+
+/// Raft timings a failover is measured at: Skiff's flags and etcd's.
+struct Timings {
+    name: &'static str,
+    skiff: Vec<String>,
+    etcd: Vec<String>,
+}
+
+/// Equal timings for both (etcd wants an election timeout of at least five heartbeats and
+/// draws it from [timeout, 2 x timeout), so Skiff's range is set to match), and each system's
+/// defaults.
+fn timings() -> [Timings; 2] {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    [
+        Timings {
+            name: "equal (heartbeat 50 ms, election 250-500 ms)",
+            skiff: v(&["--heartbeat-ms", "50", "--election-timeout-ms", "250-500"]),
+            etcd: v(&["--heartbeat-interval=50", "--election-timeout=250"]),
+        },
+        Timings {
+            name: "defaults (Skiff 50 ms / 120-240 ms, etcd 100 ms / 1,000-2,000 ms)",
+            skiff: Vec::new(),
+            etcd: Vec::new(),
+        },
+    ]
+}
+
+fn start_skiff(tls: bool, extra_args: Vec<String>) -> Cluster {
+    Cluster::start(
+        3,
+        MemberOptions {
+            plaintext: !tls,
+            extra_args,
+            ..Default::default()
+        },
+    )
+}
+
+async fn start_etcd(tls: bool, flags: &[String]) -> anyhow::Result<Etcd> {
+    let etcd = Etcd::start(tls, flags)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while etcd.leader().await.is_none() {
+        if Instant::now() > deadline {
+            bail!("etcd elected no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(etcd)
+}
+
+/// Kill the leader `times` times in each system; the milliseconds to the first write after.
+async fn failovers(
+    skiff: &mut Cluster,
+    etcd: Option<&mut Etcd>,
+    times: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let mut skiff_ms = Vec::new();
+    for _ in 0..times {
+        let leader = skiff.wait_leader(Duration::from_secs(20)).await;
+        let writers: Vec<Target> = skiff
+            .endpoints()
+            .iter()
+            .map(|e| {
+                Client::with_config(
+                    std::slice::from_ref(e),
+                    ClientConfig {
+                        attempt_timeout: PROBE_DEADLINE,
+                        call_deadline: Duration::ZERO,
+                        random_start: false,
+                        ..skiff.client_config()
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(Target::Skiff)
+            .collect();
+        let skiff_ref = &mut *skiff;
+        let d = failover_once(writers, || skiff_ref.kill9(leader)).await;
+        skiff.restart(leader);
+        if let Some(d) = d {
+            eprintln!(
+                "failover: killed member {leader} at {}, first write {:.0} ms later",
+                clock_of_day(),
+                d.as_secs_f64() * 1000.0
+            );
+            skiff_ms.push(d.as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let mut etcd_ms = Vec::new();
+    if let Some(e) = etcd {
+        for _ in 0..times {
+            let Some(leader) = e.leader().await else {
+                continue;
+            };
+            let writers = etcd_targets(e, 3, Placement::Spread).await?;
+            let d = failover_once(writers, || e.kill9(leader)).await;
+            e.restart(leader)?;
+            if let Some(d) = d {
+                etcd_ms.push(d.as_secs_f64() * 1000.0);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    Ok((skiff_ms, etcd_ms))
+}
+
+fn spread_of(v: &[f64]) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    format!(
+        "median {:.0} ms (min {:.0}, max {:.0}, n={})",
+        median(s.clone()),
+        s.first().copied().unwrap_or(f64::NAN),
+        s.last().copied().unwrap_or(f64::NAN),
+        s.len()
+    )
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
@@ -338,26 +532,15 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         "# skiff-bench store: 3 Skiff members vs 3 etcd 3.4 members on loopback, fsync on, {security}"
     );
     println!(
-        "# {}s per measurement, median of {} runs, {}-byte values\n",
+        "# {}s per measurement, median of {} runs (order alternating), {}-byte values\n",
         args.duration, args.runs, args.value_size
     );
 
-    let mut skiff = Cluster::start(
-        3,
-        MemberOptions {
-            plaintext: !tls,
-            ..Default::default()
-        },
-    );
+    let [equal, defaults] = timings();
+    let mut skiff = start_skiff(tls, defaults.skiff.clone());
     skiff.wait_leader(Duration::from_secs(20)).await;
     let plain = if tls {
-        let p = Cluster::start(
-            3,
-            MemberOptions {
-                plaintext: true,
-                ..Default::default()
-            },
-        );
+        let p = start_skiff(false, Vec::new());
         p.wait_leader(Duration::from_secs(20)).await;
         Some(p)
     } else {
@@ -366,155 +549,138 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let mut etcd = if args.skip_etcd {
         None
     } else {
-        Some(Etcd::start(tls)?)
+        Some(start_etcd(tls, &defaults.etcd).await?)
     };
-    if let Some(e) = &etcd {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while e.leader().await.is_none() {
-            if Instant::now() > deadline {
-                bail!("etcd elected no leader");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 
     println!("## writes");
     println!(
-        "{:<11} {:>7} {:>12} {:>9} {:>9} {:>7}",
-        "system", "clients", "writes/s", "p50 ms", "p99 ms", "errors"
+        "{:<11} {:<9} {:>7} {:>12} {:>9} {:>9} {:>7}",
+        "system", "placement", "clients", "writes/s", "p50 ms", "p99 ms", "errors"
     );
     let mut rows = Vec::new();
-    for &c in &args.clients {
-        let mut rounds = Vec::new();
-        for _ in 0..args.runs {
-            rounds.push(
-                round(
-                    &skiff,
-                    plain.as_ref(),
-                    etcd.as_ref(),
-                    c,
-                    duration,
-                    args.value_size,
-                    true,
-                )
-                .await?,
-            );
+    let mut reads = Vec::new();
+    {
+        let systems = Systems {
+            skiff: &skiff,
+            plain: plain.as_ref(),
+            etcd: etcd.as_ref(),
+        };
+        for placement in [Placement::Leader, Placement::Spread] {
+            for &c in &args.clients {
+                let mut rounds = Vec::new();
+                for run in 0..args.runs {
+                    let how = Load {
+                        clients: c,
+                        placement,
+                        duration,
+                        value_size: args.value_size,
+                        write: true,
+                    };
+                    rounds.push(round(&systems, how, run).await?);
+                }
+                let row = Row {
+                    clients: c,
+                    placement,
+                    write: true,
+                    rounds,
+                };
+                row.print(tls);
+                rows.push(row);
+            }
         }
-        let row = Row { clients: c, rounds };
-        row.print(tls);
-        rows.push(row);
-    }
 
-    println!("\n## linearizable reads (64 clients)");
-    let reads = Row {
-        clients: 64,
-        rounds: vec![
-            round(
-                &skiff,
-                plain.as_ref(),
-                etcd.as_ref(),
-                64,
+        println!("\n## linearizable reads (64 clients)");
+        for placement in [Placement::Leader, Placement::Spread] {
+            let how = Load {
+                clients: 64,
+                placement,
                 duration,
-                args.value_size,
-                false,
-            )
-            .await?,
-        ],
-    };
-    reads.print(tls);
+                value_size: args.value_size,
+                write: false,
+            };
+            let row = Row {
+                clients: 64,
+                placement,
+                write: false,
+                rounds: vec![round(&systems, how, 0).await?],
+            };
+            row.print(tls);
+            reads.push(row);
+        }
+    }
 
     println!(
-        "\n## failover: leader kill -9 to first successful write ({} times each)",
-        args.failovers
+        "\n## failover: leader kill -9 to the first successful write ({} times each; probes of {} ms, retried)",
+        args.failovers,
+        PROBE_DEADLINE.as_millis()
     );
-    let mut skiff_fo = Vec::new();
-    for _ in 0..args.failovers {
-        let leader = skiff.wait_leader(Duration::from_secs(20)).await;
-        let writers: Vec<Target> = skiff
-            .endpoints()
-            .iter()
-            .map(|e| {
-                Client::with_config(
-                    std::slice::from_ref(e),
-                    ClientConfig {
-                        attempt_timeout: Duration::from_millis(250),
-                        call_deadline: Duration::ZERO,
-                        random_start: false,
-                        ..skiff.client_config()
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(Target::Skiff)
-            .collect();
-        let skiff_ref = &mut skiff;
-        let d = failover_once(writers, || skiff_ref.kill9(leader)).await;
-        skiff.restart(leader);
-        if let Some(d) = d {
-            eprintln!(
-                "failover: killed member {leader} at {}, first write {:.0} ms later",
-                clock_of_day(),
-                d.as_secs_f64() * 1000.0
-            );
-            skiff_fo.push(d.as_secs_f64() * 1000.0);
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let mut etcd_fo = Vec::new();
-    if let Some(e) = etcd.as_mut() {
-        for _ in 0..args.failovers {
-            let Some(leader) = e.leader().await else {
-                continue;
-            };
-            let writers = etcd_targets(e, 3).await?;
-            let d = failover_once(writers, || e.kill9(leader)).await;
-            e.restart(leader)?;
-            if let Some(d) = d {
-                etcd_fo.push(d.as_secs_f64() * 1000.0);
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
-    }
-    let fmt = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        format!(
-            "median {:.0} ms (min {:.0}, max {:.0}, n={})",
-            median(s.clone()),
-            s.first().copied().unwrap_or(f64::NAN),
-            s.last().copied().unwrap_or(f64::NAN),
-            s.len()
-        )
+    let mut failover_summary = Vec::new();
+    drop(plain);
+    let (s, e) = failovers(&mut skiff, etcd.as_mut(), args.failovers).await?;
+    drop(skiff);
+    drop(etcd.take());
+    failover_summary.push((defaults.name, s, e));
+    let mut skiff_eq = start_skiff(tls, equal.skiff.clone());
+    skiff_eq.wait_leader(Duration::from_secs(20)).await;
+    let mut etcd_eq = if args.skip_etcd {
+        None
+    } else {
+        Some(start_etcd(tls, &equal.etcd).await?)
     };
-    println!("skiff  {}", fmt(&skiff_fo));
-    if etcd.is_some() {
-        println!("etcd   {}", fmt(&etcd_fo));
+    let (s, e) = failovers(&mut skiff_eq, etcd_eq.as_mut(), args.failovers).await?;
+    failover_summary.push((equal.name, s, e));
+    for (name, s, e) in &failover_summary {
+        println!("{name}:");
+        println!("  skiff  {}", spread_of(s));
+        if !e.is_empty() {
+            println!("  etcd   {}", spread_of(e));
+        }
     }
 
-    println!("\n## ratios (paired within each run, median)");
+    println!("\n## summary (ratios paired within each run, median)");
     let ratio = |a: f64, b: Option<f64>| b.map(|b| a / b);
-    for row in rows.iter().chain([&reads]) {
-        let what = if std::ptr::eq(row, &reads) {
-            "linearizable reads".to_string()
-        } else {
-            format!("writes, {:>3} clients", row.clients)
-        };
+    let errors: usize = rows
+        .iter()
+        .chain(&reads)
+        .flat_map(|r| &r.rounds)
+        .map(|r| r.skiff.errors + r.plain.map_or(0, |p| p.errors) + r.etcd.map_or(0, |e| e.errors))
+        .sum();
+    for row in rows.iter().chain(&reads) {
+        let what = format!(
+            "{:<6} {:<6} {:>3} clients",
+            if row.write { "writes" } else { "reads" },
+            row.placement.name(),
+            row.clients
+        );
         let vs_etcd = row.paired(|r| ratio(r.skiff.ops_per_sec, r.etcd.map(|e| e.ops_per_sec)));
         let p99 = row.paired(|r| ratio(r.skiff.p99_ms, r.etcd.map(|e| e.p99_ms)));
+        let tls_cost = row.paired(|r| ratio(r.skiff.ops_per_sec, r.plain.map(|p| p.ops_per_sec)));
+        let mut line = what;
         if let (Some(t), Some(p)) = (vs_etcd, p99) {
-            println!("{what}: skiff / etcd throughput x{t:.2}, p99 x{p:.2}");
+            line += &format!(": skiff/etcd throughput x{t:.2}, p99 x{p:.2}");
         }
-        if let Some(t) = row.paired(|r| ratio(r.skiff.ops_per_sec, r.plain.map(|p| p.ops_per_sec)))
-        {
-            println!("{what}: skiff TLS / skiff plaintext throughput x{t:.2}");
+        if let Some(t) = tls_cost {
+            line += &format!("; TLS/plaintext throughput x{t:.2}");
+        }
+        println!("{line}");
+    }
+    for (name, s, e) in &failover_summary {
+        if !s.is_empty() && !e.is_empty() {
+            println!(
+                "failover median, {name}: {:.0} / {:.0} ms, x{:.2}",
+                median(s.clone()),
+                median(e.clone()),
+                median(s.clone()) / median(e.clone())
+            );
         }
     }
-    if !etcd_fo.is_empty() && !skiff_fo.is_empty() {
-        println!(
-            "failover median: x{:.2}",
-            median(skiff_fo.clone()) / median(etcd_fo.clone())
-        );
-    }
+    println!(
+        "verdict: {}",
+        if errors == 0 {
+            "no errors".to_string()
+        } else {
+            format!("{errors} failed calls: see the errors column")
+        }
+    );
     Ok(())
 }
