@@ -4,7 +4,7 @@
 #   make verify fmt + clippy + tests, as CI
 
 SHELL := /bin/bash
-DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry libssl-dev pkg-config wrk fuse3
+DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry wrk fuse3
 CARGO ?= cargo
 
 .PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy lint chaos chaos-selftest

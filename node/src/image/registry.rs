@@ -53,12 +53,16 @@ pub async fn pull(
     } else {
         ClientProtocol::Https
     };
-    let client = oci_client::Client::new(ClientConfig {
+    // One TLS stack in the whole system: rustls with ring, as every gRPC connection; the
+    // registry's certificate is checked against the system's roots.
+    skiff_proto::tls::live::install_process_provider();
+    let client = oci_client::Client::try_from(ClientConfig {
         protocol,
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         read_timeout: Some(std::time::Duration::from_secs(60)),
         ..Default::default()
-    });
+    })
+    .map_err(|e| pull_error(image, e))?;
     let auth = RegistryAuth::Anonymous;
     // Built from the parts already parsed: `Reference::from_str` compiles a large Unicode
     // regex on first use, which left ~25 MiB of heap in the agent for good.

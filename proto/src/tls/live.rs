@@ -23,6 +23,15 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Make ring the process's default crypto for rustls, for libraries that build their TLS
+/// settings from it (the registry client); once is enough, and later calls change nothing.
+pub fn install_process_provider() {
+    if CryptoProvider::get_default().is_none() {
+        // Another thread may have installed it meanwhile: either way one is in place.
+        let _ = CryptoProvider::install_default(provider().as_ref().clone());
+    }
+}
+
 fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = ::pem::parse_many(pem)
         .map_err(|e| TlsError::cert(what, e))?
