@@ -53,6 +53,8 @@ enum Command {
     Annotate(cmd::objects::modify::MetaArgs),
     /// Edit an object in $EDITOR.
     Edit(cmd::objects::modify::EditArgs),
+    /// Change an object with a merge patch or a JSON patch.
+    Patch(cmd::objects::modify::PatchArgs),
     /// Roll out, inspect and undo Deployment changes.
     #[command(subcommand)]
     Rollout(cmd::objects::rollout::RolloutCommand),
@@ -133,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::Describe(a) => cmd::objects::describe::run(&client, a).await,
             Command::Delete(a) => cmd::objects::delete::run(&client, a).await,
             Command::Scale(a) => cmd::objects::modify::scale(&client, a).await,
+            Command::Patch(a) => cmd::objects::modify::patch(&client, a).await,
             Command::Label(a) => {
                 cmd::objects::modify::set_meta(&client, a, "labels", "labeled").await
             }

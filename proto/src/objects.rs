@@ -186,6 +186,27 @@ impl Client {
         patch: Vec<u8>,
         status: bool,
     ) -> Result<pb::ObjectResponse> {
+        self.patch_object_as(
+            resource,
+            namespace,
+            name,
+            patch,
+            pb::patch_object_request::PatchType::Merge,
+            status,
+        )
+        .await
+    }
+
+    /// Patch an object with a patch of `kind` (merge or JSON patch).
+    pub async fn patch_object_as(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch: Vec<u8>,
+        kind: pb::patch_object_request::PatchType,
+        status: bool,
+    ) -> Result<pb::ObjectResponse> {
         let req = pb::PatchObjectRequest {
             key: Some(pb::ObjectKey {
                 resource: resource.into(),
@@ -193,7 +214,7 @@ impl Client {
                 name: name.into(),
             }),
             patch,
-            r#type: pb::patch_object_request::PatchType::Merge.into(),
+            r#type: kind.into(),
             status,
             request_id: new_request_id(),
         };

@@ -1143,3 +1143,83 @@ async fn pods_that_ask_for_the_host_need_a_namespace_labelled_privileged() {
         .await
         .expect("a namespace labelled privileged allows it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiffctl_patch_takes_merge_and_json_patches_and_a_failed_one_changes_nothing() {
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n"),
+    );
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+
+    let out = skiffctl(
+        &cluster,
+        &["patch", "deployment", "web", "-p", "{spec: {replicas: 2}}"],
+        None,
+    );
+    assert!(out.status.success(), "merge patch: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "deployment.apps/web patched\n");
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "web").await;
+    assert_eq!(d["spec"]["replicas"], 2);
+
+    let ops = r#"[{"op": "replace", "path": "/spec/replicas", "value": 4},
+                 {"op": "add", "path": "/metadata/labels", "value": {"team": "a"}},
+                 {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "log", "image": "busybox"}}]"#;
+    let out = skiffctl(
+        &cluster,
+        &["patch", "deployment/web", "--type", "json", "-p", ops],
+        None,
+    );
+    assert!(out.status.success(), "JSON patch: {}", text(&out.stderr));
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "web").await;
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(d["metadata"]["labels"]["team"], "a");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][1]["name"],
+        "log"
+    );
+
+    // All or nothing: the first operation would apply, the second fails its test, and the
+    // refusal names it; the spec is not written (its generation stays).
+    let generation = d["metadata"]["generation"].clone();
+    let ops = r#"[{"op": "replace", "path": "/spec/replicas", "value": 9},
+                 {"op": "test", "path": "/spec/paused", "value": true}]"#;
+    let out = skiffctl(
+        &cluster,
+        &["patch", "deployment", "web", "--type", "json", "-p", ops],
+        None,
+    );
+    assert!(!out.status.success(), "a failing JSON patch was taken");
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("patch") && why.contains("/spec/paused"),
+        "{why}"
+    );
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "web").await;
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(d["metadata"]["generation"], generation);
+
+    // A malformed patch names what is wrong.
+    let out = skiffctl(
+        &cluster,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "json",
+            "-p",
+            "{spec: {}}",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not a JSON patch"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,27 +1,71 @@
-//! JSON merge patch (RFC 7386), and the three-way patch `apply` computes from the last
-//! applied configuration, the new manifest and the live object.
+//! Patches: JSON merge patch (RFC 7386) and JSON patch (RFC 6902) through the `json-patch`
+//! crate, and the three-way patch `apply` computes from the last applied configuration, the
+//! new manifest and the live object (Skiff's own: it is what kubectl's apply does for kinds
+//! without a strategic merge schema).
 
 use serde_json::{Map, Value};
 
-/// Apply merge patch `patch` to `target`.
-pub fn apply(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(t) = target else {
-        return;
-    };
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            apply(t.entry(k.clone()).or_insert(Value::Null), v);
+use super::error::{ObjectError, Result};
+
+/// Which kind of patch a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// RFC 7386 JSON merge patch.
+    Merge,
+    /// RFC 6902 JSON patch.
+    Json,
+}
+
+/// A parsed patch.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    /// A merge patch: a JSON object.
+    Merge(Value),
+    /// A JSON patch: operations.
+    Json(json_patch::Patch),
+}
+
+impl Patch {
+    /// Parse `bytes` as a patch of `kind`; a malformed one is refused naming the reason.
+    pub fn parse(kind: PatchKind, bytes: &[u8]) -> Result<Self> {
+        match kind {
+            PatchKind::Merge => {
+                let v: Value = serde_json::from_slice(bytes)
+                    .map_err(|e| ObjectError::bad("patch", format!("invalid JSON: {e}")))?;
+                if !v.is_object() {
+                    return Err(ObjectError::bad(
+                        "patch",
+                        "a merge patch must be a JSON object",
+                    ));
+                }
+                Ok(Self::Merge(v))
+            }
+            PatchKind::Json => serde_json::from_slice(bytes).map(Self::Json).map_err(|e| {
+                ObjectError::bad(
+                    "patch",
+                    format!("not a JSON patch (a list of RFC 6902 operations): {e}"),
+                )
+            }),
         }
     }
+
+    /// Apply it to `target`; a JSON patch whose operation fails changes nothing and names the
+    /// operation and its path.
+    pub fn apply(&self, target: &mut Value) -> Result<()> {
+        match self {
+            Self::Merge(p) => {
+                apply(target, p);
+                Ok(())
+            }
+            Self::Json(p) => json_patch::patch(target, &p.0)
+                .map_err(|e| ObjectError::bad("patch", e.to_string())),
+        }
+    }
+}
+
+/// Apply merge patch `patch` to `target`.
+pub fn apply(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
 }
 
 /// The patch that turns the last applied manifest into the new one, applied to whatever the
@@ -90,5 +134,20 @@ mod tests {
             live,
             json!({"metadata": {"labels": {"a": "1", "c": "set-by-hand"}, "uid": "u"}, "spec": {"replicas": 3, "strategy": {}, "paused": true}, "status": {"x": 1}})
         );
+    }
+
+    #[test]
+    fn a_json_patch_applies_whole_or_not_at_all_and_names_the_failing_operation() {
+        let ops = br#"[{"op": "replace", "path": "/a", "value": 2},
+                       {"op": "test", "path": "/b", "value": true}]"#;
+        let p = Patch::parse(PatchKind::Json, ops).expect("operations");
+        let mut doc = json!({"a": 1, "b": false});
+        let e = p.apply(&mut doc).expect_err("the test fails").to_string();
+        assert!(e.contains("/b"), "{e}");
+        assert_eq!(doc, json!({"a": 1, "b": false}), "nothing applied");
+        let e = Patch::parse(PatchKind::Json, br#"{"a": 1}"#).expect_err("not a list");
+        assert!(e.to_string().contains("not a JSON patch"), "{e}");
+        let e = Patch::parse(PatchKind::Merge, b"[1]").expect_err("not an object");
+        assert!(e.to_string().contains("JSON object"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::ObjectError;
 use super::selectors::{FieldSelector, Selector};
-use super::store::{ApplyOutcome, DeleteOptions, ListOptions, ObjectStore, Propagation};
+use super::store::{ApplyOutcome, DeleteOptions, ListOptions, ObjectStore, PatchKind, Propagation};
 use super::watch::{self, EventType, WatchOptions};
 
 /// Default period of watch bookmarks.
@@ -142,13 +142,23 @@ impl Objects for ObjectService {
         let req = request.into_inner();
         let id = request_id(&req.request_id)?;
         let key = key_of(req.key)?;
+        let kind = match pb::patch_object_request::PatchType::try_from(req.r#type) {
+            Ok(pb::patch_object_request::PatchType::Merge) => PatchKind::Merge,
+            Ok(pb::patch_object_request::PatchType::Json) => PatchKind::Json,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "type: {} is not a patch type (merge or json)",
+                    req.r#type
+                )))
+            }
+        };
         let s = self
             .store
             .patch(
                 &key.resource,
                 &key.namespace,
                 &key.name,
-                &req.patch,
+                (kind, &req.patch),
                 req.status,
                 id,
             )

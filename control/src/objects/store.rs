@@ -17,7 +17,8 @@ use super::admission;
 use super::encryption::{self, Sealer};
 use super::error::{ObjectError, Result};
 use super::kinds::{Registry, StoreView, Strategy};
-use super::merge_patch;
+pub use super::merge_patch::PatchKind;
+use super::merge_patch::{self, Patch};
 use super::meta::{self, meta_str};
 use super::selectors::{FieldSelector, Selector};
 use super::service_alloc::ServiceRange;
@@ -897,27 +898,25 @@ impl ObjectStore {
         Ok(stored)
     }
 
-    /// Apply a JSON merge patch.
+    /// Apply a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902, all its operations or
+    /// none). A merge patch's `metadata.resourceVersion`, when set, must be current; a JSON
+    /// patch says so with a `test` operation.
     pub async fn patch(
         &self,
         resource: &str,
         namespace: &str,
         name: &str,
-        patch: &[u8],
+        (patch_kind, patch): (PatchKind, &[u8]),
         status: bool,
         request_id: RequestId,
     ) -> Result<Stored> {
         let strategy = self.kind(resource)?;
         let kind = strategy.info();
-        let patch: Value = serde_json::from_slice(patch)
-            .map_err(|e| ObjectError::bad("patch", format!("invalid JSON: {e}")))?;
-        if !patch.is_object() {
-            return Err(ObjectError::bad(
-                "patch",
-                "a merge patch must be a JSON object",
-            ));
-        }
-        let expected = meta::resource_version(&patch)?;
+        let patch = Patch::parse(patch_kind, patch)?;
+        let expected = match &patch {
+            Patch::Merge(p) => meta::resource_version(p)?,
+            Patch::Json(_) => 0,
+        };
         let ns = if kind.namespaced {
             if namespace.is_empty() {
                 "default"
@@ -936,7 +935,7 @@ impl ObjectStore {
                 request_id,
                 |current| {
                     let mut next = current.clone();
-                    merge_patch::apply(&mut next, &patch);
+                    patch.apply(&mut next)?;
                     Ok(next)
                 },
             )

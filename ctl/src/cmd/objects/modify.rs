@@ -1,5 +1,6 @@
-//! Changes to one object: `scale`, `label`, `annotate` (merge patches) and `edit` ($EDITOR,
-//! then an update that is refused if the object changed meanwhile).
+//! Changes to one object: `scale`, `label`, `annotate` (merge patches), `patch` (a merge
+//! patch or a JSON patch given by hand) and `edit` ($EDITOR, then an update that is refused if
+//! the object changed meanwhile).
 
 use std::process::Command;
 
@@ -50,6 +51,46 @@ pub async fn scale(client: &Client, args: ScaleArgs) -> anyhow::Result<()> {
             )
             .await?;
         println!("{} scaled", display_name(kind, &parse(&r.object)?));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PatchArgs {
+    /// KIND NAME or KIND/NAME.
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// The patch, JSON or YAML: an object for `merge`, a list of operations for `json`.
+    #[arg(short, long)]
+    pub patch: String,
+    /// `merge` (RFC 7386 JSON merge patch) or `json` (RFC 6902 JSON patch, all its
+    /// operations or none).
+    #[arg(long = "type", default_value = "merge", value_parser = ["merge", "json"])]
+    pub patch_type: String,
+    #[command(flatten)]
+    pub ns: NamespaceArgs,
+}
+
+pub async fn patch(client: &Client, args: PatchArgs) -> anyhow::Result<()> {
+    use skiff_proto::pb::patch_object_request::PatchType;
+    // YAML is a superset of JSON: one parser takes both, as kubectl's -p does.
+    let value: Value = serde_norway::from_str(&args.patch).context("--patch: not JSON or YAML")?;
+    let kind_of_patch = match args.patch_type.as_str() {
+        "json" => PatchType::Json,
+        _ => PatchType::Merge,
+    };
+    for (kind, name) in targets(&args.args)? {
+        let r = client
+            .patch_object_as(
+                kind.plural,
+                &args.ns.for_kind(kind),
+                &name,
+                serde_json::to_vec(&value)?,
+                kind_of_patch,
+                false,
+            )
+            .await?;
+        println!("{} patched", display_name(kind, &parse(&r.object)?));
     }
     Ok(())
 }
