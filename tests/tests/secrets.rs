@@ -127,17 +127,7 @@ async fn a_secret_is_ciphertext_on_every_disk_and_survives_key_rotation() {
         .await
         .expect("raw read")
         .expect("stored");
-    let out = Command::new(binary("skiffctl"))
-        .args(["secrets", "rotate-key"])
-        .env("SKIFFCONFIG", cluster.config_file())
-        .output()
-        .expect("skiffctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = rotate_key(&cluster);
     assert!(
         text.contains("data key 2") && text.contains("1 sealed again"),
         "{text}"
@@ -174,17 +164,8 @@ async fn a_secret_is_ciphertext_on_every_disk_and_survives_key_rotation() {
     let old_key = std::fs::read_to_string(&key_file).expect("key file");
     let new_key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     std::fs::write(&key_file, format!("{new_key}\n{}", old_key.trim())).expect("key file");
-    let out = Command::new(binary("skiffctl"))
-        .args(["secrets", "rotate-key"])
-        .env("SKIFFCONFIG", cluster.config_file())
-        .output()
-        .expect("skiffctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("data key 3"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = rotate_key(&cluster);
+    assert!(text.contains("data key 3"), "{text}");
     let stored_keys = admin
         .range(skiff_proto::pb::RangeRequest {
             key: b"/registry/encryption/keys/".to_vec(),
@@ -214,6 +195,21 @@ async fn a_secret_is_ciphertext_on_every_disk_and_survives_key_rotation() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(read(&got), want, "readable with the new key alone: {got}");
+}
+
+/// `skiffctl secrets rotate-key`, which must succeed; what it printed.
+fn rotate_key(cluster: &Cluster) -> String {
+    let out = Command::new(binary("skiffctl"))
+        .args(["secrets", "rotate-key"])
+        .env("SKIFFCONFIG", cluster.config_file())
+        .output()
+        .expect("skiffctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether the key file text `key` opens a wrapped data key (nonce, then ciphertext).

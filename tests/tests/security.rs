@@ -5,7 +5,7 @@
 //! member cannot cast a Raft vote (the term stays), nor call an agent directly. Certificates
 //! are renewed before they expire, without a restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openraft::{CommittedLeaderId, LogId, Vote};
@@ -103,18 +103,25 @@ async fn terms(endpoints: &[String], admin: &Credentials) -> Vec<u64> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes() {
+/// A `skiff up` with `flags` in a folder of its own: the folder (kept while the test runs),
+/// its path, the first port, and the running `skiff up`.
+async fn up_with(flags: &'static [&'static str]) -> (tempfile::TempDir, PathBuf, u16, Up) {
     require_system_parts();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
     let base = free_base_port(&[]);
-    let _up = tokio::task::spawn_blocking({
+    let up = tokio::task::spawn_blocking({
         let dir = dir.clone();
-        move || Up::start(&dir, base, "up.log")
+        move || Up::start_with(&dir, base, "up.log", flags)
     })
     .await
     .expect("skiff up");
+    (tmp, dir, base, up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes() {
+    let (_tmp, dir, base, _up) = up_with(&[]).await;
     let endpoints: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
     let agent = format!("127.0.0.1:{}", base + 3);
     let admin = admin_of(&dir);
@@ -332,17 +339,8 @@ fn skiff_processes(group: nix::unistd::Pid) -> std::collections::BTreeSet<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_renewed_before_they_expire_without_a_restart() {
-    require_system_parts();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
-    let base = free_base_port(&[]);
     let validity = Duration::from_secs(30);
-    let up = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || Up::start_with(&dir, base, "up.log", &["--cert-validity", "30s"])
-    })
-    .await
-    .expect("skiff up");
+    let (_tmp, dir, base, up) = up_with(&["--cert-validity", "30s"]).await;
     let endpoints: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
     let agent = format!("127.0.0.1:{}", base + 3);
     let admin = admin_of(&dir);

@@ -50,6 +50,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx].as_secs_f64() * 1000.0
 }
 
+/// The last line of a benchmark's output: whether anything failed.
+fn print_verdict(errors: usize, what: &str) {
+    if errors == 0 {
+        println!("verdict: no errors");
+    } else {
+        println!("verdict: {errors} {what}: see the tables");
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if v.is_empty() {

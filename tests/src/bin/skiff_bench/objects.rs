@@ -565,13 +565,6 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         "(resident memory of the control nodes after the watch load: {} MiB)",
         rss_line(&cluster)
     );
-    println!(
-        "verdict: {}",
-        if errors == 0 {
-            "no errors".to_string()
-        } else {
-            format!("{errors} errors (failed calls, lost or duplicated events): see the tables")
-        }
-    );
+    super::print_verdict(errors, "errors (failed calls, lost or duplicated events)");
     Ok(())
 }

@@ -674,13 +674,6 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "verdict: {}",
-        if errors == 0 {
-            "no errors".to_string()
-        } else {
-            format!("{errors} failed calls: see the errors column")
-        }
-    );
+    super::print_verdict(errors, "failed calls");
     Ok(())
 }
