@@ -16,6 +16,7 @@
 pub mod cidr;
 pub mod client;
 pub mod config_file;
+pub mod duration;
 pub mod informer;
 pub mod kinds;
 pub mod node_agent;

@@ -90,7 +90,7 @@ pub struct ControlArgs {
     /// How long the certificates this member issues are valid (its own, agents', users'):
     /// `365d`, `12h`, `90s`. Members and agents renew theirs, without a restart, when a third
     /// is left.
-    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "365d", value_parser = skiff_proto::duration::parse)]
     pub cert_validity: Duration,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]

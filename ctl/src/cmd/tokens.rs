@@ -28,24 +28,12 @@ pub enum TokenCommand {
 
 /// `30m`, `12h`, `7d`, `90s` as seconds; `0` as none.
 fn ttl_seconds(ttl: &str) -> anyhow::Result<Option<i64>> {
-    let bad =
-        || anyhow::anyhow!("--ttl: {ttl:?} is not a duration like 30m, 12h or 7d (0: no expiry)");
-    if ttl == "0" {
+    let d = skiff_proto::duration::parse(ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl: {e} (0: no expiry)"))?;
+    if d.is_zero() {
         return Ok(None);
     }
-    let (n, unit) = ttl.split_at(ttl.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    if n <= 0 {
-        return Err(bad());
-    }
-    Ok(Some(n * unit))
+    Ok(Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1)))
 }
 
 pub async fn run(client: &Client, cmd: TokenCommand) -> anyhow::Result<()> {
@@ -118,7 +106,8 @@ mod tests {
         assert_eq!(ttl_seconds("30m").unwrap(), Some(1800));
         assert_eq!(ttl_seconds("7d").unwrap(), Some(604_800));
         assert_eq!(ttl_seconds("0").unwrap(), None);
-        for bad in ["", "h", "-1h", "1w", "abc"] {
+        assert_eq!(ttl_seconds("1w").unwrap(), Some(604_800));
+        for bad in ["", "h", "-1h", "abc"] {
             assert!(ttl_seconds(bad).is_err(), "{bad}");
         }
     }

@@ -47,7 +47,7 @@ pub struct UpArgs {
     pub oci_runtime: String,
     /// How long the control nodes' and the agent's certificates are valid (`365d`, `90s`);
     /// they renew themselves, without a restart, when a third is left.
-    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "365d", value_parser = skiff_proto::duration::parse)]
     pub cert_validity: std::time::Duration,
 }
 

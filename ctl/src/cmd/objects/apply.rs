@@ -31,16 +31,7 @@ pub struct ApplyArgs {
 
 /// `30s`, `5m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 5m)"))?;
-    Ok(Duration::from_secs(match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{s:?} is not a duration (e.g. 30s, 5m)")),
-    }))
+    skiff_proto::duration::parse(s)
 }
 
 pub async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
