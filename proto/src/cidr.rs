@@ -1,5 +1,8 @@
 //! IPv4 ranges (`a.b.c.d/len`) as the control plane hands them out (node pod CIDRs, the
 //! service range) and the node agent routes them.
+//!
+//! Not `ipnet` (in the tree through reqwest): it takes `10.0.0.1/16` with host bits set, and
+//! its error does not say what is wrong; the allocators need only the block arithmetic here.
 
 use std::net::Ipv4Addr;
 

@@ -1,6 +1,10 @@
 //! Kubernetes resource quantities (`250m`, `1.5`, `128Mi`, `1e3`), parsed to thousandths of
 //! a unit so cpu (millicores) and memory (bytes × 1000) compare exactly. Shared by the
 //! API server's validation, the scheduler and the node agent.
+//!
+//! Written here rather than taken from a crate: k8s-openapi's `Quantity` holds only the text,
+//! and no well-kept crate parses the quantity grammar with Kubernetes' rounding; this follows
+//! apimachinery's `resource.Quantity`.
 
 /// A quantity in thousandths of its unit (`250m` cpu = 250; `1Ki` = 1_024_000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

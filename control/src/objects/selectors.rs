@@ -1,6 +1,10 @@
 //! Label selectors (`app=web,tier!=db`, `env in (a,b)`, `!canary`) and field selectors
 //! (`metadata.name`, `metadata.namespace`, `spec.nodeName`, `status.phase`), parsed once and
 //! matched against objects as JSON; also the structured `LabelSelector` of workloads.
+//!
+//! Written here rather than taken from a crate: no well-kept Rust crate parses Kubernetes'
+//! selector grammar (the few on crates.io are small, unmaintained and cover label selectors
+//! only). This follows apimachinery's grammar and names the term it cannot read.
 
 use std::collections::BTreeMap;
 
