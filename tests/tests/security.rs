@@ -72,6 +72,18 @@ fn admin_of(dir: &Path) -> Credentials {
         .expect("skiff up writes the admin's credentials")
 }
 
+/// A client of `endpoints` holding the admin's credentials.
+fn admin_client(endpoints: &[String], admin: &Credentials) -> Client {
+    Client::with_config(
+        endpoints,
+        ClientConfig {
+            tls: Some(skiff_e2e::live(admin)),
+            ..Default::default()
+        },
+    )
+    .expect("client")
+}
+
 /// An exec call straight to the agent at `agent` (of a pod that does not exist: only the
 /// refusal, or its absence, matters).
 async fn exec_on(
@@ -128,14 +140,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
     let ca = ClusterCa::load(&dir.join(".skiff/pki"))
         .expect("read the CA")
         .expect("skiff up made a CA");
-    let client = Client::with_config(
-        &endpoints,
-        ClientConfig {
-            tls: Some(skiff_e2e::live(&admin)),
-            ..Default::default()
-        },
-    )
-    .expect("client");
+    let client = admin_client(&endpoints, &admin);
     client
         .put("/security/marker", "kept".as_bytes().to_vec())
         .await
@@ -401,14 +406,7 @@ async fn certificates_are_renewed_before_they_expire_without_a_restart() {
         String::from_utf8_lossy(&import.stderr)
     );
     // Writes still commit, and the agent still renews its lease.
-    let client = Client::with_config(
-        &endpoints,
-        ClientConfig {
-            tls: Some(skiff_e2e::live(&admin)),
-            ..Default::default()
-        },
-    )
-    .expect("client");
+    let client = admin_client(&endpoints, &admin);
     client
         .put("/renewal/marker", b"written".to_vec())
         .await
