@@ -25,7 +25,7 @@ struct RunArgs {
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Duration per scenario: 30s, 2m, 10m.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = skiff_proto::duration::parse)]
     duration: Duration,
     /// Seed of the schedule; random if not given (printed either way). Scenario i of `all`
     /// runs with seed + i.
@@ -64,10 +64,6 @@ enum Cmd {
     Run(RunArgs),
     /// List the scenarios.
     List,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    skiff_proto::duration::parse(s)
 }
 
 /// One line of the summary table.

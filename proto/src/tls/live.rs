@@ -291,7 +291,7 @@ where
             .unwrap_or(Duration::from_secs(3600));
         tokio::time::sleep((span / 12).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
             .await;
-        match renewal_due(&live.current().cert) {
+        match renewal_due(&current.cert) {
             Ok(false) => continue,
             Ok(true) => {}
             Err(e) => {

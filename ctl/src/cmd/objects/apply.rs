@@ -25,13 +25,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits.
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = skiff_proto::duration::parse)]
     pub timeout: Duration,
-}
-
-/// `30s`, `5m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    skiff_proto::duration::parse(s)
 }
 
 pub async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {

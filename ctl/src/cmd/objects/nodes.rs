@@ -22,7 +22,7 @@ pub struct DrainArgs {
     #[arg(required = true)]
     pub nodes: Vec<String>,
     /// How long to wait for the pods to be gone.
-    #[arg(long, default_value = "120s", value_parser = super::apply::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = skiff_proto::duration::parse)]
     pub timeout: Duration,
     /// Seconds each pod gets to stop (default: its own).
     #[arg(long)]

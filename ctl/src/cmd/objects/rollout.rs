@@ -36,7 +36,7 @@ pub struct RolloutArgs {
     #[command(flatten)]
     pub ns: NamespaceArgs,
     /// rollout status: how long to wait.
-    #[arg(long, default_value = "600s", value_parser = super::apply::parse_duration)]
+    #[arg(long, default_value = "600s", value_parser = skiff_proto::duration::parse)]
     pub timeout: Duration,
 }
 

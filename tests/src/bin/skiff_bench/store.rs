@@ -257,10 +257,10 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
                 )
                 .await;
                 if matches!(r, Ok(Ok(()))) {
-                    let k = *killed_at.lock().unwrap();
+                    let k = *killed_at.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(k) = k {
                         if started >= k {
-                            let mut f = first_ok.lock().unwrap();
+                            let mut f = first_ok.lock().unwrap_or_else(|p| p.into_inner());
                             if f.is_none() {
                                 *f = Some(Instant::now());
                             }
@@ -273,18 +273,22 @@ async fn failover_once(writers: Vec<Target>, kill: impl FnOnce()) -> Option<Dura
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    *killed_at.lock().unwrap() = Some(Instant::now());
+    *killed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     kill();
-    let t0 = killed_at.lock().unwrap().unwrap_or_else(Instant::now);
+    let t0 = killed_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(Instant::now);
     let deadline = t0 + Duration::from_secs(15);
-    while first_ok.lock().unwrap().is_none() && Instant::now() < deadline {
+    while first_ok.lock().unwrap_or_else(|p| p.into_inner()).is_none() && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let f = *first_ok.lock().unwrap();
+    let f = *first_ok.lock().unwrap_or_else(|p| p.into_inner());
     f.map(|f| f - t0)
 }
 
