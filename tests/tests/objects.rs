@@ -639,6 +639,85 @@ async fn informer_lists_then_follows_changes() {
     assert_eq!(informer.list().len(), 1);
 }
 
+/// A Deployment as its owner applies it: the env value `mode` varies, and `helper` is a
+/// second container the owner may drop.
+fn shop_deployment(mode: &str, helper: bool) -> String {
+    let helper = if helper {
+        "      - {name: helper, image: busybox, command: [sleep, '3600']}\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api}}}}\n    spec:\n      containers:\n      - name: app\n        image: busybox\n        command: [sleep, '3600']\n        env: [{{name: MODE, value: {mode}}}]\n{helper}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_keeps_list_entries_another_writer_added_and_drops_what_the_manifest_dropped() {
+    init_tracing();
+    let cluster = ready_cluster().await;
+    let client = cluster.client();
+    tracing::info!("phase: the owner applies a Deployment with two containers");
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&shop_deployment("blue", true)),
+    );
+    assert!(out.status.success(), "apply: {}", text(&out.stderr));
+
+    tracing::info!("phase: another writer adds a container and an env entry to the live object");
+    let ops = r#"[{"op": "add", "path": "/spec/template/spec/containers/-",
+                  "value": {"name": "sidecar", "image": "busybox", "command": ["sleep", "3600"]}},
+                 {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+                  "value": {"name": "INJECTED", "value": "yes"}}]"#;
+    let out = skiffctl(
+        &cluster,
+        &["patch", "deployment/api", "--type", "json", "-p", ops],
+        None,
+    );
+    assert!(out.status.success(), "JSON patch: {}", text(&out.stderr));
+
+    tracing::info!("phase: the owner re-applies with MODE changed and the helper removed");
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&shop_deployment("green", false)),
+    );
+    assert!(out.status.success(), "re-apply: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "deployment.apps/api configured\n");
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "api").await;
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .clone();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["app", "sidecar"],
+        "the helper the manifest dropped goes, the added sidecar stays"
+    );
+    assert_eq!(
+        containers[0]["env"],
+        json!([{"name": "MODE", "value": "green"}, {"name": "INJECTED", "value": "yes"}]),
+        "the changed value is updated and the added entry stays"
+    );
+
+    tracing::info!("phase: re-applying the same manifest changes nothing");
+    let generation = d["metadata"]["generation"].clone();
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&shop_deployment("green", false)),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "deployment.apps/api unchanged\n");
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "api").await;
+    assert_eq!(d["metadata"]["generation"], generation);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_exits_2_when_a_pod_cannot_be_placed() {
     let cluster = ready_cluster().await;
@@ -1145,7 +1224,7 @@ async fn pods_that_ask_for_the_host_need_a_namespace_labelled_privileged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skiffctl_patch_takes_merge_and_json_patches_and_a_failed_one_changes_nothing() {
+async fn skiffctl_patch_takes_strategic_merge_and_json_patches_and_a_failed_one_changes_nothing() {
     let cluster = ready_cluster().await;
     let client = cluster.client();
     let out = skiffctl(
@@ -1157,7 +1236,15 @@ async fn skiffctl_patch_takes_merge_and_json_patches_and_a_failed_one_changes_no
 
     let out = skiffctl(
         &cluster,
-        &["patch", "deployment", "web", "-p", "{spec: {replicas: 2}}"],
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "merge",
+            "-p",
+            "{spec: {replicas: 2}}",
+        ],
         None,
     );
     assert!(out.status.success(), "merge patch: {}", text(&out.stderr));
@@ -1181,6 +1268,56 @@ async fn skiffctl_patch_takes_merge_and_json_patches_and_a_failed_one_changes_no
         d["spec"]["template"]["spec"]["containers"][1]["name"],
         "log"
     );
+
+    tracing::info!("phase: a strategic merge patch (the default) merges containers by name");
+    let out = skiffctl(
+        &cluster,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            "{spec: {template: {spec: {containers: [{name: web, image: 'nginx:1.27'}]}}}}",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "strategic patch: {}",
+        text(&out.stderr)
+    );
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "web").await;
+    let containers = &d["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["image"], "nginx:1.27", "{containers}");
+    assert_eq!(
+        containers[1]["name"], "log",
+        "the other container stays: {containers}"
+    );
+    let out = skiffctl(
+        &cluster,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "strategic",
+            "-p",
+            "{spec: {template: {spec: {containers: [{name: log, $patch: delete}]}}}}",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "$patch: delete: {}",
+        text(&out.stderr)
+    );
+    let d = skiff_e2e::object_json(&client, "deployments", "default", "web").await;
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .clone();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0]["name"], "web");
 
     // All or nothing: the first operation would apply, the second fails its test, and the
     // refusal names it; the spec is not written (its generation stays).

@@ -11,7 +11,7 @@
 //! - [`admission`]: typed admission and the defaults and checks of each kind family.
 //! - [`watch`]: object events with selectors.
 //! - [`selectors`]: label and field selectors.
-//! - [`merge_patch`]: JSON merge patch and apply's three-way patch.
+//! - [`patch`]: merge, JSON and strategic merge patches, and apply's three-way patch.
 //! - [`meta`], [`names`]: metadata helpers and name syntax.
 //! - [`service`]: the gRPC service.
 //! - [`service_alloc`]: ClusterIP and NodePort allocation, claimed in the Service's own write.
@@ -20,9 +20,9 @@ pub mod admission;
 pub mod encryption;
 pub mod error;
 pub mod kinds;
-pub mod merge_patch;
 pub mod meta;
 pub mod names;
+pub mod patch;
 pub mod selectors;
 pub mod service;
 pub mod service_alloc;

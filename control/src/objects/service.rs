@@ -145,9 +145,10 @@ impl Objects for ObjectService {
         let kind = match pb::patch_object_request::PatchType::try_from(req.r#type) {
             Ok(pb::patch_object_request::PatchType::Merge) => PatchKind::Merge,
             Ok(pb::patch_object_request::PatchType::Json) => PatchKind::Json,
+            Ok(pb::patch_object_request::PatchType::Strategic) => PatchKind::Strategic,
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
-                    "type: {} is not a patch type (merge or json)",
+                    "type: {} is not a patch type (merge, json or strategic)",
                     req.r#type
                 )))
             }

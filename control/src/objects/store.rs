@@ -17,9 +17,9 @@ use super::admission;
 use super::encryption::{self, Sealer};
 use super::error::{ObjectError, Result};
 use super::kinds::{Registry, StoreView, Strategy};
-pub use super::merge_patch::PatchKind;
-use super::merge_patch::{self, Patch};
 use super::meta::{self, meta_str};
+pub use super::patch::PatchKind;
+use super::patch::{self, Patch};
 use super::selectors::{FieldSelector, Selector};
 use super::service_alloc::ServiceRange;
 
@@ -898,9 +898,10 @@ impl ObjectStore {
         Ok(stored)
     }
 
-    /// Apply a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902, all its operations or
-    /// none). A merge patch's `metadata.resourceVersion`, when set, must be current; a JSON
-    /// patch says so with a `test` operation.
+    /// Apply a JSON merge patch (RFC 7386), a strategic merge patch (by the kind's merge
+    /// keys) or a JSON patch (RFC 6902, all its operations or none). A merge patch's
+    /// `metadata.resourceVersion`, when set, must be current; a JSON patch says so with a
+    /// `test` operation.
     pub async fn patch(
         &self,
         resource: &str,
@@ -913,9 +914,9 @@ impl ObjectStore {
         let strategy = self.kind(resource)?;
         let kind = strategy.info();
         let patch = Patch::parse(patch_kind, patch)?;
-        let expected = match &patch {
-            Patch::Merge(p) => meta::resource_version(p)?,
-            Patch::Json(_) => 0,
+        let expected = match patch.object() {
+            Some(p) => meta::resource_version(p)?,
+            None => 0,
         };
         let ns = if kind.namespaced {
             if namespace.is_empty() {
@@ -935,7 +936,7 @@ impl ObjectStore {
                 request_id,
                 |current| {
                     let mut next = current.clone();
-                    patch.apply(&mut next)?;
+                    patch.apply(&mut next, strategy.merge_schema())?;
                     Ok(next)
                 },
             )
@@ -1025,8 +1026,13 @@ impl ObjectStore {
                         .and_then(Value::as_str)
                         .and_then(|s| serde_json::from_str(s).ok())
                         .unwrap_or(Value::Object(Default::default()));
+                    let schema = strategy.merge_schema();
                     let mut next = current.clone();
-                    merge_patch::apply(&mut next, &merge_patch::three_way(&last, &manifest));
+                    patch::strategic::apply(
+                        &mut next,
+                        &patch::three_way::patch(&last, &manifest, schema)?,
+                        schema,
+                    )?;
                     Ok(next)
                 })
                 .await;

@@ -8,6 +8,7 @@ use skiff_proto::kinds::{KindInfo, DEPLOYMENT};
 use super::Strategy;
 use crate::objects::admission::{self, workloads};
 use crate::objects::error::Result;
+use crate::objects::patch::schema::{self, Schema};
 
 /// The Deployment strategy.
 pub struct DeploymentStrategy;
@@ -15,6 +16,10 @@ pub struct DeploymentStrategy;
 impl Strategy for DeploymentStrategy {
     fn info(&self) -> &'static KindInfo {
         &DEPLOYMENT
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::DEPLOYMENT
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

@@ -37,6 +37,7 @@ use skiff_raft::mvcc::{KeyValue, Op};
 
 use super::error::{ObjectError, Result};
 use super::names;
+use super::patch::schema::{self, Schema};
 use super::service_alloc::{Claims, ServiceRange};
 
 /// What a strategy may read of the store: this member's state (a compare in the write
@@ -91,6 +92,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// Writes that free what `obj` held, in the transaction that removes it.
     fn release(&self, _obj: &Value) -> Vec<Op> {
         Vec::new()
+    }
+
+    /// How the kind's fields merge in strategic merge patches and `apply` (its list fields'
+    /// merge keys).
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::OBJECT
     }
 
     /// Refuse to delete the object named `name`.

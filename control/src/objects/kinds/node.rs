@@ -7,6 +7,7 @@ use skiff_proto::kinds::{KindInfo, NODE};
 use super::Strategy;
 use crate::objects::admission::{self, other};
 use crate::objects::error::Result;
+use crate::objects::patch::schema::{self, Schema};
 
 /// The Node strategy.
 pub struct NodeStrategy;
@@ -14,6 +15,10 @@ pub struct NodeStrategy;
 impl Strategy for NodeStrategy {
     fn info(&self) -> &'static KindInfo {
         &NODE
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::NODE
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

@@ -9,6 +9,7 @@ use skiff_proto::kinds::{KindInfo, POD};
 use super::{StoreView, Strategy};
 use crate::objects::admission::{self, pod};
 use crate::objects::error::Result;
+use crate::objects::patch::schema::{self, Schema};
 
 /// A pod's grace period when it names none, as Kubernetes'.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
@@ -19,6 +20,10 @@ pub struct PodStrategy;
 impl Strategy for PodStrategy {
     fn info(&self) -> &'static KindInfo {
         &POD
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::POD
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

@@ -7,6 +7,7 @@ use skiff_proto::kinds::{KindInfo, REPLICA_SET};
 use super::Strategy;
 use crate::objects::admission::{self, workloads};
 use crate::objects::error::Result;
+use crate::objects::patch::schema::{self, Schema};
 
 /// The ReplicaSet strategy.
 pub struct ReplicaSetStrategy;
@@ -14,6 +15,10 @@ pub struct ReplicaSetStrategy;
 impl Strategy for ReplicaSetStrategy {
     fn info(&self) -> &'static KindInfo {
         &REPLICA_SET
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::REPLICATED
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

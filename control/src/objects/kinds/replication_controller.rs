@@ -8,6 +8,7 @@ use skiff_proto::kinds::{KindInfo, REPLICATION_CONTROLLER};
 use super::Strategy;
 use crate::objects::admission::{self, workloads};
 use crate::objects::error::Result;
+use crate::objects::patch::schema::{self, Schema};
 
 /// The ReplicationController strategy.
 pub struct ReplicationControllerStrategy;
@@ -15,6 +16,10 @@ pub struct ReplicationControllerStrategy;
 impl Strategy for ReplicationControllerStrategy {
     fn info(&self) -> &'static KindInfo {
         &REPLICATION_CONTROLLER
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::REPLICATED
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

@@ -11,6 +11,7 @@ use super::{StoreView, Strategy};
 use crate::objects::admission::{self, service};
 use crate::objects::error::Result;
 use crate::objects::names;
+use crate::objects::patch::schema::{self, Schema};
 use crate::objects::service_alloc::{self, Claims, ServiceRange, Taken};
 
 /// The Service strategy.
@@ -41,6 +42,10 @@ fn taken(view: &dyn StoreView) -> Result<Taken> {
 impl Strategy for ServiceStrategy {
     fn info(&self) -> &'static KindInfo {
         &SERVICE
+    }
+
+    fn merge_schema(&self) -> &'static Schema {
+        &schema::SERVICE
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {

@@ -60,12 +60,14 @@ pub struct PatchArgs {
     /// KIND NAME or KIND/NAME.
     #[arg(required = true)]
     pub args: Vec<String>,
-    /// The patch, JSON or YAML: an object for `merge`, a list of operations for `json`.
+    /// The patch, JSON or YAML: an object for `strategic` and `merge`, a list of operations
+    /// for `json`.
     #[arg(short, long)]
     pub patch: String,
-    /// `merge` (RFC 7386 JSON merge patch) or `json` (RFC 6902 JSON patch, all its
-    /// operations or none).
-    #[arg(long = "type", default_value = "merge", value_parser = ["merge", "json"])]
+    /// `strategic` (Kubernetes' strategic merge patch: containers, env, ports and the other
+    /// keyed lists merge entry by entry), `merge` (RFC 7386 JSON merge patch: lists are
+    /// replaced) or `json` (RFC 6902 JSON patch, all its operations or none).
+    #[arg(long = "type", default_value = "strategic", value_parser = ["strategic", "merge", "json"])]
     pub patch_type: String,
     #[command(flatten)]
     pub ns: NamespaceArgs,
@@ -77,7 +79,8 @@ pub async fn patch(client: &Client, args: PatchArgs) -> anyhow::Result<()> {
     let value: Value = serde_norway::from_str(&args.patch).context("--patch: not JSON or YAML")?;
     let kind_of_patch = match args.patch_type.as_str() {
         "json" => PatchType::Json,
-        _ => PatchType::Merge,
+        "merge" => PatchType::Merge,
+        _ => PatchType::Strategic,
     };
     for (kind, name) in targets(&args.args)? {
         let r = client
