@@ -20,6 +20,7 @@ use skiff_proto::Client;
 
 use crate::cni::NetworkConfig;
 use crate::error::{Error, Result};
+use crate::image::registry::Registries;
 use crate::pod_worker::backoff::BackoffPolicy;
 use crate::pod_worker::{PodHandle, WorkerCtx, WorkerEnv};
 use crate::registration::{self, NodeFacts};
@@ -70,8 +71,8 @@ pub struct AgentConfig {
     pub max_pods: u32,
     /// Pods started side by side (see [`WorkerCtx::start_gate`]).
     pub parallel_pod_starts: usize,
-    /// Registries (host:port) pulled from over plain HTTP.
-    pub insecure_registries: Vec<String>,
+    /// How registries are reached (plain HTTP ones, private CAs).
+    pub registries: Registries,
     /// How the shim runs containers (binary and state folder).
     pub oci_runtime: OciRuntime,
     /// Pod sandboxes (network and shim) kept ready ahead of time (0: none).
@@ -114,7 +115,7 @@ pub async fn start(
         &cfg.containerd_socket,
         &cfg.containerd_namespace,
         &cfg.data_dir,
-        cfg.insecure_registries.clone(),
+        cfg.registries.clone(),
         &cfg.oci_runtime,
     )
     .await?;

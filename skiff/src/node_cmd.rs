@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use skiff_node::agent::{self, AgentConfig};
+use skiff_node::image::registry::Registries;
 use skiff_node::pod_worker::backoff::BackoffPolicy;
 use skiff_node::runtime::containerd::OciRuntime;
 use skiff_proto::tls::holder::Holder;
@@ -109,6 +110,11 @@ pub struct NodeArgs {
     /// A registry (HOST:PORT) to pull from over plain HTTP; loopback ones always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// HOST[:PORT]=FILE: trust the CA bundle (PEM) in FILE for that registry, beside the
+    /// system's roots (a private registry's own CA). The file is read at each pull. A
+    /// registry given a CA is reached over TLS, on loopback too.
+    #[arg(long = "registry-ca", value_parser = registry_ca)]
+    pub registry_cas: Vec<(String, PathBuf)>,
     /// Run no service proxy (ClusterIP/NodePort forwarding in nftables).
     #[arg(long)]
     pub no_proxy: bool,
@@ -118,6 +124,18 @@ pub struct NodeArgs {
     /// Run inside this network namespace (`ip netns` name): for several nodes on one machine.
     #[arg(long)]
     pub netns: Option<String>,
+}
+
+/// `--registry-ca HOST[:PORT]=FILE`; the file must be readable now (it is read again at each
+/// pull).
+fn registry_ca(value: &str) -> Result<(String, PathBuf), String> {
+    let (host, file) = value
+        .split_once('=')
+        .filter(|(h, f)| !h.is_empty() && !f.is_empty())
+        .ok_or_else(|| format!("{value:?} is not HOST[:PORT]=FILE"))?;
+    let path = PathBuf::from(file);
+    std::fs::metadata(&path).map_err(|e| format!("{file}: {e}"))?;
+    Ok((host.to_string(), path))
 }
 
 fn host_name() -> String {
@@ -285,7 +303,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(default_parallel_pod_starts),
         warm_sandboxes: args.warm_sandboxes,
         warm_roots: args.warm_roots,
-        insecure_registries: args.insecure_registries.clone(),
+        registries: Registries {
+            insecure: args.insecure_registries.clone(),
+            cas: args.registry_cas.clone(),
+        },
         oci_runtime,
     };
     tracing::info!(node = %name, endpoints = ?args.endpoints, "node agent starting");

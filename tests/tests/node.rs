@@ -817,6 +817,63 @@ fn pod_cgroups_left(uid: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_registry_is_trusted_with_its_own_ca_and_a_stranger_certificate_is_refused() {
+    require_system_parts();
+    let w = world(&[]).await;
+    let client = w.cluster.client();
+    w.registry
+        .push(&OciImage::busybox("private"), "skiff/private", "1");
+    let private = format!("{}/skiff/private:1", w.private_registry.addr);
+    // A third face of the same images over TLS, with a CA the agent was never given.
+    let (stranger, _) = w
+        .registry
+        .twin_over_tls(w.cluster.dir(), "stranger-registry");
+    let unknown = format!("{}/skiff/private:1", stranger.addr);
+    let pod_of = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: n1\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+        )
+    };
+
+    info!("phase: an image from the registry whose CA the agent was given (--registry-ca) is pulled over TLS and runs");
+    let (p, _) = apply_and_run(&w, &client, "trusted", &pod_of("trusted", &private)).await;
+    let status = p.status.expect("status");
+    let image_id = status.container_statuses.expect("statuses")[0]
+        .image
+        .clone();
+    assert_eq!(
+        image_id, private,
+        "recorded under the name it was pulled by"
+    );
+
+    info!(
+        "phase: a registry with a certificate from an unknown CA is refused: ErrImagePull says why"
+    );
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&pod_of("untrusted", &unknown)),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let why = loop {
+        let waiting = pod(&client, "untrusted")
+            .await
+            .and_then(|p| waiting_reason(&p, "c"));
+        if let Some((reason, message)) = waiting {
+            if reason == "ErrImagePull" {
+                break message;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ErrImagePull on the stranger");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        why.contains("certificate") || why.contains("UnknownIssuer"),
+        "the refusal names the certificate: {why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_errors_crash_loops_probes_config_and_imports_show_in_status() {
     require_system_parts();
     let w = world(&["--backoff-initial-ms", "1000", "--backoff-max-ms", "8000"]).await;

@@ -40,7 +40,7 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// The agent's images.
 pub struct ImageStore {
     conn: Conn,
-    insecure: Vec<String>,
+    registries: registry::Registries,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// What a manifest digest resolves to: content under a digest never changes, so a pod
     /// start need not read and parse the manifest and config again.
@@ -48,11 +48,11 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// Images of `conn`'s namespace; `insecure` registries are reached over plain HTTP.
-    pub fn new(conn: Conn, insecure: Vec<String>) -> Self {
+    /// Images of `conn`'s namespace, pulled as `registries` says.
+    pub fn new(conn: Conn, registries: registry::Registries) -> Self {
         Self {
             conn,
-            insecure,
+            registries,
             locks: Mutex::default(),
             by_digest: Mutex::default(),
         }
@@ -91,7 +91,7 @@ impl ImageStore {
         let started = std::time::Instant::now();
         let lease = self.conn.lease(LEASE_TTL).await?;
         let result = async {
-            let pulled = registry::pull(&self.conn, &lease, &r, &self.insecure).await?;
+            let pulled = registry::pull(&self.conn, &lease, &r, &self.registries).await?;
             self.record(
                 &name,
                 &lease,

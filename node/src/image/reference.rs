@@ -31,13 +31,8 @@ impl ImageRef {
         if image.is_empty() {
             return Err(bad("is empty"));
         }
-        if image
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_ascii_uppercase())
-        {
-            return Err(bad(
-                "must be lower case without spaces (as registry/repository:tag)",
-            ));
+        if image.chars().any(char::is_whitespace) {
+            return Err(bad("must have no spaces (as registry/repository:tag)"));
         }
         let (rest, digest) = match image.split_once('@') {
             Some((r, d)) => {
@@ -59,12 +54,22 @@ impl ImageRef {
             }
             _ => ("docker.io".to_string(), rest.to_string()),
         };
+        // Docker Hub's old name is the same registry.
+        let registry = if registry == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            registry
+        };
         let (repository, tag) = match path.rsplit_once(':') {
             Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), Some(tag.to_string())),
             _ => (path, None),
         };
         if repository.is_empty() || repository.split('/').any(str::is_empty) {
             return Err(bad("repository name is empty"));
+        }
+        // Registry hosts and tags may have capitals; repository names may not.
+        if repository.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(bad("the repository name must be lower case"));
         }
         let repository = if registry == "docker.io" && !repository.contains('/') {
             format!("library/{repository}")
@@ -116,6 +121,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_form_kubernetes_accepts_resolves_as_containerd_records_it() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let cases = [
+            ("busybox", "docker.io/library/busybox:latest".to_string()),
+            (
+                "docker.io/busybox",
+                "docker.io/library/busybox:latest".into(),
+            ),
+            (
+                "index.docker.io/library/busybox:1.36",
+                "docker.io/library/busybox:1.36".into(),
+            ),
+            ("me/app:V1.2", "docker.io/me/app:V1.2".into()),
+            ("localhost:5000/app", "localhost:5000/app:latest".into()),
+            (
+                "Reg.Example:5000/team/app",
+                "Reg.Example:5000/team/app:latest".into(),
+            ),
+            ("[::1]:5000/app:1", "[::1]:5000/app:1".into()),
+            ("quay.io/org/sub/app:v2", "quay.io/org/sub/app:v2".into()),
+            (
+                &format!("app@{digest}")[..],
+                format!("docker.io/library/app@{digest}"),
+            ),
+            (
+                &format!("reg.example:5000/app:1.0@{digest}")[..],
+                format!("reg.example:5000/app:1.0@{digest}"),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ImageRef::parse(input).unwrap().to_string(), want, "{input}");
+        }
+        let pinned = ImageRef::parse(&format!("reg.example:5000/app:1.0@{digest}")).unwrap();
+        assert_eq!(pinned.registry, "reg.example:5000");
+        assert_eq!(pinned.tag.as_deref(), Some("1.0"));
+        assert_eq!(pinned.digest.as_deref(), Some(digest));
+    }
+
+    #[test]
     fn short_names_are_normalised_as_docker_does() {
         let cases = [
             ("busybox", "docker.io/library/busybox:latest"),
@@ -138,6 +182,7 @@ mod tests {
         for (input, why) in [
             ("", "empty"),
             ("Busybox", "lower case"),
+            ("a b", "no spaces"),
             ("app@sha256:12", "digest"),
             ("app:", "tag is empty"),
             ("reg.example/", "repository"),

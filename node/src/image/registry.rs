@@ -3,9 +3,10 @@
 //! layers streamed into containerd's content store under a lease.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
@@ -33,36 +34,88 @@ pub struct Pulled {
     pub config: Vec<u8>,
 }
 
-fn pull_error(image: &ImageRef, e: impl std::fmt::Display) -> Error {
+/// A failed pull, with the whole chain of causes: the client's own message alone hides why
+/// (an unknown certificate authority, a refused connection).
+fn pull_error(image: &ImageRef, e: impl std::error::Error) -> Error {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    pull_failed(image, message)
+}
+
+fn pull_failed(image: &ImageRef, message: impl Into<String>) -> Error {
     Error::Pull {
         image: image.to_string(),
-        message: e.to_string(),
+        message: message.into(),
     }
 }
 
-/// Pull `image` into the content store; registries in `insecure` (and loopback ones) are
-/// reached over plain HTTP.
+/// How the agent reaches registries.
+#[derive(Debug, Clone, Default)]
+pub struct Registries {
+    /// Registries (host\[:port\]) reached over plain HTTP; loopback ones are too, unless
+    /// they have a CA of their own.
+    pub insecure: Vec<String>,
+    /// Private registries' CA bundles (PEM), trusted for that registry beside the system's
+    /// roots. Read at each pull, so a replaced file counts from the next pull on.
+    pub cas: Vec<(String, PathBuf)>,
+}
+
+impl Registries {
+    fn ca_of(&self, registry: &str) -> Option<&PathBuf> {
+        self.cas
+            .iter()
+            .find_map(|(host, path)| (host == registry).then_some(path))
+    }
+
+    /// The client for `image`'s registry: plain HTTP for insecure and loopback ones, else
+    /// TLS checked against the system's roots and the registry's own CA.
+    fn client_for(&self, image: &ImageRef) -> Result<oci_client::Client> {
+        let ca = self.ca_of(&image.registry);
+        let plain =
+            ca.is_none() && (image.is_loopback() || self.insecure.contains(&image.registry));
+        let mut extra_root_certificates = Vec::new();
+        if let Some(path) = ca {
+            let data = std::fs::read(path).map_err(|e| {
+                pull_failed(
+                    image,
+                    format!("reading the registry's CA {}: {e}", path.display()),
+                )
+            })?;
+            extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        // One TLS stack in the whole system: rustls with ring, as every gRPC connection.
+        skiff_proto::tls::live::install_process_provider();
+        oci_client::Client::try_from(ClientConfig {
+            protocol: if plain {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        })
+        .map_err(|e| pull_error(image, e))
+    }
+}
+
+/// Pull `image` into the content store.
 pub async fn pull(
     conn: &Conn,
     lease: &Lease,
     image: &ImageRef,
-    insecure: &[String],
+    registries: &Registries,
 ) -> Result<Pulled> {
-    let protocol = if image.is_loopback() || insecure.contains(&image.registry) {
-        ClientProtocol::Http
-    } else {
-        ClientProtocol::Https
-    };
-    // One TLS stack in the whole system: rustls with ring, as every gRPC connection; the
-    // registry's certificate is checked against the system's roots.
-    skiff_proto::tls::live::install_process_provider();
-    let client = oci_client::Client::try_from(ClientConfig {
-        protocol,
-        connect_timeout: Some(std::time::Duration::from_secs(10)),
-        read_timeout: Some(std::time::Duration::from_secs(60)),
-        ..Default::default()
-    })
-    .map_err(|e| pull_error(image, e))?;
+    let client = registries.client_for(image)?;
     let auth = RegistryAuth::Anonymous;
     // Built from the parts already parsed: `Reference::from_str` compiles a large Unicode
     // regex on first use, which left ~25 MiB of heap in the agent for good.
@@ -92,7 +145,7 @@ pub async fn pull(
     if oci::is_index(&media_type, &doc) {
         let index: Index = serde_json::from_value(doc).map_err(|e| pull_error(image, e))?;
         let entry = oci::pick_platform(&index).ok_or_else(|| {
-            pull_error(
+            pull_failed(
                 image,
                 "the index has no manifest for linux on this architecture",
             )
@@ -110,7 +163,7 @@ pub async fn pull(
         media_type = entry.media_type.clone();
     }
     if content::digest_of(&bytes) != digest {
-        return Err(pull_error(
+        return Err(pull_failed(
             image,
             "manifest digest does not match its bytes",
         ));

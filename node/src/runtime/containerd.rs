@@ -29,6 +29,7 @@ use super::{
 };
 use crate::ctd::Conn;
 use crate::error::{Error, Result};
+use crate::image::registry::Registries;
 use crate::image::ImageStore;
 
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -89,14 +90,13 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Connect to containerd at `socket`; exec output is staged under `state_dir`; registries
-    /// in `insecure_registries` are pulled from over plain HTTP; the shim runs containers as
-    /// `oci_runtime` says.
+    /// Connect to containerd at `socket`; exec output is staged under `state_dir`; images are
+    /// pulled as `registries` says; the shim runs containers as `oci_runtime` says.
     pub async fn connect(
         socket: &Path,
         namespace: &str,
         state_dir: &Path,
-        insecure_registries: Vec<String>,
+        registries: Registries,
         oci_runtime: &OciRuntime,
     ) -> Result<Self> {
         let conn = Conn::connect(socket, namespace).await?;
@@ -109,7 +109,7 @@ impl Containerd {
         super::legacy_shim::keep_runnable(&conn, &state_dir.join("oci-runtime")).await;
         let sandbox_root = super::sandbox::prepare_root(&state_dir.join("sandbox-root"))?;
         Ok(Self {
-            images: ImageStore::new(conn.clone(), insecure_registries),
+            images: ImageStore::new(conn.clone(), registries),
             conn,
             exec_dir,
             sandbox_root,

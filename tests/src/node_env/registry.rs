@@ -3,9 +3,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use skiff_proto::tls::authority::ClusterCa;
+use skiff_proto::tls::holder::Holder;
 
 use super::image::{digest, OciImage};
 
@@ -13,6 +16,7 @@ use super::image::{digest, OciImage};
 pub struct Registry {
     /// host:port it serves on.
     pub addr: String,
+    storage: PathBuf,
     child: Child,
 }
 
@@ -38,21 +42,49 @@ fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -
 impl Registry {
     /// Start a registry listening on `ip` (a free port), storing under `dir`.
     pub fn start(ip: &str, dir: &Path) -> Self {
+        Self::spawn(ip, dir, "registry", &dir.join("registry-data"), "")
+    }
+
+    /// A twin serving the same images over TLS, with a certificate for its address from a CA
+    /// of its own (`name`'s files under `dir`); returns it and that CA's certificate file.
+    pub fn twin_over_tls(&self, dir: &Path, name: &str) -> (Registry, PathBuf) {
+        let ip = self.addr.rsplit_once(':').expect("host:port").0;
+        let ca = ClusterCa::generate(name).expect("a CA");
+        let creds = ca
+            .issue(&Holder::Control(1), &[ip.parse().expect("an IP address")])
+            .expect("a certificate");
+        let (cert, key, ca_file) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+            dir.join(format!("{name}-ca.crt")),
+        );
+        std::fs::write(&cert, &creds.cert).expect("certificate");
+        std::fs::write(&key, &creds.key).expect("key");
+        std::fs::write(&ca_file, &ca.cert).expect("CA");
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        (Self::spawn(ip, dir, name, &self.storage, &tls), ca_file)
+    }
+
+    fn spawn(ip: &str, dir: &Path, name: &str, storage: &Path, http_extra: &str) -> Self {
         let port = {
             let l = std::net::TcpListener::bind((ip, 0)).expect("free port");
             l.local_addr().expect("addr").port()
         };
         let addr = format!("{ip}:{port}");
-        let config = dir.join("registry.yml");
+        let config = dir.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.join("registry-data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{http_extra}",
+                storage.display()
             ),
         )
         .expect("registry config");
-        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -66,7 +98,11 @@ impl Registry {
             assert!(Instant::now() < deadline, "the registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { addr, child }
+        Self {
+            addr,
+            storage: storage.to_path_buf(),
+            child,
+        }
     }
 
     /// Push `image` as `repo:tag`; returns the image reference.

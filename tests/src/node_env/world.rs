@@ -74,6 +74,9 @@ pub struct World {
     pub containerd: Containerd,
     /// The registry.
     pub registry: Registry,
+    /// The same registry over TLS, with a CA of its own that the agent is given
+    /// (`--registry-ca`).
+    pub private_registry: Registry,
     /// The test host.
     pub host: TestHost,
     /// The control plane.
@@ -132,12 +135,16 @@ pub async fn world(agent_flags: &[&str]) -> World {
     let host = TestHost::create();
     let containerd = Containerd::start(cluster.dir());
     let registry = Registry::start(&host.gateway, cluster.dir());
+    let (private_registry, private_ca) = registry.twin_over_tls(cluster.dir(), "private-registry");
+    let private_ca = format!("{}={}", private_registry.addr, private_ca.display());
     // The agent joins with a node token, as an operator's node does: it pins the CA by the
     // token's hash and gets its own certificate.
     let token = node_token(&cluster).await;
     let mut flags = vec![
         "--insecure-registry",
         registry.addr.as_str(),
+        "--registry-ca",
+        private_ca.as_str(),
         "--token",
         token.as_str(),
     ];
@@ -169,6 +176,7 @@ pub async fn world(agent_flags: &[&str]) -> World {
         agent,
         containerd,
         registry,
+        private_registry,
         host,
         cluster,
     }
