@@ -21,6 +21,7 @@ use skiff_proto::Client;
 use crate::cni::NetworkConfig;
 use crate::error::{Error, Result};
 use crate::image::registry::Registries;
+use crate::pod_network::{self, PodNetworkConfig};
 use crate::pod_worker::backoff::BackoffPolicy;
 use crate::pod_worker::{PodHandle, WorkerCtx, WorkerEnv};
 use crate::registration::{self, NodeFacts};
@@ -57,6 +58,12 @@ pub struct AgentConfig {
     pub service_cidr: String,
     /// The node's address (detected when `None`).
     pub node_ip: Option<String>,
+    /// How pod traffic crosses to other nodes.
+    pub pod_network: pod_network::Mode,
+    /// The VXLAN network id (clusters beside each other on one host take different ones).
+    pub vxlan_vni: u32,
+    /// The nftables table (family ip) of the pods' egress masquerade.
+    pub egress_table: String,
     /// The agent API's port, reported on the Node.
     pub agent_port: u16,
     /// Restart and pull back-off.
@@ -150,15 +157,28 @@ pub async fn start(
         cfg.lease_namespace.clone(),
         cfg.heartbeat,
     ));
-    let network = NetworkConfig {
+    let mut network = NetworkConfig {
         plugin_dir: cfg.cni_plugin_dir.clone(),
         bridge: cfg.bridge.clone(),
         pod_cidr,
         cluster_cidr: cfg.cluster_cidr.clone(),
         service_cidr: cfg.service_cidr.clone(),
         ipam_dir: cfg.data_dir.join("cni"),
+        mtu: None,
     };
+    let across = PodNetworkConfig {
+        mode: cfg.pod_network,
+        node_name: cfg.node_name.clone(),
+        node_ip: parse_setting("--node-ip", &ip)?,
+        pod_cidr: parse_setting("spec.podCIDR", &network.pod_cidr)?,
+        cluster_cidr: parse_setting("--cluster-cidr", &cfg.cluster_cidr)?,
+        service_cidr: parse_setting("--service-cidr", &cfg.service_cidr)?,
+        vni: cfg.vxlan_vni,
+        egress_table: cfg.egress_table.clone(),
+    };
+    network.mtu = Some(pod_network::prepare(&across).await?);
     network.prepare_host().await?;
+    tokio::spawn(pod_network::run_peers(client.clone(), across));
     let parallel = cfg.parallel_pod_starts.max(1);
     let start_gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let runtime = Arc::new(runtime);
@@ -311,4 +331,15 @@ impl Agent {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// A setting parsed, or refused naming where it came from.
+fn parse_setting<T: std::str::FromStr>(field: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| Error::InvalidSpec {
+        field: field.into(),
+        reason: format!("{value:?}: {e}"),
+    })
 }

@@ -68,6 +68,8 @@ pub struct NetworkConfig {
     pub service_cidr: String,
     /// host-local's allocation records.
     pub ipam_dir: PathBuf,
+    /// The pods' MTU (the underlay's, less any encapsulation); the plugin's default if none.
+    pub mtu: Option<u32>,
 }
 
 /// A pod's network: its namespace and address.
@@ -157,7 +159,7 @@ impl NetworkConfig {
     }
 
     fn bridge_conf(&self) -> serde_json::Value {
-        json!({
+        let mut conf = json!({
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
             "type": "bridge",
@@ -171,7 +173,11 @@ impl NetworkConfig {
                 "routes": [{"dst": "0.0.0.0/0"}],
                 "dataDir": self.ipam_dir,
             },
-        })
+        });
+        if let Some(mtu) = self.mtu {
+            conf["mtu"] = mtu.into();
+        }
+        conf
     }
 
     async fn plugin(

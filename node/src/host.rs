@@ -45,20 +45,33 @@ pub fn read() -> HostInfo {
     }
 }
 
-/// The first global IPv4 address of this network namespace (`ip -4 addr`), skipping
-/// `skip_dev` (the pod bridge), or loopback when there is none.
+/// The node's address when none is given: the first global IPv4 address of the interface
+/// of the default route (as kubelet and flannel pick it), else the first global one not on
+/// `skip_dev` (the pod bridge), else loopback.
 pub async fn primary_ipv4(skip_dev: &str) -> String {
+    let routes = crate::cni::run("ip", &["-4", "route", "show", "default"])
+        .await
+        .unwrap_or_default();
     let out = crate::cni::run("ip", &["-4", "-o", "addr", "show", "scope", "global"])
         .await
         .unwrap_or_default();
-    parse_primary(&out, skip_dev).unwrap_or_else(|| "127.0.0.1".into())
+    default_route_device(&routes)
+        .and_then(|dev| parse_primary(&out, |d| d == dev))
+        .or_else(|| parse_primary(&out, |d| d != skip_dev))
+        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
-fn parse_primary(out: &str, skip_dev: &str) -> Option<String> {
+fn default_route_device(routes: &str) -> Option<&str> {
+    routes
+        .lines()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "dev").nth(1))
+}
+
+fn parse_primary(out: &str, take: impl Fn(&str) -> bool) -> Option<String> {
     out.lines().find_map(|l| {
         let mut f = l.split_whitespace();
         let dev = f.nth(1)?;
-        if dev == skip_dev {
+        if !take(dev) {
             return None;
         }
         let addr = f.skip_while(|w| *w != "inet").nth(1)?;
@@ -71,11 +84,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_global_address_not_on_the_bridge_is_the_node_ip() {
+    fn the_default_route_interface_or_else_the_first_global_address_is_the_node_ip() {
         let out = "3: skiff0    inet 10.244.1.1/24 scope global skiff0\\ ...\n\
-                   5: eth0    inet 10.233.0.2/30 scope global eth0\\ ...\n";
-        assert_eq!(parse_primary(out, "skiff0").as_deref(), Some("10.233.0.2"));
-        assert_eq!(parse_primary("", "skiff0"), None);
+                   5: eth0    inet 10.233.0.2/30 scope global eth0\\ ...\n\
+                   6: eth1    inet 192.0.2.7/24 scope global eth1\\ ...\n";
+        assert_eq!(
+            parse_primary(out, |d| d != "skiff0").as_deref(),
+            Some("10.233.0.2")
+        );
+        let dev = default_route_device("default via 192.0.2.1 dev eth1 proto dhcp\n");
+        assert_eq!(dev, Some("eth1"));
+        assert_eq!(
+            parse_primary(out, |d| Some(d) == dev).as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(parse_primary("", |_| true), None);
         let h = read();
         assert!(h.cpus >= 1 && h.memory_kib > 0);
     }

@@ -10,6 +10,7 @@
 //! - [`proxy`]: the service proxy: ClusterIPs and NodePorts in nftables.
 //! - [`cgroups`]: the pod's parent cgroup, removed with the pod.
 //! - [`cni`]: CNI plugin calls; the node bridge and its routes.
+//! - [`pod_network`]: routes to the other nodes' pods (VXLAN or host-gw), egress masquerade.
 //! - [`netns`]: the pods' named network namespaces, made in-process.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
 //! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod netns;
+pub mod pod_network;
 pub mod pod_worker;
 pub mod proxy;
 pub mod registration;

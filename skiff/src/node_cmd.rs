@@ -55,9 +55,18 @@ pub struct NodeArgs {
     /// The cluster's service range (routed to the bridge, never off the node).
     #[arg(long, default_value = "10.96.0.0/12")]
     pub service_cidr: String,
-    /// The node's address (default: the first global IPv4 address).
+    /// The node's address, published as its InternalIP and used by the other nodes to reach
+    /// its pods (default: the address of the default route's interface).
     #[arg(long)]
     pub node_ip: Option<String>,
+    /// How pod traffic crosses to other nodes: `vxlan` (encapsulated; works across routed
+    /// networks) or `host-gw` (a route per node via its address; nodes on one L2 segment).
+    #[arg(long, default_value = "vxlan")]
+    pub pod_network: skiff_node::pod_network::Mode,
+    /// The VXLAN network id; the device is `skiff.<VNI>` (UDP port 8472). Clusters beside each
+    /// other on one host take different ones.
+    #[arg(long, default_value_t = 1)]
+    pub vxlan_vni: u32,
     /// Port of the agent's API (logs, exec), reported on the Node.
     #[arg(long, default_value_t = 10250)]
     pub agent_port: u16,
@@ -289,6 +298,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         service_cidr: args.service_cidr.clone(),
         node_ip: args.node_ip.clone(),
+        pod_network: args.pod_network,
+        vxlan_vni: args.vxlan_vni,
+        egress_table: format!("{}_egress", args.proxy_table),
         agent_port: args.agent_port,
         backoff: BackoffPolicy {
             initial: Duration::from_millis(args.backoff_initial_ms),
@@ -333,6 +345,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             agent.client.clone(),
             skiff_node::proxy::ProxyConfig {
                 table: args.proxy_table.clone(),
+                cluster_cidr: args.cluster_cidr.clone(),
             },
         ));
     }

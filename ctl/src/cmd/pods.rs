@@ -52,13 +52,14 @@ pub struct ExecArgs {
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// Import the images of an OCI archive (a tar of an OCI image layout) onto a node.
+    /// Import the images of an OCI archive (a tar of an OCI image layout) onto a node, or onto
+    /// every Ready node.
     Import {
         /// The archive.
         file: PathBuf,
-        /// The node to import on.
-        #[arg(long, required = true)]
-        node: String,
+        /// The node to import on (default: every Ready node).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -123,11 +124,56 @@ pub async fn image(client: &Client, c: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Import { file, node } => {
             let data =
                 std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let names = client.import_image(&node, data).await?;
-            for n in names {
-                println!("image/{n} imported on node/{node}");
+            let nodes = match node {
+                Some(n) => vec![n],
+                None => ready_nodes(client).await?,
+            };
+            if nodes.is_empty() {
+                anyhow::bail!("no node is Ready to import on");
+            }
+            let mut failed = 0;
+            for node in &nodes {
+                match client.import_image(node, data.clone()).await {
+                    Ok(names) => {
+                        for n in names {
+                            println!("image/{n} imported on node/{node}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: node/{node}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(ExitWith {
+                    code: 1,
+                    message: format!("{failed} of {} node(s) did not import", nodes.len()),
+                }
+                .into());
             }
             Ok(())
         }
     }
+}
+
+/// The names of the Nodes whose Ready condition is True.
+async fn ready_nodes(client: &Client) -> anyhow::Result<Vec<String>> {
+    let list = client
+        .list_objects("nodes", &skiff_proto::objects::Selection::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter(|n| {
+            n.pointer("/status/conditions")
+                .and_then(|c| c.as_array())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+        .filter_map(|n| n.pointer("/metadata/name")?.as_str().map(String::from))
+        .collect())
 }

@@ -33,6 +33,8 @@ use crate::error::{Error, Result};
 pub struct ProxyConfig {
     /// The nftables table (family `ip`) the proxy owns.
     pub table: String,
+    /// The cluster's pod range: ClusterIP traffic from outside it is masqueraded.
+    pub cluster_cidr: String,
 }
 
 /// Run `script` with `nft -f -` as one transaction.
@@ -135,6 +137,7 @@ fn compute_some(
 struct Programmed {
     ports: BTreeMap<String, model::ServicePort>,
     declared: std::collections::BTreeSet<usize>,
+    hairpin: nft::HairpinCounts,
 }
 
 impl Programmed {
@@ -209,7 +212,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
             // First sync, or a relist: everything, atomically.
             let desired = compute(&services, &endpoints);
             let declared = nft::declared_by(&desired);
-            match apply(&nft::full(&cfg.table, &desired)).await {
+            match apply(&nft::full(&cfg, &desired)).await {
                 Ok(()) => {
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::info!(
@@ -218,6 +221,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
                         "service rules: full sync"
                     );
                     programmed = Some(Programmed {
+                        hairpin: nft::hairpin_counts(&desired),
                         ports: desired,
                         declared,
                     });
@@ -238,7 +242,8 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
         let old = current.of(&keys);
         let new = compute_some(&keys, &services, &endpoints);
         let mut declared = current.declared.clone();
-        let Some(script) = nft::update(&cfg.table, &old, &new, &mut declared) else {
+        let mut hairpin = current.hairpin.clone();
+        let Some(script) = nft::update(&cfg, &old, &new, &mut declared, &mut hairpin) else {
             continue;
         };
         match apply(&script).await {
@@ -248,6 +253,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
                 }
                 current.ports.extend(new);
                 current.declared = declared;
+                current.hairpin = hairpin;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 tracing::debug!(services = keys.len(), ms, "service rules: update");
             }

@@ -7,16 +7,18 @@
 //!
 //! An endpoint change is a handful of element updates in one `nft -f` transaction; no chain
 //! is touched unless a new bucket appears (then the few base-chain rules are rewritten in the
-//! same transaction). Packets to services that enter the node (from pods, from other hosts)
-//! are marked and masqueraded, so replies return through it (hairpin, NodePorts from other
-//! hosts). The node's own connections are not: their source is a local address the backend
-//! answers directly, and each packet is spared a NAT step. A full sync replaces the table
-//! atomically.
+//! same transaction). What is masqueraded, as kube-proxy does: NodePort traffic (so replies
+//! return through the node that took it), ClusterIP traffic from outside the cluster's pod
+//! range (other hosts routing to a ClusterIP), and hairpin traffic (a pod reaching itself
+//! through its Service: `hairpin` holds `backend . backend` for every backend). Pod-to-service
+//! traffic otherwise keeps the client pod's address, on this node and across nodes; the node's
+//! own connections keep theirs too. A full sync replaces the table atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::model::ServicePort;
+use super::ProxyConfig;
 
 /// The mark of packets to masquerade.
 const MASQ_MARK: &str = "0x4000";
@@ -63,6 +65,25 @@ fn elements(desired: &BTreeMap<String, ServicePort>) -> Objects {
     o
 }
 
+/// How many service ports each backend address serves: `hairpin` holds the addresses
+/// counted here, and an update removes one only when no service port has it any more.
+pub type HairpinCounts = BTreeMap<std::net::Ipv4Addr, usize>;
+
+/// The backend counts of `ports`.
+pub fn hairpin_counts(ports: &BTreeMap<String, ServicePort>) -> HairpinCounts {
+    let mut counts = HairpinCounts::new();
+    for p in ports.values() {
+        for (ip, _) in &p.backends {
+            *counts.entry(*ip).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn hairpin_element(ip: &std::net::Ipv4Addr) -> String {
+    format!("{ip} . {ip}")
+}
+
 fn buckets(o: &Objects) -> BTreeSet<usize> {
     o.keys()
         .filter_map(|k| k.strip_prefix("backends_").and_then(|n| n.parse().ok()))
@@ -91,7 +112,8 @@ fn declare(s: &mut String, table: &str, n: usize) {
     );
 }
 
-fn base_rules(s: &mut String, table: &str, ns: &BTreeSet<usize>) {
+fn base_rules(s: &mut String, cfg: &ProxyConfig, ns: &BTreeSet<usize>) {
+    let table = &cfg.table;
     for chain in ["prerouting", "output"] {
         let _ = writeln!(s, "flush chain ip {table} {chain}");
         let add = |s: &mut String, rule: String| {
@@ -107,16 +129,27 @@ fn base_rules(s: &mut String, table: &str, ns: &BTreeSet<usize>) {
             s,
             "fib daddr type local meta l4proto . th dport @noendpoint_nodeports reject".into(),
         );
-        let mark = if chain == "prerouting" {
-            format!("meta mark set meta mark | {MASQ_MARK} ")
+        let (mark, from_outside) = if chain == "prerouting" {
+            (
+                format!("meta mark set meta mark | {MASQ_MARK} "),
+                format!("ip saddr != {} ", cfg.cluster_cidr),
+            )
         } else {
-            String::new()
+            (String::new(), String::new())
         };
         for n in ns {
+            if !from_outside.is_empty() {
+                add(
+                    s,
+                    format!(
+                        "{from_outside}ip daddr . meta l4proto . th dport @services_{n} {mark}"
+                    ),
+                );
+            }
             add(
                 s,
                 format!(
-                    "ip daddr . meta l4proto . th dport @services_{n} {mark}dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
+                    "ip daddr . meta l4proto . th dport @services_{n} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
                 ),
             );
             add(
@@ -148,7 +181,8 @@ fn add_elements(s: &mut String, table: &str, object: &str, items: &[(&String, &O
 }
 
 /// The whole table, replacing whatever is there (one atomic transaction).
-pub fn full(table: &str, desired: &BTreeMap<String, ServicePort>) -> String {
+pub fn full(cfg: &ProxyConfig, desired: &BTreeMap<String, ServicePort>) -> String {
+    let table = &cfg.table;
     let o = elements(desired);
     let ns = buckets(&o);
     let mut s = String::with_capacity(1024 + desired.len() * 160);
@@ -165,6 +199,10 @@ pub fn full(table: &str, desired: &BTreeMap<String, ServicePort>) -> String {
         s,
         "add set ip {table} noendpoint_nodeports {{ typeof meta l4proto . th dport; }}"
     );
+    let _ = writeln!(
+        s,
+        "add set ip {table} hairpin {{ typeof ip saddr . ip daddr; }}"
+    );
     for n in &ns {
         declare(&mut s, table, *n);
     }
@@ -178,7 +216,17 @@ pub fn full(table: &str, desired: &BTreeMap<String, ServicePort>) -> String {
         s,
         "add rule ip {table} postrouting meta mark & {MASQ_MARK} == {MASQ_MARK} masquerade"
     );
-    base_rules(&mut s, table, &ns);
+    let _ = writeln!(
+        s,
+        "add rule ip {table} postrouting ct status dnat ip saddr . ip daddr @hairpin masquerade"
+    );
+    base_rules(&mut s, cfg, &ns);
+    let hairpin: Vec<String> = hairpin_counts(desired)
+        .keys()
+        .map(hairpin_element)
+        .collect();
+    let hairpin: Vec<(&String, &Option<String>)> = hairpin.iter().map(|h| (h, &None)).collect();
+    add_elements(&mut s, table, "hairpin", &hairpin);
     for (object, items) in &o {
         let items: Vec<(&String, &Option<String>)> = items.iter().collect();
         add_elements(&mut s, table, object, &items);
@@ -194,12 +242,15 @@ pub fn declared_by(desired: &BTreeMap<String, ServicePort>) -> BTreeSet<usize> {
 /// The changes from `applied` to `desired`, or `None` when there are none. `declared` holds
 /// the buckets whose sets, maps and rules exist; a bucket once declared stays (empty) until
 /// the next full sync, so a service moving between backend counts touches elements only.
+/// `hairpin` holds the backend counts of everything programmed, and is brought up to date.
 pub fn update(
-    table: &str,
+    cfg: &ProxyConfig,
     applied: &BTreeMap<String, ServicePort>,
     desired: &BTreeMap<String, ServicePort>,
     declared: &mut BTreeSet<usize>,
+    hairpin: &mut HairpinCounts,
 ) -> Option<String> {
+    let table = &cfg.table;
     let (old, new) = (elements(applied), elements(desired));
     let mut s = String::new();
     let fresh: Vec<usize> = buckets(&new).difference(declared).copied().collect();
@@ -208,7 +259,7 @@ pub fn update(
     }
     if !fresh.is_empty() {
         declared.extend(fresh.iter().copied());
-        base_rules(&mut s, table, declared);
+        base_rules(&mut s, cfg, declared);
     }
     let empty = BTreeMap::new();
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
@@ -236,6 +287,28 @@ pub fn update(
             .collect();
         add_elements(&mut s, table, object, &added);
     }
+    let (gone, came) = (hairpin_counts(applied), hairpin_counts(desired));
+    let touched: BTreeSet<&std::net::Ipv4Addr> = gone.keys().chain(came.keys()).collect();
+    for ip in touched {
+        let before = hairpin.get(ip).copied().unwrap_or(0);
+        let after = (before + came.get(ip).copied().unwrap_or(0))
+            .saturating_sub(gone.get(ip).copied().unwrap_or(0));
+        if after == 0 {
+            hairpin.remove(ip);
+        } else {
+            hairpin.insert(*ip, after);
+        }
+        let verb = match (before > 0, after > 0) {
+            (true, false) => "delete",
+            (false, true) => "add",
+            _ => continue,
+        };
+        let _ = writeln!(
+            s,
+            "{verb} element ip {table} hairpin {{ {} }}",
+            hairpin_element(ip)
+        );
+    }
     (!s.is_empty()).then_some(s)
 }
 
@@ -243,6 +316,13 @@ pub fn update(
 mod tests {
     use super::super::model::Protocol;
     use super::*;
+
+    fn cfg() -> ProxyConfig {
+        ProxyConfig {
+            table: "skiff".into(),
+            cluster_cidr: "10.244.0.0/16".into(),
+        }
+    }
 
     fn port(backends: &[(&str, u16)], node_port: Option<u16>) -> ServicePort {
         ServicePort {
@@ -264,11 +344,19 @@ mod tests {
             "svc-a".to_string(),
             port(&[("10.244.1.2", 8080), ("10.244.1.3", 8080)], Some(30080)),
         )]);
-        let s = full("skiff", &d);
+        let s = full(&cfg(), &d);
         assert!(s.starts_with("table ip skiff {}\ndelete table ip skiff\n"));
         assert!(s.contains("numgen random mod 2 map @backends_2"));
-        // Only traffic entering the node is marked for masquerade, not the node's own.
-        assert!(s.contains("add rule ip skiff prerouting ip daddr . meta l4proto . th dport @services_2 meta mark set meta mark | 0x4000 dnat"));
+        // Only ClusterIP traffic from outside the pod range is marked for masquerade (not
+        // pods', nor the node's own); NodePort traffic is; hairpin traffic is.
+        assert!(s.contains("add rule ip skiff prerouting ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @services_2 meta mark set meta mark | 0x4000"));
+        assert!(s.contains(
+            "add rule ip skiff prerouting ip daddr . meta l4proto . th dport @services_2 dnat"
+        ));
+        assert!(s.contains("add rule ip skiff prerouting fib daddr type local meta l4proto . th dport @nodeports_2 meta mark set meta mark | 0x4000 dnat"));
+        assert!(s.contains(
+            "add element ip skiff hairpin { 10.244.1.2 . 10.244.1.2, 10.244.1.3 . 10.244.1.3 }"
+        ));
         assert!(s.contains(
             "add rule ip skiff output ip daddr . meta l4proto . th dport @services_2 dnat"
         ));
@@ -290,31 +378,89 @@ mod tests {
             "svc-a".into(),
             port(&[("10.244.1.2", 8080), ("10.244.1.4", 8080)], None),
         );
-        let s = update("skiff", &before, &after, &mut declared_by(&before)).unwrap();
+        let mut hairpin = hairpin_counts(&before);
+        let s = update(
+            &cfg(),
+            &before,
+            &after,
+            &mut declared_by(&before),
+            &mut hairpin,
+        )
+        .unwrap();
         assert_eq!(
             s,
             "delete element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 }\n\
-             add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n"
+             add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n\
+             delete element ip skiff hairpin { 10.244.1.3 . 10.244.1.3 }\n\
+             add element ip skiff hairpin { 10.244.1.4 . 10.244.1.4 }\n"
         );
-        assert!(update("skiff", &after, &after, &mut declared_by(&after)).is_none());
+        assert_eq!(hairpin, hairpin_counts(&after));
+        assert!(update(
+            &cfg(),
+            &after,
+            &after,
+            &mut declared_by(&after),
+            &mut hairpin
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn a_backend_two_services_share_stays_in_hairpin_until_neither_has_it() {
+        let shared = |n: usize| {
+            let mut p = port(&[("10.244.1.2", 8080)], None);
+            p.cluster_ip = format!("10.96.0.{n}").parse().unwrap();
+            p
+        };
+        let all = BTreeMap::from([("a".to_string(), shared(1)), ("b".to_string(), shared(2))]);
+        let mut hairpin = hairpin_counts(&all);
+        let only_a = BTreeMap::from([("a".to_string(), shared(1))]);
+        let s = update(
+            &cfg(),
+            &only_a,
+            &BTreeMap::new(),
+            &mut declared_by(&all),
+            &mut hairpin,
+        )
+        .unwrap();
+        assert!(!s.contains("hairpin"), "b still has it: {s}");
+        let only_b = BTreeMap::from([("b".to_string(), shared(2))]);
+        let s = update(
+            &cfg(),
+            &only_b,
+            &BTreeMap::new(),
+            &mut declared_by(&all),
+            &mut hairpin,
+        )
+        .unwrap();
+        assert!(s.contains("delete element ip skiff hairpin { 10.244.1.2 . 10.244.1.2 }"));
+        assert!(hairpin.is_empty());
     }
 
     #[test]
     fn a_new_bucket_declares_its_maps_and_rules_and_empty_services_reject() {
         let before = BTreeMap::from([("svc-a".to_string(), port(&[], Some(30080)))]);
-        assert!(full("skiff", &before)
+        assert!(full(&cfg(), &before)
             .contains("add element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
         let after = BTreeMap::from([(
             "svc-a".to_string(),
             port(&[("10.244.1.2", 8080)], Some(30080)),
         )]);
         let mut declared = declared_by(&before);
-        let s = update("skiff", &before, &after, &mut declared).unwrap();
+        let mut hairpin = hairpin_counts(&before);
+        let s = update(&cfg(), &before, &after, &mut declared, &mut hairpin).unwrap();
         assert!(s.contains("add map ip skiff backends_1"));
         assert!(s.contains("flush chain ip skiff prerouting"));
         assert!(s.contains("delete element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("add element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
-        let s = update("skiff", &after, &BTreeMap::new(), &mut declared).unwrap();
+        let s = update(
+            &cfg(),
+            &after,
+            &BTreeMap::new(),
+            &mut declared,
+            &mut hairpin,
+        )
+        .unwrap();
         assert!(!s.contains("flush chain"), "bucket 1 stays declared");
         assert!(s.contains("delete element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("delete element ip skiff nodeports_1 { tcp . 30080 }"));

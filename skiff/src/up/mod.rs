@@ -215,6 +215,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             net.bridge.clone().into(),
             "--proxy-table".into(),
             net.proxy_table.clone().into(),
+            // One node has no peers: no tunnel device on the developer's machine.
+            "--pod-network".into(),
+            "host-gw".into(),
             "--cluster-cidr".into(),
             net.cluster_cidr.clone().into(),
             "--service-cidr".into(),

@@ -183,6 +183,15 @@ pub fn remove(net: &LocalNetwork) {
     };
     run("ip", &["link", "del", &net.bridge]);
     run("nft", &["delete", "table", "ip", &net.proxy_table]);
+    run(
+        "nft",
+        &[
+            "delete",
+            "table",
+            "ip",
+            &format!("{}_egress", net.proxy_table),
+        ],
+    );
 }
 
 fn first_free(host: &Host) -> anyhow::Result<LocalNetwork> {

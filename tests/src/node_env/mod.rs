@@ -11,6 +11,8 @@
 //! ```
 
 pub mod image;
+pub mod lan;
+pub mod nodes;
 pub mod registry;
 pub mod world;
 
@@ -122,6 +124,9 @@ pub struct TestHost {
     pub ip: String,
     /// The root namespace's end of the link (how the host reaches the control plane).
     pub gateway: String,
+    /// The address its agent publishes (`--node-ip`): `ip`, or its address on a LAN it
+    /// joined ([`lan::Lan::attach`]).
+    pub node_ip: String,
 }
 
 impl TestHost {
@@ -139,6 +144,7 @@ impl TestHost {
             netns: netns.clone(),
             ip: ip.clone(),
             gateway: gateway.clone(),
+            node_ip: ip.clone(),
         };
         sh(&[
             "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
@@ -463,7 +469,7 @@ impl Agent {
             "--netns".into(),
             host.netns.clone(),
             "--node-ip".into(),
-            host.ip.clone(),
+            host.node_ip.clone(),
             "--endpoints".into(),
             endpoints.join(","),
             "--containerd-socket".into(),

@@ -104,9 +104,8 @@ impl World {
     }
 }
 
-/// Start the world; `agent_flags` go to `skiff node`.
 /// A node join token of `cluster`.
-async fn node_token(cluster: &Cluster) -> String {
+pub(crate) async fn node_token(cluster: &Cluster) -> String {
     use skiff_proto::tls::token::{secret_hash, JoinToken};
     let ca = &cluster.credentials().expect("a cluster with a CA").ca;
     let token = JoinToken::generate(ca).expect("token");
@@ -121,6 +120,7 @@ async fn node_token(cluster: &Cluster) -> String {
     token.to_string()
 }
 
+/// Start the world; `agent_flags` go to `skiff node`.
 pub async fn world(agent_flags: &[&str]) -> World {
     init_tracing();
     info!("phase: a three-node control plane, a test host, containerd, a registry and an agent");

@@ -1,0 +1,343 @@
+//! End-to-end tests of the pod network across nodes: several `skiff node` agents, each in a
+//! test host of its own on one LAN with its own containerd, real VXLAN devices and routes,
+//! and real packets between pods on different nodes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use skiff_e2e::node_env::image::OciImage;
+use skiff_e2e::node_env::nodes::{nodes, Nodes};
+use skiff_e2e::node_env::world::{ok, skiffctl, wait_until};
+use skiff_e2e::node_env::{require_system_parts, TestHost};
+use skiff_proto::objects::Api;
+use tracing::info;
+
+const IMAGE: &str = "example.test/net/busybox:1";
+
+/// A pod on `node` serving its own name at `/` and the caller's address at `/cgi-bin/peer`.
+fn server_pod(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+---
+"#
+    )
+}
+
+async fn pod_ip(api: &Api<Pod>, name: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(p) = api.get(name).await {
+            let s = p.status.unwrap_or_default();
+            if s.phase.as_deref() == Some("Running") {
+                if let Some(ip) = s.pod_ip.filter(|ip| !ip.is_empty()) {
+                    return ip;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod {name} never ran with an IP"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `wget` of `url` run inside pod `pod`.
+fn fetch_in(all: &Nodes, pod: &str, url: &str) -> Result<String, String> {
+    let out = skiffctl(
+        &all.cluster,
+        &[
+            "exec",
+            pod,
+            "--timeout",
+            "5",
+            "--",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            url,
+        ],
+        None,
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// busybox httpd in a test host (not a pod), answering the caller's address at
+/// `/cgi-bin/peer`; stopped on drop.
+struct HostServer(std::process::Child);
+
+impl HostServer {
+    const PORT: u16 = 18080;
+
+    fn start(host: &TestHost, dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir.join("cgi-bin")).expect("web dir");
+        let script = dir.join("cgi-bin/peer");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n",
+        )
+        .expect("cgi script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &host.netns, "busybox", "httpd", "-f", "-p"])
+            .arg(Self::PORT.to_string())
+            .arg("-h")
+            .arg(dir)
+            .spawn()
+            .expect("busybox httpd");
+        std::thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The caller's address as the `peer` CGI printed it (busybox httpd gives IPv4 callers in
+/// their IPv6-mapped form).
+fn peer(answer: Result<String, String>) -> Result<String, String> {
+    answer.map(|a| {
+        a.trim_start_matches("[::ffff:")
+            .trim_end_matches(']')
+            .to_string()
+    })
+}
+
+/// The routes the pod network owns on `host`, one per line.
+fn owned_routes(host: &TestHost) -> String {
+    host.exec(&["ip", "-4", "route", "show", "proto", "210"])
+}
+
+async fn pods_on_two_nodes_reach_each_other(mode: &str) {
+    require_system_parts();
+    let mut all = nodes(2, &["--pod-network", mode]).await;
+    let client = all.cluster.client();
+    let archive = all.cluster.dir().join("net.tar");
+    std::fs::write(&archive, OciImage::busybox("net").archive(IMAGE)).expect("archive");
+    info!("phase: the image is imported on every Ready node (no --node)");
+    let out = ok(&skiffctl(
+        &all.cluster,
+        &["image", "import", archive.to_str().expect("path")],
+        None,
+    ));
+    assert!(
+        out.contains("on node/n1") && out.contains("on node/n2"),
+        "{out}"
+    );
+
+    info!("phase: a pod on each node; each fetches from the other by pod IP");
+    let manifest = format!(
+        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: b}}\nspec:\n  type: NodePort\n  selector: {{app: b}}\n  ports: [{{port: 80, targetPort: http}}]\n",
+        server_pod("a", "n1"),
+        server_pod("b", "n2")
+    );
+    ok(&skiffctl(
+        &all.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    let pods: Api<Pod> = Api::new(client.clone(), "default");
+    let (a_ip, b_ip) = (pod_ip(&pods, "a").await, pod_ip(&pods, "b").await);
+    for host in all.nodes.iter().map(|n| &n.host) {
+        for ip in [&a_ip, &b_ip] {
+            let route = host.exec(&["ip", "route", "get", ip]);
+            assert!(
+                !route.contains(" via 10.233.") && !route.contains("dev lo"),
+                "{ip} must stay inside the test network: {route}"
+            );
+        }
+    }
+    assert_eq!(
+        fetch_in(&all, "a", &format!("http://{b_ip}:8080/")),
+        Ok("b".into())
+    );
+    assert_eq!(
+        fetch_in(&all, "b", &format!("http://{a_ip}:8080/")),
+        Ok("a".into())
+    );
+    assert_eq!(
+        peer(fetch_in(
+            &all,
+            "a",
+            &format!("http://{b_ip}:8080/cgi-bin/peer")
+        )),
+        Ok(a_ip.clone()),
+        "no NAT between pods: b sees a's own address"
+    );
+
+    info!("phase: a's traffic to an address outside the pod and service ranges (a server on n2's host) leaves as n1's address");
+    let n1_ip = all.node("n1").host.node_ip.clone();
+    let n2_ip = all.node("n2").host.node_ip.clone();
+    let host_web = HostServer::start(&all.node("n2").host, &all.cluster.dir().join("host-web"));
+    assert_eq!(
+        peer(fetch_in(
+            &all,
+            "a",
+            &format!("http://{n2_ip}:{}/cgi-bin/peer", HostServer::PORT)
+        )),
+        Ok(n1_ip.clone()),
+        "masqueraded to its node's address"
+    );
+    drop(host_web);
+    let services: Api<Service> = Api::new(client.clone(), "default");
+    let svc = services.get("b").await.expect("service b");
+    let spec = svc.spec.expect("spec");
+    let cluster_ip = spec.cluster_ip.expect("a ClusterIP");
+    let node_port = spec.ports.expect("ports")[0].node_port.expect("a NodePort");
+    wait_until(Duration::from_secs(20), "b is a ready endpoint", || async {
+        fetch_in(&all, "a", &format!("http://{cluster_ip}/")).is_ok()
+    })
+    .await;
+
+    info!("phase: a Service whose only endpoint is on the other node answers by ClusterIP, with the client's address kept");
+    assert_eq!(
+        fetch_in(&all, "a", &format!("http://{cluster_ip}/")),
+        Ok("b".into())
+    );
+    assert_eq!(
+        peer(fetch_in(
+            &all,
+            "a",
+            &format!("http://{cluster_ip}/cgi-bin/peer")
+        )),
+        Ok(a_ip.clone())
+    );
+    assert_eq!(
+        fetch_in(&all, "b", &format!("http://{cluster_ip}/")),
+        Ok("b".into()),
+        "a pod reaches itself through its own Service (hairpin)"
+    );
+
+    info!("phase: a NodePort opened on n1 from a host outside the cluster reaches b on n2");
+    let mut outside = TestHost::create();
+    all.lan.attach(&mut outside);
+    let page = outside.exec(&[
+        "timeout",
+        "5",
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{n1_ip}:{node_port}/"),
+    ]);
+    assert_eq!(page.trim(), "b");
+
+    info!("phase: n1's agent is killed: traffic between the pods goes on; restarted, its routes are the same");
+    let before = owned_routes(&all.node("n1").host);
+    assert_eq!(
+        before.lines().count(),
+        1,
+        "one route, to n2's pods: {before}"
+    );
+    all.node_mut("n1").agent.kill9();
+    for _ in 0..5 {
+        assert_eq!(
+            fetch_in(&all, "b", &format!("http://{a_ip}:8080/")),
+            Ok("a".into())
+        );
+    }
+    all.node_mut("n1").agent.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(owned_routes(&all.node("n1").host), before);
+    assert_eq!(
+        fetch_in(&all, "b", &format!("http://{a_ip}:8080/")),
+        Ok("a".into())
+    );
+
+    info!("phase: a third node joins while pods run; its pod and the others reach each other");
+    all.add_node().await;
+    ok(&skiffctl(
+        &all.cluster,
+        &[
+            "image",
+            "import",
+            archive.to_str().expect("path"),
+            "--node",
+            "n3",
+        ],
+        None,
+    ));
+    ok(&skiffctl(
+        &all.cluster,
+        &["apply", "-f", "-"],
+        Some(&server_pod("c", "n3")),
+    ));
+    let c_ip = pod_ip(&pods, "c").await;
+    assert_eq!(
+        fetch_in(&all, "c", &format!("http://{a_ip}:8080/")),
+        Ok("a".into())
+    );
+    assert_eq!(
+        fetch_in(&all, "a", &format!("http://{c_ip}:8080/")),
+        Ok("c".into())
+    );
+    assert_eq!(
+        fetch_in(&all, "b", &format!("http://{c_ip}:8080/")),
+        Ok("c".into())
+    );
+
+    info!("phase: n3 is stopped and its Node deleted: every other node drops its route, neighbour and forwarding entries");
+    all.node_mut("n3").agent.kill9();
+    ok(&skiffctl(&all.cluster, &["delete", "node", "n3"], None));
+    let n3_cidr = {
+        let c: Vec<&str> = c_ip.split('.').collect();
+        format!("{}.{}.{}.0/", c[0], c[1], c[2])
+    };
+    for name in ["n1", "n2"] {
+        let host = &all.node(name).host;
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{name} drops its route to n3's pods"),
+            || async { !owned_routes(host).contains(&n3_cidr) },
+        )
+        .await;
+        if mode == "vxlan" {
+            let vtep = n3_cidr.trim_end_matches('/');
+            let neigh = host.exec(&["ip", "neigh", "show", "dev", "skiff.1"]);
+            assert!(!neigh.contains(&format!("{vtep} ")), "{name}: {neigh}");
+            let fdb = host.exec(&["bridge", "fdb", "show", "dev", "skiff.1"]);
+            let octets: Vec<u8> = vtep.split('.').filter_map(|o| o.parse().ok()).collect();
+            let mac = format!(
+                "0a:58:{:02x}:{:02x}:{:02x}:{:02x}",
+                octets[0], octets[1], octets[2], octets[3]
+            );
+            assert!(!fdb.contains(&mac), "{name}: {fdb}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_pods_on_different_nodes_reach_each_other_and_services_without_nat() {
+    pods_on_two_nodes_reach_each_other("vxlan").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_gw_pods_on_different_nodes_reach_each_other_and_services_without_nat() {
+    pods_on_two_nodes_reach_each_other("host-gw").await;
+}
