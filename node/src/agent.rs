@@ -64,6 +64,10 @@ pub struct AgentConfig {
     pub vxlan_vni: u32,
     /// The nftables table (family ip) of the pods' egress masquerade.
     pub egress_table: String,
+    /// The cluster domain the node's DNS answers (`cluster.local`).
+    pub cluster_domain: String,
+    /// The node's resolv.conf: forwarded names go to its resolvers, and pods start from it.
+    pub resolv_conf: PathBuf,
     /// The agent API's port, reported on the Node.
     pub agent_port: u16,
     /// Restart and pull back-off.
@@ -105,6 +109,8 @@ pub struct Agent {
     pub pods: Informer<Pod>,
     /// The control plane.
     pub client: Client,
+    /// The Service and Endpoints informers, until the proxy takes them.
+    pub service_watch: Option<crate::proxy::ServiceWatch>,
 }
 
 /// Connect, register and prepare the host; then [`Agent::run`] drives the pods.
@@ -179,6 +185,20 @@ pub async fn start(
     network.mtu = Some(pod_network::prepare(&across).await?);
     network.prepare_host().await?;
     tokio::spawn(pod_network::run_peers(client.clone(), across));
+    let service_watch = crate::proxy::ServiceWatch::start(&client);
+    let dns_address = network.gateway()?;
+    crate::dns::start(
+        &crate::dns::DnsConfig {
+            domain: cfg.cluster_domain.clone(),
+            address: dns_address,
+            resolv_conf: cfg.resolv_conf.clone(),
+        },
+        Arc::new(crate::dns::Caches {
+            services: service_watch.services.clone(),
+            endpoints: service_watch.endpoints.clone(),
+        }),
+    )
+    .await?;
     let parallel = cfg.parallel_pod_starts.max(1);
     let start_gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let runtime = Arc::new(runtime);
@@ -211,6 +231,11 @@ pub async fn start(
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
         start_gate,
+        resolv_conf: cfg.resolv_conf.clone(),
+        dns: Some(crate::dns::resolv_conf::PodDns {
+            nameserver: dns_address.to_string(),
+            domain: cfg.cluster_domain.clone(),
+        }),
         made_ahead: Arc::new(Pools {
             sandboxes: warm_sandboxes,
             roots: warm_roots,
@@ -223,7 +248,15 @@ pub async fn start(
             ..Default::default()
         },
     );
-    Ok((Agent { ctx, pods, client }, events))
+    Ok((
+        Agent {
+            ctx,
+            pods,
+            client,
+            service_watch: Some(service_watch),
+        },
+        events,
+    ))
 }
 
 impl Agent {

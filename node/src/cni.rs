@@ -128,14 +128,22 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 impl NetworkConfig {
-    /// Create the bridge with the gateway address and route the pod and service ranges to it.
-    pub async fn prepare_host(&self) -> Result<()> {
-        // The gateway is the first address, as host-local hands it out.
-        let pod_cidr: Cidr = self.pod_cidr.parse().map_err(|e| Error::InvalidSpec {
+    fn parsed_pod_cidr(&self) -> Result<Cidr> {
+        self.pod_cidr.parse().map_err(|e| Error::InvalidSpec {
             field: "spec.podCIDR".into(),
             reason: format!("{e}"),
-        })?;
-        let (gw, len) = (pod_cidr.first_host(), pod_cidr.len);
+        })
+    }
+
+    /// The bridge's address: the pod CIDR's first, as host-local hands out the gateway.
+    pub fn gateway(&self) -> Result<std::net::Ipv4Addr> {
+        Ok(self.parsed_pod_cidr()?.first_host())
+    }
+
+    /// Create the bridge with the gateway address and route the pod and service ranges to it.
+    pub async fn prepare_host(&self) -> Result<()> {
+        let len = self.parsed_pod_cidr()?.len;
+        let gw = self.gateway()?;
         if run("ip", &["link", "show", &self.bridge]).await.is_err() {
             run("ip", &["link", "add", &self.bridge, "type", "bridge"]).await?;
         }

@@ -9,6 +9,7 @@
 //! - [`image`]: pulls from registries and OCI archive imports into containerd.
 //! - [`proxy`]: the service proxy: ClusterIPs and NodePorts in nftables.
 //! - [`cgroups`]: the pod's parent cgroup, removed with the pod.
+//! - [`dns`]: the cluster DNS each agent serves, and pods' resolv.conf.
 //! - [`cni`]: CNI plugin calls; the node bridge and its routes.
 //! - [`pod_network`]: routes to the other nodes' pods (VXLAN or host-gw), egress masquerade.
 //! - [`netns`]: the pods' named network namespaces, made in-process.
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod cni;
 pub mod ctd;
+pub mod dns;
 pub mod error;
 pub mod host;
 pub mod image;

@@ -67,6 +67,13 @@ pub struct NodeArgs {
     /// other on one host take different ones.
     #[arg(long, default_value_t = 1)]
     pub vxlan_vni: u32,
+    /// The cluster domain the node's DNS answers.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The resolv.conf whose resolvers get the names outside the cluster domain, and which
+    /// pods with `dnsPolicy: Default` get (as the kubelet's flag).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Port of the agent's API (logs, exec), reported on the Node.
     #[arg(long, default_value_t = 10250)]
     pub agent_port: u16,
@@ -301,6 +308,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         pod_network: args.pod_network,
         vxlan_vni: args.vxlan_vni,
         egress_table: format!("{}_egress", args.proxy_table),
+        cluster_domain: args.cluster_domain.clone(),
+        resolv_conf: args.resolv_conf.clone(),
         agent_port: args.agent_port,
         backoff: BackoffPolicy {
             initial: Duration::from_millis(args.backoff_initial_ms),
@@ -325,7 +334,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.agent_port))
         .await
         .map_err(|e| anyhow::anyhow!("--agent-port {}: {e}", args.agent_port))?;
-    let (agent, events) = agent::start(cfg).await?;
+    let (mut agent, events) = agent::start(cfg).await?;
+    let service_watch = agent.service_watch.take();
     let agent = std::sync::Arc::new(agent);
     if let Some(live) = &credentials {
         tokio::spawn(keep_renewed(
@@ -340,14 +350,18 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             skiff_node::server::serve(agent, listener, server_tls, max_import).await
         })
     };
-    if !args.no_proxy {
-        tokio::spawn(skiff_node::proxy::run(
-            agent.client.clone(),
-            skiff_node::proxy::ProxyConfig {
-                table: args.proxy_table.clone(),
-                cluster_cidr: args.cluster_cidr.clone(),
-            },
-        ));
+    match service_watch {
+        Some(watch) if !args.no_proxy => {
+            tokio::spawn(skiff_node::proxy::run(
+                watch,
+                skiff_node::proxy::ProxyConfig {
+                    table: args.proxy_table.clone(),
+                    cluster_cidr: args.cluster_cidr.clone(),
+                },
+            ));
+        }
+        Some(watch) => watch.drain(),
+        None => {}
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::nodes::{nodes, Nodes};
+use skiff_e2e::node_env::upstream_dns::UpstreamDns;
 use skiff_e2e::node_env::world::{ok, skiffctl, wait_until};
 use skiff_e2e::node_env::{require_system_parts, TestHost};
 use skiff_proto::objects::Api;
@@ -19,7 +20,7 @@ fn server_pod(name: &str, node: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, labels: {{app: {name}}}}}
+metadata: {{name: {name}, labels: {{app: {name}, tier: web}}}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 1
@@ -128,6 +129,50 @@ fn peer(answer: Result<String, String>) -> Result<String, String> {
     })
 }
 
+/// The IPv4 addresses `name` resolves to inside pod `pod` (busybox nslookup against the
+/// pod's resolv.conf), or what nslookup said.
+fn lookup(all: &Nodes, pod: &str, name: &str) -> Result<Vec<String>, String> {
+    let out = skiffctl(
+        &all.cluster,
+        &[
+            "exec",
+            pod,
+            "--timeout",
+            "10",
+            "--",
+            "nslookup",
+            "-type=a",
+            name,
+        ],
+        None,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(text);
+    }
+    // Addresses after the "Name:" line (the first "Address:" names the server).
+    let answers: Vec<String> = text
+        .split("Name:")
+        .skip(1)
+        .flat_map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if answers.is_empty() {
+        Err(text)
+    } else {
+        Ok(answers)
+    }
+}
+
 /// The routes the pod network owns on `host`, one per line.
 fn owned_routes(host: &TestHost) -> String {
     host.exec(&["ip", "-4", "route", "show", "proto", "210"])
@@ -152,7 +197,7 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
 
     info!("phase: a pod on each node; each fetches from the other by pod IP");
     let manifest = format!(
-        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: b}}\nspec:\n  type: NodePort\n  selector: {{app: b}}\n  ports: [{{port: 80, targetPort: http}}]\n",
+        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: b}}\nspec:\n  type: NodePort\n  selector: {{app: b}}\n  ports: [{{port: 80, targetPort: http}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  clusterIP: None\n  selector: {{tier: web}}\n  ports: [{{name: http, port: 8080}}]\n",
         server_pod("a", "n1"),
         server_pod("b", "n2")
     );
@@ -232,6 +277,29 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
         Ok("b".into()),
         "a pod reaches itself through its own Service (hairpin)"
     );
+
+    info!("phase: the node's DNS: a Service by its short name, name.ns and full name (its only endpoint on the other node), a headless Service, a missing name, a forwarded name");
+    let upstream = UpstreamDns::start(&all.lan.root_address()).await;
+    for name in ["b", "b.default", "b.default.svc.cluster.local"] {
+        assert_eq!(
+            fetch_in(&all, "a", &format!("http://{name}/")),
+            Ok("b".into()),
+            "{name}"
+        );
+    }
+    let mut heads = lookup(&all, "a", "web.default.svc.cluster.local").expect("headless");
+    heads.sort();
+    let mut both = vec![a_ip.clone(), b_ip.clone()];
+    both.sort();
+    assert_eq!(heads, both, "a headless Service is its ready pods");
+    let missing = lookup(&all, "a", "nothing.default.svc.cluster.local").expect_err("missing");
+    assert!(missing.contains("NXDOMAIN"), "{missing}");
+    assert_eq!(
+        lookup(&all, "a", "outside.example.test"),
+        Ok(vec![UpstreamDns::ADDRESS.to_string()])
+    );
+    assert!(upstream.asked.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    drop(upstream);
 
     info!("phase: a NodePort opened on n1 from a host outside the cluster reaches b on n2");
     let mut outside = TestHost::create();

@@ -69,6 +69,10 @@ pub struct WorkerCtx<E: WorkerEnv> {
     pub start_gate: Arc<tokio::sync::Semaphore>,
     /// Things made ahead of time.
     pub made_ahead: Arc<dyn MadeAhead>,
+    /// The node's resolv.conf, the base of pods' own.
+    pub resolv_conf: PathBuf,
+    /// The node's cluster DNS, if it serves one.
+    pub dns: Option<crate::dns::resolv_conf::PodDns>,
 }
 
 impl<E: WorkerEnv> WorkerCtx<E> {

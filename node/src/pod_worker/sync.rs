@@ -218,8 +218,11 @@ impl<E: WorkerEnv> Worker<E> {
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
         )?;
         std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
-        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(etc.join("resolv.conf"), resolv)?;
+        let host = std::fs::read_to_string(&self.ctx.resolv_conf).unwrap_or_default();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            crate::dns::resolv_conf::for_pod(pod, &host, self.ctx.dns.as_ref()),
+        )?;
         Ok(())
     }
 

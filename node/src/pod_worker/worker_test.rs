@@ -129,6 +129,8 @@ impl Node {
             log_max_bytes: 1 << 20,
             start_gate: Arc::new(tokio::sync::Semaphore::new(2)),
             made_ahead: Arc::new(NothingMadeAhead),
+            resolv_conf: dir.path().join("resolv.conf"),
+            dns: None,
         });
         Self { ctx, _dir: dir }
     }

@@ -154,14 +154,57 @@ impl Programmed {
     }
 }
 
+/// The Service and Endpoints informers of a node: the proxy follows their events, the
+/// node's DNS reads their caches.
+pub struct ServiceWatch {
+    /// Services.
+    pub services: Informer<Service>,
+    /// Their events.
+    pub service_events: tokio::sync::mpsc::Receiver<InformerEvent<Service>>,
+    /// Endpoints.
+    pub endpoints: Informer<Endpoints>,
+    /// Their events.
+    pub endpoint_events: tokio::sync::mpsc::Receiver<InformerEvent<Endpoints>>,
+}
+
+impl ServiceWatch {
+    /// Start both informers.
+    pub fn start(client: &Client) -> Self {
+        let (services, service_events) =
+            Informer::<Service>::start(client.clone(), Selection::default());
+        let (endpoints, endpoint_events) =
+            Informer::<Endpoints>::start(client.clone(), Selection::default());
+        Self {
+            services,
+            service_events,
+            endpoints,
+            endpoint_events,
+        }
+    }
+
+    /// Keep the caches filled with no proxy following the events.
+    pub fn drain(mut self) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    e = self.service_events.recv() => if e.is_none() { return },
+                    e = self.endpoint_events.recv() => if e.is_none() { return },
+                }
+            }
+        });
+    }
+}
+
 /// Run the proxy until the process ends. Each pass recomputes only the services whose Service
 /// or Endpoints changed; a (re)list recomputes everything.
-pub async fn run(client: Client, cfg: ProxyConfig) {
+pub async fn run(watch: ServiceWatch, cfg: ProxyConfig) {
     enable_forwarding();
-    let (services, mut service_events) =
-        Informer::<Service>::start(client.clone(), Selection::default());
-    let (endpoints, mut endpoint_events) =
-        Informer::<Endpoints>::start(client, Selection::default());
+    let ServiceWatch {
+        services,
+        mut service_events,
+        endpoints,
+        mut endpoint_events,
+    } = watch;
     let (mut services_synced, mut endpoints_synced) = (false, false);
     let mut programmed: Option<Programmed> = None;
     let mut relist = true;

@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 /// Applets linked into the image.
 const APPLETS: &[&str] = &[
     "sh", "httpd", "wget", "sleep", "echo", "cat", "ls", "env", "true", "false", "hostname", "ps",
-    "kill", "mkdir", "test", "id", "head", "date", "nc", "grep", "touch", "rm",
+    "kill", "mkdir", "test", "id", "head", "date", "nc", "grep", "touch", "rm", "nslookup",
+    "chmod", "printf",
 ];
 
 /// An image's blobs.

@@ -14,6 +14,7 @@ pub mod image;
 pub mod lan;
 pub mod nodes;
 pub mod registry;
+pub mod upstream_dns;
 pub mod world;
 
 use std::path::{Path, PathBuf};

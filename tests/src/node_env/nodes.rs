@@ -78,7 +78,16 @@ impl Nodes {
         let mut host = TestHost::create();
         self.lan.attach(&mut host);
         let containerd = Containerd::start(&self.cluster.dir().join(&name));
-        let mut flags: Vec<&str> = vec!["--token", &self.token];
+        // The nodes' resolvers are the test's own, on the LAN (see `upstream_dns`): forwarded
+        // names never leave the machine.
+        let resolv_conf = self.cluster.dir().join("resolv.conf");
+        std::fs::write(
+            &resolv_conf,
+            format!("nameserver {}\n", self.lan.root_address()),
+        )
+        .expect("resolv.conf");
+        let resolv_conf = resolv_conf.display().to_string();
+        let mut flags: Vec<&str> = vec!["--token", &self.token, "--resolv-conf", &resolv_conf];
         flags.extend(self.flags.iter().map(String::as_str));
         let agent = Agent::start(
             &name,

@@ -163,7 +163,13 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
                 uid: p.metadata.uid.clone(),
                 ..Default::default()
             }),
-            hostname: None,
+            // A pod that names this Service as its subdomain is known by its hostname in
+            // it (`host.service.ns.svc.cluster.local`), as Kubernetes' controller sets.
+            hostname: p
+                .spec
+                .as_ref()
+                .filter(|s| s.subdomain.is_some() && s.subdomain == svc.metadata.name)
+                .and_then(|s| s.hostname.clone()),
         };
         let entry = groups.entry(ports).or_default();
         if is_ready(p) {
