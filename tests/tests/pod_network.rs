@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::nodes::{nodes, Nodes};
 use skiff_e2e::node_env::upstream_dns::UpstreamDns;
@@ -300,6 +300,52 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
     );
     assert!(upstream.asked.load(std::sync::atomic::Ordering::Relaxed) > 0);
     drop(upstream);
+
+    info!("phase: kube-system/kube-dns names every node's DNS, and answers through its ClusterIP");
+    let dns_services: Api<Service> = Api::new(client.clone(), "kube-system");
+    let kube_dns = dns_services.get("kube-dns").await.expect("kube-dns");
+    let dns_ip = kube_dns
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let dns_endpoints: Api<Endpoints> = Api::new(client.clone(), "kube-system");
+    let mut dns_addresses: Vec<String> = dns_endpoints
+        .get("kube-dns")
+        .await
+        .expect("kube-dns endpoints")
+        .subsets
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.addresses.into_iter().flatten())
+        .map(|a| a.ip)
+        .collect();
+    dns_addresses.sort();
+    let gateway = |ip: &str| format!("{}.1", ip.rsplit_once('.').expect("an address").0);
+    let mut gateways = vec![gateway(&a_ip), gateway(&b_ip)];
+    gateways.sort();
+    assert_eq!(dns_addresses, gateways);
+    // Each question goes to either node's DNS at random: several, so both answer.
+    for _ in 0..6 {
+        let out = skiffctl(
+            &all.cluster,
+            &[
+                "exec",
+                "a",
+                "--",
+                "nslookup",
+                "-type=a",
+                "b.default.svc.cluster.local",
+                &dns_ip,
+            ],
+            None,
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&cluster_ip),
+            "a question through kube-dns' ClusterIP (UDP, balanced over the nodes): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     info!("phase: a NodePort opened on n1 from a host outside the cluster reaches b on n2");
     let mut outside = TestHost::create();

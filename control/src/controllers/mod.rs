@@ -6,10 +6,12 @@
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
 //! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`garbage_collector`],
-//!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`]: one reconciler each.
+//!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
+//!   reconciler each.
 //! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
 
 pub mod cache;
+pub mod cluster_dns;
 pub mod context;
 pub mod deployment;
 pub mod endpoints;
@@ -84,6 +86,7 @@ pub async fn run_when_leader(
             loops.spawn(node_ipam::run(ctx.clone()));
             loops.spawn(endpoints::run(ctx.clone()));
             loops.spawn(event_cleanup::run(ctx.clone()));
+            loops.spawn(cluster_dns::run(ctx.clone()));
             while loops.join_next().await.is_some() {}
         });
         while is_leader(&node) && metrics.borrow().current_term == term {

@@ -7,7 +7,7 @@
 //!                                                    └──▶ nft::full   (first sync, or after a failure)
 //!                                                           │ nft -f - (one transaction)
 //!                                                           ▼
-//!        table ip skiff: per backend count N, sets services_N / maps backends_N, one DNAT rule
+//!        table ip skiff: per backend count N, sets services_N / maps backends_N_PROTO, a DNAT rule per protocol
 //! ```
 //!
 //! The first sync after a start replaces the table atomically, so a restarted proxy removes

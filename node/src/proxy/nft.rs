@@ -1,8 +1,8 @@
 //! nftables scripts for the service proxy, in one table of the proxy's own. A service port
 //! with N ready backends lives in the sets and maps of "bucket N": `services_N` holds its
-//! `ClusterIP . protocol . port`, `backends_N` maps `ClusterIP . protocol . port . i` (i < N)
-//! to backend i, and one rule per bucket DNATs with `numgen random mod N` — exactly even, with
-//! no chain per service. NodePorts have their own sets and maps the same way. A service port
+//! `ClusterIP . protocol . port`, `backends_N_tcp` (or `_udp`) maps
+//! `ClusterIP . protocol . port . i` (i < N) to backend i, and one rule per bucket and
+//! protocol DNATs with `numgen random mod N` — exactly even, with no chain per service. NodePorts have their own sets and maps the same way. A service port
 //! without a ready backend is in `noendpoints` and refused at once.
 //!
 //! An endpoint change is a handful of element updates in one `nft -f` transaction; no chain
@@ -52,11 +52,11 @@ fn elements(desired: &BTreeMap<String, ServicePort>) -> Objects {
         }
         for (i, (ip, port)) in p.backends.iter().enumerate() {
             let to = Some(format!("{ip} . {port}"));
-            o.entry(format!("backends_{n}"))
+            o.entry(format!("backends_{n}_{proto}"))
                 .or_default()
                 .insert(format!("{vip} . {i}"), to.clone());
             if let Some(np) = &np {
-                o.entry(format!("npbackends_{n}"))
+                o.entry(format!("npbackends_{n}_{proto}"))
                     .or_default()
                     .insert(format!("{np} . {i}"), to);
             }
@@ -86,13 +86,21 @@ fn hairpin_element(ip: &std::net::Ipv4Addr) -> String {
 
 fn buckets(o: &Objects) -> BTreeSet<usize> {
     o.keys()
-        .filter_map(|k| k.strip_prefix("backends_").and_then(|n| n.parse().ok()))
+        .filter_map(|k| {
+            k.strip_prefix("backends_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|n| n.parse().ok())
+        })
         .collect()
 }
 
-// The data of the backend maps is typed `ip daddr . tcp dport` (an address and a port; UDP
-// backends fit it too): nft 1.0 fails to read `th dport` back from a map's stored type
-// ("conflicting protocols specified: ip vs. th") once the map exists in the kernel.
+/// The protocols a service port may have.
+const PROTOCOLS: [&str; 2] = ["tcp", "udp"];
+
+// The data of the backend maps is typed per protocol (`ip daddr . tcp dport`, `ip daddr .
+// udp dport`): nft 1.0 fails to read `th dport` back from a map's stored type ("conflicting
+// protocols specified: ip vs. th") once the map exists in the kernel, and a map typed `tcp
+// dport` makes its DNAT rule match TCP only.
 fn declare(s: &mut String, table: &str, n: usize) {
     let _ = writeln!(
         s,
@@ -100,16 +108,18 @@ fn declare(s: &mut String, table: &str, n: usize) {
     );
     let _ = writeln!(
         s,
-        "add map ip {table} backends_{n} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . tcp dport; }}"
-    );
-    let _ = writeln!(
-        s,
         "add set ip {table} nodeports_{n} {{ typeof meta l4proto . th dport; }}"
     );
-    let _ = writeln!(
-        s,
-        "add map ip {table} npbackends_{n} {{ typeof meta l4proto . th dport . numgen random mod {n} : ip daddr . tcp dport; }}"
-    );
+    for proto in PROTOCOLS {
+        let _ = writeln!(
+            s,
+            "add map ip {table} backends_{n}_{proto} {{ typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . {proto} dport; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add map ip {table} npbackends_{n}_{proto} {{ typeof meta l4proto . th dport . numgen random mod {n} : ip daddr . {proto} dport; }}"
+        );
+    }
 }
 
 fn base_rules(s: &mut String, cfg: &ProxyConfig, ns: &BTreeSet<usize>) {
@@ -146,18 +156,20 @@ fn base_rules(s: &mut String, cfg: &ProxyConfig, ns: &BTreeSet<usize>) {
                     ),
                 );
             }
-            add(
-                s,
-                format!(
-                    "ip daddr . meta l4proto . th dport @services_{n} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}"
-                ),
-            );
-            add(
-                s,
-                format!(
-                    "fib daddr type local meta l4proto . th dport @nodeports_{n} {mark}dnat ip to meta l4proto . th dport . numgen random mod {n} map @npbackends_{n}"
-                ),
-            );
+            for proto in PROTOCOLS {
+                add(
+                    s,
+                    format!(
+                        "meta l4proto {proto} ip daddr . meta l4proto . th dport @services_{n} dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @backends_{n}_{proto}"
+                    ),
+                );
+                add(
+                    s,
+                    format!(
+                        "meta l4proto {proto} fib daddr type local meta l4proto . th dport @nodeports_{n} {mark}dnat ip to meta l4proto . th dport . numgen random mod {n} map @npbackends_{n}_{proto}"
+                    ),
+                );
+            }
         }
     }
 }
@@ -346,25 +358,25 @@ mod tests {
         )]);
         let s = full(&cfg(), &d);
         assert!(s.starts_with("table ip skiff {}\ndelete table ip skiff\n"));
-        assert!(s.contains("numgen random mod 2 map @backends_2"));
+        assert!(s.contains("numgen random mod 2 map @backends_2_tcp"));
         // Only ClusterIP traffic from outside the pod range is marked for masquerade (not
         // pods', nor the node's own); NodePort traffic is; hairpin traffic is.
         assert!(s.contains("add rule ip skiff prerouting ip saddr != 10.244.0.0/16 ip daddr . meta l4proto . th dport @services_2 meta mark set meta mark | 0x4000"));
         assert!(s.contains(
-            "add rule ip skiff prerouting ip daddr . meta l4proto . th dport @services_2 dnat"
+            "add rule ip skiff prerouting meta l4proto tcp ip daddr . meta l4proto . th dport @services_2 dnat"
         ));
-        assert!(s.contains("add rule ip skiff prerouting fib daddr type local meta l4proto . th dport @nodeports_2 meta mark set meta mark | 0x4000 dnat"));
+        assert!(s.contains("add rule ip skiff prerouting meta l4proto udp fib daddr type local meta l4proto . th dport @nodeports_2 meta mark set meta mark | 0x4000 dnat"));
         assert!(s.contains(
             "add element ip skiff hairpin { 10.244.1.2 . 10.244.1.2, 10.244.1.3 . 10.244.1.3 }"
         ));
         assert!(s.contains(
-            "add rule ip skiff output ip daddr . meta l4proto . th dport @services_2 dnat"
+            "add rule ip skiff output meta l4proto udp ip daddr . meta l4proto . th dport @services_2 dnat"
         ));
         assert!(s.contains("add element ip skiff services_2 { 10.96.0.10 . tcp . 80 }"));
-        assert!(s.contains("add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080 }"));
-        assert!(
-            s.contains("add element ip skiff npbackends_2 { tcp . 30080 . 0 : 10.244.1.2 . 8080")
-        );
+        assert!(s.contains("add element ip skiff backends_2_tcp { 10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080 }"));
+        assert!(s.contains(
+            "add element ip skiff npbackends_2_tcp { tcp . 30080 . 0 : 10.244.1.2 . 8080"
+        ));
     }
 
     #[test]
@@ -389,8 +401,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             s,
-            "delete element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 }\n\
-             add element ip skiff backends_2 { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n\
+            "delete element ip skiff backends_2_tcp { 10.96.0.10 . tcp . 80 . 1 }\n\
+             add element ip skiff backends_2_tcp { 10.96.0.10 . tcp . 80 . 1 : 10.244.1.4 . 8080 }\n\
              delete element ip skiff hairpin { 10.244.1.3 . 10.244.1.3 }\n\
              add element ip skiff hairpin { 10.244.1.4 . 10.244.1.4 }\n"
         );
@@ -449,7 +461,7 @@ mod tests {
         let mut declared = declared_by(&before);
         let mut hairpin = hairpin_counts(&before);
         let s = update(&cfg(), &before, &after, &mut declared, &mut hairpin).unwrap();
-        assert!(s.contains("add map ip skiff backends_1"));
+        assert!(s.contains("add map ip skiff backends_1_tcp"));
         assert!(s.contains("flush chain ip skiff prerouting"));
         assert!(s.contains("delete element ip skiff noendpoints { 10.96.0.10 . tcp . 80 }"));
         assert!(s.contains("add element ip skiff services_1 { 10.96.0.10 . tcp . 80 }"));
