@@ -155,6 +155,7 @@ pub async fn start(
         host: crate::host::read(),
         runtime_version,
         max_pods: cfg.max_pods,
+        pod_network: cfg.pod_network.to_string(),
     };
     let pod_cidr = registration::register(&client, &facts).await;
     tokio::spawn(registration::heartbeat(

@@ -34,7 +34,12 @@ pub struct NodeFacts {
     pub runtime_version: String,
     /// Pods it takes.
     pub max_pods: u32,
+    /// How its pods reach other nodes' (`vxlan`, `host-gw`), published for operators.
+    pub pod_network: String,
 }
+
+/// The annotation that names a node's pod network mode.
+pub const POD_NETWORK_ANNOTATION: &str = "skiff.dev/pod-network";
 
 fn now() -> Time {
     Time(jiff::Timestamp::now())
@@ -164,6 +169,10 @@ pub async fn register(client: &Client, f: &NodeFacts) -> String {
                 ("kubernetes.io/hostname".to_string(), f.name.clone()),
                 ("kubernetes.io/os".to_string(), "linux".to_string()),
             ])),
+            annotations: Some(BTreeMap::from([(
+                POD_NETWORK_ANNOTATION.to_string(),
+                f.pod_network.clone(),
+            )])),
             ..Default::default()
         },
         spec: None,
@@ -175,6 +184,18 @@ pub async fn register(client: &Client, f: &NodeFacts) -> String {
             Ok(n) => Ok(n),
             Err(_) => match api.get(&f.name).await {
                 Ok(mut current) => {
+                    let mode = current
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(POD_NETWORK_ANNOTATION));
+                    if mode != Some(&f.pod_network) {
+                        let patch = serde_json::json!({"metadata": {"annotations": {
+                            POD_NETWORK_ANNOTATION: f.pod_network}}});
+                        if let Err(e) = api.patch(&f.name, &patch).await {
+                            tracing::warn!(node = %f.name, error = %e, "publishing the pod network mode");
+                        }
+                    }
                     current.status = node.status.clone();
                     current.metadata.resource_version = None;
                     api.update_status(&current).await

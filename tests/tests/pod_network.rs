@@ -347,6 +347,16 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
         );
     }
 
+    info!("phase: describe node shows the node's address, pod CIDR, network mode and DNS");
+    let described = ok(&skiffctl(&all.cluster, &["describe", "node", "n1"], None));
+    for want in [
+        format!("InternalIP:  {n1_ip}"),
+        format!("PodNetwork:  {mode}"),
+        format!("DNS:         {}:53", gateway(&a_ip)),
+    ] {
+        assert!(described.contains(&want), "{want} in:\n{described}");
+    }
+
     info!("phase: a NodePort opened on n1 from a host outside the cluster reaches b on n2");
     let mut outside = TestHost::create();
     all.lan.attach(&mut outside);

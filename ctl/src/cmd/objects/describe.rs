@@ -119,6 +119,31 @@ fn describe_one(kind: &KindInfo, obj: &Value) {
                 field("Strategy", or_none(s("/spec/strategy/type")));
             }
         }
+        "Node" => {
+            let internal_ip = obj
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .find(|a| a["type"] == "InternalIP")
+                        .and_then(|a| a["address"].as_str())
+                })
+                .unwrap_or("")
+                .to_string();
+            field("InternalIP", or_none(internal_ip));
+            let pod_cidr = s("/spec/podCIDR");
+            // The agent serves the cluster DNS on its pod bridge: the pod CIDR's first address.
+            let dns = pod_cidr
+                .parse::<skiff_proto::cidr::Cidr>()
+                .map(|c| format!("{}:53", c.first_host()))
+                .unwrap_or_default();
+            field("PodCIDR", or_none(pod_cidr));
+            field(
+                "PodNetwork",
+                or_none(s("/metadata/annotations/skiff.dev~1pod-network")),
+            );
+            field("DNS", or_none(dns));
+        }
         "Service" => {
             field("Type", s("/spec/type"));
             field("IP", or_none(s("/spec/clusterIP")));
