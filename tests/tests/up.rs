@@ -524,3 +524,221 @@ fn a_member_killed_under_up_is_reported_once_restarted_and_catches_up() {
     let pids = pids_mentioning(&data);
     assert_eq!(pids.len(), 1, "one control node 2 runs: {pids:?}");
 }
+
+/// The names of `ip netns list`.
+fn namespaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn skiff_up_with_two_nodes_runs_a_two_tier_app_across_them_and_ctrl_c_leaves_nothing() {
+    require_system_parts();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
+    let base_port = free_base_port(&[]);
+    let endpoints = endpoints_from(base_port);
+    let mut up = Up::start_with(&dir, base_port, "up.log", &["--nodes", "2"]);
+    let net: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join(".skiff/network.json")).expect("network.json"),
+    )
+    .expect("network choice");
+    let bridge = net["bridge"].as_str().expect("bridge").to_string();
+    let table = net["proxyTable"].as_str().expect("proxy table").to_string();
+    let node_namespaces = [format!("{bridge}-local-1"), format!("{bridge}-local-2")];
+    for ns in &node_namespaces {
+        assert!(namespaces().contains(ns), "node host {ns} is made");
+    }
+
+    // Both nodes join, each from its own network namespace, and turn Ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: serde_json::Value = serde_json::from_str(&skiffctl(
+            &dir,
+            &endpoints,
+            &["get", "nodes", "-o", "json"],
+            None,
+        ))
+        .expect("nodes json");
+        let ready = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        if ready == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two Ready nodes: {list}\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // A user's two-tier app: the image on every node, the backend on one node behind a
+    // Service, the frontend on the other calling it by name.
+    let archive = dir.join("busybox.tar");
+    std::fs::write(
+        &archive,
+        OciImage::busybox("up2").archive("example.test/up/busybox:2"),
+    )
+    .expect("archive");
+    let imported = skiffctl(
+        &dir,
+        &endpoints,
+        &["image", "import", &archive.display().to_string()],
+        None,
+    );
+    assert!(
+        imported.contains("node/local-1") && imported.contains("node/local-2"),
+        "{imported}"
+    );
+    skiffctl(
+        &dir,
+        &endpoints,
+        &["apply", "-f", "-"],
+        Some(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: backend}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: backend}}
+  template:
+    metadata: {labels: {app: backend}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: local-2}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: example.test/up/busybox:2
+        command: ["sh", "-c", "mkdir -p /www && echo backend-says-hello > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend}
+spec:
+  selector: {app: backend}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend}
+spec:
+  nodeSelector: {kubernetes.io/hostname: local-1}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: example.test/up/busybox:2, command: ["sleep", "3600"]}
+"#,
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = Command::new(binary("skiffctl"))
+            .args([
+                "exec",
+                "frontend",
+                "--timeout",
+                "5",
+                "--",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://backend/",
+            ])
+            .current_dir(&dir)
+            .env("SKIFF_ENDPOINTS", &endpoints)
+            .output()
+            .expect("skiffctl exec");
+        if String::from_utf8_lossy(&out.stdout).contains("backend-says-hello") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frontend never reached its backend by name: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            skiffctl(&dir, &endpoints, &["get", "pods", "-o", "wide"], None)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pods = skiffctl(&dir, &endpoints, &["get", "pods", "-o", "json"], None);
+    let pods: serde_json::Value = serde_json::from_str(&pods).expect("pods json");
+    let nodes_of: Vec<&str> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert!(
+        nodes_of.contains(&"local-1") && nodes_of.contains(&"local-2"),
+        "the tiers run on different nodes: {nodes_of:?}"
+    );
+
+    // Ctrl-C: nothing of the nodes is left on this host.
+    killpg(up.group, Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "skiff up did not stop: {}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(&dir.display().to_string());
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<String> = namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{bridge}-")))
+        .collect();
+    assert!(left.is_empty(), "node hosts left: {left:?}");
+    assert!(
+        !Path::new("/sys/class/net")
+            .join(format!("{bridge}lan"))
+            .exists(),
+        "the nodes' LAN bridge is left"
+    );
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(
+        !tables.contains(&format!("{table}_up")),
+        "the nodes' NAT table is left: {tables}"
+    );
+    assert_eq!(mounts_under(&dir), Vec::<String>::new(), "mounts left");
+    let route = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .expect("ip route");
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        !route.contains(&format!("{bridge}lan")),
+        "routes left: {route}"
+    );
+}

@@ -31,7 +31,7 @@ pub struct LocalNetwork {
 impl LocalNetwork {
     /// Slot 0 is what a lone cluster (and every earlier release) uses; the others sit beside
     /// it, outside the default ranges.
-    fn slot(i: u8) -> Self {
+    pub(super) fn slot(i: u8) -> Self {
         if i == 0 {
             return Self {
                 bridge: "skiff0".into(),
@@ -124,6 +124,13 @@ impl Host {
             }
         }
         Ok(None)
+    }
+
+    /// A route to `range` through another device than `own`, if there is one.
+    pub fn routed_elsewhere(&self, range: Cidr, own: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.dev != own && r.dst.overlaps(range))
     }
 
     /// Whether slot `net` is free for a new cluster: its bridge does not exist and nothing

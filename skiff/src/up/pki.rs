@@ -14,13 +14,23 @@ use skiff_proto::tls::Credentials;
 /// The admin user `skiff up` writes into the client config.
 const ADMIN: &str = "admin";
 
+/// A node agent's credentials to make: its name, its pki folder and the addresses it serves on.
+pub struct NodeCredentials {
+    /// The node's name.
+    pub name: String,
+    /// Where its agent keeps them (`<data dir>/pki`).
+    pub pki: std::path::PathBuf,
+    /// Its addresses.
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
 /// Make (or find) the CA and everything issued from it; returns the admin's credentials. The
-/// node's certificate is valid for `validity` (it renews itself); the admin's for a year.
+/// nodes' certificates are valid for `validity` (they renew themselves); the admin's for a year.
 pub fn prepare(
     dir: &Path,
     cluster: &str,
     members: &[u64],
-    node: Option<&str>,
+    nodes: &[NodeCredentials],
     validity: std::time::Duration,
 ) -> anyhow::Result<Credentials> {
     let pki = dir.join("pki");
@@ -40,38 +50,20 @@ pub fn prepare(
             ca.save(&member_pki)?;
         }
     }
-    if let Some(name) = node {
-        current(
-            &ca.clone().with_validity(validity),
-            &dir.join("node").join("pki"),
+    for node in nodes {
+        ca.clone().with_validity(validity).current(
+            &node.pki,
             "node",
-            &Holder::Node(name.into()),
+            &Holder::Node(node.name.clone()),
             &[],
+            &node.addresses,
         )?;
     }
-    current(
-        &ca,
+    Ok(ca.current(
         &pki,
         ADMIN,
         &Holder::User(ADMIN.into()),
         &[ADMIN_GROUP],
-    )
-}
-
-/// The credentials `name` in `dir` for `holder` in `groups`, issued again unless they are
-/// current.
-fn current(
-    ca: &ClusterCa,
-    dir: &Path,
-    name: &str,
-    holder: &Holder,
-    groups: &[&str],
-) -> anyhow::Result<Credentials> {
-    Ok(ca.current(
-        dir,
-        name,
-        holder,
-        groups,
         &[std::net::Ipv4Addr::LOCALHOST.into()],
     )?)
 }
@@ -85,7 +77,14 @@ mod tests {
     #[test]
     fn one_ca_for_every_member_and_credentials_kept_across_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let admin = prepare(dir.path(), "c", &[1, 2, 3], Some("local"), YEAR).expect("prepare");
+        let nodes = || {
+            vec![NodeCredentials {
+                name: "local".into(),
+                pki: dir.path().join("node/pki"),
+                addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            }]
+        };
+        let admin = prepare(dir.path(), "c", &[1, 2, 3], &nodes(), YEAR).expect("prepare");
         assert_eq!(
             admin.holder().expect("holder"),
             Holder::User("admin".into())
@@ -100,7 +99,7 @@ mod tests {
             .expect("load")
             .expect("node credentials");
         assert_eq!(node.holder().expect("holder"), Holder::Node("local".into()));
-        let again = prepare(dir.path(), "c", &[1, 2, 3], Some("local"), YEAR).expect("again");
+        let again = prepare(dir.path(), "c", &[1, 2, 3], &nodes(), YEAR).expect("again");
         assert_eq!(again, admin, "current credentials are kept");
     }
 }
