@@ -2,7 +2,8 @@
 //! address (its pod CIDR's first), and this controller keeps `kube-system/kube-dns` naming
 //! them, as Kubernetes clusters name CoreDNS, so that manifests and tools that look for it
 //! find it: a Service without a selector (ports 53 UDP and TCP) whose Endpoints are the DNS
-//! addresses of the Ready nodes. Pods themselves ask their own node's address directly.
+//! addresses of the Ready nodes, made when the first node serves DNS. Pods themselves ask
+//! their own node's address directly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,7 +103,13 @@ impl Reconciler for ClusterDns {
 
     async fn reconcile(&self, _key: &ObjectKey) -> Result<Action, ReconcileError> {
         let services: Api<Service> = Api::new(self.ctx.client.clone(), NAMESPACE);
-        if self.ctx.services.get(NAMESPACE, SERVICE).is_none() {
+        let addresses = dns_addresses(&self.ctx.nodes.list());
+        let exists = self.ctx.services.get(NAMESPACE, SERVICE).is_some();
+        // A control plane without nodes serves no DNS: nothing to name yet.
+        if addresses.is_empty() && !exists {
+            return Ok(Action::done());
+        }
+        if !exists {
             let svc = Service {
                 metadata: meta(),
                 spec: Some(ServiceSpec {
@@ -130,7 +137,6 @@ impl Reconciler for ClusterDns {
                 Err(e) => return Err(e.into()),
             }
         }
-        let addresses = dns_addresses(&self.ctx.nodes.list());
         let want = (!addresses.is_empty()).then(|| {
             vec![EndpointSubset {
                 addresses: Some(addresses),

@@ -12,6 +12,7 @@ mod authz;
 mod controllers;
 mod etcd;
 mod hollow_cluster;
+mod network;
 mod objects;
 mod pods;
 mod proxy;
@@ -40,6 +41,8 @@ enum Cmd {
     Proxy(proxy::ProxyArgs),
     /// What enforcing roles costs object creates (roles vs always-allow, paired).
     Authz(authz::AuthzArgs),
+    /// The pod network and cluster DNS on real nodes: throughput, DNS latency, propagation.
+    Network(network::NetworkArgs),
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -78,5 +81,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Controllers(a) => controllers::run(a).await,
         Cmd::Pods(a) => pods::run(a).await,
         Cmd::Proxy(a) => proxy::run(a).await,
+        Cmd::Network(a) => network::run(a).await,
     }
 }
