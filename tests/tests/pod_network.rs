@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::nodes::{nodes, Nodes};
+use skiff_e2e::node_env::nodes::{nodes, nodes_with, Nodes};
 use skiff_e2e::node_env::upstream_dns::UpstreamDns;
 use skiff_e2e::node_env::world::{ok, skiffctl, wait_until};
 use skiff_e2e::node_env::{require_system_parts, TestHost};
@@ -464,4 +464,160 @@ async fn vxlan_pods_on_different_nodes_reach_each_other_and_services_without_nat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_gw_pods_on_different_nodes_reach_each_other_and_services_without_nat() {
     pods_on_two_nodes_reach_each_other("host-gw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_for_good_has_its_pods_recreated_and_its_service_answers_again_by_name() {
+    require_system_parts();
+    let mut all = nodes_with(
+        2,
+        &[],
+        &[
+            "--node-grace-seconds",
+            "2",
+            "--eviction-toleration-seconds",
+            "1",
+        ],
+    )
+    .await;
+    let client = all.cluster.client();
+    let archive = all.cluster.dir().join("net.tar");
+    std::fs::write(&archive, OciImage::busybox("net").archive(IMAGE)).expect("archive");
+    ok(&skiffctl(
+        &all.cluster,
+        &["image", "import", archive.to_str().expect("path")],
+        None,
+    ));
+
+    // The asker gives each try 2 s (a connection to a host that is gone hangs, it does not
+    // fail): busybox nc with -w, since busybox wget's own timeout is broken in Debian's build.
+    info!("phase: a one-replica Deployment behind a Service; a client on the other node asks it by name in a loop");
+    let web = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http}}]
+"#
+    );
+    ok(&skiffctl(&all.cluster, &["apply", "-f", "-"], Some(&web)));
+    let pods: Api<Pod> = Api::new(client.clone(), "default");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (first, doomed) = loop {
+        let (list, _) = pods.list("app=web", "").await.expect("pods");
+        let running = list.into_iter().find(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("web-"))
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        if let Some(p) = running {
+            let node = p.spec.and_then(|s| s.node_name).expect("a node");
+            break (p.metadata.name.expect("name"), node);
+        }
+        assert!(std::time::Instant::now() < deadline, "web never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let survivor = if doomed == "n1" { "n2" } else { "n1" };
+    let loop_pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: asker}}\nspec:\n  nodeName: {survivor}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"while true; do printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc -w 2 web 80 | grep web- || echo FAILED; sleep 0.3; done\"]\n"
+    );
+    ok(&skiffctl(
+        &all.cluster,
+        &["apply", "-f", "-"],
+        Some(&loop_pod),
+    ));
+    pod_ip(&pods, "asker").await;
+    let logs = |all: &Nodes| ok(&skiffctl(&all.cluster, &["logs", "asker"], None));
+    wait_until(
+        Duration::from_secs(30),
+        "the asker reaches web by name",
+        || async { logs(&all).contains(&first) },
+    )
+    .await;
+
+    info!(node = %doomed, "phase: the web pod's node stops for good: its agent killed, its host cut off the LAN");
+    all.node_mut(&doomed).agent.kill9();
+    all.node(&doomed)
+        .host
+        .exec(&["ip", "link", "set", "lan0", "down"]);
+
+    info!("phase: web is recreated on the other node and the same loop, unchanged, gets answers from it");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let second = loop {
+        let (list, _) = pods.list("app=web", "").await.expect("pods");
+        let moved = list.into_iter().find(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("web-") && n != first)
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(survivor)
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        if let Some(p) = moved {
+            break p.metadata.name.expect("name");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web was not recreated on {survivor}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !logs(&all).contains(&second) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the asker's loop was never answered by {second}: {}\nendpoints: {}",
+            logs(&all)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | "),
+            ok(&skiffctl(
+                &all.cluster,
+                &["get", "endpoints", "web", "-o", "json"],
+                None
+            ))
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = logs(&all);
+    assert!(
+        out.contains("FAILED"),
+        "the outage was seen by the loop:\n{out}"
+    );
+    // From then on the new pod answers every try.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = logs(&all);
+        let tail: Vec<&str> = out.lines().rev().take(3).collect();
+        if tail.iter().all(|l| *l == second) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not steadily answered by {second}: {tail:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

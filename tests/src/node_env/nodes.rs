@@ -43,6 +43,11 @@ pub struct Nodes {
 
 /// Start a control plane and `n` nodes whose agents take `agent_flags`.
 pub async fn nodes(n: usize, agent_flags: &[&str]) -> Nodes {
+    nodes_with(n, agent_flags, &[]).await
+}
+
+/// [`nodes`] with `control_flags` for the control members (`--node-grace-seconds 2`).
+pub async fn nodes_with(n: usize, agent_flags: &[&str], control_flags: &[&str]) -> Nodes {
     init_tracing();
     info!(
         n,
@@ -53,6 +58,7 @@ pub async fn nodes(n: usize, agent_flags: &[&str]) -> Nodes {
         3,
         MemberOptions {
             listen_any: true,
+            extra_args: control_flags.iter().map(|f| f.to_string()).collect(),
             ..Default::default()
         },
     );
