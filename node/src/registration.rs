@@ -45,6 +45,26 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
+/// `status_of(f)`, keeping the conditions others report on the node (the pod network's
+/// `NetworkUnavailable`) that it does not set itself.
+fn status_keeping(f: &NodeFacts, current: Option<&NodeStatus>) -> NodeStatus {
+    let mut status = status_of(f);
+    let ours: Vec<String> = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| c.type_.clone())
+        .collect();
+    let kept = current
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| !ours.contains(&c.type_))
+        .cloned();
+    status.conditions.get_or_insert_with(Vec::new).extend(kept);
+    status
+}
+
 fn status_of(f: &NodeFacts) -> NodeStatus {
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(f.host.cpus.to_string())),
@@ -196,7 +216,7 @@ pub async fn register(client: &Client, f: &NodeFacts) -> String {
                             tracing::warn!(node = %f.name, error = %e, "publishing the pod network mode");
                         }
                     }
-                    current.status = node.status.clone();
+                    current.status = Some(status_keeping(f, current.status.as_ref()));
                     current.metadata.resource_version = None;
                     api.update_status(&current).await
                 }
@@ -261,7 +281,7 @@ pub async fn heartbeat(client: Client, f: NodeFacts, lease_namespace: String, ev
         }
         if round.is_multiple_of(10) && round > 0 {
             if let Ok(mut n) = nodes.get(&f.name).await {
-                n.status = Some(status_of(&f));
+                n.status = Some(status_keeping(&f, n.status.as_ref()));
                 n.metadata.resource_version = None;
                 if let Err(e) = nodes.update_status(&n).await {
                     tracing::debug!(node = %f.name, error = %e, "reporting node status");

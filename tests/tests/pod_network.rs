@@ -173,6 +173,17 @@ fn lookup(all: &Nodes, pod: &str, name: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The status of node `name`'s `NetworkUnavailable` condition.
+async fn network_condition(all: &Nodes, name: &str) -> Option<String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::new(all.cluster.client(), "");
+    let node = nodes.get(name).await.ok()?;
+    node.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "NetworkUnavailable")
+        .map(|c| c.status)
+}
+
 /// The routes the pod network owns on `host`, one per line.
 fn owned_routes(host: &TestHost) -> String {
     host.exec(&["ip", "-4", "route", "show", "proto", "210"])
@@ -355,6 +366,37 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
         format!("DNS:         {}:53", gateway(&a_ip)),
     ] {
         assert!(described.contains(&want), "{want} in:\n{described}");
+    }
+
+    assert!(
+        network_condition(&all, "n1").await == Some("False".to_string()),
+        "n1 reports its network available"
+    );
+    if mode == "host-gw" {
+        info!("phase: a peer whose address is off the segment cannot be routed to: NetworkUnavailable says so, and clears when it goes");
+        let stray = serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "stray"},
+            "spec": {"podCIDR": "10.244.250.0/24", "podCIDRs": ["10.244.250.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.99"}]}});
+        client
+            .create_object("nodes", "", serde_json::to_vec(&stray).expect("json"))
+            .await
+            .expect("a stray node");
+        wait_until(
+            Duration::from_secs(10),
+            "n1 reports the unreachable peer",
+            || async { network_condition(&all, "n1").await == Some("True".to_string()) },
+        )
+        .await;
+        let described = ok(&skiffctl(&all.cluster, &["describe", "node", "n1"], None));
+        assert!(described.contains("stray"), "{described}");
+        ok(&skiffctl(&all.cluster, &["delete", "node", "stray"], None));
+        wait_until(
+            Duration::from_secs(10),
+            "n1's network available again",
+            || async { network_condition(&all, "n1").await == Some("False".to_string()) },
+        )
+        .await;
     }
 
     info!("phase: a NodePort opened on n1 from a host outside the cluster reaches b on n2");

@@ -13,6 +13,7 @@
 //! restarted agent finds what it programmed before and removes what no Node needs any more
 //! (a node deleted while the agent was down, a change of mode) without touching other routes.
 
+mod condition;
 pub mod egress;
 pub mod host_gw;
 pub mod peer;
@@ -133,9 +134,10 @@ async fn underlay_mtu(ip: Ipv4Addr) -> Result<u32> {
 }
 
 /// Keep the routes to every other node's pods in step with the Node objects, until the
-/// process ends.
+/// process ends; the outcome is the Node's `NetworkUnavailable` condition.
 pub async fn run_peers(client: Client, cfg: PodNetworkConfig) {
-    let (nodes, mut events) = Informer::<Node>::start(client, Selection::default());
+    let (nodes, mut events) = Informer::<Node>::start(client.clone(), Selection::default());
+    let mut condition = condition::Reporter::new(client, cfg.node_name.clone());
     let mut programmed: Option<BTreeMap<String, Peer>> = None;
     let mut relist = false;
     loop {
@@ -164,11 +166,18 @@ pub async fn run_peers(client: Client, cfg: PodNetworkConfig) {
             None => match sync_all(&cfg, &desired).await {
                 Ok(()) => {
                     tracing::info!(peers = desired.len(), mode = %cfg.mode, "pod network: full sync");
+                    condition
+                        .report(
+                            None,
+                            &format!("routes to {} peers ({})", desired.len(), cfg.mode),
+                        )
+                        .await;
                     programmed = Some(desired);
                     relist = false;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "pod network: full sync failed; retrying");
+                    condition.report(Some(&e.to_string()), "").await;
                     programmed = None;
                     relist = true;
                 }
@@ -199,6 +208,7 @@ pub async fn run_peers(client: Client, cfg: PodNetworkConfig) {
                         }
                         Err(e) => {
                             tracing::error!(node = %name, error = %e, "pod network: peer update failed; resyncing");
+                            condition.report(Some(&e.to_string()), "").await;
                             programmed = None;
                             relist = true;
                             break;
