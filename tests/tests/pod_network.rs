@@ -15,7 +15,8 @@ use tracing::info;
 
 const IMAGE: &str = "example.test/net/busybox:1";
 
-/// A pod on `node` serving its own name at `/` and the caller's address at `/cgi-bin/peer`.
+/// A pod on `node` serving its own name at `/` and the caller's address at `/cgi-bin/peer`,
+/// known in the headless Service `web` as `host-NAME`.
 fn server_pod(name: &str, node: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -23,11 +24,13 @@ kind: Pod
 metadata: {{name: {name}, labels: {{app: {name}, tier: web}}}}
 spec:
   nodeName: {node}
+  hostname: host-{name}
+  subdomain: web
   terminationGracePeriodSeconds: 1
   containers:
   - name: httpd
     image: {IMAGE}
-    command: ["sh", "-c", "mkdir -p /www/cgi-bin && hostname > /www/index.html && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && echo {name} > /www/index.html && printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"]
     ports: [{{name: http, containerPort: 8080}}]
     readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
 ---
@@ -303,6 +306,22 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
     let mut both = vec![a_ip.clone(), b_ip.clone()];
     both.sort();
     assert_eq!(heads, both, "a headless Service is its ready pods");
+    assert_eq!(
+        lookup(&all, "b", "host-a.web.default.svc.cluster.local"),
+        Ok(vec![a_ip.clone()]),
+        "a pod's hostname in its subdomain"
+    );
+    let hosts = ok(&skiffctl(
+        &all.cluster,
+        &["exec", "a", "--", "cat", "/etc/hosts"],
+        None,
+    ));
+    assert!(
+        hosts.contains(&format!(
+            "{a_ip}\thost-a.web.default.svc.cluster.local host-a"
+        )),
+        "{hosts}"
+    );
     let missing = lookup(&all, "a", "nothing.default.svc.cluster.local").expect_err("missing");
     assert!(missing.contains("NXDOMAIN"), "{missing}");
     assert_eq!(

@@ -213,9 +213,23 @@ impl<E: WorkerEnv> Worker<E> {
             .as_ref()
             .and_then(|s| s.hostname.clone())
             .unwrap_or_else(|| self.name.clone());
+        // With a subdomain (and a cluster domain), the pod's own name is fully qualified
+        // too, as the kubelet writes it: `10.244.1.5  web-0.web.ns.svc.cluster.local web-0`.
+        let names = match (
+            pod.spec.as_ref().and_then(|s| s.subdomain.as_deref()),
+            &self.ctx.dns,
+        ) {
+            (Some(sub), Some(dns)) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                format!("{hostname}.{sub}.{ns}.svc.{} {hostname}", dns.domain)
+            }
+            _ => hostname.clone(),
+        };
         std::fs::write(
             etc.join("hosts"),
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{names}\n"
+            ),
         )?;
         std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
         let host = std::fs::read_to_string(&self.ctx.resolv_conf).unwrap_or_default();
