@@ -544,7 +544,7 @@ fn skiff_up_with_two_nodes_runs_a_two_tier_app_across_them_and_ctrl_c_leaves_not
     let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
     let base_port = free_base_port(&[]);
     let endpoints = endpoints_from(base_port);
-    let mut up = Up::start_with(&dir, base_port, "up.log", &["--nodes", "2"]);
+    let up = Up::start_with(&dir, base_port, "up.log", &["--nodes", "2"]);
     let net: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join(".skiff/network.json")).expect("network.json"),
     )
@@ -647,6 +647,30 @@ spec:
 "#,
         ),
     );
+    frontend_reaches_backend(&dir, &endpoints);
+    let pods = skiffctl(&dir, &endpoints, &["get", "pods", "-o", "json"], None);
+    let pods: serde_json::Value = serde_json::from_str(&pods).expect("pods json");
+    let nodes_of: Vec<&str> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert!(
+        nodes_of.contains(&"local-1") && nodes_of.contains(&"local-2"),
+        "the tiers run on different nodes: {nodes_of:?}"
+    );
+
+    ctrl_c_leaves_no_node_host(up, &dir, &bridge, &table);
+
+    // A second `skiff up --nodes 2` resumes: the same nodes, the app running again.
+    let up = Up::start_with(&dir, base_port, "up-again.log", &["--nodes", "2"]);
+    frontend_reaches_backend(&dir, &endpoints);
+    ctrl_c_leaves_no_node_host(up, &dir, &bridge, &table);
+}
+
+/// Wait until pod `frontend` gets its backend's page through the Service `backend` by name.
+fn frontend_reaches_backend(dir: &Path, endpoints: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let out = Command::new(binary("skiffctl"))
@@ -662,8 +686,8 @@ spec:
                 "-",
                 "http://backend/",
             ])
-            .current_dir(&dir)
-            .env("SKIFF_ENDPOINTS", &endpoints)
+            .current_dir(dir)
+            .env("SKIFF_ENDPOINTS", endpoints)
             .output()
             .expect("skiffctl exec");
         if String::from_utf8_lossy(&out.stdout).contains("backend-says-hello") {
@@ -674,24 +698,15 @@ spec:
             "the frontend never reached its backend by name: {}{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            skiffctl(&dir, &endpoints, &["get", "pods", "-o", "wide"], None)
+            skiffctl(dir, endpoints, &["get", "pods", "-o", "wide"], None)
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let pods = skiffctl(&dir, &endpoints, &["get", "pods", "-o", "json"], None);
-    let pods: serde_json::Value = serde_json::from_str(&pods).expect("pods json");
-    let nodes_of: Vec<&str> = pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["spec"]["nodeName"].as_str())
-        .collect();
-    assert!(
-        nodes_of.contains(&"local-1") && nodes_of.contains(&"local-2"),
-        "the tiers run on different nodes: {nodes_of:?}"
-    );
+}
 
-    // Ctrl-C: nothing of the nodes is left on this host.
+/// Ctrl-C; then nothing of the nodes' hosts may be left: processes, namespaces, the LAN
+/// bridge, the NAT table, mounts, routes.
+fn ctrl_c_leaves_no_node_host(mut up: Up, dir: &Path, bridge: &str, table: &str) {
     killpg(up.group, Signal::SIGINT).expect("SIGINT");
     let deadline = Instant::now() + Duration::from_secs(60);
     while up.child.try_wait().expect("wait").is_none() {
@@ -731,7 +746,7 @@ spec:
         !tables.contains(&format!("{table}_up")),
         "the nodes' NAT table is left: {tables}"
     );
-    assert_eq!(mounts_under(&dir), Vec::<String>::new(), "mounts left");
+    assert_eq!(mounts_under(dir), Vec::<String>::new(), "mounts left");
     let route = Command::new("ip")
         .args(["-4", "route", "show"])
         .output()
