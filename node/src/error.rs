@@ -138,16 +138,22 @@ impl Error {
 /// The agent's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `e`'s message followed by those of its causes: a client's own message alone often hides
+/// why (an unknown certificate authority, a refused connection).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        use std::error::Error as _;
-        let mut message = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            message.push_str(": ");
-            message.push_str(&c.to_string());
-            cause = c.source();
-        }
+        let message = with_causes(&e);
         match &e {
             Error::InvalidSpec { .. } | Error::BadReference { .. } | Error::BadImage { .. } => {
                 tonic::Status::invalid_argument(message)

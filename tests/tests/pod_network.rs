@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::nodes::{nodes, nodes_with, Nodes};
 use skiff_e2e::node_env::upstream_dns::UpstreamDns;
 use skiff_e2e::node_env::world::{ok, skiffctl, wait_until};
@@ -196,14 +195,8 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
     require_system_parts();
     let mut all = nodes(2, &["--pod-network", mode]).await;
     let client = all.cluster.client();
-    let archive = all.cluster.dir().join("net.tar");
-    std::fs::write(&archive, OciImage::busybox("net").archive(IMAGE)).expect("archive");
     info!("phase: the image is imported on every Ready node (no --node)");
-    let out = ok(&skiffctl(
-        &all.cluster,
-        &["image", "import", archive.to_str().expect("path")],
-        None,
-    ));
+    let out = all.import_busybox(IMAGE, "net");
     assert!(
         out.contains("on node/n1") && out.contains("on node/n2"),
         "{out}"
@@ -457,17 +450,8 @@ async fn pods_on_two_nodes_reach_each_other(mode: &str) {
 
     info!("phase: a third node joins while pods run; its pod and the others reach each other");
     all.add_node().await;
-    ok(&skiffctl(
-        &all.cluster,
-        &[
-            "image",
-            "import",
-            archive.to_str().expect("path"),
-            "--node",
-            "n3",
-        ],
-        None,
-    ));
+    // Every Ready node: n3, and the others again (an import of what is there is harmless).
+    all.import_busybox(IMAGE, "net");
     ok(&skiffctl(
         &all.cluster,
         &["apply", "-f", "-"],
@@ -542,13 +526,7 @@ async fn a_node_that_stops_for_good_has_its_pods_recreated_and_its_service_answe
     )
     .await;
     let client = all.cluster.client();
-    let archive = all.cluster.dir().join("net.tar");
-    std::fs::write(&archive, OciImage::busybox("net").archive(IMAGE)).expect("archive");
-    ok(&skiffctl(
-        &all.cluster,
-        &["image", "import", archive.to_str().expect("path")],
-        None,
-    ));
+    all.import_busybox(IMAGE, "net");
 
     // The asker gives each try 2 s (a connection to a host that is gone hangs, it does not
     // fail): busybox nc with -w, since busybox wget's own timeout is broken in Debian's build.

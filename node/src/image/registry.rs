@@ -34,17 +34,9 @@ pub struct Pulled {
     pub config: Vec<u8>,
 }
 
-/// A failed pull, with the whole chain of causes: the client's own message alone hides why
-/// (an unknown certificate authority, a refused connection).
+/// A failed pull, with the whole chain of causes.
 fn pull_error(image: &ImageRef, e: impl std::error::Error) -> Error {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    pull_failed(image, message)
+    pull_failed(image, crate::error::with_causes(&e))
 }
 
 fn pull_failed(image: &ImageRef, message: impl Into<String>) -> Error {

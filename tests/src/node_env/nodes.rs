@@ -14,8 +14,9 @@ use k8s_openapi::api::core::v1::Node;
 use skiff_proto::objects::Api;
 use tracing::info;
 
+use super::image::OciImage;
 use super::lan::Lan;
-use super::world::{node_token, wait_until};
+use super::world::{node_token, ok, skiffctl, wait_until};
 use super::{Agent, Containerd, TestHost};
 use crate::{init_tracing, Cluster, MemberOptions};
 
@@ -126,6 +127,18 @@ impl Nodes {
             host,
         });
         name
+    }
+
+    /// Import the busybox image (marked `marker`) as `image` on every Ready node, as a user
+    /// does (`skiffctl image import FILE`); what skiffctl printed.
+    pub fn import_busybox(&self, image: &str, marker: &str) -> String {
+        let archive = self.cluster.dir().join(format!("{marker}.tar"));
+        std::fs::write(&archive, OciImage::busybox(marker).archive(image)).expect("archive");
+        ok(&skiffctl(
+            &self.cluster,
+            &["image", "import", &archive.display().to_string()],
+            None,
+        ))
     }
 
     /// The node named `name`.

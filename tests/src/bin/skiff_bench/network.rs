@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1::Pod;
-use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::nodes::{nodes, Nodes};
 use skiff_e2e::node_env::world::{ok, skiffctl};
 use skiff_proto::objects::Api;
@@ -210,13 +209,7 @@ fn answers(sock: &UdpSocket, server: SocketAddr, name: &str) -> bool {
 
 async fn throughput(mode: &str, args: &NetworkArgs, errors: &mut usize) -> anyhow::Result<()> {
     let all = nodes(2, &["--pod-network", mode]).await;
-    let archive = all.cluster.dir().join("bench.tar");
-    std::fs::write(&archive, OciImage::busybox("bench").archive(IMAGE))?;
-    ok(&skiffctl(
-        &all.cluster,
-        &["image", "import", archive.to_str().unwrap_or_default()],
-        None,
-    ));
+    all.import_busybox(IMAGE, "bench");
     let manifest = format!("{}{}", pod("server", "n2"), pod("client", "n1"));
     ok(&skiffctl(
         &all.cluster,
@@ -412,13 +405,7 @@ pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
 
     println!("# the cluster DNS (vxlan, two nodes, then joins)");
     let mut all = nodes(2, &[]).await;
-    let archive = all.cluster.dir().join("bench.tar");
-    std::fs::write(&archive, OciImage::busybox("bench").archive(IMAGE))?;
-    ok(&skiffctl(
-        &all.cluster,
-        &["image", "import", archive.to_str().unwrap_or_default()],
-        None,
-    ));
+    all.import_busybox(IMAGE, "bench");
     let manifest = format!(
         "{}apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  ports: [{{port: 80}}]\n",
         pod("client", "n1")
