@@ -33,6 +33,11 @@ pub struct NetworkArgs {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// The LAN's "wire" for the second set of throughput runs, in Gbit/s: each host's LAN
+    /// port is shaped to it (tc tbf), so that both paths are bound by a link as between real
+    /// hosts, not by the CPU of this machine. 0: no shaped runs.
+    #[arg(long, default_value_t = 10)]
+    link_gbit: u64,
     /// DNS questions per second.
     #[arg(long, default_value_t = 5000)]
     dns_qps: u64,
@@ -220,30 +225,77 @@ async fn throughput(mode: &str, args: &NetworkArgs, errors: &mut usize) -> anyho
     let (server_ns, server_ip) = pod_netns(&pods, "server").await?;
     let (client_ns, _) = pod_netns(&pods, "client").await?;
     let (h1, h2) = (&all.node("n1").host, &all.node("n2").host);
-    let (mut pod_runs, mut host_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.runs {
-        let host = iperf(&h2.netns, &h1.netns, &h2.node_ip, args.seconds);
-        let pods = iperf(&server_ns, &client_ns, &server_ip, args.seconds);
-        match (pods, host) {
-            (Ok(p), Ok(h)) => {
-                pod_runs.push(p);
-                host_runs.push(h);
-                ratios.push(p / h);
-            }
-            (p, h) => {
-                eprintln!("iperf3 failed: pods {p:?}, hosts {h:?}");
-                *errors += 1;
+    let pairs = Pairs {
+        server_ns: &server_ns,
+        client_ns: &client_ns,
+        server_ip: &server_ip,
+        hosts: (&h1.netns, &h2.netns),
+        host_ip: &h2.node_ip,
+    };
+    pairs.measure(&format!("{mode:<8} unshaped"), args, errors);
+    if args.link_gbit > 0 {
+        for host in [h1, h2] {
+            let rate = format!("{}gbit", args.link_gbit);
+            let out = in_netns(
+                &host.netns,
+                &[
+                    "tc", "qdisc", "replace", "dev", "lan0", "root", "tbf", "rate", &rate, "burst",
+                    "4mb", "latency", "50ms",
+                ],
+            )
+            .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "tc: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        pairs.measure(
+            &format!("{mode:<8} {} Gbit/s link", args.link_gbit),
+            args,
+            errors,
+        );
+    }
+    Ok(())
+}
+
+/// A pair of pods and a pair of hosts to measure throughput between.
+struct Pairs<'a> {
+    server_ns: &'a str,
+    client_ns: &'a str,
+    server_ip: &'a str,
+    /// (client host, server host).
+    hosts: (&'a str, &'a str),
+    host_ip: &'a str,
+}
+
+impl Pairs<'_> {
+    /// `args.runs` alternating runs each way; prints medians and the paired ratio.
+    fn measure(&self, label: &str, args: &NetworkArgs, errors: &mut usize) {
+        let (mut pod_runs, mut host_runs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let host = iperf(self.hosts.1, self.hosts.0, self.host_ip, args.seconds);
+            let pods = iperf(self.server_ns, self.client_ns, self.server_ip, args.seconds);
+            match (pods, host) {
+                (Ok(p), Ok(h)) => {
+                    pod_runs.push(p);
+                    host_runs.push(h);
+                    ratios.push(p / h);
+                }
+                (p, h) => {
+                    eprintln!("iperf3 failed: pods {p:?}, hosts {h:?}");
+                    *errors += 1;
+                }
             }
         }
-    }
-    println!(
-        "{mode:<8} pod→pod {:>6.2} Gbit/s   host→host {:>6.2} Gbit/s   ratio (paired, median) {:.2}x   runs {}",
+        println!(
+        "{label}   pod→pod {:>6.2} Gbit/s   host→host {:>6.2} Gbit/s   ratio (paired, median) {:.2}x   runs {}",
         median(pod_runs),
         median(host_runs),
         median(ratios),
         args.runs
     );
-    Ok(())
+    }
 }
 
 async fn dns(all: &Nodes, args: &NetworkArgs, errors: &mut usize) -> anyhow::Result<()> {
