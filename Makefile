@@ -29,7 +29,7 @@ up: deps
 
 # Tests that need root (test hosts, containerd, mounts) are skipped, and said to be, when
 # not run as root; every other test runs anywhere.
-ROOT_TESTS := binary(node) | binary(services) | binary(up) | binary(security) | test(/_as_root$$/)
+ROOT_TESTS := binary(node) | binary(services) | binary(pod_network) | binary(up) | binary(security) | test(/_as_root$$/)
 
 test: build
 	@if ! command -v cargo-nextest >/dev/null 2>&1; then \
