@@ -7,6 +7,7 @@
 //! - [`objects`]: the Kubernetes-shaped object API.
 //! - [`scheduler`], [`controllers`]: placement and reconcile loops, run on the Raft leader.
 //! - [`hollow`]: simulated nodes for tests and scale benchmarks.
+//! - [`ops`]: the operations endpoint: metrics, health and readiness over HTTP.
 
 pub mod auth;
 pub mod bootstrap;
@@ -14,5 +15,6 @@ pub mod controllers;
 pub mod hollow;
 pub mod node_proxy;
 pub mod objects;
+pub mod ops;
 pub mod scheduler;
 pub mod server;

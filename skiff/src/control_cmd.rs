@@ -59,6 +59,10 @@ pub struct ControlArgs {
     /// Leader heartbeat period in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over plain HTTP on this
+    /// address (host:port); none when not given.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Seconds without a Lease renewal before a node is marked unreachable and tainted.
     #[arg(long, default_value_t = 10)]
     pub node_grace_seconds: u64,
@@ -324,8 +328,18 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         ..Default::default()
     };
-    // Counted from the first term on; served once the metrics endpoint exists.
-    let controller_metrics = skiff_control::controllers::ControllerMetrics::default();
+    // Counted from the first term on; served on the metrics endpoint when there is one.
+    let controller_metrics = match &args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            let (ops, controllers) = skiff_control::ops::Ops::new(node.clone());
+            tokio::spawn(skiff_control::ops::serve(listener, ops));
+            controllers
+        }
+        None => skiff_control::controllers::ControllerMetrics::default(),
+    };
     tokio::spawn(skiff_control::controllers::run_when_leader(
         node.clone(),
         advertise.clone(),

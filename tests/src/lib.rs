@@ -147,6 +147,8 @@ pub struct MemberOptions {
     pub listen_any: bool,
     /// No cluster CA: plaintext connections (the store benchmark against a plaintext etcd).
     pub plaintext: bool,
+    /// Serve each member's metrics endpoint (`--metrics-listen`) on a port of its own.
+    pub metrics: bool,
 }
 
 /// One control process.
@@ -217,6 +219,8 @@ pub struct Cluster {
     pub admin: Credentials,
     /// Serving plaintext (no CA in the members' data directories).
     pub plaintext: bool,
+    /// Each member's metrics endpoint (host:port), when asked for.
+    pub metrics: BTreeMap<u64, String>,
     dir: tempfile::TempDir,
 }
 
@@ -244,6 +248,7 @@ impl Cluster {
             ca,
             admin,
             plaintext: opts.plaintext,
+            metrics: BTreeMap::new(),
             dir,
         };
         // Secrets at rest are sealed under a key kept beside the members, outside their data
@@ -265,6 +270,11 @@ impl Cluster {
             args.extend(opts.extra_args.iter().cloned());
             if opts.listen_any {
                 args.extend(["--advertise".to_string(), addr.clone()]);
+            }
+            if opts.metrics {
+                let at = format!("127.0.0.1:{}", free_port());
+                args.extend(["--metrics-listen".to_string(), at.clone()]);
+                cluster.metrics.insert(*id, at);
             }
             cluster.add_process(*id, addr.clone(), args, opts.listen_any);
         }

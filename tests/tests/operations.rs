@@ -1,0 +1,113 @@
+//! Operating a cluster: each control member's metrics, health and readiness endpoints
+//! (`skiff control --metrics-listen`), scraped as Prometheus and a load balancer's probe do.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use skiff_e2e::{init_tracing, Cluster, MemberOptions};
+use tracing::info;
+
+/// `GET path` on `addr`: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_not_ready() {
+    init_tracing();
+    let mut cluster = Cluster::start(
+        3,
+        MemberOptions {
+            metrics: true,
+            ..Default::default()
+        },
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "scraped"}, "data": {"a": "1"}});
+    cluster
+        .client()
+        .create_object(
+            "configmaps",
+            "default",
+            serde_json::to_vec(&cm).expect("json"),
+        )
+        .await
+        .expect("a write");
+
+    info!("phase: every member is healthy and ready, and its metrics say who leads");
+    let metrics = cluster.metrics.clone();
+    for (id, addr) in &metrics {
+        assert_eq!(get(addr, "/healthz"), (200, "ok\n".into()), "member {id}");
+        wait_for(&format!("member {id} ready"), || {
+            get(addr, "/readyz").0 == 200
+        });
+        let (code, text) = get(addr, "/metrics");
+        assert_eq!(code, 200);
+        let leads = if *id == leader { 1 } else { 0 };
+        assert!(
+            text.contains(&format!("skiff_raft_is_leader {leads}")),
+            "member {id}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("skiff_raft_leader {leader}")),
+            "{text}"
+        );
+        assert!(text.contains("skiff_raft_term "), "{text}");
+        assert!(text.contains("skiff_raft_applied_index "), "{text}");
+        if *id == leader {
+            assert!(
+                text.contains("skiff_raft_follower_lag_entries{follower="),
+                "the leader reports each follower: {text}"
+            );
+        }
+    }
+    assert_eq!(get(&metrics[&leader], "/nothing").0, 404);
+
+    info!("phase: the leader and one follower die: the last member says it is not ready, and why");
+    let survivor = *metrics
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let other = *metrics
+        .keys()
+        .find(|id| **id != leader && **id != survivor)
+        .expect("another follower");
+    cluster.kill9(leader);
+    cluster.kill9(other);
+    let addr = &metrics[&survivor];
+    wait_for("the survivor to turn not ready", || {
+        get(addr, "/readyz").0 == 503
+    });
+    let (_, why) = get(addr, "/readyz");
+    assert!(why.contains("no leader"), "{why}");
+    assert_eq!(get(addr, "/healthz").0, 200, "alive all the same");
+}
