@@ -21,6 +21,7 @@ pub mod informer;
 pub mod kinds;
 pub mod node_agent;
 pub mod objects;
+pub mod ops_http;
 pub mod private_file;
 pub mod quantity;
 pub mod status;

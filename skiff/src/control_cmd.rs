@@ -335,7 +335,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--metrics-listen {addr}"))?;
             let (ops, controllers) = skiff_control::ops::Ops::new(node.clone());
-            tokio::spawn(skiff_control::ops::serve(listener, ops));
+            tokio::spawn(skiff_proto::ops_http::serve(listener, ops));
             controllers
         }
         None => skiff_control::controllers::ControllerMetrics::default(),
