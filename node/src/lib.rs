@@ -14,6 +14,7 @@
 //! - [`pod_network`]: routes to the other nodes' pods (VXLAN or host-gw), egress masquerade.
 //! - [`netns`]: the pods' named network namespaces, made in-process.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
+//! - [`ops`]: the operations endpoint: metrics and readiness over HTTP.
 //! - [`server`]: the agent's own gRPC API (logs, exec, image import) that control nodes proxy to.
 
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod netns;
+pub mod ops;
 pub mod pod_network;
 pub mod pod_worker;
 pub mod proxy;

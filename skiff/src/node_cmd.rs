@@ -67,6 +67,10 @@ pub struct NodeArgs {
     /// other on one host take different ones.
     #[arg(long, default_value_t = 1)]
     pub vxlan_vni: u32,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over plain HTTP on this
+    /// address (host:port); none when not given.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// The cluster domain the node's DNS answers.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -336,6 +340,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--agent-port {}: {e}", args.agent_port))?;
     let (mut agent, events) = agent::start(cfg).await?;
     let service_watch = agent.service_watch.take();
+    if let (Some(addr), Some(watch)) = (&args.metrics_listen, &service_watch) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+        let ops = skiff_node::ops::AgentOps::new(
+            agent.pods.clone(),
+            watch.services.clone(),
+            watch.endpoints.clone(),
+        );
+        tokio::spawn(skiff_proto::ops_http::serve(
+            listener,
+            std::sync::Arc::new(ops),
+        ));
+    }
     let agent = std::sync::Arc::new(agent);
     if let Some(live) = &credentials {
         tokio::spawn(keep_renewed(

@@ -1581,3 +1581,46 @@ fn import_busybox(w: &skiff_e2e::node_env::world::World, name: &str) -> std::pro
         None,
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_metrics_health_and_readiness() {
+    require_system_parts();
+    let w = world(&["--metrics-listen", "0.0.0.0:19100"]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("ops"), "skiff/busybox", "ops");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: counted}}\nspec:\n  nodeName: n1\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+    );
+    apply_and_run(&w, &client, "counted", &manifest).await;
+
+    info!("phase: the agent's endpoint, reached at the node's address as a scraper would");
+    let addr = format!("{}:19100", w.host.ip);
+    let get = |path: &str| {
+        let out = std::process::Command::new("busybox")
+            .args([
+                "wget",
+                "-q",
+                "-S",
+                "-O",
+                "-",
+                &format!("http://{addr}{path}"),
+            ])
+            .output()
+            .expect("busybox wget");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(get("/healthz"), (true, "ok\n".to_string()));
+    assert_eq!(get("/readyz"), (true, "ok\n".to_string()));
+    let (ok, metrics) = get("/metrics");
+    assert!(ok, "{metrics}");
+    assert!(
+        metrics.contains("skiff_node_pods{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("skiff_node_cached_services "), "{metrics}");
+}

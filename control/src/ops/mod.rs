@@ -36,7 +36,6 @@ impl Ops {
             controllers,
         )
     }
-
 }
 
 impl OpsSource for Ops {
