@@ -89,12 +89,7 @@ impl OpsSource for AgentOps {
         self.cached_services.set(count(self.services.list().len()));
         self.cached_endpoints
             .set(count(self.endpoints.list().len()));
-        let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-            tracing::warn!(error = %e, "encoding metrics");
-        }
-        text
+        skiff_proto::ops_http::encode(&self.registry)
     }
 
     fn not_ready(&self) -> Option<String> {

@@ -4,7 +4,7 @@
 //! what "ready" means is the process's own ([`OpsSource`]).
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,6 +18,16 @@ pub trait OpsSource: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Why it is not ready, if it is not.
     fn not_ready(&self) -> Option<String>;
+}
+
+/// `registry` in Prometheus' text format.
+pub fn encode(registry: &Mutex<prometheus_client::registry::Registry>) -> String {
+    let mut text = String::new();
+    let registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::warn!(error = %e, "encoding metrics");
+    }
+    text
 }
 
 fn answer(source: &dyn OpsSource, path: &str) -> (StatusCode, String, &'static str) {

@@ -41,12 +41,7 @@ impl Ops {
 impl OpsSource for Ops {
     fn metrics(&self) -> String {
         self.raft.update(&self.node);
-        let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-            tracing::warn!(error = %e, "encoding metrics");
-        }
-        text
+        skiff_proto::ops_http::encode(&self.registry)
     }
 
     fn not_ready(&self) -> Option<String> {

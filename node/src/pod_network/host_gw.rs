@@ -4,7 +4,7 @@
 //! error names the peer.
 
 use super::peer::Peer;
-use super::ROUTE_PROTOCOL;
+use super::{run_absent_ok, ROUTE_PROTOCOL};
 use crate::cni::run;
 use crate::error::{Error, Result};
 
@@ -35,7 +35,7 @@ pub async fn add(peer: &Peer) -> Result<()> {
 
 /// Stop routing to `peer`'s pods.
 pub async fn remove(peer: &Peer) -> Result<()> {
-    match run(
+    run_absent_ok(
         "ip",
         &[
             "route",
@@ -46,8 +46,4 @@ pub async fn remove(peer: &Peer) -> Result<()> {
         ],
     )
     .await
-    {
-        Err(Error::Command { message, .. }) if message.contains("No such process") => Ok(()),
-        other => other.map(|_| ()),
-    }
 }

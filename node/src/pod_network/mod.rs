@@ -220,6 +220,21 @@ pub async fn run_peers(client: Client, cfg: PodNetworkConfig) {
     }
 }
 
+/// A command whose target may already be gone: that is what was wanted.
+pub(crate) async fn run_absent_ok(program: &str, args: &[&str]) -> Result<()> {
+    match run(program, args).await {
+        Ok(_) => Ok(()),
+        Err(Error::Command { message, .. })
+            if ["No such", "Cannot find", "not found", "does not exist"]
+                .iter()
+                .any(|m| message.contains(m)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn add(cfg: &PodNetworkConfig, peer: &Peer) -> Result<()> {
     match cfg.mode {
         Mode::Vxlan => vxlan::add(cfg.vni, peer).await,
@@ -239,7 +254,7 @@ async fn sync_all(cfg: &PodNetworkConfig, desired: &BTreeMap<String, Peer>) -> R
     let wanted: Vec<Cidr> = desired.values().map(|p| p.pod_cidr).collect();
     for route in owned_routes().await? {
         if !wanted.contains(&route.dst) {
-            run(
+            run_absent_ok(
                 "ip",
                 &[
                     "route",

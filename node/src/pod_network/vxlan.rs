@@ -6,9 +6,9 @@
 //! ([`super::peer::vtep_mac`]), so no node has to publish its own.
 
 use super::peer::{vtep_mac, Peer};
-use super::{PodNetworkConfig, ROUTE_PROTOCOL};
+use super::{run_absent_ok, PodNetworkConfig, ROUTE_PROTOCOL};
 use crate::cni::run;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The VXLAN UDP port (the Linux and flannel default).
 pub const PORT: &str = "8472";
@@ -18,21 +18,6 @@ const OVERHEAD: u32 = 50;
 /// The device's name for VXLAN network `vni` (`skiff.1`, as flannel's `flannel.1`).
 pub fn device(vni: u32) -> String {
     format!("skiff.{vni}")
-}
-
-/// A command whose target may already be gone: that is what was wanted.
-async fn run_absent_ok(program: &str, args: &[&str]) -> Result<()> {
-    match run(program, args).await {
-        Ok(_) => Ok(()),
-        Err(Error::Command { message, .. })
-            if ["No such", "Cannot find", "not found", "does not exist"]
-                .iter()
-                .any(|m| message.contains(m)) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Make (or keep) this node's VXLAN device on the underlay whose MTU is `underlay`; returns
