@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    // A watch event's object is encoded once and shared by every watcher that gets it.
+    tonic_prost_build::configure()
+        .bytes(".skiff.v1.ObjectEvent.object")
+        .compile_protos(&protos, &["."])?;
     Ok(())
 }

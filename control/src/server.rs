@@ -39,6 +39,13 @@ pub struct Security {
     pub limits: crate::auth::limits::LimitSettings,
 }
 
+/// What a member's server counts, for its operations endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    /// The object watches.
+    pub watches: crate::objects::watch::WatchMetrics,
+}
+
 /// Why a member's server stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -59,6 +66,7 @@ pub async fn serve(
     node: RaftNode,
     service_range: ServiceRange,
     security: Security,
+    metrics: ServerMetrics,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -91,6 +99,7 @@ pub async fn serve(
             ObjectStore::new(node.clone())
                 .with_service_range(service_range)
                 .with_sealer(security.sealer.clone()),
+            metrics.watches,
         ),
         gate.clone(),
     ))

@@ -318,13 +318,13 @@ impl Client {
                                     req.resource_version = req.resource_version.max(e.revision);
                                     let item = match pb::object_event::Type::try_from(e.r#type) {
                                         Ok(pb::object_event::Type::Added) => {
-                                            WatchItem::Added(e.object)
+                                            WatchItem::Added(e.object.into())
                                         }
                                         Ok(pb::object_event::Type::Modified) => {
-                                            WatchItem::Modified(e.object)
+                                            WatchItem::Modified(e.object.into())
                                         }
                                         Ok(pb::object_event::Type::Deleted) => {
-                                            WatchItem::Deleted(e.object)
+                                            WatchItem::Deleted(e.object.into())
                                         }
                                         _ => WatchItem::Bookmark(e.revision),
                                     };

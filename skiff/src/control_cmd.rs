@@ -278,6 +278,18 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             "--authorization always-allow: every holder of a cluster certificate is an admin"
         );
     }
+    // Counted from the start; served on the metrics endpoint when there is one.
+    let families = match &args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            let (ops, families) = skiff_control::ops::Ops::new(node.clone());
+            tokio::spawn(skiff_proto::ops_http::serve(listener, ops));
+            families
+        }
+        None => skiff_control::ops::Families::default(),
+    };
     let mut server = tokio::spawn(server::serve(
         node.clone(),
         service_range,
@@ -290,6 +302,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
                 max_watches: args.max_watches_per_user,
             },
         },
+        families.server,
         listener,
         async {
             let _ = stop_rx.await;
@@ -328,23 +341,11 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         ..Default::default()
     };
-    // Counted from the first term on; served on the metrics endpoint when there is one.
-    let controller_metrics = match &args.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics-listen {addr}"))?;
-            let (ops, controllers) = skiff_control::ops::Ops::new(node.clone());
-            tokio::spawn(skiff_proto::ops_http::serve(listener, ops));
-            controllers
-        }
-        None => skiff_control::controllers::ControllerMetrics::default(),
-    };
     tokio::spawn(skiff_control::controllers::run_when_leader(
         node.clone(),
         advertise.clone(),
         settings,
-        controller_metrics,
+        families.controllers,
     ));
 
     let mut term = signal(SignalKind::terminate())?;

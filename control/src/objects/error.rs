@@ -116,6 +116,19 @@ pub enum ObjectError {
         /// The newest compacted revision.
         compacted: u64,
     },
+    /// A watcher fell further behind than its queue holds and was closed; the client must
+    /// list again (as when its history is gone).
+    #[error(
+        "EXPIRED: this watch fell behind by more than {events} events or {mib} MiB and was closed after revision {revision}; list again"
+    )]
+    WatchTooSlow {
+        /// The last revision it was given.
+        revision: u64,
+        /// The queue's bound in events.
+        events: usize,
+        /// The queue's bound in MiB of objects.
+        mib: usize,
+    },
     /// The store failed or has no leader.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -162,6 +175,7 @@ impl From<ObjectError> for Status {
                 requested,
                 compacted,
             } => skiff_proto::status::expired(requested, compacted),
+            ObjectError::WatchTooSlow { .. } => Status::out_of_range(msg),
             ObjectError::Store(s) => skiff_raft::grpc::convert::store_error(s),
         }
     }

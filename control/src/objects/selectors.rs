@@ -244,6 +244,20 @@ impl FieldSelector {
         Ok(Self { terms })
     }
 
+    /// The value `field` (as `spec.nodeName`) must equal, when a term requires one.
+    pub fn required(&self, field: &str) -> Option<&str> {
+        let pointer = FIELDS.iter().find(|(f, _)| *f == field)?.1;
+        self.terms
+            .iter()
+            .find(|(p, equal, _)| *p == pointer && *equal)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// Whether there is no term.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     /// Whether the JSON object `obj` satisfies every term (an absent field reads as "").
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(pointer, equal, value)| {

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::error::ObjectError;
 use super::selectors::{FieldSelector, Selector};
 use super::store::{ApplyOutcome, DeleteOptions, ListOptions, ObjectStore, PatchKind, Propagation};
-use super::watch::{self, EventType, WatchOptions};
+use super::watch::{EventType, WatchHub, WatchMetrics, WatchOptions};
 
 /// Default period of watch bookmarks.
 const DEFAULT_BOOKMARK: Duration = Duration::from_secs(1);
@@ -19,12 +19,14 @@ const DEFAULT_BOOKMARK: Duration = Duration::from_secs(1);
 /// Serves the object API of one member.
 pub struct ObjectService {
     store: ObjectStore,
+    watches: WatchHub,
 }
 
 impl ObjectService {
-    /// Serve `store`.
-    pub fn new(store: ObjectStore) -> Self {
-        Self { store }
+    /// Serve `store`; its watches count into `watch_metrics`.
+    pub fn new(store: ObjectStore, watch_metrics: WatchMetrics) -> Self {
+        let watches = WatchHub::new(store.clone(), watch_metrics);
+        Self { store, watches }
     }
 
     fn write_reply<T>(&self, msg: T) -> Response<T> {
@@ -254,7 +256,7 @@ impl Objects for ObjectService {
                 ms => Duration::from_millis(ms.into()),
             },
         };
-        let events = watch::watch(&self.store, &req.resource, opts)?;
+        let events = self.watches.watch(&req.resource, opts)?;
         let stream = events.map(|item| {
             item.map_err(Status::from)
                 .map(|events| pb::WatchObjectsResponse {

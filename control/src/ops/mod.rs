@@ -13,6 +13,8 @@ use skiff_raft::RaftNode;
 
 use self::raft_metrics::RaftFigures;
 use crate::controllers::ControllerMetrics;
+use crate::objects::watch::WatchMetrics;
+use crate::server::ServerMetrics;
 
 /// What the endpoint serves.
 pub struct Ops {
@@ -21,19 +23,33 @@ pub struct Ops {
     raft: RaftFigures,
 }
 
+/// The families the member's parts count into, served by [`Ops`] (or counted unseen).
+#[derive(Default)]
+pub struct Families {
+    /// The controllers' and the scheduler's.
+    pub controllers: ControllerMetrics,
+    /// The gRPC server's.
+    pub server: ServerMetrics,
+}
+
 impl Ops {
-    /// The endpoint of `node`, with the controllers' families in `controllers`.
-    pub fn new(node: RaftNode) -> (Arc<Self>, ControllerMetrics) {
+    /// The endpoint of `node`, with the families its parts count into.
+    pub fn new(node: RaftNode) -> (Arc<Self>, Families) {
         let mut registry = Registry::default();
         let raft = RaftFigures::register(&mut registry);
-        let controllers = ControllerMetrics::register(&mut registry);
+        let families = Families {
+            controllers: ControllerMetrics::register(&mut registry),
+            server: ServerMetrics {
+                watches: WatchMetrics::register(&mut registry),
+            },
+        };
         (
             Arc::new(Self {
                 node,
                 registry: Mutex::new(registry),
                 raft,
             }),
-            controllers,
+            families,
         )
     }
 }

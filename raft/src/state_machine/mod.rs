@@ -122,6 +122,37 @@ impl<E: Engine> SmShared<E> {
         }
     }
 
+    /// The events of revisions `from..=to` whose keys `filter` selects, from the retained
+    /// history; [`WatchError::Expired`] when `from` is compacted. For watchers that follow a
+    /// shared feed and need only the stretch before they joined it.
+    pub fn history_between(
+        &self,
+        filter: &WatchFilter,
+        from: u64,
+        to: u64,
+    ) -> std::result::Result<Vec<(u64, crate::mvcc::Event)>, WatchError> {
+        let compacted = self.state().compacted;
+        if from <= compacted {
+            return Err(WatchError::Expired {
+                requested: from,
+                compacted,
+            });
+        }
+        let mut events = self
+            .history(from, to)
+            .map_err(|e| WatchError::Storage(e.to_string()))?;
+        // Compaction may have run between the check and the read.
+        let compacted = self.state().compacted;
+        if from <= compacted {
+            return Err(WatchError::Expired {
+                requested: from,
+                compacted,
+            });
+        }
+        events.retain(|(_, e)| filter.matches(&e.kv.key));
+        Ok(events)
+    }
+
     /// Start a watch; messages arrive on the returned receiver until it is dropped.
     pub fn watch(
         self: &Arc<Self>,

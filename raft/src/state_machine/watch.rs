@@ -68,7 +68,8 @@ pub struct WatchFilter {
 }
 
 impl WatchFilter {
-    fn matches(&self, key: &[u8]) -> bool {
+    /// Whether `key` is selected.
+    pub fn matches(&self, key: &[u8]) -> bool {
         if self.prefix {
             key.starts_with(&self.key)
         } else {
