@@ -270,6 +270,31 @@ impl Client {
         .await
     }
 
+    /// One watch call on the current control node, as the server streams it: no reconnect,
+    /// no buffering, nothing read ahead. For tools that read at their own pace (a reader that
+    /// falls too far behind is cut off by the server with `EXPIRED`).
+    pub async fn watch_objects_stream(
+        &self,
+        resource: &str,
+        sel: &Selection,
+        resource_version: u64,
+    ) -> Result<tonic::Streaming<pb::WatchObjectsResponse>> {
+        let req = pb::WatchObjectsRequest {
+            resource: resource.into(),
+            namespace: sel.namespace.clone(),
+            label_selector: sel.labels.clone(),
+            field_selector: sel.fields.clone(),
+            resource_version,
+            bookmark_interval_ms: 0,
+        };
+        let (_, ch) = self.current();
+        let stream = objects(ch)
+            .watch(req)
+            .await
+            .map_err(ClientError::Rejected)?;
+        Ok(stream.into_inner())
+    }
+
     /// Watch objects after `resource_version` (0 = from now). The watch moves to another
     /// control node when one fails, from the last revision it delivered, so events arrive
     /// once each and in order. It ends with [`ClientError::Expired`] when the history it

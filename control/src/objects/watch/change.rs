@@ -42,15 +42,20 @@ impl States {
     /// `spec.nodeName` before and after ("" when absent), for the node index.
     pub fn node_names(&self) -> (Option<&str>, Option<&str>) {
         fn node(v: &Option<Value>) -> Option<&str> {
-            v.as_ref()
-                .map(|v| v.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or(""))
+            v.as_ref().map(|v| {
+                v.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            })
         }
         (node(&self.before), node(&self.after))
     }
 }
 
 fn parse(bytes: &Option<Vec<u8>>) -> Option<Value> {
-    bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok())
+    bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
 }
 
 impl Change {

@@ -328,7 +328,8 @@ fn fan_out(inner: &Inner, events: Vec<(u64, skiff_raft::mvcc::Event)>) {
     }
     for change in &changes {
         metrics.changes.inc();
-        d.index.offer(change, |_, sink| offer(sink, change, metrics));
+        d.index
+            .offer(change, |_, sink| offer(sink, change, metrics));
     }
     inner.set_revision(&mut d, last);
 }

@@ -167,7 +167,11 @@ impl State {
         let mut delivered_upto = upto;
         for (revision, ev) in events {
             // Cut only between revisions, so a batch never splits one.
-            if bytes >= BATCH_BYTES && out.last().is_some_and(|e: &ObjectEvent| e.revision != revision) {
+            if bytes >= BATCH_BYTES
+                && out
+                    .last()
+                    .is_some_and(|e: &ObjectEvent| e.revision != revision)
+            {
                 delivered_upto = revision - 1;
                 break;
             }

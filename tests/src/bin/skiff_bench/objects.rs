@@ -44,7 +44,7 @@ pub struct ObjectsArgs {
     plaintext: bool,
 }
 
-fn now_micros() -> u64 {
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -65,7 +65,7 @@ fn pod(ns: &str, name: &str, sent: u64) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
-fn client_of(cluster: &Cluster) -> anyhow::Result<Client> {
+pub(crate) fn client_of(cluster: &Cluster) -> anyhow::Result<Client> {
     Ok(Client::with_config(
         &cluster.endpoints(),
         ClientConfig {
@@ -75,7 +75,7 @@ fn client_of(cluster: &Cluster) -> anyhow::Result<Client> {
     )?)
 }
 
-async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
+pub(crate) async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     let obj = serde_json::to_vec(
         &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
     )?;
@@ -328,6 +328,26 @@ async fn watch_fanout(
     Ok((all, per_sec, errors))
 }
 
+/// Create `pods` pods of ~1 KiB in namespace `bench-list` and `nodes` Ready nodes; the
+/// creates that failed, of each.
+pub(crate) async fn fill(
+    cluster: &Cluster,
+    pods: usize,
+    nodes: usize,
+) -> anyhow::Result<(usize, usize)> {
+    ensure_namespace(&client_of(cluster)?, "bench-list").await?;
+    let failed_pods = create_many(cluster, "pods", "bench-list", pods, |i| {
+        pod("bench-list", &format!("pod-{i:05}"), 1)
+    })
+    .await?;
+    let failed_nodes = create_many(cluster, "nodes", "", nodes, |i| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i:04}"), "labels": {"kubernetes.io/hostname": format!("node-{i:04}")}},
+            "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})).unwrap_or_default()
+    }).await?;
+    Ok((failed_pods, failed_nodes))
+}
+
 async fn create_many(
     cluster: &Cluster,
     resource: &str,
@@ -363,7 +383,7 @@ async fn create_many(
     Ok(failed.load(Ordering::Relaxed) as usize)
 }
 
-fn rss_line(cluster: &Cluster) -> String {
+pub(crate) fn rss_line(cluster: &Cluster) -> String {
     cluster
         .members
         .values()
@@ -470,16 +490,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         "\n## list and memory at {} pods and {} nodes (a fresh cluster)",
         args.pods, args.nodes
     );
-    ensure_namespace(&admin, "bench-list").await?;
-    let failed_pods = create_many(&cluster, "pods", "bench-list", args.pods, |i| {
-        pod("bench-list", &format!("pod-{i:05}"), 1)
-    })
-    .await?;
-    let failed_nodes = create_many(&cluster, "nodes", "", args.nodes, |i| {
-        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{i:04}"), "labels": {"kubernetes.io/hostname": format!("node-{i:04}")}},
-            "status": {"capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})).unwrap_or_default()
-    }).await?;
+    let (failed_pods, failed_nodes) = fill(&cluster, args.pods, args.nodes).await?;
     println!("failed creates: {failed_pods} pods, {failed_nodes} nodes");
     errors += failed_pods + failed_nodes;
     let sel = Selection {
