@@ -137,6 +137,15 @@ impl Etcd {
         Ok(etcd_client::Client::connect([endpoint], options).await?)
     }
 
+    /// A client of every member (etcd's client balances over them).
+    pub async fn connect_all(&self) -> anyhow::Result<etcd_client::Client> {
+        let options = self
+            .tls
+            .as_ref()
+            .map(|t| ConnectOptions::new().with_tls(t.client.clone()));
+        Ok(etcd_client::Client::connect(self.endpoints(), options).await?)
+    }
+
     /// The index (1-based) of the leader, by asking each member.
     pub async fn leader(&self) -> Option<u64> {
         let mut ids = BTreeMap::new();

@@ -2,7 +2,8 @@
 //!
 //! `skiff-bench store` measures Skiff's store against etcd (see `store.rs`),
 //! `skiff-bench objects` measures the object API (see `objects.rs`), `skiff-bench scheduling`
-//! the scheduler (`scheduling.rs`), `skiff-bench pods` pods on a real node (`pods.rs`).
+//! the scheduler (`scheduling.rs`), `skiff-bench pods` pods on a real node (`pods.rs`),
+//! `skiff-bench watch` watch fan-out against etcd's and the leader's memory (`watch.rs`).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ mod pods;
 mod proxy;
 mod scheduling;
 mod store;
+mod watch;
 
 #[derive(Parser)]
 struct Cli {
@@ -43,6 +45,8 @@ enum Cmd {
     Authz(authz::AuthzArgs),
     /// The pod network and cluster DNS on real nodes: throughput, DNS latency, propagation.
     Network(network::NetworkArgs),
+    /// Watch fan-out against etcd's, and the leader's memory at 10,000 pods.
+    Watch(watch::WatchArgs),
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -82,5 +86,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Pods(a) => pods::run(a).await,
         Cmd::Proxy(a) => proxy::run(a).await,
         Cmd::Network(a) => network::run(a).await,
+        Cmd::Watch(a) => watch::run(a).await,
     }
 }
