@@ -84,6 +84,13 @@ pub trait Engine: Send + Sync + 'static {
         end: Bound<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<RawEntry>>;
+    /// Visit every record in key order, without copying them out first.
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+        for (k, v) in self.scan(Bound::Unbounded, Bound::Unbounded, 0)? {
+            visit(&k, &v);
+        }
+        Ok(())
+    }
     /// The last key in range, if any.
     fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>>;
     /// Apply a batch atomically. Not yet durable: see [`Engine::sync`].

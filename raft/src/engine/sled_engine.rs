@@ -202,6 +202,14 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(backend)?;
+            visit(&k, &v);
+        }
+        Ok(())
+    }
+
     fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>> {
         match self.tree.range((start, end)).next_back() {
             Some(item) => {

@@ -1,7 +1,7 @@
 //! Snapshots of the state machine: every record of the engine, captured at one applied
 //! log id, serialised, kept in one file beside the engine and streamed by openraft in chunks.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spaces::{AppliedSpace, APPLIED_KEY};
 use super::{Published, SmShared};
-use crate::engine::{Engine, RawEntry, WriteBatch};
+use crate::engine::{Engine, WriteBatch};
 use crate::keyspace::KeySpace;
 use crate::types::{NodeId, StorageError, TypeConfig};
 
@@ -39,44 +39,71 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 /// Builds a snapshot from the records captured when openraft asked for a builder.
 pub struct SnapshotBuilder<E: Engine> {
     shared: Arc<SmShared<E>>,
-    pairs: Result<Vec<RawEntry>, String>,
+    captured: Result<Captured, String>,
+}
+
+/// Every record as a serialised [`SnapshotBody`], and the applied state among them.
+struct Captured {
+    body: Vec<u8>,
+    state: super::AppliedState,
+}
+
+/// Serialise every record of `engine` into one buffer, in [`SnapshotBody`]'s bincode layout:
+/// the pair count, then each key and value as a length and its bytes. Written record by
+/// record, so the store is never held twice in small pieces (a copy of each record, then the
+/// serialised form).
+fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
+    let mut body = 0u64.to_le_bytes().to_vec();
+    let (mut count, mut state, mut failed) = (0u64, None, None);
+    let applied_key = AppliedSpace::raw_key(&APPLIED_KEY);
+    engine
+        .for_each(&mut |k, v| {
+            if k == applied_key.as_slice() {
+                match bincode::deserialize::<super::AppliedState>(v) {
+                    Ok(s) => state = Some(s),
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            let pair = (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v));
+            if let Err(e) = bincode::serialize_into(&mut body, &pair) {
+                failed = Some(e.to_string());
+            }
+            count += 1;
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    body[..8].copy_from_slice(&count.to_le_bytes());
+    Ok(Captured {
+        body,
+        state: state.unwrap_or_default(),
+    })
 }
 
 impl<E: Engine> SnapshotBuilder<E> {
-    /// Copy every record now, under the read lock, so the snapshot is of one applied state
-    /// even though applying goes on while it is built.
+    /// Serialise every record now, under the read lock, so the snapshot is of one applied
+    /// state even though applying goes on while it is written out.
     pub(crate) fn capture(shared: Arc<SmShared<E>>) -> Self {
-        let pairs = {
+        let captured = {
             let _guard = shared.state();
-            shared
-                .engine
-                .scan(Bound::Unbounded, Bound::Unbounded, 0)
-                .map_err(|e| e.to_string())
+            serialise_records(&shared.engine)
         };
-        Self { shared, pairs }
+        Self { shared, captured }
     }
 }
 
 impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let pairs = std::mem::replace(&mut self.pairs, Ok(vec![]))
+        let empty = Captured {
+            body: Vec::new(),
+            state: Default::default(),
+        };
+        let Captured { body, state } = std::mem::replace(&mut self.captured, Ok(empty))
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let state = pairs
-            .iter()
-            .find(|(k, _)| *k == AppliedSpace::raw_key(&APPLIED_KEY))
-            .map(|(_, v)| bincode::deserialize::<super::AppliedState>(v))
-            .transpose()
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-            .unwrap_or_default();
-        let pairs = pairs
-            .into_iter()
-            .map(|(k, v)| (serde_bytes::ByteBuf::from(k), serde_bytes::ByteBuf::from(v)))
-            .collect();
-        let data = bincode::serialize(&SnapshotBody { pairs })
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let snapshot_id = match state.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
-            None => format!("0-0-{}", data.len()),
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, body.len()),
+            None => format!("0-0-{}", body.len()),
         };
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
@@ -87,28 +114,35 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
         self.shared
             .sync()
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        persist(
-            &self.shared,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            },
-        )?;
+        persist(&self.shared, &meta, &body)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(io::Cursor::new(data)),
+            snapshot: Box::new(io::Cursor::new(body)),
         })
     }
 }
 
+/// [`StoredSnapshot`] by reference: the same bytes on disk, without copying the data.
+#[derive(Serialize)]
+struct StoredSnapshotRef<'a> {
+    meta: &'a SnapshotMeta<NodeId, openraft::BasicNode>,
+    #[serde(with = "serde_bytes")]
+    data: &'a [u8],
+}
+
 /// Write the snapshot file atomically: temp file, fsync, rename, fsync the directory.
-fn persist<E: Engine>(shared: &SmShared<E>, snap: &StoredSnapshot) -> Result<(), StorageError> {
-    let bytes = bincode::serialize(snap).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+fn persist<E: Engine>(
+    shared: &SmShared<E>,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError> {
     let path = &shared.snapshot_path;
     let tmp = path.with_extension("tmp");
     let write = || -> io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        let mut f = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        bincode::serialize_into(&mut f, &StoredSnapshotRef { meta, data })
+            .map_err(io::Error::other)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
@@ -182,13 +216,7 @@ pub(crate) fn install<E: Engine>(
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         *shared.recent_ids.lock().unwrap_or_else(|p| p.into_inner()) = recent;
     }
-    persist(
-        shared,
-        &StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        },
-    )?;
+    persist(shared, meta, &data)?;
     let _ = shared.feed.send(Arc::new(Published {
         prev_revision,
         events: vec![],
@@ -196,4 +224,39 @@ pub(crate) fn install<E: Engine>(
         reset: true,
     }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialised_one_by_one_read_back_as_a_snapshot_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = crate::engine::SledEngine::open(dir.path()).expect("engine");
+        let mut batch = WriteBatch::default();
+        batch.put_raw(b"a".to_vec(), b"1".to_vec());
+        batch.put_raw(b"b/c".to_vec(), vec![7; 300]);
+        engine.write(batch).expect("write");
+        let captured = serialise_records(&engine).expect("capture");
+        let body: SnapshotBody = bincode::deserialize(&captured.body).expect("a snapshot body");
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = body
+            .pairs
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b/c".to_vec(), vec![7; 300])]
+        );
+        // The file form is the one older members wrote and read.
+        let meta = SnapshotMeta::default();
+        let by_ref = bincode::serialize(&StoredSnapshotRef {
+            meta: &meta,
+            data: &captured.body,
+        })
+        .expect("serialise");
+        let owned: StoredSnapshot = bincode::deserialize(&by_ref).expect("read back");
+        assert_eq!(owned.data, captured.body);
+    }
 }

@@ -22,7 +22,7 @@ use skiff_proto::Client;
 use tokio::sync::watch;
 
 use super::etcd::Etcd;
-use super::objects::{client_of, ensure_namespace, fill, now_micros};
+use super::objects::{client_of, ensure_namespace, fill, now_micros, rss_line};
 use super::{median, print_verdict};
 
 #[derive(clap::Args, Clone)]
@@ -48,6 +48,9 @@ pub struct WatchArgs {
     /// Nodes in that cluster.
     #[arg(long, default_value_t = 1_000)]
     nodes: usize,
+    /// A flag for every `skiff control` member (repeatable), to measure a setting.
+    #[arg(long = "member-flag", allow_hyphen_values = true)]
+    member_flags: Vec<String>,
 }
 
 /// What each watcher selects.
@@ -218,7 +221,8 @@ async fn etcd_watcher(
     log
 }
 
-/// One fan-out run: open `watchers`, write at `rate` for `seconds`, wait for the deliveries.
+/// One fan-out run: open `watchers`, write at `rate` for `seconds`, wait for the deliveries,
+/// then delete what was written.
 async fn fan_out(
     target: &Target<'_>,
     shape: Shape,
@@ -374,6 +378,20 @@ async fn fan_out(
         latencies.extend(log.latencies_us);
     }
     latencies.sort_unstable();
+    // The cluster goes back to the size whose memory is measured.
+    match target {
+        Target::Skiff(cluster) => {
+            client_of(cluster)?
+                .delete_object("namespaces", "", &ns, &Default::default())
+                .await?;
+        }
+        Target::Etcd(etcd) => {
+            etcd.connect_all()
+                .await?
+                .delete(etcd_prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                .await?;
+        }
+    }
     let pct = |p: f64| {
         if latencies.is_empty() {
             return f64::NAN;
@@ -425,7 +443,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     println!(
         "# skiff-bench watch: 3 Skiff members and 3 etcd 3.4 members on loopback, fsync on, mutual TLS on both; load generator on the same machine"
     );
-    let cluster = Cluster::start(3, MemberOptions::default());
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            extra_args: args.member_flags.clone(),
+            ..Default::default()
+        },
+    );
     let leader = cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
     while admin
@@ -447,7 +471,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     settle(&admin, Duration::from_secs(3)).await;
     let before = rss_mib(&cluster, leader);
     println!("failed creates: {failed_pods} pods, {failed_nodes} nodes");
-    println!("leader (member {leader}) resident memory: {before:.0} MiB  (target ≤ 200 MiB)");
+    println!("leader (member {leader}) resident memory: {before:.0} MiB  (target ≤ 200 MiB); every member: {} MiB", rss_line(&cluster));
 
     for (shape, watchers, target_p99) in [
         (Shape::AllPods, args.watchers, 100.0),
@@ -525,9 +549,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         );
     }
 
+    // The fan-outs' pods are deleted with their namespaces: wait until they are gone.
+    settle(&admin, Duration::from_secs(3)).await;
     let after = rss_mib(&cluster, leader);
     println!(
-        "\nleader (member {leader}) resident memory after the watch load: {after:.0} MiB  (target ≤ 300 MiB)"
+        "\nleader (member {leader}) resident memory after the watch load: {after:.0} MiB  (target ≤ 300 MiB); every member: {} MiB",
+        rss_line(&cluster)
     );
     print_verdict(
         errors,
