@@ -24,6 +24,21 @@ fn objects(ch: Channel) -> ObjectsClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+fn watch_request(
+    resource: &str,
+    sel: &Selection,
+    resource_version: u64,
+) -> pb::WatchObjectsRequest {
+    pb::WatchObjectsRequest {
+        resource: resource.into(),
+        namespace: sel.namespace.clone(),
+        label_selector: sel.labels.clone(),
+        field_selector: sel.fields.clone(),
+        resource_version,
+        bookmark_interval_ms: 0,
+    }
+}
+
 /// What a list or watch selects.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -279,14 +294,7 @@ impl Client {
         sel: &Selection,
         resource_version: u64,
     ) -> Result<tonic::Streaming<pb::WatchObjectsResponse>> {
-        let req = pb::WatchObjectsRequest {
-            resource: resource.into(),
-            namespace: sel.namespace.clone(),
-            label_selector: sel.labels.clone(),
-            field_selector: sel.fields.clone(),
-            resource_version,
-            bookmark_interval_ms: 0,
-        };
+        let req = watch_request(resource, sel, resource_version);
         let (_, ch) = self.current();
         let stream = objects(ch)
             .watch(req)
@@ -307,14 +315,7 @@ impl Client {
     ) -> mpsc::Receiver<Result<WatchItem>> {
         let (tx, rx) = mpsc::channel(256);
         let client = self.clone();
-        let req = pb::WatchObjectsRequest {
-            resource: resource.into(),
-            namespace: sel.namespace.clone(),
-            label_selector: sel.labels.clone(),
-            field_selector: sel.fields.clone(),
-            resource_version,
-            bookmark_interval_ms: 0,
-        };
+        let req = watch_request(resource, sel, resource_version);
         tokio::spawn(async move { client.watch_objects_loop(req, tx).await });
         rx
     }

@@ -111,15 +111,25 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `GET path` on `addr` over plain HTTP/1.1: the status code and the body (code 0 when the
-/// address does not answer).
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+/// One plain HTTP/1.1 request with `content_type` and `body` (both may be empty): the status
+/// code (0 when the address does not answer) and the whole response, head and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return (0, String::new());
     };
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(request.as_bytes()).is_err() {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !content_type.is_empty() {
+        head += &format!("Content-Type: {content_type}\r\n");
+    }
+    head += &format!("Content-Length: {}\r\n\r\n", body.len());
+    if s.write_all(head.as_bytes()).is_err() || s.write_all(body).is_err() {
         return (0, String::new());
     }
     let mut resp = String::new();
@@ -129,6 +139,13 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    (code, resp)
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1: the status code and the body (code 0 when the
+/// address does not answer).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (code, resp) = http_request(addr, "GET", path, "", b"");
     let body = resp
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -1,7 +1,6 @@
 //! A local OCI registry (Debian's `docker-registry`) for the tests, and a push over the
 //! distribution protocol's plain HTTP calls.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,21 +20,8 @@ pub struct Registry {
 }
 
 fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the registry");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let (code, resp) = crate::http_request(addr, method, path, content_type, body);
+    assert!(code != 0, "the registry at {addr} does not answer");
     (code, resp)
 }
 

@@ -119,6 +119,8 @@ struct Log {
     latencies_us: Vec<u32>,
     got: HashMap<u64, u32>,
     opened: bool,
+    /// The server closed the watch (Skiff: EXPIRED, the watcher fell too far behind).
+    cut_off: bool,
 }
 
 impl Log {
@@ -142,11 +144,13 @@ struct Outcome {
     duplicated: usize,
     /// Watchers that could not open.
     unopened: usize,
+    /// Watchers the server closed (their later events count as lost).
+    cut_off: usize,
 }
 
 impl Outcome {
     fn errors(&self) -> usize {
-        self.failed_writes + self.lost + self.duplicated + self.unopened
+        self.failed_writes + self.lost + self.duplicated + self.unopened + self.cut_off
     }
 }
 
@@ -176,7 +180,11 @@ async fn skiff_watcher(
                         log.record(&e.object, &shared.received);
                     }
                 }
-                _ => break,
+                Ok(None) => break,
+                Err(_) => {
+                    log.cut_off = true;
+                    break;
+                }
             },
             _ = stop.changed() => break,
         }
@@ -207,13 +215,21 @@ async fn etcd_watcher(
         tokio::select! {
             m = stream.message() => match m {
                 Ok(Some(resp)) => {
+                    if resp.canceled() {
+                        log.cut_off = true;
+                        break;
+                    }
                     for e in resp.events().iter().filter(|e| e.event_type() == EventType::Put) {
                         if let Some(kv) = e.kv() {
                             log.record(kv.value(), &shared.received);
                         }
                     }
                 }
-                _ => break,
+                Ok(None) => break,
+                Err(_) => {
+                    log.cut_off = true;
+                    break;
+                }
             },
             _ = stop.changed() => break,
         }
@@ -358,11 +374,14 @@ async fn fan_out(
     }
     let _ = stop_tx.send(true);
     let mut latencies: Vec<u32> = Vec::new();
-    let (mut lost, mut duplicated, mut unopened) = (0, 0, 0);
+    let (mut lost, mut duplicated, mut unopened, mut cut_off) = (0, 0, 0, 0);
     for (i, h) in handles.into_iter().enumerate() {
         let log = h.await.unwrap_or_default();
         if !log.opened {
             unopened += 1;
+        }
+        if log.cut_off {
+            cut_off += 1;
         }
         for w in &written {
             let wanted = shape == Shape::AllPods || *w as usize % watchers == i;
@@ -388,7 +407,10 @@ async fn fan_out(
         Target::Etcd(etcd) => {
             etcd.connect_all()
                 .await?
-                .delete(etcd_prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                .delete(
+                    etcd_prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
                 .await?;
         }
     }
@@ -406,6 +428,7 @@ async fn fan_out(
         lost,
         duplicated,
         unopened,
+        cut_off,
     })
 }
 
@@ -511,7 +534,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 let round = run * 2 + usize::from(shape == Shape::OwnNode) * 1000;
                 let o = fan_out(&target, shape, watchers, args.rate, args.seconds, round).await?;
                 println!(
-                    "{:<9} {:>4} {:>13.0} {:>9.2} {:>9.2} {:>7} {:>7} {:>6} {:>9}",
+                    "{:<9} {:>4} {:>13.0} {:>9.2} {:>9.2} {:>7} {:>8} {:>6} {:>9} {:>8}",
                     target.name(),
                     run + 1,
                     o.per_sec,
@@ -520,7 +543,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     o.failed_writes,
                     o.lost,
                     o.duplicated,
-                    o.unopened
+                    o.unopened,
+                    o.cut_off
                 );
                 errors += o.errors();
                 runs.entry(target.name()).or_default().push(o);
