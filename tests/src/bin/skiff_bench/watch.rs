@@ -400,9 +400,17 @@ async fn fan_out(
     // The cluster goes back to the size whose memory is measured.
     match target {
         Target::Skiff(cluster) => {
-            client_of(cluster)?
+            // Gone before the next run starts: its pods' deletions must not overlap it.
+            let admin = client_of(cluster)?;
+            admin
                 .delete_object("namespaces", "", &ns, &Default::default())
                 .await?;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while admin.get_object("namespaces", "", &ns, false).await.is_ok()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         Target::Etcd(etcd) => {
             etcd.connect_all()
@@ -511,7 +519,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             args.runs
         );
         println!(
-            "{:<9} {:>4} {:>13} {:>9} {:>9} {:>7} {:>7} {:>6} {:>9}",
+            "{:<9} {:>4} {:>13} {:>9} {:>9} {:>7} {:>8} {:>6} {:>9} {:>8}",
             "system",
             "run",
             "deliveries/s",
@@ -520,7 +528,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             "failed",
             "lost",
             "dup",
-            "unopened"
+            "unopened",
+            "cut off"
         );
         let mut ratios = Vec::new();
         let mut runs: HashMap<&str, Vec<Outcome>> = HashMap::new();
