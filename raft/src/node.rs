@@ -59,7 +59,7 @@ impl NodeConfig {
             cluster_id,
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(120), Duration::from_millis(240)),
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
             tls: None,

@@ -47,8 +47,8 @@ pub struct ControlArgs {
     /// derived from --initial-cluster; required with --join.
     #[arg(long)]
     pub cluster_id: Option<String>,
-    /// Build a snapshot and purge the log behind it every N entries.
-    #[arg(long, default_value_t = 10_000)]
+    /// Build a snapshot and purge the log behind it every N entries (etcd's --snapshot-count).
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
