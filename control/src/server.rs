@@ -112,6 +112,7 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let auth = AuthServer::new(AuthService::new(gate, security.ca));
+    let health = crate::ops::grpc_health::service(node.clone());
     let tls = node
         .config()
         .tls
@@ -124,6 +125,7 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(objects)
         .add_service(node_agent)
-        .add_service(auth);
+        .add_service(auth)
+        .add_service(health);
     Ok(transport::serve(router, listener, tls, shutdown).await?)
 }

@@ -399,6 +399,20 @@ impl Client {
         .await
     }
 
+    /// Whether the control node this client is on answers SERVING on the standard gRPC health
+    /// service (`grpc.health.v1`, the whole server): it knows a leader and has applied its log.
+    pub async fn serving(&self) -> Result<bool> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let (_, ch) = self.current();
+        let resp = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_err(ClientError::Rejected)?;
+        Ok(resp.into_inner().status == ServingStatus::Serving as i32)
+    }
+
     /// Status of whichever member answers.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
         self.call(|ch| async move { Self::kv(ch).status(pb::StatusRequest {}).await })

@@ -65,6 +65,12 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         }
     }
     assert_eq!(get(&metrics[&leader], "/nothing").0, 404);
+    for id in metrics.keys() {
+        assert!(
+            cluster.client_of(*id).serving().await.expect("gRPC health"),
+            "member {id} SERVING on the gRPC health service"
+        );
+    }
 
     info!("phase: the leader and one follower die: the last member says it is not ready, and why");
     let survivor = *metrics
@@ -84,4 +90,17 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
     let (_, why) = get(addr, "/readyz");
     assert!(why.contains("no leader"), "{why}");
     assert_eq!(get(addr, "/healthz").0, 200, "alive all the same");
+    let survivor_client = cluster.client_of(survivor);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while survivor_client
+        .serving()
+        .await
+        .expect("gRPC health answers")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor still SERVING on the gRPC health service"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

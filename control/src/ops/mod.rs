@@ -1,8 +1,10 @@
 //! A control node's operations endpoint (`skiff control --metrics-listen ADDR`, served by
 //! [`skiff_proto::ops_http`]): `/metrics` with the Raft figures ([`raft_metrics`], read at
 //! each scrape) and the controllers' families; `/readyz` 200 once a leader is known and this
-//! member has applied its log, else 503 with the reason.
+//! member has applied its log, else 503 with the reason. The same readiness is served on the
+//! gRPC port as the standard health service ([`grpc_health`]).
 
+pub mod grpc_health;
 pub mod raft_metrics;
 
 use std::sync::{Arc, Mutex};
@@ -61,12 +63,18 @@ impl OpsSource for Ops {
     }
 
     fn not_ready(&self) -> Option<String> {
-        let m = self.node.raft().metrics().borrow().clone();
-        if m.current_leader.is_none() {
-            return Some("no leader known".into());
-        }
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        let committed = m.last_log_index.unwrap_or(0);
-        (applied < committed).then(|| format!("applied {applied} of {committed} log entries"))
+        not_ready(&self.node)
     }
+}
+
+/// Why `node` cannot answer clients yet: no leader known, or its log not applied; `None`
+/// when it is ready.
+pub fn not_ready(node: &RaftNode) -> Option<String> {
+    let m = node.raft().metrics().borrow().clone();
+    if m.current_leader.is_none() {
+        return Some("no leader known".into());
+    }
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let committed = m.last_log_index.unwrap_or(0);
+    (applied < committed).then(|| format!("applied {applied} of {committed} log entries"))
 }
