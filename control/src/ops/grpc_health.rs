@@ -37,7 +37,9 @@ async fn report(node: RaftNode, reporter: HealthReporter) {
         if metrics.changed().await.is_err() {
             // Raft stopped: the member is shutting down.
             for name in std::iter::once("").chain(SERVICES.iter().copied()) {
-                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
             return;
         }
