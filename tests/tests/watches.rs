@@ -35,7 +35,7 @@ async fn cluster_with(opts: MemberOptions) -> Cluster {
 async fn namespace(client: &Client, name: &str) {
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     client
-        .create_object("namespaces", "", serde_json::to_vec(&ns).unwrap())
+        .create_object("namespaces", "", serde_json::to_vec(&ns).expect("JSON"))
         .await
         .expect("namespace created");
 }
@@ -144,7 +144,7 @@ async fn every_watcher_gets_every_change_it_selects_exactly_once_and_in_order_un
                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}]}
             });
             let created = writer
-                .create_object("pods", "fanout", serde_json::to_vec(&pod).unwrap())
+                .create_object("pods", "fanout", serde_json::to_vec(&pod).expect("JSON"))
                 .await
                 .expect("create");
             let mut writes = vec![Write {
@@ -271,7 +271,7 @@ async fn a_watcher_that_stops_reading_is_cut_off_with_expired_while_another_keep
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": format!("cm-{i}")}, "data": {"blob": blob}});
         let created = writer
-            .create_object("configmaps", ns, serde_json::to_vec(&cm).unwrap())
+            .create_object("configmaps", ns, serde_json::to_vec(&cm).expect("JSON"))
             .await
             .expect("create");
         written.push(created.revision);

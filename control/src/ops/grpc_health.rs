@@ -29,19 +29,19 @@ async fn report(node: RaftNode, reporter: HealthReporter) {
             Some(_) => ServingStatus::NotServing,
         };
         if last != Some(status) {
-            for name in std::iter::once("").chain(SERVICES.iter().copied()) {
-                reporter.set_service_status(name, status).await;
-            }
+            set_all(&reporter, status).await;
             last = Some(status);
         }
         if metrics.changed().await.is_err() {
             // Raft stopped: the member is shutting down.
-            for name in std::iter::once("").chain(SERVICES.iter().copied()) {
-                reporter
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
-            }
+            set_all(&reporter, ServingStatus::NotServing).await;
             return;
         }
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    for name in std::iter::once("").chain(SERVICES.iter().copied()) {
+        reporter.set_service_status(name, status).await;
     }
 }

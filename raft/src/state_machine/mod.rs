@@ -131,23 +131,22 @@ impl<E: Engine> SmShared<E> {
         from: u64,
         to: u64,
     ) -> std::result::Result<Vec<(u64, crate::mvcc::Event)>, WatchError> {
-        let compacted = self.state().compacted;
-        if from <= compacted {
-            return Err(WatchError::Expired {
+        let expired = || {
+            let compacted = self.state().compacted;
+            (from <= compacted).then_some(WatchError::Expired {
                 requested: from,
                 compacted,
-            });
+            })
+        };
+        if let Some(e) = expired() {
+            return Err(e);
         }
         let mut events = self
             .history(from, to)
             .map_err(|e| WatchError::Storage(e.to_string()))?;
         // Compaction may have run between the check and the read.
-        let compacted = self.state().compacted;
-        if from <= compacted {
-            return Err(WatchError::Expired {
-                requested: from,
-                compacted,
-            });
+        if let Some(e) = expired() {
+            return Err(e);
         }
         events.retain(|(_, e)| filter.matches(&e.kv.key));
         Ok(events)

@@ -159,27 +159,14 @@ async fn catch_up<E: Engine>(
     out: &mpsc::Sender<Result<WatchMessage, WatchError>>,
 ) -> Result<bool, WatchError> {
     loop {
-        let (compacted, current) = {
-            let st = shared.state();
-            (st.compacted, st.revision)
-        };
-        if *next <= compacted {
-            return Err(WatchError::Expired {
-                requested: *next,
-                compacted,
-            });
-        }
+        // Past the current revision nothing can be compacted either (compaction stays behind
+        // it): caught up.
+        let current = shared.revision();
         if *next > current {
             return Ok(true);
         }
         let upto = current.min(*next + HISTORY_CHUNK - 1);
-        let events = shared
-            .history(*next, upto)
-            .map_err(|e| WatchError::Storage(e.to_string()))?;
-        // Compaction may have run between reading the state and the history.
-        if shared.state().compacted >= *next {
-            continue;
-        }
+        let events = shared.history_between(filter, *next, upto)?;
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut delivered_upto = upto;
@@ -191,10 +178,8 @@ async fn catch_up<E: Engine>(
                 delivered_upto = rev - 1;
                 break;
             }
-            if filter.matches(&e.kv.key) {
-                bytes += event_bytes(&e);
-                batch.push((rev, e));
-            }
+            bytes += event_bytes(&e);
+            batch.push((rev, e));
         }
         *next = delivered_upto + 1;
         if !batch.is_empty() && out.send(Ok(WatchMessage::Events(batch))).await.is_err() {

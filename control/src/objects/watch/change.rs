@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use skiff_raft::mvcc::{Event, EventKind};
 
-use super::super::error::Result;
+use super::super::error::ObjectError;
 use super::super::meta;
 use super::super::selectors::{FieldSelector, Selector};
 use super::super::store::ObjectStore;
@@ -91,7 +91,7 @@ impl Change {
 }
 
 /// The key prefix and namespace of an object key `/registry/{group}/{plural}/[ns/]name`.
-pub(super) fn split_key(key: &[u8]) -> Option<(String, String)> {
+fn split_key(key: &[u8]) -> Option<(String, String)> {
     let key = std::str::from_utf8(key).ok()?;
     let mut slashes = key.match_indices('/').map(|(i, _)| i);
     // The fourth slash ends the prefix: "", "registry", group, plural.
@@ -101,16 +101,26 @@ pub(super) fn split_key(key: &[u8]) -> Option<(String, String)> {
     Some((prefix.to_string(), namespace.to_string()))
 }
 
-/// Decode one store event of the object at `prefix` (its resource) in `namespace`, as
-/// [`split_key`] read them; `None` for a delete that carries no previous state.
+/// A change that could not be decoded, and the resource it belongs to.
+pub(super) struct Undecodable {
+    /// The resource's key prefix.
+    pub prefix: String,
+    pub error: ObjectError,
+}
+
+/// Decode one store event; `None` for a key outside the object space or a delete that
+/// carries no previous state.
 pub(super) fn decode(
     store: &ObjectStore,
     revision: u64,
-    prefix: String,
-    namespace: String,
     mut ev: Event,
-) -> Result<Option<Change>> {
-    store.open_event(&mut ev)?;
+) -> std::result::Result<Option<Change>, Undecodable> {
+    let Some((prefix, namespace)) = split_key(&ev.kv.key) else {
+        return Ok(None);
+    };
+    if let Err(error) = store.open_event(&mut ev) {
+        return Err(Undecodable { prefix, error });
+    }
     let prev = ev.prev.map(|p| p.value);
     let (base, shown, after) = match ev.kind {
         EventKind::Delete => {

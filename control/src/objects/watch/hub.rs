@@ -83,8 +83,6 @@ pub(super) struct Queue {
 }
 
 struct Dispatch {
-    /// Every change up to here has been offered.
-    revision: u64,
     index: Index<Sink>,
     next_id: u64,
 }
@@ -92,7 +90,8 @@ struct Dispatch {
 pub(super) struct Inner {
     pub store: ObjectStore,
     dispatch: Mutex<Dispatch>,
-    /// `Dispatch::revision`, readable without the lock; stored after the queues are filled.
+    /// Every change up to this revision has been offered. Moved only under the dispatch lock,
+    /// after the queues are filled; read without it by bookmarks.
     dispatched: AtomicU64,
     started: Once,
     pub metrics: WatchMetrics,
@@ -108,9 +107,9 @@ impl Inner {
         self.dispatched.load(Ordering::Acquire)
     }
 
-    fn set_revision(&self, d: &mut Dispatch, revision: u64) {
-        d.revision = d.revision.max(revision);
-        self.dispatched.store(d.revision, Ordering::Release);
+    /// Move the dispatched revision forward; `_held` is the dispatch lock.
+    fn dispatched_up_to(&self, _held: &mut Dispatch, revision: u64) {
+        self.dispatched.fetch_max(revision, Ordering::Release);
     }
 }
 
@@ -146,7 +145,6 @@ impl WatchHub {
             inner: Arc::new(Inner {
                 store,
                 dispatch: Mutex::new(Dispatch {
-                    revision: 0,
                     index: Index::default(),
                     next_id: 0,
                 }),
@@ -214,7 +212,7 @@ impl WatchHub {
             let id = d.next_id;
             d.next_id += 1;
             d.index.insert(&prefix, &place, id, sink);
-            (id, d.revision)
+            (id, inner.dispatched())
         };
         inner.metrics.open.inc();
         let registration = Registration {
@@ -240,7 +238,7 @@ fn start(inner: Arc<Inner>) {
     {
         let mut d = inner.lock();
         let now = inner.store.node().state().revision();
-        inner.set_revision(&mut d, now);
+        inner.dispatched_up_to(&mut d, now);
     }
     tokio::spawn(run(inner));
 }
@@ -263,7 +261,7 @@ async fn run(inner: Arc<Inner>) {
                 Some(Ok(WatchMessage::Events(events))) => fan_out(&inner, events),
                 Some(Ok(WatchMessage::Progress(revision))) => {
                     let mut d = inner.lock();
-                    inner.set_revision(&mut d, revision);
+                    inner.dispatched_up_to(&mut d, revision);
                 }
                 Some(Err(e)) => {
                     // Only if this member fell behind its own history (or the store failed):
@@ -284,7 +282,7 @@ async fn run(inner: Arc<Inner>) {
                         let _ = sink.ended.set(ended.clone());
                     }
                     let now = state.revision();
-                    inner.set_revision(&mut d, now);
+                    inner.dispatched_up_to(&mut d, now);
                     break;
                 }
                 None => {
@@ -307,15 +305,12 @@ fn fan_out(inner: &Inner, events: Vec<(u64, skiff_raft::mvcc::Event)>) {
     let mut changes = Vec::with_capacity(events.len());
     let mut failed: Vec<(String, String)> = Vec::new();
     for (revision, ev) in events {
-        let Some((prefix, namespace)) = change::split_key(&ev.kv.key) else {
-            continue;
-        };
-        match change::decode(&inner.store, revision, prefix.clone(), namespace, ev) {
+        match change::decode(&inner.store, revision, ev) {
             Ok(Some(c)) => changes.push(Arc::new(c)),
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(key = %prefix, revision, "watch: cannot decode a change: {e}");
-                failed.push((prefix, e.to_string()));
+            Err(u) => {
+                tracing::error!(key = %u.prefix, revision, "watch: cannot decode a change: {}", u.error);
+                failed.push((u.prefix, u.error.to_string()));
             }
         }
     }
@@ -331,7 +326,7 @@ fn fan_out(inner: &Inner, events: Vec<(u64, skiff_raft::mvcc::Event)>) {
         d.index
             .offer(change, |_, sink| offer(sink, change, metrics));
     }
-    inner.set_revision(&mut d, last);
+    inner.dispatched_up_to(&mut d, last);
 }
 
 /// Queue `change` for `sink` if it wants it; `false` when the watcher must go (cut off, or

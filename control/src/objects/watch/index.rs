@@ -69,14 +69,12 @@ impl<W> Resource<W> {
 /// Watchers `W` by resource key prefix and place.
 pub(super) struct Index<W> {
     resources: HashMap<String, Resource<W>>,
-    len: usize,
 }
 
 impl<W> Default for Index<W> {
     fn default() -> Self {
         Self {
             resources: HashMap::new(),
-            len: 0,
         }
     }
 }
@@ -90,9 +88,7 @@ impl<W> Index<W> {
             Place::Namespace(ns) => r.by_namespace.entry(ns.clone()).or_default(),
             Place::Node(n) => r.by_node.entry(n.clone()).or_default(),
         };
-        if bucket.insert(id, watcher).is_none() {
-            self.len += 1;
-        }
+        bucket.insert(id, watcher);
     }
 
     /// Remove watcher `id`, returning it if it was filed.
@@ -115,7 +111,6 @@ impl<W> Index<W> {
         if r.is_empty() {
             self.resources.remove(prefix);
         }
-        self.len -= 1;
         Some(w)
     }
 
@@ -128,14 +123,23 @@ impl<W> Index<W> {
         for (_, b) in r.by_namespace.into_iter().chain(r.by_node) {
             out.extend(b.into_values());
         }
-        self.len -= out.len();
         out
     }
 
     /// How many watchers are filed.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        self.resources
+            .values()
+            .map(|r| {
+                r.everything.len()
+                    + r.by_namespace
+                        .values()
+                        .chain(r.by_node.values())
+                        .map(HashMap::len)
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Every filed watcher, emptying the index.
@@ -153,33 +157,31 @@ impl<W> Index<W> {
         let Some(r) = self.resources.get(&change.prefix) else {
             return;
         };
+        // The place of a refused watcher is only made when one is refused: this runs for
+        // every change.
         let mut dropped: Vec<(Place, u64)> = Vec::new();
-        let mut visit = |place: Place, bucket: &Bucket<W>| {
+        let mut visit = |place: &dyn Fn() -> Place, bucket: &Bucket<W>| {
             for (id, w) in bucket {
                 if !offer(*id, w) {
-                    dropped.push((place.clone(), *id));
+                    dropped.push((place(), *id));
                 }
             }
         };
-        visit(Place::Everything, &r.everything);
+        visit(&|| Place::Everything, &r.everything);
         if let Some(b) = r.by_namespace.get(&change.namespace) {
-            visit(Place::Namespace(change.namespace.clone()), b);
+            visit(&|| Place::Namespace(change.namespace.clone()), b);
         }
         if !r.by_node.is_empty() {
             let (before, after) = change.states().node_names();
-            let mut nodes: Vec<&str> = before.into_iter().collect();
-            if let Some(a) = after.filter(|a| before != Some(*a)) {
-                nodes.push(a);
-            }
-            for node in nodes {
+            let moved = after.filter(|a| before != Some(*a));
+            for node in before.into_iter().chain(moved) {
                 if let Some(b) = r.by_node.get(node) {
-                    visit(Place::Node(node.to_string()), b);
+                    visit(&|| Place::Node(node.to_string()), b);
                 }
             }
         }
-        let prefix = change.prefix.clone();
         for (place, id) in dropped {
-            self.remove(&prefix, &place, id);
+            self.remove(&change.prefix, &place, id);
         }
     }
 }

@@ -175,10 +175,7 @@ impl State {
                 delivered_upto = revision - 1;
                 break;
             }
-            let Some((prefix, namespace)) = change::split_key(&ev.kv.key) else {
-                continue;
-            };
-            let Some(c) = change::decode(store, revision, prefix, namespace, ev)? else {
+            let Some(c) = change::decode(store, revision, ev).map_err(|u| u.error)? else {
                 continue;
             };
             if let Some(kind) = self.w.filter.event_type(&c) {

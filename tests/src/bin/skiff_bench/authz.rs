@@ -44,13 +44,7 @@ async fn measure(args: &AuthzArgs, enforce: bool, round: usize) -> anyhow::Resul
     );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = cluster.client();
-    while admin
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_for_default_namespace(&admin).await;
     let user = json!({"apiVersion": "auth.skiff.dev/v1", "kind": "User",
                       "metadata": {"name": "bench-editor"}, "spec": {"role": "edit"}});
     admin

@@ -28,13 +28,7 @@ pub async fn start(
     let cluster = Cluster::start(3, MemberOptions::default());
     cluster.wait_leader(Duration::from_secs(20)).await;
     let client = cluster.client();
-    while client
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_for_default_namespace(&client).await;
     let log = std::fs::File::create(cluster.dir().join("hollow.log"))?;
     let hollow = HollowNodes(
         Command::new(binary("skiff"))

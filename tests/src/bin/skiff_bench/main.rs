@@ -66,6 +66,17 @@ fn print_verdict(errors: usize, what: &str) {
     }
 }
 
+/// Wait until the cluster has made its built-in namespaces (shortly after its first leader).
+async fn wait_for_default_namespace(client: &skiff_proto::Client) {
+    while client
+        .get_object("namespaces", "", "default", false)
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if v.is_empty() {

@@ -416,13 +416,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
-    while admin
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_for_default_namespace(&admin).await;
 
     println!("\n## creating ~1 KiB pods: object API vs raw key-value puts of the same bytes ({} clients, {}s, median of {})", args.clients, args.duration, args.runs);
     println!(
@@ -479,13 +473,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
     );
     cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
-    while admin
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_for_default_namespace(&admin).await;
     println!(
         "\n## list and memory at {} pods and {} nodes (a fresh cluster)",
         args.pods, args.nodes

@@ -483,13 +483,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     );
     let leader = cluster.wait_leader(Duration::from_secs(20)).await;
     let admin = client_of(&cluster)?;
-    while admin
-        .get_object("namespaces", "", "default", false)
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::wait_for_default_namespace(&admin).await;
     let etcd = Etcd::start(true, &[])?;
     let mut errors = 0;
 
