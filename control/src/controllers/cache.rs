@@ -175,7 +175,7 @@ pub fn controller_key<K: Metadata<Ty = ObjectMeta>>(o: &K, kind: &str) -> Option
 }
 
 /// Objects whose controlling owner is `uid` and that live in `namespace`.
-pub fn controlled_by<K: Metadata<Ty = ObjectMeta>>(
+pub fn controlled_by<K: Cacheable>(
     informer: &Informer<K>,
     namespace: &str,
     uid: &str,

@@ -94,18 +94,18 @@ impl Ctx {
         let mut synced = Vec::new();
         let mut tasks = Vec::new();
         let (s, t) = (&mut synced, &mut tasks);
+        // Every pod of the cluster, of which each reconcile reads a few: kept compact.
         let pods = Watched::start(
-            cache::with_label_index(cache::with_owner_indexes(cache::builder(&client))).index(
-                cache::NODE,
-                |p: &Pod| {
+            cache::with_label_index(cache::with_owner_indexes(cache::builder(&client)))
+                .compact()
+                .index(cache::NODE, |p: &Pod| {
                     p.spec
                         .as_ref()
                         .and_then(|s| s.node_name.clone())
                         .filter(|n| !n.is_empty())
                         .into_iter()
                         .collect()
-                },
-            ),
+                }),
             s,
             t,
         );

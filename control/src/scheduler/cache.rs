@@ -5,6 +5,7 @@
 //! yet is *assumed*: counted at once (so the next pod sees it), confirmed when the pod's bind
 //! comes back, and forgotten if it never does.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -180,10 +181,10 @@ impl SchedulerCache {
     }
 
     /// Start again from `nodes` and `pods` (after missed changes).
-    pub fn rebuild<'a>(
+    pub fn rebuild<'a, P: Borrow<Pod>>(
         &mut self,
         nodes: impl Iterator<Item = &'a Node>,
-        pods: impl Iterator<Item = &'a Pod>,
+        pods: impl Iterator<Item = P>,
     ) {
         let assumed: Vec<(ObjectKey, Placed)> = self
             .placed
@@ -195,7 +196,7 @@ impl SchedulerCache {
             self.node_applied(n);
         }
         for p in pods {
-            self.pod_applied(p);
+            self.pod_applied(p.borrow());
         }
         for (k, p) in assumed {
             if !self.placed.contains_key(&k) {

@@ -21,20 +21,19 @@ pub mod cache;
 pub mod filters;
 pub mod node_info;
 pub mod queue;
+pub mod reports;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use skiff_proto::objects::{Api, InformerEvent};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::controllers::context::Ctx;
-use crate::controllers::events::Involved;
 use crate::controllers::ownership::{controller_uid, created_at};
 use crate::controllers::runner::metrics::Figures;
 use crate::controllers::runner::ObjectKey;
@@ -42,6 +41,7 @@ use cache::SchedulerCache;
 use filters::{preferred_weight, reasons, unschedulable_message, Ask};
 use node_info::NodeInfo;
 use queue::SchedulingQueue;
+use reports::Reports;
 
 /// The scheduler's name, in spans and figures.
 pub const NAME: &str = "scheduler";
@@ -71,16 +71,8 @@ pub async fn run(ctx: Arc<Ctx>) {
     let mut pods = ctx.pods.subscribe();
     let mut nodes = ctx.nodes.subscribe();
     let (failed_tx, mut failed) = mpsc::unbounded_channel();
-    // Why pods fit nowhere is written one report at a time, beside the placements: a burst
-    // of unplaceable pods must not flood the store that the placements and the user's
-    // writes need.
-    let (reports, mut to_report) = mpsc::unbounded_channel::<(Arc<Pod>, String)>();
-    let reporter_ctx = ctx.clone();
-    let _reporter = AbortOnDrop(tokio::spawn(async move {
-        while let Some((pod, message)) = to_report.recv().await {
-            report_unschedulable(&reporter_ctx, &pod, &message).await;
-        }
-    }));
+    let reports = Arc::new(Reports::default());
+    let _reporter = AbortOnDrop(tokio::spawn(reports::run(ctx.clone(), reports.clone())));
     let mut s = Scheduler {
         figures: ctx.metrics.of(NAME),
         reports,
@@ -137,7 +129,7 @@ impl Drop for AbortOnDrop {
 
 struct Scheduler {
     ctx: Arc<Ctx>,
-    reports: mpsc::UnboundedSender<(Arc<Pod>, String)>,
+    reports: Arc<Reports>,
     cache: SchedulerCache,
     queue: SchedulingQueue,
     binds: Arc<Semaphore>,
@@ -148,9 +140,9 @@ struct Scheduler {
 impl Scheduler {
     /// Start again from the caches.
     fn rebuild(&mut self) {
-        let (nodes, pods) = (self.ctx.nodes.list(), self.ctx.pods.list());
+        let nodes = self.ctx.nodes.list();
         self.cache
-            .rebuild(nodes.iter().map(|n| &**n), pods.iter().map(|p| &**p));
+            .rebuild(nodes.iter().map(|n| &**n), self.ctx.pods.iter());
         // An assumption holds only for a pod still waiting for its bind.
         for key in self.cache.assumed() {
             let waiting = self
@@ -163,8 +155,8 @@ impl Scheduler {
             }
         }
         self.queue.clear();
-        for p in &pods {
-            self.consider(p);
+        for p in self.ctx.pods.iter() {
+            self.consider(&p);
         }
     }
 
@@ -292,7 +284,7 @@ impl Scheduler {
             let message = unschedulable_message(total, &counts);
             let before = self.queue.unschedulable(key, message.clone());
             if before.as_deref() != Some(message.as_str()) {
-                let _ = self.reports.send((pod.clone(), message));
+                self.reports.add(key.clone(), message);
             }
             return false;
         };
@@ -382,47 +374,6 @@ fn best_node(
         }
     }
     best.map(|(_, _, i)| i)
-}
-
-async fn report_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    tracing::info!(pod = %name, namespace = %ns, %message, "pod fits no node");
-    ctx.recorder.record(
-        &Involved {
-            kind: "Pod".into(),
-            api_version: "v1".into(),
-            namespace: ns.clone(),
-            name: name.clone(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-        },
-        "Warning",
-        "FailedScheduling",
-        message,
-        "default-scheduler",
-    );
-    let mut next = pod.clone();
-    let status = next.status.get_or_insert_with(Default::default);
-    let mut conditions: Vec<PodCondition> = status
-        .conditions
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.type_ != "PodScheduled")
-        .collect();
-    conditions.push(PodCondition {
-        type_: "PodScheduled".into(),
-        status: "False".into(),
-        reason: Some("Unschedulable".into()),
-        message: Some(message.to_string()),
-        last_transition_time: Some(Time(jiff::Timestamp::now())),
-        ..Default::default()
-    });
-    status.conditions = Some(conditions);
-    let api: Api<Pod> = Api::new(ctx.client.clone(), &ns);
-    if let Err(e) = api.update_status(&next).await {
-        tracing::debug!(pod = %name, error = %e, "recording PodScheduled=False failed");
-    }
 }
 
 #[cfg(test)]

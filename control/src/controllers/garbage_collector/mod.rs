@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::Metadata;
 use serde_json::json;
+use skiff_proto::informer::Cacheable;
 use skiff_proto::kinds;
 use skiff_proto::objects::DeleteParams;
 use skiff_proto::pb::delete_object_request::Propagation;
@@ -86,7 +86,7 @@ fn resource_of_kind(kind: &str) -> Option<&'static str> {
 
 /// The keys an object's change concerns: itself, its owners, and — when it is gone or
 /// going — its dependents.
-fn keys_for<K: Metadata<Ty = ObjectMeta>>(
+fn keys_for<K: Cacheable>(
     ctx: &Ctx,
     resource: &'static str,
     cache: &Watched<K>,
@@ -119,7 +119,7 @@ fn keys_for<K: Metadata<Ty = ObjectMeta>>(
 
 /// Every object that names `uid` as an owner, with its metadata.
 fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
-    fn from<K: Metadata<Ty = ObjectMeta>>(
+    fn from<K: Cacheable>(
         resource: &'static str,
         cache: &Watched<K>,
         uid: &str,

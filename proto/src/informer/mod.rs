@@ -12,7 +12,8 @@
 //! An object the informer cannot decode is never dropped silently: it is logged with its
 //! key and counted ([`Informer::undecodable`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod store;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,6 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::client::{jitter, Client, ClientError};
 use crate::objects::{ObjectName, Selection, WatchItem};
+pub use store::IndexFn;
+use store::{objects, Index, Store};
 
 type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -68,72 +71,6 @@ impl<K> Clone for InformerEvent<K> {
             },
             Self::Deleted(o) => Self::Deleted(o.clone()),
         }
-    }
-}
-
-/// The values an object is indexed under.
-pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
-
-struct Index<K> {
-    name: &'static str,
-    values_of: IndexFn<K>,
-    entries: HashMap<String, BTreeSet<ObjectName>>,
-}
-
-impl<K> Index<K> {
-    fn insert(&mut self, key: &ObjectName, obj: &K) {
-        for v in (self.values_of)(obj) {
-            self.entries.entry(v).or_default().insert(key.clone());
-        }
-    }
-
-    fn remove(&mut self, key: &ObjectName, obj: &K) {
-        for v in (self.values_of)(obj) {
-            if let Some(set) = self.entries.get_mut(&v) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.entries.remove(&v);
-                }
-            }
-        }
-    }
-}
-
-struct Store<K> {
-    objects: BTreeMap<ObjectName, Arc<K>>,
-    indexes: Vec<Index<K>>,
-}
-
-impl<K> Store<K> {
-    fn insert(&mut self, key: ObjectName, obj: Arc<K>) -> Option<Arc<K>> {
-        let previous = self.objects.insert(key.clone(), obj.clone());
-        for index in &mut self.indexes {
-            if let Some(p) = &previous {
-                index.remove(&key, p);
-            }
-            index.insert(&key, &obj);
-        }
-        previous
-    }
-
-    fn remove(&mut self, key: &ObjectName) -> Option<Arc<K>> {
-        let previous = self.objects.remove(key);
-        if let Some(p) = &previous {
-            for index in &mut self.indexes {
-                index.remove(key, p);
-            }
-        }
-        previous
-    }
-
-    fn replace(&mut self, objects: BTreeMap<ObjectName, Arc<K>>) {
-        for index in &mut self.indexes {
-            index.entries.clear();
-            for (k, o) in &objects {
-                index.insert(k, o);
-            }
-        }
-        self.objects = objects;
     }
 }
 
@@ -203,6 +140,7 @@ pub struct InformerBuilder<K> {
     client: Client,
     selection: Selection,
     indexes: Vec<Index<K>>,
+    compact: bool,
 }
 
 impl<K> InformerBuilder<K>
@@ -215,11 +153,14 @@ where
         name: &'static str,
         values_of: impl Fn(&K) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
-        self.indexes.push(Index {
-            name,
-            values_of: Arc::new(values_of),
-            entries: HashMap::new(),
-        });
+        self.indexes.push(Index::new(name, Arc::new(values_of)));
+        self
+    }
+
+    /// Keep the objects as their JSON and decode them on each read: a fraction of the
+    /// memory, for a cache of many objects of which each read wants few.
+    pub fn compact(mut self) -> Self {
+        self.compact = true;
         self
     }
 
@@ -227,10 +168,7 @@ where
     pub fn start(self) -> (Informer<K>, mpsc::Receiver<InformerEvent<K>>) {
         let (tx, rx) = mpsc::channel(1024);
         let me = Informer {
-            store: Arc::new(RwLock::new(Store {
-                objects: BTreeMap::new(),
-                indexes: self.indexes,
-            })),
+            store: Arc::new(RwLock::new(Store::new(self.indexes, self.compact))),
             revision: Arc::new(AtomicU64::new(0)),
             undecodable: Arc::new(AtomicU64::new(0)),
         };
@@ -260,11 +198,12 @@ where
             client,
             selection: sel,
             indexes: Vec::new(),
+            compact: false,
         }
     }
 }
 
-impl<K> Informer<K> {
+impl<K: DeserializeOwned> Informer<K> {
     fn read<T>(&self, f: impl FnOnce(&Store<K>) -> T) -> T {
         match self.store.read() {
             Ok(s) => f(&s),
@@ -279,28 +218,33 @@ impl<K> Informer<K> {
         }
     }
 
-    /// A copy of one cached object.
+    /// One cached object.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.read(|s| {
-            s.objects
-                .get(&(namespace.to_string(), name.to_string()))
-                .cloned()
-        })
+        let key = (namespace.to_string(), name.to_string());
+        self.read(|s| s.get(&key))?.object()
     }
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.read(|s| s.objects.values().cloned().collect())
+        objects(self.read(|s| s.all()))
+    }
+
+    /// Every cached object, decoded one at a time as the iterator is walked: a compact
+    /// cache is never all decoded at once.
+    pub fn iter(&self) -> impl Iterator<Item = Arc<K>> {
+        self.read(|s| s.all())
+            .into_iter()
+            .filter_map(|s| s.object())
     }
 
     /// The names of every cached object.
     pub fn keys(&self) -> Vec<ObjectName> {
-        self.read(|s| s.objects.keys().cloned().collect())
+        self.read(|s| s.keys())
     }
 
     /// How many objects are cached.
     pub fn len(&self) -> usize {
-        self.read(|s| s.objects.len())
+        self.read(|s| s.len())
     }
 
     /// Whether the cache is empty.
@@ -310,17 +254,7 @@ impl<K> Informer<K> {
 
     /// The objects index `index` holds under `value` (none if there is no such index).
     pub fn by_index(&self, index: &str, value: &str) -> Vec<Arc<K>> {
-        self.read(|s| {
-            let Some(i) = s.indexes.iter().find(|i| i.name == index) else {
-                return Vec::new();
-            };
-            i.entries
-                .get(value)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| s.objects.get(k).cloned())
-                .collect()
-        })
+        objects(self.read(|s| s.by_index(index, value)))
     }
 
     /// The store revision the cache reflects (0 before the first list).
@@ -387,13 +321,11 @@ async fn run_informer<K>(
             }
         };
         backoff = Duration::from_millis(100);
-        let mut fresh: BTreeMap<ObjectName, Arc<K>> = BTreeMap::new();
-        for item in &list.items {
-            match serde_json::from_slice::<K>(item) {
-                Ok(k) => {
-                    fresh.insert(name_of(&k), Arc::new(k));
-                }
-                Err(e) => me.report_undecodable(resource, item, &e),
+        let mut fresh = Vec::with_capacity(list.items.len());
+        for item in list.items {
+            match serde_json::from_slice::<K>(&item) {
+                Ok(k) => fresh.push((name_of(&k), Arc::new(k), item)),
+                Err(e) => me.report_undecodable(resource, &item, &e),
             }
         }
         me.write(|s| s.replace(fresh));
@@ -448,7 +380,7 @@ where
                 match serde_json::from_slice::<K>(&b) {
                     Ok(k) => {
                         let k = Arc::new(k);
-                        let previous = me.write(|s| s.insert(name_of(&*k), k.clone()));
+                        let previous = me.write(|s| s.insert(name_of(&*k), &k, &b));
                         me.advance(revision_of(&*k));
                         InformerEvent::Applied {
                             object: k,
