@@ -35,6 +35,9 @@ enum Command {
     /// Inspect and change the control plane's membership.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
+    /// Backups of the whole store: `snapshot save FILE`, `snapshot inspect FILE`.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCommand),
     /// Create or update objects from manifests (kubectl-style apply).
     Apply(cmd::objects::apply::ApplyArgs),
     /// Create objects from manifests; fails if one exists.
@@ -112,6 +115,14 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        if let Command::Snapshot(c) = &cli.command {
+            if cmd::snapshot::is_offline(c) {
+                let Command::Snapshot(c) = cli.command else {
+                    return Ok(());
+                };
+                return cmd::snapshot::run(None, c).await;
+            }
+        }
         let (endpoints, credentials) = endpoints::resolve(
             &cli.endpoints,
             cli.config.as_deref(),
@@ -129,6 +140,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Kv(c) => cmd::kv::run(&client, c).await,
             Command::Cluster(c) => cmd::cluster::run(&client, c).await,
+            Command::Snapshot(c) => cmd::snapshot::run(Some(&client), c).await,
             Command::Apply(a) => cmd::objects::apply::apply(&client, a).await,
             Command::Create(a) => cmd::objects::apply::create(&client, a).await,
             Command::Get(a) => cmd::objects::get::run(&client, a).await,

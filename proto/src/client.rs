@@ -450,6 +450,23 @@ impl Client {
         .await
     }
 
+    /// A backup of the whole store, holding every write acknowledged before the call (the
+    /// file as `skiffctl snapshot save` writes it).
+    pub async fn backup(&self) -> Result<Vec<u8>> {
+        self.call(|ch| async move {
+            let mut stream = Self::cluster(ch)
+                .backup(pb::BackupRequest {})
+                .await?
+                .into_inner();
+            let mut file = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                file.extend_from_slice(&chunk.data);
+            }
+            Ok(tonic::Response::new(file))
+        })
+        .await
+    }
+
     /// Whether the caller (or, for an admin, `req.as_user`) may do what `req` names.
     pub async fn can_i(&self, req: pb::CanIRequest) -> Result<pb::CanIResponse> {
         self.call(|ch| {

@@ -14,6 +14,7 @@
 //! - [`state_machine`]: MVCC key-value state, snapshots, watch.
 //! - [`mvcc`]: the data model (transactions, key-values, events).
 
+pub mod backup;
 pub mod batcher;
 pub mod eager_replication;
 pub mod engine;

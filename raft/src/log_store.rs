@@ -107,6 +107,17 @@ impl<E: Engine> LogStore<E> {
         self
     }
 
+    /// Start the log of a member restored from a backup: everything up to `at` is in its
+    /// snapshot (purged here and committed), and it has voted for itself in `at`'s term.
+    pub fn seed_restored(&self, at: LogId, me: NodeId) -> Result<(), EngineError> {
+        let mut b = WriteBatch::default();
+        b.put::<PurgedSpace>(&ONLY, &at);
+        b.put::<CommittedSpace>(&ONLY, &Some(at));
+        b.put::<VoteSpace>(&ONLY, &Vote::new(at.leader_id.term, me));
+        self.engine.write(b)?;
+        self.engine.sync()
+    }
+
     /// Make member `me` start as a follower even if it led when it stopped.
     ///
     /// openraft 0.9 resumes leadership at start when the saved vote is the member's own

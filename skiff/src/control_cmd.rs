@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 use skiff_control::bootstrap::{self, BootstrapError};
 use skiff_control::server;
 use skiff_proto::tls::authority::ClusterCa;
@@ -14,16 +14,20 @@ use skiff_raft::{NodeConfig, RaftNode};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ControlArgs {
+    /// Instead of running a member: prepare a data directory.
+    #[command(subcommand)]
+    pub action: Option<ControlAction>,
     /// This member's id (a positive integer, unique in the cluster).
-    #[arg(long)]
-    pub id: u64,
+    #[arg(long, required = true)]
+    pub id: Option<u64>,
     /// Directory for this member's log, state and snapshots.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, required = true)]
+    pub data_dir: Option<PathBuf>,
     /// Address to listen on for peers and clients (host:port).
-    #[arg(long)]
-    pub listen: String,
+    #[arg(long, required = true)]
+    pub listen: Option<String>,
     /// Address others reach this member at; defaults to --listen.
     #[arg(long)]
     pub advertise: Option<String>,
@@ -151,15 +155,27 @@ fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
     Ok((Duration::from_millis(a), Duration::from_millis(b)))
 }
 
+/// What `skiff control` does instead of running a member.
+#[derive(Subcommand, Debug, Clone)]
+pub enum ControlAction {
+    /// Seed the first member of a new cluster from a backup (`skiffctl snapshot save`).
+    Restore(crate::restore_cmd::RestoreArgs),
+}
+
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
-    if args.id == 0 {
+    if let Some(ControlAction::Restore(r)) = args.action {
+        return crate::restore_cmd::run(r);
+    }
+    let (Some(id), Some(data_dir), Some(listen)) =
+        (args.id, args.data_dir.clone(), args.listen.clone())
+    else {
+        anyhow::bail!("--id, --data-dir and --listen are required to run a member");
+    };
+    if id == 0 {
         anyhow::bail!("--id: member ids start at 1");
     }
-    bootstrap::parse_addr("--listen", &args.listen)?;
-    let advertise = args
-        .advertise
-        .clone()
-        .unwrap_or_else(|| args.listen.clone());
+    bootstrap::parse_addr("--listen", &listen)?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| listen.clone());
     bootstrap::parse_addr("--advertise", &advertise)?;
     let election = parse_range(&args.election_timeout_ms).map_err(anyhow::Error::msg)?;
     args.cluster_cidr
@@ -175,20 +191,19 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         let server = args.server.as_deref().ok_or_else(|| {
             anyhow::anyhow!("--server: required with --join TOKEN (a member to join through)")
         })?;
-        joined_cluster =
-            crate::join::control_member(token, server, &args.data_dir, args.id).await?;
+        joined_cluster = crate::join::control_member(token, server, &data_dir, id).await?;
     }
     let initial_cluster = if args.init {
-        Some(format!("{}={advertise}", args.id))
+        Some(format!("{}={advertise}", id))
     } else {
         args.initial_cluster.clone()
     };
     let members = match &initial_cluster {
         Some(v) => {
             let m = bootstrap::parse_initial_cluster(v)?;
-            if !m.contains_key(&args.id) {
+            if !m.contains_key(&id) {
                 let ids: Vec<String> = m.keys().map(|k| k.to_string()).collect();
-                return Err(BootstrapError::UnknownMember { id: args.id, members: ids.join(",") }.into());
+                return Err(BootstrapError::UnknownMember { id, members: ids.join(",") }.into());
             }
             Some(m)
         }
@@ -200,7 +215,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         (Some(c), _) => c.clone(),
         (None, _) if joined_cluster.is_some() => joined_cluster.clone().unwrap_or_default(),
         (None, _) if token.is_some() => {
-            bootstrap::claimed_cluster_id(&args.data_dir)?.ok_or_else(|| {
+            bootstrap::claimed_cluster_id(&data_dir)?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "--cluster-id: not known; the data directory holds a CA but no claim"
                 )
@@ -212,9 +227,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             anyhow::bail!("--cluster-id: required with --join (see `skiffctl cluster status`)")
         }
     };
-    bootstrap::claim_data_dir(&args.data_dir, &cluster_id, args.id)?;
+    bootstrap::claim_data_dir(&data_dir, &cluster_id, id)?;
     if args.init {
-        let pki = args.data_dir.join("pki");
+        let pki = data_dir.join("pki");
         if ClusterCa::load(&pki)?.is_none() {
             ClusterCa::generate(&cluster_id)?
                 .save(&pki)
@@ -222,25 +237,20 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("--listen {}", args.listen))?;
-    let mut config = NodeConfig::new(
-        args.id,
-        advertise.clone(),
-        args.data_dir.clone(),
-        cluster_id.clone(),
-    );
+        .with_context(|| format!("--listen {}", listen))?;
+    let mut config = NodeConfig::new(id, advertise.clone(), data_dir.clone(), cluster_id.clone());
     config.snapshot_every = args.snapshot_every;
     config.keep_behind_snapshot = args.keep_behind_snapshot;
     config.history_revisions = args.history_revisions;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
     let (credentials, ca) =
-        member_credentials(&args.data_dir, args.id, &advertise, args.cert_validity)?.unzip();
+        member_credentials(&data_dir, id, &advertise, args.cert_validity)?.unzip();
     let credentials = credentials.map(LiveCredentials::new).transpose()?;
     if let Some(live) = &credentials {
-        let (data_dir, id, validity) = (args.data_dir.clone(), args.id, args.cert_validity);
+        let (data_dir, id, validity) = (data_dir.clone(), id, args.cert_validity);
         let advertise = advertise.clone();
         tokio::spawn(live::keep_renewed(live.clone(), move || {
             let renewed = member_credentials(&data_dir, id, &advertise, validity)
@@ -250,7 +260,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     }
     config.tls = credentials;
     let node = RaftNode::open(config).await?;
-    tracing::info!(member = args.id, listen = %args.listen, cluster = %cluster_id, "control node started");
+    tracing::info!(member = id, listen = %listen, cluster = %cluster_id, "control node started");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let (true, Some(path)) = (args.init, &args.encryption_key_file) {
@@ -316,7 +326,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::join::init_tokens(
             skiff_control::objects::ObjectStore::new(node.clone()),
             ca,
-            args.data_dir.clone(),
+            data_dir.clone(),
             advertise.clone(),
         ));
     }
@@ -326,7 +336,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::join::add_self(
             creds,
             server.clone(),
-            args.id,
+            id,
             advertise.clone(),
         ));
     }
@@ -361,7 +371,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             };
         }
     }
-    tracing::info!(member = args.id, "stopping");
+    tracing::info!(member = id, "stopping");
     let _ = stop_tx.send(());
     node.shutdown().await;
     // Everything applied is made durable before exit; the log already is.

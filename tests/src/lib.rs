@@ -192,6 +192,12 @@ pub struct MemberOptions {
     pub plaintext: bool,
     /// Serve each member's metrics endpoint (`--metrics-listen`) on a port of its own.
     pub metrics: bool,
+    /// Start a new cluster from this backup: member 1's data directory is made by
+    /// `skiff control restore`, the others start empty.
+    pub restore_from: Option<PathBuf>,
+    /// Seal Secrets with this key file (another cluster's, to read its restored Secrets)
+    /// instead of a new one.
+    pub encryption_key_from: Option<PathBuf>,
 }
 
 /// One control process.
@@ -296,13 +302,36 @@ impl Cluster {
         };
         // Secrets at rest are sealed under a key kept beside the members, outside their data
         // directories, as an operator keeps it.
-        let mut key = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
-        std::fs::write(
-            cluster.encryption_key_file(),
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
-        )
-        .expect("encryption key file");
+        match &opts.encryption_key_from {
+            Some(from) => {
+                std::fs::copy(from, cluster.encryption_key_file()).expect("encryption key file");
+            }
+            None => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+                std::fs::write(
+                    cluster.encryption_key_file(),
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+                )
+                .expect("encryption key file");
+            }
+        }
+        if let Some(backup) = &opts.restore_from {
+            let out = Command::new(binary("skiff"))
+                .args(["control", "restore"])
+                .arg(backup)
+                .arg("--data-dir")
+                .arg(cluster.dir.path().join("member-1"))
+                .args(["--id", "1", "--initial-cluster", &initial])
+                .args(["--cluster-id", &cluster_id])
+                .output()
+                .expect("skiff control restore runs");
+            assert!(
+                out.status.success(),
+                "skiff control restore: {}",
+                text(&out.stderr)
+            );
+        }
         for (id, addr) in &addrs {
             let mut args = vec![
                 "--initial-cluster".to_string(),

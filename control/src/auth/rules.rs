@@ -75,11 +75,13 @@ pub enum Verb {
     Members,
     /// A new data key for Secrets at rest.
     RotateKey,
+    /// A backup of the whole store.
+    Backup,
 }
 
 impl Verb {
     /// Every verb, in the order `can-i` lists them.
-    pub const ALL: [Verb; 13] = [
+    pub const ALL: [Verb; 14] = [
         Verb::Get,
         Verb::List,
         Verb::Watch,
@@ -93,6 +95,7 @@ impl Verb {
         Verb::Kv,
         Verb::Members,
         Verb::RotateKey,
+        Verb::Backup,
     ];
 
     /// Its name.
@@ -111,6 +114,7 @@ impl Verb {
             Self::Kv => "kv",
             Self::Members => "members",
             Self::RotateKey => "rotate-key",
+            Self::Backup => "backup",
         }
     }
 
@@ -180,8 +184,8 @@ pub fn decide(role: Role, verb: Verb, kind: Option<&KindInfo>) -> Decision {
     match role {
         Role::Admin => allow("admin: everything"),
         Role::Edit => match verb {
-            Verb::Kv | Verb::Members | Verb::Import | Verb::RotateKey => deny(
-                "edit: the raw kv API, membership, image imports and encryption keys are admin's",
+            Verb::Kv | Verb::Members | Verb::Import | Verb::RotateKey | Verb::Backup => deny(
+                "edit: the raw kv API, membership, backups, image imports and encryption keys are admin's",
             ),
             Verb::Logs | Verb::Exec => allow("edit: logs and exec of pods"),
             v if v.is_object_read() => allow("edit: reads every object"),

@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod kv;
 pub mod objects;
 pub mod pods;
+pub mod snapshot;
 pub mod tokens;

@@ -63,8 +63,34 @@ fn check_addr(addr: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Bytes per streamed backup chunk.
+const BACKUP_CHUNK: usize = 1 << 20;
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type BackupStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    /// Served by the member asked, once it has confirmed it holds every acknowledged write.
+    async fn backup(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let file = crate::backup::take(&self.node)
+            .instrument(tracing::info_span!("backup"))
+            .await
+            .map_err(|e| match e {
+                crate::backup::BackupError::NotCurrent(_) => Status::unavailable(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+        tracing::info!(bytes = file.len(), "backup taken");
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = file
+            .chunks(BACKUP_CHUNK)
+            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn member_list(
         &self,
         request: Request<pb::MemberListRequest>,

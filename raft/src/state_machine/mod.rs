@@ -14,7 +14,7 @@
 mod apply;
 mod read;
 mod recent_ids;
-mod snapshot;
+pub(crate) mod snapshot;
 mod spaces;
 pub mod watch;
 
@@ -39,6 +39,12 @@ pub use watch::{Published, WatchError, WatchFilter, WatchMessage};
 use crate::engine::{Engine, EngineError, Result};
 use crate::keyspace::TypedRead;
 use crate::types::{Entry, LogId, NodeId, Response, StorageError, TypeConfig};
+
+/// The first byte of every key-value record's key (backups count keys by it).
+pub(crate) fn kv_prefix() -> u8 {
+    use crate::keyspace::KeySpace;
+    spaces::KvSpace::PREFIX
+}
 
 /// Live feed capacity, in applied batches. A watcher further behind re-reads history.
 const FEED_CAPACITY: usize = 1024;

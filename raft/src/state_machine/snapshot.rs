@@ -10,6 +10,7 @@
 
 use std::io;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::RaftSnapshotBuilder;
@@ -24,8 +25,8 @@ use crate::types::{NodeId, StorageError, TypeConfig};
 
 /// The serialised body of a snapshot.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+pub(crate) struct SnapshotBody {
+    pub(crate) pairs: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
 /// A snapshot as kept on disk.
@@ -91,6 +92,51 @@ fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
     })
 }
 
+/// Every record but the history, serialised as a snapshot's body, with the applied state it
+/// is of (a backup).
+pub(crate) fn capture_body<E: Engine>(
+    shared: &SmShared<E>,
+) -> Result<(Vec<u8>, super::AppliedState), String> {
+    let _guard = shared.state();
+    serialise_records(&shared.engine).map(|c| (c.body, c.state))
+}
+
+/// Seed the empty `engine` with the records of snapshot body `data` as the state at `meta`,
+/// and keep that snapshot at `snapshot_path` for the followers that will need it (a restore).
+/// The state's revision is the records'.
+pub(crate) fn seed<E: Engine>(
+    engine: &E,
+    snapshot_path: &Path,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<super::AppliedState, StorageError> {
+    let body: SnapshotBody =
+        bincode::deserialize(data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let mut batch = WriteBatch::default();
+    let mut state: super::AppliedState = Default::default();
+    for (k, v) in body.pairs {
+        let (k, v) = (k.into_vec(), v.into_vec());
+        if k.first() == Some(&HistorySpace::PREFIX) {
+            continue;
+        }
+        if k == AppliedSpace::raw_key(&APPLIED_KEY) {
+            state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        } else {
+            batch.put_raw(k, v);
+        }
+    }
+    state.last_applied = meta.last_log_id;
+    state.membership = meta.last_membership.clone();
+    state.compacted = state.revision;
+    batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
+    engine
+        .write(batch)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    persist_at(snapshot_path, meta, data)?;
+    Ok(state)
+}
+
 impl<E: Engine> SnapshotBuilder<E> {
     /// Serialise every record now, under the read lock, so the snapshot is of one applied
     /// state even though applying goes on while it is written out.
@@ -140,13 +186,20 @@ struct StoredSnapshotRef<'a> {
     data: &'a [u8],
 }
 
-/// Write the snapshot file atomically: temp file, fsync, rename, fsync the directory.
 fn persist<E: Engine>(
     shared: &SmShared<E>,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
     data: &[u8],
 ) -> Result<(), StorageError> {
-    let path = &shared.snapshot_path;
+    persist_at(&shared.snapshot_path, meta, data)
+}
+
+/// Write the snapshot file atomically: temp file, fsync, rename, fsync the directory.
+fn persist_at(
+    path: &Path,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let write = || -> io::Result<()> {
         let mut f = io::BufWriter::new(std::fs::File::create(&tmp)?);

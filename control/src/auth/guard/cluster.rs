@@ -1,5 +1,5 @@
 //! Membership behind the gate: anyone with a certificate may list the members (clients find
-//! their endpoints there); only admins change them.
+//! their endpoints there); only admins change them or take backups.
 
 use skiff_proto::pb::cluster_server::Cluster;
 use skiff_proto::pb::{self};
@@ -46,6 +46,16 @@ impl Cluster for GuardedCluster {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         self.gate.call(&request, Verb::Members).await?;
         self.inner.member_promote(request).await
+    }
+
+    type BackupStream = <ClusterService as Cluster>::BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        self.gate.call(&request, Verb::Backup).await?;
+        self.inner.backup(request).await
     }
 
     async fn member_remove(

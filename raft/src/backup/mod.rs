@@ -1,0 +1,222 @@
+//! Backups: a consistent copy of the whole store in one checked file, and a new cluster
+//! started from one.
+//!
+//! ```text
+//!  take:    linearizable read ─▶ every record but the history, under the apply lock ─▶ file
+//!  inspect: file ─▶ checked (length, checksum) ─▶ revision, records, objects by resource
+//!  restore: file ─▶ checked ─▶ empty data directory: the records as a Raft snapshot at
+//!           log id (1, 1) of a new membership, the log purged up to it
+//! ```
+//!
+//! A restored member starts as the only holder of the data: it wins the first election of
+//! the new cluster, and the other members, started empty, receive the data as a Raft snapshot
+//! (the log before it is gone), as any member far behind does.
+
+pub mod format;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use openraft::{BasicNode, CommittedLeaderId, Membership, SnapshotMeta, StoredMembership};
+
+use crate::engine::SledEngine;
+use crate::log_store::LogStore;
+use crate::node::RaftNode;
+use crate::state_machine::snapshot::{self, SnapshotBody};
+use crate::types::{LogId, NodeId};
+use format::{BackupHeader, FormatError};
+
+/// What can go wrong with a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The file is not a usable backup.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Its records do not read.
+    #[error("the backup's records do not read: {0}")]
+    Records(String),
+    /// The store could not be read or written.
+    #[error("the store: {0}")]
+    Store(String),
+    /// The member could not confirm it holds every acknowledged write.
+    #[error("this member cannot confirm it is current: {0}")]
+    NotCurrent(String),
+    /// The restore target is not an empty directory.
+    #[error("{0}: not empty; a restore writes only into a new or empty data directory")]
+    NotEmpty(String),
+    /// The restored member is not among the new cluster's members.
+    #[error("--id {id}: not among the new cluster's members ({members})")]
+    UnknownMember {
+        /// The member id.
+        id: NodeId,
+        /// The members' ids.
+        members: String,
+    },
+}
+
+/// Take a backup of `node`'s store: every write acknowledged before the call is in it.
+pub async fn take(node: &RaftNode) -> Result<Vec<u8>, BackupError> {
+    node.linearizable_read()
+        .await
+        .map_err(|e| BackupError::NotCurrent(e.to_string()))?;
+    let shared = node.state().clone();
+    let (records, state) = tokio::task::spawn_blocking(move || snapshot::capture_body(&shared))
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?
+        .map_err(BackupError::Store)?;
+    let count = records
+        .get(..8)
+        .and_then(|c| c.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    let header = BackupHeader {
+        cluster_id: node.config().cluster_id.clone(),
+        member_id: node.id(),
+        revision: state.revision,
+        raft_index: state.last_applied.map_or(0, |l| l.index),
+        raft_term: state.last_applied.map_or(0, |l| l.leader_id.term),
+        records: count,
+        records_bytes: records.len() as u64,
+        taken_at: jiff::Timestamp::now().to_string(),
+        written_by: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok(format::encode(&header, &records)?)
+}
+
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Its header.
+    pub header: BackupHeader,
+    /// Its SHA-256 (verified).
+    pub checksum: String,
+    /// Keys of the key-value store (objects among them).
+    pub keys: u64,
+    /// Records under `/registry/` by resource, as kubectl names them (`pods`,
+    /// `deployments.apps`).
+    pub objects: BTreeMap<String, u64>,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+fn records(data: &[u8]) -> Result<SnapshotBody, BackupError> {
+    bincode::deserialize(data).map_err(|e| BackupError::Records(e.to_string()))
+}
+
+/// Check `file` and count what it holds.
+pub fn inspect(file: &[u8]) -> Result<Inspection, BackupError> {
+    let v = format::decode(file)?;
+    let body = records(v.records)?;
+    let (mut keys, mut objects) = (0, BTreeMap::<String, u64>::new());
+    let kv = crate::state_machine::kv_prefix();
+    for (k, _) in &body.pairs {
+        let Some(user_key) = k.strip_prefix(&[kv]) else {
+            continue;
+        };
+        keys += 1;
+        let Some(path) = user_key.strip_prefix(b"/registry/") else {
+            continue;
+        };
+        // `/registry/{group}/{resource}/...`, named as kubectl names resources.
+        let mut parts = path.split(|b| *b == b'/').map(String::from_utf8_lossy);
+        if let (Some(group), Some(resource)) = (parts.next(), parts.next()) {
+            let name = if group == "core" {
+                resource.into_owned()
+            } else {
+                format!("{resource}.{group}")
+            };
+            *objects.entry(name).or_default() += 1;
+        }
+    }
+    Ok(Inspection {
+        header: v.header,
+        checksum: v.checksum,
+        keys,
+        objects,
+        size: file.len() as u64,
+    })
+}
+
+/// Fill the empty data directory `dir` of member `id` of a new cluster of `members` with the
+/// store held in `file`. Nothing is written before the file is checked whole.
+pub fn restore(
+    file: &[u8],
+    dir: &Path,
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+) -> Result<BackupHeader, BackupError> {
+    let v = format::decode(file)?;
+    records(v.records)?;
+    if !members.contains_key(&id) {
+        let ids: Vec<String> = members.keys().map(|k| k.to_string()).collect();
+        return Err(BackupError::UnknownMember {
+            id,
+            members: ids.join(","),
+        });
+    }
+    let not_empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if not_empty {
+        return Err(BackupError::NotEmpty(dir.display().to_string()));
+    }
+    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
+    // The new cluster's history starts at log id (term 1, index 1), with these members.
+    let at = LogId::new(CommittedLeaderId::new(1, id), 1);
+    let voters: BTreeSet<NodeId> = members.keys().copied().collect();
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .iter()
+        .map(|(i, a)| (*i, BasicNode { addr: a.clone() }))
+        .collect();
+    let meta = SnapshotMeta {
+        last_log_id: Some(at),
+        last_membership: StoredMembership::new(Some(at), Membership::new(vec![voters], nodes)),
+        snapshot_id: format!("restored-{}-{}", v.header.revision, v.checksum),
+    };
+    let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
+    snapshot::seed(&state, &dir.join("snapshot.bin"), &meta, v.records).map_err(|e| store(&e))?;
+    let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
+    log.seed_restored(at, id).map_err(|e| store(&e))?;
+    Ok(v.header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_refuses_a_damaged_file_or_a_used_directory_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let members = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
+        let body = bincode::serialize(&SnapshotBody { pairs: Vec::new() }).unwrap_or_default();
+        let header = BackupHeader {
+            cluster_id: "c".into(),
+            member_id: 1,
+            revision: 0,
+            raft_index: 0,
+            raft_term: 0,
+            records: 0,
+            records_bytes: body.len() as u64,
+            taken_at: jiff::Timestamp::now().to_string(),
+            written_by: "test".into(),
+        };
+        let file = format::encode(&header, &body).unwrap_or_default();
+        let target = dir.path().join("new");
+        let cut = restore(&file[..file.len() - 3], &target, 1, &members);
+        assert!(cut.is_err());
+        assert!(
+            !target.exists(),
+            "a refused restore wrote {}",
+            target.display()
+        );
+        let stranger = restore(&file, &target, 7, &members)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(stranger.to_string().contains("--id 7"), "{stranger}");
+        std::fs::create_dir_all(target.join("state")).unwrap_or_default();
+        let used = restore(&file, &target, 1, &members)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(used.to_string().contains("not empty"), "{used}");
+    }
+}
