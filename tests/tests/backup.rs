@@ -40,7 +40,11 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
         let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": format!("cm-{i}")}, "data": {"i": i.to_string()}});
         client
-            .create_object("configmaps", "default", serde_json::to_vec(&cm).expect("json"))
+            .create_object(
+                "configmaps",
+                "default",
+                serde_json::to_vec(&cm).expect("json"),
+            )
             .await
             .expect("a ConfigMap");
     }
@@ -85,9 +89,12 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
         &config,
         &["snapshot", "inspect", "--json", &file.display().to_string()],
     );
-    assert!(inspect.status.success(), "inspect: {}", text(&inspect.stderr));
-    let seen: serde_json::Value =
-        serde_json::from_slice(&inspect.stdout).expect("inspect --json");
+    assert!(
+        inspect.status.success(),
+        "inspect: {}",
+        text(&inspect.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect --json");
     let revision = seen["revision"].as_u64().expect("a revision");
     assert_eq!(seen["clusterId"], source.cluster_id.as_str());
     assert!(seen["objects"]["configmaps"].as_u64() >= Some(10), "{seen}");
@@ -95,9 +102,15 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
     // The writer only ever created new keys: the source's keys at the backup's revision are
     // those whose last change is at or before it.
     let mut expected = all(&client, "/test/").await;
-    let after = expected.values().filter(|kv| kv.mod_revision > revision).count();
+    let after = expected
+        .values()
+        .filter(|kv| kv.mod_revision > revision)
+        .count();
     expected.retain(|_, kv| kv.mod_revision <= revision);
-    assert!(after > 0, "writes went on after the backup's revision {revision}");
+    assert!(
+        after > 0,
+        "writes went on after the backup's revision {revision}"
+    );
     let expected_maps = all(&client, "/registry/core/configmaps/default/").await;
     info!(revision, keys = expected.len(), after, "backup saved");
 
@@ -113,7 +126,11 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
     restored.wait_leader(Duration::from_secs(20)).await;
     assert_eq!(restored.wait_leader(Duration::from_secs(20)).await, 1);
     let fresh = restored.client();
-    assert_eq!(all(&fresh, "/test/").await, expected, "every key, byte for byte");
+    assert_eq!(
+        all(&fresh, "/test/").await,
+        expected,
+        "every key, byte for byte"
+    );
     assert_eq!(
         all(&fresh, "/registry/core/configmaps/default/").await,
         expected_maps,
@@ -146,9 +163,15 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
         }
     }
     let mut watch = fresh.watch("/test/new", true, revision + 1);
-    let put = fresh.put("/test/new", "after the restore").await.expect("put");
+    let put = fresh
+        .put("/test/new", "after the restore")
+        .await
+        .expect("put");
     let written_at = put.header.map(|h| h.revision).unwrap_or(0);
-    assert!(written_at > revision, "revisions go on from {revision}: {written_at}");
+    assert!(
+        written_at > revision,
+        "revisions go on from {revision}: {written_at}"
+    );
     let event = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match watch.recv().await {
@@ -180,7 +203,11 @@ async fn a_truncated_or_flipped_backup_is_refused_and_the_target_is_untouched() 
     let at = flipped.len() - 100;
     flipped[at] ^= 0x04;
     let cases = [
-        ("truncated", bytes[..bytes.len() * 2 / 3].to_vec(), "truncated"),
+        (
+            "truncated",
+            bytes[..bytes.len() * 2 / 3].to_vec(),
+            "truncated",
+        ),
         ("flipped", flipped, "checksum"),
     ];
     for (name, content, says) in cases {
@@ -191,7 +218,11 @@ async fn a_truncated_or_flipped_backup_is_refused_and_the_target_is_untouched() 
             &["snapshot", "inspect", &file.display().to_string()],
         );
         assert!(!inspect.status.success(), "{name}: inspect accepted it");
-        assert!(text(&inspect.stderr).contains(says), "{name}: {}", text(&inspect.stderr));
+        assert!(
+            text(&inspect.stderr).contains(says),
+            "{name}: {}",
+            text(&inspect.stderr)
+        );
 
         let target = dir.join(format!("restore-{name}"));
         std::fs::create_dir_all(&target).expect("an empty target");
@@ -204,7 +235,11 @@ async fn a_truncated_or_flipped_backup_is_refused_and_the_target_is_untouched() 
             .output()
             .expect("skiff control restore runs");
         assert!(!out.status.success(), "{name}: restore accepted it");
-        assert!(text(&out.stderr).contains(says), "{name}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{name}: {}",
+            text(&out.stderr)
+        );
         let left: Vec<_> = std::fs::read_dir(&target).expect("target").collect();
         assert!(left.is_empty(), "{name}: the target holds {left:?}");
         let siblings: Vec<String> = std::fs::read_dir(dir)
@@ -220,5 +255,9 @@ async fn a_truncated_or_flipped_backup_is_refused_and_the_target_is_untouched() 
         &["snapshot", "inspect", &good.display().to_string()],
     );
     assert!(inspect.status.success(), "{}", text(&inspect.stderr));
-    assert!(text(&inspect.stdout).contains("(OK)"), "{}", text(&inspect.stdout));
+    assert!(
+        text(&inspect.stdout).contains("(OK)"),
+        "{}",
+        text(&inspect.stdout)
+    );
 }
