@@ -161,10 +161,15 @@ pub enum DataDir {
 
 /// The cluster `dir` was claimed for, if it was.
 pub fn claimed_cluster_id(dir: &Path) -> Result<Option<String>, BootstrapError> {
+    Ok(claimed_member(dir)?.map(|(cluster, _)| cluster))
+}
+
+/// The cluster and member `dir` was claimed for, if it was.
+pub fn claimed_member(dir: &Path) -> Result<Option<(String, NodeId)>, BootstrapError> {
     let path = dir.join("member.json");
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice::<MemberMeta>(&bytes)
-            .map(|m| Some(m.cluster_id))
+            .map(|m| Some((m.cluster_id, m.member_id)))
             .map_err(|source| BootstrapError::CorruptMeta { path, source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(BootstrapError::Io {

@@ -160,11 +160,16 @@ fn parse_range(v: &str) -> Result<(Duration, Duration), String> {
 pub enum ControlAction {
     /// Seed the first member of a new cluster from a backup (`skiffctl snapshot save`).
     Restore(crate::restore_cmd::RestoreArgs),
+    /// After losing a quorum: make this stopped member the only member of its cluster, with
+    /// every change it holds (then add new members).
+    Recover(crate::recover_cmd::RecoverArgs),
 }
 
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
-    if let Some(ControlAction::Restore(r)) = args.action {
-        return crate::restore_cmd::run(r);
+    match args.action {
+        Some(ControlAction::Restore(r)) => return crate::restore_cmd::run(r),
+        Some(ControlAction::Recover(r)) => return crate::recover_cmd::run(r).await,
+        None => {}
     }
     let (Some(id), Some(data_dir), Some(listen)) =
         (args.id, args.data_dir.clone(), args.listen.clone())

@@ -5,6 +5,7 @@ mod control_cmd;
 mod hollow_cmd;
 mod join;
 mod node_cmd;
+mod recover_cmd;
 mod restore_cmd;
 mod up;
 

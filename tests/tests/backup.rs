@@ -1,5 +1,6 @@
-//! Backups: `skiffctl snapshot save` under writes, `snapshot inspect`, and a new cluster made
-//! with `skiff control restore` that holds exactly what the backup holds.
+//! Backups and recovery: `skiffctl snapshot save` under writes, `snapshot inspect`, a new cluster
+//! made with `skiff control restore` that holds exactly what the backup holds, and a survivor
+//! of a lost quorum brought back alone with `skiff control recover`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -260,4 +261,107 @@ async fn a_truncated_or_flipped_backup_is_refused_and_the_target_is_untouched() 
         "{}",
         text(&inspect.stdout)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_quorum_recovers_alone_with_every_acknowledged_write_and_new_members_join(
+) {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    let mut acked = BTreeMap::new();
+    for i in 0..100 {
+        let (k, v) = (format!("/test/acked/{i:03}"), format!("v{i}"));
+        client.put(k.clone(), v.clone()).await.expect("put");
+        acked.insert(k.into_bytes(), v.into_bytes());
+    }
+    // A follower survives: it may hold entries in its log it has not applied yet.
+    let survivor = (1..=3).find(|i| *i != leader).expect("a follower");
+
+    info!(
+        survivor,
+        "phase: two members destroyed, the survivor stopped"
+    );
+    for id in 1..=3 {
+        cluster.kill9(id);
+    }
+    for id in (1..=3).filter(|i| *i != survivor) {
+        std::fs::remove_dir_all(&cluster.members[&id].data_dir).expect("destroy");
+    }
+    let dir = cluster.members[&survivor].data_dir.clone();
+    let out = std::process::Command::new(binary("skiff"))
+        .args(["control", "recover", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("skiff control recover runs");
+    assert!(out.status.success(), "recover: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("only member"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    info!("phase: the survivor alone has every acknowledged write and takes writes");
+    cluster.restart(survivor);
+    let alone = cluster.client_of(survivor);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while alone.put("/test/alone", "1").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the survivor takes no writes:\n{}",
+            cluster.log_of(survivor)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let held: BTreeMap<Vec<u8>, Vec<u8>> = all(&alone, "/test/acked/")
+        .await
+        .into_iter()
+        .map(|(k, kv)| (k, kv.value))
+        .collect();
+    assert_eq!(held, acked, "every acknowledged write");
+
+    info!("phase: two new members join and the cluster is three voters again");
+    for id in [4, 5] {
+        let addr = cluster.start_joiner(id, MemberOptions::default());
+        alone
+            .member_add(id, &addr, true)
+            .await
+            .unwrap_or_else(|e| panic!("member {id} added: {e}"));
+    }
+    let members = alone.members().await.expect("members");
+    let voters: Vec<u64> = members
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(voters.len(), 3, "{voters:?}");
+    cluster
+        .client()
+        .put("/test/after", "3 voters")
+        .await
+        .expect("a write");
+    let newcomer = cluster.client_of(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = newcomer
+            .range(pb::RangeRequest {
+                key: b"/test/acked/".to_vec(),
+                prefix: true,
+                stale: true,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.kvs.len());
+        if got.as_ref().ok() == Some(&acked.len()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newcomer holds {got:?} of {} keys",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

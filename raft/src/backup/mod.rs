@@ -64,23 +64,33 @@ pub async fn take(node: &RaftNode) -> Result<Vec<u8>, BackupError> {
         .await
         .map_err(|e| BackupError::Store(e.to_string()))?
         .map_err(BackupError::Store)?;
-    let count = records
-        .get(..8)
-        .and_then(|c| c.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
-    let header = BackupHeader {
-        cluster_id: node.config().cluster_id.clone(),
-        member_id: node.id(),
+    let header = header_of(&node.config().cluster_id, node.id(), &records, &state);
+    Ok(format::encode(&header, &records)?)
+}
+
+/// The header of a backup of `records`, taken on member `id` at `state`.
+fn header_of(
+    cluster_id: &str,
+    id: NodeId,
+    records: &[u8],
+    state: &crate::state_machine::AppliedState,
+) -> BackupHeader {
+    BackupHeader {
+        cluster_id: cluster_id.to_string(),
+        member_id: id,
         revision: state.revision,
         raft_index: state.last_applied.map_or(0, |l| l.index),
         raft_term: state.last_applied.map_or(0, |l| l.leader_id.term),
-        records: count,
+        // The body starts with its record count (bincode's length of the pairs).
+        records: records
+            .get(..8)
+            .and_then(|c| c.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0),
         records_bytes: records.len() as u64,
         taken_at: jiff::Timestamp::now().to_string(),
         written_by: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    Ok(format::encode(&header, &records)?)
+    }
 }
 
 /// What a backup holds.
@@ -145,6 +155,91 @@ pub fn restore(
     id: NodeId,
     members: &BTreeMap<NodeId, String>,
 ) -> Result<BackupHeader, BackupError> {
+    restore_in_term(file, dir, id, members, 1)
+}
+
+/// What a recovery made of a member's data.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The state it holds, as a backup's header says it.
+    pub header: BackupHeader,
+    /// The member's address, from its last membership.
+    pub addr: String,
+    /// Log entries it held but had not applied, applied now.
+    pub applied_from_log: u64,
+}
+
+/// Make member `id`, whose stopped data is copied in `work` (changed here), the only member of
+/// its cluster `cluster_id`, into the empty directory `staging`. Every entry its log holds is
+/// applied first, committed or not, as etcd's `--force-new-cluster` does: with the others
+/// gone, what it logged is the most that survives. Its terms go on above its old ones, so a
+/// message from an old member cannot win against it.
+pub async fn recover(
+    work: &Path,
+    staging: &Path,
+    id: NodeId,
+    cluster_id: &str,
+) -> Result<Recovered, BackupError> {
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::RaftLogReader;
+
+    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
+    let mut log = LogStore::new(SledEngine::open(&work.join("log")).map_err(|e| store(&e))?);
+    let mut sm = crate::state_machine::StateMachineStore::open(
+        SledEngine::open(&work.join("state")).map_err(|e| store(&e))?,
+        work.join("snapshot.bin"),
+        Default::default(),
+    )
+    .map_err(|e| store(&e))?;
+    let last = log
+        .get_log_state()
+        .await
+        .map_err(|e| store(&e))?
+        .last_log_id;
+    let (applied, _) = sm.applied_state().await.map_err(|e| store(&e))?;
+    let from = applied.map_or(0, |l| l.index + 1);
+    let mut applied_from_log = 0;
+    if let Some(last) = last.filter(|l| l.index >= from) {
+        let entries = log
+            .try_get_log_entries(from..=last.index)
+            .await
+            .map_err(|e| store(&e))?;
+        applied_from_log = entries.len() as u64;
+        sm.apply(entries).await.map_err(|e| store(&e))?;
+    }
+    let (applied, membership) = sm.applied_state().await.map_err(|e| store(&e))?;
+    let addr = membership
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| {
+            BackupError::Store(format!("member {id} is not in its own last membership"))
+        })?;
+    let vote_term = log
+        .read_vote()
+        .await
+        .map_err(|e| store(&e))?
+        .map_or(0, |v| v.leader_id().term);
+    let term = vote_term.max(applied.map_or(0, |l| l.leader_id.term)) + 1;
+    let (records, state) = snapshot::capture_body(&sm.shared()).map_err(BackupError::Store)?;
+    let header = header_of(cluster_id, id, &records, &state);
+    let file = format::encode(&header, &records)?;
+    let members = BTreeMap::from([(id, addr.clone())]);
+    let header = restore_in_term(&file, staging, id, &members, term)?;
+    Ok(Recovered {
+        header,
+        addr,
+        applied_from_log,
+    })
+}
+
+fn restore_in_term(
+    file: &[u8],
+    dir: &Path,
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+    term: u64,
+) -> Result<BackupHeader, BackupError> {
     let v = format::decode(file)?;
     records(v.records)?;
     if !members.contains_key(&id) {
@@ -161,8 +256,8 @@ pub fn restore(
         return Err(BackupError::NotEmpty(dir.display().to_string()));
     }
     let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
-    // The new cluster's history starts at log id (term 1, index 1), with these members.
-    let at = LogId::new(CommittedLeaderId::new(1, id), 1);
+    // The new cluster's history starts at log id (term, index 1), with these members.
+    let at = LogId::new(CommittedLeaderId::new(term, id), 1);
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, BasicNode> = members
         .iter()
