@@ -100,6 +100,16 @@ pub struct ControlArgs {
     /// is left.
     #[arg(long, default_value = "365d", value_parser = skiff_proto::duration::parse)]
     pub cert_validity: Duration,
+    /// Take a backup this often while this member leads (as k3s' etcd snapshots): `6h`,
+    /// `30m`; `0` takes none.
+    #[arg(long, default_value = "6h", value_parser = skiff_proto::duration::parse)]
+    pub snapshot_interval: Duration,
+    /// Scheduled backups kept; older ones are removed.
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Where scheduled backups go; default: `backups` in the data directory.
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -361,6 +371,18 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         advertise.clone(),
         settings,
         families.controllers,
+    ));
+
+    tokio::spawn(skiff_raft::backup::schedule::run(
+        node.clone(),
+        skiff_raft::backup::schedule::Schedule {
+            interval: args.snapshot_interval,
+            retention: args.snapshot_retention,
+            dir: args
+                .snapshot_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("backups")),
+        },
     ));
 
     let mut term = signal(SignalKind::terminate())?;

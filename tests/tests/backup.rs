@@ -365,3 +365,45 @@ async fn a_survivor_of_a_lost_quorum_recovers_alone_with_every_acknowledged_writ
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_takes_scheduled_backups_and_keeps_the_newest() {
+    init_tracing();
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            extra_args: vec![
+                "--snapshot-interval=1s".into(),
+                "--snapshot-retention=2".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.client().put("/test/k", "v").await.expect("put");
+    let dir = cluster.members[&leader].data_dir.join("backups");
+    // One a second: after four seconds, more than two were taken and the two newest kept.
+    let started = tokio::time::Instant::now();
+    let files = loop {
+        let files = skiff_raft::backup::schedule::scheduled_in(&dir).unwrap_or_default();
+        if files.len() == 2 && started.elapsed() >= Duration::from_secs(4) {
+            break files;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "scheduled backups in {}: {files:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for f in &files {
+        let bytes = std::fs::read(f).expect("a backup");
+        let i = skiff_raft::backup::inspect(&bytes).expect("it checks");
+        assert_eq!(i.header.cluster_id, cluster.cluster_id);
+    }
+    for id in (1..=3).filter(|i| *i != leader) {
+        let theirs = cluster.members[&id].data_dir.join("backups");
+        let found = skiff_raft::backup::schedule::scheduled_in(&theirs).unwrap_or_default();
+        assert!(found.is_empty(), "follower {id} took backups: {found:?}");
+    }
+}

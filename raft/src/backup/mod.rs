@@ -13,6 +13,7 @@
 //! (the log before it is gone), as any member far behind does.
 
 pub mod format;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
