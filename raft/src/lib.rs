@@ -16,6 +16,7 @@
 
 pub mod backup;
 pub mod batcher;
+pub mod disk;
 pub mod eager_replication;
 pub mod engine;
 pub mod error;

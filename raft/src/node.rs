@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub history_revisions: u64,
     /// The member's credentials: Raft and forwarded requests to peers go over mutual TLS.
     pub tls: Option<skiff_proto::tls::LiveCredentials>,
+    /// Backups taken while it leads (none when the interval is zero).
+    pub backups: crate::backup::schedule::Schedule,
 }
 
 impl NodeConfig {
@@ -55,7 +57,6 @@ impl NodeConfig {
         Self {
             id,
             addr,
-            data_dir,
             cluster_id,
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(120), Duration::from_millis(240)),
@@ -63,6 +64,12 @@ impl NodeConfig {
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
             tls: None,
+            backups: crate::backup::schedule::Schedule {
+                interval: Duration::ZERO,
+                retention: 5,
+                dir: data_dir.join("backups"),
+            },
+            data_dir,
         }
     }
 }

@@ -261,6 +261,14 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     config.history_revisions = args.history_revisions;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
+    config.backups = skiff_raft::backup::schedule::Schedule {
+        interval: args.snapshot_interval,
+        retention: args.snapshot_retention,
+        dir: args
+            .snapshot_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("backups")),
+    };
     let (credentials, ca) =
         member_credentials(&data_dir, id, &advertise, args.cert_validity)?.unzip();
     let credentials = credentials.map(LiveCredentials::new).transpose()?;
@@ -375,14 +383,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 
     tokio::spawn(skiff_raft::backup::schedule::run(
         node.clone(),
-        skiff_raft::backup::schedule::Schedule {
-            interval: args.snapshot_interval,
-            retention: args.snapshot_retention,
-            dir: args
-                .snapshot_dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join("backups")),
-        },
+        node.config().backups.clone(),
     ));
 
     let mut term = signal(SignalKind::terminate())?;

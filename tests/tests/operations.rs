@@ -104,3 +104,38 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_flags_an_unreachable_member_and_a_cluster_without_fault_tolerance() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.client().put("/test/k", "v").await.expect("a write");
+    let config = cluster.config_file();
+    let healthy = skiff_e2e::skiffctl_with(&config, &["cluster", "status"]);
+    let text = skiff_e2e::text(&healthy.stdout);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        skiff_e2e::text(&healthy.stderr)
+    );
+    assert!(text.contains("DATA") && text.contains("DISK"), "{text}");
+    assert!(!text.contains("unreachable"), "a healthy cluster: {text}");
+    assert!(
+        !text.contains("fault tolerance"),
+        "a healthy cluster: {text}"
+    );
+
+    let gone = (1..=3).find(|i| *i != leader).expect("a follower");
+    cluster.kill9(gone);
+    let degraded = skiff_e2e::skiffctl_with(&config, &["cluster", "status"]);
+    let text = skiff_e2e::text(&degraded.stdout);
+    assert!(
+        text.contains(&format!("warning: member {gone} is unreachable")),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: no fault tolerance: 2 of 3 voters answer"),
+        "{text}"
+    );
+}

@@ -65,10 +65,13 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         expiring.push(("your client certificate".into(), t));
     }
     let mut rows = vec![[
-        "ID", "ADDRESS", "ROLE", "TERM", "REVISION", "APPLIED", "LAG", "SNAPSHOT",
+        "ID", "ADDRESS", "ROLE", "TERM", "REVISION", "APPLIED", "LAG", "SNAPSHOT", "DATA", "DISK",
     ]
     .map(String::from)
     .to_vec()];
+    let mut warnings: Vec<String> = Vec::new();
+    let (mut voters, mut voters_up) = (0usize, 0usize);
+    let (mut newest_backup, mut backup_interval) = (0i64, 0u64);
     for m in &list.members {
         let role = if m.id == list.leader {
             "leader"
@@ -77,8 +80,27 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         } else {
             "learner"
         };
+        voters += usize::from(m.voter);
         match Client::status_of(&m.addr, client.credentials().as_ref()).await {
             Ok(st) => {
+                voters_up += usize::from(m.voter);
+                let lag = leader_last.saturating_sub(st.applied_index);
+                if lag > LAG_WARNING {
+                    warnings.push(format!(
+                        "member {} lags the leader by {lag} log entries",
+                        m.id
+                    ));
+                }
+                let used = disk_used_percent(&st);
+                if used > DISK_WARNING_PERCENT {
+                    warnings.push(format!(
+                        "member {}'s disk is {used}% full (its data: {})",
+                        m.id,
+                        bytes(st.data_bytes)
+                    ));
+                }
+                newest_backup = newest_backup.max(st.newest_backup_at);
+                backup_interval = backup_interval.max(st.backup_interval_seconds);
                 cluster_id = st.cluster_id.clone();
                 if st.certificate_not_after != 0 {
                     expiring.push((
@@ -93,21 +115,43 @@ async fn status(client: &Client) -> anyhow::Result<()> {
                     st.term.to_string(),
                     st.revision.to_string(),
                     st.applied_index.to_string(),
-                    leader_last.saturating_sub(st.applied_index).to_string(),
+                    lag.to_string(),
                     st.snapshot_index.to_string(),
+                    bytes(st.data_bytes),
+                    format!("{}%", disk_used_percent(&st)),
                 ]);
             }
-            Err(e) => rows.push(vec![
-                m.id.to_string(),
-                m.addr.clone(),
-                format!("{role} (unreachable: {})", e.message()),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]),
+            Err(e) => {
+                warnings.push(format!("member {} is unreachable: {}", m.id, e.message()));
+                let mut row = vec![
+                    m.id.to_string(),
+                    m.addr.clone(),
+                    format!("{role} (unreachable)"),
+                ];
+                row.resize(rows[0].len(), "-".into());
+                rows.push(row);
+            }
         }
+    }
+    let quorum = voters / 2 + 1;
+    if voters_up < quorum {
+        warnings.push(format!(
+            "no quorum: {voters_up} of {voters} voters answer; writes stop until {quorum} do \
+             (docs/OPERATIONS.md, \"Losing the quorum for good\")"
+        ));
+    } else if voters_up == quorum {
+        warnings.push(format!(
+            "no fault tolerance: {voters_up} of {voters} voters answer; losing one more stops writes"
+        ));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    if backup_interval > 0 && newest_backup > 0 && now - newest_backup > 2 * backup_interval as i64
+    {
+        warnings.push(format!(
+            "the newest scheduled backup is {} old (taken every {})",
+            age(now - newest_backup),
+            age(backup_interval as i64)
+        ));
     }
     println!(
         "cluster {cluster_id}, leader {}, term {}",
@@ -124,7 +168,9 @@ async fn status(client: &Client) -> anyhow::Result<()> {
             .collect();
         println!("{}", line.join("   ").trim_end());
     }
-    let now = jiff::Timestamp::now().as_second();
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     for (what, not_after) in expiring {
         let days = (not_after - now) / 86_400;
         if not_after <= now {
@@ -134,6 +180,33 @@ async fn status(client: &Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A member further behind the leader's log than this is warned about.
+const LAG_WARNING: u64 = 1_000;
+/// A member's disk fuller than this (percent) is warned about.
+const DISK_WARNING_PERCENT: u64 = 85;
+
+fn disk_used_percent(st: &skiff_proto::pb::StatusResponse) -> u64 {
+    let total = st.disk_total_bytes.max(1);
+    st.disk_total_bytes.saturating_sub(st.disk_free_bytes) * 100 / total
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{} KiB", n.div_ceil(1024)),
+    }
+}
+
+fn age(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Certificates closer than this to their expiry are warned about (k3s renews within 90 days).

@@ -98,6 +98,13 @@ pub fn scheduled_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
+/// When the newest scheduled backup in `dir` was taken (seconds since the epoch).
+pub fn newest_at(dir: &Path) -> Option<i64> {
+    let newest = scheduled_in(dir).ok()?.pop()?;
+    let name = newest.file_name()?.to_string_lossy().into_owned();
+    name.strip_prefix(PREFIX)?.split_once('-')?.0.parse().ok()
+}
+
 fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
     let all = scheduled_in(dir)?;
     let excess = all.len().saturating_sub(keep);

@@ -295,6 +295,11 @@ impl Kv for KvService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let m = self.node.raft().metrics().borrow().clone();
+        let backups = self.node.config().backups.clone();
+        let data_dir = self.node.config().data_dir.clone();
+        let disk = tokio::task::spawn_blocking(move || crate::disk::usage(&data_dir))
+            .await
+            .unwrap_or_default();
         let learner = !m
             .membership_config
             .membership()
@@ -318,6 +323,11 @@ impl Kv for KvService {
                 .as_ref()
                 .and_then(|c| skiff_proto::tls::holder::not_after(&c.current().cert).ok())
                 .unwrap_or(0),
+            data_bytes: disk.data_bytes,
+            disk_total_bytes: disk.total_bytes,
+            disk_free_bytes: disk.free_bytes,
+            newest_backup_at: crate::backup::schedule::newest_at(&backups.dir).unwrap_or(0),
+            backup_interval_seconds: backups.interval.as_secs(),
         }))
     }
 }
