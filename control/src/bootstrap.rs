@@ -40,6 +40,16 @@ pub enum BootstrapError {
         /// The ids given.
         members: String,
     },
+    /// The data directory was written by a newer release.
+    #[error("data directory {dir} is of format {found}; this build reads format {supported} and older: run the release that wrote it (or a newer one)")]
+    NewerFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// Its format.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
     /// The data directory belongs to another cluster.
     #[error("data directory {dir} belongs to cluster {found:?}, not {expected:?}; use that cluster's id or another directory")]
     ForeignCluster {
@@ -148,6 +158,13 @@ pub fn derived_cluster_id(members: &BTreeMap<NodeId, String>) -> String {
 struct MemberMeta {
     cluster_id: String,
     member_id: NodeId,
+    /// The data directory's format (absent in directories from before formats: 1).
+    #[serde(default = "first_format")]
+    format: u32,
+}
+
+fn first_format() -> u32 {
+    1
 }
 
 /// Whether the data directory was new.
@@ -193,6 +210,13 @@ pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDi
                     path: path.clone(),
                     source,
                 })?;
+            if meta.format > skiff_raft::versions::DATA_FORMAT {
+                return Err(BootstrapError::NewerFormat {
+                    dir: dir.into(),
+                    found: meta.format,
+                    supported: skiff_raft::versions::DATA_FORMAT,
+                });
+            }
             if meta.cluster_id != cluster_id {
                 return Err(BootstrapError::ForeignCluster {
                     dir: dir.into(),
@@ -214,6 +238,7 @@ pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDi
             let meta = MemberMeta {
                 cluster_id: cluster_id.into(),
                 member_id: id,
+                format: skiff_raft::versions::DATA_FORMAT,
             };
             let tmp = dir.join("member.json.tmp");
             let bytes =
@@ -318,5 +343,20 @@ mod tests {
             claim_data_dir(dir.path(), "a", 2),
             Err(BootstrapError::ForeignMember { .. })
         ));
+    }
+
+    #[test]
+    fn a_data_dir_from_before_formats_opens_and_one_of_a_newer_format_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("member.json");
+        // As members wrote it before formats.
+        std::fs::write(&meta, r#"{"cluster_id": "a", "member_id": 1}"#).unwrap();
+        assert_eq!(
+            claim_data_dir(dir.path(), "a", 1).unwrap(),
+            DataDir::Existing
+        );
+        std::fs::write(&meta, r#"{"cluster_id": "a", "member_id": 1, "format": 2}"#).unwrap();
+        let e = claim_data_dir(dir.path(), "a", 1).unwrap_err().to_string();
+        assert!(e.contains("format 2") && e.contains("format 1"), "{e}");
     }
 }

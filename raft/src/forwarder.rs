@@ -112,6 +112,7 @@ async fn send_batch(cluster_id: String, batch: Vec<Pending>) {
             .forward_writes(RaftRequest {
                 cluster_id,
                 payload,
+                protocol: crate::versions::RAFT_PROTOCOL,
             })
             .await
             .map_err(|s| s.message().to_string())?

@@ -30,6 +30,7 @@ pub mod node;
 pub mod read_barrier;
 pub mod state_machine;
 pub mod types;
+pub mod versions;
 
 pub use error::{Result, StoreError};
 pub use node::{NodeConfig, RaftNode};

@@ -75,6 +75,7 @@ pub(crate) async fn send_append(
         .append_entries(RaftRequest {
             cluster_id,
             payload,
+            protocol: crate::versions::RAFT_PROTOCOL,
         })
         .await
         .map(drop)
@@ -142,6 +143,7 @@ impl PeerClient {
         let request = RaftRequest {
             cluster_id: self.cluster_id.clone(),
             payload,
+            protocol: crate::versions::RAFT_PROTOCOL,
         };
         let mut client = raft_client(channel);
         let call = async {

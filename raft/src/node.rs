@@ -315,6 +315,7 @@ impl RaftNode {
             .read_index(skiff_proto::pb::RaftRequest {
                 cluster_id: self.config().cluster_id.clone(),
                 payload,
+                protocol: crate::versions::RAFT_PROTOCOL,
             })
             .await
             .map_err(|_| not_leader())?

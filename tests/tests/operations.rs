@@ -139,3 +139,48 @@ async fn cluster_status_flags_an_unreachable_member_and_a_cluster_without_fault_
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_speaking_a_newer_raft_protocol_is_refused_naming_both_versions() {
+    use skiff_proto::pb::raft_client::RaftClient;
+    use skiff_proto::pb::RaftRequest;
+    use skiff_proto::tls::holder::Holder;
+    use skiff_proto::tls::CONTROL_SERVER_NAME;
+
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let before = cluster.client().status().await.expect("status").term;
+    // Member 2's own credentials, as a member upgraded to a future release would hold them.
+    let member = cluster.issue(&Holder::Control(2));
+    let vote = openraft::raft::VoteRequest::<u64> {
+        vote: openraft::Vote::new(before + 5, 2),
+        last_log_id: None,
+    };
+    let addr = cluster.members[&1].addr.clone();
+    let channel = skiff_proto::transport::channel(
+        &addr,
+        Some(&member.client_tls(CONTROL_SERVER_NAME).expect("tls")),
+    )
+    .expect("channel");
+    let refused = RaftClient::new(channel)
+        .vote(RaftRequest {
+            cluster_id: cluster.cluster_id.clone(),
+            payload: bincode::serialize(&vote).expect("encode"),
+            protocol: skiff_raft::versions::RAFT_PROTOCOL + 1,
+        })
+        .await
+        .expect_err("a newer protocol");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("protocol 2") && refused.message().contains("protocol 1"),
+        "{}",
+        refused.message()
+    );
+    let after = cluster.client().status().await.expect("status").term;
+    assert_eq!(after, before, "the vote was not counted");
+}

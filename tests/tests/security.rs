@@ -254,6 +254,7 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
             .vote(RaftRequest {
                 cluster_id: cluster_id.clone(),
                 payload: bincode::serialize(&vote).expect("encode"),
+                protocol: 1,
             })
             .await
             .expect_err("a forged vote");

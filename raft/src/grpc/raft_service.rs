@@ -25,6 +25,7 @@ impl RaftService {
     }
 
     fn decode<T: DeserializeOwned>(&self, req: RaftRequest) -> Result<T, Status> {
+        crate::versions::check_peer_protocol(req.protocol)?;
         if req.cluster_id != self.cluster_id {
             // A member of another cluster: refuse rather than let it disturb our terms.
             return Err(Status::permission_denied(format!(
