@@ -25,6 +25,30 @@ async fn all(client: &Client, prefix: &str) -> BTreeMap<Vec<u8>, pb::KeyValue> {
     r.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect()
 }
 
+/// Wait until `client`'s member holds `n` keys under `prefix` in its own state (stale reads).
+async fn wait_for_keys(client: &Client, prefix: &str, n: usize, who: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = client
+            .range(pb::RangeRequest {
+                key: prefix.as_bytes().to_vec(),
+                prefix: true,
+                stale: true,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.kvs.len());
+        if got.as_ref().ok() == Some(&n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{who} holds {got:?} of {n} keys"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_what_it_holds() {
     init_tracing();
@@ -140,28 +164,8 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster_with_exactly_wh
 
     info!("phase: every member holds it, watches start from the backup's revision on");
     for id in [2, 3] {
-        let one = restored.client_of(id);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = one
-                .range(pb::RangeRequest {
-                    key: b"/test/".to_vec(),
-                    prefix: true,
-                    stale: true,
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.kvs.len());
-            if got.as_ref().ok() == Some(&expected.len()) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "member {id} holds {got:?} of {} keys",
-                expected.len()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let who = format!("member {id}");
+        wait_for_keys(&restored.client_of(id), "/test/", expected.len(), &who).await;
     }
     let mut watch = fresh.watch("/test/new", true, revision + 1);
     let put = fresh
@@ -342,28 +346,13 @@ async fn a_survivor_of_a_lost_quorum_recovers_alone_with_every_acknowledged_writ
         .put("/test/after", "3 voters")
         .await
         .expect("a write");
-    let newcomer = cluster.client_of(5);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = newcomer
-            .range(pb::RangeRequest {
-                key: b"/test/acked/".to_vec(),
-                prefix: true,
-                stale: true,
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.kvs.len());
-        if got.as_ref().ok() == Some(&acked.len()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the newcomer holds {got:?} of {} keys",
-            acked.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_keys(
+        &cluster.client_of(5),
+        "/test/acked/",
+        acked.len(),
+        "the newcomer",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,18 +101,13 @@ pub(crate) fn capture_body<E: Engine>(
     serialise_records(&shared.engine).map(|c| (c.body, c.state))
 }
 
-/// Seed the empty `engine` with the records of snapshot body `data` as the state at `meta`,
-/// and keep that snapshot at `snapshot_path` for the followers that will need it (a restore).
-/// The state's revision is the records'.
-pub(crate) fn seed<E: Engine>(
-    engine: &E,
-    snapshot_path: &Path,
+/// Put every record of `body` but the history into `batch`, with the applied state they are
+/// of at `meta`: history ends at the snapshot (older members' snapshots carried it).
+fn put_records(
+    batch: &mut WriteBatch,
+    body: SnapshotBody,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: &[u8],
 ) -> Result<super::AppliedState, StorageError> {
-    let body: SnapshotBody =
-        bincode::deserialize(data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    let mut batch = WriteBatch::default();
     let mut state: super::AppliedState = Default::default();
     for (k, v) in body.pairs {
         let (k, v) = (k.into_vec(), v.into_vec());
@@ -127,8 +122,24 @@ pub(crate) fn seed<E: Engine>(
     }
     state.last_applied = meta.last_log_id;
     state.membership = meta.last_membership.clone();
-    state.compacted = state.revision;
+    state.compacted = state.compacted.max(state.revision);
     batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
+    Ok(state)
+}
+
+/// Seed the empty `engine` with the records of snapshot body `data` as the state at `meta`,
+/// and keep that snapshot at `snapshot_path` for the followers that will need it (a restore).
+/// The state's revision is the records'.
+pub(crate) fn seed<E: Engine>(
+    engine: &E,
+    snapshot_path: &Path,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<super::AppliedState, StorageError> {
+    let body: SnapshotBody =
+        bincode::deserialize(data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let mut batch = WriteBatch::default();
+    let state = put_records(&mut batch, body, meta)?;
     engine
         .write(batch)
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -242,7 +253,7 @@ pub(crate) fn install<E: Engine>(
     let body: SnapshotBody =
         bincode::deserialize(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     let mut batch = WriteBatch::default();
-    let mut state: super::AppliedState = Default::default();
+    let state;
     let prev_revision;
     {
         let mut guard = shared.state.write().unwrap_or_else(|p| p.into_inner());
@@ -254,22 +265,7 @@ pub(crate) fn install<E: Engine>(
         for (k, _) in existing {
             batch.delete_raw(k);
         }
-        for (k, v) in body.pairs {
-            let (k, v) = (k.into_vec(), v.into_vec());
-            // Snapshots of older members carried history; it ends at the snapshot either way.
-            if k.first() == Some(&HistorySpace::PREFIX) {
-                continue;
-            }
-            if k == AppliedSpace::raw_key(&APPLIED_KEY) {
-                state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            } else {
-                batch.put_raw(k, v);
-            }
-        }
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-        state.compacted = state.compacted.max(state.revision);
-        batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
+        state = put_records(&mut batch, body, meta)?;
         shared
             .engine
             .write(batch)
