@@ -38,6 +38,7 @@ pub async fn serve(
     tls: Option<skiff_proto::tls::ServerTls>,
     max_import_bytes: u64,
 ) -> Result<(), tonic::transport::Error> {
+    let health_of = agent.clone();
     let svc = NodeAgentServer::new(AgentService {
         agent,
         max_import_bytes,
@@ -45,11 +46,37 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let secured = tls.is_some();
-    let router = transport::server().add_service(InterceptedService::new(
-        svc,
-        holder::only_control_nodes(secured, "the node agent"),
-    ));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(health_of, reporter));
+    let router = transport::server()
+        .add_service(health)
+        .add_service(InterceptedService::new(
+            svc,
+            holder::only_control_nodes(secured, "the node agent"),
+        ));
     transport::serve(router, listener, tls, std::future::pending()).await
+}
+
+/// The standard gRPC health service on the agent's port (`grpc.health.v1.Health`, for
+/// orchestrators that probe gRPC): SERVING once the agent knows its pods (its cache has
+/// listed them from the control plane), NOT_SERVING before.
+async fn report_health(agent: Arc<Agent>, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut last = None;
+    loop {
+        let status = if agent.pods.revision() > 0 {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            for name in ["", "skiff.v1.NodeAgent"] {
+                reporter.set_service_status(name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A pod's container as the agent resolves it: folder, name, current container and attempt.

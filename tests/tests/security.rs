@@ -227,6 +227,33 @@ async fn strangers_are_refused_by_control_nodes_and_agents_and_nothing_changes()
         };
         assert!(refused, "{who} reached the agent: {exec:?}");
     }
+    // The standard gRPC health service answers on the agent's port, SERVING once the agent
+    // knows its pods.
+    let channel = transport::channel(
+        &agent,
+        Some(&admin.client_tls(NODE_SERVER_NAME).expect("tls")),
+    )
+    .expect("channel");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "skiff.v1.NodeAgent".into(),
+            })
+            .await
+            .expect("the agent's health")
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent is not SERVING: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // A valid user certificate is still not a control node's: the agent refuses it too.
     let exec = exec_on(
         &agent,
