@@ -65,11 +65,17 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         }
     }
     assert_eq!(get(&metrics[&leader], "/nothing").0, 404);
+    // The health service follows the member's Raft state as it changes: a moment after
+    // /readyz, at most.
     for id in metrics.keys() {
-        assert!(
-            cluster.client_of(*id).serving().await.expect("gRPC health"),
-            "member {id} SERVING on the gRPC health service"
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster.client_of(*id).serving().await.expect("gRPC health") {
+            assert!(
+                Instant::now() < deadline,
+                "member {id} SERVING on the gRPC health service"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     info!("phase: the leader and one follower die: the last member says it is not ready, and why");
