@@ -57,6 +57,14 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         );
         assert!(text.contains("skiff_raft_term "), "{text}");
         assert!(text.contains("skiff_raft_applied_index "), "{text}");
+        for family in [
+            "skiff_raft_snapshot_index ",
+            "skiff_raft_snapshot_bytes ",
+            "skiff_store_data_bytes ",
+            "skiff_backup_newest_timestamp_seconds ",
+        ] {
+            assert!(text.contains(family), "{family}: {text}");
+        }
         if *id == leader {
             assert!(
                 text.contains("skiff_raft_follower_lag_entries{follower="),

@@ -1,5 +1,6 @@
 //! The Raft figures of one member, read from openraft's metrics at each scrape: term,
-//! leadership, log and apply indexes, and each follower's replication lag on the leader.
+//! leadership, log and apply indexes, and each follower's replication lag on the leader; and
+//! its data on disk: the data directory, the last Raft snapshot, the newest scheduled backup.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +24,10 @@ pub struct RaftFigures {
     last_log_index: Gauge,
     applied_index: Gauge,
     follower_lag: Family<FollowerLabel, Gauge>,
+    snapshot_index: Gauge,
+    snapshot_bytes: Gauge,
+    data_bytes: Gauge,
+    newest_backup: Gauge,
 }
 
 impl RaftFigures {
@@ -55,6 +60,26 @@ impl RaftFigures {
             "On the leader: entries each follower has yet to receive",
             me.follower_lag.clone(),
         );
+        registry.register(
+            "skiff_raft_snapshot_index",
+            "The last log index this member's Raft snapshot covers",
+            me.snapshot_index.clone(),
+        );
+        registry.register(
+            "skiff_raft_snapshot_bytes",
+            "The size of this member's Raft snapshot file",
+            me.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "skiff_store_data_bytes",
+            "The size of this member's data directory (log, store, snapshot)",
+            me.data_bytes.clone(),
+        );
+        registry.register(
+            "skiff_backup_newest_timestamp_seconds",
+            "When the newest scheduled backup on this member was taken (0: none)",
+            me.newest_backup.clone(),
+        );
         me
     }
 
@@ -70,6 +95,16 @@ impl RaftFigures {
         self.last_log_index.set(gauge(last));
         self.applied_index
             .set(gauge(m.last_applied.map(|l| l.index).unwrap_or(0)));
+        self.snapshot_index
+            .set(gauge(m.snapshot.map(|l| l.index).unwrap_or(0)));
+        let config = node.config();
+        let snapshot = std::fs::metadata(config.data_dir.join("snapshot.bin"));
+        self.snapshot_bytes
+            .set(gauge(snapshot.map(|s| s.len()).unwrap_or(0)));
+        self.data_bytes
+            .set(gauge(skiff_raft::disk::usage(&config.data_dir).data_bytes));
+        self.newest_backup
+            .set(skiff_raft::backup::schedule::newest_at(&config.backups.dir).unwrap_or(0));
         self.follower_lag.clear();
         if let Some(replication) = &m.replication {
             for (id, matched) in replication {
