@@ -115,14 +115,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        if let Command::Snapshot(c) = &cli.command {
-            if cmd::snapshot::is_offline(c) {
-                let Command::Snapshot(c) = cli.command else {
-                    return Ok(());
-                };
-                return cmd::snapshot::run(None, c).await;
+        let command = match cli.command {
+            Command::Snapshot(c) if cmd::snapshot::is_offline(&c) => {
+                return cmd::snapshot::run(None, c).await
             }
-        }
+            other => other,
+        };
         let (endpoints, credentials) = endpoints::resolve(
             &cli.endpoints,
             cli.config.as_deref(),
@@ -137,7 +135,7 @@ fn main() -> std::process::ExitCode {
                 ..Default::default()
             },
         )?;
-        match cli.command {
+        match command {
             Command::Kv(c) => cmd::kv::run(&client, c).await,
             Command::Cluster(c) => cmd::cluster::run(&client, c).await,
             Command::Snapshot(c) => cmd::snapshot::run(Some(&client), c).await,

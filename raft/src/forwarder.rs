@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use skiff_proto::pb::RaftRequest;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
 
@@ -109,11 +108,7 @@ async fn send_batch(cluster_id: String, batch: Vec<Pending>) {
         let payload = bincode::serialize(&writes).map_err(|e| e.to_string())?;
         let mut client = crate::network::raft_client(leader);
         let reply = client
-            .forward_writes(RaftRequest {
-                cluster_id,
-                payload,
-                protocol: crate::versions::RAFT_PROTOCOL,
-            })
+            .forward_writes(crate::network::raft_request(cluster_id, payload))
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();

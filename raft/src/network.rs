@@ -64,6 +64,15 @@ pub(crate) fn raft_client(channel: Channel) -> RaftClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+/// A Raft request of this member: its cluster, its protocol version, the payload.
+pub(crate) fn raft_request(cluster_id: String, payload: Vec<u8>) -> RaftRequest {
+    RaftRequest {
+        cluster_id,
+        payload,
+        protocol: crate::versions::RAFT_PROTOCOL,
+    }
+}
+
 /// Send an encoded AppendEntries outside openraft's replication (see
 /// [`crate::eager_replication`]); the reply is not decoded.
 pub(crate) async fn send_append(
@@ -72,11 +81,7 @@ pub(crate) async fn send_append(
     payload: Vec<u8>,
 ) -> Result<(), tonic::Status> {
     raft_client(channel)
-        .append_entries(RaftRequest {
-            cluster_id,
-            payload,
-            protocol: crate::versions::RAFT_PROTOCOL,
-        })
+        .append_entries(raft_request(cluster_id, payload))
         .await
         .map(drop)
 }
@@ -140,11 +145,7 @@ impl PeerClient {
         })?;
         let payload =
             bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let request = RaftRequest {
-            cluster_id: self.cluster_id.clone(),
-            payload,
-            protocol: crate::versions::RAFT_PROTOCOL,
-        };
+        let request = raft_request(self.cluster_id.clone(), payload);
         let mut client = raft_client(channel);
         let call = async {
             match kind {

@@ -312,11 +312,10 @@ impl RaftNode {
         let ch = self.channels().get(&leader.1).map_err(|_| not_leader())?;
         let payload = bincode::serialize(&()).map_err(|_| not_leader())?;
         let reply = skiff_proto::pb::raft_client::RaftClient::new(ch)
-            .read_index(skiff_proto::pb::RaftRequest {
-                cluster_id: self.config().cluster_id.clone(),
+            .read_index(crate::network::raft_request(
+                self.config().cluster_id.clone(),
                 payload,
-                protocol: crate::versions::RAFT_PROTOCOL,
-            })
+            ))
             .await
             .map_err(|_| not_leader())?
             .into_inner();

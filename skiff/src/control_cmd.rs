@@ -381,10 +381,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         families.controllers,
     ));
 
-    tokio::spawn(skiff_raft::backup::schedule::run(
-        node.clone(),
-        node.config().backups.clone(),
-    ));
+    tokio::spawn(skiff_raft::backup::schedule::run(node.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {

@@ -7,6 +7,7 @@ mod join;
 mod node_cmd;
 mod recover_cmd;
 mod restore_cmd;
+mod staging;
 mod up;
 
 use clap::{Parser, Subcommand};

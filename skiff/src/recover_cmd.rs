@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control::bootstrap;
 
+use crate::staging::Staging;
+
 #[derive(Args, Debug, Clone)]
 pub struct RecoverArgs {
     /// The stopped member's data directory.
@@ -34,14 +36,6 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-fn sibling(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .context("--data-dir: names no directory")?;
-    Ok(dir.with_file_name(format!(".{name}.{what}-{}", std::process::id())))
-}
-
 pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     let (cluster_id, id) = bootstrap::claimed_member(dir)?.with_context(|| {
@@ -59,16 +53,12 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
                 dir.display()
             )
         })?;
-    let (work, staging) = (sibling(dir, "recover-work")?, sibling(dir, "recovering")?);
-    let result = build(dir, &work, &staging, id, &cluster_id).await;
-    let _ = std::fs::remove_dir_all(&work);
-    let recovered = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
+    let (work, staging) = (
+        Staging::beside(dir, "recover-work")?,
+        Staging::beside(dir, "recovering")?,
+    );
+    let recovered = build(dir, work.path(), staging.path(), id, &cluster_id).await?;
+    drop(work);
     let stamp = jiff::Timestamp::now().as_second();
     let name = dir
         .file_name()
@@ -77,13 +67,7 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
     let kept = dir.with_file_name(format!("{name}.before-recover-{stamp}"));
     std::fs::rename(dir, &kept)
         .with_context(|| format!("keeping the old data as {}", kept.display()))?;
-    std::fs::rename(&staging, dir)
-        .with_context(|| format!("moving the recovered data into {}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", parent.display()))?;
-    }
+    staging.move_to(dir)?;
     println!(
         "member {id} of cluster {cluster_id} is now its only member, at {}: revision {} ({} log entries it held were applied)",
         recovered.addr, recovered.header.revision, recovered.applied_from_log
@@ -102,12 +86,6 @@ async fn build(
     id: u64,
     cluster_id: &str,
 ) -> anyhow::Result<skiff_raft::backup::Recovered> {
-    for p in [work, staging] {
-        if p.exists() {
-            std::fs::remove_dir_all(p)
-                .with_context(|| format!("removing a leftover {}", p.display()))?;
-        }
-    }
     for part in RAFT_PARTS {
         let from = dir.join(part);
         if from.exists() {

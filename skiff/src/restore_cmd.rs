@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 use skiff_control::bootstrap;
 
+use crate::staging::Staging;
+
 #[derive(Args, Debug, Clone)]
 pub struct RestoreArgs {
     /// The backup, as `skiffctl snapshot save` wrote it.
@@ -57,37 +59,19 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     }
     let file = std::fs::read(&args.file)
         .with_context(|| format!("reading the backup {}", args.file.display()))?;
-    let name = args
-        .data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .context("--data-dir: names no directory")?;
-    let staging = args
-        .data_dir
-        .with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+    let staging = Staging::beside(&args.data_dir, "restoring")?;
     let cluster_id = args
         .cluster_id
         .clone()
         .unwrap_or_else(|| format!("skiff-{:016x}", rand::random::<u64>()));
-    let built = build(&file, &staging, &args, &members, &cluster_id);
-    let header = match built {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
+    let header = skiff_raft::backup::restore(&file, staging.path(), args.id, &members)
+        .with_context(|| args.file.display().to_string())?;
+    bootstrap::claim_data_dir(staging.path(), &cluster_id, args.id)?;
     if args.data_dir.exists() {
         std::fs::remove_dir(&args.data_dir)
             .with_context(|| format!("replacing the empty {}", args.data_dir.display()))?;
     }
-    std::fs::rename(&staging, &args.data_dir)
-        .with_context(|| format!("moving the restored data into {}", args.data_dir.display()))?;
-    if let Some(parent) = args.data_dir.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", parent.display()))?;
-    }
+    staging.move_to(&args.data_dir)?;
     println!(
         "restored revision {} ({} records) of cluster {} into {}: member {} of the new cluster {cluster_id}",
         header.revision,
@@ -101,21 +85,4 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         args.initial_cluster
     );
     Ok(())
-}
-
-fn build(
-    file: &[u8],
-    staging: &Path,
-    args: &RestoreArgs,
-    members: &std::collections::BTreeMap<u64, String>,
-    cluster_id: &str,
-) -> anyhow::Result<skiff_raft::backup::format::BackupHeader> {
-    if staging.exists() {
-        std::fs::remove_dir_all(staging)
-            .with_context(|| format!("removing a leftover {}", staging.display()))?;
-    }
-    let header = skiff_raft::backup::restore(file, staging, args.id, members)
-        .with_context(|| args.file.display().to_string())?;
-    bootstrap::claim_data_dir(staging, cluster_id, args.id)?;
-    Ok(header)
 }

@@ -1,6 +1,5 @@
 //! `skiffctl snapshot save|inspect`: backups of the whole store.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -51,17 +50,7 @@ async fn save(client: &Client, file: &Path) -> anyhow::Result<()> {
     let bytes = client.backup().await.context("taking the backup")?;
     // What the member sent is checked as a restore would check it, before it is kept.
     let i = backup::inspect(&bytes).context("the backup received")?;
-    let tmp = file.with_extension("partial");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", file.display()));
-    }
+    backup::write_file(file, &bytes).with_context(|| format!("writing {}", file.display()))?;
     println!(
         "saved {} ({} bytes): revision {}, {} keys, sha256 {}",
         file.display(),

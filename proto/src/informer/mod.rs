@@ -226,7 +226,7 @@ impl<K: DeserializeOwned> Informer<K> {
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Arc<K>> {
-        objects(self.read(|s| s.all()))
+        self.iter().collect()
     }
 
     /// Every cached object, decoded one at a time as the iterator is walked: a compact

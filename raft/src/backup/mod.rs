@@ -55,8 +55,17 @@ pub enum BackupError {
     },
 }
 
+/// A backup taken: the file, and what its header says.
+#[derive(Debug)]
+pub struct Taken {
+    /// The whole file.
+    pub file: Vec<u8>,
+    /// Its header.
+    pub header: BackupHeader,
+}
+
 /// Take a backup of `node`'s store: every write acknowledged before the call is in it.
-pub async fn take(node: &RaftNode) -> Result<Vec<u8>, BackupError> {
+pub async fn take(node: &RaftNode) -> Result<Taken, BackupError> {
     node.linearizable_read()
         .await
         .map_err(|e| BackupError::NotCurrent(e.to_string()))?;
@@ -66,7 +75,27 @@ pub async fn take(node: &RaftNode) -> Result<Vec<u8>, BackupError> {
         .map_err(|e| BackupError::Store(e.to_string()))?
         .map_err(BackupError::Store)?;
     let header = header_of(&node.config().cluster_id, node.id(), &records, &state);
-    Ok(format::encode(&header, &records)?)
+    let file = format::encode(&header, &records)?;
+    Ok(Taken { file, header })
+}
+
+/// Keep `file` at `path` durably: written beside it, fsynced, renamed over it, the directory
+/// fsynced; a crash leaves the old file or the new one, never part of one.
+pub fn write_file(path: &Path, file: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("partial");
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(file)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The header of a backup of `records`, taken on member `id` at `state`.

@@ -23,8 +23,10 @@ pub struct Schedule {
 const PREFIX: &str = "skiff-";
 const SUFFIX: &str = ".skiff";
 
-/// Take a backup every `schedule.interval` while this member leads, until aborted.
-pub async fn run(node: RaftNode, schedule: Schedule) {
+/// Take a backup every interval of the member's schedule ([`crate::NodeConfig::backups`])
+/// while it leads, until aborted.
+pub async fn run(node: RaftNode) {
+    let schedule = node.config().backups.clone();
     if schedule.interval.is_zero() {
         return;
     }
@@ -48,10 +50,7 @@ pub async fn run(node: RaftNode, schedule: Schedule) {
 }
 
 async fn take_one(node: &RaftNode, schedule: &Schedule) -> Result<PathBuf, String> {
-    let file = super::take(node).await.map_err(|e| e.to_string())?;
-    let revision = super::format::decode(&file)
-        .map(|v| v.header.revision)
-        .map_err(|e| e.to_string())?;
+    let taken = super::take(node).await.map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -59,24 +58,16 @@ async fn take_one(node: &RaftNode, schedule: &Schedule) -> Result<PathBuf, Strin
     let dir = schedule.dir.clone();
     let retention = schedule.retention.max(1);
     tokio::task::spawn_blocking(move || {
-        let path = dir.join(format!("{PREFIX}{now}-r{revision}{SUFFIX}"));
-        write(&dir, &path, &file).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = format!("{PREFIX}{now}-r{}{SUFFIX}", taken.header.revision);
+        let path = dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| super::write_file(&path, &taken.file))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         prune(&dir, retention).map_err(|e| format!("pruning {}: {e}", dir.display()))?;
         Ok(path)
     })
     .await
     .map_err(|e| e.to_string())?
-}
-
-fn write(dir: &Path, path: &Path, file: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(file)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The scheduled backups in `dir`, oldest first.

@@ -76,7 +76,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
-        let file = crate::backup::take(&self.node)
+        let crate::backup::Taken { file, .. } = crate::backup::take(&self.node)
             .instrument(tracing::info_span!("backup"))
             .await
             .map_err(|e| match e {
