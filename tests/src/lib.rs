@@ -153,16 +153,23 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// A free loopback port (bound, then released), never one this process handed out before:
-/// released ports come back from the kernel, and two members of one cluster once got the same.
+/// A free port (bound on every address, then released), never one this process handed out
+/// before (two members of one cluster once got the same). Taken below the kernel's ephemeral
+/// range: a port from that range can be taken, between this check and the server's bind, by
+/// any outgoing connection of the tests running beside (a `skiff up` once failed that way).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = 10_000..ephemeral_start.max(10_100);
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), range.clone());
+        if TcpListener::bind(("0.0.0.0", port)).is_err() {
+            continue;
+        }
         if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
             return port;
         }
