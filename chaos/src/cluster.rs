@@ -230,6 +230,28 @@ impl ChaosCluster {
         }
     }
 
+    /// Stop node `id` as systemd does (SIGTERM), waiting up to 10 s before `kill -9`.
+    pub fn stop(&mut self, id: u8) {
+        if let Some(n) = self.node_mut(id) {
+            if let Some(mut c) = n.child.take() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !matches!(c.try_wait(), Ok(Some(_))) {
+                    if std::time::Instant::now() > deadline {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            n.paused = false;
+        }
+    }
+
     /// The last `lines` lines of each node's log, for a report.
     pub fn log_tails(&self, lines: usize) -> String {
         self.nodes

@@ -46,6 +46,9 @@ pub enum Scenario {
     PowerCutMinority,
     /// Power cut of every node at once: an acknowledged write that was not durable is lost.
     PowerCutAll,
+    /// Leadership handed to a random voter (`transfer-leader`), then the new leader stopped
+    /// with SIGTERM (it hands over again as it stops): the planned moves of a rolling restart.
+    HandOver,
 }
 
 impl Scenario {
@@ -267,23 +270,23 @@ pub async fn inject(
             }
             format!("flapping partition of {{{id}}}: {flips} flips")
         }
+        Scenario::HandOver => {
+            let others: Vec<u8> = ids.iter().copied().filter(|i| Some(*i) != leader).collect();
+            let to = others[rng.gen_range(0..others.len())];
+            let admin = admin_client(cluster, &ids)?;
+            let moved = match admin.transfer_leader(Some(u64::from(to))).await {
+                Ok(r) => format!("leadership handed to {to} (now {})", r.leader),
+                Err(e) => format!("leadership not handed to {to}: {e}"),
+            };
+            let now = self::leader(cluster).await.unwrap_or(to);
+            cluster.stop(now);
+            format!("{moved}; leader {now} stopped with SIGTERM")
+        }
         Scenario::MembershipChange => {
             let followers: Vec<u8> = ids.iter().copied().filter(|i| Some(*i) != leader).collect();
             let id = followers[rng.gen_range(0..followers.len())];
-            let others: Vec<String> = cluster
-                .nodes
-                .iter()
-                .filter(|n| n.id != id)
-                .map(|n| n.addr.clone())
-                .collect();
-            let admin = Client::with_config(
-                &others,
-                skiff_proto::ClientConfig {
-                    call_deadline: std::time::Duration::from_secs(20),
-                    tls: Some(cluster.client_tls().clone()),
-                    ..Default::default()
-                },
-            )?;
+            let others: Vec<u8> = ids.iter().copied().filter(|i| *i != id).collect();
+            let admin = admin_client(cluster, &others)?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             loop {
                 match admin.member_remove(u64::from(id)).await {
@@ -360,6 +363,24 @@ async fn membership_of(admin: &Client, id: u8) -> Option<Option<bool>> {
             .find(|m| m.id == u64::from(id))
             .map(|m| m.voter),
     )
+}
+
+/// An admin client of the members `ids`, patient enough to ride out an election.
+fn admin_client(cluster: &ChaosCluster, ids: &[u8]) -> anyhow::Result<Client> {
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| ids.contains(&n.id))
+        .map(|n| n.addr.clone())
+        .collect();
+    Ok(Client::with_config(
+        &addrs,
+        skiff_proto::ClientConfig {
+            call_deadline: std::time::Duration::from_secs(20),
+            tls: Some(cluster.client_tls().clone()),
+            ..Default::default()
+        },
+    )?)
 }
 
 /// Undo every fault: rules removed, paused nodes resumed, killed nodes restarted.

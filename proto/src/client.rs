@@ -527,6 +527,18 @@ impl Client {
         .await
     }
 
+    /// Hand leadership to voter `id` (`None`: the voter furthest along); answered once
+    /// another member leads.
+    pub async fn transfer_leader(&self, id: Option<u64>) -> Result<pb::MemberListResponse> {
+        let id = id.unwrap_or(0);
+        self.call(|ch| async move {
+            Self::cluster(ch)
+                .transfer_leader(pb::TransferLeaderRequest { id })
+                .await
+        })
+        .await
+    }
+
     /// Watch `key` (or the prefix) from `start_revision` (0 = now). The watch survives the
     /// loss of the member serving it: it resumes on another from the next revision, so events
     /// arrive once each and in order. It ends with [`ClientError::Expired`] if the history it

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
 
 use crate::error::{Result, StoreError};
 use crate::mvcc::TxnResult;
@@ -35,10 +35,11 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Start the batching task proposing through `raft`.
-    pub fn start(raft: Raft) -> Self {
+    /// Start the batching task proposing through `raft`. Each proposal passes `gate` (shared);
+    /// a leadership handover closes it (see [`crate::handover`]).
+    pub fn start(raft: Raft, gate: Arc<RwLock<()>>) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, gate, rx));
         Self { tx }
     }
 
@@ -60,7 +61,7 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: Raft, gate: Arc<RwLock<()>>, mut rx: mpsc::Receiver<Pending>) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
     loop {
@@ -91,7 +92,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let raft = raft.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
+            let _open = gate.read().await;
             let (writes, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.write, p.reply)).unzip();
             let request = Request {

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// The write batcher has stopped (the member is shutting down).
     #[error("the write path is stopped")]
     Stopped,
+    /// Leadership was not handed over.
+    #[error("leadership not handed over")]
+    Handover(#[source] crate::handover::HandoverError),
     /// The named member is not part of the cluster.
     #[error("member {0} is not in the cluster")]
     UnknownMember(NodeId),

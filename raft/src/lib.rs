@@ -10,6 +10,7 @@
 //! - [`engine`]: the narrow storage seam (sled behind it).
 //! - [`keyspace`]: typed key spaces over an engine.
 //! - [`log_store`]: the Raft log.
+//! - [`handover`]: a leader hands leadership to another voter before it stops.
 //! - [`eager_replication`]: a leader's appends sent to followers before its own fsync ends.
 //! - [`state_machine`]: MVCC key-value state, snapshots, watch.
 //! - [`mvcc`]: the data model (transactions, key-values, events).
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod forwarder;
 pub mod grpc;
+pub mod handover;
 pub mod keyspace;
 pub mod log_store;
 pub mod mvcc;

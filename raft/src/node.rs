@@ -14,6 +14,7 @@ use crate::eager_replication;
 use crate::engine::SledEngine;
 use crate::error::{Result, StoreError};
 use crate::forwarder::Forwarder;
+use crate::handover::HandoverError;
 use crate::log_store::LogStore;
 use crate::mvcc::TxnResult;
 use crate::network::{Network, PeerChannels};
@@ -82,6 +83,8 @@ struct Inner {
     reads: ReadBarrier,
     forwarder: Forwarder,
     channels: PeerChannels,
+    /// Open while proposals may be made; a handover closes it.
+    write_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A running member; cheap to clone.
@@ -166,7 +169,8 @@ impl RaftNode {
             config.cluster_id.clone(),
             channels.clone(),
         );
-        let batcher = Batcher::start(raft.clone());
+        let write_gate = Arc::new(tokio::sync::RwLock::new(()));
+        let batcher = Batcher::start(raft.clone(), write_gate.clone());
         let reads = ReadBarrier::start(raft.clone());
         let forwarder = Forwarder::start(config.cluster_id.clone());
         Ok(Self {
@@ -178,6 +182,7 @@ impl RaftNode {
                 reads,
                 forwarder,
                 channels,
+                write_gate,
             }),
         })
     }
@@ -358,6 +363,12 @@ impl RaftNode {
         };
         self.inner.raft.change_membership(change, false).await?;
         Ok(())
+    }
+
+    /// Hand leadership to voter `to`, or to the voter furthest along; returns the new leader.
+    /// See [`crate::handover`].
+    pub async fn hand_over(&self, to: Option<NodeId>) -> Result<NodeId, HandoverError> {
+        crate::handover::hand_over(self, &self.inner.write_gate, to).await
     }
 
     /// Stop Raft on this member.

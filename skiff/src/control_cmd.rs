@@ -397,6 +397,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(member = id, "stopping");
+    hand_over_before_stop(&node).await;
     let _ = stop_tx.send(());
     node.shutdown().await;
     // Everything applied is made durable before exit; the log already is.
@@ -404,4 +405,18 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         tracing::warn!("final sync of the state: {e}");
     }
     Ok(())
+}
+
+/// A leader asked to stop first hands leadership to the voter furthest along, so the others
+/// need not wait out an election timeout. Stopping goes on whatever the outcome.
+async fn hand_over_before_stop(node: &skiff_raft::RaftNode) {
+    if node.leader().map(|(l, _)| l) != Some(node.id()) {
+        return;
+    }
+    match tokio::time::timeout(Duration::from_secs(3), node.hand_over(None)).await {
+        Ok(Ok(to)) => tracing::info!(to, "leadership handed over before stopping"),
+        Ok(Err(skiff_raft::handover::HandoverError::NoOtherVoter)) => {}
+        Ok(Err(e)) => tracing::warn!("leadership not handed over before stopping: {e}"),
+        Err(_) => tracing::warn!("leadership not handed over before stopping: timed out"),
+    }
 }

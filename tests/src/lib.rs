@@ -537,6 +537,24 @@ impl Cluster {
         }
     }
 
+    /// Stop a member as an operator or systemd does (SIGTERM) and wait until it has exited.
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        let m = self.members.get_mut(&id).expect("member");
+        let mut child = m.child.take().expect("member is running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("member {id} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGSTOP or SIGCONT a member.
     pub fn pause(&self, id: u64, paused: bool) {
         if let Some(pid) = self.members[&id].pid() {

@@ -1,4 +1,4 @@
-//! `skiffctl cluster status|add|remove`.
+//! `skiffctl cluster status|add|promote|remove|transfer-leader`.
 
 use clap::Subcommand;
 use skiff_proto::Client;
@@ -19,6 +19,9 @@ pub enum ClusterCommand {
     Promote { id: u64 },
     /// Remove a member.
     Remove { id: u64 },
+    /// Hand leadership to a voter (by default the one furthest along), as before a planned
+    /// stop of the leader.
+    TransferLeader { id: Option<u64> },
 }
 
 pub async fn run(client: &Client, cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -48,6 +51,11 @@ pub async fn run(client: &Client, cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Remove { id } => {
             client.member_remove(id).await?;
             println!("member {id} removed");
+            Ok(())
+        }
+        ClusterCommand::TransferLeader { id } => {
+            let r = client.transfer_leader(id).await?;
+            println!("member {} leads (term {})", r.leader, r.term);
             Ok(())
         }
     }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::forward::{self, is_forwarded, leader_call, mark};
 use crate::error::StoreError;
+use crate::handover::HandoverError;
 use crate::node::RaftNode;
 
 /// Serves the Cluster API of one member.
@@ -199,6 +200,34 @@ impl Cluster for ClusterService {
         let remote = |ch| async move {
             forward::cluster(ch)
                 .member_remove(mark(Request::new(req)))
+                .await
+        };
+        leader_call(&self.node, forwarded, local, remote)
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let to = (req.id != 0).then_some(req.id);
+        let span = tracing::info_span!("transfer_leader", to = req.id);
+        let local = || async {
+            match self.node.hand_over(to).await {
+                Ok(_) => Ok(self.list()),
+                Err(HandoverError::NotLeader) => Err(StoreError::NotLeader {
+                    leader: self.node.leader(),
+                }),
+                Err(e) => Err(StoreError::Handover(e)),
+            }
+        };
+        let remote = |ch| async move {
+            forward::cluster(ch)
+                .transfer_leader(mark(Request::new(req)))
                 .await
         };
         leader_call(&self.node, forwarded, local, remote)

@@ -228,6 +228,11 @@ pub fn store_error(e: StoreError) -> Status {
             Status::failed_precondition(chain(&e))
         }
         StoreError::UnknownMember(_) => Status::not_found(chain(&e)),
+        StoreError::Handover(
+            crate::handover::HandoverError::NotAVoter(_)
+            | crate::handover::HandoverError::NoOtherVoter,
+        ) => Status::failed_precondition(chain(&e)),
+        StoreError::Handover(_) => status::unavailable(chain(&e)),
         StoreError::Storage(_) => Status::internal(chain(&e)),
     }
 }

@@ -88,4 +88,29 @@ impl RaftRpc for RaftService {
             .map_err(super::convert::store_error)?;
         reply(&self.node.state().revision())
     }
+
+    async fn campaign(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let wanted: crate::handover::CampaignRequest = self.decode(request.into_inner())?;
+        let held = self
+            .node
+            .raft()
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0);
+        if held < wanted.index {
+            return Err(Status::failed_precondition(format!(
+                "this member holds the log up to {held}, the leader's ends at {}",
+                wanted.index
+            )));
+        }
+        tracing::info!(leader_last = %wanted, "campaigning at the leader's request");
+        self.node
+            .raft()
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| status::unavailable(format!("member unavailable: {e}")))?;
+        reply(&())
+    }
 }

@@ -65,4 +65,12 @@ impl Cluster for GuardedCluster {
         self.gate.call(&request, Verb::Members).await?;
         self.inner.member_remove(request).await
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.gate.call(&request, Verb::Members).await?;
+        self.inner.transfer_leader(request).await
+    }
 }
