@@ -172,6 +172,8 @@ impl ChaosCluster {
                 vec!["--initial-cluster", &self.initial]
             })
             .args(["--cluster-id", &self.cluster_id])
+            // A member added back becomes a voter after a second of keeping up, not ten.
+            .args(["--member-stabilization", "1s"])
             .args(&self.node_args)
             .env("SKIFF_LOG", "info,openraft=warn")
             .stdin(Stdio::null())

@@ -33,6 +33,16 @@ pub enum StoreError {
     /// Leadership was not handed over.
     #[error("leadership not handed over")]
     Handover(#[source] crate::handover::HandoverError),
+    /// A new member did not keep up with the leader long enough to be promoted.
+    #[error(
+        "member {id} did not keep up with the leader for {window:?} in a row; it stays a learner"
+    )]
+    Unstable {
+        /// The member.
+        id: NodeId,
+        /// How long it had to keep up.
+        window: std::time::Duration,
+    },
     /// The named member is not part of the cluster.
     #[error("member {0} is not in the cluster")]
     UnknownMember(NodeId),

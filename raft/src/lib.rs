@@ -10,11 +10,13 @@
 //! - [`engine`]: the narrow storage seam (sled behind it).
 //! - [`keyspace`]: typed key spaces over an engine.
 //! - [`log_store`]: the Raft log.
+//! - [`autopilot`]: new members promoted once stable, dead ones removed.
 //! - [`handover`]: a leader hands leadership to another voter before it stops.
 //! - [`eager_replication`]: a leader's appends sent to followers before its own fsync ends.
 //! - [`state_machine`]: MVCC key-value state, snapshots, watch.
 //! - [`mvcc`]: the data model (transactions, key-values, events).
 
+pub mod autopilot;
 pub mod backup;
 pub mod batcher;
 pub mod disk;

@@ -21,6 +21,7 @@ use skiff_proto::pb::RaftRequest;
 use skiff_proto::transport::{self, MAX_MESSAGE_BYTES};
 use tonic::transport::Channel;
 
+use crate::autopilot::contact::PeerContact;
 use crate::types::{NodeId, TypeConfig};
 
 /// Channels to other members by address, shared by Raft replication and request forwarding
@@ -91,14 +92,17 @@ pub(crate) async fn send_append(
 pub struct Network {
     cluster_id: String,
     channels: PeerChannels,
+    contact: PeerContact,
 }
 
 impl Network {
-    /// A network for the cluster `cluster_id`, using `channels`.
-    pub fn new(cluster_id: String, channels: PeerChannels) -> Self {
+    /// A network for the cluster `cluster_id`, using `channels`; each answer is noted in
+    /// `contact`.
+    pub fn new(cluster_id: String, channels: PeerChannels, contact: PeerContact) -> Self {
         Self {
             cluster_id,
             channels,
+            contact,
         }
     }
 }
@@ -112,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             cluster_id: self.cluster_id.clone(),
             channel: self.channels.get(&node.addr).map_err(|e| e.to_string()),
+            contact: self.contact.clone(),
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct PeerClient {
     addr: String,
     cluster_id: String,
     channel: Result<Channel, String>,
+    contact: PeerContact,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +161,10 @@ impl PeerClient {
             }
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => {
+                self.contact.answered(self.target);
+                r.into_inner()
+            }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
                     "{}: {}",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use openraft::error::RaftError;
 use openraft::{BasicNode, ChangeMembers, SnapshotPolicy};
 
+use crate::autopilot::contact::PeerContact;
 use crate::batcher::Batcher;
 use crate::eager_replication;
 use crate::engine::SledEngine;
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub tls: Option<skiff_proto::tls::LiveCredentials>,
     /// Backups taken while it leads (none when the interval is zero).
     pub backups: crate::backup::schedule::Schedule,
+    /// Promotion of new members and removal of dead ones.
+    pub autopilot: crate::autopilot::AutopilotConfig,
 }
 
 impl NodeConfig {
@@ -70,6 +73,7 @@ impl NodeConfig {
                 retention: 5,
                 dir: data_dir.join("backups"),
             },
+            autopilot: Default::default(),
             data_dir,
         }
     }
@@ -83,6 +87,8 @@ struct Inner {
     reads: ReadBarrier,
     forwarder: Forwarder,
     channels: PeerChannels,
+    /// When each peer last answered.
+    contact: PeerContact,
     /// Open while proposals may be made; a handover closes it.
     write_gate: Arc<tokio::sync::RwLock<()>>,
 }
@@ -158,7 +164,8 @@ impl RaftNode {
         })?;
         let shared = sm.shared();
         let channels = PeerChannels::new(config.tls.as_ref()).map_err(OpenError::Tls)?;
-        let network = Network::new(config.cluster_id.clone(), channels.clone());
+        let contact = PeerContact::default();
+        let network = Network::new(config.cluster_id.clone(), channels.clone(), contact.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(OpenError::Raft)?;
@@ -182,6 +189,7 @@ impl RaftNode {
                 reads,
                 forwarder,
                 channels,
+                contact,
                 write_gate,
             }),
         })
@@ -210,6 +218,11 @@ impl RaftNode {
     /// Channels to peers, shared with request forwarding.
     pub fn channels(&self) -> &PeerChannels {
         &self.inner.channels
+    }
+
+    /// When each peer last answered this member's Raft RPCs.
+    pub fn contact(&self) -> &PeerContact {
+        &self.inner.contact
     }
 
     /// The current leader's id and address, as this member knows it.

@@ -110,6 +110,14 @@ pub struct ControlArgs {
     /// Where scheduled backups go; default: `backups` in the data directory.
     #[arg(long)]
     pub snapshot_dir: Option<PathBuf>,
+    /// Remove a voter that has not answered the leader for this long (`10m`, `1h`), once that
+    /// leaves at least three voters with a live quorum; a member of a three-voter cluster is
+    /// so removed when its replacement has joined. Off unless given.
+    #[arg(long, value_parser = skiff_proto::duration::parse)]
+    pub dead_member_timeout: Option<Duration>,
+    /// How long a new member must keep up with the leader before it becomes a voter.
+    #[arg(long, default_value = "10s", value_parser = skiff_proto::duration::parse)]
+    pub member_stabilization: Duration,
     /// Election timeout range in milliseconds, MIN-MAX.
     #[arg(long, default_value = "120-240")]
     pub election_timeout_ms: String,
@@ -269,6 +277,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| data_dir.join("backups")),
     };
+    config.autopilot = skiff_raft::autopilot::AutopilotConfig {
+        dead_member_timeout: args.dead_member_timeout.filter(|d| !d.is_zero()),
+        stabilization: args.member_stabilization,
+    };
     let (credentials, ca) =
         member_credentials(&data_dir, id, &advertise, args.cert_validity)?.unzip();
     let credentials = credentials.map(LiveCredentials::new).transpose()?;
@@ -382,11 +394,17 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     ));
 
     tokio::spawn(skiff_raft::backup::schedule::run(node.clone()));
+    tokio::spawn(skiff_raft::autopilot::run(node.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        removed = skiff_raft::autopilot::removal::wait_removed(node.clone()) => {
+            let _ = stop_tx.send(());
+            node.shutdown().await;
+            return Err(removed.into());
+        }
         r = &mut server => {
             node.shutdown().await;
             return match r {

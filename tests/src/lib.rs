@@ -419,6 +419,10 @@ impl Cluster {
         let mut args = args;
         args.push("--encryption-key-file".into());
         args.push(self.encryption_key_file().display().to_string());
+        // Joins in tests need not wait out the default ten seconds of stability.
+        if !args.iter().any(|a| a == "--member-stabilization") {
+            args.extend(["--member-stabilization".into(), "1s".into()]);
+        }
         let listen = if listen_any {
             addr.replacen("127.0.0.1", "0.0.0.0", 1)
         } else {

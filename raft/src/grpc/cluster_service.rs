@@ -147,6 +147,12 @@ impl Cluster for ClusterService {
             tracing::info!("adding learner; waiting for it to catch up");
             self.node.add_learner(req.id, req.addr.clone()).await?;
             if req.promote {
+                let window = self.node.config().autopilot.stabilization;
+                tracing::info!(
+                    ?window,
+                    "caught up; promoting once it has kept up this long"
+                );
+                crate::autopilot::stabilize::wait_stable(&self.node, req.id, window).await?;
                 tracing::info!("promoting to voter");
                 self.node.promote(req.id).await?;
             }

@@ -232,7 +232,7 @@ pub fn store_error(e: StoreError) -> Status {
             crate::handover::HandoverError::NotAVoter(_)
             | crate::handover::HandoverError::NoOtherVoter,
         ) => Status::failed_precondition(chain(&e)),
-        StoreError::Handover(_) => status::unavailable(chain(&e)),
+        StoreError::Handover(_) | StoreError::Unstable { .. } => status::unavailable(chain(&e)),
         StoreError::Storage(_) => Status::internal(chain(&e)),
     }
 }
