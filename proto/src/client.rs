@@ -94,6 +94,9 @@ pub const LEADER_METADATA: &str = "skiff-leader";
 /// [`Inner::leader`] when no leader is known.
 const NO_LEADER: usize = usize::MAX;
 
+/// How long one attempt of a call that waits on the cluster by design may take.
+const PATIENT_ATTEMPT: Duration = Duration::from_secs(300);
+
 struct Inner {
     addrs: Vec<String>,
     channels: Vec<Channel>,
@@ -216,7 +219,19 @@ impl Client {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        self.call_routed(false, f).await
+        self.call_routed(false, self.inner.config.attempt_timeout, f)
+            .await
+    }
+
+    /// Run a call that waits on the cluster for long by design (a member catching up, then
+    /// keeping up for the stabilization time), each attempt allowed [`PATIENT_ATTEMPT`].
+    pub(crate) async fn call_patient<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let attempt = self.inner.config.attempt_timeout.max(PATIENT_ATTEMPT);
+        self.call_routed(false, attempt, f).await
     }
 
     /// Run a write: first at the endpoint known to lead, else as [`Client::call`].
@@ -225,7 +240,8 @@ impl Client {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        self.call_routed(true, f).await
+        self.call_routed(true, self.inner.config.attempt_timeout, f)
+            .await
     }
 
     /// After endpoint `i` served a write: it leads, unless it names another leader.
@@ -254,7 +270,7 @@ impl Client {
         self.inner.addrs.get(i).map(String::as_str)
     }
 
-    async fn call_routed<T, F, Fut>(&self, write: bool, mut f: F) -> Result<T>
+    async fn call_routed<T, F, Fut>(&self, write: bool, attempt: Duration, mut f: F) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
@@ -274,12 +290,8 @@ impl Client {
             } else {
                 self.inner.preferred.load(Ordering::Relaxed) % n
             };
-            let attempt = tokio::time::timeout(
-                self.inner.config.attempt_timeout,
-                f(self.inner.channels[i].clone()),
-            )
-            .await;
-            let status = match attempt {
+            let answer = tokio::time::timeout(attempt, f(self.inner.channels[i].clone())).await;
+            let status = match answer {
                 Ok(Ok(resp)) => {
                     if write {
                         self.learn_leader(i, resp.metadata());
@@ -500,7 +512,7 @@ impl Client {
             addr: addr.to_string(),
             promote,
         };
-        self.call(|ch| {
+        self.call_patient(|ch| {
             let req = req.clone();
             async move { Self::cluster(ch).member_add(req).await }
         })
