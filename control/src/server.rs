@@ -25,6 +25,7 @@ use crate::auth::service::AuthService;
 use crate::node_proxy::NodeProxy;
 use crate::objects::service_alloc::ServiceRange;
 use crate::objects::{ObjectService, ObjectStore};
+use crate::ops::api_metrics::{ApiMetrics, Measured};
 
 /// What a member's server knows of security beyond its own credentials.
 pub struct Security {
@@ -44,6 +45,8 @@ pub struct Security {
 pub struct ServerMetrics {
     /// The object watches.
     pub watches: crate::objects::watch::WatchMetrics,
+    /// The API's requests.
+    pub api: ApiMetrics,
 }
 
 /// Why a member's server stopped or could not start.
@@ -119,13 +122,14 @@ pub async fn serve(
         .as_ref()
         .map(|c| c.server_tls(true))
         .transpose()?;
+    let api = metrics.api;
     let router = transport::server()
         .add_service(raft)
-        .add_service(kv)
-        .add_service(cluster)
-        .add_service(objects)
-        .add_service(node_agent)
-        .add_service(auth)
+        .add_service(Measured::new(kv, api.clone()))
+        .add_service(Measured::new(cluster, api.clone()))
+        .add_service(Measured::new(objects, api.clone()))
+        .add_service(Measured::new(node_agent, api.clone()))
+        .add_service(Measured::new(auth, api))
         .add_service(health);
     Ok(transport::serve(router, listener, tls, shutdown).await?)
 }

@@ -90,6 +90,8 @@ pub struct AgentConfig {
     pub warm_sandboxes: usize,
     /// Container roots of the last image started kept ready ahead of time (0: none).
     pub warm_roots: usize,
+    /// What the agent times (pod starts, image pulls).
+    pub stats: crate::stats::AgentStats,
 }
 
 /// The agent's workers run on containerd, the CNI plugins and the object API.
@@ -130,6 +132,7 @@ pub async fn start(
         &cfg.data_dir,
         cfg.registries.clone(),
         &cfg.oci_runtime,
+        cfg.stats.image_pull.clone(),
     )
     .await?;
     let runtime_version = runtime.version().await?;
@@ -232,6 +235,7 @@ pub async fn start(
         backoff: cfg.backoff,
         log_max_bytes: cfg.log_max_bytes,
         start_gate,
+        pod_start: cfg.stats.pod_start.clone(),
         resolv_conf: cfg.resolv_conf.clone(),
         dns: Some(crate::dns::resolv_conf::PodDns {
             nameserver: dns_address.to_string(),

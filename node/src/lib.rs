@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 
 pub use error::{Error, Result};
 

@@ -31,13 +31,15 @@ pub struct AgentOps {
 }
 
 impl AgentOps {
-    /// The endpoint of an agent with these caches.
+    /// The endpoint of an agent with these caches and timings.
     pub fn new(
         pods: Informer<Pod>,
         services: Informer<Service>,
         endpoints: Informer<Endpoints>,
+        stats: &crate::stats::AgentStats,
     ) -> Self {
         let mut registry = Registry::default();
+        stats.register(&mut registry);
         let by_phase = Family::<PhaseLabel, Gauge>::default();
         let (cached_services, cached_endpoints) = (Gauge::default(), Gauge::default());
         registry.register(

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
 
 use crate::error::{Result, StoreError};
@@ -37,9 +38,10 @@ pub struct Batcher {
 impl Batcher {
     /// Start the batching task proposing through `raft`. Each proposal passes `gate` (shared);
     /// a leadership handover closes it (see [`crate::handover`]).
-    pub fn start(raft: Raft, gate: Arc<RwLock<()>>) -> Self {
+    /// Each proposal is timed into `timing`.
+    pub fn start(raft: Raft, gate: Arc<RwLock<()>>, timing: Histogram) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, gate, rx));
+        tokio::spawn(run(raft, gate, timing, rx));
         Self { tx }
     }
 
@@ -61,7 +63,12 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(raft: Raft, gate: Arc<RwLock<()>>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    gate: Arc<RwLock<()>>,
+    timing: Histogram,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
     loop {
@@ -93,15 +100,19 @@ async fn run(raft: Raft, gate: Arc<RwLock<()>>, mut rx: mpsc::Receiver<Pending>)
         }
         let raft = raft.clone();
         let gate = gate.clone();
+        let timing = timing.clone();
         tokio::spawn(async move {
             let _open = gate.read().await;
+            let started = std::time::Instant::now();
             let (writes, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.write, p.reply)).unzip();
             let request = Request {
                 time_ms: now_ms(),
                 writes,
             };
-            match raft.client_write(request).await {
+            let written = raft.client_write(request).await;
+            timing.observe(started.elapsed().as_secs_f64());
+            match written {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
                     for reply in replies {

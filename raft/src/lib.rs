@@ -33,6 +33,7 @@ pub mod network;
 pub mod node;
 pub mod read_barrier;
 pub mod state_machine;
+pub mod stats;
 pub mod types;
 pub mod versions;
 

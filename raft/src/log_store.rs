@@ -9,6 +9,7 @@
 //!         └─callback─▶ flusher thread: drain queue ─▶ engine.sync() ─▶ callbacks
 //! ```
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -87,12 +88,17 @@ impl<E: Engine> Clone for LogStore<E> {
 impl<E: Engine> LogStore<E> {
     /// A log store over `engine`, with its flusher thread.
     pub fn new(engine: E) -> Self {
+        Self::timed(engine, crate::stats::duration_histogram())
+    }
+
+    /// A log store over `engine` whose fsyncs are timed into `fsync`.
+    pub fn timed(engine: E, fsync: Histogram) -> Self {
         let engine = Arc::new(engine);
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let flush_engine = engine.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop(flush_engine, rx))
+            .spawn(move || flush_loop(flush_engine, rx, fsync))
             .expect("spawning the log flusher thread");
         Self {
             engine,
@@ -142,13 +148,19 @@ impl<E: Engine> LogStore<E> {
 
 /// Fsync once for everything queued, then acknowledge it all: a burst of appends costs one
 /// fsync instead of one each.
-fn flush_loop<E: Engine>(engine: Arc<E>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn flush_loop<E: Engine>(
+    engine: Arc<E>,
+    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
+    fsync: Histogram,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
+        let started = std::time::Instant::now();
         let result = engine.sync().map_err(|e| e.to_string());
+        fsync.observe(started.elapsed().as_secs_f64());
         for cb in waiting {
             cb.log_io_completed(result.clone().map_err(io::Error::other));
         }

@@ -21,6 +21,7 @@ use crate::mvcc::TxnResult;
 use crate::network::{Network, PeerChannels};
 use crate::read_barrier::ReadBarrier;
 use crate::state_machine::{SmShared, StateMachineConfig, StateMachineStore};
+use crate::stats::RaftStats;
 use crate::types::{NodeId, Raft, Write};
 
 /// How long a call waits for an election to produce a leader before giving up.
@@ -91,6 +92,7 @@ struct Inner {
     contact: PeerContact,
     /// Open while proposals may be made; a handover closes it.
     write_gate: Arc<tokio::sync::RwLock<()>>,
+    stats: RaftStats,
 }
 
 /// A running member; cheap to clone.
@@ -145,7 +147,8 @@ impl RaftNode {
             SledEngine::open(&path).map_err(|source| OpenError::Storage { path, source })
         };
         let (log_events, log_events_rx) = eager_replication::channel();
-        let log = LogStore::new(open("log")?).with_events(log_events);
+        let stats = RaftStats::default();
+        let log = LogStore::timed(open("log")?, stats.log_fsync.clone()).with_events(log_events);
         log.resign_leadership(config.id)
             .map_err(|source| OpenError::Storage {
                 path: config.data_dir.join("log"),
@@ -156,6 +159,7 @@ impl RaftNode {
             config.data_dir.join("snapshot.bin"),
             StateMachineConfig {
                 history_revisions: config.history_revisions,
+                snapshot_duration: stats.snapshot.clone(),
             },
         )
         .map_err(|source| OpenError::Storage {
@@ -177,7 +181,11 @@ impl RaftNode {
             channels.clone(),
         );
         let write_gate = Arc::new(tokio::sync::RwLock::new(()));
-        let batcher = Batcher::start(raft.clone(), write_gate.clone());
+        let batcher = Batcher::start(raft.clone(), write_gate.clone(), stats.proposal.clone());
+        tokio::spawn(count_leader_changes(
+            raft.metrics(),
+            stats.leader_changes.clone(),
+        ));
         let reads = ReadBarrier::start(raft.clone());
         let forwarder = Forwarder::start(config.cluster_id.clone());
         Ok(Self {
@@ -191,6 +199,7 @@ impl RaftNode {
                 channels,
                 contact,
                 write_gate,
+                stats,
             }),
         })
     }
@@ -218,6 +227,11 @@ impl RaftNode {
     /// Channels to peers, shared with request forwarding.
     pub fn channels(&self) -> &PeerChannels {
         &self.inner.channels
+    }
+
+    /// The store's timings and counts.
+    pub fn stats(&self) -> &RaftStats {
+        &self.inner.stats
     }
 
     /// When each peer last answered this member's Raft RPCs.
@@ -387,5 +401,25 @@ impl RaftNode {
     /// Stop Raft on this member.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+/// Count each change of the leader this member knows, for as long as Raft runs.
+async fn count_leader_changes(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    changes: prometheus_client::metrics::counter::Counter,
+) {
+    // As etcd's leader_changes_seen_total: the first leader seen counts, and an interval with
+    // no leader known does not (the same leader found again is no change).
+    let mut last_leader = None;
+    loop {
+        let now = metrics.borrow_and_update().current_leader;
+        if now.is_some() && now != last_leader {
+            changes.inc();
+            last_leader = now;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }

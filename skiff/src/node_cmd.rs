@@ -296,6 +296,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             "no node credentials: talking plaintext to the control plane and serving the agent API to anyone"
         );
     }
+    let stats = skiff_node::stats::AgentStats::default();
     let cfg = AgentConfig {
         node_name: name.clone(),
         endpoints: args.endpoints.clone(),
@@ -328,6 +329,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(default_parallel_pod_starts),
         warm_sandboxes: args.warm_sandboxes,
         warm_roots: args.warm_roots,
+        stats: stats.clone(),
         registries: Registries {
             insecure: args.insecure_registries.clone(),
             cas: args.registry_cas.clone(),
@@ -348,6 +350,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             agent.pods.clone(),
             watch.services.clone(),
             watch.endpoints.clone(),
+            &stats,
         );
         tokio::spawn(skiff_proto::ops_http::serve(
             listener,
@@ -375,6 +378,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 skiff_node::proxy::ProxyConfig {
                     table: args.proxy_table.clone(),
                     cluster_cidr: args.cluster_cidr.clone(),
+                    sync_timing: stats.proxy_sync.clone(),
                 },
             ));
         }

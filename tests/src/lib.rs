@@ -639,3 +639,45 @@ impl Drop for Cluster {
 pub fn live(credentials: &Credentials) -> skiff_proto::tls::LiveCredentials {
     skiff_proto::tls::LiveCredentials::new(credentials.clone()).expect("usable credentials")
 }
+
+/// The samples of a Prometheus text exposition, by series (`name{labels}` as written),
+/// checked line by line as a scraper reads them: every line a comment (`# HELP`, `# TYPE`,
+/// `# UNIT`, `# EOF`) or a series with a number; panics naming the first line that is not.
+pub fn prometheus_samples(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                ["HELP ", "TYPE ", "UNIT ", "EOF"]
+                    .iter()
+                    .any(|k| comment.starts_with(k)),
+                "not a Prometheus comment: {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a Prometheus sample: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "not a metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels in {line:?}");
+        }
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number in {line:?}")),
+        };
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}

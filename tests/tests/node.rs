@@ -1623,4 +1623,15 @@ async fn the_agent_serves_metrics_health_and_readiness() {
         "{metrics}"
     );
     assert!(metrics.contains("skiff_node_cached_services "), "{metrics}");
+    let samples = skiff_e2e::prometheus_samples(&metrics);
+    for (series, at_least) in [
+        ("skiff_node_pod_start_duration_seconds_count", 1.0),
+        ("skiff_node_image_pull_duration_seconds_count", 1.0),
+        ("skiff_proxy_sync_duration_seconds_count", 1.0),
+    ] {
+        assert!(
+            samples.get(series).is_some_and(|v| *v >= at_least),
+            "{series} at least {at_least}: {metrics}"
+        );
+    }
 }

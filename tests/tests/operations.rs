@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_e2e::{http_get as get, init_tracing, Cluster, MemberOptions};
+use skiff_e2e::{http_get as get, init_tracing, prometheus_samples, Cluster, MemberOptions};
 use tracing::info;
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -57,18 +57,54 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         );
         assert!(text.contains("skiff_raft_term "), "{text}");
         assert!(text.contains("skiff_raft_applied_index "), "{text}");
-        for family in [
-            "skiff_raft_snapshot_index ",
-            "skiff_raft_snapshot_bytes ",
-            "skiff_store_data_bytes ",
-            "skiff_backup_newest_timestamp_seconds ",
+        let samples = prometheus_samples(&text);
+        for series in [
+            "skiff_raft_snapshot_index",
+            "skiff_raft_snapshot_bytes",
+            "skiff_store_data_bytes",
+            "skiff_backup_newest_timestamp_seconds",
+            "skiff_raft_leader_changes_total",
+            "skiff_raft_log_fsync_duration_seconds_count",
+            "skiff_raft_proposal_duration_seconds_count",
+            "skiff_raft_snapshot_duration_seconds_count",
+            "skiff_watches_open",
         ] {
-            assert!(text.contains(family), "{family}: {text}");
+            assert!(samples.contains_key(series), "{series}: {text}");
         }
+        assert!(
+            samples["skiff_raft_log_fsync_duration_seconds_count"] >= 1.0,
+            "every member fsyncs its log: {text}"
+        );
         if *id == leader {
             assert!(
                 text.contains("skiff_raft_follower_lag_entries{follower="),
                 "the leader reports each follower: {text}"
+            );
+            assert!(
+                samples["skiff_raft_proposal_duration_seconds_count"] >= 1.0,
+                "the leader times its proposals: {text}"
+            );
+            assert!(
+                text.contains("skiff_controller_queue_depth{controller=\"scheduler\"}"),
+                "the scheduler's queue: {text}"
+            );
+        }
+        // The create went through one member or another (a follower forwards it).
+        if samples
+            .keys()
+            .any(|k| k.starts_with("skiff_api_requests_total{") && k.contains("verb=\"Create\""))
+        {
+            assert!(
+                samples.contains_key(
+                    "skiff_api_requests_total{service=\"Objects\",verb=\"Create\",kind=\"configmaps\",code=\"Ok\"}"
+                ),
+                "API requests by service, verb, kind and code: {text}"
+            );
+            assert!(
+                samples.contains_key(
+                    "skiff_api_request_duration_seconds_count{service=\"Objects\",verb=\"Create\",kind=\"configmaps\"}"
+                ),
+                "the request's latency: {text}"
             );
         }
     }
@@ -95,7 +131,14 @@ async fn members_serve_metrics_health_and_readiness_and_one_without_a_quorum_is_
         .keys()
         .find(|id| **id != leader && **id != survivor)
         .expect("another follower");
+    let leader_changes = |id: u64| {
+        prometheus_samples(&get(&metrics[&id], "/metrics").1)["skiff_raft_leader_changes_total"]
+    };
+    let before = leader_changes(survivor);
     cluster.kill9(leader);
+    wait_for("the survivor to count the leader's change", || {
+        leader_changes(survivor) == before + 1.0
+    });
     cluster.kill9(other);
     let addr = &metrics[&survivor];
     wait_for("the survivor to turn not ready", || {

@@ -1,9 +1,10 @@
 //! A control node's operations endpoint (`skiff control --metrics-listen ADDR`, served by
 //! [`skiff_proto::ops_http`]): `/metrics` with the Raft figures ([`raft_metrics`], read at
-//! each scrape) and the controllers' families; `/readyz` 200 once a leader is known and this
+//! each scrape), the API's requests ([`api_metrics`]) and the controllers' families; `/readyz` 200 once a leader is known and this
 //! member has applied its log, else 503 with the reason. The same readiness is served on the
 //! gRPC port as the standard health service ([`grpc_health`]).
 
+pub mod api_metrics;
 pub mod grpc_health;
 pub mod raft_metrics;
 
@@ -13,6 +14,7 @@ use prometheus_client::registry::Registry;
 use skiff_proto::ops_http::OpsSource;
 use skiff_raft::RaftNode;
 
+use self::api_metrics::ApiMetrics;
 use self::raft_metrics::RaftFigures;
 use crate::controllers::ControllerMetrics;
 use crate::objects::watch::WatchMetrics;
@@ -39,10 +41,12 @@ impl Ops {
     pub fn new(node: RaftNode) -> (Arc<Self>, Families) {
         let mut registry = Registry::default();
         let raft = RaftFigures::register(&mut registry);
+        raft_metrics::register_stats(&mut registry, node.stats());
         let families = Families {
             controllers: ControllerMetrics::register(&mut registry),
             server: ServerMetrics {
                 watches: WatchMetrics::register(&mut registry),
+                api: ApiMetrics::register(&mut registry),
             },
         };
         (

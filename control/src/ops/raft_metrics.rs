@@ -121,3 +121,28 @@ impl RaftFigures {
         }
     }
 }
+
+/// The store's own timings and counts ([`skiff_raft::stats::RaftStats`]), registered in
+/// `registry` as they are.
+pub fn register_stats(registry: &mut Registry, stats: &skiff_raft::stats::RaftStats) {
+    registry.register(
+        "skiff_raft_leader_changes",
+        "Times this member saw the leader change",
+        stats.leader_changes.clone(),
+    );
+    registry.register(
+        "skiff_raft_proposal_duration_seconds",
+        "A batch of writes proposed by the leader until committed and applied",
+        stats.proposal.clone(),
+    );
+    registry.register(
+        "skiff_raft_log_fsync_duration_seconds",
+        "One fsync of the Raft log",
+        stats.log_fsync.clone(),
+    );
+    registry.register(
+        "skiff_raft_snapshot_duration_seconds",
+        "A Raft snapshot from the capture of its records until written to disk",
+        stats.snapshot.clone(),
+    );
+}

@@ -45,16 +45,24 @@ pub struct ImageStore {
     /// What a manifest digest resolves to: content under a digest never changes, so a pod
     /// start need not read and parse the manifest and config again.
     by_digest: Mutex<HashMap<String, ImageInfo>>,
+    /// Each pull is timed into this.
+    pull_timing: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl ImageStore {
-    /// Images of `conn`'s namespace, pulled as `registries` says.
-    pub fn new(conn: Conn, registries: registry::Registries) -> Self {
+    /// Images of `conn`'s namespace, pulled as `registries` says, each pull timed into
+    /// `pull_timing`.
+    pub fn new(
+        conn: Conn,
+        registries: registry::Registries,
+        pull_timing: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
         Self {
             conn,
             registries,
             locks: Mutex::default(),
             by_digest: Mutex::default(),
+            pull_timing,
         }
     }
 
@@ -104,6 +112,7 @@ impl ImageStore {
         .await;
         lease.release().await;
         if result.is_ok() {
+            self.pull_timing.observe(started.elapsed().as_secs_f64());
             tracing::info!(image = %name, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
         }
         result

@@ -67,6 +67,8 @@ pub struct WorkerCtx<E: WorkerEnv> {
     /// CPU and all finish late together; taken in turn (the semaphore is fair), the first
     /// ones run within a start's time and the last no later than before.
     pub start_gate: Arc<tokio::sync::Semaphore>,
+    /// Each pod's start (first seen until Running) is timed into this.
+    pub pod_start: prometheus_client::metrics::histogram::Histogram,
     /// Things made ahead of time.
     pub made_ahead: Arc<dyn MadeAhead>,
     /// The node's resolv.conf, the base of pods' own.

@@ -132,6 +132,9 @@ struct Worker<E: WorkerEnv> {
     start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The first start is over (successful or not): later syncs skip the gate.
     started_once: bool,
+    /// When this agent first saw the pod; `None` once its start was timed (or it was found
+    /// running, after an agent restart).
+    seen_at: Option<Instant>,
 }
 
 impl<E: WorkerEnv> Worker<E> {
@@ -156,6 +159,7 @@ impl<E: WorkerEnv> Worker<E> {
             adopted: false,
             start_permit: None,
             started_once: false,
+            seen_at: Some(Instant::now()),
         }
     }
 
@@ -226,6 +230,10 @@ impl<E: WorkerEnv> Worker<E> {
         let any_running = mine
             .iter()
             .any(|c| matches!(c.state, crate::runtime::ProcessState::Running { .. }));
+        if any_running {
+            // Started before this agent did: its start is not this agent's to time.
+            self.seen_at = None;
+        }
         for c in mine {
             let key = format!("{}/{}", c.label(labels::KIND), c.label(labels::CONTAINER));
             let slot = self.slots.entry(key).or_default();

@@ -646,6 +646,11 @@ impl<E: WorkerEnv> Worker<E> {
         match self.ctx.api.update_status(&obj).await {
             Ok(_) => {
                 tracing::debug!(phase = ?next.phase, "status reported");
+                if next.phase.as_deref() == Some("Running") {
+                    if let Some(seen) = self.seen_at.take() {
+                        self.ctx.pod_start.observe(seen.elapsed().as_secs_f64());
+                    }
+                }
                 self.last_status = Some(next);
             }
             Err(e) => tracing::warn!(error = %e, "reporting status; will retry"),

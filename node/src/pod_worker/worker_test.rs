@@ -122,6 +122,7 @@ impl Node {
             node_name: "n1".into(),
             host_ip: "192.0.2.1".into(),
             pods_dir: dir.path().join("pods"),
+            pod_start: crate::stats::AgentStats::default().pod_start,
             backoff: BackoffPolicy {
                 initial: Duration::from_millis(100),
                 max: Duration::from_millis(400),

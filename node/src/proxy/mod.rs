@@ -35,6 +35,8 @@ pub struct ProxyConfig {
     pub table: String,
     /// The cluster's pod range: ClusterIP traffic from outside it is masqueraded.
     pub cluster_cidr: String,
+    /// Each sync of the rules is timed into this.
+    pub sync_timing: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Run `script` with `nft -f -` as one transaction.
@@ -257,6 +259,7 @@ pub async fn run(watch: ServiceWatch, cfg: ProxyConfig) {
             let declared = nft::declared_by(&desired);
             match apply(&nft::full(&cfg, &desired)).await {
                 Ok(()) => {
+                    cfg.sync_timing.observe(started.elapsed().as_secs_f64());
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     tracing::info!(
                         service_ports = desired.len(),
@@ -297,6 +300,7 @@ pub async fn run(watch: ServiceWatch, cfg: ProxyConfig) {
                 current.ports.extend(new);
                 current.declared = declared;
                 current.hairpin = hairpin;
+                cfg.sync_timing.observe(started.elapsed().as_secs_f64());
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 tracing::debug!(services = keys.len(), ms, "service rules: update");
             }

@@ -333,6 +333,7 @@ mod tests {
         ProxyConfig {
             table: "skiff".into(),
             cluster_cidr: "10.244.0.0/16".into(),
+            sync_timing: crate::stats::AgentStats::default().proxy_sync,
         }
     }
 

@@ -98,6 +98,7 @@ impl Containerd {
         state_dir: &Path,
         registries: Registries,
         oci_runtime: &OciRuntime,
+        pull_timing: prometheus_client::metrics::histogram::Histogram,
     ) -> Result<Self> {
         let conn = Conn::connect(socket, namespace).await?;
         let exec_dir = state_dir.join("exec");
@@ -109,7 +110,7 @@ impl Containerd {
         super::legacy_shim::keep_runnable(&conn, &state_dir.join("oci-runtime")).await;
         let sandbox_root = super::sandbox::prepare_root(&state_dir.join("sandbox-root"))?;
         Ok(Self {
-            images: ImageStore::new(conn.clone(), registries),
+            images: ImageStore::new(conn.clone(), registries, pull_timing),
             conn,
             exec_dir,
             sandbox_root,

@@ -54,12 +54,15 @@ const FEED_CAPACITY: usize = 1024;
 pub struct StateMachineConfig {
     /// How many revisions of history are kept for watchers.
     pub history_revisions: u64,
+    /// Each snapshot's capture and write is timed into this.
+    pub snapshot_duration: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Default for StateMachineConfig {
     fn default() -> Self {
         Self {
             history_revisions: 50_000,
+            snapshot_duration: crate::stats::duration_histogram(),
         }
     }
 }

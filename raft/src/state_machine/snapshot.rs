@@ -48,6 +48,7 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 pub struct SnapshotBuilder<E: Engine> {
     shared: Arc<SmShared<E>>,
     captured: Result<Captured, String>,
+    started: std::time::Instant,
 }
 
 /// Every record as a serialised [`SnapshotBody`], and the applied state among them.
@@ -152,11 +153,16 @@ impl<E: Engine> SnapshotBuilder<E> {
     /// Serialise every record now, under the read lock, so the snapshot is of one applied
     /// state even though applying goes on while it is written out.
     pub(crate) fn capture(shared: Arc<SmShared<E>>) -> Self {
+        let started = std::time::Instant::now();
         let captured = {
             let _guard = shared.state();
             serialise_records(&shared.engine)
         };
-        Self { shared, captured }
+        Self {
+            shared,
+            captured,
+            started,
+        }
     }
 }
 
@@ -182,6 +188,10 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
             .sync()
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         persist(&self.shared, &meta, &body)?;
+        self.shared
+            .config
+            .snapshot_duration
+            .observe(self.started.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(io::Cursor::new(body)),

@@ -9,6 +9,7 @@ use crate::auth::gate::Gate;
 use crate::auth::request::ObjectAsk;
 use crate::auth::rules::Verb;
 use crate::objects::ObjectService;
+use crate::ops::api_metrics::note_kind;
 
 /// [`ObjectService`] behind the gate.
 pub struct GuardedObjects {
@@ -45,6 +46,7 @@ impl Objects for GuardedObjects {
             self.ask(Verb::Create, &r.resource, &r.namespace, "")
                 .with_body(&r.object)
         };
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.create(request).await
     }
@@ -54,6 +56,7 @@ impl Objects for GuardedObjects {
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let ask = || self.ask_key(Verb::Get, request.get_ref().key.as_ref());
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.get(request).await
     }
@@ -67,6 +70,7 @@ impl Objects for GuardedObjects {
             self.ask(Verb::List, &r.resource, &r.namespace, "")
                 .with_fields(&r.field_selector)
         };
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.list(request).await
     }
@@ -80,6 +84,7 @@ impl Objects for GuardedObjects {
             self.ask(Verb::Update, &r.resource, &r.namespace, "")
                 .with_body(&r.object)
         };
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.update(request).await
     }
@@ -94,6 +99,7 @@ impl Objects for GuardedObjects {
                 .with_body(&r.object)
                 .on_status(true)
         };
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.update_status(request).await
     }
@@ -107,6 +113,7 @@ impl Objects for GuardedObjects {
             self.ask_key(Verb::Patch, r.key.as_ref())
                 .on_status(r.status)
         };
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.patch(request).await
     }
@@ -116,6 +123,7 @@ impl Objects for GuardedObjects {
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let ask = || self.ask_key(Verb::Delete, request.get_ref().key.as_ref());
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.delete(request).await
     }
@@ -126,6 +134,7 @@ impl Objects for GuardedObjects {
     ) -> Result<Response<pb::ApplyObjectResponse>, Status> {
         let r = request.get_ref();
         let ask = || ObjectAsk::apply(self.gate.registry(), &r.object, &r.namespace);
+        note_kind(&request, resource_of(&request));
         self.gate.object(&request, ask).await?;
         self.inner.apply(request).await
     }
@@ -149,6 +158,7 @@ impl Objects for GuardedObjects {
             self.ask(Verb::Watch, &r.resource, &r.namespace, "")
                 .with_fields(&r.field_selector)
         };
+        note_kind(&request, resource_of(&request));
         let caller = self.gate.object(&request, ask).await?;
         let slot = self.gate.limits().open_watch(&caller)?;
         let events = self.inner.watch(request).await?.into_inner();
@@ -158,5 +168,43 @@ impl Objects for GuardedObjects {
             item
         });
         Ok(Response::new(Box::pin(counted)))
+    }
+}
+
+/// The resource a request names, for its count.
+fn resource_of<T: NamesResource>(request: &Request<T>) -> &str {
+    request.get_ref().resource()
+}
+
+/// Requests that name a resource (in their body or their key).
+trait NamesResource {
+    fn resource(&self) -> &str;
+}
+
+macro_rules! names_resource {
+    (field: $($t:ty),*) => {$(
+        impl NamesResource for $t {
+            fn resource(&self) -> &str {
+                &self.resource
+            }
+        }
+    )*};
+    (key: $($t:ty),*) => {$(
+        impl NamesResource for $t {
+            fn resource(&self) -> &str {
+                self.key.as_ref().map_or("", |k| k.resource.as_str())
+            }
+        }
+    )*};
+}
+
+names_resource!(field: pb::CreateObjectRequest, pb::ListObjectsRequest, pb::UpdateObjectRequest,
+    pb::WatchObjectsRequest);
+names_resource!(key: pb::GetObjectRequest, pb::DeleteObjectRequest, pb::PatchObjectRequest);
+
+impl NamesResource for pb::ApplyObjectRequest {
+    fn resource(&self) -> &str {
+        // The manifest names its kind; it is decoded by the store, not here.
+        ""
     }
 }
