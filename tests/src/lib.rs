@@ -681,3 +681,35 @@ pub fn prometheus_samples(text: &str) -> BTreeMap<String, f64> {
     }
     samples
 }
+
+/// A process killed when the test ends, pass or fail.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// Stop it as systemd does (SIGTERM) and wait until it has exited.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        self.0.wait().expect("waiting for the process")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `skiff control ARGS`, logging to `DIR/NAME.log`.
+pub fn control(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    Proc(
+        Command::new(binary("skiff"))
+            .arg("control")
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("skiff control runs"),
+    )
+}

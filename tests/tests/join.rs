@@ -3,11 +3,10 @@
 //! token cannot make a control member; revoked, expired and foreign tokens are refused.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use skiff_e2e::{binary, init_tracing, Cluster, MemberOptions};
+use skiff_e2e::{control, init_tracing, Cluster, MemberOptions};
 use skiff_proto::tls::authority::ClusterCa;
 use skiff_proto::tls::holder::Holder;
 use skiff_proto::tls::token::{self, secret_hash, JoinError, JoinToken};
@@ -162,29 +161,6 @@ async fn a_control_token_brings_a_member_in_and_other_tokens_do_not() {
         .create_object("nodes", "", serde_json::to_vec(&node).unwrap())
         .await
         .expect("the node registers itself");
-}
-
-/// A `skiff control` process killed when the test ends, pass or fail.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn control(dir: &Path, name: &str, args: &[&str]) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
-    Proc(
-        Command::new(binary("skiff"))
-            .arg("control")
-            .args(args)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("skiff control runs"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,12 @@ pub fn service(
     service
 }
 
-/// Follow the member's Raft metrics: readiness is looked at again whenever they change.
+/// How often readiness is looked at again when Raft's metrics do not change: a leader that
+/// loses its quorum hears nothing, so nothing changes.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follow the member's Raft metrics: readiness is looked at again whenever they change, and
+/// every [`RECHECK`].
 async fn report(node: RaftNode, reporter: HealthReporter) {
     let mut metrics = node.raft().metrics();
     let mut last = None;
@@ -32,7 +37,8 @@ async fn report(node: RaftNode, reporter: HealthReporter) {
             set_all(&reporter, status).await;
             last = Some(status);
         }
-        if metrics.changed().await.is_err() {
+        let changed = tokio::time::timeout(RECHECK, metrics.changed()).await;
+        if let Ok(Err(_)) = changed {
             // Raft stopped: the member is shutting down.
             set_all(&reporter, ServingStatus::NotServing).await;
             return;

@@ -71,12 +71,25 @@ impl OpsSource for Ops {
     }
 }
 
-/// Why `node` cannot answer clients yet: no leader known, or its log not applied; `None`
-/// when it is ready.
+/// Why `node` cannot answer clients yet: no leader known, a leader that no majority has
+/// answered lately (openraft 0.9 keeps a leader that lost its quorum leading), or its log not
+/// applied; `None` when it is ready.
 pub fn not_ready(node: &RaftNode) -> Option<String> {
     let m = node.raft().metrics().borrow().clone();
     if m.current_leader.is_none() {
         return Some("no leader known".into());
+    }
+    if m.current_leader == Some(node.id()) {
+        let quorum_within = node.config().election_timeout.1 * 2;
+        match m.millis_since_quorum_ack {
+            Some(ms) if u128::from(ms) <= quorum_within.as_millis() => {}
+            Some(ms) => {
+                return Some(format!(
+                    "leading without a quorum: no majority has answered for {ms} ms"
+                ))
+            }
+            None => return Some("leading without a quorum".into()),
+        }
     }
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let committed = m.last_log_index.unwrap_or(0);
