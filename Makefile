@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry wrk fuse3 iperf3
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch lint chaos chaos-selftest
+.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch bench-rolling-restart lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -114,3 +114,7 @@ bench-watch: deps
 bench-network: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench network
+
+bench-rolling-restart: deps
+	$(CARGO) build --release --workspace --bins
+	./target/release/skiff-bench rolling-restart

@@ -56,12 +56,24 @@ pub enum ClientError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     /// The server refused the call; the status says why (its message names the field).
-    #[error("{}", .0.message())]
+    #[error("{}", rejection(.0))]
     Rejected(Status),
 }
 
 /// Result of client calls.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A refusal as the user reads it: the server's message, or what kind of refusal it was when
+/// it gave none (a member of an older release answers `UNIMPLEMENTED` to calls it lacks).
+fn rejection(status: &Status) -> String {
+    match status.message() {
+        "" if status.code() == tonic::Code::Unimplemented => {
+            "the control node does not know this call (is it of an older release?)".into()
+        }
+        "" => format!("refused: {}", status.code().description()),
+        message => message.to_string(),
+    }
+}
 
 /// Settings of the client.
 #[derive(Debug, Clone)]

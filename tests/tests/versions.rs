@@ -28,7 +28,10 @@ fn client(addrs: &[String]) -> Client {
 async fn wait_answering(client: &Client, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.status().await.map(|s| s.leader).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "{what} did not answer with a leader");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not answer with a leader"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -50,7 +53,12 @@ async fn assert_fixture_data(client: &Client) {
         assert_eq!(kv.value, format!("value-{n}").into_bytes(), "{key}");
     }
     let cm = client
-        .get_object("configmaps", "default", "written-by-the-previous-release", false)
+        .get_object(
+            "configmaps",
+            "default",
+            "written-by-the-previous-release",
+            false,
+        )
         .await
         .expect("the ConfigMap");
     let cm: serde_json::Value = serde_json::from_slice(&cm.object).expect("json");
@@ -92,8 +100,8 @@ async fn a_data_directory_of_the_previous_release_opens_and_new_members_join_it(
         .tempdir()
         .expect("tempdir");
     let dir = tmp.path();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/previous-release/member-1.tar.gz");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/previous-release/member-1.tar.gz");
     let out = Command::new("tar")
         .arg("-xzf")
         .arg(&fixture)

@@ -17,6 +17,7 @@ mod network;
 mod objects;
 mod pods;
 mod proxy;
+mod rolling;
 mod scheduling;
 mod store;
 mod watch;
@@ -47,6 +48,9 @@ enum Cmd {
     Network(network::NetworkArgs),
     /// Watch fan-out against etcd's, and the leader's memory at 10,000 pods.
     Watch(watch::WatchArgs),
+    /// A rolling restart of three members under writes: the longest write stall, SIGTERM
+    /// (leadership handed over) against kill -9.
+    RollingRestart(rolling::RollingArgs),
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -98,5 +102,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Proxy(a) => proxy::run(a).await,
         Cmd::Network(a) => network::run(a).await,
         Cmd::Watch(a) => watch::run(a).await,
+        Cmd::RollingRestart(a) => rolling::run(a).await,
     }
 }
