@@ -464,6 +464,27 @@ impl Client {
             .into_inner())
     }
 
+    /// Compact the member at `addr`: a Raft snapshot now and its log purged behind it.
+    pub async fn compact_member(
+        addr: &str,
+        tls: Option<&crate::tls::Credentials>,
+    ) -> std::result::Result<pb::CompactResponse, Status> {
+        let tls = tls
+            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let endpoint = transport::endpoint(addr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .timeout(PATIENT_ATTEMPT);
+        let ch = transport::connect(endpoint, tls.as_ref())
+            .await
+            .map_err(|e| Status::unavailable(format!("{addr}: {e}")))?;
+        Ok(Self::cluster(ch)
+            .compact(pb::CompactRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// The members of the Raft group.
     pub async fn members(&self) -> Result<pb::MemberListResponse> {
         self.call(|ch| async move {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use skiff_e2e::{http_get as get, init_tracing, prometheus_samples, Cluster, MemberOptions};
+use skiff_proto::Client;
 use tracing::info;
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -243,4 +244,57 @@ async fn a_peer_speaking_a_newer_raft_protocol_is_refused_naming_both_versions()
     );
     let after = cluster.client().status().await.expect("status").term;
     assert_eq!(after, before, "the vote was not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_compact_snapshots_every_member_and_purges_its_log() {
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    // One entry per write: more than the 1,000 entries a purge keeps behind a snapshot.
+    for i in 0..1_500 {
+        client
+            .put(format!("compact/{i}"), vec![b'c'; 1024])
+            .await
+            .expect("a write");
+    }
+    let config = cluster.config_file();
+    let out = skiff_e2e::skiffctl_with(&config, &["cluster", "compact"]);
+    let table = skiff_e2e::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        skiff_e2e::text(&out.stderr)
+    );
+    info!("{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "a row per member:\n{table}");
+    for id in 1..=3u64 {
+        let st = Client::status_of(&cluster.members[&id].addr, cluster.credentials())
+            .await
+            .expect("status");
+        assert!(
+            st.snapshot_index >= 1_500,
+            "member {id}'s snapshot covers the writes: {st:?}"
+        );
+        assert!(
+            st.purged_index >= 500,
+            "member {id}'s log is purged behind it: {st:?}"
+        );
+    }
+    let kvs = client
+        .range(skiff_proto::pb::RangeRequest {
+            key: b"compact/".to_vec(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+        .expect("read")
+        .kvs;
+    assert_eq!(kvs.len(), 1_500, "nothing lost");
 }

@@ -64,6 +64,9 @@ fn check_addr(addr: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// How long a compaction may take to produce its snapshot.
+const COMPACT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Bytes per streamed backup chunk.
 const BACKUP_CHUNK: usize = 1 << 20;
 
@@ -240,5 +243,46 @@ impl Cluster for ClusterService {
             .instrument(span)
             .await
             .map(Response::new)
+    }
+
+    /// Served by the member asked: its own snapshot and log.
+    async fn compact(
+        &self,
+        _request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        let data_bytes = || {
+            let dir = self.node.config().data_dir.clone();
+            async move {
+                tokio::task::spawn_blocking(move || crate::disk::usage(&dir).data_bytes)
+                    .await
+                    .unwrap_or(0)
+            }
+        };
+        let before = data_bytes().await;
+        let raft = self.node.raft();
+        let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| status::unavailable(format!("member unavailable: {e}")))?;
+        let m = raft
+            .wait(Some(COMPACT_WITHIN))
+            .metrics(
+                |m| m.snapshot.map(|l| l.index) >= applied,
+                "a snapshot of everything applied",
+            )
+            .await
+            .map_err(|e| {
+                status::unavailable(format!("no snapshot within {COMPACT_WITHIN:?}: {e}"))
+            })?;
+        let after = data_bytes().await;
+        tracing::info!(before, after, snapshot = ?m.snapshot, purged = ?m.purged, "compacted");
+        Ok(Response::new(pb::CompactResponse {
+            member_id: self.node.id(),
+            data_bytes_before: before,
+            data_bytes_after: after,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        }))
     }
 }

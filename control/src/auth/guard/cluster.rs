@@ -73,4 +73,12 @@ impl Cluster for GuardedCluster {
         self.gate.call(&request, Verb::Members).await?;
         self.inner.transfer_leader(request).await
     }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        self.gate.call(&request, Verb::Members).await?;
+        self.inner.compact(request).await
+    }
 }
