@@ -227,7 +227,8 @@ impl Member {
         self.child.is_some()
     }
 
-    fn pid(&self) -> Option<Pid> {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<Pid> {
         self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
     }
 

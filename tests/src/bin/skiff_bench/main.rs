@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod authz;
+mod backup;
 mod controllers;
 mod etcd;
 mod hollow_cluster;
@@ -51,6 +52,8 @@ enum Cmd {
     /// A rolling restart of three members under writes: the longest write stall, SIGTERM
     /// (leadership handed over) against kill -9.
     RollingRestart(rolling::RollingArgs),
+    /// Backup and restore of a large store against the disk's own write speed, with memory.
+    Backup(backup::BackupArgs),
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -103,5 +106,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Network(a) => network::run(a).await,
         Cmd::Watch(a) => watch::run(a).await,
         Cmd::RollingRestart(a) => rolling::run(a).await,
+        Cmd::Backup(a) => backup::run(a).await,
     }
 }
