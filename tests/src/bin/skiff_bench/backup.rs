@@ -130,20 +130,15 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         // The serving member is the one skiffctl reaches first: the leader, asked alone.
         let serving = &cluster.members[&leader];
         let baseline = serving.rss_bytes().unwrap_or(0);
+        // The member's peak resident memory while the save runs, sampled every 20 ms.
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
         let sampler = {
-            let pid = serving.pid().map(|p| p.as_raw());
+            let (pid, peak) = (serving.pid().map(|p| p.as_raw()), peak.clone());
             tokio::spawn(async move {
-                let mut peak = 0u64;
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_secs(600) {
-                    let Some(rss) = pid.and_then(|p| proc_status_kib(p, "VmRSS:")) else {
-                        break;
-                    };
-                    let rss = rss * 1024;
-                    peak = peak.max(rss);
+                while let Some(kib) = pid.and_then(|p| proc_status_kib(p, "VmRSS:")) {
+                    peak.fetch_max(kib * 1024, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                peak
             })
         };
         let (save_took, ctl_peak) = {
@@ -155,7 +150,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || run_measured(&mut cmd)).await??
         };
         sampler.abort();
-        let member_peak = sampler.await.unwrap_or(0);
+        let member_peak = peak.load(std::sync::atomic::Ordering::Relaxed);
         let bytes = std::fs::metadata(&file)?.len();
         let target = work.join(format!("restored-{round}"));
         let (restore_took, restore_peak) = {
