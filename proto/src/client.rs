@@ -495,8 +495,14 @@ impl Client {
         .await
     }
 
+    /// A backup as it is sent: the file's pieces, in order (see [`Client::backup`]).
+    pub async fn backup_stream(&self) -> Result<tonic::Streaming<pb::BackupChunk>> {
+        self.call(|ch| async move { Self::cluster(ch).backup(pb::BackupRequest {}).await })
+            .await
+    }
+
     /// A backup of the whole store, holding every write acknowledged before the call (the
-    /// file as `skiffctl snapshot save` writes it).
+    /// file as `skiffctl snapshot save` writes it), in memory.
     pub async fn backup(&self) -> Result<Vec<u8>> {
         self.call(|ch| async move {
             let mut stream = Self::cluster(ch)

@@ -146,6 +146,7 @@ impl RaftNode {
             let path = config.data_dir.join(sub);
             SledEngine::open(&path).map_err(|source| OpenError::Storage { path, source })
         };
+        crate::backup::remove_stale_captures(&config.data_dir);
         let (log_events, log_events_rx) = eager_replication::channel();
         let stats = RaftStats::default();
         let log = LogStore::timed(open("log")?, stats.log_fsync.clone()).with_events(log_events);

@@ -88,17 +88,111 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The whole file for `header` and `records`.
 pub fn encode(header: &BackupHeader, records: &[u8]) -> Result<Vec<u8>, FormatError> {
-    let head = serde_json::to_vec(header).map_err(|e| FormatError::Header(e.to_string()))?;
-    let head_len = u32::try_from(head.len()).map_err(|e| FormatError::Header(e.to_string()))?;
-    let mut out = Vec::with_capacity(PREAMBLE_LEN + head.len() + records.len() + CHECKSUM_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT.to_le_bytes());
-    out.extend_from_slice(&head_len.to_le_bytes());
-    out.extend_from_slice(&head);
+    let mut out = encode_head(header)?;
+    out.reserve(records.len() + CHECKSUM_LEN);
     out.extend_from_slice(records);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
     Ok(out)
+}
+
+/// The start of the file for `header`: magic, format, the header's length, the header. The
+/// records follow, then the SHA-256 of everything before it.
+pub fn encode_head(header: &BackupHeader) -> Result<Vec<u8>, FormatError> {
+    let head = serde_json::to_vec(header).map_err(|e| FormatError::Header(e.to_string()))?;
+    let head_len = u32::try_from(head.len()).map_err(|e| FormatError::Header(e.to_string()))?;
+    let mut out = Vec::with_capacity(PREAMBLE_LEN + head.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&head_len.to_le_bytes());
+    out.extend_from_slice(&head);
+    Ok(out)
+}
+
+/// Check the backup file at `path` as [`decode`] checks one in memory (magic, format, length,
+/// checksum), reading it in pieces: memory does not grow with its size. Returns its header
+/// and checksum (hex).
+pub fn verify_file(path: &std::path::Path) -> Result<(BackupHeader, String), VerifyError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| VerifyError::Io(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    if len < PREAMBLE_LEN as u64 {
+        return Err(FormatError::NotABackup.into());
+    }
+    file.read_exact(&mut preamble).map_err(io)?;
+    if &preamble[..MAGIC.len()] != MAGIC {
+        return Err(FormatError::NotABackup.into());
+    }
+    let word = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&preamble[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    let format = word(MAGIC.len());
+    if format != FORMAT {
+        return Err(FormatError::UnsupportedFormat {
+            found: format,
+            supported: FORMAT,
+        }
+        .into());
+    }
+    let head_end = (PREAMBLE_LEN as u64) + u64::from(word(MAGIC.len() + 4));
+    if len < head_end + CHECKSUM_LEN as u64 {
+        return Err(FormatError::WrongLength {
+            expected: head_end + CHECKSUM_LEN as u64,
+            found: len,
+        }
+        .into());
+    }
+    let mut head = vec![0u8; (head_end - PREAMBLE_LEN as u64) as usize];
+    file.read_exact(&mut head).map_err(io)?;
+    let header = serde_json::from_slice::<BackupHeader>(&head);
+    if let Ok(h) = &header {
+        let expected = head_end + h.records_bytes + CHECKSUM_LEN as u64;
+        if expected != len {
+            return Err(FormatError::WrongLength {
+                expected,
+                found: len,
+            }
+            .into());
+        }
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(preamble);
+    hasher.update(&head);
+    let mut left = len - head_end - CHECKSUM_LEN as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        file.read_exact(&mut buf[..n]).map_err(io)?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let mut sum = [0u8; CHECKSUM_LEN];
+    file.read_exact(&mut sum).map_err(io)?;
+    let computed = hasher.finalize();
+    if computed.as_slice() != sum {
+        return Err(FormatError::Checksum {
+            expected: hex(&sum),
+            computed: hex(&computed),
+        }
+        .into());
+    }
+    let header = header.map_err(|e| FormatError::Header(e.to_string()))?;
+    Ok((header, hex(&sum)))
+}
+
+/// Why a backup file could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// It is not a usable backup.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// It could not be read.
+    #[error("reading the backup: {0}")]
+    Io(String),
 }
 
 /// A verified backup: its header and its records.
@@ -220,5 +314,29 @@ mod tests {
         let mut longer = file.clone();
         longer.extend_from_slice(b"x");
         assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_file_is_verified_in_pieces_as_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // More than one piece of the verifier's buffer.
+        let records = vec![3u8; (1 << 20) + 123];
+        let file = encode(&header(&records), &records).unwrap_or_default();
+        let path = dir.path().join("b.skiff");
+        let check = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).expect("write");
+            verify_file(&path).map_err(|e| e.to_string())
+        };
+        let (h, sum) = check(&file).expect("a good file verifies");
+        assert_eq!(h, header(&records));
+        assert_eq!(sum, decode(&file).map(|v| v.checksum).unwrap_or_default());
+        let e = check(&file[..file.len() / 2]).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+        let mut bad = file.clone();
+        bad[PREAMBLE_LEN + 500_000] ^= 1;
+        let e = check(&bad).unwrap_err();
+        assert!(e.contains("checksum"), "{e}");
+        let e = check(b"PK\x03\x04 a zip file").unwrap_err();
+        assert!(e.contains("not a Skiff backup"), "{e}");
     }
 }

@@ -79,6 +79,127 @@ pub async fn take(node: &RaftNode) -> Result<Taken, BackupError> {
     Ok(Taken { file, header })
 }
 
+/// A backup being sent: the start of its file and its records, captured into a file beside
+/// the store (removed when this is dropped), so that the member's memory does not grow with
+/// the store; [`Streamed::into_chunks`] gives the file piece by piece, checksum last.
+#[derive(Debug)]
+pub struct Streamed {
+    /// What its header says.
+    pub header: BackupHeader,
+    head: Vec<u8>,
+    records: CaptureFile,
+}
+
+/// The records file of a [`Streamed`] backup, removed when dropped.
+#[derive(Debug)]
+struct CaptureFile(std::path::PathBuf);
+
+impl Drop for CaptureFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Remove what backups being sent when the member stopped left in `data_dir`: none is in
+/// flight at start.
+pub fn remove_stale_captures(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("backup-") && name.ends_with(".capture") {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::warn!("removing a stale backup capture {name}: {err}");
+            }
+        }
+    }
+}
+
+/// Bytes per piece of a streamed backup.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Take a backup of `node`'s store to be sent as it is read: every write acknowledged before
+/// the call is in it. Writes wait while the records are copied to disk, as [`take`] makes
+/// them wait while they are copied to memory.
+pub async fn take_streamed(node: &RaftNode) -> Result<Streamed, BackupError> {
+    node.linearizable_read()
+        .await
+        .map_err(|e| BackupError::NotCurrent(e.to_string()))?;
+    let shared = node.state().clone();
+    let records = CaptureFile(
+        node.config()
+            .data_dir
+            .join(format!("backup-{}.capture", rand::random::<u64>())),
+    );
+    let path = records.0.clone();
+    let (count, bytes, state) =
+        tokio::task::spawn_blocking(move || snapshot::capture_body_to_file(&shared, &path))
+            .await
+            .map_err(|e| BackupError::Store(e.to_string()))?
+            .map_err(BackupError::Store)?;
+    let header = BackupHeader {
+        records: count,
+        records_bytes: bytes,
+        ..header_of(&node.config().cluster_id, node.id(), &[], &state)
+    };
+    let head = format::encode_head(&header)?;
+    Ok(Streamed {
+        header,
+        head,
+        records,
+    })
+}
+
+impl Streamed {
+    /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records, then
+    /// the SHA-256 of all before it. The records file goes when the stream does.
+    pub fn into_chunks(self) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        enum Next {
+            Head(Streamed),
+            Records(tokio::fs::File, sha2::Sha256, CaptureFile),
+            Done,
+        }
+        futures::stream::unfold(Next::Head(self), |next| async move {
+            match next {
+                Next::Head(s) => {
+                    let mut hasher = sha2::Sha256::new();
+                    hasher.update(&s.head);
+                    let opened = tokio::fs::File::open(&s.records.0).await;
+                    let Streamed { head, records, .. } = s;
+                    Some(match opened {
+                        Ok(f) => (Ok(head), Next::Records(f, hasher, records)),
+                        Err(e) => (Err(e), Next::Done),
+                    })
+                }
+                Next::Records(mut f, mut hasher, records) => {
+                    let mut buf = vec![0u8; CHUNK_BYTES];
+                    let mut filled = 0;
+                    while filled < buf.len() {
+                        match f.read(&mut buf[filled..]).await {
+                            Ok(0) => break,
+                            Ok(n) => filled += n,
+                            Err(e) => return Some((Err(e), Next::Done)),
+                        }
+                    }
+                    if filled == 0 {
+                        drop(records);
+                        let sum = hasher.finalize().to_vec();
+                        return Some((Ok(sum), Next::Done));
+                    }
+                    buf.truncate(filled);
+                    hasher.update(&buf);
+                    Some((Ok(buf), Next::Records(f, hasher, records)))
+                }
+                Next::Done => None,
+            }
+        })
+    }
+}
+
 /// Keep `file` at `path` durably: written beside it, fsynced, renamed over it, the directory
 /// fsynced; a crash leaves the old file or the new one, never part of one.
 pub fn write_file(path: &Path, file: &[u8]) -> std::io::Result<()> {

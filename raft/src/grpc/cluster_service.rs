@@ -67,9 +67,6 @@ fn check_addr(addr: &str) -> Result<(), Status> {
 /// How long a compaction may take to produce its snapshot.
 const COMPACT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Bytes per streamed backup chunk.
-const BACKUP_CHUNK: usize = 1 << 20;
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     type BackupStream =
@@ -80,19 +77,25 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
-        let crate::backup::Taken { file, .. } = crate::backup::take(&self.node)
+        use futures::StreamExt as _;
+        let taken = crate::backup::take_streamed(&self.node)
             .instrument(tracing::info_span!("backup"))
             .await
             .map_err(|e| match e {
                 crate::backup::BackupError::NotCurrent(_) => Status::unavailable(e.to_string()),
                 e => Status::internal(e.to_string()),
             })?;
-        tracing::info!(bytes = file.len(), "backup taken");
-        let chunks: Vec<Result<pb::BackupChunk, Status>> = file
-            .chunks(BACKUP_CHUNK)
-            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        tracing::info!(
+            revision = taken.header.revision,
+            records_bytes = taken.header.records_bytes,
+            "backup taken; streaming it"
+        );
+        // Read from disk as the client takes it: the member holds a chunk or two, not the file.
+        let chunks = taken.into_chunks().map(|c| {
+            c.map(|data| pb::BackupChunk { data })
+                .map_err(|e| Status::internal(format!("reading the backup's records: {e}")))
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn member_list(

@@ -62,7 +62,21 @@ struct Captured {
 /// record, so the store is never held twice in small pieces (a copy of each record, then the
 /// serialised form).
 fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
-    let mut body = 0u64.to_le_bytes().to_vec();
+    let mut body = Vec::new();
+    let (count, state) = serialise_records_into(engine, &mut body)?;
+    body[..8].copy_from_slice(&count.to_le_bytes());
+    Ok(Captured { body, state })
+}
+
+/// Write every record but the history to `out` as a snapshot body, whose first 8 bytes (the
+/// record count) are left zero for the caller to fill in; returns the count and the applied
+/// state among the records.
+fn serialise_records_into<E: Engine, W: std::io::Write>(
+    engine: &E,
+    out: &mut W,
+) -> Result<(u64, super::AppliedState), String> {
+    out.write_all(&0u64.to_le_bytes())
+        .map_err(|e| e.to_string())?;
     let (mut count, mut state, mut failed) = (0u64, None, None);
     let applied_key = AppliedSpace::raw_key(&APPLIED_KEY);
     engine
@@ -76,8 +90,11 @@ fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
                     Err(e) => failed = Some(e.to_string()),
                 }
             }
+            if failed.is_some() {
+                return;
+            }
             let pair = (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v));
-            if let Err(e) = bincode::serialize_into(&mut body, &pair) {
+            if let Err(e) = bincode::serialize_into(&mut *out, &pair) {
                 failed = Some(e.to_string());
             }
             count += 1;
@@ -86,11 +103,7 @@ fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
     if let Some(e) = failed {
         return Err(e);
     }
-    body[..8].copy_from_slice(&count.to_le_bytes());
-    Ok(Captured {
-        body,
-        state: state.unwrap_or_default(),
-    })
+    Ok((count, state.unwrap_or_default()))
 }
 
 /// Every record but the history, serialised as a snapshot's body, with the applied state it
@@ -100,6 +113,29 @@ pub(crate) fn capture_body<E: Engine>(
 ) -> Result<(Vec<u8>, super::AppliedState), String> {
     let _guard = shared.state();
     serialise_records(&shared.engine).map(|c| (c.body, c.state))
+}
+
+/// Every record but the history, serialised as a snapshot's body into the new file `path`
+/// (fsync is the caller's choice: the file is read back at once), with the record count, the
+/// body's length and the applied state it is of. Writes wait while it is taken; memory does
+/// not grow with the store.
+pub(crate) fn capture_body_to_file<E: Engine>(
+    shared: &SmShared<E>,
+    path: &Path,
+) -> Result<(u64, u64, super::AppliedState), String> {
+    use std::io::{Seek, Write};
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (count, state) = {
+        let _guard = shared.state();
+        serialise_records_into(&shared.engine, &mut out)?
+    };
+    let mut file = out.into_inner().map_err(|e| e.to_string())?;
+    let len = file.stream_position().map_err(|e| e.to_string())?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&count.to_le_bytes()))
+        .map_err(|e| e.to_string())?;
+    Ok((count, len, state))
 }
 
 /// Put every record of `body` but the history into `batch`, with the applied state they are
