@@ -57,14 +57,12 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     if matches!(&args.cluster_id, Some(c) if c.is_empty()) {
         anyhow::bail!("--cluster-id: must not be empty");
     }
-    let file = std::fs::read(&args.file)
-        .with_context(|| format!("reading the backup {}", args.file.display()))?;
     let staging = Staging::beside(&args.data_dir, "restoring")?;
     let cluster_id = args
         .cluster_id
         .clone()
         .unwrap_or_else(|| format!("skiff-{:016x}", rand::random::<u64>()));
-    let header = skiff_raft::backup::restore(&file, staging.path(), args.id, &members)
+    let header = skiff_raft::backup::restore_file(&args.file, staging.path(), args.id, &members)
         .with_context(|| args.file.display().to_string())?;
     bootstrap::claim_data_dir(staging.path(), &cluster_id, args.id)?;
     if args.data_dir.exists() {

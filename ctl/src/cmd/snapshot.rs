@@ -62,11 +62,10 @@ async fn save(client: &Client, file: &Path) -> anyhow::Result<()> {
         let out = out.into_inner().context("writing the backup")?;
         out.sync_all().context("syncing the backup")?;
         // What the member sent is checked as a restore checks it, before it is kept.
-        let (header, checksum) =
-            backup::format::verify_file(&partial).context("the backup received")?;
+        let v = backup::format::verify_file(&partial).context("the backup received")?;
         std::fs::rename(&partial, file)
             .with_context(|| format!("moving it to {}", file.display()))?;
-        anyhow::Ok((header, checksum))
+        anyhow::Ok((v.header, v.checksum))
     }
     .await;
     let (header, checksum) = match received {

@@ -109,10 +109,20 @@ pub fn encode_head(header: &BackupHeader) -> Result<Vec<u8>, FormatError> {
     Ok(out)
 }
 
+/// A backup file checked whole.
+#[derive(Debug, Clone)]
+pub struct VerifiedFile {
+    /// Its header.
+    pub header: BackupHeader,
+    /// Its SHA-256, hex.
+    pub checksum: String,
+    /// Where its records start in the file (they are `header.records_bytes` long).
+    pub records_at: u64,
+}
+
 /// Check the backup file at `path` as [`decode`] checks one in memory (magic, format, length,
-/// checksum), reading it in pieces: memory does not grow with its size. Returns its header
-/// and checksum (hex).
-pub fn verify_file(path: &std::path::Path) -> Result<(BackupHeader, String), VerifyError> {
+/// checksum), reading it in pieces: memory does not grow with its size.
+pub fn verify_file(path: &std::path::Path) -> Result<VerifiedFile, VerifyError> {
     use std::io::Read;
     let io = |e: std::io::Error| VerifyError::Io(format!("{}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(io)?;
@@ -181,7 +191,11 @@ pub fn verify_file(path: &std::path::Path) -> Result<(BackupHeader, String), Ver
         .into());
     }
     let header = header.map_err(|e| FormatError::Header(e.to_string()))?;
-    Ok((header, hex(&sum)))
+    Ok(VerifiedFile {
+        header,
+        checksum: hex(&sum),
+        records_at: head_end,
+    })
 }
 
 /// Why a backup file could not be verified.
@@ -327,9 +341,16 @@ mod tests {
             std::fs::write(&path, bytes).expect("write");
             verify_file(&path).map_err(|e| e.to_string())
         };
-        let (h, sum) = check(&file).expect("a good file verifies");
-        assert_eq!(h, header(&records));
-        assert_eq!(sum, decode(&file).map(|v| v.checksum).unwrap_or_default());
+        let v = check(&file).expect("a good file verifies");
+        assert_eq!(v.header, header(&records));
+        assert_eq!(
+            v.checksum,
+            decode(&file).map(|v| v.checksum).unwrap_or_default()
+        );
+        assert_eq!(
+            v.records_at as usize,
+            file.len() - CHECKSUM_LEN - records.len()
+        );
         let e = check(&file[..file.len() / 2]).unwrap_err();
         assert!(e.contains("truncated"), "{e}");
         let mut bad = file.clone();

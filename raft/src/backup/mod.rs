@@ -33,6 +33,9 @@ pub enum BackupError {
     /// The file is not a usable backup.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The file could not be read.
+    #[error("reading the backup: {0}")]
+    Read(String),
     /// Its records do not read.
     #[error("the backup's records do not read: {0}")]
     Records(String),
@@ -393,6 +396,54 @@ fn restore_in_term(
 ) -> Result<BackupHeader, BackupError> {
     let v = format::decode(file)?;
     records(v.records)?;
+    let (meta, at) = new_cluster_at(dir, id, members, term, &v.header, &v.checksum)?;
+    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
+    let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
+    snapshot::seed(&state, &dir.join("snapshot.bin"), &meta, v.records).map_err(|e| store(&e))?;
+    let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
+    log.seed_restored(at, id).map_err(|e| store(&e))?;
+    Ok(v.header)
+}
+
+/// [`restore`] from the backup file at `path`, read in pieces: checked whole first, then
+/// its records put into the store in bounded batches and copied into the Raft snapshot.
+/// Memory does not grow with the backup.
+pub fn restore_file(
+    path: &Path,
+    dir: &Path,
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+) -> Result<BackupHeader, BackupError> {
+    let v = format::verify_file(path).map_err(|e| match e {
+        format::VerifyError::Format(f) => BackupError::Format(f),
+        format::VerifyError::Io(e) => BackupError::Read(e),
+    })?;
+    let (meta, at) = new_cluster_at(dir, id, members, 1, &v.header, &v.checksum)?;
+    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
+    let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
+    let body = snapshot::BodyInFile {
+        path,
+        offset: v.records_at,
+        len: v.header.records_bytes,
+    };
+    snapshot::seed_from_file(&state, &dir.join("snapshot.bin"), &meta, &body)
+        .map_err(|e| BackupError::Records(e.to_string()))?;
+    let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
+    log.seed_restored(at, id).map_err(|e| store(&e))?;
+    Ok(v.header)
+}
+
+/// The Raft snapshot meta of a new cluster of `members` whose history starts at log id
+/// (`term`, index 1) with the backup `header`'s data, after checking that member `id` is
+/// among them and that `dir` is empty.
+fn new_cluster_at(
+    dir: &Path,
+    id: NodeId,
+    members: &BTreeMap<NodeId, String>,
+    term: u64,
+    header: &BackupHeader,
+    checksum: &str,
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, LogId), BackupError> {
     if !members.contains_key(&id) {
         let ids: Vec<String> = members.keys().map(|k| k.to_string()).collect();
         return Err(BackupError::UnknownMember {
@@ -406,7 +457,6 @@ fn restore_in_term(
     if not_empty {
         return Err(BackupError::NotEmpty(dir.display().to_string()));
     }
-    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
     // The new cluster's history starts at log id (term, index 1), with these members.
     let at = LogId::new(CommittedLeaderId::new(term, id), 1);
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
@@ -417,13 +467,9 @@ fn restore_in_term(
     let meta = SnapshotMeta {
         last_log_id: Some(at),
         last_membership: StoredMembership::new(Some(at), Membership::new(vec![voters], nodes)),
-        snapshot_id: format!("restored-{}-{}", v.header.revision, v.checksum),
+        snapshot_id: format!("restored-{}-{checksum}", header.revision),
     };
-    let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
-    snapshot::seed(&state, &dir.join("snapshot.bin"), &meta, v.records).map_err(|e| store(&e))?;
-    let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
-    log.seed_restored(at, id).map_err(|e| store(&e))?;
-    Ok(v.header)
+    Ok((meta, at))
 }
 
 #[cfg(test)]

@@ -147,20 +147,112 @@ fn put_records(
 ) -> Result<super::AppliedState, StorageError> {
     let mut state: super::AppliedState = Default::default();
     for (k, v) in body.pairs {
-        let (k, v) = (k.into_vec(), v.into_vec());
-        if k.first() == Some(&HistorySpace::PREFIX) {
-            continue;
-        }
-        if k == AppliedSpace::raw_key(&APPLIED_KEY) {
-            state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        } else {
-            batch.put_raw(k, v);
-        }
+        put_record(batch, &mut state, k.into_vec(), v.into_vec())?;
     }
+    finish_records(batch, &mut state, meta);
+    Ok(state)
+}
+
+/// One record of a snapshot body into `batch`: the history stays out, the applied state is
+/// kept aside for [`finish_records`].
+fn put_record(
+    batch: &mut WriteBatch,
+    state: &mut super::AppliedState,
+    k: Vec<u8>,
+    v: Vec<u8>,
+) -> Result<(), StorageError> {
+    if k.first() == Some(&HistorySpace::PREFIX) {
+        return Ok(());
+    }
+    if k == AppliedSpace::raw_key(&APPLIED_KEY) {
+        *state = bincode::deserialize(&v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    } else {
+        batch.put_raw(k, v);
+    }
+    Ok(())
+}
+
+/// The applied state of records put at `meta`: history ends at the snapshot.
+fn finish_records(
+    batch: &mut WriteBatch,
+    state: &mut super::AppliedState,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+) {
     state.last_applied = meta.last_log_id;
     state.membership = meta.last_membership.clone();
     state.compacted = state.compacted.max(state.revision);
-    batch.put::<AppliedSpace>(&APPLIED_KEY, &state);
+    batch.put::<AppliedSpace>(&APPLIED_KEY, state);
+}
+
+/// Where a snapshot body lies in a file: from `offset`, `len` bytes (a backup's records).
+#[derive(Debug, Clone)]
+pub(crate) struct BodyInFile<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Where the body starts.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Records put into the store per write while seeding from a file: memory stays bounded by
+/// this, not by the store.
+const SEED_BATCH_BYTES: usize = 16 << 20;
+
+/// [`seed`] from a body in a file, read twice in pieces (the records into `engine` in
+/// bounded batches, then copied into the Raft snapshot at `snapshot_path`): memory does not
+/// grow with the store.
+pub(crate) fn seed_from_file<E: Engine>(
+    engine: &E,
+    snapshot_path: &Path,
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    body: &BodyInFile<'_>,
+) -> Result<super::AppliedState, StorageError> {
+    use std::io::{Read, Seek};
+    let read_err = |e: &dyn std::fmt::Display| snap_err(ErrorVerb::Read, e);
+    let open = || -> io::Result<io::Take<io::BufReader<std::fs::File>>> {
+        let mut f = std::fs::File::open(body.path)?;
+        f.seek(io::SeekFrom::Start(body.offset))?;
+        Ok(io::BufReader::with_capacity(1 << 20, f).take(body.len))
+    };
+    let mut input = open().map_err(|e| read_err(&e))?;
+    let mut count = [0u8; 8];
+    input.read_exact(&mut count).map_err(|e| read_err(&e))?;
+    let mut state: super::AppliedState = Default::default();
+    let (mut batch, mut batch_bytes) = (WriteBatch::default(), 0usize);
+    for _ in 0..u64::from_le_bytes(count) {
+        let (k, v): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            bincode::deserialize_from(&mut input).map_err(|e| read_err(&e))?;
+        batch_bytes += k.len() + v.len();
+        put_record(&mut batch, &mut state, k.into_vec(), v.into_vec())?;
+        if batch_bytes >= SEED_BATCH_BYTES {
+            engine
+                .write(std::mem::take(&mut batch))
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            batch_bytes = 0;
+        }
+    }
+    finish_records(&mut batch, &mut state, meta);
+    engine
+        .write(batch)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    // The Raft snapshot file holds the same body after its meta, as `persist_at` writes it.
+    let tmp = snapshot_path.with_extension("tmp");
+    let write = || -> io::Result<()> {
+        let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        bincode::serialize_into(&mut out, meta).map_err(io::Error::other)?;
+        io::Write::write_all(&mut out, &body.len.to_le_bytes())?;
+        io::copy(&mut open()?, &mut out)?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, snapshot_path)?;
+        if let Some(dir) = snapshot_path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| snap_err(ErrorVerb::Write, e))?;
     Ok(state)
 }
 
