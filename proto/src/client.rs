@@ -443,21 +443,30 @@ impl Client {
             .await
     }
 
-    /// Status of the member at `addr`, without fail-over.
-    pub async fn status_of(
+    /// A channel to the member at `addr` alone, each call on it allowed `timeout`.
+    async fn member_channel(
         addr: &str,
         tls: Option<&crate::tls::Credentials>,
-    ) -> std::result::Result<pb::StatusResponse, Status> {
+        timeout: Duration,
+    ) -> std::result::Result<Channel, Status> {
         let tls = tls
             .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME))
             .transpose()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let endpoint = transport::endpoint(addr)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .timeout(Duration::from_secs(2));
-        let ch = transport::connect(endpoint, tls.as_ref())
+            .timeout(timeout);
+        transport::connect(endpoint, tls.as_ref())
             .await
-            .map_err(|e| Status::unavailable(format!("{addr}: {e}")))?;
+            .map_err(|e| Status::unavailable(format!("{addr}: {e}")))
+    }
+
+    /// Status of the member at `addr`, without fail-over.
+    pub async fn status_of(
+        addr: &str,
+        tls: Option<&crate::tls::Credentials>,
+    ) -> std::result::Result<pb::StatusResponse, Status> {
+        let ch = Self::member_channel(addr, tls, Duration::from_secs(2)).await?;
         Ok(Self::kv(ch)
             .status(pb::StatusRequest {})
             .await?
@@ -469,16 +478,7 @@ impl Client {
         addr: &str,
         tls: Option<&crate::tls::Credentials>,
     ) -> std::result::Result<pb::CompactResponse, Status> {
-        let tls = tls
-            .map(|c| c.client_tls(crate::tls::CONTROL_SERVER_NAME))
-            .transpose()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let endpoint = transport::endpoint(addr)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .timeout(PATIENT_ATTEMPT);
-        let ch = transport::connect(endpoint, tls.as_ref())
-            .await
-            .map_err(|e| Status::unavailable(format!("{addr}: {e}")))?;
+        let ch = Self::member_channel(addr, tls, PATIENT_ATTEMPT).await?;
         Ok(Self::cluster(ch)
             .compact(pb::CompactRequest {})
             .await?

@@ -132,23 +132,7 @@ pub fn verify_file(path: &std::path::Path) -> Result<VerifiedFile, VerifyError> 
         return Err(FormatError::NotABackup.into());
     }
     file.read_exact(&mut preamble).map_err(io)?;
-    if &preamble[..MAGIC.len()] != MAGIC {
-        return Err(FormatError::NotABackup.into());
-    }
-    let word = |at: usize| {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&preamble[at..at + 4]);
-        u32::from_le_bytes(w)
-    };
-    let format = word(MAGIC.len());
-    if format != FORMAT {
-        return Err(FormatError::UnsupportedFormat {
-            found: format,
-            supported: FORMAT,
-        }
-        .into());
-    }
-    let head_end = (PREAMBLE_LEN as u64) + u64::from(word(MAGIC.len() + 4));
+    let head_end = (PREAMBLE_LEN + header_len(&preamble)?) as u64;
     if len < head_end + CHECKSUM_LEN as u64 {
         return Err(FormatError::WrongLength {
             expected: head_end + CHECKSUM_LEN as u64,
@@ -220,14 +204,15 @@ pub struct Verified<'a> {
     pub checksum: String,
 }
 
-/// Read and check `file`: magic, format, length and checksum, before anything in it is used.
-pub fn decode(file: &[u8]) -> Result<Verified<'_>, FormatError> {
-    if file.len() < PREAMBLE_LEN || &file[..MAGIC.len()] != MAGIC {
+/// The header's length from the start of a file (at least [`PREAMBLE_LEN`] bytes), once its
+/// magic and format are checked.
+fn header_len(start: &[u8]) -> Result<usize, FormatError> {
+    if start.len() < PREAMBLE_LEN || &start[..MAGIC.len()] != MAGIC {
         return Err(FormatError::NotABackup);
     }
     let word = |at: usize| {
         let mut w = [0u8; 4];
-        w.copy_from_slice(&file[at..at + 4]);
+        w.copy_from_slice(&start[at..at + 4]);
         u32::from_le_bytes(w)
     };
     let format = word(MAGIC.len());
@@ -237,7 +222,12 @@ pub fn decode(file: &[u8]) -> Result<Verified<'_>, FormatError> {
             supported: FORMAT,
         });
     }
-    let head_len = word(MAGIC.len() + 4) as usize;
+    Ok(word(MAGIC.len() + 4) as usize)
+}
+
+/// Read and check `file`: magic, format, length and checksum, before anything in it is used.
+pub fn decode(file: &[u8]) -> Result<Verified<'_>, FormatError> {
+    let head_len = header_len(file)?;
     let head_end = PREAMBLE_LEN + head_len;
     if file.len() < head_end + CHECKSUM_LEN {
         return Err(FormatError::WrongLength {

@@ -2,7 +2,8 @@
 //! started from one.
 //!
 //! ```text
-//!  take:    linearizable read ─▶ every record but the history, under the apply lock ─▶ file
+//!  take:    linearizable read ─▶ every record but the history, under the apply lock, into a
+//!           file beside the store ─▶ streamed or written out, checksum last
 //!  inspect: file ─▶ checked (length, checksum) ─▶ revision, records, objects by resource
 //!  restore: file ─▶ checked ─▶ empty data directory: the records as a Raft snapshot at
 //!           log id (1, 1) of a new membership, the log purged up to it
@@ -58,30 +59,6 @@ pub enum BackupError {
     },
 }
 
-/// A backup taken: the file, and what its header says.
-#[derive(Debug)]
-pub struct Taken {
-    /// The whole file.
-    pub file: Vec<u8>,
-    /// Its header.
-    pub header: BackupHeader,
-}
-
-/// Take a backup of `node`'s store: every write acknowledged before the call is in it.
-pub async fn take(node: &RaftNode) -> Result<Taken, BackupError> {
-    node.linearizable_read()
-        .await
-        .map_err(|e| BackupError::NotCurrent(e.to_string()))?;
-    let shared = node.state().clone();
-    let (records, state) = tokio::task::spawn_blocking(move || snapshot::capture_body(&shared))
-        .await
-        .map_err(|e| BackupError::Store(e.to_string()))?
-        .map_err(BackupError::Store)?;
-    let header = header_of(&node.config().cluster_id, node.id(), &records, &state);
-    let file = format::encode(&header, &records)?;
-    Ok(Taken { file, header })
-}
-
 /// A backup being sent: the start of its file and its records, captured into a file beside
 /// the store (removed when this is dropped), so that the member's memory does not grow with
 /// the store; [`Streamed::into_chunks`] gives the file piece by piece, checksum last.
@@ -126,7 +103,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// Take a backup of `node`'s store to be sent as it is read: every write acknowledged before
 /// the call is in it. Writes wait while the records are copied to disk, as [`take`] makes
 /// them wait while they are copied to memory.
-pub async fn take_streamed(node: &RaftNode) -> Result<Streamed, BackupError> {
+pub async fn take(node: &RaftNode) -> Result<Streamed, BackupError> {
     node.linearizable_read()
         .await
         .map_err(|e| BackupError::NotCurrent(e.to_string()))?;
@@ -156,6 +133,34 @@ pub async fn take_streamed(node: &RaftNode) -> Result<Streamed, BackupError> {
 }
 
 impl Streamed {
+    /// Keep the backup at `path` durably: written beside it piece by piece, fsynced, renamed
+    /// over it, the directory fsynced; a crash leaves the old file or the new one, never part
+    /// of one.
+    pub async fn write_to(self, path: &Path) -> std::io::Result<()> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let tmp = path.with_extension("partial");
+        let written = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            let mut chunks = std::pin::pin!(self.into_chunks());
+            while let Some(chunk) = chunks.next().await {
+                out.write_all(&chunk?).await?;
+            }
+            out.sync_all().await?;
+            tokio::fs::rename(&tmp, path).await
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        written?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        tokio::fs::File::open(dir.unwrap_or(Path::new(".")))
+            .await?
+            .sync_all()
+            .await
+    }
+
     /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records, then
     /// the SHA-256 of all before it. The records file goes when the stream does.
     pub fn into_chunks(self) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
@@ -201,25 +206,6 @@ impl Streamed {
             }
         })
     }
-}
-
-/// Keep `file` at `path` durably: written beside it, fsynced, renamed over it, the directory
-/// fsynced; a crash leaves the old file or the new one, never part of one.
-pub fn write_file(path: &Path, file: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("partial");
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(file)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The header of a backup of `records`, taken on member `id` at `state`.

@@ -56,18 +56,21 @@ async fn take_one(node: &RaftNode, schedule: &Schedule) -> Result<PathBuf, Strin
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let dir = schedule.dir.clone();
+    let path = dir.join(format!("{PREFIX}{now}-r{}{SUFFIX}", taken.header.revision));
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    taken
+        .write_to(&path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let retention = schedule.retention.max(1);
     tokio::task::spawn_blocking(move || {
-        let name = format!("{PREFIX}{now}-r{}{SUFFIX}", taken.header.revision);
-        let path = dir.join(name);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| super::write_file(&path, &taken.file))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        prune(&dir, retention).map_err(|e| format!("pruning {}: {e}", dir.display()))?;
-        Ok(path)
+        prune(&dir, retention).map_err(|e| format!("pruning {}: {e}", dir.display()))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    Ok(path)
 }
 
 /// The scheduled backups in `dir`, oldest first.

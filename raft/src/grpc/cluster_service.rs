@@ -78,7 +78,7 @@ impl Cluster for ClusterService {
         _request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         use futures::StreamExt as _;
-        let taken = crate::backup::take_streamed(&self.node)
+        let taken = crate::backup::take(&self.node)
             .instrument(tracing::info_span!("backup"))
             .await
             .map_err(|e| match e {
