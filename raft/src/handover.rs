@@ -100,10 +100,26 @@ pub(crate) async fn hand_over(
     let _closed = gate.write().await;
     tracing::info!(to = target, "handing leadership over");
     let last = caught_up(node, target, timeout).await?;
-    raft.runtime_config().heartbeat(false);
-    let outcome = campaign(node, target, &addr, last, timeout).await;
-    raft.runtime_config().heartbeat(true);
-    outcome
+    let _quiet = HeartbeatsOff::new(raft);
+    campaign(node, target, &addr, last, timeout).await
+}
+
+/// The leader's heartbeats, off while this lives: on again however the handover ends, also
+/// when its caller gives up on it (a dropped future), or a later term of this member would
+/// lead without them.
+struct HeartbeatsOff<'a>(&'a crate::types::Raft);
+
+impl<'a> HeartbeatsOff<'a> {
+    fn new(raft: &'a crate::types::Raft) -> Self {
+        raft.runtime_config().heartbeat(false);
+        Self(raft)
+    }
+}
+
+impl Drop for HeartbeatsOff<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
+    }
 }
 
 /// The last log index `id` holds, as this leader knows.
