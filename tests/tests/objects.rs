@@ -1360,3 +1360,49 @@ async fn skiffctl_patch_takes_strategic_merge_and_json_patches_and_a_failed_one_
         text(&out.stderr)
     );
 }
+
+/// Kubernetes reads YAML as YAML 1.1 (go-yaml v2): a manifest found in the wild means the same
+/// here as with kubectl.
+const YAML_1_1_MANIFEST: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: yaml-one-one
+  annotations:
+    quoted-mode: '0644'
+    quoted-answer: "yes"
+spec:
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: ANSWER
+      value: "on"
+    volumeMounts:
+    - {name: config, mountPath: /etc/config, readOnly: yes}
+  volumes:
+  - name: config
+    configMap:
+      name: settings
+      defaultMode: 0644
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_reads_as_kubectl_reads_it_octal_modes_and_yes_booleans() {
+    let cluster = ready_cluster().await;
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(YAML_1_1_MANIFEST));
+    assert!(out.status.success(), "apply failed: {}", text(&out.stderr));
+    let pod: Value =
+        skiff_e2e::object_json(&cluster.client(), "pods", "default", "yaml-one-one").await;
+    assert_eq!(
+        pod["spec"]["volumes"][0]["configMap"]["defaultMode"], 420,
+        "0644 is octal, as kubectl reads it"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0]["readOnly"], true,
+        "yes is a boolean"
+    );
+    assert_eq!(pod["metadata"]["annotations"]["quoted-mode"], "0644");
+    assert_eq!(pod["metadata"]["annotations"]["quoted-answer"], "yes");
+    assert_eq!(pod["spec"]["containers"][0]["env"][0]["value"], "on");
+}

@@ -75,8 +75,13 @@ pub struct PatchArgs {
 
 pub async fn patch(client: &Client, args: PatchArgs) -> anyhow::Result<()> {
     use skiff_proto::pb::patch_object_request::PatchType;
-    // YAML is a superset of JSON: one parser takes both, as kubectl's -p does.
-    let value: Value = serde_norway::from_str(&args.patch).context("--patch: not JSON or YAML")?;
+    // YAML is a superset of JSON: one parser takes both, as kubectl's -p does (and reads
+    // YAML as kubectl does).
+    let value: Value = crate::manifest::yaml::documents(&args.patch)
+        .context("--patch: not JSON or YAML")?
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null);
     let kind_of_patch = match args.patch_type.as_str() {
         "json" => PatchType::Json,
         "merge" => PatchType::Merge,

@@ -1,11 +1,13 @@
 //! Reading manifests: `-f FILE`, `-f DIR` (its .yaml, .yml and .json files) or `-f -`;
-//! multi-document YAML or JSON; `kind: List` unwrapped. A parse error names the file and line.
+//! multi-document YAML (read as Kubernetes reads it: [`yaml`]) or JSON; `kind: List`
+//! unwrapped. A parse error names the file and line.
+
+pub mod yaml;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use serde::Deserialize as _;
 use serde_json::Value;
 
 /// One object read from a manifest, with where it came from.
@@ -35,14 +37,8 @@ fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Parse every document of `text`.
 pub fn parse(source: &str, text: &str) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
-    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(de).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-                .unwrap_or_default();
-            anyhow::anyhow!("{source}: malformed YAML{at}: {e}")
-        })?;
+    let values = yaml::documents(text).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+    for (i, value) in values.into_iter().enumerate() {
         if value.is_null() {
             continue; // an empty document, as between `---` separators
         }
