@@ -129,30 +129,10 @@ impl MarkedEventReceiver for Builder {
                 self.stack
                     .push(Open::Map(Map::new(), None, anchor, Vec::new()))
             }
-            Event::SequenceEnd | Event::MappingEnd => match {
+            Event::SequenceEnd | Event::MappingEnd => {
                 self.starts.pop();
-                self.stack.pop()
-            } {
-                Some(Open::Seq(items, anchor)) => self.place(Value::Array(items), anchor, mark),
-                Some(Open::Map(mut entries, _, anchor, merges)) => {
-                    // Merge keys: the mapping's own entries win, then earlier merged ones.
-                    for merged in merges {
-                        let sources = match merged {
-                            Value::Array(list) => list,
-                            other => vec![other],
-                        };
-                        for source in sources {
-                            if let Value::Object(m) = source {
-                                for (k, v) in m {
-                                    entries.entry(k).or_insert(v);
-                                }
-                            }
-                        }
-                    }
-                    self.place(Value::Object(entries), anchor, mark)
-                }
-                None => {}
-            },
+                self.close(mark);
+            }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(v) => self.place(v, 0, mark),
                 None => self.fail(mark, "an alias to an unknown anchor".into()),
@@ -163,6 +143,33 @@ impl MarkedEventReceiver for Builder {
             | Event::StreamStart
             | Event::StreamEnd
             | Event::Nothing => {}
+        }
+    }
+}
+
+impl Builder {
+    /// Close the innermost open collection and place it.
+    fn close(&mut self, mark: Marker) {
+        match self.stack.pop() {
+            Some(Open::Seq(items, anchor)) => self.place(Value::Array(items), anchor, mark),
+            Some(Open::Map(mut entries, _, anchor, merges)) => {
+                // Merge keys: the mapping's own entries win, then earlier merged ones.
+                for merged in merges {
+                    let sources = match merged {
+                        Value::Array(list) => list,
+                        other => vec![other],
+                    };
+                    for source in sources {
+                        if let Value::Object(m) = source {
+                            for (k, v) in m {
+                                entries.entry(k).or_insert(v);
+                            }
+                        }
+                    }
+                }
+                self.place(Value::Object(entries), anchor, mark)
+            }
+            None => {}
         }
     }
 }
