@@ -18,7 +18,8 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// its log by at most [`MAX_TRAILING_ENTRIES`]; a lapse starts the window again.
 pub async fn wait_stable(node: &RaftNode, id: NodeId, window: Duration) -> Result<(), StoreError> {
     let started = Instant::now();
-    let mut stable_since = started;
+    // From the first check that saw it keeping up; `None` while it does not.
+    let mut stable_since: Option<Instant> = None;
     // A member that answered within the longest election timeout is in contact: heartbeats go
     // out several times in that span.
     let contact_within = node.config().election_timeout.1;
@@ -48,8 +49,8 @@ pub async fn wait_stable(node: &RaftNode, id: NodeId, window: Duration) -> Resul
             .is_some_and(|t| now.duration_since(t) <= contact_within);
         let keeping_up = matched.is_some_and(|m| m + MAX_TRAILING_ENTRIES >= last);
         if !(answering && keeping_up) {
-            stable_since = now;
-        } else if now.duration_since(stable_since) >= window {
+            stable_since = None;
+        } else if now.duration_since(*stable_since.get_or_insert(now)) >= window {
             return Ok(());
         }
         if now.duration_since(started) > window + GIVE_UP_AFTER {
