@@ -533,6 +533,24 @@ impl Cluster {
         }
     }
 
+    /// Wait until member `id` (restarted) follows a leader and has applied what the leader
+    /// had, within 100 entries; false if not within `within`.
+    pub async fn caught_up(&self, id: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let leader = self.wait_leader(within).await;
+            let own = Client::status_of(&self.members[&id].addr, self.credentials()).await;
+            let lead = Client::status_of(&self.members[&leader].addr, self.credentials()).await;
+            if let (Ok(own), Ok(lead)) = (own, lead) {
+                if own.leader != 0 && own.applied_index + 100 >= lead.applied_index {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// `kill -9` a member.
     pub fn kill9(&mut self, id: u64) {
         let m = self.members.get_mut(&id).expect("member");

@@ -218,7 +218,11 @@ async fn a_rolling_restart_under_load_loses_no_write_and_no_watch_event() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         info!(member = id, "starting again");
         cluster.restart(id);
-        caught_up(&cluster, id).await;
+        assert!(
+            cluster.caught_up(id, Duration::from_secs(20)).await,
+            "member {id} did not catch up:\n{}",
+            cluster.log_of(id)
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (acked, longest) = load.finish(began).await;
@@ -273,27 +277,4 @@ async fn a_rolling_restart_under_load_loses_no_write_and_no_watch_event() {
     let got: BTreeSet<String> = counts.keys().map(|k| k.to_string()).collect();
     assert_eq!(got, stored, "the watch saw exactly the stored keys");
     assert!(counts.values().all(|c| *c == 1), "a key's event came twice");
-}
-
-/// Wait until restarted member `id` follows a leader and has applied what the leader had.
-async fn caught_up(cluster: &Cluster, id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-        let (own, lead) = (
-            Client::status_of(&cluster.members[&id].addr, cluster.credentials()).await,
-            Client::status_of(&cluster.members[&leader].addr, cluster.credentials()).await,
-        );
-        if let (Ok(own), Ok(lead)) = (own, lead) {
-            if own.leader != 0 && own.applied_index + 100 >= lead.applied_index {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "member {id} did not catch up:\n{}",
-            cluster.log_of(id)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -63,7 +63,7 @@ async fn ask_peers(node: &RaftNode) -> Option<Removed> {
         };
         let asked = async {
             // The peer must be of this cluster before its list means anything.
-            let status = skiff_proto::pb::kv_client::KvClient::new(channel.clone())
+            let status = forward::kv(channel.clone())
                 .status(pb::StatusRequest {})
                 .await
                 .ok()?

@@ -119,11 +119,7 @@ pub async fn take(node: &RaftNode) -> Result<Streamed, BackupError> {
             .await
             .map_err(|e| BackupError::Store(e.to_string()))?
             .map_err(BackupError::Store)?;
-    let header = BackupHeader {
-        records: count,
-        records_bytes: bytes,
-        ..header_of(&node.config().cluster_id, node.id(), &[], &state)
-    };
+    let header = header_of(&node.config().cluster_id, node.id(), count, bytes, &state);
     let head = format::encode_head(&header)?;
     Ok(Streamed {
         header,
@@ -208,11 +204,13 @@ impl Streamed {
     }
 }
 
-/// The header of a backup of `records`, taken on member `id` at `state`.
+/// The header of a backup of `records` records in `records_bytes`, taken on member `id` at
+/// `state`.
 fn header_of(
     cluster_id: &str,
     id: NodeId,
-    records: &[u8],
+    records: u64,
+    records_bytes: u64,
     state: &crate::state_machine::AppliedState,
 ) -> BackupHeader {
     BackupHeader {
@@ -221,13 +219,8 @@ fn header_of(
         revision: state.revision,
         raft_index: state.last_applied.map_or(0, |l| l.index),
         raft_term: state.last_applied.map_or(0, |l| l.leader_id.term),
-        // The body starts with its record count (bincode's length of the pairs).
-        records: records
-            .get(..8)
-            .and_then(|c| c.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0),
-        records_bytes: records.len() as u64,
+        records,
+        records_bytes,
         taken_at: jiff::Timestamp::now().to_string(),
         written_by: env!("CARGO_PKG_VERSION").to_string(),
     }
@@ -285,17 +278,6 @@ pub fn inspect(file: &[u8]) -> Result<Inspection, BackupError> {
         objects,
         size: file.len() as u64,
     })
-}
-
-/// Fill the empty data directory `dir` of member `id` of a new cluster of `members` with the
-/// store held in `file`. Nothing is written before the file is checked whole.
-pub fn restore(
-    file: &[u8],
-    dir: &Path,
-    id: NodeId,
-    members: &BTreeMap<NodeId, String>,
-) -> Result<BackupHeader, BackupError> {
-    restore_in_term(file, dir, id, members, 1)
 }
 
 /// What a recovery made of a member's data.
@@ -362,7 +344,13 @@ pub async fn recover(
         .map_or(0, |v| v.leader_id().term);
     let term = vote_term.max(applied.map_or(0, |l| l.leader_id.term)) + 1;
     let (records, state) = snapshot::capture_body(&sm.shared()).map_err(BackupError::Store)?;
-    let header = header_of(cluster_id, id, &records, &state);
+    // The body starts with its record count (bincode's length of the pairs).
+    let count = records
+        .get(..8)
+        .and_then(|c| c.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    let header = header_of(cluster_id, id, count, records.len() as u64, &state);
     let file = format::encode(&header, &records)?;
     let members = BTreeMap::from([(id, addr.clone())]);
     let header = restore_in_term(&file, staging, id, &members, term)?;
@@ -391,9 +379,10 @@ fn restore_in_term(
     Ok(v.header)
 }
 
-/// [`restore`] from the backup file at `path`, read in pieces: checked whole first, then
-/// its records put into the store in bounded batches and copied into the Raft snapshot.
-/// Memory does not grow with the backup.
+/// Fill the empty data directory `dir` of member `id` of a new cluster of `members` with the
+/// store held in the backup file at `path`, read in pieces: checked whole before anything is
+/// written, then its records put into the store in bounded batches and copied into the Raft
+/// snapshot. Memory does not grow with the backup.
 pub fn restore_file(
     path: &Path,
     dir: &Path,
@@ -479,20 +468,23 @@ mod tests {
             written_by: "test".into(),
         };
         let file = format::encode(&header, &body).unwrap_or_default();
+        let (whole, cut_short) = (dir.path().join("whole.skiff"), dir.path().join("cut.skiff"));
+        std::fs::write(&whole, &file).unwrap_or_default();
+        std::fs::write(&cut_short, &file[..file.len() - 3]).unwrap_or_default();
         let target = dir.path().join("new");
-        let cut = restore(&file[..file.len() - 3], &target, 1, &members);
+        let cut = restore_file(&cut_short, &target, 1, &members);
         assert!(cut.is_err());
         assert!(
             !target.exists(),
             "a refused restore wrote {}",
             target.display()
         );
-        let stranger = restore(&file, &target, 7, &members)
+        let stranger = restore_file(&whole, &target, 7, &members)
             .map(|_| ())
             .unwrap_err();
         assert!(stranger.to_string().contains("--id 7"), "{stranger}");
         std::fs::create_dir_all(target.join("state")).unwrap_or_default();
-        let used = restore(&file, &target, 1, &members)
+        let used = restore_file(&whole, &target, 1, &members)
             .map(|_| ())
             .unwrap_err();
         assert!(used.to_string().contains("not empty"), "{used}");

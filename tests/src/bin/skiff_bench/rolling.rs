@@ -98,7 +98,10 @@ async fn roll(stop: Stop, args: &RollingArgs) -> anyhow::Result<Rolled> {
         }
         tokio::time::sleep(Duration::from_millis(args.down_ms)).await;
         cluster.restart(id);
-        caught_up(&cluster, id).await;
+        anyhow::ensure!(
+            cluster.caught_up(id, Duration::from_secs(30)).await,
+            "member {id} did not catch up after its restart"
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     done.store(true, Ordering::Relaxed);
@@ -123,22 +126,6 @@ async fn roll(stop: Stop, args: &RollingArgs) -> anyhow::Result<Rolled> {
         acked: times.len(),
         errors: errors.load(Ordering::Relaxed),
     })
-}
-
-/// Wait until restarted member `id` follows a leader and has applied what the leader had.
-async fn caught_up(cluster: &Cluster, id: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-        let own = Client::status_of(&cluster.members[&id].addr, cluster.credentials()).await;
-        let lead = Client::status_of(&cluster.members[&leader].addr, cluster.credentials()).await;
-        if let (Ok(own), Ok(lead)) = (own, lead) {
-            if own.leader != 0 && own.applied_index + 100 >= lead.applied_index {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub async fn run(args: RollingArgs) -> anyhow::Result<()> {
