@@ -215,6 +215,19 @@ async fn a_rolling_restart_under_load_loses_no_write_and_no_watch_event() {
         info!(member = id, "stopping (SIGTERM)");
         let status = cluster.stop(id);
         assert!(status.success(), "member {id} stopped cleanly: {status}");
+        if id == first_leader {
+            // It handed over before it exited: another member leads already, with no
+            // election timeout waited out.
+            let mut leads = false;
+            for other in (1..=3).filter(|o| *o != id) {
+                if let Ok(st) =
+                    Client::status_of(&cluster.members[&other].addr, cluster.credentials()).await
+                {
+                    leads |= st.leader == other;
+                }
+            }
+            assert!(leads, "no member led the moment the old leader exited");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         info!(member = id, "starting again");
         cluster.restart(id);
