@@ -1,7 +1,9 @@
 //! Hollow nodes: a simulator of many nodes in one process, for tests and scale benchmarks.
 //! Each registers a Node, renews its Lease, and reports the pods bound to it as Running and
-//! Ready without running anything; a pod being deleted is finished at once. It is not a
-//! node agent: no container runs anywhere.
+//! Ready without running anything; a pod being deleted is finished at once. A pod that runs
+//! to completion (restart policy Never or OnFailure: a Job's) "runs" for
+//! [`RUN_SECONDS`] seconds (0 when not annotated) and exits with [`EXIT_CODE`] (0 when not
+//! annotated). It is not a node agent: no container runs anywhere.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +12,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStatus, Node, NodeAddress, NodeCondition,
-    NodeStatus, NodeSystemInfo, Pod, PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Node,
+    NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -19,6 +21,11 @@ use serde_json::json;
 use skiff_proto::objects::{Api, Informer, InformerEvent, Selection};
 use skiff_proto::Client;
 use tokio::sync::Semaphore;
+
+/// Annotation: how long a run-to-completion pod runs on a hollow node, in seconds.
+pub const RUN_SECONDS: &str = "hollow.skiff.dev/run-seconds";
+/// Annotation: the exit code it ends with (non-zero: the pod fails).
+pub const EXIT_CODE: &str = "hollow.skiff.dev/exit-code";
 
 /// Settings of a set of hollow nodes.
 #[derive(Debug, Clone)]
@@ -169,6 +176,71 @@ fn running_status(pod: &Pod, host_ip: &str, pod_ip: String) -> PodStatus {
     }
 }
 
+/// Whether a pod runs to completion rather than forever.
+fn runs_to_completion(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .is_some_and(|r| r != "Always")
+}
+
+fn is_finished(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn annotation(p: &Pod, key: &str) -> Option<i64> {
+    p.metadata.annotations.as_ref()?.get(key)?.parse().ok()
+}
+
+/// How long until a run-to-completion pod that started at `started` (Unix seconds) ends.
+fn time_left(p: &Pod) -> Duration {
+    let run = annotation(p, RUN_SECONDS).unwrap_or(0).max(0);
+    let started = p
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or(0);
+    let left = started + run * 1000 - jiff::Timestamp::now().as_millisecond();
+    Duration::from_millis(left.max(0) as u64)
+}
+
+/// The status of a pod whose containers all exited with `code`.
+fn finished_status(pod: &Pod, code: i32) -> PodStatus {
+    let mut status = pod.status.clone().unwrap_or_default();
+    status.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
+    for c in status.conditions.iter_mut().flatten() {
+        if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+            c.status = "False".into();
+            c.reason = Some("PodCompleted".into());
+            c.last_transition_time = Some(now());
+        }
+    }
+    for c in status.container_statuses.iter_mut().flatten() {
+        c.ready = false;
+        c.started = Some(false);
+        let started_at = c
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.clone());
+        c.state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                started_at,
+                finished_at: Some(now()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    status
+}
+
 fn is_running_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -245,7 +317,8 @@ pub async fn run(client: Client, cfg: HollowConfig) {
                 pod.metadata.name.clone().unwrap_or_default(),
             );
             let deleting = pod.metadata.deletion_timestamp.is_some();
-            if !deleting && is_running_ready(&pod) {
+            let finishing = !deleting && is_running_ready(&pod) && runs_to_completion(&pod);
+            if !deleting && (is_finished(&pod) || (is_running_ready(&pod) && !finishing)) {
                 continue;
             }
             if let Ok(mut f) = in_flight.lock() {
@@ -260,9 +333,21 @@ pub async fn run(client: Client, cfg: HollowConfig) {
                 ip_counter.clone(),
             );
             tokio::spawn(async move {
+                if finishing {
+                    tokio::time::sleep(time_left(&pod)).await;
+                }
                 let _permit = limit.acquire().await;
                 let api: Api<Pod> = Api::new(client.clone(), &key.0);
-                if deleting {
+                if finishing {
+                    let code = annotation(&pod, EXIT_CODE).unwrap_or(0) as i32;
+                    let mut next = (*pod).clone();
+                    next.status = Some(finished_status(&pod, code));
+                    // Whatever changed while it ran, it ended now.
+                    next.metadata.resource_version = None;
+                    if let Err(e) = api.update_status(&next).await {
+                        tracing::debug!(pod = %key.1, error = %e, "reporting the end failed; will retry on the next change");
+                    }
+                } else if deleting {
                     let params = skiff_proto::objects::DeleteParams {
                         grace_period_seconds: Some(0),
                         ..Default::default()

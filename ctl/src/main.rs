@@ -40,12 +40,16 @@ enum Command {
     Snapshot(cmd::snapshot::SnapshotCommand),
     /// Create or update objects from manifests (kubectl-style apply).
     Apply(cmd::objects::apply::ApplyArgs),
-    /// Create objects from manifests; fails if one exists.
-    Create(cmd::objects::apply::ApplyArgs),
+    /// Create objects from manifests (fails if one exists), or a Job: `create job NAME
+    /// --image IMG [-- CMD]`, `create job NAME --from cronjob/NAME`.
+    Create(cmd::objects::create::CreateArgs),
     /// List objects, or show some.
     Get(cmd::objects::get::GetArgs),
     /// Show an object in detail, with its Events.
     Describe(cmd::objects::describe::DescribeArgs),
+    /// Wait until objects show a condition (`--for condition=Complete`) or are gone
+    /// (`--for delete`).
+    Wait(cmd::objects::wait::WaitArgs),
     /// Delete objects.
     Delete(cmd::objects::delete::DeleteArgs),
     /// Set the replica count of a Deployment or ReplicaSet.
@@ -140,7 +144,8 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(c) => cmd::cluster::run(&client, c).await,
             Command::Snapshot(c) => cmd::snapshot::run(Some(&client), c).await,
             Command::Apply(a) => cmd::objects::apply::apply(&client, a).await,
-            Command::Create(a) => cmd::objects::apply::create(&client, a).await,
+            Command::Create(a) => cmd::objects::create::run(&client, a).await,
+            Command::Wait(a) => cmd::objects::wait::run(&client, a).await,
             Command::Get(a) => cmd::objects::get::run(&client, a).await,
             Command::Describe(a) => cmd::objects::describe::run(&client, a).await,
             Command::Delete(a) => cmd::objects::delete::run(&client, a).await,

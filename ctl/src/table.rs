@@ -151,6 +151,34 @@ fn node_ready(v: &Value) -> String {
     st
 }
 
+/// A Job's state as kubectl prints it: Complete, Failed, Suspended or Running.
+fn job_status(v: &Value) -> String {
+    let is = |t: &str| {
+        arr(v, "/status/conditions")
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
+    ["Complete", "Failed", "Suspended"]
+        .into_iter()
+        .find(|t| is(t))
+        .unwrap_or("Running")
+        .to_string()
+}
+
+/// How long a Job ran: from its start to its completion, or to now.
+fn job_duration(v: &Value) -> String {
+    let at = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let Some(start) = at("/status/startTime") else {
+        return String::new();
+    };
+    let end = at("/status/completionTime").unwrap_or_else(jiff::Timestamp::now);
+    human_duration(end.as_second() - start.as_second())
+}
+
 /// Header and row of one object of `kind`.
 pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Vec<String>) {
     let name = s(v, "/metadata/name").to_string();
@@ -213,6 +241,54 @@ pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Ve
             }
             (h, r)
         }
+        "Job" => (
+            vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            vec![
+                name,
+                job_status(v),
+                match v.pointer("/spec/completions").and_then(Value::as_i64) {
+                    Some(c) => format!("{}/{c}", n(v, "/status/succeeded")),
+                    // A work queue: done at the first success, out of `parallelism` pods.
+                    None => format!(
+                        "{}/1 of {}",
+                        n(v, "/status/succeeded"),
+                        n(v, "/spec/parallelism")
+                    ),
+                },
+                job_duration(v),
+                age,
+            ],
+        ),
+        "CronJob" => (
+            vec![
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE",
+                "AGE",
+            ],
+            vec![
+                name,
+                s(v, "/spec/schedule").to_string(),
+                or_none(s(v, "/spec/timeZone").into()),
+                if v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+                    "True".into()
+                } else {
+                    "False".into()
+                },
+                arr(v, "/status/active").len().to_string(),
+                match v
+                    .pointer("/status/lastScheduleTime")
+                    .and_then(Value::as_str)
+                {
+                    Some(t) => self::age(Some(t)),
+                    None => "<none>".into(),
+                },
+                age,
+            ],
+        ),
         "ReplicaSet" | "ReplicationController" => (
             vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
             vec![

@@ -140,6 +140,18 @@ pub const DEPLOYMENT: KindInfo = kind(
     true,
     true,
 );
+/// Jobs: pods run to completion.
+pub const JOB: KindInfo = kind("Job", "batch", "jobs", "job", &[], true, true);
+/// CronJobs: Jobs made on a schedule.
+pub const CRON_JOB: KindInfo = kind(
+    "CronJob",
+    "batch",
+    "cronjobs",
+    "cronjob",
+    &["cj"],
+    true,
+    true,
+);
 /// Services.
 pub const SERVICE: KindInfo = kind("Service", "", "services", "service", &["svc"], true, true);
 /// Endpoints.
@@ -201,6 +213,8 @@ pub const KINDS: &[KindInfo] = &[
     REPLICA_SET,
     REPLICATION_CONTROLLER,
     DEPLOYMENT,
+    JOB,
+    CRON_JOB,
     SERVICE,
     ENDPOINTS,
     NODE,

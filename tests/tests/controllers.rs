@@ -816,3 +816,141 @@ async fn recreate_pause_resume_and_restart() {
     )
     .await;
 }
+
+/// Unix seconds of `t`, an RFC 3339 time.
+fn unix_seconds(t: &str) -> i64 {
+    t.parse::<k8s_openapi::jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .unwrap_or(0)
+}
+
+/// The scheduled times (Unix seconds) of the Jobs CronJob `cron_job` made, sorted.
+async fn scheduled_runs(client: &Client, cron_job: &str) -> Vec<i64> {
+    let mut times: Vec<i64> = objects(client, "jobs", in_ns("default", ""))
+        .await
+        .iter()
+        .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cron_job)
+        .filter_map(|j| {
+            j["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+                .as_str()
+                .map(unix_seconds)
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+fn cron_job(name: &str, extra_spec: &str, run_seconds: u32) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: {name}}}
+spec:
+  schedule: "* * * * *"
+{extra_spec}  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {{hollow.skiff.dev/run-seconds: "{run_seconds}"}}
+        spec:
+          restartPolicy: Never
+          containers: [{{name: c, image: "{name}:1"}}]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_jobs_run_every_minute_across_a_leader_kill_and_forbid_skips_while_one_runs() {
+    let (mut cluster, _hollow) = cluster_with_nodes(&["a"], &[]).await;
+    let client = cluster.client();
+    let manifests = [
+        cron_job("tick", "", 3),
+        cron_job(
+            "long",
+            "  concurrencyPolicy: Forbid\n  startingDeadlineSeconds: 10\n",
+            90,
+        ),
+    ]
+    .join("---\n");
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&manifests));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let now = || k8s_openapi::jiff::Timestamp::now().as_second();
+    let first = (now() / 60 + 1) * 60;
+    let second = first + 60;
+
+    // The first scheduled time: both run.
+    let until_first = Duration::from_secs((first - now()).max(0) as u64 + 20);
+    wait_until(until_first, "the first runs of both CronJobs", || async {
+        scheduled_runs(&client, "tick").await == [first]
+            && scheduled_runs(&client, "long").await == [first]
+    })
+    .await;
+
+    // The leader dies two seconds before the second time; the next one keeps the schedule.
+    let before_second = (second - 2 - now()).max(0) as u64;
+    tokio::time::sleep(Duration::from_secs(before_second)).await;
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    cluster.kill9(leader);
+    wait_until(
+        Duration::from_secs(30),
+        "tick's second run under the new leader",
+        || async { scheduled_runs(&client, "tick").await == [first, second] },
+    )
+    .await;
+
+    // Forbid: the first run of `long` still runs at the second time, which is skipped and
+    // not caught up once its starting deadline has passed.
+    let past_deadline = (second + 15 - now()).max(0) as u64;
+    tokio::time::sleep(Duration::from_secs(past_deadline)).await;
+    assert_eq!(
+        scheduled_runs(&client, "long").await,
+        [first],
+        "Forbid skipped the second time while the first ran"
+    );
+    assert_eq!(
+        scheduled_runs(&client, "tick").await,
+        [first, second],
+        "no time missed and none doubled"
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "tick's runs complete and its status current",
+        || async {
+            let jobs = objects(&client, "jobs", in_ns("default", "")).await;
+            let ticks: Vec<&Value> = jobs
+                .iter()
+                .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "tick")
+                .collect();
+            let cj = objects(&client, "cronjobs", in_ns("default", "")).await;
+            let tick = cj.iter().find(|c| name_of(c) == "tick");
+            ticks.len() == 2
+                && ticks.iter().all(|j| {
+                    j["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete"))
+                })
+                && tick.is_some_and(|t| {
+                    t["status"]["lastScheduleTime"].as_str().map(unix_seconds) == Some(second)
+                })
+        },
+    )
+    .await;
+
+    // A run by hand, outside the schedule.
+    let out = skiffctl(
+        &cluster,
+        &["create", "job", "tick-now", "--from", "cronjob/tick"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made = objects(&client, "jobs", in_ns("default", ""))
+        .await
+        .into_iter()
+        .find(|j| name_of(j) == "tick-now")
+        .expect("the job made by hand");
+    assert_eq!(
+        made["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(made["metadata"]["ownerReferences"][0]["name"], "tick");
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
 use skiff_proto::Client;
@@ -58,6 +59,10 @@ pub struct Ctx {
     pub replicationcontrollers: Watched<ReplicationController>,
     /// Deployments (indexed by owner and namespace).
     pub deployments: Watched<Deployment>,
+    /// Jobs (indexed by owner and namespace).
+    pub jobs: Watched<Job>,
+    /// CronJobs.
+    pub cronjobs: Watched<CronJob>,
     /// Services (indexed by namespace).
     pub services: Watched<Service>,
     /// Endpoints.
@@ -124,6 +129,12 @@ impl Ctx {
             s,
             t,
         );
+        let jobs = Watched::start(
+            cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
+            s,
+            t,
+        );
+        let cronjobs = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
         let services = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
         let nodes = Watched::start(cache::builder(&client), s, t);
         let endpoints = Watched::start(cache::builder(&client), s, t);
@@ -140,6 +151,8 @@ impl Ctx {
             replicasets,
             replicationcontrollers,
             deployments,
+            jobs,
+            cronjobs,
             services,
             endpoints,
             leases,

@@ -5,7 +5,8 @@
 //!   spans, figures).
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
-//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`garbage_collector`],
+//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`job`], [`cronjob`],
+//!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
 //!   reconciler each.
 //! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
@@ -13,11 +14,13 @@
 pub mod cache;
 pub mod cluster_dns;
 pub mod context;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod event_cleanup;
 pub mod events;
 pub mod garbage_collector;
+pub mod job;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod ownership;
@@ -81,6 +84,8 @@ pub async fn run_when_leader(
             loops.spawn(replicaset::run(ctx.clone()));
             loops.spawn(replicationcontroller::run(ctx.clone()));
             loops.spawn(deployment::run(ctx.clone()));
+            loops.spawn(job::run(ctx.clone()));
+            loops.spawn(cronjob::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));
             loops.spawn(node_lifecycle::run(ctx.clone()));
             loops.spawn(node_ipam::run(ctx.clone()));

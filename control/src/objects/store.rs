@@ -774,6 +774,7 @@ impl ObjectStore {
                 // out) is back in place before anything is compared, so it never counts as
                 // a change.
                 if !gone && part == Part::Spec && meta::spec_differs(&current.object, &next) {
+                    strategy.check_update(&current.object, &next)?;
                     strategy.check_policy(self, &next)?;
                 }
                 let claims = if !gone && part == Part::Spec {

@@ -13,7 +13,7 @@ use super::objects::ExitWith;
 
 #[derive(Args)]
 pub struct LogsArgs {
-    /// The pod.
+    /// The pod, or a workload's first pod: `job/NAME`, `deployment/NAME`, ...
     pub pod: String,
     /// The container (needed when the pod has several).
     #[arg(short = 'c', long)]
@@ -63,11 +63,70 @@ pub enum ImageCommand {
     },
 }
 
+/// The pod `target` names: itself (`NAME`, `pod/NAME`), or the first pod a workload's
+/// selector picks (`job/NAME`, as kubectl picks it).
+async fn pod_of(client: &Client, namespace: &str, target: &str) -> anyhow::Result<String> {
+    let Some((kind, name)) = target.split_once('/') else {
+        return Ok(target.to_string());
+    };
+    let kind = super::objects::resolve_kind(kind)?;
+    if kind.kind == "Pod" {
+        return Ok(name.to_string());
+    }
+    let obj: serde_json::Value = serde_json::from_slice(
+        &client
+            .get_object(kind.plural, namespace, name, false)
+            .await?
+            .object,
+    )?;
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            obj.pointer("/spec/selector")
+                .filter(|_| kind.kind == "ReplicationController")
+        })
+        .and_then(|m| m.as_object())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{target}: it has no label selector to find its pods by"))?
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = client
+        .list_objects(
+            "pods",
+            &skiff_proto::objects::Selection {
+                namespace: namespace.to_string(),
+                labels: selector,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut pods: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter_map(|p| {
+            let created = p
+                .pointer("/metadata/creationTimestamp")?
+                .as_str()?
+                .to_string();
+            Some((created, p.pointer("/metadata/name")?.as_str()?.to_string()))
+        })
+        .collect();
+    pods.sort();
+    pods.into_iter()
+        .next()
+        .map(|(_, n)| n)
+        .ok_or_else(|| anyhow::anyhow!("{target}: no pods found"))
+}
+
 pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    let pod = pod_of(client, &a.namespace, &a.pod).await?;
     let mut stream = client
         .pod_logs(LogsRequest {
             namespace: a.namespace,
-            pod: a.pod,
+            pod,
             container: a.container.unwrap_or_default(),
             follow: a.follow,
             previous: a.previous,

@@ -2,7 +2,7 @@
 //! cascade); an owner being deleted in the foreground waits for its dependents
 //! (`foregroundDeletion`); an orphaning delete releases them (`orphan`).
 //!
-//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, Pods). An object's change queues itself and
+//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, CronJobs, Jobs, Pods). An object's change queues itself and
 //! its owners (a foreground delete waits on its dependents); an object deleted, or being
 //! deleted, also queues its dependents (they may be orphans now). An owner the caches do not
 //! show is looked up in the store before its dependents go, so a dependent created right
@@ -32,10 +32,12 @@ pub const ORPHAN: &str = "orphan";
 pub const NAME: &str = "garbage-collector";
 
 /// The kinds the collector looks after, by resource.
-const RESOURCES: [&str; 4] = [
+const RESOURCES: [&str; 6] = [
     "deployments",
     "replicasets",
     "replicationcontrollers",
+    "cronjobs",
+    "jobs",
     "pods",
 ];
 
@@ -57,6 +59,7 @@ impl std::fmt::Display for GcKey {
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
     let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    let (c5, c6) = (ctx.clone(), ctx.clone());
     Runner::new(
         GarbageCollector { ctx: ctx.clone() },
         ctx.metrics.of(NAME),
@@ -70,6 +73,12 @@ pub async fn run(ctx: Arc<Ctx>) {
     })
     .watches(ctx.replicationcontrollers.subscribe(), move |o| {
         keys_for(&c4, "replicationcontrollers", &c4.replicationcontrollers, o)
+    })
+    .watches(ctx.cronjobs.subscribe(), move |o| {
+        keys_for(&c5, "cronjobs", &c5.cronjobs, o)
+    })
+    .watches(ctx.jobs.subscribe(), move |o| {
+        keys_for(&c6, "jobs", &c6.jobs, o)
     })
     .watches(ctx.pods.subscribe(), move |o| {
         keys_for(&c3, "pods", &c3.pods, o)
@@ -144,6 +153,8 @@ fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
         uid,
         &mut out,
     );
+    from("cronjobs", &ctx.cronjobs, uid, &mut out);
+    from("jobs", &ctx.jobs, uid, &mut out);
     from("pods", &ctx.pods, uid, &mut out);
     out
 }
@@ -176,6 +187,8 @@ impl GarbageCollector {
                 .replicationcontrollers
                 .get(ns, name)
                 .map(|o| o.metadata.clone()),
+            "cronjobs" => self.ctx.cronjobs.get(ns, name).map(|o| o.metadata.clone()),
+            "jobs" => self.ctx.jobs.get(ns, name).map(|o| o.metadata.clone()),
             "pods" => self.ctx.pods.get(ns, name).map(|o| o.metadata.clone()),
             _ => None,
         }
@@ -372,6 +385,8 @@ impl Reconciler for GarbageCollector {
                 "replicationcontrollers",
                 self.ctx.replicationcontrollers.object_keys(),
             ),
+            ("cronjobs", self.ctx.cronjobs.object_keys()),
+            ("jobs", self.ctx.jobs.object_keys()),
             ("pods", self.ctx.pods.object_keys()),
         ] {
             keys.extend(objects.into_iter().map(|object| GcKey { resource, object }));

@@ -3,9 +3,10 @@
 //! is reported with its field. What comes out is the object as stored.
 //!
 //! Each kind's strategy ([`super::kinds`]) admits through [`typed`] with its own defaults and
-//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`],
+//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`], [`batch`],
 //! [`service`], [`other`].
 
+pub mod batch;
 pub mod other;
 pub mod pod;
 pub mod service;

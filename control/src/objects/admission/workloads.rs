@@ -60,7 +60,7 @@ pub fn validate_replication_controller(rc: &ReplicationController) -> Vec<FieldE
         match_labels: spec.selector.clone(),
         match_expressions: None,
     };
-    validate_selector_and_template(&selector, spec.template.as_ref(), &mut errors);
+    validate_selector_and_template(&selector, spec.template.as_ref(), &["Always"], &mut errors);
     errors
 }
 
@@ -90,9 +90,12 @@ pub fn default_deployment(d: &mut Deployment) {
     }
 }
 
-fn validate_selector_and_template(
+/// Check that `selector` is valid and non-empty, selects `template`'s labels, and that the
+/// template is a valid pod whose restart policy is one of `restart_policies`.
+pub(super) fn validate_selector_and_template(
     selector: &LabelSelector,
     template: Option<&PodTemplateSpec>,
+    restart_policies: &[&str],
     errors: &mut Vec<FieldError>,
 ) {
     let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
@@ -130,25 +133,42 @@ fn validate_selector_and_template(
             ));
         }
     }
+    validate_template_spec(template, "spec.template", restart_policies, errors);
+}
+
+/// Check that the pod template at `path` is a valid pod whose restart policy is one of
+/// `restart_policies`.
+pub(super) fn validate_template_spec(
+    template: &PodTemplateSpec,
+    path: &str,
+    restart_policies: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
     match &template.spec {
-        None => errors.push(FieldError::new("spec.template.spec", "Required value")),
+        None => errors.push(FieldError::new(format!("{path}.spec"), "Required value")),
         Some(spec) => {
-            errors.extend(pod::validate_spec(spec, "spec.template.spec"));
-            if spec
+            errors.extend(pod::validate_spec(spec, &format!("{path}.spec")));
+            if let Some(r) = spec
                 .restart_policy
                 .as_deref()
-                .is_some_and(|r| r != "Always")
+                .filter(|r| !restart_policies.contains(r))
             {
+                let allowed: Vec<String> =
+                    restart_policies.iter().map(|p| format!("{p:?}")).collect();
                 errors.push(FieldError::new(
-                    "spec.template.spec.restartPolicy",
-                    "Unsupported value: only \"Always\" is supported for workloads",
+                    format!("{path}.spec.restartPolicy"),
+                    format!(
+                        "Unsupported value: {r:?}: supported values: {}",
+                        allowed.join(", ")
+                    ),
                 ));
             }
         }
     }
 }
 
-fn non_negative(errors: &mut Vec<FieldError>, field: &str, v: Option<i32>) {
+/// Refuse a negative `v` at `field`.
+pub(super) fn non_negative(errors: &mut Vec<FieldError>, field: &str, v: Option<i32>) {
     if let Some(v) = v.filter(|v| *v < 0) {
         errors.push(FieldError::new(
             field,
@@ -165,7 +185,12 @@ pub fn validate_replica_set(rs: &ReplicaSet) -> Vec<FieldError> {
     };
     non_negative(&mut errors, "spec.replicas", spec.replicas);
     non_negative(&mut errors, "spec.minReadySeconds", spec.min_ready_seconds);
-    validate_selector_and_template(&spec.selector, spec.template.as_ref(), &mut errors);
+    validate_selector_and_template(
+        &spec.selector,
+        spec.template.as_ref(),
+        &["Always"],
+        &mut errors,
+    );
     errors
 }
 
@@ -229,6 +254,11 @@ pub fn validate_deployment(d: &Deployment) -> Vec<FieldError> {
             Some(other) => errors.push(FieldError::new("spec.strategy.type", format!("Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""))),
         }
     }
-    validate_selector_and_template(&spec.selector, Some(&spec.template), &mut errors);
+    validate_selector_and_template(
+        &spec.selector,
+        Some(&spec.template),
+        &["Always"],
+        &mut errors,
+    );
     errors
 }

@@ -7,6 +7,7 @@
 //!     │ registry.resolve("pods") ─▶ Strategy
 //!     ├─ prepare_create      fields a new object starts with (a Pod's phase)
 //!     ├─ admit               typed decode, defaults, validation (names by `name_rule`)
+//!     ├─ check_update        fields that may not change (a Job's template)
 //!     ├─ claims / release    allocations written with the object (a Service's addresses)
 //!     ├─ grace_on_delete     kept for a graceful stop (a bound Pod)
 //!     ├─ check_delete        refused deletes (the built-in Namespaces)
@@ -14,9 +15,11 @@
 //! ```
 
 pub mod config_map;
+pub mod cron_job;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
+pub mod job;
 pub mod join_token;
 pub mod lease;
 pub mod namespace;
@@ -61,6 +64,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// the kind says otherwise).
     fn name_rule(&self, name: &str) -> Option<String> {
         names::dns1123_subdomain(name)
+    }
+
+    /// Refuse an update of `current` to `next` (both admitted) that changes what may not
+    /// change once the object exists.
+    fn check_update(&self, _current: &Value, _next: &Value) -> Result<()> {
+        Ok(())
     }
 
     /// Fields a new object starts with, before admission.
@@ -147,6 +156,8 @@ impl Registry {
         .with(replica_set::ReplicaSetStrategy)
         .with(replication_controller::ReplicationControllerStrategy)
         .with(deployment::DeploymentStrategy)
+        .with(job::JobStrategy)
+        .with(cron_job::CronJobStrategy)
         .with(service::ServiceStrategy::new(service_range))
         .with(endpoints::EndpointsStrategy)
         .with(node::NodeStrategy)

@@ -1,13 +1,15 @@
 //! The object commands, as kubectl has them: apply, create, get, describe, delete, scale,
-//! label, annotate, edit.
+//! label, annotate, edit, wait.
 
 pub mod apply;
+pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod modify;
 pub mod nodes;
 pub mod rollout;
+pub mod wait;
 
 use anyhow::anyhow;
 use clap::Args;
