@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry wrk fuse3 iperf3
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch bench-rolling-restart bench-backup lint chaos chaos-selftest
+.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch bench-rolling-restart bench-backup bench-jobs lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -118,6 +118,10 @@ bench-network: deps
 bench-rolling-restart: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench rolling-restart
+
+bench-jobs: deps
+	$(CARGO) build --release --workspace --bins
+	./target/release/skiff-bench jobs
 
 bench-backup: deps
 	$(CARGO) build --release --workspace --bins

@@ -333,38 +333,50 @@ pub async fn run(client: Client, cfg: HollowConfig) {
                 ip_counter.clone(),
             );
             tokio::spawn(async move {
-                if finishing {
-                    tokio::time::sleep(time_left(&pod)).await;
-                }
-                let _permit = limit.acquire().await;
                 let api: Api<Pod> = Api::new(client.clone(), &key.0);
-                if finishing {
-                    let code = annotation(&pod, EXIT_CODE).unwrap_or(0) as i32;
-                    let mut next = (*pod).clone();
-                    next.status = Some(finished_status(&pod, code));
-                    // Whatever changed while it ran, it ended now.
-                    next.metadata.resource_version = None;
-                    if let Err(e) = api.update_status(&next).await {
-                        tracing::debug!(pod = %key.1, error = %e, "reporting the end failed; will retry on the next change");
-                    }
-                } else if deleting {
+                if deleting {
+                    let _permit = limit.acquire().await;
                     let params = skiff_proto::objects::DeleteParams {
                         grace_period_seconds: Some(0),
                         ..Default::default()
                     };
                     let _ = api.delete(&key.1, &params).await;
                 } else {
-                    let n = ip_counter.fetch_add(1, Ordering::Relaxed);
-                    // Distinct per node (and so per hollow-node process): a /16 from the name.
-                    let h = node
-                        .bytes()
-                        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-                    let pod_ip = format!("10.{}.{}.{}", 128 + h % 120, (n >> 8) & 0xff, n & 0xff);
-                    let host_ip = format!("10.250.0.{}", 1 + node.len() % 250);
-                    let mut next = (*pod).clone();
-                    next.status = Some(running_status(&pod, &host_ip, pod_ip));
-                    if let Err(e) = api.update_status(&next).await {
-                        tracing::debug!(pod = %key.1, error = %e, "reporting Running failed; will retry on the next change");
+                    let running = if finishing {
+                        Some((*pod).clone())
+                    } else {
+                        let _permit = limit.acquire().await;
+                        let n = ip_counter.fetch_add(1, Ordering::Relaxed);
+                        // Distinct per node (and so per hollow-node process): a /16 from the name.
+                        let h = node
+                            .bytes()
+                            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                        let pod_ip =
+                            format!("10.{}.{}.{}", 128 + h % 120, (n >> 8) & 0xff, n & 0xff);
+                        let host_ip = format!("10.250.0.{}", 1 + node.len() % 250);
+                        let mut next = (*pod).clone();
+                        next.status = Some(running_status(&pod, &host_ip, pod_ip));
+                        match api.update_status(&next).await {
+                            Ok(reported) => Some(reported),
+                            Err(e) => {
+                                tracing::debug!(pod = %key.1, error = %e, "reporting Running failed; will retry on the next change");
+                                None
+                            }
+                        }
+                    };
+                    // A pod that runs to completion ends in this same task: the change that
+                    // reported it Running may arrive while the task is still in flight.
+                    if let Some(pod) = running.filter(runs_to_completion) {
+                        tokio::time::sleep(time_left(&pod)).await;
+                        let _permit = limit.acquire().await;
+                        let code = annotation(&pod, EXIT_CODE).unwrap_or(0) as i32;
+                        let mut next = pod.clone();
+                        next.status = Some(finished_status(&pod, code));
+                        // Whatever changed while it ran, it ended now.
+                        next.metadata.resource_version = None;
+                        if let Err(e) = api.update_status(&next).await {
+                            tracing::debug!(pod = %key.1, error = %e, "reporting the end failed; will retry on the next change");
+                        }
                     }
                 }
                 if let Ok(mut f) = in_flight.lock() {

@@ -241,6 +241,30 @@ pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Ve
             }
             (h, r)
         }
+        "DaemonSet" => (
+            vec![
+                "NAME",
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "NODE SELECTOR",
+                "AGE",
+            ],
+            vec![
+                name,
+                n(v, "/status/desiredNumberScheduled").to_string(),
+                n(v, "/status/currentNumberScheduled").to_string(),
+                n(v, "/status/numberReady").to_string(),
+                n(v, "/status/updatedNumberScheduled").to_string(),
+                n(v, "/status/numberAvailable").to_string(),
+                or_none(selector_string(
+                    v.pointer("/spec/template/spec/nodeSelector"),
+                )),
+                age,
+            ],
+        ),
         "Job" => (
             vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
             vec![

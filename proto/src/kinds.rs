@@ -140,6 +140,16 @@ pub const DEPLOYMENT: KindInfo = kind(
     true,
     true,
 );
+/// DaemonSets: one pod on each eligible node.
+pub const DAEMON_SET: KindInfo = kind(
+    "DaemonSet",
+    "apps",
+    "daemonsets",
+    "daemonset",
+    &["ds"],
+    true,
+    true,
+);
 /// Jobs: pods run to completion.
 pub const JOB: KindInfo = kind("Job", "batch", "jobs", "job", &[], true, true);
 /// CronJobs: Jobs made on a schedule.
@@ -213,6 +223,7 @@ pub const KINDS: &[KindInfo] = &[
     REPLICA_SET,
     REPLICATION_CONTROLLER,
     DEPLOYMENT,
+    DAEMON_SET,
     JOB,
     CRON_JOB,
     SERVICE,

@@ -954,3 +954,138 @@ async fn cron_jobs_run_every_minute_across_a_leader_kill_and_forbid_skips_while_
     );
     assert_eq!(made["metadata"]["ownerReferences"][0]["name"], "tick");
 }
+
+fn daemon_set(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  updateStrategy: {{type: RollingUpdate, rollingUpdate: {{maxUnavailable: 1}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      containers: [{{name: agent, image: "{image}"}}]
+"#
+    )
+}
+
+/// The nodes with a ready, not deleting pod of `pods`, and how many such pods each has.
+fn ready_by_node(pods: &[Value]) -> BTreeMap<String, usize> {
+    let mut by_node = BTreeMap::new();
+    for p in pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
+    {
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        *by_node.entry(node).or_insert(0) += 1;
+    }
+    by_node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_within_max_unavailable(
+) {
+    let (cluster, _hollow) = cluster_with_nodes(&["a", "b", "c"], &[]).await;
+    let client = cluster.client();
+    // c is reserved for something else: the DaemonSet does not tolerate its taint.
+    let out = skiffctl(
+        &cluster,
+        &[
+            "patch",
+            "node",
+            "c-0",
+            "-p",
+            r#"{"spec":{"taints":[{"key":"dedicated","value":"db","effect":"NoSchedule"}]}}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&daemon_set("agent:1")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let one_each = |nodes: &[&str], pods: &[Value]| {
+        let by_node = ready_by_node(pods);
+        by_node.len() == nodes.len() && nodes.iter().all(|n| by_node.get(*n) == Some(&1))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "one ready pod on a-0 and b-0, none on the tainted c-0",
+        || async {
+            one_each(
+                &["a-0", "b-0"],
+                &objects(&client, "pods", in_ns("default", "app=agent")).await,
+            )
+        },
+    )
+    .await;
+
+    // A node joining gets its pod within seconds.
+    let _joined = Hollow::start(&cluster, &["d"], "4");
+    wait_until(Duration::from_secs(20), "d-0 joins with a pod", || async {
+        one_each(
+            &["a-0", "b-0", "d-0"],
+            &objects(&client, "pods", in_ns("default", "app=agent")).await,
+        )
+    })
+    .await;
+    let table = skiffctl(&cluster, &["get", "ds"], None);
+    let row = text(&table.stdout);
+    assert!(
+        row.lines()
+            .any(|l| l.split_whitespace().take(6).collect::<Vec<_>>()
+                == ["agent", "3", "3", "3", "3", "3"]),
+        "{row}"
+    );
+
+    // A rolling update: never more than maxUnavailable=1 of the 3 nodes without a ready pod,
+    // never two pods on a node; every state the pods go through is checked.
+    let history = PodHistory::start(&client, in_ns("default", "app=agent")).await;
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-"],
+        Some(&daemon_set("agent:2")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = skiffctl(
+        &cluster,
+        &["rollout", "status", "ds/agent", "--timeout", "60s"],
+        None,
+    );
+    assert!(
+        text(&status.stdout).contains("successfully rolled out"),
+        "{}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    let states = history.states_until_now().await;
+    for pods in &states {
+        let by_node = ready_by_node(pods);
+        let covered = ["a-0", "b-0", "d-0"]
+            .iter()
+            .filter(|n| by_node.contains_key(**n))
+            .count();
+        assert!(
+            covered >= 2,
+            "two nodes without a ready pod at once: {by_node:?}"
+        );
+        assert!(
+            by_node.values().all(|n| *n == 1),
+            "two pods on a node: {by_node:?}"
+        );
+        assert!(!by_node.contains_key("c-0"), "a pod on the tainted node");
+    }
+    let pods = objects(&client, "pods", in_ns("default", "app=agent")).await;
+    let live: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert!(live
+        .iter()
+        .all(|p| p["spec"]["containers"][0]["image"] == "agent:2"));
+}

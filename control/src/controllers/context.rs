@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
@@ -59,6 +59,8 @@ pub struct Ctx {
     pub replicationcontrollers: Watched<ReplicationController>,
     /// Deployments (indexed by owner and namespace).
     pub deployments: Watched<Deployment>,
+    /// DaemonSets (indexed by owner).
+    pub daemonsets: Watched<DaemonSet>,
     /// Jobs (indexed by owner and namespace).
     pub jobs: Watched<Job>,
     /// CronJobs.
@@ -129,6 +131,7 @@ impl Ctx {
             s,
             t,
         );
+        let daemonsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
         let jobs = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
@@ -151,6 +154,7 @@ impl Ctx {
             replicasets,
             replicationcontrollers,
             deployments,
+            daemonsets,
             jobs,
             cronjobs,
             services,

@@ -5,7 +5,7 @@
 //!   spans, figures).
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
-//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`job`], [`cronjob`],
+//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`], [`job`], [`cronjob`],
 //!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
 //!   reconciler each.
@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cluster_dns;
 pub mod context;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod event_cleanup;
@@ -84,6 +85,7 @@ pub async fn run_when_leader(
             loops.spawn(replicaset::run(ctx.clone()));
             loops.spawn(replicationcontroller::run(ctx.clone()));
             loops.spawn(deployment::run(ctx.clone()));
+            loops.spawn(daemonset::run(ctx.clone()));
             loops.spawn(job::run(ctx.clone()));
             loops.spawn(cronjob::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));

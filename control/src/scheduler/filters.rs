@@ -70,13 +70,24 @@ pub fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
         });
     match required {
         None => true,
-        // Terms are ORed; the requirements of one term are ANDed.
-        Some(sel) => sel.node_selector_terms.iter().any(|t| {
-            t.match_expressions
-                .iter()
-                .flatten()
-                .all(|r| requirement_matches(r, &node.labels))
-        }),
+        // Terms are ORed; the requirements of one term are ANDed. The one field a node
+        // is matched on is its name (a DaemonSet pod names its node so).
+        Some(sel) => {
+            let fields = std::collections::BTreeMap::from([(
+                "metadata.name".to_string(),
+                node.name.clone(),
+            )]);
+            sel.node_selector_terms.iter().any(|t| {
+                t.match_expressions
+                    .iter()
+                    .flatten()
+                    .all(|r| requirement_matches(r, &node.labels))
+                    && t.match_fields
+                        .iter()
+                        .flatten()
+                        .all(|r| requirement_matches(r, &fields))
+            })
+        }
     }
 }
 
@@ -159,7 +170,13 @@ pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
             )];
         }
     }
-    if !node.ready {
+    // A pod that tolerates the not-ready taint (a DaemonSet's) may go on a node not ready.
+    let not_ready = Taint {
+        key: "node.kubernetes.io/not-ready".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
+    if !node.ready && !tolerations.iter().any(|t| tolerates(t, &not_ready)) {
         return vec!["node(s) were not ready".into()];
     }
     if !matches_affinity(pod, node) {

@@ -2,7 +2,8 @@
 //! cascade); an owner being deleted in the foreground waits for its dependents
 //! (`foregroundDeletion`); an orphaning delete releases them (`orphan`).
 //!
-//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, CronJobs, Jobs, Pods). An object's change queues itself and
+//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, DaemonSets, CronJobs,
+//! Jobs, Pods). An object's change queues itself and
 //! its owners (a foreground delete waits on its dependents); an object deleted, or being
 //! deleted, also queues its dependents (they may be orphans now). An owner the caches do not
 //! show is looked up in the store before its dependents go, so a dependent created right
@@ -32,10 +33,11 @@ pub const ORPHAN: &str = "orphan";
 pub const NAME: &str = "garbage-collector";
 
 /// The kinds the collector looks after, by resource.
-const RESOURCES: [&str; 6] = [
+const RESOURCES: [&str; 7] = [
     "deployments",
     "replicasets",
     "replicationcontrollers",
+    "daemonsets",
     "cronjobs",
     "jobs",
     "pods",
@@ -59,7 +61,7 @@ impl std::fmt::Display for GcKey {
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
     let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
-    let (c5, c6) = (ctx.clone(), ctx.clone());
+    let (c5, c6, c7) = (ctx.clone(), ctx.clone(), ctx.clone());
     Runner::new(
         GarbageCollector { ctx: ctx.clone() },
         ctx.metrics.of(NAME),
@@ -73,6 +75,9 @@ pub async fn run(ctx: Arc<Ctx>) {
     })
     .watches(ctx.replicationcontrollers.subscribe(), move |o| {
         keys_for(&c4, "replicationcontrollers", &c4.replicationcontrollers, o)
+    })
+    .watches(ctx.daemonsets.subscribe(), move |o| {
+        keys_for(&c7, "daemonsets", &c7.daemonsets, o)
     })
     .watches(ctx.cronjobs.subscribe(), move |o| {
         keys_for(&c5, "cronjobs", &c5.cronjobs, o)
@@ -153,6 +158,7 @@ fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
         uid,
         &mut out,
     );
+    from("daemonsets", &ctx.daemonsets, uid, &mut out);
     from("cronjobs", &ctx.cronjobs, uid, &mut out);
     from("jobs", &ctx.jobs, uid, &mut out);
     from("pods", &ctx.pods, uid, &mut out);
@@ -185,6 +191,11 @@ impl GarbageCollector {
             "replicationcontrollers" => self
                 .ctx
                 .replicationcontrollers
+                .get(ns, name)
+                .map(|o| o.metadata.clone()),
+            "daemonsets" => self
+                .ctx
+                .daemonsets
                 .get(ns, name)
                 .map(|o| o.metadata.clone()),
             "cronjobs" => self.ctx.cronjobs.get(ns, name).map(|o| o.metadata.clone()),
@@ -385,6 +396,7 @@ impl Reconciler for GarbageCollector {
                 "replicationcontrollers",
                 self.ctx.replicationcontrollers.object_keys(),
             ),
+            ("daemonsets", self.ctx.daemonsets.object_keys()),
             ("cronjobs", self.ctx.cronjobs.object_keys()),
             ("jobs", self.ctx.jobs.object_keys()),
             ("pods", self.ctx.pods.object_keys()),

@@ -1,8 +1,9 @@
-//! ReplicaSets, ReplicationControllers and Deployments: defaults (Deployment strategy
+//! ReplicaSets, ReplicationControllers, Deployments and DaemonSets: defaults (Deployment strategy
 //! 25%/25%, ...) and validation, including that the selector matches the pod template's labels.
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
+    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet,
+    RollingUpdateDaemonSet, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -252,6 +253,72 @@ pub fn validate_deployment(d: &Deployment) -> Vec<FieldError> {
                 }
             }
             Some(other) => errors.push(FieldError::new("spec.strategy.type", format!("Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""))),
+        }
+    }
+    validate_selector_and_template(
+        &spec.selector,
+        Some(&spec.template),
+        &["Always"],
+        &mut errors,
+    );
+    errors
+}
+
+/// Defaults of a DaemonSet: RollingUpdate with maxUnavailable 1 and maxSurge 0, a history
+/// of 10.
+pub fn default_daemon_set(ds: &mut DaemonSet) {
+    if let Some(spec) = ds.spec.as_mut() {
+        spec.revision_history_limit.get_or_insert(10);
+        spec.min_ready_seconds.get_or_insert(0);
+        let strategy = spec
+            .update_strategy
+            .get_or_insert_with(DaemonSetUpdateStrategy::default);
+        let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".into());
+        if kind == "RollingUpdate" {
+            let ru = strategy
+                .rolling_update
+                .get_or_insert_with(RollingUpdateDaemonSet::default);
+            ru.max_unavailable.get_or_insert(IntOrString::Int(1));
+            ru.max_surge.get_or_insert(IntOrString::Int(0));
+        }
+        if let Some(spec) = spec.template.spec.as_mut() {
+            pod::default_spec(spec);
+        }
+    }
+}
+
+/// Validate a DaemonSet.
+pub fn validate_daemon_set(ds: &DaemonSet) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(spec) = &ds.spec else {
+        return vec![FieldError::new("spec", "Required value")];
+    };
+    non_negative(&mut errors, "spec.minReadySeconds", spec.min_ready_seconds);
+    non_negative(
+        &mut errors,
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit,
+    );
+    if let Some(s) = &spec.update_strategy {
+        match s.type_.as_deref() {
+            Some("OnDelete") => {
+                if s.rolling_update.is_some() {
+                    errors.push(FieldError::new("spec.updateStrategy.rollingUpdate", "Forbidden: may not be specified when strategy `type` is 'OnDelete'"));
+                }
+            }
+            Some("RollingUpdate") | None => {
+                if let Some(ru) = &s.rolling_update {
+                    let surge = int_or_percent(&mut errors, "spec.updateStrategy.rollingUpdate.maxSurge", ru.max_surge.as_ref());
+                    let unavailable = int_or_percent(&mut errors, "spec.updateStrategy.rollingUpdate.maxUnavailable", ru.max_unavailable.as_ref());
+                    if !surge && !unavailable {
+                        errors.push(FieldError::new("spec.updateStrategy.rollingUpdate.maxUnavailable", "may not be 0 when `maxSurge` is 0"));
+                    }
+                    if surge && unavailable {
+                        errors.push(FieldError::new("spec.updateStrategy.rollingUpdate.maxUnavailable", "may not be set when maxSurge is non-zero (set it to 0)"));
+                    }
+                }
+            }
+            Some(other) => errors.push(FieldError::new("spec.updateStrategy.type", format!("Unsupported value: {other:?}: supported values: \"OnDelete\", \"RollingUpdate\""))),
         }
     }
     validate_selector_and_template(

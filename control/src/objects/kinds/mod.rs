@@ -16,6 +16,7 @@
 
 pub mod config_map;
 pub mod cron_job;
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoints;
 pub mod event;
@@ -156,6 +157,7 @@ impl Registry {
         .with(replica_set::ReplicaSetStrategy)
         .with(replication_controller::ReplicationControllerStrategy)
         .with(deployment::DeploymentStrategy)
+        .with(daemon_set::DaemonSetStrategy)
         .with(job::JobStrategy)
         .with(cron_job::CronJobStrategy)
         .with(service::ServiceStrategy::new(service_range))

@@ -1,4 +1,5 @@
-//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`.
+//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`, and
+//! `rollout status|restart daemonset/NAME`.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,8 @@ use serde_json::{json, Value};
 use skiff_proto::objects::Selection;
 use skiff_proto::Client;
 
+use skiff_proto::kinds::KindInfo;
+
 use super::{parse, targets, ExitWith, NamespaceArgs};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -14,13 +17,13 @@ const HASH_LABEL: &str = "pod-template-hash";
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
-    /// Wait until the rollout is complete.
+    /// Wait until the rollout is complete (deployments and daemonsets).
     Status(RolloutArgs),
     /// The revisions of a Deployment.
     History(RolloutArgs),
     /// Go back to the previous (or a given) revision.
     Undo(UndoArgs),
-    /// Replace every pod, one rollout step at a time.
+    /// Replace every pod, one rollout step at a time (deployments and daemonsets).
     Restart(RolloutArgs),
     /// Stop rolling out template changes.
     Pause(RolloutArgs),
@@ -89,6 +92,21 @@ async fn owned_replicasets(client: &Client, ns: &str, d: &Value) -> anyhow::Resu
     Ok(out)
 }
 
+/// The one workload named, if it is a Deployment or a DaemonSet.
+fn workload_of(args: &RolloutArgs) -> anyhow::Result<(&'static KindInfo, String)> {
+    let t = targets(&args.args)?;
+    let [(kind, name)] = t.as_slice() else {
+        anyhow::bail!("give one deployment or daemonset")
+    };
+    if !matches!(kind.kind, "Deployment" | "DaemonSet") {
+        anyhow::bail!(
+            "rollout works on deployments and daemonsets, not {}",
+            kind.plural
+        );
+    }
+    Ok((*kind, name.clone()))
+}
+
 fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
     let t = targets(&args.args)?;
     let [(kind, name)] = t.as_slice() else {
@@ -102,22 +120,25 @@ fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
 
 pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
     match cmd {
-        RolloutCommand::Status(a) => status(client, a).await,
+        RolloutCommand::Status(a) => match workload_of(&a)? {
+            (kind, name) if kind.kind == "DaemonSet" => daemon_set_status(client, &a, &name).await,
+            _ => status(client, a).await,
+        },
         RolloutCommand::History(a) => history(client, a).await,
         RolloutCommand::Undo(a) => undo(client, a).await,
         RolloutCommand::Restart(a) => {
-            let name = deployment_of(&a)?;
+            let (kind, name) = workload_of(&a)?;
             let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()}}}}});
             client
                 .patch_object(
-                    "deployments",
+                    kind.plural,
                     &a.ns.namespace,
                     &name,
                     serde_json::to_vec(&patch)?,
                     false,
                 )
                 .await?;
-            println!("deployment.apps/{name} restarted");
+            println!("{}/{name} restarted", kind.qualified_singular());
             Ok(())
         }
         RolloutCommand::Pause(a) => pause(client, a, true).await,
@@ -172,6 +193,46 @@ async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
             format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available...")
         } else {
             println!("deployment {name:?} successfully rolled out");
+            return Ok(());
+        };
+        if msg != last {
+            println!("{msg}");
+            last = msg;
+        }
+        if started.elapsed() > a.timeout {
+            return Err(ExitWith {
+                code: 1,
+                message: format!("timed out waiting for the rollout of {name:?}"),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Wait until every node a DaemonSet belongs on runs an available pod of its template.
+async fn daemon_set_status(client: &Client, a: &RolloutArgs, name: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let ds = parse(
+            &client
+                .get_object("daemonsets", &a.ns.namespace, name, false)
+                .await?
+                .object,
+        )?;
+        let want = i(&ds, "/status/desiredNumberScheduled");
+        let updated = i(&ds, "/status/updatedNumberScheduled");
+        let available = i(&ds, "/status/numberAvailable");
+        let observed = i(&ds, "/status/observedGeneration") >= i(&ds, "/metadata/generation");
+        let msg = if !observed {
+            "Waiting for daemon set spec update to be observed...".to_string()
+        } else if updated < want {
+            format!("Waiting for daemon set {name:?} rollout to finish: {updated} out of {want} new pods have been updated...")
+        } else if available < want {
+            format!("Waiting for daemon set {name:?} rollout to finish: {available} of {want} updated pods are available...")
+        } else {
+            println!("daemon set {name:?} successfully rolled out");
             return Ok(());
         };
         if msg != last {

@@ -14,6 +14,7 @@ mod backup;
 mod controllers;
 mod etcd;
 mod hollow_cluster;
+mod jobs;
 mod network;
 mod objects;
 mod pods;
@@ -52,6 +53,8 @@ enum Cmd {
     /// A rolling restart of three members under writes: the longest write stall, SIGTERM
     /// (leadership handed over) against kill -9.
     RollingRestart(rolling::RollingArgs),
+    /// Job completions on hollow nodes.
+    Jobs(jobs::JobsArgs),
     /// Backup and restore of a large store against the disk's own write speed, with memory.
     Backup(backup::BackupArgs),
 }
@@ -107,5 +110,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Watch(a) => watch::run(a).await,
         Cmd::RollingRestart(a) => rolling::run(a).await,
         Cmd::Backup(a) => backup::run(a).await,
+        Cmd::Jobs(a) => jobs::run(a).await,
     }
 }
