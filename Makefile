@@ -7,7 +7,7 @@ SHELL := /bin/bash
 DEBIAN_PACKAGES := protobuf-compiler etcd-server etcd-client nftables iproute2 containerd runc crun containernetworking-plugins busybox-static docker-registry wrk fuse3 iperf3
 CARGO ?= cargo
 
-.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch bench-rolling-restart bench-backup bench-jobs lint chaos chaos-selftest
+.PHONY: up test verify deps build bench-store bench-objects bench-scheduling bench-controllers bench-pods bench-proxy bench-network bench-watch bench-rolling-restart bench-backup bench-workloads lint chaos chaos-selftest
 
 # Install the Debian packages the build and tests need, only those missing.
 deps:
@@ -119,9 +119,9 @@ bench-rolling-restart: deps
 	$(CARGO) build --release --workspace --bins
 	./target/release/skiff-bench rolling-restart
 
-bench-jobs: deps
+bench-workloads: deps
 	$(CARGO) build --release --workspace --bins
-	./target/release/skiff-bench jobs
+	./target/release/skiff-bench workloads
 
 bench-backup: deps
 	$(CARGO) build --release --workspace --bins

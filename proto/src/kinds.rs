@@ -162,6 +162,16 @@ pub const CRON_JOB: KindInfo = kind(
     true,
     true,
 );
+/// PodDisruptionBudgets: how many of a set of pods voluntary evictions must leave.
+pub const POD_DISRUPTION_BUDGET: KindInfo = kind(
+    "PodDisruptionBudget",
+    "policy",
+    "poddisruptionbudgets",
+    "poddisruptionbudget",
+    &["pdb"],
+    true,
+    true,
+);
 /// Services.
 pub const SERVICE: KindInfo = kind("Service", "", "services", "service", &["svc"], true, true);
 /// Endpoints.
@@ -226,6 +236,7 @@ pub const KINDS: &[KindInfo] = &[
     DAEMON_SET,
     JOB,
     CRON_JOB,
+    POD_DISRUPTION_BUDGET,
     SERVICE,
     ENDPOINTS,
     NODE,

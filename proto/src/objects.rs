@@ -74,6 +74,8 @@ pub struct DeleteParams {
     pub propagation: pb::delete_object_request::Propagation,
     /// Pods: grace period in seconds (`None` = the pod's own).
     pub grace_period_seconds: Option<i64>,
+    /// Pods: an eviction, refused when a disruption budget does not allow it.
+    pub evict: bool,
 }
 
 impl Client {
@@ -259,6 +261,7 @@ impl Client {
             propagation: params.propagation.into(),
             grace_period_seconds: params.grace_period_seconds.unwrap_or(-1),
             request_id: new_request_id(),
+            evict: params.evict,
         };
         self.call_write(|ch| {
             let req = req.clone();

@@ -1089,3 +1089,93 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
         .iter()
         .all(|p| p["spec"]["containers"][0]["image"] == "agent:2"));
 }
+
+fn ready_live(pods: &[Value]) -> usize {
+    pods.iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
+        .count()
+}
+
+async fn pdb_allows(client: &Client, n: i64) -> bool {
+    objects(client, "poddisruptionbudgets", in_ns("default", ""))
+        .await
+        .iter()
+        .any(|b| {
+            b["status"]["disruptionsAllowed"] == n
+                && b["status"]["observedGeneration"] == b["metadata"]["generation"]
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_two_nodes_never_breaks_a_budget_of_two_of_three_and_a_full_budget_refuses() {
+    let (cluster, _hollow) = cluster_with_nodes(&["a", "b", "c"], &[]).await;
+    let client = cluster.client();
+    let out = skiffctl(
+        &cluster,
+        &["apply", "-f", "-", "--wait", "--timeout", "60s"],
+        Some(&deployment("web", 3, "web:1", json!({}))),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let budget = |min: u32| {
+        format!(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\nspec:\n  minAvailable: {min}\n  selector: {{matchLabels: {{app: web}}}}\n"
+        )
+    };
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&budget(2)));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(Duration::from_secs(20), "the budget allows 1", || async {
+        pdb_allows(&client, 1).await
+    })
+    .await;
+
+    // Two nodes drained one after the other: every state the pods go through keeps 2 ready.
+    let history = PodHistory::start(&client, in_ns("default", "app=web")).await;
+    let out = skiffctl(&cluster, &["drain", "a-0", "b-0", "--timeout", "60s"], None);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_until(Duration::from_secs(30), "3 ready pods on c-0", || async {
+        let pods = objects(&client, "pods", in_ns("default", "app=web")).await;
+        let live: Vec<&Value> = pods
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        live.len() == 3
+            && live
+                .iter()
+                .all(|p| is_ready(p) && p["spec"]["nodeName"] == "c-0")
+    })
+    .await;
+    let states = history.states_until_now().await;
+    let least = states.iter().map(|s| ready_live(s)).min().unwrap_or(0);
+    assert!(
+        least >= 2,
+        "ready pods fell to {least} during the drain ({} states)",
+        states.len()
+    );
+
+    // A budget of all three: the drain is refused with the reason, and nothing is deleted.
+    let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&budget(3)));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(Duration::from_secs(20), "the budget allows 0", || async {
+        pdb_allows(&client, 0).await
+    })
+    .await;
+    let before: Vec<String> = objects(&client, "pods", in_ns("default", "app=web"))
+        .await
+        .iter()
+        .map(name_of)
+        .collect();
+    let out = skiffctl(&cluster, &["drain", "c-0", "--timeout", "3s"], None);
+    assert!(!out.status.success(), "a drain past the budget fails");
+    let err = text(&out.stderr);
+    assert!(err.contains("disruption budget"), "{err}");
+    let after = objects(&client, "pods", in_ns("default", "app=web")).await;
+    assert_eq!(after.iter().map(name_of).collect::<Vec<_>>(), before);
+    assert!(after
+        .iter()
+        .all(|p| p["metadata"]["deletionTimestamp"].is_null()));
+}

@@ -1406,3 +1406,54 @@ async fn a_manifest_reads_as_kubectl_reads_it_octal_modes_and_yes_booleans() {
     assert_eq!(pod["metadata"]["annotations"]["quoted-answer"], "yes");
     assert_eq!(pod["spec"]["containers"][0]["env"][0]["value"], "on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_corpus_applies_and_reapplies_unchanged() {
+    let cluster = ready_cluster().await;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/manifests");
+    let dir = corpus.to_str().expect("a path");
+    let first = skiffctl(&cluster, &["apply", "-f", dir], None);
+    assert!(
+        first.status.success(),
+        "apply failed: {}",
+        text(&first.stderr)
+    );
+    let created: Vec<String> = text(&first.stdout).lines().map(String::from).collect();
+    assert!(
+        created.len() == 14 && created.iter().all(|l| l.ends_with(" created")),
+        "{created:?}"
+    );
+    for kind in [
+        "namespace/",
+        "configmap/",
+        "secret/",
+        "deployment.apps/",
+        "service/",
+        "poddisruptionbudget.policy/",
+        "replicaset.apps/",
+        "replicationcontroller/",
+        "daemonset.apps/",
+        "job.batch/",
+        "cronjob.batch/",
+        "pod/",
+    ] {
+        assert!(
+            created.iter().any(|l| l.starts_with(kind)),
+            "no {kind} in {created:?}"
+        );
+    }
+    // Whatever the server and the controllers added since, the same files change nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = skiffctl(&cluster, &["apply", "-f", dir], None);
+    assert!(
+        again.status.success(),
+        "re-apply failed: {}",
+        text(&again.stderr)
+    );
+    let outcomes: Vec<String> = text(&again.stdout).lines().map(String::from).collect();
+    assert_eq!(outcomes.len(), created.len());
+    assert!(
+        outcomes.iter().all(|l| l.ends_with(" unchanged")),
+        "{outcomes:?}"
+    );
+}

@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use skiff_proto::Client;
 
 use super::cache::{self, Watched};
@@ -65,6 +66,8 @@ pub struct Ctx {
     pub jobs: Watched<Job>,
     /// CronJobs.
     pub cronjobs: Watched<CronJob>,
+    /// PodDisruptionBudgets (indexed by namespace).
+    pub pdbs: Watched<PodDisruptionBudget>,
     /// Services (indexed by namespace).
     pub services: Watched<Service>,
     /// Endpoints.
@@ -137,6 +140,7 @@ impl Ctx {
             s,
             t,
         );
+        let pdbs = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
         let cronjobs = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
         let services = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
         let nodes = Watched::start(cache::builder(&client), s, t);
@@ -157,6 +161,7 @@ impl Ctx {
             daemonsets,
             jobs,
             cronjobs,
+            pdbs,
             services,
             endpoints,
             leases,

@@ -5,7 +5,8 @@
 //!   spans, figures).
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
-//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`], [`job`], [`cronjob`],
+//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`], [`job`],
+//!   [`cronjob`], [`disruption`],
 //!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
 //!   reconciler each.
@@ -17,6 +18,7 @@ pub mod context;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod event_cleanup;
 pub mod events;
@@ -88,6 +90,7 @@ pub async fn run_when_leader(
             loops.spawn(daemonset::run(ctx.clone()));
             loops.spawn(job::run(ctx.clone()));
             loops.spawn(cronjob::run(ctx.clone()));
+            loops.spawn(disruption::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));
             loops.spawn(node_lifecycle::run(ctx.clone()));
             loops.spawn(node_ipam::run(ctx.clone()));

@@ -98,6 +98,10 @@ pub enum ObjectError {
     /// A policy refuses the object (Pod Security): PERMISSION_DENIED, as Kubernetes' 403.
     #[error("{0}")]
     PolicyDenied(String),
+    /// An eviction a disruption budget does not allow now: RESOURCE_EXHAUSTED, as
+    /// Kubernetes' 429 (retry later).
+    #[error("{0}")]
+    DisruptionBudget(String),
     /// A stored object could not be read back.
     #[error("stored object {key} is corrupt: {reason}")]
     Corrupt {
@@ -170,6 +174,7 @@ impl From<ObjectError> for Status {
                 Status::failed_precondition(msg)
             }
             ObjectError::PolicyDenied(_) => Status::permission_denied(msg),
+            ObjectError::DisruptionBudget(_) => Status::resource_exhausted(msg),
             ObjectError::Corrupt { .. } => Status::internal(msg),
             ObjectError::Expired {
                 requested,

@@ -6,6 +6,7 @@
 //! ```
 //!
 //! - [`store`]: create, get, list, update, status, patch, apply, delete.
+//! - [`eviction`]: a pod's delete that its disruption budget must allow.
 //! - [`kinds`]: the kind registry: one strategy per kind (defaults, validation,
 //!   allocations, what happens on delete).
 //! - [`admission`]: typed admission and the defaults and checks of each kind family.
@@ -19,6 +20,7 @@
 pub mod admission;
 pub mod encryption;
 pub mod error;
+pub mod eviction;
 pub mod kinds;
 pub mod meta;
 pub mod names;

@@ -197,10 +197,16 @@ impl Objects for ObjectService {
             grace_period_seconds: Some(req.grace_period_seconds).filter(|g| *g >= 0),
         };
         let key = key_of(req.key)?;
-        let d = self
-            .store
-            .delete(&key.resource, &key.namespace, &key.name, &opts, id)
-            .await?;
+        let d = if req.evict {
+            if self.store.kind(&key.resource)?.info().kind != "Pod" {
+                return Err(ObjectError::bad("evict", "only pods are evicted").into());
+            }
+            super::eviction::evict(&self.store, &key.namespace, &key.name, &opts, id).await?
+        } else {
+            self.store
+                .delete(&key.resource, &key.namespace, &key.name, &opts, id)
+                .await?
+        };
         Ok(self.write_reply(pb::DeleteObjectResponse {
             object: json(&d.object)?,
             revision: d.revision,

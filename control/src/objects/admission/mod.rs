@@ -3,12 +3,13 @@
 //! is reported with its field. What comes out is the object as stored.
 //!
 //! Each kind's strategy ([`super::kinds`]) admits through [`typed`] with its own defaults and
-//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`], [`batch`],
+//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`], [`batch`], [`policy`],
 //! [`service`], [`other`].
 
 pub mod batch;
 pub mod other;
 pub mod pod;
+pub mod policy;
 pub mod service;
 pub mod workloads;
 

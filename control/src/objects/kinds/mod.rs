@@ -26,6 +26,7 @@ pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod pod;
+pub mod pod_disruption_budget;
 pub mod pod_security;
 pub mod replica_set;
 pub mod replication_controller;
@@ -160,6 +161,7 @@ impl Registry {
         .with(daemon_set::DaemonSetStrategy)
         .with(job::JobStrategy)
         .with(cron_job::CronJobStrategy)
+        .with(pod_disruption_budget::PodDisruptionBudgetStrategy)
         .with(service::ServiceStrategy::new(service_range))
         .with(endpoints::EndpointsStrategy)
         .with(node::NodeStrategy)

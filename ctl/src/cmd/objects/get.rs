@@ -109,7 +109,15 @@ pub async fn run(client: &Client, args: GetArgs) -> anyhow::Result<()> {
         for k in args.args[0].split(',') {
             // kubectl's `all`: the workload kinds.
             let kinds: Vec<&str> = if k == "all" {
-                vec!["pods", "services", "deployments", "replicasets"]
+                vec![
+                    "pods",
+                    "services",
+                    "daemonsets",
+                    "deployments",
+                    "replicasets",
+                    "jobs",
+                    "cronjobs",
+                ]
             } else {
                 vec![k]
             };

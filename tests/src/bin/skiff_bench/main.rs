@@ -14,7 +14,6 @@ mod backup;
 mod controllers;
 mod etcd;
 mod hollow_cluster;
-mod jobs;
 mod network;
 mod objects;
 mod pods;
@@ -23,6 +22,7 @@ mod rolling;
 mod scheduling;
 mod store;
 mod watch;
+mod workloads;
 
 #[derive(Parser)]
 struct Cli {
@@ -53,8 +53,8 @@ enum Cmd {
     /// A rolling restart of three members under writes: the longest write stall, SIGTERM
     /// (leadership handed over) against kill -9.
     RollingRestart(rolling::RollingArgs),
-    /// Job completions on hollow nodes.
-    Jobs(jobs::JobsArgs),
+    /// DaemonSet rollouts and Job completions on hollow nodes.
+    Workloads(workloads::WorkloadsArgs),
     /// Backup and restore of a large store against the disk's own write speed, with memory.
     Backup(backup::BackupArgs),
 }
@@ -110,6 +110,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Watch(a) => watch::run(a).await,
         Cmd::RollingRestart(a) => rolling::run(a).await,
         Cmd::Backup(a) => backup::run(a).await,
-        Cmd::Jobs(a) => jobs::run(a).await,
+        Cmd::Workloads(a) => workloads::run(a).await,
     }
 }
