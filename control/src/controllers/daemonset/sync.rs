@@ -97,8 +97,8 @@ pub async fn sync(ctx: &Ctx, ds: &DaemonSet) -> Result<Action, ReconcileError> {
         delete.append(&mut slot.failed);
         let f = fits.get(node).copied();
         if !f.is_some_and(|f| f.may_stay) {
-            delete.extend(slot.current.drain(..));
-            delete.extend(slot.old.drain(..));
+            delete.append(&mut slot.current);
+            delete.append(&mut slot.old);
             continue;
         }
         for list in [&mut slot.current, &mut slot.old] {

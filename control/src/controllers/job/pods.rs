@@ -202,7 +202,7 @@ mod tests {
         Arc::new(Pod {
             metadata: ObjectMeta {
                 annotations: index.map(|i| [(COMPLETION_INDEX.to_string(), i.to_string())].into()),
-                deletion_timestamp: deleting.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+                deletion_timestamp: deleting.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
                 ..Default::default()
             },
             spec: None,
