@@ -1,6 +1,6 @@
 //! Owner references and pod state, as the controllers read them.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// The controlling owner's uid, if any.
@@ -22,6 +22,27 @@ pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> Owne
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// A new pod from `template`, controlled by `owner` (of `api_version` and `kind`), in the
+/// owner's namespace, named by the server after `generate_name`.
+pub fn pod_from_template(
+    template: PodTemplateSpec,
+    api_version: &str,
+    kind: &str,
+    owner: &ObjectMeta,
+    generate_name: String,
+) -> Pod {
+    let mut pod = Pod {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        status: None,
+    };
+    pod.metadata.name = None;
+    pod.metadata.generate_name = Some(generate_name);
+    pod.metadata.namespace = owner.namespace.clone();
+    pod.metadata.owner_references = Some(vec![controller_ref(api_version, kind, owner)]);
+    pod
 }
 
 /// Whether a pod counts toward its owner's replicas: not terminating, not finished.

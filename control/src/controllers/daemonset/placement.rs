@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     Toleration,
 };
 
-use crate::controllers::ownership::controller_ref;
+use crate::controllers::ownership::pod_from_template;
 use crate::scheduler::filters::{matches_affinity, tolerates};
 use crate::scheduler::node_info::NodeInfo;
 
@@ -61,17 +61,14 @@ pub fn new_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let mut pod = Pod {
-        metadata: template.metadata.unwrap_or_default(),
-        spec: template.spec,
-        status: None,
-    };
     let name = ds.metadata.name.clone().unwrap_or_default();
-    pod.metadata.name = None;
-    pod.metadata.generate_name = Some(format!("{name}-"));
-    pod.metadata.namespace = ds.metadata.namespace.clone();
-    pod.metadata.owner_references =
-        Some(vec![controller_ref("apps/v1", "DaemonSet", &ds.metadata)]);
+    let mut pod = pod_from_template(
+        template,
+        "apps/v1",
+        "DaemonSet",
+        &ds.metadata,
+        format!("{name}-"),
+    );
     pod.metadata
         .labels
         .get_or_insert_with(Default::default)

@@ -160,11 +160,20 @@ fn status_of(
         .as_ref()
         .and_then(|s| Selector::from_label_selector("spec.selector", s).ok())
         .filter(|s| !s.is_empty());
+    // Through the label index when the selector names a label: only those pods are read.
+    let first_label = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .and_then(|m| m.iter().next())
+        .map(|(k, v)| cache::label_value(&ns, k, v));
+    let candidates = match first_label {
+        Some(label) => ctx.pods.by_index(cache::LABEL, &label),
+        None => ctx.pods.list(),
+    };
     let pods: Vec<Arc<Pod>> = match &selector {
         None => Vec::new(),
-        Some(sel) => ctx
-            .pods
-            .list()
+        Some(sel) => candidates
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
             .filter(|p| is_active(p))

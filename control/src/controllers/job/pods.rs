@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 
-use crate::controllers::ownership::{controller_ref, is_ready};
+use crate::controllers::ownership::{is_ready, pod_from_template};
 
 /// The annotation (and label) holding an Indexed Job pod's completion index.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -38,7 +38,8 @@ pub fn index_of(p: &Pod, completions: i32) -> Option<i32> {
 pub struct Counted {
     /// Running or waiting to run, not being deleted.
     pub active: Vec<Arc<Pod>>,
-    /// Being deleted and not finished.
+    /// Being deleted and not finished (not counted as failed: with the pods that exist as
+    /// the record, one deleted by hand is forgotten either way).
     pub terminating: usize,
     /// Finished with success.
     pub succeeded: usize,
@@ -55,8 +56,7 @@ pub struct Counted {
 }
 
 /// Count `pods` of a Job whose pods restart with `restart_policy`, completing `completions`
-/// indexes when Indexed. A pod being deleted before it succeeded counts as failed, as
-/// Kubernetes counts it.
+/// indexes when Indexed.
 pub fn count(pods: &[Arc<Pod>], restart_policy: &str, indexed: Option<i32>) -> Counted {
     let mut c = Counted::default();
     for p in pods {
@@ -74,10 +74,8 @@ pub fn count(pods: &[Arc<Pod>], restart_policy: &str, indexed: Option<i32>) -> C
                 let ended = finished_at(p);
                 c.last_failure = c.last_failure.max(ended);
             }
-            _ if deleting => {
-                c.terminating += 1;
-                c.failed += 1;
-            }
+            // Not a failure: the Job's own deletes (suspend, deadline, excess) make these.
+            _ if deleting => c.terminating += 1,
             _ => {
                 if restart_policy == "OnFailure" {
                     c.failed += restarts(p);
@@ -121,15 +119,13 @@ pub fn new_pod(job: &Job, index: Option<i32>) -> Pod {
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let mut pod = Pod {
-        metadata: template.metadata.unwrap_or_default(),
-        spec: template.spec,
-        status: None,
-    };
-    pod.metadata.name = None;
-    pod.metadata.namespace = job.metadata.namespace.clone();
-    pod.metadata.owner_references = Some(vec![controller_ref("batch/v1", "Job", &job.metadata)]);
-    pod.metadata.generate_name = Some(format!("{name}-"));
+    let mut pod = pod_from_template(
+        template,
+        "batch/v1",
+        "Job",
+        &job.metadata,
+        format!("{name}-"),
+    );
     if let Some(i) = index {
         pod.metadata.generate_name = Some(format!("{name}-{i}-"));
         pod.metadata
@@ -242,12 +238,12 @@ mod tests {
                 never.failed,
                 never.terminating
             ),
-            (1, 3, 2, 1)
+            (1, 3, 1, 1)
         );
         assert_eq!(never.completed_indexes, BTreeSet::from([0, 2]));
         assert_eq!(never.last_failure, Some(100));
         // With OnFailure each restart of a running pod is a failure too.
-        assert_eq!(count(&pods, "OnFailure", Some(4)).failed, 4);
+        assert_eq!(count(&pods, "OnFailure", Some(4)).failed, 3);
     }
 
     #[test]

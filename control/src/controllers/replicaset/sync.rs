@@ -14,7 +14,7 @@ use skiff_proto::objects::{Api, ApiError};
 use crate::controllers::cache::{self, controlled_by};
 use crate::controllers::context::Ctx;
 use crate::controllers::ownership::{
-    controller_ref, created_at, is_active, is_available, is_ready, revision_of,
+    controller_ref, created_at, is_active, is_available, is_ready, pod_from_template, revision_of,
 };
 use crate::controllers::runner::{Action, ReconcileError};
 use crate::objects::selectors::Selector;
@@ -158,19 +158,13 @@ pub async fn sync(ctx: &Ctx, rs: &ReplicaSet, owner: &Owner<'_>) -> Option<Synce
         let template = spec.template.clone().unwrap_or_default();
         let mut creates = Vec::new();
         for _ in active.len()..want {
-            let mut pod = Pod {
-                metadata: template.metadata.clone().unwrap_or_default(),
-                spec: template.spec.clone(),
-                status: None,
-            };
-            pod.metadata.name = None;
-            pod.metadata.generate_name = Some(format!("{name}-"));
-            pod.metadata.namespace = Some(ns.clone());
-            pod.metadata.owner_references = Some(vec![controller_ref(
+            let pod = pod_from_template(
+                template.clone(),
                 owner.api_version,
                 owner.kind,
                 &rs.metadata,
-            )]);
+                format!("{name}-"),
+            );
             let api = pods_api.clone();
             creates.push(async move { api.create(&pod).await });
         }

@@ -246,6 +246,46 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_set_gets_defaults_and_its_update_bounds_are_checked() {
+        let ds = |rolling: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+                   "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+                            "template": {"metadata": {"labels": {"app": "agent"}},
+                                         "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}})
+        };
+        let d = admit_as("daemonsets", ds(json!({}))).unwrap();
+        let ru = &d["spec"]["updateStrategy"]["rollingUpdate"];
+        assert_eq!(
+            (&ru["maxUnavailable"], &ru["maxSurge"]),
+            (&json!(1), &json!(0))
+        );
+        assert_eq!(admit_as("daemonsets", d.clone()).unwrap(), d);
+        let e = errors_of(admit_as(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 0, "maxSurge": 0})),
+        ));
+        assert!(
+            e.contains("spec.updateStrategy.rollingUpdate.maxUnavailable")
+                && e.contains("may not be 0"),
+            "{e}"
+        );
+        let e = errors_of(admit_as(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 1, "maxSurge": "20%"})),
+        ));
+        assert!(
+            e.contains("may not be set when maxSurge is non-zero"),
+            "{e}"
+        );
+        assert!(admit_as(
+            "daemonsets",
+            ds(json!({"maxUnavailable": 0, "maxSurge": "20%"}))
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn deployment_gets_kubernetes_defaults() {
         let d = admit_as("deployments", deployment(3, json!({"app": "web"}))).unwrap();
         assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");

@@ -215,6 +215,25 @@ fn int_or_percent(errors: &mut Vec<FieldError>, field: &str, v: Option<&IntOrStr
     }
 }
 
+/// Check a rolling update's `maxSurge` and `maxUnavailable` at `path`: valid bounds, not
+/// both 0. Whether each is above 0.
+fn rolling_bounds(
+    errors: &mut Vec<FieldError>,
+    path: &str,
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+) -> (bool, bool) {
+    let surge = int_or_percent(errors, &format!("{path}.maxSurge"), surge);
+    let unavailable = int_or_percent(errors, &format!("{path}.maxUnavailable"), unavailable);
+    if !surge && !unavailable {
+        errors.push(FieldError::new(
+            format!("{path}.maxUnavailable"),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+    (surge, unavailable)
+}
+
 /// Validate a Deployment.
 pub fn validate_deployment(d: &Deployment) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -245,11 +264,7 @@ pub fn validate_deployment(d: &Deployment) -> Vec<FieldError> {
             }
             Some("RollingUpdate") | None => {
                 if let Some(ru) = &s.rolling_update {
-                    let surge = int_or_percent(&mut errors, "spec.strategy.rollingUpdate.maxSurge", ru.max_surge.as_ref());
-                    let unavailable = int_or_percent(&mut errors, "spec.strategy.rollingUpdate.maxUnavailable", ru.max_unavailable.as_ref());
-                    if !surge && !unavailable {
-                        errors.push(FieldError::new("spec.strategy.rollingUpdate.maxUnavailable", "may not be 0 when `maxSurge` is 0"));
-                    }
+                    rolling_bounds(&mut errors, "spec.strategy.rollingUpdate", ru.max_surge.as_ref(), ru.max_unavailable.as_ref());
                 }
             }
             Some(other) => errors.push(FieldError::new("spec.strategy.type", format!("Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""))),
@@ -308,11 +323,7 @@ pub fn validate_daemon_set(ds: &DaemonSet) -> Vec<FieldError> {
             }
             Some("RollingUpdate") | None => {
                 if let Some(ru) = &s.rolling_update {
-                    let surge = int_or_percent(&mut errors, "spec.updateStrategy.rollingUpdate.maxSurge", ru.max_surge.as_ref());
-                    let unavailable = int_or_percent(&mut errors, "spec.updateStrategy.rollingUpdate.maxUnavailable", ru.max_unavailable.as_ref());
-                    if !surge && !unavailable {
-                        errors.push(FieldError::new("spec.updateStrategy.rollingUpdate.maxUnavailable", "may not be 0 when `maxSurge` is 0"));
-                    }
+                    let (surge, unavailable) = rolling_bounds(&mut errors, "spec.updateStrategy.rollingUpdate", ru.max_surge.as_ref(), ru.max_unavailable.as_ref());
                     if surge && unavailable {
                         errors.push(FieldError::new("spec.updateStrategy.rollingUpdate.maxUnavailable", "may not be set when maxSurge is non-zero (set it to 0)"));
                     }

@@ -120,10 +120,7 @@ fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
 
 pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
     match cmd {
-        RolloutCommand::Status(a) => match workload_of(&a)? {
-            (kind, name) if kind.kind == "DaemonSet" => daemon_set_status(client, &a, &name).await,
-            _ => status(client, a).await,
-        },
+        RolloutCommand::Status(a) => status(client, a).await,
         RolloutCommand::History(a) => history(client, a).await,
         RolloutCommand::Undo(a) => undo(client, a).await,
         RolloutCommand::Restart(a) => {
@@ -165,74 +162,64 @@ async fn pause(client: &Client, a: RolloutArgs, on: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
-    let name = deployment_of(&a)?;
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        let d = parse(
-            &client
-                .get_object("deployments", &a.ns.namespace, &name, false)
-                .await?
-                .object,
-        )?;
-        let want = i(&d, "/spec/replicas");
-        let (updated, total, available) = (
-            i(&d, "/status/updatedReplicas"),
-            i(&d, "/status/replicas"),
-            i(&d, "/status/availableReplicas"),
-        );
-        let observed = i(&d, "/status/observedGeneration") >= i(&d, "/metadata/generation");
-        let msg = if !observed {
-            "Waiting for deployment spec update to be observed...".to_string()
-        } else if updated < want {
-            format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated...")
-        } else if total > updated {
-            format!("Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...", total - updated)
-        } else if available < updated {
-            format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available...")
-        } else {
-            println!("deployment {name:?} successfully rolled out");
-            return Ok(());
-        };
-        if msg != last {
-            println!("{msg}");
-            last = msg;
-        }
-        if started.elapsed() > a.timeout {
-            return Err(ExitWith {
-                code: 1,
-                message: format!("timed out waiting for the rollout of {name:?}"),
-            }
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+/// What a Deployment's rollout still waits for, if anything.
+fn deployment_waiting(d: &Value, name: &str) -> Option<String> {
+    let want = i(d, "/spec/replicas");
+    let (updated, total, available) = (
+        i(d, "/status/updatedReplicas"),
+        i(d, "/status/replicas"),
+        i(d, "/status/availableReplicas"),
+    );
+    let observed = i(d, "/status/observedGeneration") >= i(d, "/metadata/generation");
+    if !observed {
+        Some("Waiting for deployment spec update to be observed...".to_string())
+    } else if updated < want {
+        Some(format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {want} new replicas have been updated..."))
+    } else if total > updated {
+        Some(format!("Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...", total - updated))
+    } else if available < updated {
+        Some(format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."))
+    } else {
+        None
     }
 }
 
-/// Wait until every node a DaemonSet belongs on runs an available pod of its template.
-async fn daemon_set_status(client: &Client, a: &RolloutArgs, name: &str) -> anyhow::Result<()> {
+/// What a DaemonSet's rollout still waits for: every node it belongs on running an
+/// available pod of its template.
+fn daemon_set_waiting(ds: &Value, name: &str) -> Option<String> {
+    let want = i(ds, "/status/desiredNumberScheduled");
+    let updated = i(ds, "/status/updatedNumberScheduled");
+    let available = i(ds, "/status/numberAvailable");
+    let observed = i(ds, "/status/observedGeneration") >= i(ds, "/metadata/generation");
+    if !observed {
+        Some("Waiting for daemon set spec update to be observed...".to_string())
+    } else if updated < want {
+        Some(format!("Waiting for daemon set {name:?} rollout to finish: {updated} out of {want} new pods have been updated..."))
+    } else if available < want {
+        Some(format!("Waiting for daemon set {name:?} rollout to finish: {available} of {want} updated pods are available..."))
+    } else {
+        None
+    }
+}
+
+async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
+    let (kind, name) = workload_of(&a)?;
+    let (waiting, noun): (fn(&Value, &str) -> Option<String>, &str) = if kind.kind == "DaemonSet" {
+        (daemon_set_waiting, "daemon set")
+    } else {
+        (deployment_waiting, "deployment")
+    };
     let started = Instant::now();
     let mut last = String::new();
     loop {
-        let ds = parse(
+        let obj = parse(
             &client
-                .get_object("daemonsets", &a.ns.namespace, name, false)
+                .get_object(kind.plural, &a.ns.namespace, &name, false)
                 .await?
                 .object,
         )?;
-        let want = i(&ds, "/status/desiredNumberScheduled");
-        let updated = i(&ds, "/status/updatedNumberScheduled");
-        let available = i(&ds, "/status/numberAvailable");
-        let observed = i(&ds, "/status/observedGeneration") >= i(&ds, "/metadata/generation");
-        let msg = if !observed {
-            "Waiting for daemon set spec update to be observed...".to_string()
-        } else if updated < want {
-            format!("Waiting for daemon set {name:?} rollout to finish: {updated} out of {want} new pods have been updated...")
-        } else if available < want {
-            format!("Waiting for daemon set {name:?} rollout to finish: {available} of {want} updated pods are available...")
-        } else {
-            println!("daemon set {name:?} successfully rolled out");
+        let Some(msg) = waiting(&obj, &name) else {
+            println!("{noun} {name:?} successfully rolled out");
             return Ok(());
         };
         if msg != last {
