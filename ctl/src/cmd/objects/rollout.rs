@@ -162,6 +162,10 @@ async fn pause(client: &Client, a: RolloutArgs, on: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What a workload's rollout still waits for (a message), given the object and its name;
+/// `None` once it is done.
+type Waiting = fn(&Value, &str) -> Option<String>;
+
 /// What a Deployment's rollout still waits for, if anything.
 fn deployment_waiting(d: &Value, name: &str) -> Option<String> {
     let want = i(d, "/spec/replicas");
@@ -204,7 +208,7 @@ fn daemon_set_waiting(ds: &Value, name: &str) -> Option<String> {
 
 async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
     let (kind, name) = workload_of(&a)?;
-    let (waiting, noun): (fn(&Value, &str) -> Option<String>, &str) = if kind.kind == "DaemonSet" {
+    let (waiting, noun): (Waiting, &str) = if kind.kind == "DaemonSet" {
         (daemon_set_waiting, "daemon set")
     } else {
         (deployment_waiting, "deployment")
