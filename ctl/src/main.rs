@@ -2,6 +2,7 @@
 
 mod cmd;
 mod endpoints;
+mod jsonpath;
 mod manifest;
 mod table;
 
@@ -62,6 +63,9 @@ enum Command {
     Edit(cmd::objects::modify::EditArgs),
     /// Change an object with a merge patch or a JSON patch.
     Patch(cmd::objects::modify::PatchArgs),
+    /// Change a workload's container images: `set image deployment/web web=IMAGE`.
+    #[command(subcommand)]
+    Set(cmd::objects::set_image::SetCommand),
     /// Roll out, inspect and undo Deployment changes.
     #[command(subcommand)]
     Rollout(cmd::objects::rollout::RolloutCommand),
@@ -159,6 +163,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Edit(a) => cmd::objects::modify::edit(&client, a).await,
             Command::Rollout(c) => cmd::objects::rollout::run(&client, c).await,
+            Command::Set(c) => cmd::objects::set_image::run(&client, c).await,
             Command::Cordon(a) => cmd::objects::nodes::cordon(&client, a, true).await,
             Command::Uncordon(a) => cmd::objects::nodes::cordon(&client, a, false).await,
             Command::Drain(a) => cmd::objects::nodes::drain(&client, a).await,

@@ -1047,10 +1047,15 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
     let history = PodHistory::start(&client, in_ns("default", "app=agent")).await;
     let out = skiffctl(
         &cluster,
-        &["apply", "-f", "-"],
-        Some(&daemon_set("agent:2")),
+        &["set", "image", "ds/agent", "agent=agent:2"],
+        None,
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "daemonset.apps/agent image updated\n",
+        "{}",
+        text(&out.stderr)
+    );
     let status = skiffctl(
         &cluster,
         &["rollout", "status", "ds/agent", "--timeout", "60s"],
@@ -1078,6 +1083,21 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
             "two pods on a node: {by_node:?}"
         );
         assert!(!by_node.contains_key("c-0"), "a pod on the tainted node");
+    }
+    let template =
+        r#"jsonpath={range .items[*]}{.spec.nodeName}={.spec.containers[0].image}{"\n"}{end}"#;
+    let images = skiffctl(
+        &cluster,
+        &["get", "pods", "-l", "app=agent", "-o", template],
+        None,
+    );
+    let listed = text(&images.stdout);
+    for node in ["a-0", "b-0", "d-0"] {
+        assert!(
+            listed.lines().any(|l| l == format!("{node}=agent:2")),
+            "{listed}{}",
+            text(&images.stderr)
+        );
     }
     let pods = objects(&client, "pods", in_ns("default", "app=agent")).await;
     let live: Vec<&Value> = pods

@@ -16,7 +16,7 @@ pub struct GetArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub ns: NamespaceArgs,
-    /// Output: yaml, json, wide or name (default: a table).
+    /// Output: yaml, json, wide, name or jsonpath=TEMPLATE (default: a table).
     #[arg(short = 'o', long)]
     pub output: Option<String>,
     /// Label selector, e.g. app=web,tier!=db.
@@ -88,8 +88,17 @@ pub fn print(
                 table::print(&header, &rows);
             }
         }
+        Some(o) if o.starts_with("jsonpath=") => {
+            let template = crate::jsonpath::Template::parse(&o["jsonpath=".len()..])?;
+            let root = if single && objects.len() == 1 {
+                objects[0].clone()
+            } else {
+                json!({"apiVersion": "v1", "kind": "List", "items": objects})
+            };
+            print!("{}", template.render(&root));
+        }
         Some(other) => {
-            anyhow::bail!("--output {other:?} is not supported; use yaml, json, wide or name")
+            anyhow::bail!("--output {other:?} is not supported; use yaml, json, wide, name or jsonpath=TEMPLATE")
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ pub mod get;
 pub mod modify;
 pub mod nodes;
 pub mod rollout;
+pub mod set_image;
 pub mod wait;
 
 use anyhow::anyhow;
