@@ -1635,3 +1635,74 @@ async fn the_agent_serves_metrics_health_and_readiness() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_stop_hook_runs_before_the_container_is_asked_to_stop() {
+    require_system_parts();
+    let w = world(&[]).await;
+    let client = w.cluster.client();
+    let image = w
+        .registry
+        .push(&OciImage::busybox("hooks"), "skiff/busybox", "1");
+    let shared = w.cluster.dir().join("hook");
+    std::fs::create_dir_all(&shared).expect("the hook's folder");
+    let log = shared.join("log");
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 10
+  volumes:
+  - name: hook
+    hostPath: {{path: "{}", type: Directory}}
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "trap 'echo term >> /hook/log; exit 0' TERM; echo started >> /hook/log; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: hook, mountPath: /hook}}]
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo prestop >> /hook/log; sleep 1"]
+"#,
+        shared.display()
+    );
+    // A hostPath volume is the log the test reads after the pod is gone.
+    ok(&skiffctl(
+        &w.cluster,
+        &[
+            "label",
+            "namespace",
+            "default",
+            "pod-security.kubernetes.io/enforce=privileged",
+        ],
+        None,
+    ));
+    ok(&skiffctl(
+        &w.cluster,
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    ));
+    wait_until(Duration::from_secs(60), "the container started", || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started"))
+    })
+    .await;
+    ok(&skiffctl(&w.cluster, &["delete", "pod", "hooked"], None));
+    wait_until(Duration::from_secs(30), "the pod gone", || async {
+        pod(&client, "hooked").await.is_none()
+    })
+    .await;
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("the log")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines,
+        ["started", "prestop", "term"],
+        "the hook ran, then the container got SIGTERM"
+    );
+}

@@ -17,6 +17,7 @@ pub mod api;
 pub mod backoff;
 pub mod config_sources;
 pub mod context;
+pub mod hooks;
 pub mod logs;
 pub mod probes;
 pub mod security_context;
@@ -268,17 +269,41 @@ impl<E: WorkerEnv> Worker<E> {
     async fn terminate(&mut self, grace: Duration, pod: Option<&Pod>) {
         tracing::info!(grace_s = grace.as_secs(), "terminating");
         let runtime = &self.ctx.runtime;
-        let ids: Vec<String> = match runtime.list_pod(&self.uid).await {
-            Ok(list) => list.into_iter().map(|c| c.id).collect(),
+        // (id, container name): the name finds the container's preStop hook.
+        let running: Vec<(String, String)> = match runtime.list_pod(&self.uid).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|c| {
+                    let name = c.label(crate::runtime::labels::CONTAINER).to_string();
+                    (c.id, name)
+                })
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "listing containers to stop");
                 self.slots
                     .values()
                     .filter_map(|s| s.current.clone())
+                    .map(|id| (id, String::new()))
                     .collect()
             }
         };
-        let stops = ids.iter().map(|id| runtime.stop(id, grace));
+        let ids: Vec<String> = running.iter().map(|(id, _)| id.clone()).collect();
+        let pod_ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+        let containers: Vec<k8s_openapi::api::core::v1::Container> = pod
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let stops = running.iter().map(|(id, name)| {
+            let spec = containers.iter().find(|c| &c.name == name);
+            let pod_ip = pod_ip.as_str();
+            async move {
+                let spent = match spec {
+                    Some(c) => hooks::pre_stop(c, id, pod_ip, &**runtime, grace).await,
+                    None => Duration::ZERO,
+                };
+                runtime.stop(id, hooks::grace_left(grace, spent)).await
+            }
+        });
         for (id, r) in ids.iter().zip(futures::future::join_all(stops).await) {
             if let Err(e) = r {
                 tracing::warn!(container = %id, error = %e, "stopping");
