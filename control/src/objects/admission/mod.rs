@@ -3,14 +3,16 @@
 //! is reported with its field. What comes out is the object as stored.
 //!
 //! Each kind's strategy ([`super::kinds`]) admits through [`typed`] with its own defaults and
-//! checks, which live here by family: [`pod`] (also pod templates), [`workloads`], [`batch`], [`policy`],
-//! [`service`], [`other`].
+//! checks, which live here by family: [`pod`] (also pod templates; [`unsupported`] names the
+//! fields the agent does not carry out), [`workloads`], [`batch`], [`policy`], [`service`],
+//! [`other`].
 
 pub mod batch;
 pub mod other;
 pub mod pod;
 pub mod policy;
 pub mod service;
+pub mod unsupported;
 pub mod workloads;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -213,6 +213,7 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         }
         validate_container(c, &f, &volumes, &mut host_ports, &mut errors);
     }
+    errors.extend(super::unsupported::refused_fields(spec, path));
     errors
 }
 

@@ -1,0 +1,156 @@
+//! Pod fields the node agent does not carry out yet, refused at admission with their path
+//! (in pods and in every workload's pod template), so that a manifest never runs as if they
+//! were honoured when they are not. Each leaves this list when the agent learns it.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+
+use super::super::error::FieldError;
+
+const WHY: &str = "Forbidden: not supported by Skiff's node agent";
+
+fn refuse(errors: &mut Vec<FieldError>, field: String) {
+    errors.push(FieldError::new(field, WHY));
+}
+
+fn probe(p: Option<&Probe>, f: String, errors: &mut Vec<FieldError>) {
+    let Some(p) = p else { return };
+    if p.grpc.is_some() {
+        refuse(errors, format!("{f}.grpc"));
+    }
+    if let Some(h) = &p.http_get {
+        if h.scheme.as_deref() == Some("HTTPS") {
+            refuse(errors, format!("{f}.httpGet.scheme"));
+        }
+        if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
+            refuse(errors, format!("{f}.httpGet.httpHeaders"));
+        }
+    }
+}
+
+fn container(c: &Container, f: &str, errors: &mut Vec<FieldError>) {
+    probe(
+        c.liveness_probe.as_ref(),
+        format!("{f}.livenessProbe"),
+        errors,
+    );
+    probe(
+        c.readiness_probe.as_ref(),
+        format!("{f}.readinessProbe"),
+        errors,
+    );
+    probe(
+        c.startup_probe.as_ref(),
+        format!("{f}.startupProbe"),
+        errors,
+    );
+    if let Some(l) = &c.lifecycle {
+        if l.post_start.is_some() {
+            refuse(errors, format!("{f}.lifecycle.postStart"));
+        }
+        if let Some(h) = l.pre_stop.as_ref().and_then(|p| p.http_get.as_ref()) {
+            if h.scheme.as_deref() == Some("HTTPS") {
+                refuse(errors, format!("{f}.lifecycle.preStop.httpGet.scheme"));
+            }
+            if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
+                refuse(errors, format!("{f}.lifecycle.preStop.httpGet.httpHeaders"));
+            }
+        }
+    }
+    for (j, p) in c.ports.iter().flatten().enumerate() {
+        if p.host_port.is_some_and(|h| h != 0) {
+            refuse(errors, format!("{f}.ports[{j}].hostPort"));
+        }
+    }
+    for (j, e) in c.env.iter().flatten().enumerate() {
+        if e.value_from
+            .as_ref()
+            .is_some_and(|v| v.resource_field_ref.is_some())
+        {
+            refuse(errors, format!("{f}.env[{j}].valueFrom.resourceFieldRef"));
+        }
+    }
+}
+
+/// The unsupported fields `spec` (at `path`) sets.
+pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (field, set) in [
+        ("hostNetwork", spec.host_network == Some(true)),
+        ("hostPID", spec.host_pid == Some(true)),
+        ("hostIPC", spec.host_ipc == Some(true)),
+        (
+            "shareProcessNamespace",
+            spec.share_process_namespace == Some(true),
+        ),
+        (
+            "activeDeadlineSeconds",
+            spec.active_deadline_seconds.is_some(),
+        ),
+        (
+            "imagePullSecrets",
+            spec.image_pull_secrets
+                .as_ref()
+                .is_some_and(|s| !s.is_empty()),
+        ),
+    ] {
+        if set {
+            refuse(&mut errors, format!("{path}.{field}"));
+        }
+    }
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        container(c, &format!("{path}.initContainers[{i}]"), &mut errors);
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        container(c, &format!("{path}.containers[{i}]"), &mut errors);
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn fields_the_agent_would_ignore_are_named() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "hostNetwork": true,
+            "imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{
+                "name": "c", "image": "x",
+                "ports": [{"containerPort": 80, "hostPort": 8080}],
+                "livenessProbe": {"grpc": {"port": 9090}},
+                "readinessProbe": {"httpGet": {"port": 80, "scheme": "HTTPS"}},
+                "lifecycle": {"postStart": {"exec": {"command": ["true"]}},
+                              "preStop": {"exec": {"command": ["true"]}}},
+                "env": [{"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}],
+            }],
+        }))
+        .unwrap();
+        let fields: Vec<String> = refused_fields(&spec, "spec")
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.hostNetwork",
+                "spec.imagePullSecrets",
+                "spec.containers[0].livenessProbe.grpc",
+                "spec.containers[0].readinessProbe.httpGet.scheme",
+                "spec.containers[0].lifecycle.postStart",
+                "spec.containers[0].ports[0].hostPort",
+                "spec.containers[0].env[0].valueFrom.resourceFieldRef",
+            ]
+        );
+        // What the agent does: a preStop exec hook, plain HTTP probes.
+        let fine: PodSpec = serde_json::from_value(json!({"containers": [{
+            "name": "c", "image": "x",
+            "readinessProbe": {"httpGet": {"port": 80, "scheme": "HTTP"}},
+            "lifecycle": {"preStop": {"exec": {"command": ["true"]}}},
+        }]}))
+        .unwrap();
+        assert!(refused_fields(&fine, "spec").is_empty());
+    }
+}
