@@ -1690,6 +1690,17 @@ spec:
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started"))
     })
     .await;
+    // The agent's Events, as the kubelet writes them, in `describe`.
+    wait_until(Duration::from_secs(20), "the agent's events", || async {
+        let out = skiffctl(&w.cluster, &["describe", "pod", "hooked"], None);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        ["Pulling", "Pulled", "Created", "Started"]
+            .iter()
+            .all(|r| text.contains(r))
+            && text.contains("Started container main")
+            && text.contains("kubelet")
+    })
+    .await;
     ok(&skiffctl(&w.cluster, &["delete", "pod", "hooked"], None));
     wait_until(Duration::from_secs(30), "the pod gone", || async {
         pod(&client, "hooked").await.is_none()
@@ -1704,5 +1715,21 @@ spec:
         lines,
         ["started", "prestop", "term"],
         "the hook ran, then the container got SIGTERM"
+    );
+    let events = ok(&skiffctl(
+        &w.cluster,
+        &[
+            "get",
+            "events",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}:{.message}{\"\\n\"}{end}",
+        ],
+        None,
+    ));
+    assert!(
+        events
+            .lines()
+            .any(|l| l == "Killing:Stopping container main"),
+        "{events}"
     );
 }

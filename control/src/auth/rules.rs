@@ -227,7 +227,9 @@ fn node_coarse(verb: Verb, kind: Option<&KindInfo>) -> Decision {
         (Verb::Get | Verb::Create | Verb::Update | Verb::Patch, "leases") => {
             allow("node: renews its own Lease")
         }
-        (Verb::Create, "events") => allow("node: records events"),
+        (Verb::Create | Verb::Patch, "events") => {
+            allow("node: records events and counts their repeats")
+        }
         _ => deny("node: only its own Node and Lease, the pods bound to it and what they use"),
     }
 }

@@ -10,6 +10,7 @@ use skiff_proto::objects::{Api, ApiError, DeleteParams};
 use skiff_proto::{Client, ClientError};
 
 use super::config_sources::{ConfigError, SourceKind};
+use super::events::PodEvent;
 
 /// Key → bytes of a ConfigMap or a Secret.
 pub type SourceData = BTreeMap<String, Vec<u8>>;
@@ -34,6 +35,13 @@ pub trait PodApi: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         uid: &str,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Write `event`, seen by node `node`: created the first time, counted again after.
+    fn record_event(
+        &self,
+        event: &PodEvent,
+        node: &str,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
@@ -109,6 +117,39 @@ impl PodApi for Client {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn record_event(&self, event: &PodEvent, node: &str) -> Result<(), ApiError> {
+        let now = jiff::Timestamp::now().to_string();
+        let create = || async {
+            let body = serde_json::to_vec(&event.object(node, &now))?;
+            self.create_object("events", &event.namespace, body).await?;
+            Ok::<(), ApiError>(())
+        };
+        if event.count > 1 {
+            let patch = serde_json::to_vec(&event.recount(&now))?;
+            match self
+                .patch_object("events", &event.namespace, &event.name(), patch, false)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Gone (cleaned up, or its first write lost): written anew.
+                Err(ClientError::Rejected(s)) if s.code() == tonic::Code::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match create().await {
+            // Written by this agent before it restarted: counted on it.
+            Err(ApiError::Client(ClientError::Rejected(s)))
+                if s.code() == tonic::Code::AlreadyExists =>
+            {
+                let patch = serde_json::to_vec(&event.recount(&now))?;
+                self.patch_object("events", &event.namespace, &event.name(), patch, false)
+                    .await?;
+                Ok(())
+            }
+            other => other,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod api;
 pub mod backoff;
 pub mod config_sources;
 pub mod context;
+pub mod events;
 pub mod hooks;
 pub mod logs;
 pub mod probes;
@@ -136,6 +137,8 @@ struct Worker<E: WorkerEnv> {
     /// When this agent first saw the pod; `None` once its start was timed (or it was found
     /// running, after an agent restart).
     seen_at: Option<Instant>,
+    /// How often each (reason, message) was recorded as an Event.
+    event_counts: std::sync::Mutex<BTreeMap<(&'static str, String), u32>>,
 }
 
 impl<E: WorkerEnv> Worker<E> {
@@ -158,6 +161,7 @@ impl<E: WorkerEnv> Worker<E> {
             last_status: pod.status.clone(),
             pending_message: None,
             adopted: false,
+            event_counts: Default::default(),
             start_permit: None,
             started_once: false,
             seen_at: Some(Instant::now()),
@@ -266,6 +270,32 @@ impl<E: WorkerEnv> Worker<E> {
         }
     }
 
+    /// Record an Event about this pod (written in the background; a repeat is counted on
+    /// the same Event).
+    fn event(&self, type_: &'static str, reason: &'static str, message: String) {
+        let count = {
+            let mut counts = self.event_counts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = counts.entry((reason, message.clone())).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let event = events::PodEvent {
+            namespace: self.namespace.clone(),
+            pod: self.name.clone(),
+            uid: self.uid.clone(),
+            type_,
+            reason,
+            message,
+            count,
+        };
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ctx.api.record_event(&event, &ctx.node_name).await {
+                tracing::debug!(reason = event.reason, error = %e, "recording an event");
+            }
+        });
+    }
+
     async fn terminate(&mut self, grace: Duration, pod: Option<&Pod>) {
         tracing::info!(grace_s = grace.as_secs(), "terminating");
         let runtime = &self.ctx.runtime;
@@ -293,6 +323,9 @@ impl<E: WorkerEnv> Worker<E> {
             .and_then(|p| p.spec.as_ref())
             .map(|s| s.containers.clone())
             .unwrap_or_default();
+        for (_, name) in running.iter().filter(|(_, n)| !n.is_empty()) {
+            self.event("Normal", "Killing", format!("Stopping container {name}"));
+        }
         let stops = running.iter().map(|(id, name)| {
             let spec = containers.iter().find(|c| &c.name == name);
             let pod_ip = pod_ip.as_str();

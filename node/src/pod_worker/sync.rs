@@ -280,6 +280,14 @@ impl<E: WorkerEnv> Worker<E> {
                         }
                         if self.run_probes(c, &id, &mut slot).await {
                             tracing::info!(container = %c.name, "liveness probe failed; restarting");
+                            self.event(
+                                "Normal",
+                                "Killing",
+                                format!(
+                                    "Container {} failed liveness probe, will be restarted",
+                                    c.name
+                                ),
+                            );
                             let grace = Duration::from_secs(
                                 pod.spec
                                     .as_ref()
@@ -334,6 +342,14 @@ impl<E: WorkerEnv> Worker<E> {
                             }
                             slot.crash.fail(&self.ctx.backoff, now);
                             slot.crash_armed_for = Some(id.clone());
+                            self.event(
+                                "Warning",
+                                "BackOff",
+                                format!(
+                                    "Back-off restarting failed container {} in pod {}",
+                                    c.name, self.name
+                                ),
+                            );
                         }
                         if !slot.crash.ready(now) {
                             let left = slot.crash.until.map(|u| u - now).unwrap_or_default();
@@ -396,17 +412,44 @@ impl<E: WorkerEnv> Worker<E> {
         }
         let policy = PullPolicy::from_spec(c.image_pull_policy.as_deref(), &image_name);
         let pulled = match runtime.local_image(&image_name, policy).await {
-            Some(image) => Ok(image),
+            Some(image) => {
+                if slot.attempt == 0 {
+                    self.event(
+                        "Normal",
+                        "Pulled",
+                        format!("Container image {image_name:?} already present on machine"),
+                    );
+                }
+                Ok(image)
+            }
             None => {
                 // A pull waits on the registry, not the CPU: the next pod takes the turn.
                 self.start_permit = None;
-                runtime.ensure_image(&image_name, policy).await
+                self.event("Normal", "Pulling", format!("Pulling image {image_name:?}"));
+                let started = Instant::now();
+                let r = runtime.ensure_image(&image_name, policy).await;
+                if r.is_ok() {
+                    self.event(
+                        "Normal",
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image {image_name:?} in {:.3}s",
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+                r
             }
         };
         let image = match pulled {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(container = %c.name, error = %e, "image");
+                self.event(
+                    "Warning",
+                    "Failed",
+                    format!("Failed to pull image {image_name:?}: {e}"),
+                );
                 slot.pull.fail(&self.ctx.backoff, now);
                 let reason = if matches!(e, crate::error::Error::ImageNeverPulled { .. }) {
                     "ErrImageNeverPull"
@@ -496,19 +539,23 @@ impl<E: WorkerEnv> Worker<E> {
         };
         if let Err(e) = runtime.create(&spec).await {
             tracing::warn!(container = %id, error = %e, "creating");
+            self.event("Warning", "Failed", format!("Error: {e}"));
             let _ = runtime.remove(&id).await;
             slot.crash.fail(&self.ctx.backoff, now);
             slot.waiting = Some(("CreateContainerError".into(), e.to_string()));
             return Progress::Waiting;
         }
+        self.event("Normal", "Created", format!("Created container {}", c.name));
         if let Err(e) = runtime.start(&id).await {
             tracing::warn!(container = %id, error = %e, "starting");
+            self.event("Warning", "Failed", format!("Error: {e}"));
             let _ = runtime.remove(&id).await;
             slot.crash.fail(&self.ctx.backoff, now);
             slot.waiting = Some(("RunContainerError".into(), e.to_string()));
             return Progress::Waiting;
         }
         tracing::info!(container = %id, attempt = slot.attempt, "started");
+        self.event("Normal", "Started", format!("Started container {}", c.name));
         slot.current = Some(id);
         slot.waiting = None;
         slot.terminated = None;
@@ -533,6 +580,18 @@ impl<E: WorkerEnv> Worker<E> {
             let spec = slot.probes[i].spec.clone();
             let (ok, message) = probes::run(&spec, c, id, &ip, self.ctx.runtime.as_ref()).await;
             let changed = slot.probes[i].record(ok, message.clone(), Instant::now());
+            if !ok {
+                let probe = match kind {
+                    Kind::Liveness => "Liveness",
+                    Kind::Readiness => "Readiness",
+                    Kind::Startup => "Startup",
+                };
+                self.event(
+                    "Warning",
+                    "Unhealthy",
+                    format!("{probe} probe failed: {message}"),
+                );
+            }
             if changed {
                 tracing::info!(container = %c.name, probe = ?kind, passing = ok, message = %message, "probe verdict changed");
             }

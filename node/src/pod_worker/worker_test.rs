@@ -90,6 +90,14 @@ impl PodApi for FakeApi {
             .push(format!("{namespace}/{name}"));
         Ok(())
     }
+
+    async fn record_event(
+        &self,
+        _event: &crate::pod_worker::events::PodEvent,
+        _node: &str,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 struct Fake;
