@@ -52,8 +52,9 @@ async fn budgets_of(
             .as_ref()
             .and_then(|s| s.selector.as_ref())
             .and_then(|s| Selector::from_label_selector("spec.selector", s).ok())
-            // An empty selector selects nothing in policy/v1... as Kubernetes reads it.
-            .is_some_and(|s| !s.is_empty() && s.matches(&labels));
+            // As policy/v1 reads it: no selector selects no pod, an empty one every pod of
+            // the namespace.
+            .is_some_and(|s| s.matches(&labels));
         if selects {
             out.push(pdb);
         }

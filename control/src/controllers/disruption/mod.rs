@@ -158,8 +158,9 @@ fn status_of(
     let selector = spec
         .selector
         .as_ref()
-        .and_then(|s| Selector::from_label_selector("spec.selector", s).ok())
-        .filter(|s| !s.is_empty());
+        // As policy/v1 reads it: no selector selects no pod, an empty one every pod of the
+        // namespace.
+        .and_then(|s| Selector::from_label_selector("spec.selector", s).ok());
     // Through the label index when the selector names a label: only those pods are read.
     let first_label = spec
         .selector
