@@ -15,7 +15,7 @@ use crate::manifest;
 #[derive(Args)]
 pub struct ApplyArgs {
     /// Manifest files or directories; `-` reads standard input.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(short = 'f', long = "filename")]
     pub files: Vec<String>,
     /// Namespace for objects that name none (default: "default"); one that names another
     /// namespace is refused.
@@ -38,6 +38,9 @@ pub async fn create(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 async fn run(client: &Client, args: ApplyArgs, create_only: bool) -> anyhow::Result<()> {
+    if args.files.is_empty() {
+        anyhow::bail!("-f FILE is required (a file, a folder, or - for standard input)");
+    }
     let docs = manifest::read(&args.files)?;
     let mut failed = 0;
     let mut applied = Vec::new();

@@ -2,8 +2,6 @@
 //! `create job NAME --image IMG [-- COMMAND...]` and `create job NAME --from cronjob/CJ`
 //! (a run of a CronJob now, outside its schedule).
 
-use std::time::Duration;
-
 use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_json::{json, Value};
@@ -17,18 +15,9 @@ use super::{display_name, parse, resolve_kind};
 pub struct CreateArgs {
     /// What to make without a manifest: `job NAME`.
     pub what: Vec<String>,
-    /// Manifest files or directories; `-` reads standard input.
-    #[arg(short = 'f', long = "filename")]
-    pub files: Vec<String>,
-    /// Namespace for objects that name none (default: "default").
-    #[arg(short = 'n', long, default_value = "")]
-    pub namespace: String,
-    /// Wait until the objects are ready (with -f).
-    #[arg(long)]
-    pub wait: bool,
-    /// How long --wait waits.
-    #[arg(long, default_value = "300s", value_parser = skiff_proto::duration::parse)]
-    pub timeout: Duration,
+    /// Manifests (`-f`), their namespace and `--wait`.
+    #[command(flatten)]
+    pub manifests: ApplyArgs,
     /// The image of a Job's one container.
     #[arg(long)]
     pub image: Option<String>,
@@ -41,17 +30,11 @@ pub struct CreateArgs {
 }
 
 pub async fn run(client: &Client, a: CreateArgs) -> anyhow::Result<()> {
-    if !a.files.is_empty() {
+    if !a.manifests.files.is_empty() {
         if !a.what.is_empty() {
             bail!("give either -f or `job NAME`, not both");
         }
-        let args = ApplyArgs {
-            files: a.files,
-            namespace: a.namespace,
-            wait: a.wait,
-            timeout: a.timeout,
-        };
-        return apply::create(client, args).await;
+        return apply::create(client, a.manifests).await;
     }
     let [kind, name] = &a.what[..] else {
         bail!("expected -f FILE, or `job NAME --image IMG` or `job NAME --from cronjob/NAME`");
@@ -59,10 +42,10 @@ pub async fn run(client: &Client, a: CreateArgs) -> anyhow::Result<()> {
     if resolve_kind(kind)?.kind != "Job" {
         bail!("{kind:?}: only jobs are made from flags; use -f for the rest");
     }
-    let ns = if a.namespace.is_empty() {
+    let ns = if a.manifests.namespace.is_empty() {
         "default".to_string()
     } else {
-        a.namespace.clone()
+        a.manifests.namespace.clone()
     };
     let job = match (&a.from, &a.image) {
         (Some(from), None) => from_cron_job(client, &ns, name, from).await?,
