@@ -63,6 +63,11 @@ fn node_object(name: &str, i: usize, cfg: &HollowConfig) -> Node {
                 ("kubernetes.io/hostname".to_string(), name.to_string()),
                 ("skiff.dev/hollow".to_string(), "true".to_string()),
             ])),
+            // Volumes are provisioned for hollow nodes, never written.
+            annotations: Some(BTreeMap::from([(
+                skiff_proto::kinds::LOCAL_PATH_ROOT_ANNOTATION.to_string(),
+                format!("/var/lib/skiff-hollow/{name}/local-path"),
+            )])),
             ..Default::default()
         },
         spec: None,

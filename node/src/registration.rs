@@ -36,10 +36,26 @@ pub struct NodeFacts {
     pub max_pods: u32,
     /// How its pods reach other nodes' (`vxlan`, `host-gw`), published for operators.
     pub pod_network: String,
+    /// Where it keeps the folders of `local-path` volumes.
+    pub local_path_root: String,
 }
 
 /// The annotation that names a node's pod network mode.
 pub const POD_NETWORK_ANNOTATION: &str = "skiff.dev/pod-network";
+pub use skiff_proto::kinds::LOCAL_PATH_ROOT_ANNOTATION;
+
+impl NodeFacts {
+    /// What the node publishes in its annotations.
+    fn annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (POD_NETWORK_ANNOTATION.to_string(), self.pod_network.clone()),
+            (
+                LOCAL_PATH_ROOT_ANNOTATION.to_string(),
+                self.local_path_root.clone(),
+            ),
+        ])
+    }
+}
 
 fn now() -> Time {
     Time(jiff::Timestamp::now())
@@ -189,10 +205,7 @@ pub async fn register(client: &Client, f: &NodeFacts) -> String {
                 ("kubernetes.io/hostname".to_string(), f.name.clone()),
                 ("kubernetes.io/os".to_string(), "linux".to_string()),
             ])),
-            annotations: Some(BTreeMap::from([(
-                POD_NETWORK_ANNOTATION.to_string(),
-                f.pod_network.clone(),
-            )])),
+            annotations: Some(f.annotations()),
             ..Default::default()
         },
         spec: None,
@@ -204,16 +217,12 @@ pub async fn register(client: &Client, f: &NodeFacts) -> String {
             Ok(n) => Ok(n),
             Err(_) => match api.get(&f.name).await {
                 Ok(mut current) => {
-                    let mode = current
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(POD_NETWORK_ANNOTATION));
-                    if mode != Some(&f.pod_network) {
-                        let patch = serde_json::json!({"metadata": {"annotations": {
-                            POD_NETWORK_ANNOTATION: f.pod_network}}});
+                    let published = current.metadata.annotations.clone().unwrap_or_default();
+                    let ours = f.annotations();
+                    if ours.iter().any(|(k, v)| published.get(k) != Some(v)) {
+                        let patch = serde_json::json!({"metadata": {"annotations": ours}});
                         if let Err(e) = api.patch(&f.name, &patch).await {
-                            tracing::warn!(node = %f.name, error = %e, "publishing the pod network mode");
+                            tracing::warn!(node = %f.name, error = %e, "publishing the node's annotations");
                         }
                     }
                     current.status = Some(status_keeping(f, current.status.as_ref()));

@@ -150,6 +150,27 @@ pub const DAEMON_SET: KindInfo = kind(
     true,
     true,
 );
+/// StatefulSets: ordinal pods with stable names and their own volume claims.
+pub const STATEFUL_SET: KindInfo = kind(
+    "StatefulSet",
+    "apps",
+    "statefulsets",
+    "statefulset",
+    &["sts"],
+    true,
+    true,
+);
+/// ControllerRevisions: the templates a StatefulSet or DaemonSet has run, for its partitions
+/// and its rollout history.
+pub const CONTROLLER_REVISION: KindInfo = kind(
+    "ControllerRevision",
+    "apps",
+    "controllerrevisions",
+    "controllerrevision",
+    &[],
+    true,
+    false,
+);
 /// Jobs: pods run to completion.
 pub const JOB: KindInfo = kind("Job", "batch", "jobs", "job", &[], true, true);
 /// CronJobs: Jobs made on a schedule.
@@ -172,6 +193,37 @@ pub const POD_DISRUPTION_BUDGET: KindInfo = kind(
     true,
     true,
 );
+/// PersistentVolumes: storage of the cluster, each bound to at most one claim.
+pub const PERSISTENT_VOLUME: KindInfo = kind(
+    "PersistentVolume",
+    "",
+    "persistentvolumes",
+    "persistentvolume",
+    &["pv"],
+    false,
+    true,
+);
+/// PersistentVolumeClaims: a namespace's request for storage.
+pub const PERSISTENT_VOLUME_CLAIM: KindInfo = kind(
+    "PersistentVolumeClaim",
+    "",
+    "persistentvolumeclaims",
+    "persistentvolumeclaim",
+    &["pvc"],
+    true,
+    true,
+);
+/// StorageClasses: how claims of a class get their volumes.
+pub const STORAGE_CLASS: KindInfo = KindInfo {
+    kind: "StorageClass",
+    group: "storage.k8s.io",
+    version: "v1",
+    plural: "storageclasses",
+    singular: "storageclass",
+    short_names: &["sc"],
+    namespaced: false,
+    has_status: false,
+};
 /// Services.
 pub const SERVICE: KindInfo = kind("Service", "", "services", "service", &["svc"], true, true);
 /// Endpoints.
@@ -226,6 +278,10 @@ pub const JOIN_TOKEN: KindInfo = kind(
     false,
 );
 
+/// The annotation on a Node naming the folder that holds its `local-path` volumes: the node
+/// agent publishes it, the volume controller provisions under it.
+pub const LOCAL_PATH_ROOT_ANNOTATION: &str = "skiff.dev/local-path-root";
+
 /// Every served kind.
 pub const KINDS: &[KindInfo] = &[
     NAMESPACE,
@@ -234,9 +290,14 @@ pub const KINDS: &[KindInfo] = &[
     REPLICATION_CONTROLLER,
     DEPLOYMENT,
     DAEMON_SET,
+    STATEFUL_SET,
+    CONTROLLER_REVISION,
     JOB,
     CRON_JOB,
     POD_DISRUPTION_BUDGET,
+    PERSISTENT_VOLUME,
+    PERSISTENT_VOLUME_CLAIM,
+    STORAGE_CLASS,
     SERVICE,
     ENDPOINTS,
     NODE,

@@ -378,7 +378,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     // The built-in namespaces exist from the start; each member makes sure, once a leader is
     // there (the create is a compare-and-swap, so only one attempt takes effect).
     let objects = skiff_control::objects::ObjectStore::new(node.clone());
-    tokio::spawn(async move { objects.ensure_builtin_namespaces().await });
+    tokio::spawn(async move { objects.ensure_builtin_objects().await });
     // The scheduler and controllers run here whenever this member leads.
     let settings = skiff_control::controllers::Settings {
         node_grace: Duration::from_secs(args.node_grace_seconds),

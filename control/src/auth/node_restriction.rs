@@ -1,6 +1,7 @@
 //! What a node agent may touch, as Kubernetes' Node authorizer and NodeRestriction admission
 //! allow a kubelet: its own Node and Lease, the pods bound to it (read, their status, the end
-//! of their deletion) and the Secrets and ConfigMaps those pods use; never another node's.
+//! of their deletion) and the Secrets, ConfigMaps and claims those pods use; never another
+//! node's.
 
 use serde_json::Value;
 
@@ -34,7 +35,7 @@ pub async fn check(store: &ObjectStore, node: &str, ask: &ObjectAsk<'_>) -> Resu
         (Verb::Update | Verb::Patch, "pods") => {
             Err("a node changes only the status of its pods".into())
         }
-        (Verb::Get, "secrets" | "configmaps") => {
+        (Verb::Get, "secrets" | "configmaps" | "persistentvolumeclaims") => {
             if used_here(store, node, plural, &ask.namespace, &ask.name).await? {
                 Ok(())
             } else {
@@ -79,7 +80,7 @@ async fn bound_here_or_gone(
     }
 }
 
-/// Whether a pod bound to `node` in `namespace` uses the Secret or ConfigMap `name`.
+/// Whether a pod bound to `node` in `namespace` uses the Secret, ConfigMap or claim `name`.
 async fn used_here(
     store: &ObjectStore,
     node: &str,
@@ -107,8 +108,8 @@ async fn used_here(
     Ok(false)
 }
 
-/// The names of the Secrets (`plural` "secrets") or ConfigMaps a pod spec refers to: volumes
-/// (projected ones too), env and envFrom of every container, image pull secrets.
+/// The names of the Secrets (`plural` "secrets"), ConfigMaps or claims a pod spec refers to:
+/// volumes (projected ones too), env and envFrom of every container, image pull secrets.
 pub fn references(spec: &Value, plural: &str) -> Vec<String> {
     let mut out = Vec::new();
     walk(spec, plural, None, &mut out);
@@ -116,15 +117,18 @@ pub fn references(spec: &Value, plural: &str) -> Vec<String> {
 }
 
 fn walk(v: &Value, plural: &str, parent: Option<&str>, out: &mut Vec<String>) {
-    let holders: &[&str] = if plural == "secrets" {
-        &["secretRef", "secretKeyRef", "secret", "imagePullSecrets"]
-    } else {
-        &["configMap", "configMapRef", "configMapKeyRef"]
+    let holders: &[&str] = match plural {
+        "secrets" => &["secretRef", "secretKeyRef", "secret", "imagePullSecrets"],
+        "persistentvolumeclaims" => &["persistentVolumeClaim"],
+        _ => &["configMap", "configMapRef", "configMapKeyRef"],
     };
     match v {
         Value::Object(map) => {
             if parent.is_some_and(|p| holders.contains(&p)) {
-                let name = map.get("name").or_else(|| map.get("secretName"));
+                let name = map
+                    .get("name")
+                    .or_else(|| map.get("secretName"))
+                    .or_else(|| map.get("claimName"));
                 if let Some(n) = name.and_then(Value::as_str) {
                     out.push(n.to_string());
                 }

@@ -214,8 +214,11 @@ fn node_coarse(verb: Verb, kind: Option<&KindInfo>) -> Decision {
         (Verb::Update | Verb::Patch | Verb::Delete, "pods") => {
             allow("node: changes the status of pods bound to it, and ends their deletion")
         }
-        (Verb::Get, "secrets" | "configmaps") => {
-            allow("node: reads the Secrets and ConfigMaps its pods use")
+        (Verb::Get, "secrets" | "configmaps" | "persistentvolumeclaims") => {
+            allow("node: reads the Secrets, ConfigMaps and claims its pods use")
+        }
+        (v, "persistentvolumes") if v.is_object_read() => {
+            allow("node: reads PersistentVolumes (the folders it keeps for them)")
         }
         (v, "services" | "endpoints" | "namespaces") if v.is_object_read() => {
             allow("node: reads Services, Endpoints and Namespaces (service forwarding)")

@@ -33,6 +33,8 @@ pub const ORPHANS: &str = "orphans";
 pub const NAMESPACE: &str = "namespace";
 /// Index: a pod's node.
 pub const NODE: &str = "node";
+/// Index: `namespace/claim` of each volume claim a pod mounts, or a volume is bound to.
+pub const CLAIM: &str = "claim";
 /// Index: `namespace/key=value` for each of an object's labels.
 pub const LABEL: &str = "label";
 

@@ -4,11 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use skiff_proto::Client;
 
 use super::cache::{self, Watched};
@@ -50,7 +55,7 @@ impl Default for Settings {
 pub struct Ctx {
     /// A client of this control node.
     pub client: Client,
-    /// Pods of every namespace (indexed by owner, node, label).
+    /// Pods of every namespace (indexed by owner, node, label, claim).
     pub pods: Watched<Pod>,
     /// Nodes.
     pub nodes: Watched<Node>,
@@ -62,6 +67,16 @@ pub struct Ctx {
     pub deployments: Watched<Deployment>,
     /// DaemonSets (indexed by owner).
     pub daemonsets: Watched<DaemonSet>,
+    /// StatefulSets (indexed by owner).
+    pub statefulsets: Watched<StatefulSet>,
+    /// ControllerRevisions (indexed by owner).
+    pub revisions: Watched<ControllerRevision>,
+    /// PersistentVolumeClaims (indexed by owner and namespace).
+    pub claims: Watched<PersistentVolumeClaim>,
+    /// PersistentVolumes (indexed by the claim they are bound to).
+    pub volumes: Watched<PersistentVolume>,
+    /// StorageClasses.
+    pub storage_classes: Watched<StorageClass>,
     /// Jobs (indexed by owner and namespace).
     pub jobs: Watched<Job>,
     /// CronJobs.
@@ -115,6 +130,15 @@ impl Ctx {
                         .filter(|n| !n.is_empty())
                         .into_iter()
                         .collect()
+                })
+                .index(cache::CLAIM, |p: &Pod| {
+                    let ns = p.metadata.namespace.as_deref().unwrap_or("");
+                    p.spec
+                        .iter()
+                        .flat_map(|s| s.volumes.iter().flatten())
+                        .filter_map(|v| v.persistent_volume_claim.as_ref())
+                        .map(|c| format!("{ns}/{}", c.claim_name))
+                        .collect()
                 }),
             s,
             t,
@@ -140,6 +164,32 @@ impl Ctx {
             s,
             t,
         );
+        let statefulsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
+        let revisions = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
+        let claims = Watched::start(
+            cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
+            s,
+            t,
+        );
+        let volumes = Watched::start(
+            cache::builder(&client).index(cache::CLAIM, |v: &PersistentVolume| {
+                v.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .map(|r| {
+                        format!(
+                            "{}/{}",
+                            r.namespace.as_deref().unwrap_or(""),
+                            r.name.as_deref().unwrap_or("")
+                        )
+                    })
+                    .into_iter()
+                    .collect()
+            }),
+            s,
+            t,
+        );
+        let storage_classes = Watched::start(cache::builder(&client), s, t);
         let pdbs = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
         let cronjobs = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
         let services = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
@@ -159,6 +209,11 @@ impl Ctx {
             replicationcontrollers,
             deployments,
             daemonsets,
+            statefulsets,
+            revisions,
+            claims,
+            volumes,
+            storage_classes,
             jobs,
             cronjobs,
             pdbs,

@@ -22,6 +22,24 @@ pub struct Involved {
     pub uid: String,
 }
 
+impl Involved {
+    /// The object `o` as an Event names it (a cluster-scoped one's Events in `default`).
+    pub fn of<K>(o: &K) -> Self
+    where
+        K: k8s_openapi::Resource
+            + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    {
+        let m = o.metadata();
+        Self {
+            kind: K::KIND.into(),
+            api_version: K::API_VERSION.into(),
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// (object uid, reason, message): what makes two events the same.
 type EventKey = (String, String, String);
 

@@ -6,7 +6,7 @@
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
 //! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`], [`job`],
-//!   [`cronjob`], [`disruption`],
+//!   [`cronjob`], [`disruption`], [`volume`],
 //!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
 //!   reconciler each.
@@ -30,6 +30,7 @@ pub mod ownership;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runner;
+pub mod volume;
 
 use std::time::Duration;
 
@@ -91,6 +92,7 @@ pub async fn run_when_leader(
             loops.spawn(job::run(ctx.clone()));
             loops.spawn(cronjob::run(ctx.clone()));
             loops.spawn(disruption::run(ctx.clone()));
+            loops.spawn(volume::run(ctx.clone()));
             loops.spawn(garbage_collector::run(ctx.clone()));
             loops.spawn(node_lifecycle::run(ctx.clone()));
             loops.spawn(node_ipam::run(ctx.clone()));

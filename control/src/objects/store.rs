@@ -1196,8 +1196,35 @@ impl ObjectStore {
         })
     }
 
-    /// Create the built-in namespaces if they are missing; retried until it works.
-    pub async fn ensure_builtin_namespaces(&self) {
+    /// Create the built-in namespaces and the default StorageClass (`local-path`, as k3s
+    /// ships it) if they are missing; retried until it works. A class an operator removed
+    /// comes back at the next start, as k3s' does.
+    pub async fn ensure_builtin_objects(&self) {
+        self.ensure_builtin_namespaces().await;
+        let Ok(strategy) = self.kind("storageclasses") else {
+            return;
+        };
+        use super::admission::storage;
+        let class = serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": storage::LOCAL_PATH_CLASS,
+                         "annotations": {storage::DEFAULT_CLASS_ANNOTATION: "true"}},
+            "provisioner": storage::LOCAL_PATH_PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        });
+        loop {
+            match self.create_value(strategy, "", class.clone(), 0).await {
+                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "creating the default StorageClass; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn ensure_builtin_namespaces(&self) {
         let Ok(strategy) = self.kind("namespaces") else {
             return;
         };

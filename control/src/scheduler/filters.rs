@@ -1,7 +1,7 @@
 //! Filters: why a pod cannot go on a node. Each returns the reasons, worded as the
 //! Kubernetes scheduler words them, so the "0/N nodes are available: ..." message reads the same.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, Pod, Taint, Toleration};
 
 use super::node_info::{host_ports, NodeInfo, Requests};
 
@@ -68,27 +68,28 @@ pub fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
             n.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    match required {
-        None => true,
-        // Terms are ORed; the requirements of one term are ANDed. The one field a node
-        // is matched on is its name (a DaemonSet pod names its node so).
-        Some(sel) => {
-            let fields = std::collections::BTreeMap::from([(
-                "metadata.name".to_string(),
-                node.name.clone(),
-            )]);
-            sel.node_selector_terms.iter().any(|t| {
-                t.match_expressions
-                    .iter()
-                    .flatten()
-                    .all(|r| requirement_matches(r, &node.labels))
-                    && t.match_fields
-                        .iter()
-                        .flatten()
-                        .all(|r| requirement_matches(r, &fields))
-            })
-        }
-    }
+    required.is_none_or(|sel| selector_matches(sel, &node.labels, &node.name))
+}
+
+/// Whether a node of `labels` and `name` matches `sel`: its terms are ORed, the requirements
+/// of one term ANDed. The one field a node is matched on is its name (a DaemonSet pod names
+/// its node so).
+pub fn selector_matches(
+    sel: &NodeSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> bool {
+    let fields = std::collections::BTreeMap::from([("metadata.name".to_string(), name.to_string())]);
+    sel.node_selector_terms.iter().any(|t| {
+        t.match_expressions
+            .iter()
+            .flatten()
+            .all(|r| requirement_matches(r, labels))
+            && t.match_fields
+                .iter()
+                .flatten()
+                .all(|r| requirement_matches(r, &fields))
+    })
 }
 
 /// Weight of the pod's preferred node affinity terms that `node` matches.
@@ -126,6 +127,8 @@ pub struct Ask<'a> {
     pub tolerations: Vec<Toleration>,
     /// Its host ports.
     pub ports: Vec<(i32, String)>,
+    /// Where its volumes are: each a node selector the node must match.
+    pub volume_nodes: Vec<NodeSelector>,
 }
 
 impl<'a> Ask<'a> {
@@ -140,6 +143,7 @@ impl<'a> Ask<'a> {
                 .and_then(|s| s.tolerations.clone())
                 .unwrap_or_default(),
             ports: host_ports(pod),
+            volume_nodes: Vec::new(),
         }
     }
 }
@@ -181,6 +185,13 @@ pub fn reasons(ask: &Ask<'_>, node: &NodeInfo) -> Vec<String> {
     }
     if !matches_affinity(pod, node) {
         return vec!["node(s) didn't match Pod's node affinity/selector".into()];
+    }
+    if !ask
+        .volume_nodes
+        .iter()
+        .all(|sel| selector_matches(sel, &node.labels, &node.name))
+    {
+        return vec!["node(s) had volume node affinity conflict".into()];
     }
     let mut out = Vec::new();
     if node.pods + 1 > node.allocatable.2 {

@@ -11,6 +11,9 @@
 //!                                   └──────────────── bind failed ◀────────────────────┘
 //! ```
 //!
+//! A pod's volume claims narrow its nodes to those its volumes are on ([`volumes`]); a claim
+//! waiting for its first consumer is told the chosen node before the pod is bound.
+//!
 //! Its cache follows the changes ([`cache`]), so a pass costs what changed, not the whole
 //! cluster. Placements are assumed at once, so it never waits for its binds to come back;
 //! binds go out concurrently and the store coalesces them into few Raft entries. A pod that
@@ -22,6 +25,7 @@ pub mod filters;
 pub mod node_info;
 pub mod queue;
 pub mod reports;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,6 +74,7 @@ fn is_pending(p: &Pod) -> bool {
 pub async fn run(ctx: Arc<Ctx>) {
     let mut pods = ctx.pods.subscribe();
     let mut nodes = ctx.nodes.subscribe();
+    let mut claims = ctx.claims.subscribe();
     let (failed_tx, mut failed) = mpsc::unbounded_channel();
     let reports = Arc::new(Reports::default());
     let _reporter = AbortOnDrop(tokio::spawn(reports::run(ctx.clone(), reports.clone())));
@@ -88,12 +93,15 @@ pub async fn run(ctx: Arc<Ctx>) {
         tokio::select! {
             e = pods.recv() => s.on_pod(e),
             e = nodes.recv() => s.on_node(e),
+            // A claim made or bound may let a pod waiting for it go.
+            Ok(_) = claims.recv() => s.queue.nodes_changed(),
             Some((k, uid)) = failed.recv() => s.bind_failed(&k, &uid),
             _ = tick.tick() => s.periodic(),
         }
         // What else arrived meanwhile is taken in the same batch.
         drain(&mut pods, |e| s.on_pod(e));
         drain(&mut nodes, |e| s.on_node(e));
+        drain(&mut claims, |_| s.queue.nodes_changed());
         while let Ok((k, uid)) = failed.try_recv() {
             s.bind_failed(&k, &uid);
         }
@@ -262,11 +270,20 @@ impl Scheduler {
         pod: &Arc<Pod>,
         feasible: &mut Vec<usize>,
     ) -> bool {
-        let ask = Ask::of(pod);
+        let mut ask = Ask::of(pod);
         let nodes: Vec<&NodeInfo> = self.cache.nodes().values().collect();
         feasible.clear();
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, n) in nodes.iter().enumerate() {
+        let claims = match volumes::ask(&self.ctx, pod) {
+            Ok(v) => v,
+            Err(why) => {
+                counts.insert(why, nodes.len());
+                volumes::VolumeAsk::default()
+            }
+        };
+        ask.volume_nodes = claims.nodes;
+        let fits_volumes = counts.is_empty();
+        for (i, n) in nodes.iter().enumerate().filter(|_| fits_volumes) {
             let why = reasons(&ask, n);
             if why.is_empty() {
                 feasible.push(i);
@@ -297,9 +314,16 @@ impl Scheduler {
         let (key, failed) = (key.clone(), self.failed_tx.clone());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let rv = pod.metadata.resource_version.clone();
+        let client = self.ctx.client.clone();
+        let select_node = claims.select_node;
         tokio::spawn(async move {
             let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
-            if let Err(e) = api.patch(&key.name, &patch).await {
+            let told = volumes::tell_claims(&client, &select_node, &node).await;
+            let bound = match told {
+                Ok(()) => api.patch(&key.name, &patch).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = bound {
                 tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
                 let _ = failed.send((key, uid));
             }

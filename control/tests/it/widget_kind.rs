@@ -108,7 +108,7 @@ async fn one_member_store(dir: &std::path::Path) -> ObjectStore {
     }
     let store = ObjectStore::new(node)
         .with_registry(Registry::builtin(Default::default()).with(WidgetStrategy));
-    store.ensure_builtin_namespaces().await;
+    store.ensure_builtin_objects().await;
     store
 }
 

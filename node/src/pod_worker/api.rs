@@ -5,7 +5,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use skiff_proto::objects::{Api, ApiError, DeleteParams};
 use skiff_proto::{Client, ClientError};
 
@@ -24,6 +28,13 @@ pub trait PodApi: Send + Sync + 'static {
         kind: SourceKind,
         name: &str,
     ) -> impl Future<Output = Result<Option<SourceData>, ConfigError>> + Send;
+
+    /// The host folder of the volume claim `namespace/claim` is bound to.
+    fn claim_folder(
+        &self,
+        namespace: &str,
+        claim: &str,
+    ) -> impl Future<Output = Result<PathBuf, ConfigError>> + Send;
 
     /// Replace the status of `pod` (its spec and metadata as the worker last saw them).
     fn update_status(&self, pod: &Pod) -> impl Future<Output = Result<(), ApiError>> + Send;
@@ -96,6 +107,35 @@ impl PodApi for Client {
                 }
             }
         }
+    }
+
+    async fn claim_folder(&self, namespace: &str, claim: &str) -> Result<PathBuf, ConfigError> {
+        let claims: Api<PersistentVolumeClaim> = Api::new(self.clone(), namespace);
+        let pvc = claims.get(claim).await.map_err(|e| {
+            ConfigError(format!("persistentvolumeclaim {claim:?}: {e}"))
+        })?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume = pvc.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty());
+        let Some(volume) = volume.filter(|_| bound) else {
+            return Err(ConfigError(format!(
+                "persistentvolumeclaim {claim:?} is not bound to a volume yet"
+            )));
+        };
+        let volumes: Api<PersistentVolume> = Api::new(self.clone(), "");
+        let pv = volumes
+            .get(&volume)
+            .await
+            .map_err(|e| ConfigError(format!("persistentvolume {volume:?}: {e}")))?;
+        let spec = pv.spec.unwrap_or_default();
+        spec.host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "persistentvolume {volume:?}: neither hostPath nor local: the agent mounts only host folders"
+                ))
+            })
     }
 
     async fn update_status(&self, pod: &Pod) -> Result<(), ApiError> {

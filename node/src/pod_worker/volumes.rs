@@ -1,6 +1,7 @@
 //! Pod volumes on the node: `emptyDir` (a directory in the pod's own folder, gone with the
-//! pod), `hostPath`, and `configMap` / `secret` (their keys written as files, refreshed while
-//! the pod runs; a Secret's on a tmpfs of its own, so its bytes never reach the node's disk).
+//! pod), `hostPath`, `configMap` / `secret` (their keys written as files, refreshed while
+//! the pod runs; a Secret's on a tmpfs of its own, so its bytes never reach the node's disk),
+//! and `persistentVolumeClaim` (the host folder of the claim's volume, made if missing).
 //! Containers get them as bind mounts at their `volumeMounts`. An `emptyDir` is writable by
 //! any user, and owned by the pod's `fsGroup` when it names one.
 
@@ -78,9 +79,14 @@ pub async fn prepare(
                 None => return Err(ConfigError(format!("secret {name:?} not found"))),
             }
             p
+        } else if let Some(c) = &v.persistent_volume_claim {
+            let p = api.claim_folder(&ns, &c.claim_name).await?;
+            std::fs::create_dir_all(&p).map_err(|e| io(&p, e))?;
+            p
         } else {
             return Err(ConfigError(format!(
-                "volume {:?}: only emptyDir, hostPath, configMap and secret are supported",
+                "volume {:?}: only emptyDir, hostPath, configMap, secret and \
+                 persistentVolumeClaim are supported",
                 v.name
             )));
         };

@@ -76,6 +76,14 @@ impl PodApi for FakeApi {
         Ok(None)
     }
 
+    async fn claim_folder(
+        &self,
+        _namespace: &str,
+        claim: &str,
+    ) -> Result<std::path::PathBuf, ConfigError> {
+        Err(ConfigError(format!("claim {claim:?} is not bound")))
+    }
+
     async fn update_status(&self, pod: &Pod) -> Result<(), ApiError> {
         if let Some(s) = &pod.status {
             self.statuses.lock().unwrap().push(s.clone());

@@ -2,8 +2,7 @@
 //! cascade); an owner being deleted in the foreground waits for its dependents
 //! (`foregroundDeletion`); an orphaning delete releases them (`orphan`).
 //!
-//! Keyed by object (Deployments, ReplicaSets, ReplicationControllers, DaemonSets, CronJobs,
-//! Jobs, Pods). An object's change queues itself and
+//! Keyed by object (the kinds of [`RESOURCES`]). An object's change queues itself and
 //! its owners (a foreground delete waits on its dependents); an object deleted, or being
 //! deleted, also queues its dependents (they may be orphans now). An owner the caches do not
 //! show is looked up in the store before its dependents go, so a dependent created right
@@ -32,16 +31,61 @@ pub const ORPHAN: &str = "orphan";
 /// The controller's name.
 pub const NAME: &str = "garbage-collector";
 
-/// The kinds the collector looks after, by resource.
-const RESOURCES: [&str; 7] = [
+/// The kinds the collector looks after, by resource: those that own, and those owned.
+const RESOURCES: [&str; 10] = [
     "deployments",
     "replicasets",
     "replicationcontrollers",
     "daemonsets",
+    "statefulsets",
+    "controllerrevisions",
+    "persistentvolumeclaims",
     "cronjobs",
     "jobs",
     "pods",
 ];
+
+/// One kind's cache as the collector reads it.
+trait Tracked: Send + Sync {
+    fn meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta>;
+    fn keys(&self) -> Vec<ObjectKey>;
+    /// The key and metadata of every object that names `uid` as an owner.
+    fn owned_by(&self, uid: &str) -> Vec<(ObjectKey, ObjectMeta)>;
+}
+
+impl<K: Cacheable> Tracked for Watched<K> {
+    fn meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        self.get(namespace, name).map(|o| o.metadata().clone())
+    }
+
+    fn keys(&self) -> Vec<ObjectKey> {
+        self.object_keys()
+    }
+
+    fn owned_by(&self, uid: &str) -> Vec<(ObjectKey, ObjectMeta)> {
+        self.by_index(cache::OWNER, uid)
+            .into_iter()
+            .map(|o| (ObjectKey::of(&*o), o.metadata().clone()))
+            .collect()
+    }
+}
+
+/// The cache of `resource`, one of [`RESOURCES`].
+fn cache_of<'a>(ctx: &'a Ctx, resource: &str) -> Option<&'a dyn Tracked> {
+    Some(match resource {
+        "deployments" => &ctx.deployments,
+        "replicasets" => &ctx.replicasets,
+        "replicationcontrollers" => &ctx.replicationcontrollers,
+        "daemonsets" => &ctx.daemonsets,
+        "statefulsets" => &ctx.statefulsets,
+        "controllerrevisions" => &ctx.revisions,
+        "persistentvolumeclaims" => &ctx.claims,
+        "cronjobs" => &ctx.cronjobs,
+        "jobs" => &ctx.jobs,
+        "pods" => &ctx.pods,
+        _ => return None,
+    })
+}
 
 /// One object the collector looks at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,36 +104,37 @@ impl std::fmt::Display for GcKey {
 
 /// Run until aborted.
 pub async fn run(ctx: Arc<Ctx>) {
-    let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
-    let (c5, c6, c7) = (ctx.clone(), ctx.clone(), ctx.clone());
-    Runner::new(
+    let runner = Runner::new(
         GarbageCollector { ctx: ctx.clone() },
         ctx.metrics.of(NAME),
         RunnerSettings::default(),
-    )
-    .watches(ctx.deployments.subscribe(), move |o| {
-        keys_for(&c1, "deployments", &c1.deployments, o)
+    );
+    let runner = watch(runner, &ctx, "deployments", |c| &c.deployments);
+    let runner = watch(runner, &ctx, "replicasets", |c| &c.replicasets);
+    let runner = watch(runner, &ctx, "replicationcontrollers", |c| {
+        &c.replicationcontrollers
+    });
+    let runner = watch(runner, &ctx, "daemonsets", |c| &c.daemonsets);
+    let runner = watch(runner, &ctx, "statefulsets", |c| &c.statefulsets);
+    let runner = watch(runner, &ctx, "controllerrevisions", |c| &c.revisions);
+    let runner = watch(runner, &ctx, "persistentvolumeclaims", |c| &c.claims);
+    let runner = watch(runner, &ctx, "cronjobs", |c| &c.cronjobs);
+    let runner = watch(runner, &ctx, "jobs", |c| &c.jobs);
+    let runner = watch(runner, &ctx, "pods", |c| &c.pods);
+    runner.run().await
+}
+
+/// `runner` also following the changes of `resource`, whose cache `cache` picks.
+fn watch<K: Cacheable>(
+    runner: Runner<GarbageCollector>,
+    ctx: &Arc<Ctx>,
+    resource: &'static str,
+    cache: fn(&Ctx) -> &Watched<K>,
+) -> Runner<GarbageCollector> {
+    let c = ctx.clone();
+    runner.watches(cache(ctx).subscribe(), move |o| {
+        keys_for(&c, resource, cache(&c), o)
     })
-    .watches(ctx.replicasets.subscribe(), move |o| {
-        keys_for(&c2, "replicasets", &c2.replicasets, o)
-    })
-    .watches(ctx.replicationcontrollers.subscribe(), move |o| {
-        keys_for(&c4, "replicationcontrollers", &c4.replicationcontrollers, o)
-    })
-    .watches(ctx.daemonsets.subscribe(), move |o| {
-        keys_for(&c7, "daemonsets", &c7.daemonsets, o)
-    })
-    .watches(ctx.cronjobs.subscribe(), move |o| {
-        keys_for(&c5, "cronjobs", &c5.cronjobs, o)
-    })
-    .watches(ctx.jobs.subscribe(), move |o| {
-        keys_for(&c6, "jobs", &c6.jobs, o)
-    })
-    .watches(ctx.pods.subscribe(), move |o| {
-        keys_for(&c3, "pods", &c3.pods, o)
-    })
-    .run()
-    .await
 }
 
 fn resource_of_kind(kind: &str) -> Option<&'static str> {
@@ -133,36 +178,16 @@ fn keys_for<K: Cacheable>(
 
 /// Every object that names `uid` as an owner, with its metadata.
 fn dependents(ctx: &Ctx, uid: &str) -> Vec<(GcKey, ObjectMeta)> {
-    fn from<K: Cacheable>(
-        resource: &'static str,
-        cache: &Watched<K>,
-        uid: &str,
-        out: &mut Vec<(GcKey, ObjectMeta)>,
-    ) {
-        for o in cache.by_index(cache::OWNER, uid) {
-            out.push((
-                GcKey {
-                    resource,
-                    object: ObjectKey::of(&*o),
-                },
-                o.metadata().clone(),
-            ));
-        }
-    }
-    let mut out = Vec::new();
-    from("deployments", &ctx.deployments, uid, &mut out);
-    from("replicasets", &ctx.replicasets, uid, &mut out);
-    from(
-        "replicationcontrollers",
-        &ctx.replicationcontrollers,
-        uid,
-        &mut out,
-    );
-    from("daemonsets", &ctx.daemonsets, uid, &mut out);
-    from("cronjobs", &ctx.cronjobs, uid, &mut out);
-    from("jobs", &ctx.jobs, uid, &mut out);
-    from("pods", &ctx.pods, uid, &mut out);
-    out
+    RESOURCES
+        .into_iter()
+        .filter_map(|resource| Some((resource, cache_of(ctx, resource)?)))
+        .flat_map(|(resource, cache)| {
+            cache
+                .owned_by(uid)
+                .into_iter()
+                .map(move |(object, meta)| (GcKey { resource, object }, meta))
+        })
+        .collect()
 }
 
 /// Reconciles one object's ownership.
@@ -176,33 +201,7 @@ fn has(meta: &ObjectMeta, finalizer: &str) -> bool {
 
 impl GarbageCollector {
     fn meta_of(&self, key: &GcKey) -> Option<ObjectMeta> {
-        let (ns, name) = (&key.object.namespace, &key.object.name);
-        match key.resource {
-            "deployments" => self
-                .ctx
-                .deployments
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-            "replicasets" => self
-                .ctx
-                .replicasets
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-            "replicationcontrollers" => self
-                .ctx
-                .replicationcontrollers
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-            "daemonsets" => self
-                .ctx
-                .daemonsets
-                .get(ns, name)
-                .map(|o| o.metadata.clone()),
-            "cronjobs" => self.ctx.cronjobs.get(ns, name).map(|o| o.metadata.clone()),
-            "jobs" => self.ctx.jobs.get(ns, name).map(|o| o.metadata.clone()),
-            "pods" => self.ctx.pods.get(ns, name).map(|o| o.metadata.clone()),
-            _ => None,
-        }
+        cache_of(&self.ctx, key.resource)?.meta(&key.object.namespace, &key.object.name)
     }
 
     /// Whether the owner `r` of an object in `namespace` still exists: the caches first, then
@@ -388,21 +387,15 @@ impl Reconciler for GarbageCollector {
     }
 
     fn all_keys(&self) -> Vec<GcKey> {
-        let mut keys = Vec::new();
-        for (resource, objects) in [
-            ("deployments", self.ctx.deployments.object_keys()),
-            ("replicasets", self.ctx.replicasets.object_keys()),
-            (
-                "replicationcontrollers",
-                self.ctx.replicationcontrollers.object_keys(),
-            ),
-            ("daemonsets", self.ctx.daemonsets.object_keys()),
-            ("cronjobs", self.ctx.cronjobs.object_keys()),
-            ("jobs", self.ctx.jobs.object_keys()),
-            ("pods", self.ctx.pods.object_keys()),
-        ] {
-            keys.extend(objects.into_iter().map(|object| GcKey { resource, object }));
-        }
-        keys
+        RESOURCES
+            .into_iter()
+            .filter_map(|resource| Some((resource, cache_of(&self.ctx, resource)?)))
+            .flat_map(|(resource, cache)| {
+                cache
+                    .keys()
+                    .into_iter()
+                    .map(move |object| GcKey { resource, object })
+            })
+            .collect()
     }
 }

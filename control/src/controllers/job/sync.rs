@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use skiff_proto::objects::{Api, ApiError, DeleteParams};
+use skiff_proto::objects::{Api, DeleteParams};
 use skiff_proto::pb::delete_object_request::Propagation;
 
 use super::pods::{self, count, index_of, new_pod, Counted};
@@ -18,6 +18,7 @@ use crate::controllers::context::Ctx;
 use crate::controllers::events::Involved;
 use crate::controllers::ownership::revision_of;
 use crate::controllers::replicaset::deletion_rank;
+use crate::controllers::runner::writes::Writes;
 use crate::controllers::runner::{Action, ReconcileError};
 
 /// The first wait before a pod replaces a failed one, doubled per failure (Kubernetes').
@@ -27,49 +28,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(360);
 /// Component name on Events.
 const COMPONENT: &str = "job-controller";
 
-/// What one pass wrote, for the runner.
-#[derive(Default)]
-struct Writes {
-    last: u64,
-    failed: Option<ApiError>,
-    look_again: Option<Duration>,
-}
-
-impl Writes {
-    fn note<T>(&mut self, r: Result<T, ApiError>, revision: impl Fn(&T) -> u64) -> bool {
-        match r {
-            Ok(v) => {
-                self.last = self.last.max(revision(&v));
-                true
-            }
-            // Gone already: what a delete was for.
-            Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
-                if s.code() == tonic::Code::NotFound =>
-            {
-                true
-            }
-            Err(e) => {
-                self.failed.get_or_insert(e);
-                false
-            }
-        }
-    }
-
-    fn again_in(&mut self, d: Duration) {
-        self.look_again = Some(self.look_again.map_or(d, |x| x.min(d)));
-    }
-
-    fn outcome(self) -> Result<Action, ReconcileError> {
-        if let Some(e) = self.failed {
-            return Err(ReconcileError::after_write(self.last, e));
-        }
-        let action = Action::done().wrote(self.last);
-        Ok(match self.look_again {
-            Some(d) => action.or_requeue_after(d),
-            None => action,
-        })
-    }
-}
 
 fn involved(job: &Job) -> Involved {
     Involved {

@@ -17,11 +17,13 @@
 //! - a key whose last reconcile wrote at revision `r` is reconciled again only once the
 //!   caches it reads show `r` ([`Reconciler::caught_up`]), so a pod just created is never
 //!   created twice.
+//! - [`writes::Writes`] gathers what one pass wrote into its answer.
 
 pub mod backoff;
 pub mod key;
 pub mod metrics;
 pub mod queue;
+pub mod writes;
 
 pub use key::ObjectKey;
 

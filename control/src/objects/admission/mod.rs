@@ -4,14 +4,16 @@
 //!
 //! Each kind's strategy ([`super::kinds`]) admits through [`typed`] with its own defaults and
 //! checks, which live here by family: [`pod`] (also pod templates; [`unsupported`] names the
-//! fields the agent does not carry out), [`workloads`], [`batch`], [`policy`], [`service`],
-//! [`other`].
+//! fields the agent does not carry out), [`workloads`], [`stateful_set`], [`batch`], [`policy`],
+//! [`storage`], [`service`], [`other`].
 
 pub mod batch;
 pub mod other;
 pub mod pod;
 pub mod policy;
 pub mod service;
+pub mod stateful_set;
+pub mod storage;
 pub mod unsupported;
 pub mod workloads;
 
@@ -190,6 +192,25 @@ where
         return Err(invalid(kind, &obj, errors));
     }
     serde_json::to_value(&typed).map_err(|e| ObjectError::bad("object", e.to_string()))
+}
+
+/// Refuse the update of `current` to `next` (both admitted `K`s) if `changes` finds fields
+/// that may not change.
+pub fn typed_changes<K: DeserializeOwned>(
+    kind: &KindInfo,
+    current: &Value,
+    next: &Value,
+    changes: fn(&K, &K) -> Vec<FieldError>,
+) -> Result<()> {
+    let decode = |v: &Value| serde_json::from_value::<K>(v.clone()).ok();
+    let (Some(a), Some(b)) = (decode(current), decode(next)) else {
+        return Ok(());
+    };
+    let errors = changes(&a, &b);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(kind, next, errors))
 }
 
 /// The `k8s-openapi` traits [`typed`] needs (`Resource`, `Metadata`), for a kind of Skiff's

@@ -97,6 +97,23 @@ pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             refuse(&mut errors, format!("{path}.{field}"));
         }
     }
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let supported = v.empty_dir.is_some()
+            || v.host_path.is_some()
+            || v.config_map.is_some()
+            || v.secret.is_some()
+            || v.persistent_volume_claim.is_some();
+        if !supported {
+            errors.push(FieldError::new(
+                format!("{path}.volumes[{i}]"),
+                format!(
+                    "Unsupported value: volume {:?}: the node agent mounts emptyDir, hostPath, \
+                     configMap, secret and persistentVolumeClaim volumes",
+                    v.name
+                ),
+            ));
+        }
+    }
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         container(c, &format!("{path}.initContainers[{i}]"), &mut errors);
     }

@@ -7,7 +7,7 @@ use skiff_proto::kinds::{KindInfo, JOB};
 
 use super::Strategy;
 use crate::objects::admission::{self, batch};
-use crate::objects::error::{ObjectError, Result};
+use crate::objects::error::Result;
 use crate::objects::patch::schema::{self, Schema};
 
 /// The Job strategy.
@@ -27,18 +27,6 @@ impl Strategy for JobStrategy {
     }
 
     fn check_update(&self, current: &Value, next: &Value) -> Result<()> {
-        let decode = |v: &Value| serde_json::from_value::<Job>(v.clone()).ok();
-        let (Some(a), Some(b)) = (decode(current), decode(next)) else {
-            return Ok(());
-        };
-        let errors = batch::immutable_job_changes(&a, &b);
-        if errors.is_empty() {
-            return Ok(());
-        }
-        Err(ObjectError::Invalid {
-            kind: JOB.kind.into(),
-            name: b.metadata.name.unwrap_or_default(),
-            errors,
-        })
+        admission::typed_changes(&JOB, current, next, batch::immutable_job_changes)
     }
 }

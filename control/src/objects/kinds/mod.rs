@@ -15,6 +15,7 @@
 //! ```
 
 pub mod config_map;
+pub mod controller_revision;
 pub mod cron_job;
 pub mod daemon_set;
 pub mod deployment;
@@ -25,6 +26,8 @@ pub mod join_token;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod persistent_volume;
+pub mod persistent_volume_claim;
 pub mod pod;
 pub mod pod_disruption_budget;
 pub mod pod_security;
@@ -32,6 +35,8 @@ pub mod replica_set;
 pub mod replication_controller;
 pub mod secret;
 pub mod service;
+pub mod stateful_set;
+pub mod storage_class;
 pub mod user;
 
 use std::sync::Arc;
@@ -159,9 +164,14 @@ impl Registry {
         .with(replication_controller::ReplicationControllerStrategy)
         .with(deployment::DeploymentStrategy)
         .with(daemon_set::DaemonSetStrategy)
+        .with(stateful_set::StatefulSetStrategy)
+        .with(controller_revision::ControllerRevisionStrategy)
         .with(job::JobStrategy)
         .with(cron_job::CronJobStrategy)
         .with(pod_disruption_budget::PodDisruptionBudgetStrategy)
+        .with(persistent_volume::PersistentVolumeStrategy)
+        .with(persistent_volume_claim::PersistentVolumeClaimStrategy)
+        .with(storage_class::StorageClassStrategy)
         .with(service::ServiceStrategy::new(service_range))
         .with(endpoints::EndpointsStrategy)
         .with(node::NodeStrategy)
