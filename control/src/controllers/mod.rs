@@ -5,7 +5,8 @@
 //!   spans, figures).
 //! - [`context`], [`cache`]: the informer caches (with indexes and change feeds) and
 //!   settings they share.
-//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`], [`job`],
+//! - [`replicaset`], [`replicationcontroller`], [`deployment`], [`daemonset`],
+//!   [`statefulset`], [`job`],
 //!   [`cronjob`], [`disruption`], [`volume`],
 //!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
@@ -30,6 +31,7 @@ pub mod ownership;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runner;
+pub mod statefulset;
 pub mod volume;
 
 use std::time::Duration;
@@ -89,6 +91,7 @@ pub async fn run_when_leader(
             loops.spawn(replicationcontroller::run(ctx.clone()));
             loops.spawn(deployment::run(ctx.clone()));
             loops.spawn(daemonset::run(ctx.clone()));
+            loops.spawn(statefulset::run(ctx.clone()));
             loops.spawn(job::run(ctx.clone()));
             loops.spawn(cronjob::run(ctx.clone()));
             loops.spawn(disruption::run(ctx.clone()));
