@@ -151,6 +151,22 @@ fn node_ready(v: &Value) -> String {
     st
 }
 
+/// Access modes as kubectl abbreviates them: `RWO,ROX`.
+fn access_modes(modes: &[Value]) -> String {
+    modes
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A Job's state as kubectl prints it: Complete, Failed, Suspended or Running.
 fn job_status(v: &Value) -> String {
     let is = |t: &str| {
@@ -262,6 +278,107 @@ pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Ve
                 or_none(selector_string(
                     v.pointer("/spec/template/spec/nodeSelector"),
                 )),
+                age,
+            ],
+        ),
+        "StatefulSet" => (
+            vec!["NAME", "READY", "AGE"],
+            vec![
+                name,
+                format!(
+                    "{}/{}",
+                    n(v, "/status/readyReplicas"),
+                    n(v, "/spec/replicas")
+                ),
+                age,
+            ],
+        ),
+        "ControllerRevision" => (
+            vec!["NAME", "CONTROLLER", "REVISION", "AGE"],
+            vec![
+                name,
+                arr(v, "/metadata/ownerReferences")
+                    .iter()
+                    .find(|r| r["controller"] == true)
+                    .map(|r| {
+                        format!(
+                            "{}.apps/{}",
+                            s(r, "/kind").to_ascii_lowercase(),
+                            s(r, "/name")
+                        )
+                    })
+                    .unwrap_or_else(|| "<none>".into()),
+                n(v, "/revision").to_string(),
+                age,
+            ],
+        ),
+        "PersistentVolumeClaim" => (
+            vec![
+                "NAME",
+                "STATUS",
+                "VOLUME",
+                "CAPACITY",
+                "ACCESS MODES",
+                "STORAGECLASS",
+                "AGE",
+            ],
+            vec![
+                name,
+                s(v, "/status/phase").to_string(),
+                s(v, "/spec/volumeName").to_string(),
+                s(v, "/status/capacity/storage").to_string(),
+                access_modes(arr(v, "/status/accessModes")),
+                or_none(s(v, "/spec/storageClassName").into()),
+                age,
+            ],
+        ),
+        "PersistentVolume" => (
+            vec![
+                "NAME",
+                "CAPACITY",
+                "ACCESS MODES",
+                "RECLAIM POLICY",
+                "STATUS",
+                "CLAIM",
+                "STORAGECLASS",
+                "AGE",
+            ],
+            vec![
+                name,
+                s(v, "/spec/capacity/storage").to_string(),
+                access_modes(arr(v, "/spec/accessModes")),
+                s(v, "/spec/persistentVolumeReclaimPolicy").to_string(),
+                s(v, "/status/phase").to_string(),
+                match v.pointer("/spec/claimRef") {
+                    Some(c) => format!("{}/{}", s(c, "/namespace"), s(c, "/name")),
+                    None => String::new(),
+                },
+                s(v, "/spec/storageClassName").to_string(),
+                age,
+            ],
+        ),
+        "StorageClass" => (
+            vec![
+                "NAME",
+                "PROVISIONER",
+                "RECLAIMPOLICY",
+                "VOLUMEBINDINGMODE",
+                "ALLOWVOLUMEEXPANSION",
+                "AGE",
+            ],
+            vec![
+                if s(v, "/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                    == "true"
+                {
+                    format!("{name} (default)")
+                } else {
+                    name
+                },
+                s(v, "/provisioner").to_string(),
+                s(v, "/reclaimPolicy").to_string(),
+                s(v, "/volumeBindingMode").to_string(),
+                (v.pointer("/allowVolumeExpansion").and_then(Value::as_bool) == Some(true))
+                    .to_string(),
                 age,
             ],
         ),

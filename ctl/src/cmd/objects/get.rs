@@ -124,6 +124,7 @@ pub async fn run(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                     "daemonsets",
                     "deployments",
                     "replicasets",
+                    "statefulsets",
                     "jobs",
                     "cronjobs",
                 ]

@@ -30,10 +30,10 @@ pub async fn scale(client: &Client, args: ScaleArgs) -> anyhow::Result<()> {
     for (kind, name) in targets(&args.args)? {
         if !matches!(
             kind.kind,
-            "Deployment" | "ReplicaSet" | "ReplicationController"
+            "Deployment" | "ReplicaSet" | "ReplicationController" | "StatefulSet"
         ) {
             bail!(
-                "{}: cannot be scaled (only deployments, replicasets and replicationcontrollers)",
+                "{}: cannot be scaled (only deployments, replicasets, replicationcontrollers and statefulsets)",
                 kind.plural
             );
         }

@@ -1,5 +1,6 @@
-//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`, and
-//! `rollout status|restart daemonset/NAME`.
+//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`,
+//! `rollout status|history|undo|restart statefulset/NAME` (its revisions are
+//! ControllerRevisions), and `rollout status|restart daemonset/NAME`.
 
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,14 @@ const HASH_LABEL: &str = "pod-template-hash";
 
 #[derive(Subcommand)]
 pub enum RolloutCommand {
-    /// Wait until the rollout is complete (deployments and daemonsets).
+    /// Wait until the rollout is complete (deployments, statefulsets and daemonsets).
     Status(RolloutArgs),
-    /// The revisions of a Deployment.
+    /// The revisions of a Deployment or StatefulSet.
     History(RolloutArgs),
     /// Go back to the previous (or a given) revision.
     Undo(UndoArgs),
-    /// Replace every pod, one rollout step at a time (deployments and daemonsets).
+    /// Replace every pod, one rollout step at a time (deployments, statefulsets and
+    /// daemonsets).
     Restart(RolloutArgs),
     /// Stop rolling out template changes.
     Pause(RolloutArgs),
@@ -92,15 +94,15 @@ async fn owned_replicasets(client: &Client, ns: &str, d: &Value) -> anyhow::Resu
     Ok(out)
 }
 
-/// The one workload named, if it is a Deployment or a DaemonSet.
+/// The one workload named, if it is a Deployment, StatefulSet or DaemonSet.
 fn workload_of(args: &RolloutArgs) -> anyhow::Result<(&'static KindInfo, String)> {
     let t = targets(&args.args)?;
     let [(kind, name)] = t.as_slice() else {
-        anyhow::bail!("give one deployment or daemonset")
+        anyhow::bail!("give one deployment, statefulset or daemonset")
     };
-    if !matches!(kind.kind, "Deployment" | "DaemonSet") {
+    if !matches!(kind.kind, "Deployment" | "StatefulSet" | "DaemonSet") {
         anyhow::bail!(
-            "rollout works on deployments and daemonsets, not {}",
+            "rollout works on deployments, statefulsets and daemonsets, not {}",
             kind.plural
         );
     }
@@ -121,7 +123,9 @@ fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
 pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
     match cmd {
         RolloutCommand::Status(a) => status(client, a).await,
+        RolloutCommand::History(a) if is_stateful_set(&a) => history_of_set(client, a).await,
         RolloutCommand::History(a) => history(client, a).await,
+        RolloutCommand::Undo(a) if is_stateful_set(&a.rollout) => undo_set(client, a).await,
         RolloutCommand::Undo(a) => undo(client, a).await,
         RolloutCommand::Restart(a) => {
             let (kind, name) = workload_of(&a)?;
@@ -206,12 +210,47 @@ fn daemon_set_waiting(ds: &Value, name: &str) -> Option<String> {
     }
 }
 
+/// What a StatefulSet's rollout still waits for: its pods ready, and of the update
+/// revision from the partition up.
+fn stateful_set_waiting(sts: &Value, name: &str) -> Option<String> {
+    let want = i(sts, "/spec/replicas");
+    let ready = i(sts, "/status/readyReplicas");
+    let updated = i(sts, "/status/updatedReplicas");
+    let partition = i(sts, "/spec/updateStrategy/rollingUpdate/partition");
+    let observed = i(sts, "/status/observedGeneration") >= i(sts, "/metadata/generation");
+    let on_delete = sts
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete");
+    let (current, update) = (
+        sts.pointer("/status/currentRevision").and_then(Value::as_str),
+        sts.pointer("/status/updateRevision").and_then(Value::as_str),
+    );
+    if !observed {
+        Some("Waiting for statefulset spec update to be observed...".to_string())
+    } else if ready < want {
+        Some(format!("Waiting for {} pods to be ready...", want - ready))
+    } else if on_delete {
+        None
+    } else if partition > 0 {
+        let to_update = (want - partition).max(0);
+        (updated < to_update).then(|| format!("Waiting for partitioned roll out of {name:?} to finish: {updated} out of {to_update} new pods have been updated..."))
+    } else if current != update {
+        Some(format!(
+            "waiting for statefulset rolling update to complete {updated} pods at revision {}...",
+            update.unwrap_or("")
+        ))
+    } else {
+        None
+    }
+}
+
 async fn status(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
     let (kind, name) = workload_of(&a)?;
-    let (waiting, noun): (Waiting, &str) = if kind.kind == "DaemonSet" {
-        (daemon_set_waiting, "daemon set")
-    } else {
-        (deployment_waiting, "deployment")
+    let (waiting, noun): (Waiting, &str) = match kind.kind {
+        "DaemonSet" => (daemon_set_waiting, "daemon set"),
+        "StatefulSet" => (stateful_set_waiting, "statefulset"),
+        _ => (deployment_waiting, "deployment"),
     };
     let started = Instant::now();
     let mut last = String::new();
@@ -303,6 +342,93 @@ async fn undo(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
     println!(
         "deployment.apps/{name} rolled back to revision {}",
         revision(target)
+    );
+    Ok(())
+}
+
+fn is_stateful_set(a: &RolloutArgs) -> bool {
+    workload_of(a).is_ok_and(|(k, _)| k.kind == "StatefulSet")
+}
+
+/// A StatefulSet and its ControllerRevisions, oldest first.
+async fn set_and_revisions(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<(Value, Vec<Value>)> {
+    let sts = parse(
+        &client
+            .get_object("statefulsets", ns, name, false)
+            .await?
+            .object,
+    )?;
+    let uid = sts.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let sel = Selection {
+        namespace: ns.to_string(),
+        ..Default::default()
+    };
+    let mut revisions: Vec<Value> = client
+        .list_objects("controllerrevisions", &sel)
+        .await?
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+        .filter(|r| {
+            r.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|o| o.get("uid") == Some(&uid)))
+        })
+        .collect();
+    revisions.sort_by_key(|r| i(r, "/revision"));
+    Ok((sts, revisions))
+}
+
+async fn history_of_set(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
+    let (_, name) = workload_of(&a)?;
+    let (_, revisions) = set_and_revisions(client, &a.ns.namespace, &name).await?;
+    println!("statefulset.apps/{name}");
+    println!("REVISION  CHANGE-CAUSE");
+    for r in &revisions {
+        let cause = r
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get("kubernetes.io/change-cause"))
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
+        println!("{:<9} {cause}", i(r, "/revision"));
+    }
+    Ok(())
+}
+
+async fn undo_set(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
+    let (_, name) = workload_of(&a.rollout)?;
+    let ns = a.rollout.ns.namespace.clone();
+    let (mut sts, revisions) = set_and_revisions(client, &ns, &name).await?;
+    let current = revisions.last().map(|r| i(r, "/revision")).unwrap_or(0);
+    let target = match a.to_revision {
+        Some(n) => revisions.iter().find(|r| i(r, "/revision") == n),
+        None => revisions.iter().rev().find(|r| i(r, "/revision") < current),
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no revision to go back to (revisions: {})",
+            revisions
+                .iter()
+                .map(|r| i(r, "/revision").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let template = target
+        .pointer("/data/spec/template")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("revision {} holds no template", i(target, "/revision")))?;
+    sts["spec"]["template"] = template;
+    client
+        .update_object("statefulsets", &ns, serde_json::to_vec(&sts)?, false)
+        .await?;
+    println!(
+        "statefulset.apps/{name} rolled back to revision {}",
+        i(target, "/revision")
     );
     Ok(())
 }
