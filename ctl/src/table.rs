@@ -367,8 +367,10 @@ pub fn columns(kind: &KindInfo, v: &Value, wide: bool) -> (Vec<&'static str>, Ve
                 "AGE",
             ],
             vec![
-                if s(v, "/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                    == "true"
+                if s(
+                    v,
+                    "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+                ) == "true"
                 {
                     format!("{name} (default)")
                 } else {

@@ -159,9 +159,7 @@ pub async fn start(
         runtime_version,
         max_pods: cfg.max_pods,
         pod_network: cfg.pod_network.to_string(),
-        local_path_root: crate::local_path::root(&cfg.data_dir)
-            .display()
-            .to_string(),
+        local_path_root: crate::local_path::root(&cfg.data_dir).display().to_string(),
     };
     let pod_cidr = registration::register(&client, &facts).await;
     tokio::spawn(crate::local_path::clean_up(

@@ -68,8 +68,12 @@ async fn clean_once(client: &Client, root: &Path) -> Result<(), String> {
         }
         let path = root.join(&folder);
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => tracing::info!(path = %path.display(), volume, "removed the folder of a deleted volume"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing the folder of a deleted volume"),
+            Ok(()) => {
+                tracing::info!(path = %path.display(), volume, "removed the folder of a deleted volume")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "removing the folder of a deleted volume")
+            }
         }
     }
     Ok(())

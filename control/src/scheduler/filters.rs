@@ -79,7 +79,8 @@ pub fn selector_matches(
     labels: &std::collections::BTreeMap<String, String>,
     name: &str,
 ) -> bool {
-    let fields = std::collections::BTreeMap::from([("metadata.name".to_string(), name.to_string())]);
+    let fields =
+        std::collections::BTreeMap::from([("metadata.name".to_string(), name.to_string())]);
     sel.node_selector_terms.iter().any(|t| {
         t.match_expressions
             .iter()

@@ -93,7 +93,11 @@ pub fn ask(ctx: &Ctx, pod: &Pod) -> Result<VolumeAsk, String> {
 }
 
 /// Write `node` on each of `claims` as the node their first consumer goes to.
-pub async fn tell_claims(client: &Client, claims: &[ObjectKey], node: &str) -> Result<(), ApiError> {
+pub async fn tell_claims(
+    client: &Client,
+    claims: &[ObjectKey],
+    node: &str,
+) -> Result<(), ApiError> {
     for c in claims {
         let api: Api<PersistentVolumeClaim> = Api::new(client.clone(), &c.namespace);
         let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});

@@ -7,9 +7,7 @@ use std::future::Future;
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use skiff_proto::objects::{Api, ApiError, DeleteParams};
 use skiff_proto::{Client, ClientError};
 
@@ -111,11 +109,15 @@ impl PodApi for Client {
 
     async fn claim_folder(&self, namespace: &str, claim: &str) -> Result<PathBuf, ConfigError> {
         let claims: Api<PersistentVolumeClaim> = Api::new(self.clone(), namespace);
-        let pvc = claims.get(claim).await.map_err(|e| {
-            ConfigError(format!("persistentvolumeclaim {claim:?}: {e}"))
-        })?;
+        let pvc = claims
+            .get(claim)
+            .await
+            .map_err(|e| ConfigError(format!("persistentvolumeclaim {claim:?}: {e}")))?;
         let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-        let volume = pvc.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty());
+        let volume = pvc
+            .spec
+            .and_then(|s| s.volume_name)
+            .filter(|v| !v.is_empty());
         let Some(volume) = volume.filter(|_| bound) else {
             return Err(ConfigError(format!(
                 "persistentvolumeclaim {claim:?} is not bound to a volume yet"

@@ -28,7 +28,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(360);
 /// Component name on Events.
 const COMPONENT: &str = "job-controller";
 
-
 fn involved(job: &Job) -> Involved {
     Involved {
         kind: "Job".into(),

@@ -146,7 +146,10 @@ pub fn new_pod(
         for t in claim_templates(sts) {
             let template = t.metadata.name.clone().unwrap_or_default();
             volumes.retain(|v| v.name != template);
-            volumes.push(claim_volume(&template, &claim_name(sts, &template, ordinal)));
+            volumes.push(claim_volume(
+                &template,
+                &claim_name(sts, &template, ordinal),
+            ));
         }
     }
     pod
@@ -184,7 +187,10 @@ mod tests {
         let spec = pod.spec.unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));
         assert_eq!(spec.subdomain.as_deref(), Some("web"));
-        let claim = spec.volumes.unwrap()[0].persistent_volume_claim.clone().unwrap();
+        let claim = spec.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
         assert_eq!(claim.claim_name, "data-web-2");
         let claims = new_claims(&sts, 2);
         assert_eq!(claims[0].metadata.name.as_deref(), Some("data-web-2"));

@@ -38,10 +38,14 @@ pub async fn run(ctx: Arc<Ctx>) {
         vec![ObjectKey::of(s)]
     })
     .watches(ctx.pods.subscribe(), |p: &Pod| {
-        cache::controller_key(p, "StatefulSet").into_iter().collect()
+        cache::controller_key(p, "StatefulSet")
+            .into_iter()
+            .collect()
     })
     .watches(ctx.revisions.subscribe(), |r: &ControllerRevision| {
-        cache::controller_key(r, "StatefulSet").into_iter().collect()
+        cache::controller_key(r, "StatefulSet")
+            .into_iter()
+            .collect()
     })
     .run()
     .await

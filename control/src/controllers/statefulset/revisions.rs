@@ -84,7 +84,9 @@ pub async fn ensure_update_revision(
         let patch = json!({"metadata": {"resourceVersion": r.metadata.resource_version},
             "revision": newest + 1});
         let r = api.patch(&name, &patch).await?;
-        return Ok(Some(crate::controllers::ownership::revision_of(&r.metadata)));
+        return Ok(Some(crate::controllers::ownership::revision_of(
+            &r.metadata,
+        )));
     }
     let template = sts
         .spec
@@ -118,7 +120,9 @@ pub async fn ensure_update_revision(
         revision: newest + 1,
     };
     match api.create(&revision).await {
-        Ok(r) => Ok(Some(crate::controllers::ownership::revision_of(&r.metadata))),
+        Ok(r) => Ok(Some(crate::controllers::ownership::revision_of(
+            &r.metadata,
+        ))),
         Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
             if s.code() == tonic::Code::AlreadyExists =>
         {

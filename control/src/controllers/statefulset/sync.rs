@@ -19,8 +19,8 @@ use serde_json::json;
 use skiff_proto::objects::{Api, ApiError, DeleteParams};
 
 use super::identity::{
-    claim_templates, claims_go_when_scaled, claims_go_with_set, new_claims, new_pod,
-    ordinal_of, set_reference, REVISION_LABEL,
+    claim_templates, claims_go_when_scaled, claims_go_with_set, new_claims, new_pod, ordinal_of,
+    set_reference, REVISION_LABEL,
 };
 use super::revisions::{self, ensure_update_revision, template_of, Revisions};
 use crate::controllers::cache::{self, controlled_by};

@@ -311,7 +311,9 @@ async fn bind(
             phase: Some("Bound".into()),
             ..Default::default()
         });
-        writes.note(volumes.update_status(&pv).await, |v| revision_of(&v.metadata));
+        writes.note(volumes.update_status(&pv).await, |v| {
+            revision_of(&v.metadata)
+        });
     }
     claim.status = Some(PersistentVolumeClaimStatus {
         phase: Some("Bound".into()),
@@ -319,6 +321,8 @@ async fn bind(
         capacity: spec.capacity.clone(),
         ..Default::default()
     });
-    writes.note(claims.update_status(&claim).await, |c| revision_of(&c.metadata));
+    writes.note(claims.update_status(&claim).await, |c| {
+        revision_of(&c.metadata)
+    });
     writes.outcome()
 }

@@ -34,9 +34,13 @@ async fn claim_state(ctx: &Ctx, pv: &PersistentVolume) -> Result<Claim, ClientEr
     let cached = ctx.claims.get(ns, name);
     let matches = |uid: Option<&str>| r.uid.is_none() || r.uid.as_deref() == uid;
     if let Some(c) = cached.filter(|c| matches(c.metadata.uid.as_deref())) {
-        let names_it = c.spec.as_ref().and_then(|s| s.volume_name.as_deref())
-            == pv.metadata.name.as_deref();
-        return Ok(if names_it { Claim::Bound } else { Claim::Binding });
+        let names_it =
+            c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == pv.metadata.name.as_deref();
+        return Ok(if names_it {
+            Claim::Bound
+        } else {
+            Claim::Binding
+        });
     }
     if r.uid.is_none() {
         return Ok(Claim::Binding); // waits for a claim of that name

@@ -106,7 +106,9 @@ pub async fn run(ctx: Arc<Ctx>) {
         keys
     })
     .watches(ctx.volumes.subscribe(), move |v: &PersistentVolume| {
-        let mut keys = vec![VolumeKey::Volume(v.metadata.name.clone().unwrap_or_default())];
+        let mut keys = vec![VolumeKey::Volume(
+            v.metadata.name.clone().unwrap_or_default(),
+        )];
         match v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
             Some(r) => keys.push(claim_key(r.namespace.as_deref(), r.name.as_deref())),
             None => keys.extend(pending_claims(&c1)),
@@ -152,7 +154,12 @@ impl Reconciler for VolumeController {
     }
 
     fn all_keys(&self) -> Vec<VolumeKey> {
-        let claims = self.ctx.claims.object_keys().into_iter().map(VolumeKey::Claim);
+        let claims = self
+            .ctx
+            .claims
+            .object_keys()
+            .into_iter()
+            .map(VolumeKey::Claim);
         let volumes = self
             .ctx
             .volumes

@@ -61,7 +61,9 @@ fn fits(
     node: Option<&Node>,
 ) -> bool {
     let Some(spec) = &pv.spec else { return false };
-    let Some(want) = &claim.spec else { return false };
+    let Some(want) = &claim.spec else {
+        return false;
+    };
     if pv.metadata.deletion_timestamp.is_some() || spec.claim_ref.is_some() {
         return false;
     }
@@ -69,7 +71,12 @@ fn fits(
         return false;
     }
     let modes = spec.access_modes.as_deref().unwrap_or_default();
-    if !want.access_modes.iter().flatten().all(|m| modes.contains(m)) {
+    if !want
+        .access_modes
+        .iter()
+        .flatten()
+        .all(|m| modes.contains(m))
+    {
         return false;
     }
     if storage(spec.capacity.as_ref()) < requested(claim) {
@@ -82,7 +89,10 @@ fn fits(
             _ => return false,
         }
     }
-    let required = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref());
+    let required = spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref());
     match (required, node) {
         (Some(sel), Some(n)) => selector_matches(
             sel,
@@ -228,6 +238,9 @@ mod tests {
             pv("other-class", "3Gi", "fast"),
         ];
         let got = best_match(volumes.into_iter(), &claim, None, None);
-        assert_eq!(got.and_then(|v| v.metadata.name.clone()).as_deref(), Some("right"));
+        assert_eq!(
+            got.and_then(|v| v.metadata.name.clone()).as_deref(),
+            Some("right")
+        );
     }
 }

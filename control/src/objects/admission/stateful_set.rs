@@ -39,7 +39,9 @@ pub fn default_stateful_set(sts: &mut StatefulSet) {
     let retention = spec
         .persistent_volume_claim_retention_policy
         .get_or_insert_with(StatefulSetPersistentVolumeClaimRetentionPolicy::default);
-    retention.when_deleted.get_or_insert_with(|| "Retain".into());
+    retention
+        .when_deleted
+        .get_or_insert_with(|| "Retain".into());
     retention.when_scaled.get_or_insert_with(|| "Retain".into());
     for t in spec.volume_claim_templates.iter_mut().flatten() {
         if let Some(s) = t.spec.as_mut() {
@@ -56,7 +58,10 @@ fn one_of(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>, allowe
         let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
         errors.push(FieldError::new(
             field,
-            format!("Unsupported value: {v:?}: supported values: {}", list.join(", ")),
+            format!(
+                "Unsupported value: {v:?}: supported values: {}",
+                list.join(", ")
+            ),
         ));
     }
 }
@@ -174,7 +179,10 @@ pub fn claim_volume(name: &str, claim: &str) -> Volume {
 
 /// What of a StatefulSet may not change: everything in its spec but the replicas, ordinals,
 /// template, update strategy, claim retention and minReadySeconds, as Kubernetes has it.
-pub fn immutable_stateful_set_changes(current: &StatefulSet, next: &StatefulSet) -> Vec<FieldError> {
+pub fn immutable_stateful_set_changes(
+    current: &StatefulSet,
+    next: &StatefulSet,
+) -> Vec<FieldError> {
     let (Some(a), Some(b)) = (&current.spec, &next.spec) else {
         return Vec::new();
     };
@@ -232,7 +240,11 @@ mod tests {
     #[test]
     fn mounts_of_claim_templates_are_valid_and_only_some_fields_change() {
         let sts = web();
-        assert!(validate_stateful_set(&sts).is_empty(), "{:?}", validate_stateful_set(&sts));
+        assert!(
+            validate_stateful_set(&sts).is_empty(),
+            "{:?}",
+            validate_stateful_set(&sts)
+        );
         let mut scaled = sts.clone();
         scaled.spec.as_mut().unwrap().replicas = Some(5);
         assert!(immutable_stateful_set_changes(&sts, &scaled).is_empty());

@@ -64,9 +64,10 @@ fn access_modes(modes: Option<&Vec<String>>, path: &str, errors: &mut Vec<FieldE
 fn storage_size(q: Option<&Quantity>, field: &str, errors: &mut Vec<FieldError>) {
     match q.map(|q| (q, quantity::parse(&q.0))) {
         None => errors.push(FieldError::new(field, "Required value")),
-        Some((q, Err(e))) => {
-            errors.push(FieldError::new(field, format!("Invalid value: {:?}: {e}", q.0)))
-        }
+        Some((q, Err(e))) => errors.push(FieldError::new(
+            field,
+            format!("Invalid value: {:?}: {e}", q.0),
+        )),
         Some((q, Ok(v))) if v.millis <= 0 => errors.push(FieldError::new(
             field,
             format!("Invalid value: {:?}: must be greater than zero", q.0),
@@ -312,7 +313,10 @@ pub fn immutable_class_changes(current: &StorageClass, next: &StorageClass) -> V
     };
     check("provisioner", current.provisioner == next.provisioner);
     check("parameters", current.parameters == next.parameters);
-    check("reclaimPolicy", current.reclaim_policy == next.reclaim_policy);
+    check(
+        "reclaimPolicy",
+        current.reclaim_policy == next.reclaim_policy,
+    );
     check(
         "volumeBindingMode",
         current.volume_binding_mode == next.volume_binding_mode,

@@ -18,7 +18,10 @@ fn validate(r: &ControllerRevision) -> Vec<FieldError> {
     if r.revision < 0 {
         errors.push(FieldError::new(
             "revision",
-            format!("Invalid value: {}: must be greater than or equal to 0", r.revision),
+            format!(
+                "Invalid value: {}: must be greater than or equal to 0",
+                r.revision
+            ),
         ));
     }
     errors

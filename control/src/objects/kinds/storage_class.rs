@@ -18,12 +18,7 @@ impl Strategy for StorageClassStrategy {
     }
 
     fn admit(&self, obj: Value) -> Result<Value> {
-        admission::typed::<StorageClass>(
-            self,
-            obj,
-            storage::default_class,
-            storage::validate_class,
-        )
+        admission::typed::<StorageClass>(self, obj, storage::default_class, storage::validate_class)
     }
 
     fn check_update(&self, current: &Value, next: &Value) -> Result<()> {

@@ -223,8 +223,10 @@ fn stateful_set_waiting(sts: &Value, name: &str) -> Option<String> {
         .and_then(Value::as_str)
         == Some("OnDelete");
     let (current, update) = (
-        sts.pointer("/status/currentRevision").and_then(Value::as_str),
-        sts.pointer("/status/updateRevision").and_then(Value::as_str),
+        sts.pointer("/status/currentRevision")
+            .and_then(Value::as_str),
+        sts.pointer("/status/updateRevision")
+            .and_then(Value::as_str),
     );
     if !observed {
         Some("Waiting for statefulset spec update to be observed...".to_string())
