@@ -1,9 +1,11 @@
-//! `skiff-bench workloads`: DaemonSets and Jobs on hollow nodes. Three control nodes and
+//! `skiff-bench workloads`: DaemonSets, StatefulSets and Jobs on hollow nodes. Three control nodes and
 //! `nodes` hollow nodes (a Job's pods end as soon as they run). Each round, in a namespace
 //! of its own:
 //! - a DaemonSet is created and timed until a pod is available on every node, then its
 //!   template changes and the rollout (maxUnavailable 10%) is timed until every node runs an
 //!   available pod of the new template;
+//! - a StatefulSet of `sts_replicas` pods (Parallel), each with a `local-path` claim, is
+//!   timed until every pod is ready, and until every claim is bound;
 //! - `jobs` Jobs of `completions` completions (`parallelism` at a time) are timed from the
 //!   first create to the last Job Complete.
 //!
@@ -29,6 +31,9 @@ pub struct WorkloadsArgs {
     /// Pods of each Job at a time.
     #[arg(long, default_value_t = 50)]
     parallelism: usize,
+    /// Pods of the StatefulSet.
+    #[arg(long, default_value_t = 100)]
+    sts_replicas: usize,
     /// Rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -74,6 +79,69 @@ fn daemon_set(ns: &str, image: &str) -> Value {
             },
         },
     })
+}
+
+fn stateful_set(ns: &str, replicas: usize) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {
+            "replicas": replicas, "serviceName": "db", "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "db:1",
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]},
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    })
+}
+
+/// Seconds from creating the StatefulSet in `ns` to every pod ready, and to every claim
+/// bound (`None`: not within `timeout`).
+async fn stateful_set_round(
+    client: &Client,
+    ns: &str,
+    replicas: usize,
+    timeout: Duration,
+) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let started = Instant::now();
+    client
+        .create_object("statefulsets", ns, serde_json::to_vec(&stateful_set(ns, replicas))?)
+        .await?;
+    let sel = Selection {
+        namespace: ns.to_string(),
+        ..Default::default()
+    };
+    let (mut ready, mut bound) = (None, None);
+    while started.elapsed() < timeout && (ready.is_none() || bound.is_none()) {
+        if ready.is_none() {
+            if let Ok(got) = client.get_object("statefulsets", ns, "db", false).await {
+                let sts: Value = serde_json::from_slice(&got.object)?;
+                if int(&sts, "/status/readyReplicas") == replicas as i64 {
+                    ready = Some(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if bound.is_none() {
+            if let Ok(list) = client.list_objects("persistentvolumeclaims", &sel).await {
+                let n = list
+                    .items
+                    .iter()
+                    .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
+                    .filter(|c| c.pointer("/status/phase") == Some(&json!("Bound")))
+                    .count();
+                if n == replicas {
+                    bound = Some(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((ready, bound))
 }
 
 fn int(v: &Value, p: &str) -> i64 {
@@ -162,10 +230,19 @@ pub async fn run(a: WorkloadsArgs) -> anyhow::Result<()> {
         a.nodes, a.rounds, a.jobs, a.completions, a.parallelism
     );
     println!(
-        "{:>6} {:>12} {:>13} {:>10} {:>14} {:>8} {:>7}",
-        "round", "ds create s", "ds rollout s", "jobs s", "completions/s", "failed", "errors"
+        "{:>6} {:>12} {:>13} {:>13} {:>13} {:>10} {:>14} {:>8} {:>7}",
+        "round",
+        "ds create s",
+        "ds rollout s",
+        "sts ready s",
+        "sts bound s",
+        "jobs s",
+        "completions/s",
+        "failed",
+        "errors"
     );
     let (mut creates, mut rollouts, mut jobs_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sts_ready, mut sts_bound) = (Vec::new(), Vec::new());
     let mut errors = 0;
     for round in 0..a.rounds {
         let ns = format!("workloads-{round}");
@@ -196,16 +273,27 @@ pub async fn run(a: WorkloadsArgs) -> anyhow::Result<()> {
         client
             .delete_object("daemonsets", &ns, "agent", &Default::default())
             .await?;
+        let (ready, bound) = stateful_set_round(&client, &ns, a.sts_replicas, a.timeout).await?;
+        client
+            .delete_object("statefulsets", &ns, "db", &Default::default())
+            .await?;
         let (took, done, failed, round_errors) = jobs_round(&client, &a, &ns).await?;
-        let round_errors =
-            round_errors + usize::from(create.is_none()) + usize::from(rollout.is_none());
+        let round_errors = round_errors
+            + [create, rollout, ready, bound]
+                .iter()
+                .filter(|t| t.is_none())
+                .count();
         let show = |t: Option<f64>| t.map_or_else(|| "timeout".to_string(), |t| format!("{t:.2}"));
         println!(
-            "{round:>6} {:>12} {:>13} {took:>10.2} {:>14.0} {failed:>8} {round_errors:>7}",
+            "{round:>6} {:>12} {:>13} {:>13} {:>13} {took:>10.2} {:>14.0} {failed:>8} {round_errors:>7}",
             show(create),
             show(rollout),
+            show(ready),
+            show(bound),
             (done * a.completions) as f64 / took
         );
+        sts_ready.extend(ready);
+        sts_bound.extend(bound);
         errors += failed + round_errors;
         creates.extend(create);
         rollouts.extend(rollout);
@@ -218,6 +306,12 @@ pub async fn run(a: WorkloadsArgs) -> anyhow::Result<()> {
         "median DaemonSet create over {} nodes: {ds_create:.2} s; rollout: {ds_rollout:.2} s; target: rollout over 1,000 nodes at most 30 s: {}",
         a.nodes,
         if a.nodes >= 1000 { verdict(ds_rollout <= 30.0) } else { "not measured at 1,000" }
+    );
+    let (ready, bound) = (super::median(sts_ready), super::median(sts_bound));
+    println!(
+        "median StatefulSet of {} (Parallel, a local-path claim each): ready {ready:.2} s, claims bound {bound:.2} s; target: 100 ready in at most 5 s: {}",
+        a.sts_replicas,
+        if a.sts_replicas >= 100 { verdict(ready <= 5.0) } else { "not measured at 100" }
     );
     let med = super::median(jobs_times);
     println!(
