@@ -1199,3 +1199,186 @@ async fn draining_two_nodes_never_breaks_a_budget_of_two_of_three_and_a_full_bud
         .iter()
         .all(|p| p["metadata"]["deletionTimestamp"].is_null()));
 }
+
+fn stateful_set(image: &str, partition: u32) -> String {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 3, "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                         "spec": {"containers": [{"name": "db", "image": image,
+                             "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    })
+    .to_string()
+}
+
+/// Pod name → image, of the live pods of the StatefulSet `db`.
+async fn db_images(client: &Client) -> BTreeMap<String, String> {
+    objects(client, "pods", in_ns("default", "app=db"))
+        .await
+        .iter()
+        .filter(|p| is_ready(p))
+        .map(|p| {
+            (
+                name_of(p),
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn images(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_set_rolls_down_to_its_partition_undoes_and_takes_its_claims_when_asked() {
+    let (cluster, _hollow) = cluster_with_nodes(&["a", "b"], &[]).await;
+    let client = cluster.client();
+    let apply = |m: String| {
+        let out = skiffctl(&cluster, &["apply", "-f", "-"], Some(&m));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    apply(stateful_set("db:1", 0));
+    let v1 = [("db-0", "db:1"), ("db-1", "db:1"), ("db-2", "db:1")];
+    wait_until(Duration::from_secs(30), "three ready pods", || async {
+        db_images(&client).await == images(&v1)
+    })
+    .await;
+    // Each claim is bound to a local-path volume on its pod's node.
+    wait_until(Duration::from_secs(20), "three claims bound", || async {
+        objects(&client, "persistentvolumeclaims", in_ns("default", ""))
+            .await
+            .iter()
+            .filter(|c| c["status"]["phase"] == "Bound")
+            .count()
+            == 3
+    })
+    .await;
+    for p in objects(&client, "pods", in_ns("default", "app=db")).await {
+        let claim = format!("data-{}", name_of(&p));
+        let c = client
+            .get_object("persistentvolumeclaims", "default", &claim, false)
+            .await
+            .expect("claim");
+        let c: Value = serde_json::from_slice(&c.object).expect("json");
+        assert_eq!(c["status"]["phase"], "Bound", "{claim}");
+        let pv = client
+            .get_object(
+                "persistentvolumes",
+                "",
+                c["spec"]["volumeName"].as_str().unwrap_or(""),
+                false,
+            )
+            .await
+            .expect("volume");
+        let pv: Value = serde_json::from_slice(&pv.object).expect("json");
+        let node = &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]
+            ["matchExpressions"][0]["values"][0];
+        assert_eq!(
+            node, &p["spec"]["nodeName"],
+            "{claim}'s volume is on its pod's node"
+        );
+    }
+
+    // Partition 2: only db-2 moves to db:2; db-0, deleted meanwhile, comes back as it was.
+    apply(stateful_set("db:2", 2));
+    let partitioned = [("db-0", "db:1"), ("db-1", "db:1"), ("db-2", "db:2")];
+    wait_until(
+        Duration::from_secs(30),
+        "db-2 updated, not below",
+        || async { db_images(&client).await == images(&partitioned) },
+    )
+    .await;
+    let out = skiffctl(&cluster, &["delete", "pod", "db-0"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(Duration::from_secs(30), "db-0 back at db:1", || async {
+        db_images(&client).await == images(&partitioned)
+    })
+    .await;
+
+    // Partition 0: the rest, from the top down; then undone back to db:1.
+    let history = PodHistory::start(&client, in_ns("default", "app=db")).await;
+    apply(stateful_set("db:2", 0));
+    let out = skiffctl(
+        &cluster,
+        &["rollout", "status", "sts/db", "--timeout", "60s"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        db_images(&client).await,
+        images(&[("db-0", "db:2"), ("db-1", "db:2"), ("db-2", "db:2")])
+    );
+    let mut updated_order: Vec<String> = Vec::new();
+    for state in history.states_until_now().await {
+        for p in state.iter().filter(|p| is_ready(p)) {
+            let name = name_of(p);
+            if p["spec"]["containers"][0]["image"] == "db:2" && !updated_order.contains(&name) {
+                updated_order.push(name);
+            }
+        }
+        let ready = state.iter().filter(|p| is_ready(p)).count();
+        assert!(ready >= 2, "one pod at a time: {ready} ready");
+    }
+    assert_eq!(updated_order, ["db-2", "db-1", "db-0"]);
+    let out = skiffctl(&cluster, &["rollout", "history", "sts/db"], None);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("\n1 ") && listed.contains("\n2 "),
+        "{listed}"
+    );
+    let out = skiffctl(&cluster, &["rollout", "undo", "sts/db"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(Duration::from_secs(60), "all back at db:1", || async {
+        db_images(&client).await == images(&v1)
+    })
+    .await;
+
+    // whenScaled: Delete takes the claims scaled away; whenDeleted: Delete the rest, and
+    // volumes of reclaim policy Delete go with their claims.
+    let out = skiffctl(&cluster, &["scale", "sts/db", "--replicas", "1"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let claims = || async {
+        let mut names: Vec<String> =
+            objects(&client, "persistentvolumeclaims", in_ns("default", ""))
+                .await
+                .iter()
+                .map(name_of)
+                .collect();
+        names.sort();
+        names
+    };
+    wait_until(Duration::from_secs(30), "only data-db-0 left", || async {
+        claims().await == ["data-db-0"]
+    })
+    .await;
+    let out = skiffctl(&cluster, &["delete", "sts", "db"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(
+        Duration::from_secs(30),
+        "claims and volumes gone",
+        || async {
+            claims().await.is_empty()
+                && objects(&client, "persistentvolumes", Selection::default())
+                    .await
+                    .is_empty()
+        },
+    )
+    .await;
+}

@@ -110,7 +110,11 @@ async fn stateful_set_round(
 ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
     let started = Instant::now();
     client
-        .create_object("statefulsets", ns, serde_json::to_vec(&stateful_set(ns, replicas))?)
+        .create_object(
+            "statefulsets",
+            ns,
+            serde_json::to_vec(&stateful_set(ns, replicas))?,
+        )
         .await?;
     let sel = Selection {
         namespace: ns.to_string(),
