@@ -1421,7 +1421,7 @@ async fn the_manifest_corpus_applies_and_reapplies_unchanged() {
     );
     let created: Vec<String> = text(&first.stdout).lines().map(String::from).collect();
     assert!(
-        created.len() == 14 && created.iter().all(|l| l.ends_with(" created")),
+        created.len() == 19 && created.iter().all(|l| l.ends_with(" created")),
         "{created:?}"
     );
     for kind in [
@@ -1434,6 +1434,10 @@ async fn the_manifest_corpus_applies_and_reapplies_unchanged() {
         "replicaset.apps/",
         "replicationcontroller/",
         "daemonset.apps/",
+        "statefulset.apps/",
+        "storageclass.storage.k8s.io/",
+        "persistentvolume/",
+        "persistentvolumeclaim/",
         "job.batch/",
         "cronjob.batch/",
         "pod/",
