@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod content;
+pub mod credentials;
 pub mod oci;
 pub mod reference;
 pub mod registry;
@@ -28,6 +29,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::Descriptor as CtdDescriptor;
 use prost_types::FieldMask;
 
+use self::credentials::Credentials;
 use self::oci::{Descriptor, ImageConfig, Manifest};
 use self::reference::ImageRef;
 use crate::ctd::{Conn, Lease};
@@ -81,8 +83,14 @@ impl ImageStore {
         self.resolve(&r.to_string()).await.ok().flatten()
     }
 
-    /// Make `image` present as `policy` says; one pull per image at a time.
-    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+    /// Make `image` present as `policy` says, pulling with `credentials` if given; one pull
+    /// per image at a time.
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        credentials: Option<&Credentials>,
+    ) -> Result<ImageInfo> {
         let r = ImageRef::parse(image)?;
         let name = r.to_string();
         let lock = self.lock_for(&name);
@@ -99,7 +107,8 @@ impl ImageStore {
         let started = std::time::Instant::now();
         let lease = self.conn.lease(LEASE_TTL).await?;
         let result = async {
-            let pulled = registry::pull(&self.conn, &lease, &r, &self.registries).await?;
+            let pulled =
+                registry::pull(&self.conn, &lease, &r, &self.registries, credentials).await?;
             self.record(
                 &name,
                 &lease,

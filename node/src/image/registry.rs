@@ -12,6 +12,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
 use super::content;
+use super::credentials::Credentials;
 use super::oci::{self, Descriptor, Index, Manifest};
 use super::reference::ImageRef;
 use crate::ctd::{Conn, Lease};
@@ -106,9 +107,13 @@ pub async fn pull(
     lease: &Lease,
     image: &ImageRef,
     registries: &Registries,
+    credentials: Option<&Credentials>,
 ) -> Result<Pulled> {
     let client = registries.client_for(image)?;
-    let auth = RegistryAuth::Anonymous;
+    let auth = match credentials {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
     // Built from the parts already parsed: `Reference::from_str` compiles a large Unicode
     // regex on first use, which left ~25 MiB of heap in the agent for good.
     let (registry, repository) = (image.registry.clone(), image.repository.clone());

@@ -21,6 +21,7 @@ pub mod events;
 pub mod hooks;
 pub mod logs;
 pub mod probes;
+pub mod pull_secrets;
 pub mod security_context;
 pub mod slot;
 pub mod status;

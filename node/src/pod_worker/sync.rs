@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::config_sources;
 use super::logs;
 use super::probes::{self, Kind};
+use super::pull_secrets;
 use super::security_context;
 use super::slot::{container_id, Slot};
 use super::status::{self, ContainerView, Observed, PodView};
@@ -426,8 +427,22 @@ impl<E: WorkerEnv> Worker<E> {
                 // A pull waits on the registry, not the CPU: the next pod takes the turn.
                 self.start_permit = None;
                 self.event("Normal", "Pulling", format!("Pulling image {image_name:?}"));
+                let (credentials, problems) =
+                    pull_secrets::credentials_for(&self.ctx.api, pod, &image_name).await;
+                if !problems.is_empty() {
+                    self.event(
+                        "Warning",
+                        "FailedToRetrieveImagePullSecret",
+                        format!(
+                            "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                            problems.join("; ")
+                        ),
+                    );
+                }
                 let started = Instant::now();
-                let r = runtime.ensure_image(&image_name, policy).await;
+                let r = runtime
+                    .ensure_image(&image_name, policy, credentials.as_ref())
+                    .await;
                 if r.is_ok() {
                     self.event(
                         "Normal",

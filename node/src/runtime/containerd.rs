@@ -375,8 +375,13 @@ fn info_of(c: &Container, process: Option<&Process>) -> ContainerInfo {
 }
 
 impl ContainerRuntime for Containerd {
-    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
-        self.images.ensure(image, policy).await
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        credentials: Option<&crate::image::credentials::Credentials>,
+    ) -> Result<ImageInfo> {
+        self.images.ensure(image, policy, credentials).await
     }
 
     async fn local_image(&self, image: &str, policy: PullPolicy) -> Option<ImageInfo> {

@@ -111,7 +111,12 @@ impl FakeRuntime {
 }
 
 impl ContainerRuntime for FakeRuntime {
-    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        _credentials: Option<&crate::image::credentials::Credentials>,
+    ) -> Result<ImageInfo> {
         if let Some(i) = self.local_image(image, policy).await {
             return Ok(i);
         }

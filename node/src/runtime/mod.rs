@@ -186,12 +186,14 @@ pub struct ExecOutput {
 
 /// The runtime surface a pod worker needs.
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// Make `image` present according to `policy`; the pull happens under a containerd lease,
-    /// so a half-pulled image is neither collected mid-pull nor left behind.
+    /// Make `image` present according to `policy`, pulling with `credentials` if given; the
+    /// pull happens under a containerd lease, so a half-pulled image is neither collected
+    /// mid-pull nor left behind.
     fn ensure_image(
         &self,
         image: &str,
         policy: PullPolicy,
+        credentials: Option<&crate::image::credentials::Credentials>,
     ) -> impl Future<Output = Result<ImageInfo>> + Send;
 
     /// `image` if it is here already and `policy` allows using it without a pull; `None`

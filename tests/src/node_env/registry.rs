@@ -55,6 +55,21 @@ impl Registry {
         (Self::spawn(ip, dir, name, &self.storage, &tls), ca_file)
     }
 
+    /// A twin serving the same images over plain HTTP to `user` with `password` only
+    /// (htpasswd, bcrypt), as registries that need a login do.
+    pub fn twin_with_login(&self, dir: &Path, name: &str, user: &str, password: &str) -> Registry {
+        let ip = self.addr.rsplit_once(':').expect("host:port").0;
+        let hash = bcrypt::hash(password, 4).expect("bcrypt");
+        let file = dir.join(format!("{name}.htpasswd"));
+        std::fs::write(&file, format!("{user}:{hash}\n")).expect("htpasswd");
+        // The config's last section, at the top level.
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+            file.display()
+        );
+        Self::spawn(ip, dir, name, &self.storage, &auth)
+    }
+
     fn spawn(ip: &str, dir: &Path, name: &str, storage: &Path, http_extra: &str) -> Self {
         let port = {
             let l = std::net::TcpListener::bind((ip, 0)).expect("free port");

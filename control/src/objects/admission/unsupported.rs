@@ -2,7 +2,7 @@
 //! (in pods and in every workload's pod template), so that a manifest never runs as if they
 //! were honoured when they are not. Each leaves this list when the agent learns it.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::super::error::FieldError;
 
@@ -12,49 +12,9 @@ fn refuse(errors: &mut Vec<FieldError>, field: String) {
     errors.push(FieldError::new(field, WHY));
 }
 
-fn probe(p: Option<&Probe>, f: String, errors: &mut Vec<FieldError>) {
-    let Some(p) = p else { return };
-    if p.grpc.is_some() {
-        refuse(errors, format!("{f}.grpc"));
-    }
-    if let Some(h) = &p.http_get {
-        if h.scheme.as_deref() == Some("HTTPS") {
-            refuse(errors, format!("{f}.httpGet.scheme"));
-        }
-        if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
-            refuse(errors, format!("{f}.httpGet.httpHeaders"));
-        }
-    }
-}
-
 fn container(c: &Container, f: &str, errors: &mut Vec<FieldError>) {
-    probe(
-        c.liveness_probe.as_ref(),
-        format!("{f}.livenessProbe"),
-        errors,
-    );
-    probe(
-        c.readiness_probe.as_ref(),
-        format!("{f}.readinessProbe"),
-        errors,
-    );
-    probe(
-        c.startup_probe.as_ref(),
-        format!("{f}.startupProbe"),
-        errors,
-    );
-    if let Some(l) = &c.lifecycle {
-        if l.post_start.is_some() {
-            refuse(errors, format!("{f}.lifecycle.postStart"));
-        }
-        if let Some(h) = l.pre_stop.as_ref().and_then(|p| p.http_get.as_ref()) {
-            if h.scheme.as_deref() == Some("HTTPS") {
-                refuse(errors, format!("{f}.lifecycle.preStop.httpGet.scheme"));
-            }
-            if h.http_headers.as_ref().is_some_and(|v| !v.is_empty()) {
-                refuse(errors, format!("{f}.lifecycle.preStop.httpGet.httpHeaders"));
-            }
-        }
+    if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
+        refuse(errors, format!("{f}.lifecycle.postStart"));
     }
     for (j, p) in c.ports.iter().flatten().enumerate() {
         if p.host_port.is_some_and(|h| h != 0) {
@@ -85,12 +45,6 @@ pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         (
             "activeDeadlineSeconds",
             spec.active_deadline_seconds.is_some(),
-        ),
-        (
-            "imagePullSecrets",
-            spec.image_pull_secrets
-                .as_ref()
-                .is_some_and(|s| !s.is_empty()),
         ),
     ] {
         if set {
@@ -153,18 +107,19 @@ mod tests {
             fields,
             [
                 "spec.hostNetwork",
-                "spec.imagePullSecrets",
-                "spec.containers[0].livenessProbe.grpc",
-                "spec.containers[0].readinessProbe.httpGet.scheme",
                 "spec.containers[0].lifecycle.postStart",
                 "spec.containers[0].ports[0].hostPort",
                 "spec.containers[0].env[0].valueFrom.resourceFieldRef",
             ]
         );
-        // What the agent does: a preStop exec hook, plain HTTP probes.
-        let fine: PodSpec = serde_json::from_value(json!({"containers": [{
+        // What the agent does: a preStop exec hook, HTTPS and gRPC probes, pull secrets.
+        let fine: PodSpec = serde_json::from_value(json!({
+            "imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{
             "name": "c", "image": "x",
-            "readinessProbe": {"httpGet": {"port": 80, "scheme": "HTTP"}},
+            "readinessProbe": {"httpGet": {"port": 80, "scheme": "HTTPS",
+                               "httpHeaders": [{"name": "X", "value": "y"}]}},
+            "livenessProbe": {"grpc": {"port": 9090}},
             "lifecycle": {"preStop": {"exec": {"command": ["true"]}}},
         }]}))
         .unwrap();

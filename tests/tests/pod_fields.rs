@@ -1,0 +1,159 @@
+//! End-to-end tests of pod fields the node agent carries out, on a real agent and
+//! containerd: image pull secrets against a registry that needs a login, and gRPC probes
+//! against a server of gRPC's standard health service.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_e2e::node_env::image::OciImage;
+use skiff_e2e::node_env::require_system_parts;
+use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world, World};
+use skiff_proto::objects::Api;
+use skiff_proto::Client;
+use tracing::info;
+
+async fn pod(client: &Client, name: &str) -> Option<Pod> {
+    Api::<Pod>::new(client.clone(), "default").get(name).await.ok()
+}
+
+fn waiting_reason(p: &Pod) -> Option<(String, String)> {
+    let w = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .waiting
+        .clone()?;
+    Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+}
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map(|c| c.restart_count)
+        .unwrap_or(0)
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn apply(w: &World, manifest: &str) {
+    ok(&skiffctl(&w.cluster, &["apply", "-f", "-"], Some(manifest)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_secrets_open_a_locked_registry_and_grpc_probes_ask_the_health_service() {
+    require_system_parts();
+    let w = world(&[]).await;
+    let client = w.cluster.client();
+
+    info!("phase: an image behind a login fails without credentials, with the reason");
+    w.registry
+        .push(&OciImage::busybox("locked"), "skiff/locked", "1");
+    let locked = w
+        .registry
+        .twin_with_login(w.cluster.dir(), "login-registry", "puller", "s3cret");
+    let image = format!("{}/skiff/locked:1", locked.addr);
+    let pod_of = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{extra}  containers: [{{name: c, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+        )
+    };
+    apply(&w, &pod_of("anonymous", ""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (reason, message) = loop {
+        let got = pod(&client, "anonymous").await.as_ref().and_then(waiting_reason);
+        match got {
+            Some((r, m)) if r == "ErrImagePull" || r == "ImagePullBackOff" => break (r, m),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no pull error on the anonymous pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let lower = message.to_ascii_lowercase();
+    assert!(
+        lower.contains("401") || lower.contains("unauthorized") || lower.contains("authentication"),
+        "{reason}: {message}"
+    );
+
+    info!("phase: the same image pulls with a kubernetes.io/dockerconfigjson Secret");
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"username": "puller", "password": "s3cret"}}}}}}"#,
+        locked.addr
+    );
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{config}'\n"
+    );
+    apply(&w, &secret);
+    apply(&w, &pod_of("with-secret", "  imagePullSecrets: [{name: regcred}]\n"));
+    wait_until(Duration::from_secs(60), "the pod with the secret runs", || async {
+        pod(&client, "with-secret").await.is_some_and(|p| running(&p))
+    })
+    .await;
+    let events = ok(&skiffctl(&w.cluster, &["describe", "pod", "with-secret"], None));
+    assert!(events.contains("Pulled"), "{events}");
+
+    info!("phase: gRPC probes: a serving service passes, a not-serving one restarts its container");
+    let server = skiff_e2e::binary("skiff-test-grpc-health");
+    let grpc = w.registry.push(
+        &OciImage::busybox_with("grpc", &[("skiff-test-grpc-health", server.as_path())]),
+        "skiff/grpc-health",
+        "1",
+    );
+    let probed = |name: &str, service: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{grpc}"
+    command: [skiff-test-grpc-health, "9090"]
+    ports: [{{containerPort: 9090}}]
+    readinessProbe:
+      grpc: {{port: 9090, service: ready}}
+      periodSeconds: 1
+    livenessProbe:
+      grpc: {{port: 9090, service: {service}}}
+      initialDelaySeconds: 1
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+        )
+    };
+    apply(&w, &probed("serving", "\"\""));
+    apply(&w, &probed("not-serving", "down"));
+    wait_until(Duration::from_secs(60), "the serving pod ready", || async {
+        pod(&client, "serving").await.is_some_and(|p| ready(&p))
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "the not-serving pod restarted", || async {
+        pod(&client, "not-serving").await.is_some_and(|p| restarts(&p) >= 1)
+    })
+    .await;
+    // Several probe periods later the serving one never restarted.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let serving = pod(&client, "serving").await.expect("pod");
+    assert_eq!(restarts(&serving), 0);
+    assert!(ready(&serving));
+    let events = ok(&skiffctl(&w.cluster, &["describe", "pod", "not-serving"], None));
+    assert!(
+        events.contains("Unhealthy") && events.contains("NOT_SERVING"),
+        "{events}"
+    );
+}
