@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use skiff_e2e::node_env::image::OciImage;
 use skiff_e2e::node_env::require_system_parts;
-use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world, World};
+use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world, World, LOCKED_LOGIN};
 use skiff_proto::objects::Api;
 use skiff_proto::Client;
 use tracing::info;
 
 async fn pod(client: &Client, name: &str) -> Option<Pod> {
-    Api::<Pod>::new(client.clone(), "default").get(name).await.ok()
+    Api::<Pod>::new(client.clone(), "default")
+        .get(name)
+        .await
+        .ok()
 }
 
 fn waiting_reason(p: &Pod) -> Option<(String, String)> {
@@ -63,9 +66,7 @@ async fn pull_secrets_open_a_locked_registry_and_grpc_probes_ask_the_health_serv
     info!("phase: an image behind a login fails without credentials, with the reason");
     w.registry
         .push(&OciImage::busybox("locked"), "skiff/locked", "1");
-    let locked = w
-        .registry
-        .twin_with_login(w.cluster.dir(), "login-registry", "puller", "s3cret");
+    let locked = &w.locked_registry;
     let image = format!("{}/skiff/locked:1", locked.addr);
     let pod_of = |name: &str, extra: &str| {
         format!(
@@ -75,35 +76,54 @@ async fn pull_secrets_open_a_locked_registry_and_grpc_probes_ask_the_health_serv
     apply(&w, &pod_of("anonymous", ""));
     let deadline = Instant::now() + Duration::from_secs(30);
     let (reason, message) = loop {
-        let got = pod(&client, "anonymous").await.as_ref().and_then(waiting_reason);
+        let got = pod(&client, "anonymous")
+            .await
+            .as_ref()
+            .and_then(waiting_reason);
         match got {
             Some((r, m)) if r == "ErrImagePull" || r == "ImagePullBackOff" => break (r, m),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "no pull error on the anonymous pod");
+        assert!(
+            Instant::now() < deadline,
+            "no pull error on the anonymous pod"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let lower = message.to_ascii_lowercase();
     assert!(
-        lower.contains("401") || lower.contains("unauthorized") || lower.contains("authentication"),
+        lower.contains("not authorized") || lower.contains("unauthorized"),
         "{reason}: {message}"
     );
 
     info!("phase: the same image pulls with a kubernetes.io/dockerconfigjson Secret");
     let config = format!(
-        r#"{{"auths": {{"{}": {{"username": "puller", "password": "s3cret"}}}}}}"#,
-        locked.addr
+        r#"{{"auths": {{"{}": {{"username": "{}", "password": "{}"}}}}}}"#,
+        locked.addr, LOCKED_LOGIN.0, LOCKED_LOGIN.1
     );
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{config}'\n"
     );
     apply(&w, &secret);
-    apply(&w, &pod_of("with-secret", "  imagePullSecrets: [{name: regcred}]\n"));
-    wait_until(Duration::from_secs(60), "the pod with the secret runs", || async {
-        pod(&client, "with-secret").await.is_some_and(|p| running(&p))
-    })
+    apply(
+        &w,
+        &pod_of("with-secret", "  imagePullSecrets: [{name: regcred}]\n"),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the pod with the secret runs",
+        || async {
+            pod(&client, "with-secret")
+                .await
+                .is_some_and(|p| running(&p))
+        },
+    )
     .await;
-    let events = ok(&skiffctl(&w.cluster, &["describe", "pod", "with-secret"], None));
+    let events = ok(&skiffctl(
+        &w.cluster,
+        &["describe", "pod", "with-secret"],
+        None,
+    ));
     assert!(events.contains("Pulled"), "{events}");
 
     info!("phase: gRPC probes: a serving service passes, a not-serving one restarts its container");
@@ -142,16 +162,26 @@ spec:
         pod(&client, "serving").await.is_some_and(|p| ready(&p))
     })
     .await;
-    wait_until(Duration::from_secs(60), "the not-serving pod restarted", || async {
-        pod(&client, "not-serving").await.is_some_and(|p| restarts(&p) >= 1)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the not-serving pod restarted",
+        || async {
+            pod(&client, "not-serving")
+                .await
+                .is_some_and(|p| restarts(&p) >= 1)
+        },
+    )
     .await;
     // Several probe periods later the serving one never restarted.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let serving = pod(&client, "serving").await.expect("pod");
     assert_eq!(restarts(&serving), 0);
     assert!(ready(&serving));
-    let events = ok(&skiffctl(&w.cluster, &["describe", "pod", "not-serving"], None));
+    let events = ok(&skiffctl(
+        &w.cluster,
+        &["describe", "pod", "not-serving"],
+        None,
+    ));
     assert!(
         events.contains("Unhealthy") && events.contains("NOT_SERVING"),
         "{events}"

@@ -66,8 +66,8 @@ pub fn for_registry(config: &[u8], registry: &str) -> Result<Option<Credentials>
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .map_err(|e| format!("the `auth` of {registry} is not base64: {e}"))?;
-    let text = String::from_utf8(decoded)
-        .map_err(|_| format!("the `auth` of {registry} is not text"))?;
+    let text =
+        String::from_utf8(decoded).map_err(|_| format!("the `auth` of {registry} is not text"))?;
     let (username, password) = text
         .split_once(':')
         .ok_or_else(|| format!("the `auth` of {registry} is not `user:password`"))?;
@@ -88,13 +88,19 @@ mod tests {
             "127.0.0.1:5000": {"username": "u", "password": "p"}
         }}"#;
         let hub = for_registry(config, "docker.io").unwrap().unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hub", "secret"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
         let local = for_registry(config, "127.0.0.1:5000").unwrap().unwrap();
         assert_eq!(local.username, "u");
         assert_eq!(for_registry(config, "other:5000").unwrap(), None);
         let legacy = br#"{"registry.example": {"auth": "YTpi"}}"#;
         assert_eq!(
-            for_registry(legacy, "registry.example").unwrap().unwrap().password,
+            for_registry(legacy, "registry.example")
+                .unwrap()
+                .unwrap()
+                .password,
             "b"
         );
         assert!(for_registry(b"nope", "x").is_err());

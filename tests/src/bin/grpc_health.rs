@@ -13,7 +13,9 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: skiff-test-grpc-health PORT"))?
         .parse()?;
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("ready", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("ready", ServingStatus::Serving)
+        .await;
     reporter
         .set_service_status("down", ServingStatus::NotServing)
         .await;

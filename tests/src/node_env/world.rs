@@ -77,6 +77,8 @@ pub struct World {
     /// The same registry over TLS, with a CA of its own that the agent is given
     /// (`--registry-ca`).
     pub private_registry: Registry,
+    /// The same registry over plain HTTP to [`LOCKED_LOGIN`] only (`--insecure-registry`).
+    pub locked_registry: Registry,
     /// The test host.
     pub host: TestHost,
     /// The control plane.
@@ -121,6 +123,9 @@ pub(crate) async fn node_token(cluster: &Cluster) -> String {
 }
 
 /// Start the world; `agent_flags` go to `skiff node`.
+/// The user and password [`World::locked_registry`] takes.
+pub const LOCKED_LOGIN: (&str, &str) = ("puller", "s3cret");
+
 pub async fn world(agent_flags: &[&str]) -> World {
     init_tracing();
     info!("phase: a three-node control plane, a test host, containerd, a registry and an agent");
@@ -137,12 +142,20 @@ pub async fn world(agent_flags: &[&str]) -> World {
     let registry = Registry::start(&host.gateway, cluster.dir());
     let (private_registry, private_ca) = registry.twin_over_tls(cluster.dir(), "private-registry");
     let private_ca = format!("{}={}", private_registry.addr, private_ca.display());
+    let locked_registry = registry.twin_with_login(
+        cluster.dir(),
+        "locked-registry",
+        LOCKED_LOGIN.0,
+        LOCKED_LOGIN.1,
+    );
     // The agent joins with a node token, as an operator's node does: it pins the CA by the
     // token's hash and gets its own certificate.
     let token = node_token(&cluster).await;
     let mut flags = vec![
         "--insecure-registry",
         registry.addr.as_str(),
+        "--insecure-registry",
+        locked_registry.addr.as_str(),
         "--registry-ca",
         private_ca.as_str(),
         "--token",
@@ -177,6 +190,7 @@ pub async fn world(agent_flags: &[&str]) -> World {
         containerd,
         registry,
         private_registry,
+        locked_registry,
         host,
         cluster,
     }
