@@ -1,6 +1,7 @@
 //! End-to-end tests of pod fields the node agent carries out, on a real agent and
-//! containerd: image pull secrets against a registry that needs a login, and gRPC probes
-//! against a server of gRPC's standard health service.
+//! containerd: image pull secrets against a registry that needs a login, gRPC probes against
+//! a server of gRPC's standard health service, postStart hooks, a pod's
+//! `activeDeadlineSeconds`, and resources in the environment (`resourceFieldRef`).
 
 use std::time::{Duration, Instant};
 
@@ -186,4 +187,91 @@ spec:
         events.contains("Unhealthy") && events.contains("NOT_SERVING"),
         "{events}"
     );
+
+    info!("phase: a postStart hook runs before the container counts as running; a failing one restarts it");
+    let busybox = w
+        .registry
+        .push(&OciImage::busybox("fields"), "skiff/busybox", "1");
+    let hooked = |name: &str, hook: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{busybox}"
+    command: [sleep, "3600"]
+    resources:
+      limits: {{cpu: 250m, memory: 64Mi}}
+    env:
+    - name: MEMORY_MI
+      valueFrom:
+        resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}
+    - name: CPU_MILLIS
+      valueFrom:
+        resourceFieldRef: {{resource: limits.cpu, divisor: 1m}}
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, "{hook}"]}}
+"#
+        )
+    };
+    apply(&w, &hooked("hooked", "echo ran > /tmp/post-start"));
+    apply(&w, &hooked("hook-fails", "exit 3"));
+    wait_until(
+        Duration::from_secs(60),
+        "the hooked pod running",
+        || async { pod(&client, "hooked").await.is_some_and(|p| running(&p)) },
+    )
+    .await;
+    let exec = |pod: &str, cmd: &[&str]| {
+        let mut args = vec!["exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        ok(&skiffctl(&w.cluster, &args, None)).trim().to_string()
+    };
+    assert_eq!(exec("hooked", &["cat", "/tmp/post-start"]), "ran");
+    assert_eq!(
+        exec("hooked", &["sh", "-c", "echo $MEMORY_MI $CPU_MILLIS"]),
+        "64 250"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the failing hook's container restarted",
+        || async {
+            pod(&client, "hook-fails")
+                .await
+                .is_some_and(|p| restarts(&p) >= 1)
+        },
+    )
+    .await;
+    let events = ok(&skiffctl(
+        &w.cluster,
+        &["describe", "pod", "hook-fails"],
+        None,
+    ));
+    assert!(events.contains("FailedPostStartHook"), "{events}");
+
+    info!("phase: a pod past its activeDeadlineSeconds is stopped and Failed DeadlineExceeded");
+    let deadline = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: deadline}}\nspec:\n  activeDeadlineSeconds: 3\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: \"{busybox}\", command: [sleep, \"3600\"]}}]\n"
+    );
+    apply(&w, &deadline);
+    wait_until(
+        Duration::from_secs(30),
+        "the pod Failed past its deadline",
+        || async {
+            pod(&client, "deadline").await.is_some_and(|p| {
+                let s = p.status.unwrap_or_default();
+                s.phase.as_deref() == Some("Failed")
+                    && s.reason.as_deref() == Some("DeadlineExceeded")
+            })
+        },
+    )
+    .await;
+    // It stays stopped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = pod(&client, "deadline").await.expect("pod");
+    assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
 }

@@ -52,6 +52,83 @@ async fn key_of(
     }
 }
 
+/// A container's resource as the downward API gives it (`resourceFieldRef`): its limit or
+/// request divided by `divisor` (default 1), rounded up. A limit not set is the node's
+/// allocatable (`node`: cpu millicores and memory bytes, each × 1000 as quantities count),
+/// a request not set its limit's value when set, else 0.
+fn resource_of(
+    pod: &Pod,
+    own: &Container,
+    r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+    node: (i128, i128),
+) -> Result<String, String> {
+    use skiff_proto::quantity;
+    let c = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+        None => own,
+        Some(name) => pod
+            .spec
+            .iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("resourceFieldRef: no container {name:?} in the pod"))?,
+    };
+    let (kind, resource) = r
+        .resource
+        .split_once('.')
+        .ok_or_else(|| format!("resourceFieldRef: unsupported resource {:?}", r.resource))?;
+    let of = |map: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >| {
+        map.and_then(|m| m.get(resource))
+            .and_then(|q| quantity::parse(&q.0).ok())
+            .map(|q| q.millis)
+    };
+    let res = c.resources.as_ref();
+    let limit = of(res.and_then(|r| r.limits.as_ref()));
+    let node_value = match resource {
+        "cpu" => node.0,
+        "memory" => node.1,
+        "ephemeral-storage" => 0,
+        _ => {
+            return Err(format!(
+                "resourceFieldRef: unsupported resource {:?}",
+                r.resource
+            ))
+        }
+    };
+    let value = match kind {
+        "limits" => limit.unwrap_or(node_value),
+        "requests" => of(res.and_then(|r| r.requests.as_ref()))
+            .or(limit)
+            .unwrap_or(0),
+        _ => {
+            return Err(format!(
+                "resourceFieldRef: unsupported resource {:?}",
+                r.resource
+            ))
+        }
+    };
+    let divisor = match &r.divisor {
+        Some(d) => {
+            quantity::parse(&d.0)
+                .map_err(|e| format!("resourceFieldRef: divisor {:?}: {e}", d.0))?
+                .millis
+        }
+        None => 1000,
+    };
+    if divisor <= 0 {
+        return Err("resourceFieldRef: the divisor must be above zero".into());
+    }
+    Ok(((value + divisor - 1) / divisor).to_string())
+}
+
 fn field_of(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String, ConfigError> {
     let m = &pod.metadata;
     Ok(match path {
@@ -165,11 +242,18 @@ pub async fn environment(
                 .await?
             } else if let Some(r) = &from.field_ref {
                 Some(field_of(pod, &r.field_path, pod_ip, host_ip)?)
+            } else if let Some(r) = &from.resource_field_ref {
+                let host = crate::host::read();
+                let node = (
+                    i128::from(host.cpus) * 1000,
+                    i128::from(host.memory_kib) * 1024 * 1000,
+                );
+                Some(
+                    resource_of(pod, c, r, node)
+                        .map_err(|e| ConfigError(format!("env {}: {e}", var.name)))?,
+                )
             } else {
-                return Err(ConfigError(format!(
-                    "env {}: valueFrom.resourceFieldRef is not supported",
-                    var.name
-                )));
+                Some(String::new())
             }
         } else {
             Some(String::new())
@@ -185,6 +269,42 @@ pub async fn environment(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn resources_resolve_as_the_downward_api_gives_them() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [
+                {"name": "app", "image": "x", "resources": {
+                    "limits": {"cpu": "500m", "memory": "64Mi"},
+                    "requests": {"cpu": "250m"}}},
+                {"name": "side", "image": "x"}
+            ]}
+        }))
+        .unwrap();
+        let spec = pod.spec.clone().unwrap();
+        let (app, side) = (&spec.containers[0], &spec.containers[1]);
+        let node = (4000, 8 * 1024 * 1024 * 1024 * 1000_i128);
+        let get = |c: &Container, resource: &str, divisor: Option<&str>, other: Option<&str>| {
+            let r = k8s_openapi::api::core::v1::ResourceFieldSelector {
+                container_name: other.map(String::from),
+                resource: resource.into(),
+                divisor: divisor
+                    .map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
+            };
+            resource_of(&pod, c, &r, node)
+        };
+        assert_eq!(get(app, "limits.cpu", None, None).unwrap(), "1");
+        assert_eq!(get(app, "limits.cpu", Some("1m"), None).unwrap(), "500");
+        assert_eq!(get(app, "requests.cpu", Some("1m"), None).unwrap(), "250");
+        assert_eq!(get(app, "limits.memory", Some("1Mi"), None).unwrap(), "64");
+        assert_eq!(get(side, "limits.cpu", None, None).unwrap(), "4");
+        assert_eq!(get(side, "requests.memory", None, None).unwrap(), "0");
+        assert_eq!(
+            get(side, "limits.memory", Some("1Mi"), Some("app")).unwrap(),
+            "64"
+        );
+        assert!(get(app, "limits.gpu", None, None).is_err());
+    }
 
     #[test]
     fn pod_fields_resolve() {

@@ -1,7 +1,9 @@
-//! Lifecycle hooks: a container's `preStop` handler runs before the container is asked to
-//! stop (exec in the container, an HTTP GET to the pod, or a sleep), within the pod's grace
-//! period; the container then gets what is left of it (at least 2 s, as the kubelet gives).
-//! A hook that fails is logged and the stop goes on, as in Kubernetes.
+//! Lifecycle hooks (exec in the container, an HTTP GET to the pod, or a sleep). A container's
+//! `postStart` handler runs as soon as it has started, before it counts as running; if it
+//! fails, the container is stopped and restarted as its restart policy says. Its `preStop`
+//! handler runs before the container is asked to stop, within the pod's grace period; the
+//! container then gets what is left of it (at least 2 s, as the kubelet gives). A preStop
+//! hook that fails is logged and the stop goes on, as in Kubernetes.
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +34,32 @@ pub async fn pre_stop<R: ContainerRuntime>(
     else {
         return Duration::ZERO;
     };
-    run(handler, container, id, pod_ip, runtime, grace).await;
+    if let Err(message) = run(handler, container, id, pod_ip, runtime, grace).await {
+        tracing::warn!(container = %container.name, %message, "preStop hook failed");
+    }
     started.elapsed()
+}
+
+/// The longest a postStart hook may run: the kubelet sets none, but a hook that never ends
+/// would hold the container out of service for good.
+const POST_START_BUDGET: Duration = Duration::from_secs(120);
+
+/// Run `container`'s postStart handler, if it has one, in container `id` of the pod at
+/// `pod_ip`; why it failed, if it did.
+pub async fn post_start<R: ContainerRuntime>(
+    container: &Container,
+    id: &str,
+    pod_ip: &str,
+    runtime: &R,
+) -> Result<(), String> {
+    let Some(handler) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+    else {
+        return Ok(());
+    };
+    run(handler, container, id, pod_ip, runtime, POST_START_BUDGET).await
 }
 
 async fn run<R: ContainerRuntime>(
@@ -43,11 +69,11 @@ async fn run<R: ContainerRuntime>(
     pod_ip: &str,
     runtime: &R,
     budget: Duration,
-) {
+) -> Result<(), String> {
     if let Some(sleep) = &handler.sleep {
         let secs = Duration::from_secs(sleep.seconds.max(0) as u64);
         tokio::time::sleep(secs.min(budget)).await;
-        return;
+        return Ok(());
     }
     // An exec or HTTP handler is a probe that runs once, with the grace period as its
     // timeout.
@@ -59,8 +85,10 @@ async fn run<R: ContainerRuntime>(
         ..Default::default()
     };
     let (ok, message) = probes::run(&probe, container, id, pod_ip, runtime).await;
-    if !ok {
-        tracing::warn!(container = %container.name, %message, "preStop hook failed");
+    if ok {
+        Ok(())
+    } else {
+        Err(message)
     }
 }
 

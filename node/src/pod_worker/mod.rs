@@ -135,6 +135,8 @@ struct Worker<E: WorkerEnv> {
     start_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The first start is over (successful or not): later syncs skip the gate.
     started_once: bool,
+    /// The pod ran past its `activeDeadlineSeconds`: stopped, and Failed for good.
+    deadline_exceeded: bool,
     /// When this agent first saw the pod; `None` once its start was timed (or it was found
     /// running, after an agent restart).
     seen_at: Option<Instant>,
@@ -165,6 +167,7 @@ impl<E: WorkerEnv> Worker<E> {
             event_counts: Default::default(),
             start_permit: None,
             started_once: false,
+            deadline_exceeded: false,
             seen_at: Some(Instant::now()),
         }
     }

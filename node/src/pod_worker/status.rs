@@ -77,6 +77,8 @@ pub struct PodView {
     pub start_time: Option<i64>,
     /// A reason the pod as a whole is stuck (as sandbox creation failing).
     pub pending_message: Option<String>,
+    /// Why the pod failed as a whole (reason, message), whatever its containers say.
+    pub failed: Option<(String, String)>,
 }
 
 fn time(secs: i64) -> Option<Time> {
@@ -204,7 +206,11 @@ fn condition(
 
 /// The status to report; `prev` keeps condition transition times stable.
 pub fn pod_status(view: &PodView, prev: Option<&PodStatus>) -> PodStatus {
-    let phase = phase(view);
+    let phase = if view.failed.is_some() {
+        "Failed"
+    } else {
+        phase(view)
+    };
     let initialized = view
         .init
         .iter()
@@ -228,7 +234,12 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>) -> PodStatus {
     };
     PodStatus {
         phase: Some(phase.into()),
-        message: view.pending_message.clone(),
+        reason: view.failed.as_ref().map(|f| f.0.clone()),
+        message: view
+            .failed
+            .as_ref()
+            .map(|f| f.1.clone())
+            .or_else(|| view.pending_message.clone()),
         host_ip: view.host_ip.clone(),
         pod_ip: view.pod_ip.clone(),
         pod_ips: view

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::config_sources;
+use super::hooks;
 use super::logs;
 use super::probes::{self, Kind};
 use super::pull_secrets;
@@ -39,6 +40,9 @@ enum Progress {
 type Quantity = k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// cpu in millicores.
+/// The kubelet's words for a pod stopped at its `activeDeadlineSeconds`.
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 fn quantity_millis(q: Option<&Quantity>) -> Option<i64> {
     q.and_then(|q| skiff_proto::quantity::parse(&q.0).ok())
         .and_then(|q| i64::try_from(q.millis).ok())
@@ -65,9 +69,63 @@ impl<E: WorkerEnv> Worker<E> {
                 self.start_permit = Some(permit);
             }
         }
+        let (restart_policy, deadline) = match self.past_deadline(pod, &spec).await {
+            Ok(left) => (restart_policy, left),
+            // Its containers are stopped: nothing restarts or starts any more.
+            Err(()) => ("Never".to_string(), None),
+        };
         let wake = self.sync_pass(pod, &spec, restart_policy).await;
         self.started_once = true;
-        wake
+        match deadline {
+            Some(left) => wake.min(left),
+            None => wake,
+        }
+    }
+
+    /// `Ok(time left)` before the pod's `activeDeadlineSeconds` (counted from its start
+    /// time), `Ok(None)` without one; past it, its containers are stopped once and `Err`.
+    async fn past_deadline(
+        &mut self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<Option<Duration>, ()> {
+        if self.deadline_exceeded {
+            return Err(());
+        }
+        let Some(deadline) = spec.active_deadline_seconds else {
+            return Ok(None);
+        };
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_second())
+            .unwrap_or(self.start_time);
+        let active = jiff::Timestamp::now().as_second() - started;
+        if active < deadline {
+            return Ok(Some(Duration::from_secs((deadline - active) as u64)));
+        }
+        tracing::info!(
+            deadline,
+            "past its activeDeadlineSeconds; stopping its containers"
+        );
+        self.deadline_exceeded = true;
+        self.event("Warning", "DeadlineExceeded", DEADLINE_MESSAGE.to_string());
+        let grace =
+            Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let runtime = self.ctx.runtime.clone();
+        let running: Vec<String> = self
+            .slots
+            .values()
+            .filter_map(|s| s.current.clone())
+            .collect();
+        let stops = running.iter().map(|id| runtime.stop(id, grace));
+        for (id, r) in running.iter().zip(futures::future::join_all(stops).await) {
+            if let Err(e) = r {
+                tracing::warn!(container = %id, error = %e, "stopping at the deadline");
+            }
+        }
+        Err(())
     }
 
     /// Whether re-adopted containers already run: such a pod needs no turn at the gate.
@@ -382,6 +440,9 @@ impl<E: WorkerEnv> Worker<E> {
                     }
                 }
             }
+            if self.deadline_exceeded {
+                break 'done Progress::Settled; // past its deadline, nothing starts
+            }
             self.create_container(pod, c, &mut slot, kind, now).await
         };
         self.slots.insert(key.to_string(), slot);
@@ -571,6 +632,34 @@ impl<E: WorkerEnv> Worker<E> {
         }
         tracing::info!(container = %id, attempt = slot.attempt, "started");
         self.event("Normal", "Started", format!("Started container {}", c.name));
+        if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
+            // A hook may take a while: the next pod's start need not wait for it.
+            self.start_permit = None;
+            let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+            if let Err(message) = hooks::post_start(c, &id, &ip, &*runtime).await {
+                tracing::warn!(container = %id, %message, "postStart hook failed; stopping the container");
+                self.event(
+                    "Warning",
+                    "FailedPostStartHook",
+                    format!("PostStartHook failed: {message}"),
+                );
+                self.event(
+                    "Normal",
+                    "Killing",
+                    format!("FailedPostStartHook: stopping container {}", c.name),
+                );
+                let grace = Duration::from_secs(
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                        .unwrap_or(30)
+                        .max(0) as u64,
+                );
+                if let Err(e) = runtime.stop(&id, grace).await {
+                    tracing::warn!(container = %id, error = %e, "stopping after a failed postStart hook");
+                }
+            }
+        }
         slot.current = Some(id);
         slot.waiting = None;
         slot.terminated = None;
@@ -705,6 +794,9 @@ impl<E: WorkerEnv> Worker<E> {
             host_ip: Some(self.ctx.host_ip.clone()),
             start_time: Some(self.start_time),
             pending_message: self.pending_message.clone(),
+            failed: self
+                .deadline_exceeded
+                .then(|| ("DeadlineExceeded".to_string(), DEADLINE_MESSAGE.to_string())),
         };
         let next = status::pod_status(&view, self.last_status.as_ref());
         if self

@@ -253,6 +253,26 @@ fn validate_container(
                 "may not be specified when `value` is not empty",
             ));
         }
+        let resource = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.resource_field_ref.as_ref());
+        if let Some(r) = resource {
+            const RESOURCES: [&str; 6] = [
+                "limits.cpu",
+                "limits.memory",
+                "limits.ephemeral-storage",
+                "requests.cpu",
+                "requests.memory",
+                "requests.ephemeral-storage",
+            ];
+            one_of(
+                errors,
+                format!("{f}.env[{j}].valueFrom.resourceFieldRef.resource"),
+                Some(r.resource.as_str()),
+                &RESOURCES,
+            );
+        }
     }
     for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
         if !volumes.contains(m.name.as_str()) {

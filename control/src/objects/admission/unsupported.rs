@@ -13,20 +13,9 @@ fn refuse(errors: &mut Vec<FieldError>, field: String) {
 }
 
 fn container(c: &Container, f: &str, errors: &mut Vec<FieldError>) {
-    if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
-        refuse(errors, format!("{f}.lifecycle.postStart"));
-    }
     for (j, p) in c.ports.iter().flatten().enumerate() {
         if p.host_port.is_some_and(|h| h != 0) {
             refuse(errors, format!("{f}.ports[{j}].hostPort"));
-        }
-    }
-    for (j, e) in c.env.iter().flatten().enumerate() {
-        if e.value_from
-            .as_ref()
-            .is_some_and(|v| v.resource_field_ref.is_some())
-        {
-            refuse(errors, format!("{f}.env[{j}].valueFrom.resourceFieldRef"));
         }
     }
 }
@@ -41,10 +30,6 @@ pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         (
             "shareProcessNamespace",
             spec.share_process_namespace == Some(true),
-        ),
-        (
-            "activeDeadlineSeconds",
-            spec.active_deadline_seconds.is_some(),
         ),
     ] {
         if set {
@@ -105,12 +90,7 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            [
-                "spec.hostNetwork",
-                "spec.containers[0].lifecycle.postStart",
-                "spec.containers[0].ports[0].hostPort",
-                "spec.containers[0].env[0].valueFrom.resourceFieldRef",
-            ]
+            ["spec.hostNetwork", "spec.containers[0].ports[0].hostPort",]
         );
         // What the agent does: a preStop exec hook, HTTPS and gRPC probes, pull secrets.
         let fine: PodSpec = serde_json::from_value(json!({
