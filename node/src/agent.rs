@@ -250,6 +250,7 @@ pub async fn start(
             sandboxes: warm_sandboxes,
             roots: warm_roots,
         }),
+        services: Some(service_watch.services.clone()),
     });
     let (pods, events) = Informer::<Pod>::start(
         client.clone(),

@@ -1,7 +1,8 @@
 //! End-to-end tests of pod fields the node agent carries out, on a real agent and
 //! containerd: image pull secrets against a registry that needs a login, gRPC probes against
 //! a server of gRPC's standard health service, postStart hooks, a pod's
-//! `activeDeadlineSeconds`, and resources in the environment (`resourceFieldRef`).
+//! `activeDeadlineSeconds`, resources and service links in the environment, and termination
+//! messages.
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,17 @@ spec:
     );
 
     info!("phase: a postStart hook runs before the container counts as running; a failing one restarts it");
+    apply(
+        &w,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-front}\nspec:\n  selector: {app: nothing}\n  ports: [{name: http, port: 80}]\n",
+    );
+    let front_ip = ok(&skiffctl(
+        &w.cluster,
+        &["get", "svc", "web-front", "-o", "jsonpath={.spec.clusterIP}"],
+        None,
+    ))
+    .trim()
+    .to_string();
     let busybox = w
         .registry
         .push(&OciImage::busybox("fields"), "skiff/busybox", "1");
@@ -274,4 +286,43 @@ spec:
     tokio::time::sleep(Duration::from_secs(2)).await;
     let p = pod(&client, "deadline").await.expect("pod");
     assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+
+    info!("phase: termination messages: the file a container writes, or its log's end when it failed");
+    let ended = |name: &str, extra: &str, script: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{extra}  containers:\n  - name: c\n    image: \"{busybox}\"\n    terminationMessagePolicy: FallbackToLogsOnError\n    command: [sh, -c, '{script}']\n"
+        )
+    };
+    apply(
+        &w,
+        &ended(
+            "says",
+            "  enableServiceLinks: false\n",
+            "echo done ${WEB_FRONT_SERVICE_HOST:-unlinked} > /dev/termination-log",
+        ),
+    );
+    apply(&w, &ended("fails", "", "echo oops; exit 2"));
+    let message = |p: &Pod| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .message
+            .clone()
+    };
+    for (name, want) in [("says", "done unlinked"), ("fails", "oops")] {
+        wait_until(Duration::from_secs(60), &format!("{name} ended with its message"), || async {
+            pod(&client, name)
+                .await
+                .as_ref()
+                .and_then(message)
+                .is_some_and(|m| m.trim() == want)
+        })
+        .await;
+    }
 }

@@ -171,16 +171,18 @@ fn field_of(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String
     })
 }
 
-/// The container's environment, resolved in order (later `$(VAR)` see earlier ones).
+/// The container's environment over `base` (the service links), resolved in order (later
+/// `$(VAR)` see earlier ones).
 pub async fn environment(
     api: &impl PodApi,
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
     host_ip: &str,
+    base: Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = base;
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(name, _)| *name != k);
         env.push((k, v));

@@ -75,6 +75,8 @@ pub struct WorkerCtx<E: WorkerEnv> {
     pub resolv_conf: PathBuf,
     /// The node's cluster DNS, if it serves one.
     pub dns: Option<crate::dns::resolv_conf::PodDns>,
+    /// The cluster's Services, for the service links in pods' environment.
+    pub services: Option<skiff_proto::informer::Informer<k8s_openapi::api::core::v1::Service>>,
 }
 
 impl<E: WorkerEnv> WorkerCtx<E> {

@@ -23,9 +23,11 @@ pub mod logs;
 pub mod probes;
 pub mod pull_secrets;
 pub mod security_context;
+pub mod service_links;
 pub mod slot;
 pub mod status;
 mod sync;
+pub mod termination;
 pub mod volumes;
 
 /// The file in a pod folder that keeps when the agent first saw the pod (its status's

@@ -38,6 +38,8 @@ pub enum Observed {
         finished_at: i64,
         /// `containerd://…`.
         container_id: String,
+        /// What it left at its termination message path.
+        message: Option<String>,
     },
 }
 
@@ -148,10 +150,12 @@ fn state_of(o: &Observed) -> ContainerState {
             started_at,
             finished_at,
             container_id,
+            message,
         } => ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: *code,
                 reason: Some(reason.clone()),
+                message: message.clone(),
                 started_at: time(*started_at),
                 finished_at: time(*finished_at),
                 container_id: Some(container_id.clone()),
@@ -317,6 +321,7 @@ mod tests {
             started_at: 1,
             finished_at: 2,
             container_id: "containerd://x".into(),
+            message: None,
         }
     }
 

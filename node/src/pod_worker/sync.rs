@@ -13,7 +13,9 @@ use super::logs;
 use super::probes::{self, Kind};
 use super::pull_secrets;
 use super::security_context;
+use super::service_links;
 use super::slot::{container_id, Slot};
+use super::termination;
 use super::status::{self, ContainerView, Observed, PodView};
 use super::volumes;
 use super::Worker;
@@ -385,6 +387,7 @@ impl<E: WorkerEnv> Worker<E> {
                             started_at: slot.started_at,
                             finished_at,
                             container_id: format!("containerd://{id}"),
+                            message: termination::message(&self.dir, c, slot.attempt, code),
                         });
                         slot.probes.clear();
                         let restart = match policy {
@@ -540,7 +543,13 @@ impl<E: WorkerEnv> Worker<E> {
         slot.image_id = image.digest.clone();
         let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
         let ctx = self.ctx.clone();
-        let env_of = config_sources::environment(&ctx.api, pod, c, &ip, &ctx.host_ip);
+        let links = match &ctx.services {
+            Some(services) if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) => {
+                service_links::variables(services.iter(), &self.namespace)
+            }
+            _ => Vec::new(),
+        };
+        let env_of = config_sources::environment(&ctx.api, pod, c, &ip, &ctx.host_ip, links);
         let env = match gate_released_if_slow(&mut self.start_permit, env_of).await {
             Ok(e) => e,
             Err(e) => {
@@ -558,6 +567,21 @@ impl<E: WorkerEnv> Worker<E> {
             Ok(m) => mounts.extend(m),
             Err(e) => {
                 slot.waiting = Some(("CreateContainerConfigError".into(), e.0));
+                return Progress::Waiting;
+            }
+        }
+        match termination::prepare(&self.dir, c, slot.attempt) {
+            Ok(Some(host_path)) => mounts.push(BindMount {
+                host_path,
+                container_path: c.termination_message_path.clone().unwrap_or_default(),
+                read_only: false,
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                slot.waiting = Some((
+                    "CreateContainerConfigError".into(),
+                    format!("termination message file: {e}"),
+                ));
                 return Progress::Waiting;
             }
         }

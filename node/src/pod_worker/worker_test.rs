@@ -148,6 +148,7 @@ impl Node {
             made_ahead: Arc::new(NothingMadeAhead),
             resolv_conf: dir.path().join("resolv.conf"),
             dns: None,
+            services: None,
         });
         Self { ctx, _dir: dir }
     }
