@@ -196,7 +196,13 @@ spec:
     );
     let front_ip = ok(&skiffctl(
         &w.cluster,
-        &["get", "svc", "web-front", "-o", "jsonpath={.spec.clusterIP}"],
+        &[
+            "get",
+            "svc",
+            "web-front",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
         None,
     ))
     .trim()
@@ -248,6 +254,18 @@ spec:
         exec("hooked", &["sh", "-c", "echo $MEMORY_MI $CPU_MILLIS"]),
         "64 250"
     );
+    assert_eq!(
+        exec(
+            "hooked",
+            &[
+                "sh",
+                "-c",
+                "echo $WEB_FRONT_SERVICE_HOST $WEB_FRONT_SERVICE_PORT_HTTP"
+            ]
+        ),
+        format!("{front_ip} 80"),
+        "service links"
+    );
     wait_until(
         Duration::from_secs(60),
         "the failing hook's container restarted",
@@ -287,7 +305,9 @@ spec:
     let p = pod(&client, "deadline").await.expect("pod");
     assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
 
-    info!("phase: termination messages: the file a container writes, or its log's end when it failed");
+    info!(
+        "phase: termination messages: the file a container writes, or its log's end when it failed"
+    );
     let ended = |name: &str, extra: &str, script: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{extra}  containers:\n  - name: c\n    image: \"{busybox}\"\n    terminationMessagePolicy: FallbackToLogsOnError\n    command: [sh, -c, '{script}']\n"
@@ -316,13 +336,17 @@ spec:
             .clone()
     };
     for (name, want) in [("says", "done unlinked"), ("fails", "oops")] {
-        wait_until(Duration::from_secs(60), &format!("{name} ended with its message"), || async {
-            pod(&client, name)
-                .await
-                .as_ref()
-                .and_then(message)
-                .is_some_and(|m| m.trim() == want)
-        })
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{name} ended with its message"),
+            || async {
+                pod(&client, name)
+                    .await
+                    .as_ref()
+                    .and_then(message)
+                    .is_some_and(|m| m.trim() == want)
+            },
+        )
         .await;
     }
 }

@@ -65,10 +65,14 @@ pub fn ask(ctx: &Ctx, pod: &Pod) -> Result<VolumeAsk, String> {
             .and_then(|s| s.volume_name.as_deref())
             .filter(|v| !v.is_empty());
         if let Some(volume) = volume {
-            let affinity = ctx
-                .volumes
-                .get("", volume)
-                .and_then(|pv| pv.spec.as_ref()?.node_affinity.as_ref()?.required.clone());
+            // A volume not seen yet may be bound to one node: the pod waits to know.
+            let Some(pv) = ctx.volumes.get("", volume) else {
+                return Err(format!("persistentvolume {volume:?} not found"));
+            };
+            let affinity = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref()?.required.clone());
             out.nodes.extend(affinity);
             continue;
         }

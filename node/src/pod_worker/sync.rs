@@ -15,8 +15,8 @@ use super::pull_secrets;
 use super::security_context;
 use super::service_links;
 use super::slot::{container_id, Slot};
-use super::termination;
 use super::status::{self, ContainerView, Observed, PodView};
+use super::termination;
 use super::volumes;
 use super::Worker;
 use super::START_TIME;
@@ -97,6 +97,11 @@ impl<E: WorkerEnv> Worker<E> {
         let Some(deadline) = spec.active_deadline_seconds else {
             return Ok(None);
         };
+        // A pod that finished keeps how it finished.
+        let phase = self.last_status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return Ok(None);
+        }
         let started = pod
             .status
             .as_ref()
@@ -381,13 +386,23 @@ impl<E: WorkerEnv> Worker<E> {
                         } else {
                             "Error"
                         };
+                        let container_id = format!("containerd://{id}");
+                        // Read once per container: it is done, its message does not change.
+                        let message = match &slot.terminated {
+                            Some(Observed::Terminated {
+                                container_id: seen,
+                                message,
+                                ..
+                            }) if *seen == container_id => message.clone(),
+                            _ => termination::message(&self.dir, c, slot.attempt, code),
+                        };
                         slot.terminated = Some(Observed::Terminated {
                             code,
                             reason: reason.into(),
                             started_at: slot.started_at,
                             finished_at,
-                            container_id: format!("containerd://{id}"),
-                            message: termination::message(&self.dir, c, slot.attempt, code),
+                            container_id,
+                            message,
                         });
                         slot.probes.clear();
                         let restart = match policy {
@@ -434,6 +449,7 @@ impl<E: WorkerEnv> Worker<E> {
                         slot.current = None;
                         slot.attempt += 1;
                         logs::prune(&self.dir, &c.name, slot.attempt.saturating_sub(1));
+                        termination::remove(&self.dir, &c.name, slot.attempt - 1);
                     }
                     Some(ProcessState::NoTask) | None => {
                         // Its task or the container itself was lost: replace it.
@@ -544,7 +560,9 @@ impl<E: WorkerEnv> Worker<E> {
         let ip = self.net.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
         let ctx = self.ctx.clone();
         let links = match &ctx.services {
-            Some(services) if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) => {
+            Some(services)
+                if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) =>
+            {
                 service_links::variables(services.iter(), &self.namespace)
             }
             _ => Vec::new(),

@@ -27,7 +27,11 @@ pub fn file(pod_dir: &Path, container: &str, attempt: u32) -> PathBuf {
 /// container runs as; `None` when `c` has no message path.
 pub fn prepare(pod_dir: &Path, c: &Container, attempt: u32) -> std::io::Result<Option<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
-    if c.termination_message_path.as_deref().unwrap_or("").is_empty() {
+    if c.termination_message_path
+        .as_deref()
+        .unwrap_or("")
+        .is_empty()
+    {
         return Ok(None);
     }
     let path = file(pod_dir, &c.name, attempt);
@@ -39,12 +43,32 @@ pub fn prepare(pod_dir: &Path, c: &Container, attempt: u32) -> std::io::Result<O
     Ok(Some(path))
 }
 
+/// Remove the message file of attempt `attempt` of `container` (its message was read).
+pub fn remove(pod_dir: &Path, container: &str, attempt: u32) {
+    let _ = std::fs::remove_file(file(pod_dir, container, attempt));
+}
+
 fn tail(text: &[u8]) -> String {
     let start = text.len().saturating_sub(FALLBACK_MAX_BYTES);
     let text = String::from_utf8_lossy(&text[start..]);
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(FALLBACK_MAX_LINES);
     lines[from..].join("\n")
+}
+
+/// The last bytes of the log at `path` (the current file: a message is about the end).
+fn log_end(path: &Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(FALLBACK_MAX_BYTES as u64);
+    let mut out = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_ok() {
+        let _ = f.read_to_end(&mut out);
+    }
+    out
 }
 
 /// The message of attempt `attempt` of `c`, which ended with `code`.
@@ -59,8 +83,7 @@ pub fn message(pod_dir: &Path, c: &Container, attempt: u32, code: i32) -> Option
     }
     let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
     if fallback && code != 0 {
-        let log = logs::read(pod_dir, &c.name, attempt).unwrap_or_default();
-        let text = tail(&log);
+        let text = tail(&log_end(&logs::path(pod_dir, &c.name, attempt)));
         return (!text.is_empty()).then_some(text);
     }
     None
@@ -82,7 +105,10 @@ mod tests {
         let path = prepare(dir.path(), &c, 0).unwrap().unwrap();
         assert_eq!(message(dir.path(), &c, 0, 1), None);
         std::fs::write(&path, "done: 42 rows").unwrap();
-        assert_eq!(message(dir.path(), &c, 0, 0).as_deref(), Some("done: 42 rows"));
+        assert_eq!(
+            message(dir.path(), &c, 0, 0).as_deref(),
+            Some("done: 42 rows")
+        );
         c.termination_message_policy = Some("FallbackToLogsOnError".into());
         prepare(dir.path(), &c, 1).unwrap();
         let log = logs::path(dir.path(), "job", 1);
@@ -91,6 +117,10 @@ mod tests {
         std::fs::write(&log, many).unwrap();
         let m = message(dir.path(), &c, 1, 2).unwrap();
         assert!(m.ends_with("line 99") && m.lines().count() == 80, "{m}");
-        assert_eq!(message(dir.path(), &c, 1, 0), None, "only a failure falls back");
+        assert_eq!(
+            message(dir.path(), &c, 1, 0),
+            None,
+            "only a failure falls back"
+        );
     }
 }

@@ -161,9 +161,27 @@ pub async fn sync(ctx: &Ctx, sts: &StatefulSet) -> Result<Action, ReconcileError
             break;
         }
     }
+    // A claim still being deleted (scaled away a moment ago) would leave the pod without its
+    // volume: the pod waits until the claim is gone and made anew.
+    let claim_going = |ord: usize| {
+        new_claims(sts, ord).iter().any(|c| {
+            ctx.claims
+                .get(&ns, c.metadata.name.as_deref().unwrap_or(""))
+                .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+        })
+    };
+    let held: Vec<usize> = to_create
+        .iter()
+        .copied()
+        .filter(|o| claim_going(*o))
+        .collect();
+    if !held.is_empty() {
+        to_create.retain(|o| !held.contains(o));
+        writes.again_in(Duration::from_secs(1));
+    }
     let creates = to_create.iter().map(|&ord| {
         // Below the partition a pod is made as it was; at or above it, from the update.
-        let (template, rev): (&PodTemplateSpec, &str) = if rolling && ord < partition {
+        let (template, rev): (&PodTemplateSpec, &str) = if rolling && ord < plan.start + partition {
             (&current_template, &current_rev)
         } else {
             (&spec.template, &update_rev)
@@ -231,15 +249,26 @@ pub async fn sync(ctx: &Ctx, sts: &StatefulSet) -> Result<Action, ReconcileError
         }
     }
 
-    // 3. The rolling update: one pod at a time, once all are ready.
-    let settled = all_ready && to_create.is_empty() && condemned.is_empty();
-    if rolling && settled {
-        let stale = (plan.start.max(partition)..plan.end)
-            .rev()
-            .filter_map(|o| plan.pods.get(&o))
-            .find(|p| revision_label(p) != Some(update_rev.as_str()));
-        if let Some(p) = stale {
-            to_delete.push(p.clone());
+    // 3. The rolling update, one pod at a time from the top: OrderedReady once all pods are
+    // ready; Parallel as soon as the updated pods above are (so a bad template that broke
+    // every pod can still be replaced by a fixed one).
+    let may_update = if plan.ordered {
+        all_ready && to_create.is_empty() && condemned.is_empty()
+    } else {
+        to_create.is_empty() && held.is_empty()
+    };
+    if rolling && may_update {
+        for o in (plan.start + partition..plan.end).rev() {
+            let Some(p) = plan.pods.get(&o) else { break };
+            if revision_label(p) != Some(update_rev.as_str()) {
+                if p.metadata.deletion_timestamp.is_none() && !to_delete.contains(p) {
+                    to_delete.push(p.clone());
+                }
+                break;
+            }
+            if !running_and_ready(p, plan.min_ready) {
+                break;
+            }
         }
     }
     let deletes = to_delete.iter().map(|p| {

@@ -56,6 +56,30 @@ fn in_use(ctx: &Ctx, claim: &PersistentVolumeClaim) -> bool {
     })
 }
 
+/// Whether a pod that has not finished mounts `claim`, by a fresh list of its namespace's
+/// pods: the caches may not show a pod made a moment ago, and the claim's data is at stake.
+async fn in_use_now(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+) -> Result<bool, skiff_proto::objects::ApiError> {
+    let ns = claim.metadata.namespace.as_deref().unwrap_or("");
+    let name = claim.metadata.name.as_deref().unwrap_or("");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::new(ctx.client.clone(), ns);
+    let (list, _) = pods.list("", "").await?;
+    Ok(list.iter().any(|p| {
+        let finished = matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        !finished
+            && p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .any(|c| c.claim_name == name)
+    }))
+}
+
 /// Run one pass over `claim`.
 pub async fn sync(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<Action, ReconcileError> {
     let ns = claim.metadata.namespace.clone().unwrap_or_default();
@@ -70,7 +94,7 @@ pub async fn sync(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<Action, Re
             .iter()
             .flatten()
             .any(|f| f == PVC_PROTECTION);
-        if protected && !in_use(ctx, claim) {
+        if protected && !in_use(ctx, claim) && !in_use_now(ctx, claim).await? {
             let kept: Vec<&String> = claim
                 .metadata
                 .finalizers
@@ -134,10 +158,12 @@ pub async fn sync(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<Action, Re
                 .by_index(cache::CLAIM, &format!("{ns}/{name}"))
                 .into_iter()
                 .find(|pv| {
+                    // Made for it, or reserved for it by name (a reference without a uid).
                     pv.spec
                         .as_ref()
                         .and_then(|s| s.claim_ref.as_ref())
-                        .is_some_and(|r| r.uid == claim.metadata.uid)
+                        .is_some_and(|r| r.uid.is_none() || r.uid == claim.metadata.uid)
+                        && pv.metadata.deletion_timestamp.is_none()
                 });
             match reserved.or_else(|| {
                 best_match(ctx.volumes.iter(), claim, class.as_deref(), node.as_deref())
@@ -261,8 +287,17 @@ async fn bind(
 
     // 1. The volume names the claim (a volume reserved for another claim is not taken).
     let mut pv = pv.clone();
+    let other_claim = |r: &k8s_openapi::api::core::v1::ObjectReference| {
+        (r.uid.is_some() && r.uid != claim.metadata.uid)
+            || r.name
+                .as_deref()
+                .is_some_and(|n| Some(n) != claim.metadata.name.as_deref())
+            || r.namespace
+                .as_deref()
+                .is_some_and(|n| Some(n) != claim.metadata.namespace.as_deref())
+    };
     match spec.claim_ref.as_ref() {
-        Some(r) if r.uid.is_some() && r.uid != claim.metadata.uid => {
+        Some(r) if other_claim(r) => {
             ctx.recorder.record(
                 &Involved::of(claim),
                 "Warning",
