@@ -13,6 +13,7 @@
 //! - [`cni`]: CNI plugin calls; the node bridge and its routes.
 //! - [`pod_network`]: routes to the other nodes' pods (VXLAN or host-gw), egress masquerade.
 //! - [`netns`]: the pods' named network namespaces, made in-process.
+//! - [`host_ports`]: containers' `hostPort`s, DNATed on the node in nftables.
 //! - [`local_path`]: the folders of `local-path` volumes, removed with their volumes.
 //! - [`registration`], [`host`]: the Node object, the Lease heartbeat, host facts.
 //! - [`ops`]: the operations endpoint: metrics and readiness over HTTP.
@@ -25,6 +26,7 @@ pub mod ctd;
 pub mod dns;
 pub mod error;
 pub mod host;
+pub mod host_ports;
 pub mod image;
 pub mod local_path;
 pub mod netns;

@@ -385,6 +385,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(watch) => watch.drain(),
         None => {}
     }
+    if !args.no_proxy {
+        tokio::spawn(skiff_node::host_ports::run(
+            agent.pods.clone(),
+            format!("{}_hostports", args.proxy_table),
+        ));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = agent.run(events) => {}

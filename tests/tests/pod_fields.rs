@@ -1,15 +1,15 @@
 //! End-to-end tests of pod fields the node agent carries out, on a real agent and
 //! containerd: image pull secrets against a registry that needs a login, gRPC probes against
 //! a server of gRPC's standard health service, postStart hooks, a pod's
-//! `activeDeadlineSeconds`, resources and service links in the environment, and termination
-//! messages.
+//! `activeDeadlineSeconds`, resources and service links in the environment, termination
+//! messages, and host ports reached from another host.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use skiff_e2e::node_env::image::OciImage;
-use skiff_e2e::node_env::require_system_parts;
 use skiff_e2e::node_env::world::{ok, skiffctl, wait_until, world, World, LOCKED_LOGIN};
+use skiff_e2e::node_env::{require_system_parts, TestHost};
 use skiff_proto::objects::Api;
 use skiff_proto::Client;
 use tracing::info;
@@ -348,5 +348,52 @@ spec:
             },
         )
         .await;
+    }
+
+    info!("phase: a host port answers on the node's address from another host");
+    apply(
+        &w,
+        &format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: edge
+  labels: {{pod-security.kubernetes.io/enforce: privileged}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: door, namespace: edge}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{busybox}"
+    command: [sh, -c, "mkdir -p /www && echo door > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: [{{containerPort: 80, hostPort: 18080}}]
+"#
+        ),
+    );
+    let edge: Api<Pod> = Api::new(client.clone(), "edge");
+    wait_until(Duration::from_secs(60), "the door pod running", || async {
+        edge.get("door").await.is_ok_and(|p| running(&p))
+    })
+    .await;
+    let other = TestHost::create();
+    let (node_addr, _) = w.host.link(&other);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = other.sh(&format!(
+            "busybox wget -q -O- http://{node_addr}:18080/ || echo FAILED"
+        ));
+        if out.trim() == "door" {
+            break;
+        }
+        if Instant::now() > deadline {
+            let node_side = w.host.sh(&format!(
+                "busybox wget -q -O- http://{node_addr}:18080/ 2>&1; nft list ruleset 2>&1 | grep -B2 -A12 hostports; ip route; sysctl net.ipv4.ip_forward"
+            ));
+            panic!("the host port does not answer from another host: {out}\nfrom the node: {node_side}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

@@ -190,15 +190,17 @@ pub fn remove(net: &LocalNetwork) {
     };
     run("ip", &["link", "del", &net.bridge]);
     run("nft", &["delete", "table", "ip", &net.proxy_table]);
-    run(
-        "nft",
-        &[
-            "delete",
-            "table",
-            "ip",
-            &format!("{}_egress", net.proxy_table),
-        ],
-    );
+    for suffix in ["egress", "hostports"] {
+        run(
+            "nft",
+            &[
+                "delete",
+                "table",
+                "ip",
+                &format!("{}_{suffix}", net.proxy_table),
+            ],
+        );
+    }
 }
 
 fn first_free(host: &Host) -> anyhow::Result<LocalNetwork> {

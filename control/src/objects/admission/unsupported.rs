@@ -2,7 +2,7 @@
 //! (in pods and in every workload's pod template), so that a manifest never runs as if they
 //! were honoured when they are not. Each leaves this list when the agent learns it.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::PodSpec;
 
 use super::super::error::FieldError;
 
@@ -10,14 +10,6 @@ const WHY: &str = "Forbidden: not supported by Skiff's node agent";
 
 fn refuse(errors: &mut Vec<FieldError>, field: String) {
     errors.push(FieldError::new(field, WHY));
-}
-
-fn container(c: &Container, f: &str, errors: &mut Vec<FieldError>) {
-    for (j, p) in c.ports.iter().flatten().enumerate() {
-        if p.host_port.is_some_and(|h| h != 0) {
-            refuse(errors, format!("{f}.ports[{j}].hostPort"));
-        }
-    }
 }
 
 /// The unsupported fields `spec` (at `path`) sets.
@@ -53,12 +45,6 @@ pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             ));
         }
     }
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        container(c, &format!("{path}.initContainers[{i}]"), &mut errors);
-    }
-    for (i, c) in spec.containers.iter().enumerate() {
-        container(c, &format!("{path}.containers[{i}]"), &mut errors);
-    }
     errors
 }
 
@@ -88,15 +74,14 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect();
-        assert_eq!(
-            fields,
-            ["spec.hostNetwork", "spec.containers[0].ports[0].hostPort",]
-        );
-        // What the agent does: a preStop exec hook, HTTPS and gRPC probes, pull secrets.
+        assert_eq!(fields, ["spec.hostNetwork"]);
+        // What the agent does: a preStop exec hook, HTTPS and gRPC probes, pull secrets,
+        // host ports.
         let fine: PodSpec = serde_json::from_value(json!({
             "imagePullSecrets": [{"name": "regcred"}],
             "containers": [{
             "name": "c", "image": "x",
+            "ports": [{"containerPort": 80, "hostPort": 8080}],
             "readinessProbe": {"httpGet": {"port": 80, "scheme": "HTTPS",
                                "httpHeaders": [{"name": "X", "value": "y"}]}},
             "livenessProbe": {"grpc": {"port": 9090}},
