@@ -256,7 +256,14 @@ impl<E: WorkerEnv> Worker<E> {
                         v.1 = Instant::now();
                     }
                 }
-                Err(e) => return Err(e.0),
+                Err(e) => {
+                    self.event(
+                        "Warning",
+                        "FailedMount",
+                        format!("MountVolume.SetUp failed: {}", e.0),
+                    );
+                    return Err(e.0);
+                }
             }
         }
         Ok(())
