@@ -4,8 +4,8 @@
 //! gets its pod, a node leaving (or tainted NoExecute) loses it; a template change rolls out
 //! as `updateStrategy` says (RollingUpdate within `maxUnavailable` or `maxSurge`, OnDelete).
 //!
-//! Keyed by DaemonSet; a pod's change reaches its controlling DaemonSet, a node's change
-//! every DaemonSet.
+//! Keyed by DaemonSet; a pod's change reaches its controlling DaemonSet, a node's joining,
+//! leaving or change of labels or taints every DaemonSet (its heartbeats none).
 //!
 //! - [`placement`]: which nodes, and the pods made; [`sync`]: one pass.
 
@@ -39,11 +39,25 @@ pub async fn run(ctx: Arc<Ctx>) {
     .watches(ctx.pods.subscribe(), |p: &Pod| {
         cache::controller_key(p, "DaemonSet").into_iter().collect()
     })
-    .watches(ctx.nodes.subscribe(), move |_: &Node| {
+    .watches_changes(ctx.nodes.subscribe(), move |n: &Node, before: Option<&Node>| {
+        if before.is_some_and(|b| !placement_changed(b, n)) {
+            return Vec::new(); // a heartbeat: where daemons belong is the same
+        }
         nodes_ctx.daemonsets.object_keys()
     })
     .run()
     .await
+}
+
+/// Whether a Node's change may change which DaemonSets belong on it: its labels (selectors
+/// and affinity), its taints, or whether it takes new pods.
+fn placement_changed(before: &Node, now: &Node) -> bool {
+    let spec = |n: &Node| {
+        n.spec
+            .as_ref()
+            .map(|s| (s.taints.clone(), s.unschedulable))
+    };
+    before.metadata.labels != now.metadata.labels || spec(before) != spec(now)
 }
 
 /// Reconciles one DaemonSet.

@@ -357,6 +357,41 @@ impl<R: Reconciler> Runner<R> {
         self
     }
 
+    /// Reconcile the keys `map` gives for each change an informer reports, given the object
+    /// and its previous state (`None` when it is new or deleted): for a kind whose changes
+    /// concern a controller only when some fields change (a Node's labels and taints for
+    /// DaemonSets, not its heartbeats). A re-list, or missed events, queue every key.
+    pub fn watches_changes<K, F>(
+        mut self,
+        mut events: broadcast::Receiver<InformerEvent<K>>,
+        map: F,
+    ) -> Self
+    where
+        K: Send + Sync + 'static,
+        F: Fn(&K, Option<&K>) -> Vec<R::Key> + Send + Sync + 'static,
+    {
+        let shared = self.shared.clone();
+        let reconciler = self.reconciler.clone();
+        self.sources.push(
+            async move {
+                loop {
+                    match events.recv().await {
+                        Ok(InformerEvent::Applied { object, previous }) => {
+                            shared.add_all(map(&object, previous.as_deref()));
+                        }
+                        Ok(InformerEvent::Deleted(object)) => shared.add_all(map(&object, None)),
+                        Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            shared.add_all(reconciler.all_keys());
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+            .boxed(),
+        );
+        self
+    }
+
     /// Run until aborted: every key once, then whatever the sources queue.
     pub async fn run(self) {
         let Self {
