@@ -43,11 +43,21 @@ impl Involved {
 /// (object uid, reason, message): what makes two events the same.
 type EventKey = (String, String, String);
 
-/// Records Events with a count per (object, reason, message).
+/// What the recorder remembers of an event: its object's name, its count, when last seen.
+type Seen = (String, i32, std::time::Instant);
+
+/// How long an event's count is remembered after it last happened: a repeat within it
+/// counts on the same Event, a later one starts a new count (the Event itself may be gone).
+const REMEMBERED: std::time::Duration = std::time::Duration::from_secs(600);
+/// Below this many remembered events nothing is forgotten.
+const REMEMBER_AT_LEAST: usize = 4096;
+
+/// Records Events with a count per (object, reason, message), remembered for a while so a
+/// term of leadership that records an Event per pod placed does not grow without bound.
 #[derive(Clone)]
 pub struct EventRecorder {
     client: Client,
-    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, Seen>>>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -83,6 +93,13 @@ impl EventRecorder {
             let Ok(mut seen) = self.seen.lock() else {
                 return;
             };
+            // Forgetting is paid for by growth: at most once per doubling.
+            if !seen.contains_key(&key)
+                && seen.len() >= REMEMBER_AT_LEAST
+                && seen.len().is_power_of_two()
+            {
+                seen.retain(|_, s| s.2.elapsed() < REMEMBERED);
+            }
             let entry = seen.entry(key.clone()).or_insert_with(|| {
                 (
                     format!(
@@ -91,10 +108,12 @@ impl EventRecorder {
                         fnv(&format!("{}/{reason}/{message}", involved.uid))
                     ),
                     0,
+                    std::time::Instant::now(),
                 )
             });
             entry.1 += 1;
-            entry.clone()
+            entry.2 = std::time::Instant::now();
+            (entry.0.clone(), entry.1)
         };
         let ns = if involved.namespace.is_empty() {
             "default".to_string()

@@ -39,12 +39,15 @@ pub async fn run(ctx: Arc<Ctx>) {
     .watches(ctx.pods.subscribe(), |p: &Pod| {
         cache::controller_key(p, "DaemonSet").into_iter().collect()
     })
-    .watches_changes(ctx.nodes.subscribe(), move |n: &Node, before: Option<&Node>| {
-        if before.is_some_and(|b| !placement_changed(b, n)) {
-            return Vec::new(); // a heartbeat: where daemons belong is the same
-        }
-        nodes_ctx.daemonsets.object_keys()
-    })
+    .watches_changes(
+        ctx.nodes.subscribe(),
+        move |n: &Node, before: Option<&Node>| {
+            if before.is_some_and(|b| !placement_changed(b, n)) {
+                return Vec::new(); // a heartbeat: where daemons belong is the same
+            }
+            nodes_ctx.daemonsets.object_keys()
+        },
+    )
     .run()
     .await
 }
@@ -52,11 +55,7 @@ pub async fn run(ctx: Arc<Ctx>) {
 /// Whether a Node's change may change which DaemonSets belong on it: its labels (selectors
 /// and affinity), its taints, or whether it takes new pods.
 fn placement_changed(before: &Node, now: &Node) -> bool {
-    let spec = |n: &Node| {
-        n.spec
-            .as_ref()
-            .map(|s| (s.taints.clone(), s.unschedulable))
-    };
+    let spec = |n: &Node| n.spec.as_ref().map(|s| (s.taints.clone(), s.unschedulable));
     before.metadata.labels != now.metadata.labels || spec(before) != spec(now)
 }
 
