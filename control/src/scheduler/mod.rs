@@ -17,8 +17,7 @@
 //! Its cache follows the changes ([`cache`]), so a pass costs what changed, not the whole
 //! cluster. Placements are assumed at once, so it never waits for its binds to come back;
 //! binds go out concurrently and the store coalesces them into few Raft entries. A pod that
-//! fits nowhere gets `PodScheduled=False` and an Event saying why; one placed, a `Scheduled`
-//! Event. Its queue depth and the
+//! fits nowhere gets `PodScheduled=False` and an Event saying why. Its queue depth and the
 //! latency of each attempt are counted with the controllers' figures.
 
 pub mod cache;
@@ -39,7 +38,6 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::controllers::context::Ctx;
-use crate::controllers::events::Involved;
 use crate::controllers::ownership::{controller_uid, created_at};
 use crate::controllers::runner::metrics::Figures;
 use crate::controllers::runner::ObjectKey;
@@ -318,7 +316,6 @@ impl Scheduler {
         let rv = pod.metadata.resource_version.clone();
         let client = self.ctx.client.clone();
         let select_node = claims.select_node;
-        let (recorder, involved) = (self.ctx.recorder.clone(), Involved::of(&**pod));
         tokio::spawn(async move {
             let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
             let told = volumes::tell_claims(&client, &select_node, &node).await;
@@ -326,18 +323,9 @@ impl Scheduler {
                 Ok(()) => api.patch(&key.name, &patch).await.map(drop),
                 Err(e) => Err(e),
             };
-            match bound {
-                Ok(()) => recorder.record(
-                    &involved,
-                    "Normal",
-                    "Scheduled",
-                    &format!("Successfully assigned {key} to {node}"),
-                    "default-scheduler",
-                ),
-                Err(e) => {
-                    tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
-                    let _ = failed.send((key, uid));
-                }
+            if let Err(e) = bound {
+                tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
+                let _ = failed.send((key, uid));
             }
             drop(permit);
         });

@@ -45,6 +45,17 @@ type Quantity = k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// The kubelet's words for a pod stopped at its `activeDeadlineSeconds`.
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
+/// The pod's grace period to stop a container in (its `terminationGracePeriodSeconds`,
+/// Kubernetes' 30 s without one).
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
 fn quantity_millis(q: Option<&Quantity>) -> Option<i64> {
     q.and_then(|q| skiff_proto::quantity::parse(&q.0).ok())
         .and_then(|q| i64::try_from(q.millis).ok())
@@ -118,8 +129,7 @@ impl<E: WorkerEnv> Worker<E> {
         );
         self.deadline_exceeded = true;
         self.event("Warning", "DeadlineExceeded", DEADLINE_MESSAGE.to_string());
-        let grace =
-            Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let grace = grace_of(pod);
         let runtime = self.ctx.runtime.clone();
         let running: Vec<String> = self
             .slots
@@ -361,14 +371,7 @@ impl<E: WorkerEnv> Worker<E> {
                                     c.name
                                 ),
                             );
-                            let grace = Duration::from_secs(
-                                pod.spec
-                                    .as_ref()
-                                    .and_then(|s| s.termination_grace_period_seconds)
-                                    .unwrap_or(30)
-                                    .max(0) as u64,
-                            );
-                            if let Err(e) = runtime.stop(&id, grace).await {
+                            if let Err(e) = runtime.stop(&id, grace_of(pod)).await {
                                 tracing::warn!(container = %id, error = %e, "stopping after a failed liveness probe");
                             }
                         }
@@ -697,14 +700,7 @@ impl<E: WorkerEnv> Worker<E> {
                     "Killing",
                     format!("FailedPostStartHook: stopping container {}", c.name),
                 );
-                let grace = Duration::from_secs(
-                    pod.spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30)
-                        .max(0) as u64,
-                );
-                if let Err(e) = runtime.stop(&id, grace).await {
+                if let Err(e) = runtime.stop(&id, grace_of(pod)).await {
                     tracing::warn!(container = %id, error = %e, "stopping after a failed postStart hook");
                 }
             }

@@ -322,39 +322,18 @@ impl<R: Reconciler> Runner<R> {
     /// of both its new and its previous state (a pod whose labels changed concerns the
     /// Services it left as well as those it joined). A re-list, or events missed because
     /// this runner fell behind, queue every key.
-    pub fn watches<K, F>(
-        mut self,
-        mut events: broadcast::Receiver<InformerEvent<K>>,
-        map: F,
-    ) -> Self
+    pub fn watches<K, F>(self, events: broadcast::Receiver<InformerEvent<K>>, map: F) -> Self
     where
         K: Send + Sync + 'static,
         F: Fn(&K) -> Vec<R::Key> + Send + Sync + 'static,
     {
-        let shared = self.shared.clone();
-        let reconciler = self.reconciler.clone();
-        self.sources.push(
-            async move {
-                loop {
-                    match events.recv().await {
-                        Ok(InformerEvent::Applied { object, previous }) => {
-                            let mut keys = map(&object);
-                            if let Some(p) = previous {
-                                keys.extend(map(&p));
-                            }
-                            shared.add_all(keys);
-                        }
-                        Ok(InformerEvent::Deleted(object)) => shared.add_all(map(&object)),
-                        Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            shared.add_all(reconciler.all_keys());
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
+        self.watches_changes(events, move |object: &K, previous: Option<&K>| {
+            let mut keys = map(object);
+            if let Some(p) = previous {
+                keys.extend(map(p));
             }
-            .boxed(),
-        );
-        self
+            keys
+        })
     }
 
     /// Reconcile the keys `map` gives for each change an informer reports, given the object
