@@ -93,20 +93,44 @@ pub async fn run(ctx: Arc<Ctx>) {
         tokio::select! {
             e = pods.recv() => s.on_pod(e),
             e = nodes.recv() => s.on_node(e),
-            // A claim made or bound may let a pod waiting for it go.
-            Ok(_) = claims.recv() => s.queue.nodes_changed(),
+            Ok(e) = claims.recv() => claim_changed(&mut s.queue, e),
             Some((k, uid)) = failed.recv() => s.bind_failed(&k, &uid),
             _ = tick.tick() => s.periodic(),
         }
         // What else arrived meanwhile is taken in the same batch.
         drain(&mut pods, |e| s.on_pod(e));
         drain(&mut nodes, |e| s.on_node(e));
-        drain(&mut claims, |_| s.queue.nodes_changed());
+        drain(&mut claims, |e| match e {
+            Ok(e) => claim_changed(&mut s.queue, e),
+            // Changes missed: any of them may have been the one a pod waits for.
+            Err(_) => s.queue.nodes_changed(),
+        });
         while let Ok((k, uid)) = failed.try_recv() {
             s.bind_failed(&k, &uid);
         }
         s.schedule_active().await;
         s.figures.depth.set(s.queue.len() as i64);
+    }
+}
+
+/// A claim made, or bound to a volume, may let a pod waiting for it go: the pods that fit
+/// nowhere are tried again. Other claim changes (statuses, annotations) wake nothing.
+fn claim_changed(
+    queue: &mut SchedulingQueue,
+    e: InformerEvent<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+) {
+    let volume = |c: &k8s_openapi::api::core::v1::PersistentVolumeClaim| {
+        c.spec.as_ref().and_then(|s| s.volume_name.clone())
+    };
+    let wakes = match &e {
+        InformerEvent::Applied { object, previous } => previous
+            .as_ref()
+            .is_none_or(|p| volume(p) != volume(object)),
+        InformerEvent::Synced => true,
+        InformerEvent::Deleted(_) => false,
+    };
+    if wakes {
+        queue.nodes_changed();
     }
 }
 

@@ -32,7 +32,7 @@ fn storage(resources: Option<&BTreeMap<String, Quantity>>) -> i128 {
 }
 
 /// What a claim asks for in bytes (× 1000).
-pub fn requested(claim: &PersistentVolumeClaim) -> i128 {
+fn requested(claim: &PersistentVolumeClaim) -> i128 {
     storage(
         claim
             .spec

@@ -82,7 +82,13 @@ pub fn validate(pod: &Pod) -> Vec<FieldError> {
     }
 }
 
-fn one_of(errors: &mut Vec<FieldError>, field: String, value: Option<&str>, allowed: &[&str]) {
+/// Refuse `value` at `field` unless it is one of `allowed`, naming them.
+pub(super) fn one_of(
+    errors: &mut Vec<FieldError>,
+    field: String,
+    value: Option<&str>,
+    allowed: &[&str],
+) {
     if let Some(v) = value {
         if !allowed.contains(&v) {
             errors.push(FieldError::new(

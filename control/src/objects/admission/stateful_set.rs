@@ -12,8 +12,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Volume};
 
 use super::super::error::FieldError;
 use super::super::names;
+use super::pod::{self, one_of};
+use super::storage;
 use super::workloads::{non_negative, validate_selector_and_template};
-use super::{pod, storage};
 
 /// Defaults of a StatefulSet.
 pub fn default_stateful_set(sts: &mut StatefulSet) {
@@ -53,19 +54,6 @@ pub fn default_stateful_set(sts: &mut StatefulSet) {
     }
 }
 
-fn one_of(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>, allowed: &[&str]) {
-    if let Some(v) = value.filter(|v| !allowed.contains(v)) {
-        let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
-        errors.push(FieldError::new(
-            field,
-            format!(
-                "Unsupported value: {v:?}: supported values: {}",
-                list.join(", ")
-            ),
-        ));
-    }
-}
-
 /// Validate a StatefulSet.
 pub fn validate_stateful_set(sts: &StatefulSet) -> Vec<FieldError> {
     let Some(spec) = &sts.spec else {
@@ -92,14 +80,14 @@ pub fn validate_stateful_set(sts: &StatefulSet) -> Vec<FieldError> {
     }
     one_of(
         &mut errors,
-        "spec.podManagementPolicy",
+        "spec.podManagementPolicy".into(),
         spec.pod_management_policy.as_deref(),
         &["OrderedReady", "Parallel"],
     );
     if let Some(s) = &spec.update_strategy {
         one_of(
             &mut errors,
-            "spec.updateStrategy.type",
+            "spec.updateStrategy.type".into(),
             s.type_.as_deref(),
             &["RollingUpdate", "OnDelete"],
         );
@@ -131,7 +119,7 @@ pub fn validate_stateful_set(sts: &StatefulSet) -> Vec<FieldError> {
         ] {
             one_of(
                 &mut errors,
-                &format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
+                format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
                 v,
                 &["Retain", "Delete"],
             );

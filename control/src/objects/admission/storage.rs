@@ -2,8 +2,6 @@
 //! validation, what may not change once they exist, and the volume kinds Skiff carries out
 //! (host folders: `hostPath` and `local`).
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
 };
@@ -13,6 +11,7 @@ use skiff_proto::quantity;
 
 use super::super::error::FieldError;
 use super::super::selectors::Selector;
+use super::pod::one_of;
 
 /// The finalizer that keeps a claim while pods use it.
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
@@ -30,17 +29,6 @@ const ACCESS_MODES: &[&str] = &[
     "ReadWriteOncePod",
 ];
 
-fn unsupported_value(field: String, value: &str, supported: &[&str]) -> FieldError {
-    let allowed: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-    FieldError::new(
-        field,
-        format!(
-            "Unsupported value: {value:?}: supported values: {}",
-            allowed.join(", ")
-        ),
-    )
-}
-
 fn access_modes(modes: Option<&Vec<String>>, path: &str, errors: &mut Vec<FieldError>) {
     let modes = modes.map(Vec::as_slice).unwrap_or_default();
     if modes.is_empty() {
@@ -50,13 +38,12 @@ fn access_modes(modes: Option<&Vec<String>>, path: &str, errors: &mut Vec<FieldE
         ));
     }
     for (i, m) in modes.iter().enumerate() {
-        if !ACCESS_MODES.contains(&m.as_str()) {
-            errors.push(unsupported_value(
-                format!("{path}.accessModes[{i}]"),
-                m,
-                ACCESS_MODES,
-            ));
-        }
+        one_of(
+            errors,
+            format!("{path}.accessModes[{i}]"),
+            Some(m),
+            ACCESS_MODES,
+        );
     }
 }
 
@@ -191,15 +178,12 @@ pub fn validate_volume(pv: &PersistentVolume) -> Vec<FieldError> {
         "spec.volumeMode".into(),
         &mut errors,
     );
-    if let Some(p) = spec.persistent_volume_reclaim_policy.as_deref() {
-        if !["Delete", "Retain"].contains(&p) {
-            errors.push(unsupported_value(
-                "spec.persistentVolumeReclaimPolicy".into(),
-                p,
-                &["Delete", "Retain"],
-            ));
-        }
-    }
+    one_of(
+        &mut errors,
+        "spec.persistentVolumeReclaimPolicy".into(),
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        &["Delete", "Retain"],
+    );
     let path = match (&spec.host_path, &spec.local) {
         (Some(h), None) => Some(("spec.hostPath.path", h.path.as_str())),
         (None, Some(l)) => {
@@ -275,21 +259,18 @@ pub fn validate_class(sc: &StorageClass) -> Vec<FieldError> {
     if sc.provisioner.is_empty() {
         errors.push(FieldError::new("provisioner", "Required value"));
     }
-    if let Some(p) = sc.reclaim_policy.as_deref() {
-        if !["Delete", "Retain"].contains(&p) {
-            errors.push(unsupported_value(
-                "reclaimPolicy".into(),
-                p,
-                &["Delete", "Retain"],
-            ));
-        }
-    }
-    if let Some(m) = sc.volume_binding_mode.as_deref() {
-        let modes = ["Immediate", "WaitForFirstConsumer"];
-        if !modes.contains(&m) {
-            errors.push(unsupported_value("volumeBindingMode".into(), m, &modes));
-        }
-    }
+    one_of(
+        &mut errors,
+        "reclaimPolicy".into(),
+        sc.reclaim_policy.as_deref(),
+        &["Delete", "Retain"],
+    );
+    one_of(
+        &mut errors,
+        "volumeBindingMode".into(),
+        sc.volume_binding_mode.as_deref(),
+        &["Immediate", "WaitForFirstConsumer"],
+    );
     if sc.allow_volume_expansion == Some(true) {
         errors.push(FieldError::new(
             "allowVolumeExpansion",
@@ -322,16 +303,6 @@ pub fn immutable_class_changes(current: &StorageClass, next: &StorageClass) -> V
         current.volume_binding_mode == next.volume_binding_mode,
     );
     errors
-}
-
-/// The claim names a pod spec mounts.
-pub fn claim_names(volumes: Option<&Vec<k8s_openapi::api::core::v1::Volume>>) -> BTreeSet<String> {
-    volumes
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|c| c.claim_name.clone())
-        .collect()
 }
 
 #[cfg(test)]
