@@ -88,11 +88,28 @@ pub struct PodNetwork {
     /// join, when the warm pool made one (see `runtime::sandbox`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+    /// The pod is on the node's own network (`hostNetwork`): nothing was wired for it and
+    /// nothing is released after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
 impl PodNetwork {
     /// The record's file name in a pod folder.
     pub const RECORD: &'static str = "network.json";
+
+    /// The node's own network, at address `ip`: the agent's namespace (the node's, where
+    /// agents of several test hosts share one machine), named through this process so it
+    /// holds as long as the agent runs; a restarted agent names its own again.
+    pub fn on_host(ip: &str) -> Self {
+        Self {
+            netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
+            ip: ip.to_string(),
+            cni_id: None,
+            sandbox: None,
+            host: true,
+        }
+    }
 
     /// The network recorded in pod folder `dir`, if any.
     pub fn read_record(dir: &Path) -> Option<Self> {
@@ -280,6 +297,7 @@ impl NetworkConfig {
             ip,
             cni_id: None,
             sandbox: None,
+            host: false,
         })
     }
 

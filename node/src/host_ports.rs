@@ -34,6 +34,8 @@ pub struct Mapping {
 pub fn desired<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<Mapping> {
     let mut live: Vec<&Pod> = pods
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        // A pod on the node's network listens on the node's ports itself.
+        .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) != Some(true))
         .filter(|p| {
             !matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -171,5 +173,10 @@ mod tests {
         assert!(script.contains("udp dport 5353 dnat ip to 10.244.0.2:53"));
         let pinned = [pod("c", "10.244.0.4", Some("192.0.2.1"))];
         assert!(render("t", &desired(pinned.iter())).contains("ip daddr 192.0.2.1 tcp dport 8080"));
+        let mut on_host = pod("d", "192.0.2.1", None);
+        if let Some(s) = on_host.spec.as_mut() {
+            s.host_network = Some(true);
+        }
+        assert!(desired([on_host].iter()).is_empty());
     }
 }

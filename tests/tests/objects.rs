@@ -578,7 +578,7 @@ async fn invalid_manifests_are_refused_with_the_field_and_store_nothing() {
         ("configmap data too large", big_cm, &["data", "Too long"]),
         ("malformed YAML", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [oops\n".to_string(), &["malformed YAML", "line 4"]),
         ("wrong type", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: i\n    ports:\n    - containerPort: http\n".to_string(), &["spec.containers[0].ports[0].containerPort"]),
-        ("a field the agent would ignore", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  hostNetwork: true\n  volumes: [{name: v, nfs: {server: s, path: /}}]\n  containers:\n  - name: c\n    image: i\n".to_string(), &["spec.hostNetwork", "spec.volumes[0]", "not supported by Skiff's node agent", "persistentVolumeClaim"]),
+        ("a field the agent would ignore", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  shareProcessNamespace: true\n  volumes: [{name: v, nfs: {server: s, path: /}}]\n  containers:\n  - name: c\n    image: i\n".to_string(), &["spec.shareProcessNamespace", "spec.volumes[0]", "not supported by Skiff's node agent", "persistentVolumeClaim"]),
     ];
     let before = revision(&client).await;
     for (what, manifest, wants) in cases {

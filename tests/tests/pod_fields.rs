@@ -396,4 +396,76 @@ spec:
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    info!("phase: a pod on the node's network, processes and IPC answers on the node's address");
+    apply(
+        &w,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: on-host, namespace: edge}}
+spec:
+  terminationGracePeriodSeconds: 1
+  hostNetwork: true
+  hostPID: true
+  hostIPC: true
+  containers:
+  - name: c
+    image: "{busybox}"
+    command: [sh, -c, "mkdir -p /www && for n in net pid ipc uts; do readlink /proc/self/ns/$n; done > /www/index.html && hostname >> /www/index.html && exec httpd -f -p 18081 -h /www"]
+    ports: [{{containerPort: 18081}}]
+"#
+        ),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the on-host pod running",
+        || async { edge.get("on-host").await.is_ok_and(|p| running(&p)) },
+    )
+    .await;
+    let on_host = edge.get("on-host").await.expect("the on-host pod");
+    let status = on_host.status.clone().unwrap_or_default();
+    assert!(status.pod_ip.is_some(), "{status:?}");
+    assert_eq!(
+        status.pod_ip, status.host_ip,
+        "the pod has the node's address"
+    );
+    let ports = on_host
+        .spec
+        .as_ref()
+        .map(|s| s.containers[0].ports.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(ports[0].host_port, Some(18081), "{ports:?}");
+    let node_side = w
+        .host
+        .sh("for n in net pid ipc uts; do readlink /proc/self/ns/$n; done; hostname");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = other.sh(&format!(
+            "busybox wget -q -O- http://{node_addr}:18081/ || echo FAILED"
+        ));
+        if out.trim() == node_side.trim() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the on-host pod does not answer with the node's namespaces and name: {out}\nthe node's: {node_side}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    info!("phase: deleting it releases nothing of the node's: the host port still answers");
+    ok(&skiffctl(
+        &w.cluster,
+        &["delete", "pod", "on-host", "-n", "edge"],
+        None,
+    ));
+    wait_until(Duration::from_secs(30), "the on-host pod gone", || async {
+        edge.get("on-host").await.is_err()
+    })
+    .await;
+    let out = other.sh(&format!(
+        "busybox wget -q -O- http://{node_addr}:18080/ || echo FAILED"
+    ));
+    assert_eq!(out.trim(), "door", "after the on-host pod went");
 }

@@ -2,6 +2,8 @@
 //!
 //! - `ClusterFirst` (the default) and `ClusterFirstWithHostNet`: the node's cluster DNS, the
 //!   search list `ns.svc.D svc.D D` then the node's own search domains, `options ndots:5`;
+//!   except that a pod on the node's network (`hostNetwork`) keeps `ClusterFirst` for the
+//!   node's file as `Default` does;
 //! - `Default`: the node's resolv.conf as it is;
 //! - `None`: only what `dnsConfig` says.
 //!
@@ -81,8 +83,11 @@ pub fn for_pod(pod: &Pod, host: &str, dns: Option<&PodDns>) -> String {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let host = Conf::parse(host);
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let on_host = spec.host_network == Some(true);
     let mut conf = match (policy, dns) {
         ("None", _) => Conf::default(),
+        // On the node's network a pod asks what the node asks, unless it says otherwise.
+        ("ClusterFirst", _) if on_host => host,
         ("ClusterFirst" | "ClusterFirstWithHostNet", Some(dns)) => {
             let d = &dns.domain;
             let mut search = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
@@ -160,6 +165,22 @@ mod tests {
             "search shop.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
              nameserver 10.244.1.1\noptions ndots:5\n"
         );
+    }
+
+    #[test]
+    fn a_pod_on_the_node_network_asks_the_cluster_only_with_host_net() {
+        let on_host = |policy: Option<&str>| {
+            let mut p = pod(policy, None);
+            if let Some(s) = p.spec.as_mut() {
+                s.host_network = Some(true);
+            }
+            for_pod(&p, HOST, Some(&dns()))
+        };
+        assert_eq!(
+            on_host(None),
+            "search corp.example\nnameserver 192.0.2.53\noptions edns0\n"
+        );
+        assert!(on_host(Some("ClusterFirstWithHostNet")).contains("nameserver 10.244.1.1\n"));
     }
 
     #[test]

@@ -84,7 +84,11 @@ impl<E: WorkerEnv> WorkerCtx<E> {
     /// names it: the sandbox container (if one was made ahead), the address and the network
     /// namespace. Missing parts are fine.
     pub async fn release_sandbox(&self, uid: &str, pod_dir: &Path) -> crate::error::Result<()> {
-        let container = match PodNetwork::read_record(pod_dir).and_then(|n| n.sandbox) {
+        let record = PodNetwork::read_record(pod_dir);
+        if record.as_ref().is_some_and(|n| n.host) {
+            return Ok(());
+        }
+        let container = match record.and_then(|n| n.sandbox) {
             Some(id) => self.runtime.remove(&id).await,
             None => Ok(()),
         };

@@ -257,7 +257,9 @@ impl<E: WorkerEnv> Worker<E> {
             tracing::info!(container = %c.id, state = ?c.state, "re-adopted");
         }
         if let Some(net) = PodNetwork::read_record(&self.dir) {
-            if net.netns.exists() {
+            if net.host {
+                self.net = Some(PodNetwork::on_host(&self.ctx.host_ip));
+            } else if net.netns.exists() {
                 self.net = Some(net);
             } else if !any_running {
                 // The namespace went with the containers (a reboot, or `skiff up`

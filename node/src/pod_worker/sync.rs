@@ -21,8 +21,8 @@ use super::volumes;
 use super::Worker;
 use super::START_TIME;
 use super::{PodApi, WorkerEnv};
-use crate::cni::PodNetworking;
-use crate::runtime::oci_spec::{self, BindMount, SpecInput};
+use crate::cni::{PodNetwork, PodNetworking};
+use crate::runtime::oci_spec::{self, BindMount, HostNamespaces, SpecInput};
 use crate::runtime::{labels, ContainerRuntime, CreateSpec, ProcessState, PullPolicy};
 
 /// How often a quiet pod is looked at again.
@@ -219,14 +219,19 @@ impl<E: WorkerEnv> Worker<E> {
             }
         }
         if self.net.is_none() {
-            let net = match self.ctx.made_ahead.take_sandbox(&self.sandbox, &self.dir) {
-                Some(net) => net,
-                None => self
-                    .ctx
-                    .network
-                    .setup(&self.sandbox)
-                    .await
-                    .map_err(|e| format!("creating the pod sandbox: {e}"))?,
+            let on_host = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+            let net = if on_host {
+                PodNetwork::on_host(&self.ctx.host_ip)
+            } else {
+                match self.ctx.made_ahead.take_sandbox(&self.sandbox, &self.dir) {
+                    Some(net) => net,
+                    None => self
+                        .ctx
+                        .network
+                        .setup(&self.sandbox)
+                        .await
+                        .map_err(|e| format!("creating the pod sandbox: {e}"))?,
+                }
             };
             if let Err(e) = net.write_record(&self.dir) {
                 // The record is what says this network is the pod's: without it a restarted
@@ -237,7 +242,11 @@ impl<E: WorkerEnv> Worker<E> {
                         tracing::warn!(sandbox = %id, error = %e, "removing an unrecorded sandbox");
                     }
                 }
-                if let Err(e) = self.ctx.network.release(&self.sandbox, &net).await {
+                let released = match net.host {
+                    true => Ok(()),
+                    false => self.ctx.network.release(&self.sandbox, &net).await,
+                };
+                if let Err(e) = released {
                     tracing::warn!(error = %e, "releasing an unrecorded pod network");
                 }
                 return Err(format!(
@@ -246,7 +255,7 @@ impl<E: WorkerEnv> Worker<E> {
                 ));
             }
             tracing::info!(ip = %net.ip, netns = %net.netns.display(), "pod network ready");
-            self.write_etc_files(pod, &net.ip)
+            self.write_etc_files(pod, &net)
                 .map_err(|e| format!("writing /etc files: {e}"))?;
             self.net = Some(net);
         }
@@ -288,14 +297,23 @@ impl<E: WorkerEnv> Worker<E> {
             .unwrap_or_else(|| format!("skiff-pod-{}", self.uid))
     }
 
-    fn write_etc_files(&self, pod: &Pod, ip: &str) -> std::io::Result<()> {
+    /// The pod's host name: its own (`hostname`, else its name), or the node's for a pod on
+    /// the node's network, which shares the node's host name as Kubernetes' do.
+    fn hostname(&self, pod: &Pod) -> String {
+        let spec = pod.spec.as_ref();
+        if spec.and_then(|s| s.host_network) == Some(true) {
+            if let Ok(node) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                return node.trim().to_string();
+            }
+        }
+        spec.and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.name.clone())
+    }
+
+    fn write_etc_files(&self, pod: &Pod, net: &PodNetwork) -> std::io::Result<()> {
         let etc = self.dir.join("etc");
         std::fs::create_dir_all(&etc)?;
-        let hostname = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(|| self.name.clone());
+        let hostname = self.hostname(pod);
         // With a subdomain (and a cluster domain), the pod's own name is fully qualified
         // too, as the kubelet writes it: `10.244.1.5  web-0.web.ns.svc.cluster.local web-0`.
         let names = match (
@@ -308,12 +326,16 @@ impl<E: WorkerEnv> Worker<E> {
             }
             _ => hostname.clone(),
         };
-        std::fs::write(
-            etc.join("hosts"),
+        let hosts = if net.host {
+            // The node's own names, as the kubelet gives a pod on the node's network.
+            std::fs::read_to_string("/etc/hosts")?
+        } else {
             format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{names}\n"
-            ),
-        )?;
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{names}\n",
+                net.ip
+            )
+        };
+        std::fs::write(etc.join("hosts"), hosts)?;
         std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
         let host = std::fs::read_to_string(&self.ctx.resolv_conf).unwrap_or_default();
         std::fs::write(
@@ -617,11 +639,7 @@ impl<E: WorkerEnv> Worker<E> {
         let limits = resources.limits.unwrap_or_default();
         let requests = resources.requests.unwrap_or_default();
         let id = container_id(&self.uid, &c.name, slot.attempt);
-        let hostname = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(|| self.name.clone());
+        let hostname = self.hostname(pod);
         let security = match security_context::effective(pod, c, &image) {
             Ok(s) => s,
             Err(e) => {
@@ -641,6 +659,11 @@ impl<E: WorkerEnv> Worker<E> {
                 .as_ref()
                 .map(|n| n.netns.clone())
                 .unwrap_or_default(),
+            host: HostNamespaces {
+                network: self.net.as_ref().is_some_and(|n| n.host),
+                pid: pod.spec.as_ref().and_then(|s| s.host_pid) == Some(true),
+                ipc: pod.spec.as_ref().and_then(|s| s.host_ipc) == Some(true),
+            },
             mounts,
             cgroups_path: format!("{}/{id}", crate::cgroups::pod_parent(&self.uid)),
             cpu_limit_millis: quantity_millis(limits.get("cpu")),

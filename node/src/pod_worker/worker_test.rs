@@ -35,6 +35,7 @@ impl PodNetworking for FakeNetwork {
             ip: format!("10.88.0.{}", 2 + self.next.fetch_add(1, Ordering::SeqCst)),
             cni_id: None,
             sandbox: None,
+            host: false,
         })
     }
 

@@ -38,6 +38,8 @@ pub struct SpecInput {
     pub hostname: String,
     /// The pod's network namespace.
     pub netns_path: PathBuf,
+    /// The node's namespaces the pod shares.
+    pub host: HostNamespaces,
     /// Bind mounts (volumes, /etc/hosts, /etc/resolv.conf, /etc/hostname).
     pub mounts: Vec<BindMount>,
     /// cgroup path (cgroupfs driver), unique per container.
@@ -52,6 +54,35 @@ pub struct SpecInput {
     pub shim_group: Option<String>,
     /// How the process runs: user, capabilities, privileges, root filesystem.
     pub security: Security,
+}
+
+/// The node's namespaces a pod shares (`hostNetwork`, `hostPID`, `hostIPC`). On the node's
+/// network a pod also shares its host name (its UTS namespace), as Kubernetes' do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    /// The node's network (the pod's `netns_path` names it) and host name.
+    pub network: bool,
+    /// The node's processes.
+    pub pid: bool,
+    /// The node's System V IPC and POSIX message queues.
+    pub ipc: bool,
+}
+
+/// The namespaces of a container's spec: its own, or the agent's (the node's) where the pod
+/// shares them.
+fn namespaces(input: &SpecInput) -> Vec<Value> {
+    let agent = std::process::id();
+    let own_or_node = |kind: &str, file: &str, shared: bool| match shared {
+        true => json!({"type": kind, "path": format!("/proc/{agent}/ns/{file}")}),
+        false => json!({"type": kind}),
+    };
+    vec![
+        own_or_node("pid", "pid", input.host.pid),
+        own_or_node("ipc", "ipc", input.host.ipc),
+        own_or_node("uts", "uts", input.host.network),
+        json!({"type": "mount"}),
+        json!({"type": "network", "path": input.netns_path}),
+    ]
 }
 
 /// A container's effective security settings (its `securityContext` over the pod's, over
@@ -295,7 +326,7 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
         // No swap beyond the limit: the limit is the limit.
         resources["memory"]["swap"] = json!(mem);
     }
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
@@ -316,13 +347,7 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
         "linux": {
             "resources": resources,
             "cgroupsPath": input.cgroups_path,
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": input.netns_path},
-            ],
+            "namespaces": namespaces(input),
             "maskedPaths": if sec.privileged { json!([]) } else { json!([
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
@@ -332,7 +357,15 @@ pub fn build(input: &SpecInput, image: &ImageInfo) -> Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]) },
         },
-    })
+    });
+    if input.host.network {
+        // The host name is set in a container's own UTS namespace only: in the node's it
+        // would rename the node.
+        if let Some(fields) = spec.as_object_mut() {
+            fields.remove("hostname");
+        }
+    }
+    spec
 }
 
 #[cfg(test)]
@@ -405,6 +438,45 @@ mod tests {
             ["CAP_NET_BIND_SERVICE"]
         );
         assert!(capabilities(&sec(&[], &[], true)).contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn a_pod_on_the_node_shares_the_agents_namespaces_and_never_renames_the_node() {
+        let input = |host| SpecInput {
+            hostname: "p".into(),
+            netns_path: "/run/netns/p".into(),
+            host,
+            ..Default::default()
+        };
+        let own = build(&input(HostNamespaces::default()), &image());
+        assert_eq!(own["hostname"], "p");
+        assert!(own["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.get("path").is_none() || n["type"] == "network"));
+        let shared = build(
+            &input(HostNamespaces {
+                network: true,
+                pid: true,
+                ipc: false,
+            }),
+            &image(),
+        );
+        assert!(shared.get("hostname").is_none());
+        let path_of = |kind: &str| {
+            shared["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["type"] == kind)
+                .map(|n| n["path"].clone())
+                .unwrap()
+        };
+        let agent = std::process::id();
+        assert_eq!(path_of("pid"), format!("/proc/{agent}/ns/pid"));
+        assert_eq!(path_of("uts"), format!("/proc/{agent}/ns/uts"));
+        assert!(path_of("ipc").is_null());
     }
 
     #[test]

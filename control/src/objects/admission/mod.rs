@@ -269,6 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_on_the_node_network_takes_its_container_ports_as_host_ports() {
+        let pod = |ports: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                   "spec": {"hostNetwork": true, "hostPID": true, "hostIPC": true,
+                            "containers": [{"name": "c", "image": "busybox:1.36", "ports": ports}]}})
+        };
+        let p = admit_as("pods", pod(json!([{"containerPort": 9100}]))).unwrap();
+        assert_eq!(p["spec"]["containers"][0]["ports"][0]["hostPort"], 9100);
+        let e = errors_of(admit_as(
+            "pods",
+            pod(json!([{"containerPort": 9100, "hostPort": 8080}])),
+        ));
+        assert!(
+            e.contains("spec.containers[0].ports[0].containerPort")
+                && e.contains("must match `hostPort` when `hostNetwork` is true"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_daemon_set_gets_defaults_and_its_update_bounds_are_checked() {
         let ds = |rolling: Value| {
             json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},

@@ -19,12 +19,22 @@ pub fn default_spec(spec: &mut PodSpec) {
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.enable_service_links.get_or_insert(true);
     spec.priority.get_or_insert(0);
+    let host_network = spec.host_network == Some(true);
     for c in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
         default_container(c);
+        if host_network {
+            // A pod on the node's network listens on the node's ports: Kubernetes records
+            // them as host ports, so the scheduler keeps two such pods apart.
+            for p in c.ports.iter_mut().flatten() {
+                if p.host_port.is_none_or(|h| h == 0) {
+                    p.host_port = Some(p.container_port);
+                }
+            }
+        }
     }
 }
 
@@ -218,6 +228,19 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             ));
         }
         validate_container(c, &f, &volumes, &mut host_ports, &mut errors);
+        if spec.host_network == Some(true) {
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                if p.host_port.is_some_and(|h| h != p.container_port) {
+                    errors.push(FieldError::new(
+                        format!("{f}.ports[{j}].containerPort"),
+                        format!(
+                            "Invalid value: {}: must match `hostPort` when `hostNetwork` is true",
+                            p.container_port
+                        ),
+                    ));
+                }
+            }
+        }
     }
     errors.extend(super::unsupported::refused_fields(spec, path));
     errors

@@ -15,18 +15,10 @@ fn refuse(errors: &mut Vec<FieldError>, field: String) {
 /// The unsupported fields `spec` (at `path`) sets.
 pub fn refused_fields(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    for (field, set) in [
-        ("hostNetwork", spec.host_network == Some(true)),
-        ("hostPID", spec.host_pid == Some(true)),
-        ("hostIPC", spec.host_ipc == Some(true)),
-        (
-            "shareProcessNamespace",
-            spec.share_process_namespace == Some(true),
-        ),
-    ] {
-        if set {
-            refuse(&mut errors, format!("{path}.{field}"));
-        }
+    // The pod's containers do not share one process namespace (there is no pause process
+    // to hold it), so they cannot see each other's processes.
+    if spec.share_process_namespace == Some(true) {
+        refuse(&mut errors, format!("{path}.shareProcessNamespace"));
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let supported = v.empty_dir.is_some()
@@ -57,7 +49,7 @@ mod tests {
     #[test]
     fn fields_the_agent_would_ignore_are_named() {
         let spec: PodSpec = serde_json::from_value(json!({
-            "hostNetwork": true,
+            "shareProcessNamespace": true,
             "imagePullSecrets": [{"name": "regcred"}],
             "containers": [{
                 "name": "c", "image": "x",
@@ -74,10 +66,11 @@ mod tests {
             .into_iter()
             .map(|e| e.field)
             .collect();
-        assert_eq!(fields, ["spec.hostNetwork"]);
-        // What the agent does: a preStop exec hook, HTTPS and gRPC probes, pull secrets,
-        // host ports.
+        assert_eq!(fields, ["spec.shareProcessNamespace"]);
+        // What the agent does: the node's namespaces, a preStop exec hook, HTTPS and gRPC
+        // probes, pull secrets, host ports.
         let fine: PodSpec = serde_json::from_value(json!({
+            "hostNetwork": true, "hostPID": true, "hostIPC": true,
             "imagePullSecrets": [{"name": "regcred"}],
             "containers": [{
             "name": "c", "image": "x",
