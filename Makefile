@@ -19,6 +19,12 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# A build from nothing (CI's clean checkout) gains nothing from incremental state and pays
+# for writing it; later builds keep it.
+ifeq ($(wildcard target/debug),)
+export CARGO_INCREMENTAL := 0
+endif
+
 build: deps
 	$(CARGO) build --workspace --all-targets
 
