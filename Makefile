@@ -50,7 +50,7 @@ test: build
 	  $(CARGO) nextest run --workspace --no-fail-fast -E 'not ($(ROOT_TESTS))'; \
 	fi
 	@if [ "$$(id -u)" = 0 ]; then \
-	  ./target/debug/skiff-chaos run --scenario all --duration 8s --out target/chaos-results; \
+	  ./target/debug/skiff-chaos run --scenario all --duration 8s --parallel 2 --out target/chaos-results; \
 	elif [ "$${CI:-}" = true ]; then \
 	  echo "CI=true but not root: the chaos suite cannot run"; exit 1; \
 	else \
