@@ -139,6 +139,12 @@ async fn a_stateful_set_keeps_names_and_data_across_deletes_and_scaling() {
             format!("web-{i}")
         );
     }
+    let described = ok(&skiffctl(&w.cluster, &["describe", "pod", "web-0"], None));
+    assert!(
+        described.contains("Scheduled")
+            && described.contains("Successfully assigned default/web-0 to n1"),
+        "{described}"
+    );
     let listed = ok(&skiffctl(&w.cluster, &["get", "pvc"], None));
     assert!(
         listed.contains("data-web-2") && listed.contains("local-path"),

@@ -84,15 +84,42 @@ impl EventRecorder {
         message: &str,
         component: &str,
     ) {
+        if let Some(write) = self.count(involved, type_, reason, message, component) {
+            tokio::spawn(write.send());
+        }
+    }
+
+    /// Record an event as [`Self::record`] does, returning once it is written (or failed to
+    /// be), for a writer that paces its writes.
+    pub async fn record_now(
+        &self,
+        involved: &Involved,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) {
+        if let Some(write) = self.count(involved, type_, reason, message, component) {
+            write.send().await;
+        }
+    }
+
+    /// Count the event; the write that records it.
+    fn count(
+        &self,
+        involved: &Involved,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) -> Option<EventWrite> {
         let key = (
             involved.uid.clone(),
             reason.to_string(),
             message.to_string(),
         );
         let (name, count) = {
-            let Ok(mut seen) = self.seen.lock() else {
-                return;
-            };
+            let mut seen = self.seen.lock().ok()?;
             // Forgetting is paid for by growth: at most once per doubling.
             if !seen.contains_key(&key)
                 && seen.len() >= REMEMBER_AT_LEAST
@@ -129,33 +156,61 @@ impl EventRecorder {
             "source": {"component": component},
             "firstTimestamp": now, "lastTimestamp": now, "count": count,
         });
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let bytes = serde_json::to_vec(&event).unwrap_or_default();
-            if count == 1 && client.create_object("events", &ns, bytes).await.is_ok() {
-                return;
-            }
-            // Seen before (here or by an earlier leader): count it on the existing Event.
-            let patch = json!({"count": count, "lastTimestamp": now, "message": event["message"]});
-            if client
-                .patch_object(
+        Some(EventWrite {
+            client: self.client.clone(),
+            ns,
+            name,
+            count,
+            now,
+            event,
+        })
+    }
+}
+
+/// One Event to create, or to count on the existing one.
+struct EventWrite {
+    client: Client,
+    ns: String,
+    name: String,
+    count: i32,
+    now: String,
+    event: serde_json::Value,
+}
+
+impl EventWrite {
+    async fn send(self) {
+        let Self {
+            client,
+            ns,
+            name,
+            count,
+            now,
+            event,
+        } = self;
+        let bytes = serde_json::to_vec(&event).unwrap_or_default();
+        if count == 1 && client.create_object("events", &ns, bytes).await.is_ok() {
+            return;
+        }
+        // Seen before (here or by an earlier leader): count it on the existing Event.
+        let patch = json!({"count": count, "lastTimestamp": now, "message": event["message"]});
+        if client
+            .patch_object(
+                "events",
+                &ns,
+                &name,
+                serde_json::to_vec(&patch).unwrap_or_default(),
+                false,
+            )
+            .await
+            .is_err()
+        {
+            let _ = client
+                .create_object(
                     "events",
                     &ns,
-                    &name,
-                    serde_json::to_vec(&patch).unwrap_or_default(),
-                    false,
+                    serde_json::to_vec(&event).unwrap_or_default(),
                 )
-                .await
-                .is_err()
-            {
-                let _ = client
-                    .create_object(
-                        "events",
-                        &ns,
-                        serde_json::to_vec(&event).unwrap_or_default(),
-                    )
-                    .await;
-            }
-        });
+                .await;
+        }
     }
 }

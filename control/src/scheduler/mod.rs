@@ -17,8 +17,9 @@
 //! Its cache follows the changes ([`cache`]), so a pass costs what changed, not the whole
 //! cluster. Placements are assumed at once, so it never waits for its binds to come back;
 //! binds go out concurrently and the store coalesces them into few Raft entries. A pod that
-//! fits nowhere gets `PodScheduled=False` and an Event saying why. Its queue depth and the
-//! latency of each attempt are counted with the controllers' figures.
+//! fits nowhere gets `PodScheduled=False` and an Event saying why; a pod placed, a
+//! `Scheduled` Event once the binds pause ([`reports`]). Its queue depth and the latency of
+//! each attempt are counted with the controllers' figures.
 
 pub mod cache;
 pub mod filters;
@@ -340,6 +341,7 @@ impl Scheduler {
         let rv = pod.metadata.resource_version.clone();
         let client = self.ctx.client.clone();
         let select_node = claims.select_node;
+        let reports = self.reports.clone();
         tokio::spawn(async move {
             let patch = json!({"metadata": {"resourceVersion": rv}, "spec": {"nodeName": node}});
             let told = volumes::tell_claims(&client, &select_node, &node).await;
@@ -347,9 +349,12 @@ impl Scheduler {
                 Ok(()) => api.patch(&key.name, &patch).await.map(drop),
                 Err(e) => Err(e),
             };
-            if let Err(e) = bound {
-                tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
-                let _ = failed.send((key, uid));
+            match bound {
+                Ok(()) => reports.placed(key, uid, node),
+                Err(e) => {
+                    tracing::debug!(pod = %key, node = %node, error = %e, "bind failed; the pod goes back to the queue");
+                    let _ = failed.send((key, uid));
+                }
             }
             drop(permit);
         });

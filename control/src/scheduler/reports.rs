@@ -1,6 +1,10 @@
-//! Why pods fit nowhere: `PodScheduled=False` and a `FailedScheduling` Event, written one
-//! pod at a time beside the placements, so a burst of unplaceable pods does not flood the
-//! store that the binds and the users' writes need.
+//! What the scheduler tells about pods, written one at a time beside the placements so it
+//! never floods the store that the binds and the users' writes need:
+//!
+//! - why pods fit nowhere: `PodScheduled=False` and a `FailedScheduling` Event;
+//! - where pods were placed: a `Scheduled` Event each, as Kubernetes' scheduler writes, held
+//!   back while placements go on (a burst of ten thousand binds would otherwise share the
+//!   store with ten thousand Event writes) and written once the binds pause.
 //!
 //! Pending reports are kept by pod, not as copies of pods: a pod reported again before its
 //! turn keeps its place with the newer reason, and the report is written from the pod as
@@ -9,21 +13,46 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use skiff_proto::objects::Api;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::is_pending;
 use crate::controllers::context::Ctx;
 use crate::controllers::events::Involved;
 use crate::controllers::runner::ObjectKey;
 
+/// `Scheduled` Events wait until no pod was placed for this long.
+const PLACEMENTS_PAUSE: Duration = Duration::from_millis(500);
+/// At most this many placements wait to be told; past it the oldest are not (Kubernetes'
+/// event broadcaster drops events too when it cannot keep up).
+const MAX_PLACED: usize = 65_536;
+
+/// A pod placed on a node, to be told in a `Scheduled` Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    key: ObjectKey,
+    uid: String,
+    node: String,
+}
+
+/// The next report to write.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    Unschedulable(ObjectKey, String),
+    Scheduled(Placed),
+}
+
 #[derive(Default)]
 struct Pending {
     order: VecDeque<ObjectKey>,
     reasons: HashMap<ObjectKey, String>,
+    placed: VecDeque<Placed>,
+    last_placed: Option<Instant>,
 }
 
 /// The reports waiting to be written.
@@ -51,25 +80,52 @@ impl Reports {
         self.wake.notify_one();
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.with(|p| p.order.len())
+    /// Tell that pod `key` (`uid`) was placed on `node`.
+    pub fn placed(&self, key: ObjectKey, uid: String, node: String) {
+        self.with(|p| {
+            if p.placed.len() >= MAX_PLACED {
+                p.placed.pop_front();
+            }
+            p.placed.push_back(Placed { key, uid, node });
+            p.last_placed = Some(Instant::now());
+        });
+        self.wake.notify_one();
     }
 
-    fn pop(&self) -> Option<(ObjectKey, String)> {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.with(|p| p.order.len() + p.placed.len())
+    }
+
+    /// The next report due, or how long until a held-back one is.
+    fn pop(&self) -> Result<Report, Option<Duration>> {
         self.with(|p| {
-            let key = p.order.pop_front()?;
-            let reason = p.reasons.remove(&key)?;
-            Some((key, reason))
+            while let Some(key) = p.order.pop_front() {
+                if let Some(reason) = p.reasons.remove(&key) {
+                    return Ok(Report::Unschedulable(key, reason));
+                }
+            }
+            if p.placed.is_empty() {
+                return Err(None);
+            }
+            let since = p.last_placed.map_or(PLACEMENTS_PAUSE, |at| at.elapsed());
+            match PLACEMENTS_PAUSE.checked_sub(since).filter(|d| !d.is_zero()) {
+                Some(wait) => Err(Some(wait)),
+                None => p.placed.pop_front().map(Report::Scheduled).ok_or(None),
+            }
         })
     }
 
-    async fn next(&self) -> (ObjectKey, String) {
+    async fn next(&self) -> Report {
         loop {
-            if let Some(r) = self.pop() {
-                return r;
+            match self.pop() {
+                Ok(r) => return r,
+                Err(Some(wait)) => {
+                    // A report of a pod that fits nowhere is not held back.
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                }
+                Err(None) => self.wake.notified().await,
             }
-            self.wake.notified().await;
         }
     }
 }
@@ -77,14 +133,45 @@ impl Reports {
 /// Write the reports as they come, until aborted.
 pub async fn run(ctx: Arc<Ctx>, reports: Arc<Reports>) {
     loop {
-        let (key, reason) = reports.next().await;
-        let Some(pod) = ctx.pods.get(&key.namespace, &key.name) else {
-            continue;
-        };
-        if is_pending(&pod) {
-            write(&ctx, &pod, &reason).await;
+        match reports.next().await {
+            Report::Unschedulable(key, reason) => {
+                let Some(pod) = ctx.pods.get(&key.namespace, &key.name) else {
+                    continue;
+                };
+                if is_pending(&pod) {
+                    write(&ctx, &pod, &reason).await;
+                }
+            }
+            Report::Scheduled(placed) => scheduled(&ctx, placed).await,
         }
     }
+}
+
+/// The `Scheduled` Event of a pod still there.
+async fn scheduled(ctx: &Ctx, placed: Placed) {
+    let Placed { key, uid, node } = placed;
+    let there = ctx
+        .pods
+        .get(&key.namespace, &key.name)
+        .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid.as_str()));
+    if !there {
+        return;
+    }
+    ctx.recorder
+        .record_now(
+            &Involved {
+                kind: "Pod".into(),
+                api_version: "v1".into(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                uid,
+            },
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {key} to {node}"),
+            "default-scheduler",
+        )
+        .await;
 }
 
 async fn write(ctx: &Ctx, pod: &Pod, message: &str) {
@@ -143,10 +230,35 @@ mod tests {
         r.add(key("b"), "no nodes".into());
         r.add(key("a"), "0/3 nodes: taint".into());
         assert_eq!(r.len(), 2);
-        assert_eq!(r.next().await, (key("a"), "0/3 nodes: taint".to_string()));
-        assert_eq!(r.next().await, (key("b"), "no nodes".to_string()));
+        let unschedulable = |k: &str, why: &str| Report::Unschedulable(key(k), why.to_string());
+        assert_eq!(r.next().await, unschedulable("a", "0/3 nodes: taint"));
+        assert_eq!(r.next().await, unschedulable("b", "no nodes"));
         assert_eq!(r.len(), 0);
         r.add(key("a"), "again".into());
-        assert_eq!(r.next().await, (key("a"), "again".to_string()));
+        assert_eq!(r.next().await, unschedulable("a", "again"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn placements_are_told_once_they_pause_and_refusals_are_not_held_back() {
+        let r = Reports::default();
+        r.placed(key("a"), "ua".into(), "n1".into());
+        r.placed(key("b"), "ub".into(), "n2".into());
+        r.add(key("c"), "no nodes".into());
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            r.next().await,
+            Report::Unschedulable(key("c"), "no nodes".into())
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let Report::Scheduled(first) = r.next().await else {
+            panic!("a placement next");
+        };
+        assert_eq!((first.key, first.node), (key("a"), "n1".to_string()));
+        assert!(start.elapsed() >= PLACEMENTS_PAUSE, "{:?}", start.elapsed());
+        let Report::Scheduled(second) = r.next().await else {
+            panic!("the other placement next");
+        };
+        assert_eq!(second.key, key("b"));
+        assert_eq!(r.len(), 0);
     }
 }
