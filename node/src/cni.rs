@@ -75,7 +75,7 @@ pub struct NetworkConfig {
 /// A pod's network: its namespace and address.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodNetwork {
-    /// `/run/netns/<name>`.
+    /// `/run/netns/<name>`, or the agent's own for a pod on the node's network.
     pub netns: PathBuf,
     /// The pod's IPv4 address.
     pub ip: String,

@@ -1108,6 +1108,51 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
     assert!(live
         .iter()
         .all(|p| p["spec"]["containers"][0]["image"] == "agent:2"));
+
+    // Each template is a revision: history shows both, undo goes back to agent:1.
+    let history = skiffctl(&cluster, &["rollout", "history", "ds/agent"], None);
+    let listed = text(&history.stdout);
+    assert!(
+        listed.starts_with("daemonset.apps/agent\n")
+            && listed.lines().any(|l| l.starts_with("1 "))
+            && listed.lines().any(|l| l.starts_with("2 ")),
+        "{listed}{}",
+        text(&history.stderr)
+    );
+    let undo = skiffctl(&cluster, &["rollout", "undo", "ds/agent"], None);
+    assert_eq!(
+        text(&undo.stdout),
+        "daemonset.apps/agent rolled back to revision 1\n",
+        "{}",
+        text(&undo.stderr)
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "every pod back on agent:1",
+        || async {
+            let pods = objects(&client, "pods", in_ns("default", "app=agent")).await;
+            let live: Vec<&Value> = pods
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            live.len() == 3
+                && live
+                    .iter()
+                    .all(|p| p["spec"]["containers"][0]["image"] == "agent:1")
+        },
+    )
+    .await;
+    let history = skiffctl(&cluster, &["rollout", "history", "ds/agent"], None);
+    let numbers: Vec<String> = text(&history.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        numbers.last().map(String::as_str),
+        Some("3"),
+        "the template put back is the newest revision: {numbers:?}"
+    );
 }
 
 fn ready_live(pods: &[Value]) -> usize {

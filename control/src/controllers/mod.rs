@@ -11,7 +11,8 @@
 //!   [`garbage_collector`],
 //!   [`node_lifecycle`], [`node_ipam`], [`endpoints`], [`event_cleanup`], [`cluster_dns`]: one
 //!   reconciler each.
-//! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state.
+//! - [`events`]: the Event recorder; [`ownership`]: owner references and pod state;
+//!   [`revisions`]: the templates StatefulSets and DaemonSets ran, as ControllerRevisions.
 
 pub mod cache;
 pub mod cluster_dns;
@@ -30,6 +31,7 @@ pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod revisions;
 pub mod runner;
 pub mod statefulset;
 pub mod volume;

@@ -4,7 +4,8 @@
 //! - why pods fit nowhere: `PodScheduled=False` and a `FailedScheduling` Event;
 //! - where pods were placed: a `Scheduled` Event each, as Kubernetes' scheduler writes, held
 //!   back while placements go on (a burst of ten thousand binds would otherwise share the
-//!   store with ten thousand Event writes) and written once the binds pause.
+//!   store with ten thousand Event writes) and written once the binds pause (one every
+//!   50 ms meanwhile, so a steady stream of placements does not hold them back for good).
 //!
 //! Pending reports are kept by pod, not as copies of pods: a pod reported again before its
 //! turn keeps its place with the newer reason, and the report is written from the pod as
@@ -26,8 +27,11 @@ use crate::controllers::context::Ctx;
 use crate::controllers::events::Involved;
 use crate::controllers::runner::ObjectKey;
 
-/// `Scheduled` Events wait until no pod was placed for this long.
+/// `Scheduled` Events wait until no pod was placed for this long...
 const PLACEMENTS_PAUSE: Duration = Duration::from_millis(500);
+/// ...but one is written at least this often meanwhile, so a steady stream of placements
+/// does not hold them back for good (20 a second: a small share of a burst's binds).
+const TRICKLE: Duration = Duration::from_millis(50);
 /// At most this many placements wait to be told; past it the oldest are not (Kubernetes'
 /// event broadcaster drops events too when it cannot keep up).
 const MAX_PLACED: usize = 65_536;
@@ -53,6 +57,8 @@ struct Pending {
     reasons: HashMap<ObjectKey, String>,
     placed: VecDeque<Placed>,
     last_placed: Option<Instant>,
+    last_told: Option<Instant>,
+    dropped: u64,
 }
 
 /// The reports waiting to be written.
@@ -82,14 +88,25 @@ impl Reports {
 
     /// Tell that pod `key` (`uid`) was placed on `node`.
     pub fn placed(&self, key: ObjectKey, uid: String, node: String) {
-        self.with(|p| {
+        let first = self.with(|p| {
             if p.placed.len() >= MAX_PLACED {
                 p.placed.pop_front();
+                p.dropped += 1;
+                if p.dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = p.dropped,
+                        "too many Scheduled Events waiting; the oldest are not written"
+                    );
+                }
             }
             p.placed.push_back(Placed { key, uid, node });
             p.last_placed = Some(Instant::now());
+            p.placed.len() == 1
         });
-        self.wake.notify_one();
+        // The writer already waits for the ones queued before.
+        if first {
+            self.wake.notify_one();
+        }
     }
 
     #[cfg(test)]
@@ -108,11 +125,15 @@ impl Reports {
             if p.placed.is_empty() {
                 return Err(None);
             }
-            let since = p.last_placed.map_or(PLACEMENTS_PAUSE, |at| at.elapsed());
-            match PLACEMENTS_PAUSE.checked_sub(since).filter(|d| !d.is_zero()) {
-                Some(wait) => Err(Some(wait)),
-                None => p.placed.pop_front().map(Report::Scheduled).ok_or(None),
+            let left = |since: Option<Instant>, hold: Duration| {
+                since.map_or(Duration::ZERO, |at| hold.saturating_sub(at.elapsed()))
+            };
+            let wait = left(p.last_placed, PLACEMENTS_PAUSE).min(left(p.last_told, TRICKLE));
+            if !wait.is_zero() {
+                return Err(Some(wait));
             }
+            p.last_told = Some(Instant::now());
+            p.placed.pop_front().map(Report::Scheduled).ok_or(None)
         })
     }
 
@@ -239,7 +260,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn placements_are_told_once_they_pause_and_refusals_are_not_held_back() {
+    async fn placements_trickle_out_and_refusals_are_not_held_back() {
         let r = Reports::default();
         r.placed(key("a"), "ua".into(), "n1".into());
         r.placed(key("b"), "ub".into(), "n2".into());
@@ -250,15 +271,74 @@ mod tests {
             Report::Unschedulable(key("c"), "no nodes".into())
         );
         assert_eq!(start.elapsed(), Duration::ZERO);
+        // One trickles out at once; the next waits its turn while placements go on.
         let Report::Scheduled(first) = r.next().await else {
             panic!("a placement next");
         };
         assert_eq!((first.key, first.node), (key("a"), "n1".to_string()));
-        assert!(start.elapsed() >= PLACEMENTS_PAUSE, "{:?}", start.elapsed());
+        assert_eq!(start.elapsed(), Duration::ZERO);
         let Report::Scheduled(second) = r.next().await else {
             panic!("the other placement next");
         };
         assert_eq!(second.key, key("b"));
+        assert!(start.elapsed() >= TRICKLE, "{:?}", start.elapsed());
         assert_eq!(r.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_burst_the_rest_go_out_once_placements_pause() {
+        let r = Reports::default();
+        for i in 0..30 {
+            r.placed(key(&format!("p{i}")), String::new(), "n".into());
+        }
+        let start = tokio::time::Instant::now();
+        for _ in 0..30 {
+            r.next().await;
+        }
+        // One every 50 ms until the pause ends, then the rest at once.
+        let took = start.elapsed();
+        assert!(
+            took >= PLACEMENTS_PAUSE - TRICKLE && took <= PLACEMENTS_PAUSE + TRICKLE,
+            "{took:?}"
+        );
+        assert_eq!(r.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_placements_still_trickle_out() {
+        let r = Arc::new(Reports::default());
+        let placing = {
+            let r = r.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    r.placed(key(&format!("p{i}")), String::new(), "n".into());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let start = tokio::time::Instant::now();
+        let mut told = 0;
+        while start.elapsed() < Duration::from_millis(900) {
+            if let Report::Scheduled(_) = r.next().await {
+                told += 1;
+            }
+        }
+        // Placements every 10 ms never pause for 0.5 s; one goes out every 50 ms anyway.
+        assert!((15..=20).contains(&told), "{told} told in 0.9 s");
+        placing.abort();
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_placements_go() {
+        let r = Reports::default();
+        for i in 0..MAX_PLACED + 2 {
+            r.placed(key(&format!("p{i}")), String::new(), "n".into());
+        }
+        assert_eq!(r.len(), MAX_PLACED);
+        assert_eq!(r.with(|p| p.dropped), 2);
+        assert_eq!(
+            r.with(|p| p.placed.front().map(|f| f.key.clone())),
+            Some(key("p2"))
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! placed through the scheduler by a required affinity on the node's name; a node joining
 //! gets its pod, a node leaving (or tainted NoExecute) loses it; a template change rolls out
 //! as `updateStrategy` says (RollingUpdate within `maxUnavailable` or `maxSurge`, OnDelete).
+//! Each template it runs is kept as a ControllerRevision (up to `revisionHistoryLimit` of the
+//! old ones), for `rollout history|undo`.
 //!
 //! Keyed by DaemonSet; a pod's change reaches its controlling DaemonSet, a node's joining,
 //! leaving or change of labels or taints every DaemonSet (its heartbeats none).
@@ -80,6 +82,9 @@ impl Reconciler for DaemonSetController {
     }
 
     async fn caught_up(&self, revision: u64, timeout: Duration) {
+        // Not the revisions' cache: its revision moves only with revisions, and a pass that
+        // wrote pods alone would wait out the timeout for it. A revision the cache misses
+        // is made again (`AlreadyExists`, nothing written).
         self.ctx.pods.wait_for(revision, timeout).await;
     }
 }

@@ -3,11 +3,11 @@
 //! (RollingUpdate: at most `maxUnavailable` nodes without an available pod, or with
 //! `maxSurge` the new pod first; OnDelete: only when an old pod is deleted); and the status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_proto::objects::{Api, ApiError, DeleteParams};
@@ -17,6 +17,7 @@ use crate::controllers::cache::controlled_by;
 use crate::controllers::context::Ctx;
 use crate::controllers::deployment::template_hash;
 use crate::controllers::ownership::{created_at, is_active, is_available, revision_of};
+use crate::controllers::revisions::{self, ensure_update_revision, Revisions};
 use crate::controllers::runner::{Action, ReconcileError};
 
 /// The daemon pods of one node.
@@ -64,9 +65,19 @@ pub async fn sync(ctx: &Ctx, ds: &DaemonSet) -> Result<Action, ReconcileError> {
     let hash = template_hash(&spec.template);
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let pods_api: Api<Pod> = Api::new(ctx.client.clone(), &ns);
+    // Its template kept as a ControllerRevision, for `rollout history|undo`; the pods do not
+    // wait for it.
+    let revisions = Revisions::of(ctx, ds);
+    let revision_written = ensure_update_revision(ctx, ds, &revisions).await;
+    let update_revision = revisions::update_revision_name(ds);
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let mut in_use = BTreeSet::from([update_revision]);
 
     let mut by_node: BTreeMap<String, OnNode> = BTreeMap::new();
     for p in controlled_by(&ctx.pods, &ns, &uid) {
+        if let Some(h) = hash_of(&p) {
+            in_use.insert(format!("{name}-{h}"));
+        }
         if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -177,6 +188,11 @@ pub async fn sync(ctx: &Ctx, ds: &DaemonSet) -> Result<Action, ReconcileError> {
 
     let mut last = 0;
     let mut first_error: Option<ApiError> = None;
+    // The next pass needs to see pods, not the revision (one it misses is made again, and
+    // the pods' cache would not move for it).
+    if let Err(e) = revision_written {
+        first_error = Some(e);
+    }
     let creates = create.iter().map(|node| {
         let pod = new_pod(ds, node, &hash);
         let api = pods_api.clone();
@@ -201,6 +217,21 @@ pub async fn sync(ctx: &Ctx, ds: &DaemonSet) -> Result<Action, ReconcileError> {
     });
     for r in futures::future::join_all(deletes).await {
         match r {
+            Ok(_) => {}
+            Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
+                if s.code() == tonic::Code::NotFound => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    // Revisions beyond the history limit that no pod runs go.
+    let keep = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+    let revisions_api: Api<ControllerRevision> = Api::new(ctx.client.clone(), &ns);
+    for r in revisions::surplus(&revisions, &in_use, keep) {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        match revisions_api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(ApiError::Client(skiff_proto::ClientError::Rejected(s)))
                 if s.code() == tonic::Code::NotFound => {}

@@ -11,7 +11,6 @@
 //!   run; [`sync`]: one pass.
 
 pub mod identity;
-pub mod revisions;
 pub mod sync;
 
 use std::sync::Arc;

@@ -22,10 +22,10 @@ use super::identity::{
     claim_templates, claims_go_when_scaled, claims_go_with_set, new_claims, new_pod, ordinal_of,
     set_reference, REVISION_LABEL,
 };
-use super::revisions::{self, ensure_update_revision, template_of, Revisions};
 use crate::controllers::cache::{self, controlled_by};
 use crate::controllers::context::Ctx;
 use crate::controllers::ownership::{is_available, is_ready, revision_of};
+use crate::controllers::revisions::{self, ensure_update_revision, template_of, Revisions};
 use crate::controllers::runner::writes::Writes;
 use crate::controllers::runner::{Action, ReconcileError};
 

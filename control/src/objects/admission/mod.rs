@@ -275,8 +275,13 @@ mod tests {
                    "spec": {"hostNetwork": true, "hostPID": true, "hostIPC": true,
                             "containers": [{"name": "c", "image": "busybox:1.36", "ports": ports}]}})
         };
-        let p = admit_as("pods", pod(json!([{"containerPort": 9100}]))).unwrap();
+        let mut p = pod(json!([{"containerPort": 9100}]));
+        // An init container may use the port its app container takes after it.
+        p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox:1.36",
+                                              "ports": [{"containerPort": 9100}]}]);
+        let p = admit_as("pods", p).unwrap();
         assert_eq!(p["spec"]["containers"][0]["ports"][0]["hostPort"], 9100);
+        assert_eq!(p["spec"]["initContainers"][0]["ports"][0]["hostPort"], 9100);
         let e = errors_of(admit_as(
             "pods",
             pod(json!([{"containerPort": 9100, "hostPort": 8080}])),

@@ -202,7 +202,9 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     }
 
     let mut container_names = BTreeSet::new();
-    let mut host_ports = BTreeSet::new();
+    // Init containers run before the others, so each list has host ports of its own (as in
+    // Kubernetes; on the node's network each container port is one).
+    let (mut init_host_ports, mut host_ports) = (BTreeSet::new(), BTreeSet::new());
     let all = spec
         .init_containers
         .iter()
@@ -227,7 +229,11 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
                 ),
             ));
         }
-        validate_container(c, &f, &volumes, &mut host_ports, &mut errors);
+        let ports = match f.contains(".initContainers[") {
+            true => &mut init_host_ports,
+            false => &mut host_ports,
+        };
+        validate_container(c, &f, &volumes, ports, &mut errors);
         if spec.host_network == Some(true) {
             for (j, p) in c.ports.iter().flatten().enumerate() {
                 if p.host_port.is_some_and(|h| h != p.container_port) {

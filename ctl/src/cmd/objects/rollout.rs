@@ -1,6 +1,6 @@
-//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`,
-//! `rollout status|history|undo|restart statefulset/NAME` (its revisions are
-//! ControllerRevisions), and `rollout status|restart daemonset/NAME`.
+//! `skiffctl rollout status|history|undo|restart|pause|resume deployment/NAME`, and
+//! `rollout status|history|undo|restart statefulset/NAME|daemonset/NAME` (their revisions
+//! are ControllerRevisions).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ const HASH_LABEL: &str = "pod-template-hash";
 pub enum RolloutCommand {
     /// Wait until the rollout is complete (deployments, statefulsets and daemonsets).
     Status(RolloutArgs),
-    /// The revisions of a Deployment or StatefulSet.
+    /// The revisions of a Deployment, StatefulSet or DaemonSet.
     History(RolloutArgs),
     /// Go back to the previous (or a given) revision.
     Undo(UndoArgs),
@@ -123,9 +123,13 @@ fn deployment_of(args: &RolloutArgs) -> anyhow::Result<String> {
 pub async fn run(client: &Client, cmd: RolloutCommand) -> anyhow::Result<()> {
     match cmd {
         RolloutCommand::Status(a) => status(client, a).await,
-        RolloutCommand::History(a) if is_stateful_set(&a) => history_of_set(client, a).await,
+        RolloutCommand::History(a) if keeps_controller_revisions(&a) => {
+            history_of_set(client, a).await
+        }
         RolloutCommand::History(a) => history(client, a).await,
-        RolloutCommand::Undo(a) if is_stateful_set(&a.rollout) => undo_set(client, a).await,
+        RolloutCommand::Undo(a) if keeps_controller_revisions(&a.rollout) => {
+            undo_set(client, a).await
+        }
         RolloutCommand::Undo(a) => undo(client, a).await,
         RolloutCommand::Restart(a) => {
             let (kind, name) = workload_of(&a)?;
@@ -348,19 +352,21 @@ async fn undo(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_stateful_set(a: &RolloutArgs) -> bool {
-    workload_of(a).is_ok_and(|(k, _)| k.kind == "StatefulSet")
+/// StatefulSets and DaemonSets keep their templates as ControllerRevisions.
+fn keeps_controller_revisions(a: &RolloutArgs) -> bool {
+    workload_of(a).is_ok_and(|(k, _)| matches!(k.kind, "StatefulSet" | "DaemonSet"))
 }
 
-/// A StatefulSet and its ControllerRevisions, oldest first.
+/// A StatefulSet or DaemonSet and its ControllerRevisions, oldest first.
 async fn set_and_revisions(
     client: &Client,
+    kind: &KindInfo,
     ns: &str,
     name: &str,
 ) -> anyhow::Result<(Value, Vec<Value>)> {
     let sts = parse(
         &client
-            .get_object("statefulsets", ns, name, false)
+            .get_object(kind.plural, ns, name, false)
             .await?
             .object,
     )?;
@@ -386,9 +392,9 @@ async fn set_and_revisions(
 }
 
 async fn history_of_set(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
-    let (_, name) = workload_of(&a)?;
-    let (_, revisions) = set_and_revisions(client, &a.ns.namespace, &name).await?;
-    println!("statefulset.apps/{name}");
+    let (kind, name) = workload_of(&a)?;
+    let (_, revisions) = set_and_revisions(client, kind, &a.ns.namespace, &name).await?;
+    println!("{}/{name}", kind.qualified_singular());
     println!("REVISION  CHANGE-CAUSE");
     for r in &revisions {
         let cause = r
@@ -402,9 +408,9 @@ async fn history_of_set(client: &Client, a: RolloutArgs) -> anyhow::Result<()> {
 }
 
 async fn undo_set(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
-    let (_, name) = workload_of(&a.rollout)?;
+    let (kind, name) = workload_of(&a.rollout)?;
     let ns = a.rollout.ns.namespace.clone();
-    let (mut sts, revisions) = set_and_revisions(client, &ns, &name).await?;
+    let (mut sts, revisions) = set_and_revisions(client, kind, &ns, &name).await?;
     let current = revisions.last().map(|r| i(r, "/revision")).unwrap_or(0);
     let target = match a.to_revision {
         Some(n) => revisions.iter().find(|r| i(r, "/revision") == n),
@@ -426,10 +432,11 @@ async fn undo_set(client: &Client, a: UndoArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("revision {} holds no template", i(target, "/revision")))?;
     sts["spec"]["template"] = template;
     client
-        .update_object("statefulsets", &ns, serde_json::to_vec(&sts)?, false)
+        .update_object(kind.plural, &ns, serde_json::to_vec(&sts)?, false)
         .await?;
     println!(
-        "statefulset.apps/{name} rolled back to revision {}",
+        "{}/{name} rolled back to revision {}",
+        kind.qualified_singular(),
         i(target, "/revision")
     );
     Ok(())

@@ -1,14 +1,16 @@
-//! A StatefulSet's revisions: each template it has run, kept as a ControllerRevision named
-//! `SET-HASH` (numbered in the order they were current), so pods below a partition are
-//! made from the template they had, and `rollout history` can show them. A template seen
-//! again (a rollback) takes its old revision with a new number.
+//! A StatefulSet's or DaemonSet's revisions: each template it has run, kept as a
+//! ControllerRevision named `SET-HASH` (numbered in the order they were current), so a
+//! StatefulSet's pods below a partition are made from the template they had, and `rollout
+//! history|undo` can show them and go back. A template seen again (a rollback) takes its old
+//! revision with a new number.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use k8s_openapi::Metadata;
 use serde_json::json;
 use skiff_proto::objects::{Api, ApiError};
 
@@ -17,17 +19,41 @@ use crate::controllers::context::Ctx;
 use crate::controllers::deployment::template_hash;
 use crate::controllers::ownership::controller_ref;
 
-/// The revisions of one StatefulSet, oldest first.
+/// A workload that keeps its templates as ControllerRevisions.
+pub trait Revisioned: k8s_openapi::Resource + Metadata<Ty = ObjectMeta> {
+    /// Its pod template now.
+    fn template(&self) -> PodTemplateSpec;
+}
+
+impl Revisioned for StatefulSet {
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Revisioned for DaemonSet {
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The revisions of one workload, oldest first.
 pub struct Revisions {
     /// Every revision it controls.
     pub all: Vec<Arc<ControllerRevision>>,
 }
 
 impl Revisions {
-    /// The revisions `sts` controls.
-    pub fn of(ctx: &Ctx, sts: &StatefulSet) -> Self {
-        let ns = sts.metadata.namespace.as_deref().unwrap_or("");
-        let uid = sts.metadata.uid.as_deref().unwrap_or("");
+    /// The revisions `set` controls.
+    pub fn of(ctx: &Ctx, set: &impl Revisioned) -> Self {
+        let ns = set.metadata().namespace.as_deref().unwrap_or("");
+        let uid = set.metadata().uid.as_deref().unwrap_or("");
         let mut all = controlled_by(&ctx.revisions, ns, uid);
         all.sort_by_key(|r| r.revision);
         Self { all }
@@ -45,17 +71,12 @@ impl Revisions {
     }
 }
 
-/// The name of the revision of `sts`'s current template.
-pub fn update_revision_name(sts: &StatefulSet) -> String {
-    let template = sts
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+/// The name of the revision of `set`'s current template.
+pub fn update_revision_name(set: &impl Revisioned) -> String {
     format!(
         "{}-{}",
-        sts.metadata.name.as_deref().unwrap_or(""),
-        template_hash(&template)
+        set.metadata().name.as_deref().unwrap_or(""),
+        template_hash(&set.template())
     )
 }
 
@@ -65,15 +86,15 @@ pub fn template_of(r: &ControllerRevision) -> Option<PodTemplateSpec> {
     serde_json::from_value(data).ok()
 }
 
-/// Make sure the revision of `sts`'s template exists and is the newest; the revision's
+/// Make sure the revision of `set`'s template exists and is the newest; the revision's
 /// store revision when this wrote.
-pub async fn ensure_update_revision(
+pub async fn ensure_update_revision<W: Revisioned>(
     ctx: &Ctx,
-    sts: &StatefulSet,
+    set: &W,
     revisions: &Revisions,
 ) -> Result<Option<u64>, ApiError> {
-    let name = update_revision_name(sts);
-    let ns = sts.metadata.namespace.clone().unwrap_or_default();
+    let name = update_revision_name(set);
+    let ns = set.metadata().namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::new(ctx.client.clone(), &ns);
     let newest = revisions.newest();
     if let Some(r) = revisions.get(&name) {
@@ -88,11 +109,7 @@ pub async fn ensure_update_revision(
             &r.metadata,
         )));
     }
-    let template = sts
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let template = set.template();
     let mut labels = template
         .metadata
         .as_ref()
@@ -108,9 +125,9 @@ pub async fn ensure_update_revision(
             namespace: Some(ns),
             labels: Some(labels),
             owner_references: Some(vec![controller_ref(
-                "apps/v1",
-                "StatefulSet",
-                &sts.metadata,
+                W::API_VERSION,
+                W::KIND,
+                set.metadata(),
             )]),
             ..Default::default()
         },
