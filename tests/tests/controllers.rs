@@ -1099,15 +1099,11 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
             text(&images.stderr)
         );
     }
-    let pods = objects(&client, "pods", in_ns("default", "app=agent")).await;
-    let live: Vec<&Value> = pods
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
-    assert_eq!(live.len(), 3, "{live:?}");
-    assert!(live
-        .iter()
-        .all(|p| p["spec"]["containers"][0]["image"] == "agent:2"));
+    assert!(
+        three_live_agents_on(&client, "agent:2").await,
+        "{:?}",
+        objects(&client, "pods", in_ns("default", "app=agent")).await
+    );
 
     // Each template is a revision: history shows both, undo goes back to agent:1.
     let history = skiffctl(&cluster, &["rollout", "history", "ds/agent"], None);
@@ -1126,21 +1122,9 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
         "{}",
         text(&undo.stderr)
     );
-    wait_until(
-        Duration::from_secs(60),
-        "every pod back on agent:1",
-        || async {
-            let pods = objects(&client, "pods", in_ns("default", "app=agent")).await;
-            let live: Vec<&Value> = pods
-                .iter()
-                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .collect();
-            live.len() == 3
-                && live
-                    .iter()
-                    .all(|p| p["spec"]["containers"][0]["image"] == "agent:1")
-        },
-    )
+    wait_until(Duration::from_secs(60), "every pod back on agent:1", || {
+        three_live_agents_on(&client, "agent:1")
+    })
     .await;
     let history = skiffctl(&cluster, &["rollout", "history", "ds/agent"], None);
     let numbers: Vec<String> = text(&history.stdout)
@@ -1153,6 +1137,19 @@ async fn a_daemon_set_runs_on_each_eligible_node_follows_new_nodes_and_rolls_wit
         Some("3"),
         "the template put back is the newest revision: {numbers:?}"
     );
+}
+
+/// Exactly three live daemon pods, all of `image`.
+async fn three_live_agents_on(client: &Client, image: &str) -> bool {
+    let pods = objects(client, "pods", in_ns("default", "app=agent")).await;
+    let live: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    live.len() == 3
+        && live
+            .iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == image)
 }
 
 fn ready_live(pods: &[Value]) -> usize {

@@ -210,14 +210,14 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, c)| (format!("{path}.initContainers[{i}]"), c))
+        .map(|(i, c)| (format!("{path}.initContainers[{i}]"), c, true))
         .chain(
             spec.containers
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (format!("{path}.containers[{i}]"), c)),
+                .map(|(i, c)| (format!("{path}.containers[{i}]"), c, false)),
         );
-    for (f, c) in all {
+    for (f, c, init) in all {
         if let Some(e) = names::dns1123_label(&c.name) {
             errors.push(FieldError::new(format!("{f}.name"), e));
         } else if !container_names.insert(c.name.as_str()) {
@@ -229,7 +229,7 @@ pub fn validate_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
                 ),
             ));
         }
-        let ports = match f.contains(".initContainers[") {
+        let ports = match init {
             true => &mut init_host_ports,
             false => &mut host_ports,
         };
