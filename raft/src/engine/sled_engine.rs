@@ -3,8 +3,11 @@
 //! sled's `flush` ends in `sync_file_range`, which writes data pages back but is not a full
 //! fsync (sled issue 1452): file size and other metadata may still be lost on power loss. So
 //! [`SledEngine::sync`] follows the flush with `fdatasync` on sled's data file. Values stay far
-//! below sled's blob threshold (the segment size is raised to keep it so), because blob files
-//! are written beside the data file without an fsync of their own.
+//! below sled's blob threshold (the segment size is raised to keep it so), but a node holds up
+//! to 16 of them and is rewritten whole, so with large values (ConfigMaps of hundreds of KiB)
+//! sled writes nodes as blob files beside the data file, without an fsync of their own:
+//! [`SledEngine::sync`] fsyncs the new ones before the data file, or a power cut would leave
+//! the data file pointing at a blob that holds nothing.
 
 use std::fs::File;
 use std::ops::Bound;
@@ -32,6 +35,16 @@ pub struct SledEngine {
     data_file: Arc<File>,
     /// One batch at a time owns the redo record.
     redo: Arc<Mutex<()>>,
+    /// sled's blob files: where they are, and the length each had when last fsynced.
+    blobs: Arc<Blobs>,
+}
+
+/// The blob files fsynced so far, by name, with the length each had then (a blob being
+/// written while it was fsynced is fsynced again once it has grown).
+#[derive(Debug)]
+struct Blobs {
+    dir: std::path::PathBuf,
+    synced: Mutex<std::collections::HashMap<std::ffi::OsString, u64>>,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
@@ -55,6 +68,10 @@ impl SledEngine {
             tree,
             data_file: Arc::new(data_file),
             redo: Arc::default(),
+            blobs: Arc::new(Blobs {
+                dir: dir.join("blobs"),
+                synced: Mutex::default(),
+            }),
         };
         engine.finish_interrupted_batch()?;
         Ok(engine)
@@ -110,6 +127,45 @@ impl SledEngine {
             )
             .map_err(backend)?;
         self.apply_in_order(batch.ops.into_iter().take(applied).collect())
+    }
+}
+
+impl Blobs {
+    /// fsync every blob file not fsynced at its present length, then the folder that names
+    /// them. Costs a directory read when there is none (the usual case: small values).
+    fn sync_new(&self) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut now = std::collections::HashMap::with_capacity(synced.len());
+        let mut any = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // sled removes blobs it no longer needs at any time.
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if synced.get(&name) != Some(&len) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                any = true;
+            }
+            now.insert(name, len);
+        }
+        if any {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        *synced = now;
+        Ok(())
     }
 }
 
@@ -242,6 +298,8 @@ impl Engine for SledEngine {
     }
 
     fn sync(&self) -> Result<()> {
+        // Blobs first: once the data file is durable, what it points to must be.
+        self.blobs.sync_new().map_err(backend)?;
         self.tree.flush().map_err(backend)?;
         self.data_file.sync_data().map_err(backend)
     }
