@@ -47,38 +47,12 @@ pub async fn run(client: Option<&Client>, cmd: SnapshotCommand) -> anyhow::Resul
 }
 
 async fn save(client: &Client, file: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    let partial = file.with_extension("partial");
-    let received = async {
-        let mut stream = client.backup_stream().await.context("taking the backup")?;
-        let out = std::fs::File::create(&partial)
-            .with_context(|| format!("writing {}", partial.display()))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-        // Written as it arrives: memory does not grow with the store.
-        while let Some(chunk) = stream.message().await.context("receiving the backup")? {
-            out.write_all(&chunk.data)
-                .with_context(|| format!("writing {}", partial.display()))?;
-        }
-        let out = out.into_inner().context("writing the backup")?;
-        out.sync_all().context("syncing the backup")?;
-        // What the member sent is checked as a restore checks it, before it is kept.
-        let v = backup::format::verify_file(&partial).context("the backup received")?;
-        std::fs::rename(&partial, file)
-            .with_context(|| format!("moving it to {}", file.display()))?;
-        anyhow::Ok((v.header, v.checksum))
-    }
-    .await;
-    let (header, checksum) = match received {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))
-        .and_then(|d| d.sync_all())
-        .context("syncing the backup's directory")?;
+    use futures::StreamExt as _;
+    let stream = client.backup_stream().await.context("taking the backup")?;
+    // Written and checked as it arrives: memory does not grow with the store, and what the
+    // member sent is checked as a restore checks it before it is kept.
+    let v = backup::save::save(stream.map(|c| c.map(|c| c.data)), file).await?;
+    let (header, checksum) = (v.header, v.checksum);
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!(
         "saved {} ({size} bytes): revision {}, {} records, sha256 {checksum}",

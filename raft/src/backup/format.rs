@@ -126,60 +126,113 @@ pub fn verify_file(path: &std::path::Path) -> Result<VerifiedFile, VerifyError> 
     use std::io::Read;
     let io = |e: std::io::Error| VerifyError::Io(format!("{}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let mut preamble = [0u8; PREAMBLE_LEN];
-    if len < PREAMBLE_LEN as u64 {
-        return Err(FormatError::NotABackup.into());
-    }
-    file.read_exact(&mut preamble).map_err(io)?;
-    let head_end = (PREAMBLE_LEN + header_len(&preamble)?) as u64;
-    if len < head_end + CHECKSUM_LEN as u64 {
-        return Err(FormatError::WrongLength {
-            expected: head_end + CHECKSUM_LEN as u64,
-            found: len,
-        }
-        .into());
-    }
-    let mut head = vec![0u8; (head_end - PREAMBLE_LEN as u64) as usize];
-    file.read_exact(&mut head).map_err(io)?;
-    let header = serde_json::from_slice::<BackupHeader>(&head);
-    if let Ok(h) = &header {
-        let expected = head_end + h.records_bytes + CHECKSUM_LEN as u64;
-        if expected != len {
-            return Err(FormatError::WrongLength {
-                expected,
-                found: len,
-            }
-            .into());
-        }
-    }
-    let mut hasher = Sha256::new();
-    hasher.update(preamble);
-    hasher.update(&head);
-    let mut left = len - head_end - CHECKSUM_LEN as u64;
+    let mut checker = Checker::default();
     let mut buf = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = (left.min(buf.len() as u64)) as usize;
-        file.read_exact(&mut buf[..n]).map_err(io)?;
-        hasher.update(&buf[..n]);
-        left -= n as u64;
-    }
-    let mut sum = [0u8; CHECKSUM_LEN];
-    file.read_exact(&mut sum).map_err(io)?;
-    let computed = hasher.finalize();
-    if computed.as_slice() != sum {
-        return Err(FormatError::Checksum {
-            expected: hex(&sum),
-            computed: hex(&computed),
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
         }
-        .into());
+        checker.update(&buf[..n])?;
     }
-    let header = header.map_err(|e| FormatError::Header(e.to_string()))?;
-    Ok(VerifiedFile {
-        header,
-        checksum: hex(&sum),
-        records_at: head_end,
-    })
+    Ok(checker.finish()?)
+}
+
+/// Headers longer than this are refused before they are held: a real one is a few hundred
+/// bytes, and a damaged length must not make a reader buffer the whole file.
+const MAX_HEADER_LEN: usize = 1 << 20;
+
+/// Checks a backup as its bytes go by (received, or read from disk), as [`decode`] checks one
+/// whole: memory holds the header and the last [`CHECKSUM_LEN`] bytes seen, not the file.
+#[derive(Default)]
+pub struct Checker {
+    /// The file's start until its header is complete.
+    start: Vec<u8>,
+    /// Where the header ends, once the preamble is read.
+    head_end: Option<usize>,
+    hasher: Sha256,
+    /// The last bytes seen, not hashed yet: the checksum, if the file ends here.
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl Checker {
+    /// The next bytes of the file. Refuses at once what is not a backup of this format.
+    pub fn update(&mut self, mut bytes: &[u8]) -> Result<(), FormatError> {
+        self.len += bytes.len() as u64;
+        // The preamble, then the header: kept (the header is read at the end) and hashed.
+        while !bytes.is_empty() {
+            let want = self.head_end.unwrap_or(PREAMBLE_LEN);
+            if self.start.len() >= want {
+                break;
+            }
+            let take = bytes.len().min(want - self.start.len());
+            self.start.extend_from_slice(&bytes[..take]);
+            self.hasher.update(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head_end.is_none() && self.start.len() == PREAMBLE_LEN {
+                let head_len = header_len(&self.start)?;
+                if head_len > MAX_HEADER_LEN {
+                    return Err(FormatError::Header(format!(
+                        "{head_len} bytes long; no backup's header is over {MAX_HEADER_LEN}"
+                    )));
+                }
+                self.head_end = Some(PREAMBLE_LEN + head_len);
+            }
+        }
+        // Then all but the last CHECKSUM_LEN bytes seen are hashed: those may be the checksum.
+        let seen = self.tail.len() + bytes.len();
+        if seen <= CHECKSUM_LEN {
+            self.tail.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let hash = seen - CHECKSUM_LEN;
+        let from_tail = hash.min(self.tail.len());
+        self.hasher.update(&self.tail[..from_tail]);
+        self.hasher.update(&bytes[..hash - from_tail]);
+        self.tail.drain(..from_tail);
+        self.tail.extend_from_slice(&bytes[hash - from_tail..]);
+        Ok(())
+    }
+
+    /// The whole file has been seen: its length against its header, then its checksum.
+    pub fn finish(self) -> Result<VerifiedFile, FormatError> {
+        let Some(head_end) = self.head_end else {
+            return Err(FormatError::NotABackup);
+        };
+        let head_end = head_end as u64;
+        if self.len < head_end + CHECKSUM_LEN as u64 {
+            return Err(FormatError::WrongLength {
+                expected: head_end + CHECKSUM_LEN as u64,
+                found: self.len,
+            });
+        }
+        // The length first, from the header if it reads: a file cut short says so. Then the
+        // checksum, before anything the header says is trusted.
+        let header = serde_json::from_slice::<BackupHeader>(&self.start[PREAMBLE_LEN..]);
+        if let Ok(h) = &header {
+            let expected = head_end + h.records_bytes + CHECKSUM_LEN as u64;
+            if expected != self.len {
+                return Err(FormatError::WrongLength {
+                    expected,
+                    found: self.len,
+                });
+            }
+        }
+        let computed = self.hasher.finalize();
+        if computed.as_slice() != self.tail.as_slice() {
+            return Err(FormatError::Checksum {
+                expected: hex(&self.tail),
+                computed: hex(&computed),
+            });
+        }
+        let header = header.map_err(|e| FormatError::Header(e.to_string()))?;
+        Ok(VerifiedFile {
+            header,
+            checksum: hex(&self.tail),
+            records_at: head_end,
+        })
+    }
 }
 
 /// Why a backup file could not be verified.
@@ -227,39 +280,13 @@ fn header_len(start: &[u8]) -> Result<usize, FormatError> {
 
 /// Read and check `file`: magic, format, length and checksum, before anything in it is used.
 pub fn decode(file: &[u8]) -> Result<Verified<'_>, FormatError> {
-    let head_len = header_len(file)?;
-    let head_end = PREAMBLE_LEN + head_len;
-    if file.len() < head_end + CHECKSUM_LEN {
-        return Err(FormatError::WrongLength {
-            expected: (head_end + CHECKSUM_LEN) as u64,
-            found: file.len() as u64,
-        });
-    }
-    // The length first, from the header if it reads: a file cut short says so. Then the
-    // checksum, before anything the header says is trusted.
-    let header = serde_json::from_slice::<BackupHeader>(&file[PREAMBLE_LEN..head_end]);
-    if let Ok(h) = &header {
-        let expected = (head_end as u64) + h.records_bytes + CHECKSUM_LEN as u64;
-        if expected != file.len() as u64 {
-            return Err(FormatError::WrongLength {
-                expected,
-                found: file.len() as u64,
-            });
-        }
-    }
-    let (body, sum) = file.split_at(file.len() - CHECKSUM_LEN);
-    let computed = Sha256::digest(body);
-    if computed.as_slice() != sum {
-        return Err(FormatError::Checksum {
-            expected: hex(sum),
-            computed: hex(&computed),
-        });
-    }
-    let header = header.map_err(|e| FormatError::Header(e.to_string()))?;
+    let mut checker = Checker::default();
+    checker.update(file)?;
+    let v = checker.finish()?;
     Ok(Verified {
-        header,
-        records: &body[head_end..],
-        checksum: hex(sum),
+        header: v.header,
+        records: &file[v.records_at as usize..file.len() - CHECKSUM_LEN],
+        checksum: v.checksum,
     })
 }
 
@@ -318,6 +345,32 @@ mod tests {
         let mut longer = file.clone();
         longer.extend_from_slice(b"x");
         assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn pieces_of_any_size_are_checked_as_the_whole_file() {
+        let records = vec![9u8; 300];
+        let file = encode(&header(&records), &records).unwrap_or_default();
+        let mut flipped = file.clone();
+        flipped[PREAMBLE_LEN + 3] ^= 1;
+        for size in [1, 5, 16, 31, 32, 33, 100, file.len()] {
+            let check = |bytes: &[u8]| {
+                let mut c = Checker::default();
+                bytes
+                    .chunks(size)
+                    .try_for_each(|p| c.update(p))
+                    .and_then(|()| c.finish())
+                    .map(|v| (v.header, v.checksum, v.records_at))
+                    .map_err(|e| e.to_string())
+            };
+            let whole = decode(&file).map(|v| (v.header, v.checksum));
+            let v = check(&file).expect("a good file checks");
+            assert_eq!(Ok((v.0, v.1)), whole.map_err(|e| e.to_string()));
+            assert_eq!(v.2 as usize, file.len() - CHECKSUM_LEN - records.len());
+            assert!(check(&flipped).is_err(), "pieces of {size}: a flip passed");
+            let cut = check(&file[..file.len() - 1]).unwrap_err();
+            assert!(cut.contains("truncated"), "pieces of {size}: {cut}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! (the log before it is gone), as any member far behind does.
 
 pub mod format;
+pub mod save;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,32 +130,10 @@ pub async fn take(node: &RaftNode) -> Result<Streamed, BackupError> {
 }
 
 impl Streamed {
-    /// Keep the backup at `path` durably: written beside it piece by piece, fsynced, renamed
-    /// over it, the directory fsynced; a crash leaves the old file or the new one, never part
-    /// of one.
-    pub async fn write_to(self, path: &Path) -> std::io::Result<()> {
-        use futures::StreamExt as _;
-        use tokio::io::AsyncWriteExt as _;
-        let tmp = path.with_extension("partial");
-        let written = async {
-            let mut out = tokio::fs::File::create(&tmp).await?;
-            let mut chunks = std::pin::pin!(self.into_chunks());
-            while let Some(chunk) = chunks.next().await {
-                out.write_all(&chunk?).await?;
-            }
-            out.sync_all().await?;
-            tokio::fs::rename(&tmp, path).await
-        }
-        .await;
-        if written.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        written?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        tokio::fs::File::open(dir.unwrap_or(Path::new(".")))
-            .await?
-            .sync_all()
-            .await
+    /// Keep the backup at `path` as [`save::save`] keeps one received: checked, and whole or
+    /// not at all.
+    pub async fn write_to(self, path: &Path) -> Result<format::VerifiedFile, save::SaveError> {
+        save::save(self.into_chunks(), path).await
     }
 
     /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records, then
