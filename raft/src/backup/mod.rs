@@ -101,6 +101,9 @@ pub fn remove_stale_captures(data_dir: &Path) {
 /// Bytes per piece of a streamed backup.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Pieces read and hashed ahead of the sender.
+const READ_AHEAD: usize = 4;
+
 /// Take a backup of `node`'s store to be sent as it is read: every write acknowledged before
 /// the call is in it. Writes wait while the records are copied to disk, as [`take`] makes
 /// them wait while they are copied to memory.
@@ -137,49 +140,54 @@ impl Streamed {
     }
 
     /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records, then
-    /// the SHA-256 of all before it. The records file goes when the stream does.
+    /// the SHA-256 of all before it. A blocking thread reads and hashes the records ahead of
+    /// the sender (a few pieces), so that hashing goes on while the last piece is encrypted
+    /// and sent. The records file goes when the stream does, or when the receiver leaves.
     pub fn into_chunks(self) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
-        use sha2::Digest;
-        use tokio::io::AsyncReadExt;
-        enum Next {
-            Head(Streamed),
-            Records(tokio::fs::File, sha2::Sha256, CaptureFile),
-            Done,
-        }
-        futures::stream::unfold(Next::Head(self), |next| async move {
-            match next {
-                Next::Head(s) => {
-                    let mut hasher = sha2::Sha256::new();
-                    hasher.update(&s.head);
-                    let opened = tokio::fs::File::open(&s.records.0).await;
-                    let Streamed { head, records, .. } = s;
-                    Some(match opened {
-                        Ok(f) => (Ok(head), Next::Records(f, hasher, records)),
-                        Err(e) => (Err(e), Next::Done),
-                    })
-                }
-                Next::Records(mut f, mut hasher, records) => {
-                    let mut buf = vec![0u8; CHUNK_BYTES];
-                    let mut filled = 0;
-                    while filled < buf.len() {
-                        match f.read(&mut buf[filled..]).await {
-                            Ok(0) => break,
-                            Ok(n) => filled += n,
-                            Err(e) => return Some((Err(e), Next::Done)),
-                        }
-                    }
-                    if filled == 0 {
-                        drop(records);
-                        let sum = hasher.finalize().to_vec();
-                        return Some((Ok(sum), Next::Done));
-                    }
-                    buf.truncate(filled);
-                    hasher.update(&buf);
-                    Some((Ok(buf), Next::Records(f, hasher, records)))
-                }
-                Next::Done => None,
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            // A send fails only when the stream was dropped: nobody is left to tell.
+            if let Err(e) = self.read_hashed(&tx) {
+                let _ = tx.blocking_send(Err(e));
             }
+        });
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
         })
+    }
+
+    /// Send the head, the records in pieces, then the checksum, to `tx`.
+    fn read_hashed(
+        self,
+        tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    ) -> std::io::Result<()> {
+        use sha2::Digest;
+        use std::io::Read;
+        let Streamed { head, records, .. } = self;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(&head);
+        let gone = || std::io::Error::other("the receiver left");
+        tx.blocking_send(Ok(head)).map_err(|_| gone())?;
+        let mut file = std::fs::File::open(&records.0)?;
+        loop {
+            let mut buf = vec![0u8; CHUNK_BYTES];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match file.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            tx.blocking_send(Ok(buf)).map_err(|_| gone())?;
+        }
+        drop(records);
+        tx.blocking_send(Ok(hasher.finalize().to_vec()))
+            .map_err(|_| gone())
     }
 }
 

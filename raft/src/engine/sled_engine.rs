@@ -39,12 +39,23 @@ pub struct SledEngine {
     blobs: Arc<Blobs>,
 }
 
-/// The blob files fsynced so far, by name, with the length each had then (a blob being
-/// written while it was fsynced is fsynced again once it has grown).
+/// sled's blob files fsynced so far.
 #[derive(Debug)]
 struct Blobs {
     dir: std::path::PathBuf,
-    synced: Mutex<std::collections::HashMap<std::ffi::OsString, u64>>,
+    synced: Mutex<BlobsSynced>,
+}
+
+/// Blob files are written once, in one go, right after they are created: one not written to
+/// for [`BLOB_SETTLED`] after an fsync is whole on disk and needs no look again.
+const BLOB_SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct BlobsSynced {
+    /// Fsynced, and not written to since.
+    settled: std::collections::HashSet<std::ffi::OsString>,
+    /// Fsynced recently: the length each had just before, and when.
+    recent: std::collections::HashMap<std::ffi::OsString, (u64, std::time::Instant)>,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
@@ -131,8 +142,8 @@ impl SledEngine {
 }
 
 impl Blobs {
-    /// fsync every blob file not fsynced at its present length, then the folder that names
-    /// them. Costs a directory read when there is none (the usual case: small values).
+    /// fsync every blob file written to since its last fsync, then the folder that names
+    /// them. With small values there is none, and this reads an empty folder.
     fn sync_new(&self) -> std::io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         let entries = match std::fs::read_dir(&self.dir) {
@@ -140,31 +151,48 @@ impl Blobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut now = std::collections::HashMap::with_capacity(synced.len());
+        let mut settled = std::collections::HashSet::with_capacity(synced.settled.len());
+        let mut recent = std::collections::HashMap::new();
         let mut any = false;
         for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
+            let name = entry?.file_name();
+            if synced.settled.contains(&name) {
+                settled.insert(name);
+                continue;
+            }
             // sled removes blobs it no longer needs at any time.
-            let len = match entry.metadata() {
+            let path = self.dir.join(&name);
+            let len = match std::fs::metadata(&path) {
                 Ok(m) => m.len(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if synced.get(&name) != Some(&len) {
-                match File::open(entry.path()) {
-                    Ok(f) => f.sync_data()?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+            match synced.recent.get(&name) {
+                // Nothing written since it was fsynced at this length.
+                Some(&(at_len, at)) if at_len == len => {
+                    if at.elapsed() >= BLOB_SETTLED {
+                        settled.insert(name);
+                    } else {
+                        recent.insert(name, (at_len, at));
+                    }
+                    continue;
                 }
-                any = true;
+                _ => {}
             }
-            now.insert(name, len);
+            let at = std::time::Instant::now();
+            match File::open(&path) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            any = true;
+            recent.insert(name, (len, at));
         }
         if any {
             File::open(&self.dir)?.sync_all()?;
         }
-        *synced = now;
+        synced.settled = settled;
+        synced.recent = recent;
         Ok(())
     }
 }

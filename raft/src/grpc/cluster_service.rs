@@ -78,6 +78,7 @@ impl Cluster for ClusterService {
         _request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         use futures::StreamExt as _;
+        let started = std::time::Instant::now();
         let taken = crate::backup::take(&self.node)
             .instrument(tracing::info_span!("backup"))
             .await
@@ -88,6 +89,7 @@ impl Cluster for ClusterService {
         tracing::info!(
             revision = taken.header.revision,
             records_bytes = taken.header.records_bytes,
+            took_ms = started.elapsed().as_millis() as u64,
             "backup taken; streaming it"
         );
         // Read from disk as the client takes it: the member holds a chunk or two, not the file.

@@ -200,8 +200,8 @@ pub(crate) struct BodyInFile<'a> {
 const SEED_BATCH_BYTES: usize = 16 << 20;
 
 /// [`seed`] from a body in a file, read twice in pieces (the records into `engine` in
-/// bounded batches, then copied into the Raft snapshot at `snapshot_path`): memory does not
-/// grow with the store.
+/// bounded batches; beside that, on a second thread, copied into the Raft snapshot at
+/// `snapshot_path`): memory does not grow with the store.
 pub(crate) fn seed_from_file<E: Engine>(
     engine: &E,
     snapshot_path: &Path,
@@ -215,31 +215,9 @@ pub(crate) fn seed_from_file<E: Engine>(
         f.seek(io::SeekFrom::Start(body.offset))?;
         Ok(io::BufReader::with_capacity(1 << 20, f).take(body.len))
     };
-    let mut input = open().map_err(|e| read_err(&e))?;
-    let mut count = [0u8; 8];
-    input.read_exact(&mut count).map_err(|e| read_err(&e))?;
-    let mut state: super::AppliedState = Default::default();
-    let (mut batch, mut batch_bytes) = (WriteBatch::default(), 0usize);
-    for _ in 0..u64::from_le_bytes(count) {
-        let (k, v): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
-            bincode::deserialize_from(&mut input).map_err(|e| read_err(&e))?;
-        batch_bytes += k.len() + v.len();
-        put_record(&mut batch, &mut state, k.into_vec(), v.into_vec())?;
-        if batch_bytes >= SEED_BATCH_BYTES {
-            engine
-                .write(std::mem::take(&mut batch))
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            batch_bytes = 0;
-        }
-    }
-    finish_records(&mut batch, &mut state, meta);
-    engine
-        .write(batch)
-        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
     // The Raft snapshot file holds the same body after its meta, as `persist_at` writes it.
-    let tmp = snapshot_path.with_extension("tmp");
-    let write = || -> io::Result<()> {
+    let copy = || -> io::Result<()> {
+        let tmp = snapshot_path.with_extension("tmp");
         let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         bincode::serialize_into(&mut out, meta).map_err(io::Error::other)?;
         io::Write::write_all(&mut out, &body.len.to_le_bytes())?;
@@ -252,8 +230,42 @@ pub(crate) fn seed_from_file<E: Engine>(
         }
         Ok(())
     };
-    write().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    Ok(state)
+    let load = || -> Result<super::AppliedState, StorageError> {
+        let mut input = open().map_err(|e| read_err(&e))?;
+        let mut count = [0u8; 8];
+        input.read_exact(&mut count).map_err(|e| read_err(&e))?;
+        let mut state: super::AppliedState = Default::default();
+        let (mut batch, mut batch_bytes) = (WriteBatch::default(), 0usize);
+        for _ in 0..u64::from_le_bytes(count) {
+            let (k, v): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+                bincode::deserialize_from(&mut input).map_err(|e| read_err(&e))?;
+            batch_bytes += k.len() + v.len();
+            put_record(&mut batch, &mut state, k.into_vec(), v.into_vec())?;
+            if batch_bytes >= SEED_BATCH_BYTES {
+                engine
+                    .write(std::mem::take(&mut batch))
+                    .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+                batch_bytes = 0;
+            }
+        }
+        finish_records(&mut batch, &mut state, meta);
+        engine
+            .write(batch)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        engine.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(state)
+    };
+    // The copy is disk work and the load mostly the engine's: side by side, the restore takes
+    // about as long as the load alone.
+    std::thread::scope(|scope| {
+        let copied = scope.spawn(copy);
+        let state = load()?;
+        copied
+            .join()
+            .map_err(|_| snap_err(ErrorVerb::Write, "the snapshot copy panicked"))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(state)
+    })
 }
 
 /// Seed the empty `engine` with the records of snapshot body `data` as the state at `meta`,
