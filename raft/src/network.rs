@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -146,11 +147,25 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_payload(kind, payload, option).await
+    }
+
+    /// [`Self::send`] of a request already serialised.
+    async fn send_payload<Resp, E>(
+        &mut self,
+        kind: RpcKind,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let channel = self.channel.clone().map_err(|e| {
             RPCError::Unreachable(Unreachable::new(&Msg(format!("{}: {e}", self.addr))))
         })?;
-        let payload =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let request = raft_request(self.cluster_id.clone(), payload);
         let mut client = raft_client(channel);
         let call = async {
@@ -192,6 +207,23 @@ impl PeerClient {
     }
 }
 
+/// The largest AppendEntries sent: a message's limit, less room for the rest of the request.
+const MAX_APPEND_BYTES: usize = MAX_MESSAGE_BYTES - (256 << 10);
+
+/// How many of `entries`, from the first, serialise into at most `limit` bytes (at least one).
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], limit: usize) -> u64 {
+    let mut total = 0u64;
+    let mut fit = 0u64;
+    for e in entries {
+        total += bincode::serialized_size(e).unwrap_or(u64::MAX / 2);
+        if total > limit as u64 {
+            break;
+        }
+        fit += 1;
+    }
+    fit.max(1)
+}
+
 #[derive(Clone, Copy)]
 enum RpcKind {
     Append,
@@ -214,7 +246,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(RpcKind::Append, &rpc, &option).await
+        let payload =
+            bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            // Large objects: fewer entries per message, or the peer refuses every one of them
+            // and a follower that fell behind never catches up.
+            let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
+            return Err(PayloadTooLarge::new_entries_hint(fit).into());
+        }
+        self.send_payload(RpcKind::Append, payload, &option).await
     }
 
     async fn install_snapshot(

@@ -2,7 +2,8 @@
 //! holding `--size-mib` of ConfigMaps, and `skiff control restore` of the file, each timed
 //! against the disk's own sequential write speed measured in the same run (`dd` with
 //! `oflag=direct`), with the memory each takes (the serving member's resident growth; the
-//! peak of skiffctl and of the restore).
+//! peak of skiffctl and of the restore). Beside them, what the store's engine alone takes to
+//! load the same records (sled, in the restore's batches): the floor under any restore.
 
 use std::path::Path;
 use std::process::Command;
@@ -121,9 +122,9 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let work = cluster.dir().join("bench-backup");
     std::fs::create_dir_all(&work)?;
     let config = cluster.config_file();
-    println!("\nround  dd MiB/s  save s  save MiB/s  save/dd  member +RSS MiB  skiffctl peak MiB  restore s  restore MiB/s  restore/dd  restore peak MiB");
-    let (mut save_ratio, mut restore_ratio, mut member_growth) =
-        (Vec::new(), Vec::new(), Vec::new());
+    println!("\nround  dd MiB/s  save s  save MiB/s  save/dd  member +RSS MiB  skiffctl peak MiB  restore s  restore MiB/s  restore/dd  restore peak MiB  engine load s  engine/dd  engine wrote MiB");
+    let (mut save_ratio, mut restore_ratio, mut member_growth, mut engine_ratio) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let dd = dd_speed(&work, (args.size_mib as u64) << 20)?;
         let file = work.join(format!("round-{round}.skiff"));
@@ -163,18 +164,30 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                 .stdout(std::process::Stdio::null());
             tokio::task::spawn_blocking(move || run_measured(&mut cmd)).await??
         };
+        let (engine_took, engine_wrote) = {
+            let dir = work.join(format!("engine-{round}"));
+            let measured =
+                tokio::task::spawn_blocking(move || engine_load(&dir, objects)).await??;
+            let _ = std::fs::remove_dir_all(work.join(format!("engine-{round}")));
+            measured
+        };
         let save = mib_per_s(bytes, save_took);
         let restore = mib_per_s(bytes, restore_took);
+        let engine = mib_per_s(bytes, engine_took);
         let growth = member_peak.saturating_sub(baseline) as f64 / (1 << 20) as f64;
         println!(
-            "{round:>5}  {dd:>8.0}  {:>6.1}  {save:>10.0}  {:>7.2}  {growth:>15.0}  {:>17.0}  {:>9.1}  {restore:>13.0}  {:>10.2}  {:>16.0}",
+            "{round:>5}  {dd:>8.0}  {:>6.1}  {save:>10.0}  {:>7.2}  {growth:>15.0}  {:>17.0}  {:>9.1}  {restore:>13.0}  {:>10.2}  {:>16.0}  {:>13.1}  {:>9.2}  {:>16.0}",
             save_took.as_secs_f64(),
             save / dd,
             ctl_peak as f64 / (1 << 20) as f64,
             restore_took.as_secs_f64(),
             restore / dd,
             restore_peak as f64 / (1 << 20) as f64,
+            engine_took.as_secs_f64(),
+            engine / dd,
+            engine_wrote as f64 / (1 << 20) as f64,
         );
+        engine_ratio.push(engine / dd);
         save_ratio.push(save / dd);
         restore_ratio.push(restore / dd);
         member_growth.push(growth);
@@ -188,11 +201,45 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         super::median(restore_ratio)
     );
     println!(
+        "the store's engine alone loads the same records at {:.2}x (the floor under a restore)",
+        super::median(engine_ratio)
+    );
+    println!(
         "serving member's resident memory grew {:.0} MiB during the save (target: at most 64 MiB)",
         super::median(member_growth)
     );
     super::print_verdict(errors, "creates failed");
     Ok(())
+}
+
+/// Load `objects` records of [`OBJECT_BYTES`] into a new engine at `dir` as a restore does
+/// (16 MiB batches, one sync at the end); its wall time and the bytes this process wrote to
+/// disk meanwhile (`/proc/self/io`).
+fn engine_load(dir: &Path, objects: usize) -> anyhow::Result<(Duration, u64)> {
+    use skiff_raft::engine::{Engine, SledEngine, WriteBatch};
+    let written = || -> anyhow::Result<u64> {
+        let io = std::fs::read_to_string("/proc/self/io")?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("/proc/self/io has no write_bytes"))
+    };
+    let value = vec![b'b'; OBJECT_BYTES];
+    let before = written()?;
+    let started = Instant::now();
+    let engine = SledEngine::open(dir)?;
+    let per_batch = (16 << 20) / OBJECT_BYTES;
+    for first in (0..objects).step_by(per_batch) {
+        let mut batch = WriteBatch::default();
+        for i in first..(first + per_batch).min(objects) {
+            let key = format!("/registry/core/configmaps/default/bulk-{i:06}");
+            batch.put_raw(key.into_bytes(), value.clone());
+        }
+        engine.write(batch)?;
+    }
+    engine.sync()?;
+    drop(engine);
+    Ok((started.elapsed(), written()? - before))
 }
 
 /// A `/proc/PID/status` figure given in kB (`VmRSS:`, `VmHWM:`).
