@@ -276,3 +276,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.send(RpcKind::Vote, &rpc, &option).await
     }
 }
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    #[test]
+    fn as_many_entries_as_fit_are_counted_and_never_none() {
+        let entry = |index| openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        };
+        let entries: Vec<_> = (1..=5).map(entry).collect();
+        let one = bincode::serialized_size(&entries[0]).unwrap_or(0) as usize;
+        assert_eq!(entries_that_fit(&entries, 2 * one), 2);
+        assert_eq!(entries_that_fit(&entries, 2 * one + one / 2), 2);
+        assert_eq!(entries_that_fit(&entries, 100 * one), 5);
+        assert_eq!(entries_that_fit(&entries, 0), 1, "one entry always goes");
+    }
+}
