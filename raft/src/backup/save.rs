@@ -39,18 +39,25 @@ where
     E: std::fmt::Display,
 {
     use futures::StreamExt as _;
+    let joined = |e: tokio::task::JoinError| SaveError::Receive(e.to_string());
     let mut out = PartialFile::create(path)?;
     let mut checker = Checker::default();
     let mut chunks = std::pin::pin!(chunks);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| SaveError::Receive(e.to_string()))?;
-        checker.update(&chunk)?;
-        out.write(&chunk)?;
+        // Hashing and writing block (the disk may throttle a writer): off the runtime.
+        (out, checker) = tokio::task::spawn_blocking(move || {
+            checker.update(&chunk)?;
+            out.write(&chunk)?;
+            Ok::<_, SaveError>((out, checker))
+        })
+        .await
+        .map_err(joined)??;
     }
     let verified = checker.finish()?;
     tokio::task::spawn_blocking(move || out.keep())
         .await
-        .map_err(|e| SaveError::Receive(e.to_string()))??;
+        .map_err(joined)??;
     Ok(verified)
 }
 

@@ -215,15 +215,18 @@ pub(crate) fn seed_from_file<E: Engine>(
         f.seek(io::SeekFrom::Start(body.offset))?;
         Ok(io::BufReader::with_capacity(1 << 20, f).take(body.len))
     };
-    // The Raft snapshot file holds the same body after its meta, as `persist_at` writes it.
+    // The Raft snapshot file holds the same body after its meta, as `persist_at` writes it;
+    // it is put in place only once the store holds the records too.
+    let tmp = snapshot_path.with_extension("tmp");
     let copy = || -> io::Result<()> {
-        let tmp = snapshot_path.with_extension("tmp");
         let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         bincode::serialize_into(&mut out, meta).map_err(io::Error::other)?;
         io::Write::write_all(&mut out, &body.len.to_le_bytes())?;
         io::copy(&mut open()?, &mut out)?;
         let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        f.sync_all()
+    };
+    let put_in_place = || -> io::Result<()> {
         std::fs::rename(&tmp, snapshot_path)?;
         if let Some(dir) = snapshot_path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
@@ -257,15 +260,25 @@ pub(crate) fn seed_from_file<E: Engine>(
     };
     // The copy is disk work and the load mostly the engine's: side by side, the restore takes
     // about as long as the load alone.
-    std::thread::scope(|scope| {
+    let loaded = std::thread::scope(|scope| {
         let copied = scope.spawn(copy);
-        let state = load()?;
-        copied
+        let state = load();
+        let copied = copied
             .join()
-            .map_err(|_| snap_err(ErrorVerb::Write, "the snapshot copy panicked"))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(state)
-    })
+            .map_err(|_| snap_err(ErrorVerb::Write, "the snapshot copy panicked"))
+            .and_then(|c| c.map_err(|e| snap_err(ErrorVerb::Write, e)));
+        state.and_then(|s| copied.map(|()| s))
+    });
+    match loaded {
+        Ok(state) => {
+            put_in_place().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            Ok(state)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Seed the empty `engine` with the records of snapshot body `data` as the state at `meta`,
