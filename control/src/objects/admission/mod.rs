@@ -279,7 +279,8 @@ mod tests {
         // An init container may use the port its app container takes after it.
         p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox:1.36",
                                               "ports": [{"containerPort": 9100}]}]);
-        let p = admit_as("pods", p).unwrap();
+        let p = admit_as("pods", p)
+            .expect("a pod on the node network with init and app ports is admitted");
         assert_eq!(p["spec"]["containers"][0]["ports"][0]["hostPort"], 9100);
         assert_eq!(p["spec"]["initContainers"][0]["ports"][0]["hostPort"], 9100);
         let e = errors_of(admit_as(
