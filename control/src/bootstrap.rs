@@ -231,6 +231,24 @@ pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDi
                     expected: id,
                 });
             }
+            if meta.format < skiff_raft::versions::DATA_FORMAT {
+                // Recorded before the stores are opened (and brought to this format), so that
+                // an older release refuses the directory from here on instead of misreading it.
+                tracing::info!(
+                    dir = %dir.display(),
+                    from = meta.format,
+                    to = skiff_raft::versions::DATA_FORMAT,
+                    "upgrading the data directory's format; older releases will refuse it"
+                );
+                write_meta(
+                    dir,
+                    &MemberMeta {
+                        format: skiff_raft::versions::DATA_FORMAT,
+                        ..meta
+                    },
+                )
+                .map_err(io_err)?;
+            }
             Ok(DataDir::Existing)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -240,21 +258,21 @@ pub fn claim_data_dir(dir: &Path, cluster_id: &str, id: NodeId) -> Result<DataDi
                 member_id: id,
                 format: skiff_raft::versions::DATA_FORMAT,
             };
-            let tmp = dir.join("member.json.tmp");
-            let bytes =
-                serde_json::to_vec_pretty(&meta).map_err(|e| io_err(io::Error::other(e)))?;
-            std::fs::write(&tmp, bytes).map_err(io_err)?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err)?;
-            std::fs::rename(&tmp, &path).map_err(io_err)?;
-            std::fs::File::open(dir)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err)?;
+            write_meta(dir, &meta).map_err(io_err)?;
             Ok(DataDir::Fresh)
         }
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// Write `member.json` whole or not at all.
+fn write_meta(dir: &Path, meta: &MemberMeta) -> io::Result<()> {
+    let tmp = dir.join("member.json.tmp");
+    let bytes = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join("member.json"))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Initialise the cluster if this member should and nobody has yet. Returns whether it did.
@@ -355,8 +373,23 @@ mod tests {
             claim_data_dir(dir.path(), "a", 1).unwrap(),
             DataDir::Existing
         );
-        std::fs::write(&meta, r#"{"cluster_id": "a", "member_id": 1, "format": 2}"#).unwrap();
+        let recorded: MemberMeta = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        assert_eq!(
+            recorded.format,
+            skiff_raft::versions::DATA_FORMAT,
+            "the format is upgraded once opened"
+        );
+        let newer = skiff_raft::versions::DATA_FORMAT + 1;
+        std::fs::write(
+            &meta,
+            format!(r#"{{"cluster_id": "a", "member_id": 1, "format": {newer}}}"#),
+        )
+        .unwrap();
         let e = claim_data_dir(dir.path(), "a", 1).unwrap_err().to_string();
-        assert!(e.contains("format 2") && e.contains("format 1"), "{e}");
+        assert!(
+            e.contains(&format!("format {newer}"))
+                && e.contains(&format!("format {}", skiff_raft::versions::DATA_FORMAT)),
+            "{e}"
+        );
     }
 }

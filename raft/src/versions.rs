@@ -12,8 +12,10 @@ use tonic::Status;
 
 /// The Raft protocol this build speaks.
 pub const RAFT_PROTOCOL: u32 = 1;
-/// The data directory format this build writes and reads.
-pub const DATA_FORMAT: u32 = 1;
+/// The data directory format this build writes and reads. 2: the stores keep large values in
+/// pieces (see `engine::sled_engine::pieces`); a directory of format 1 is brought to 2 when
+/// opened, after which format-1 builds refuse it.
+pub const DATA_FORMAT: u32 = 2;
 
 /// Refuse a request from a peer speaking a newer Raft protocol than this member.
 pub fn check_peer_protocol(sent: u32) -> Result<(), Status> {

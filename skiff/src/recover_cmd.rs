@@ -44,6 +44,9 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
+    // Refuses a directory of a newer format, and records this one's before its stores are
+    // opened (which brings them to it).
+    bootstrap::claim_data_dir(dir, &cluster_id, id)?;
     // A running member holds its store open (locked): refuse rather than copy it mid-write.
     skiff_raft::engine::SledEngine::open(&dir.join("state"))
         .map(drop)

@@ -140,6 +140,18 @@ async fn a_data_directory_of_the_previous_release_opens_and_new_members_join_it(
     let first = client(&[FIXTURE_ADDR.to_string()]);
     wait_answering(&first, "the fixture's member").await;
     assert_fixture_data(&first).await;
+    let member_json = std::fs::read_to_string(data.join("member.json")).expect("member.json");
+    let meta: serde_json::Value = serde_json::from_str(&member_json).expect("json");
+    assert_eq!(
+        meta["format"],
+        skiff_raft::versions::DATA_FORMAT,
+        "the directory records this release's format, so the previous one refuses it"
+    );
+    for store in ["log", "state"] {
+        let format = std::fs::read_to_string(data.join(store).join("engine-format"))
+            .unwrap_or_else(|e| panic!("{store}: the store was brought to this format: {e}"));
+        assert_eq!(format.trim(), "2", "{store}");
+    }
     first
         .put("written-by-this-release", "1")
         .await

@@ -29,6 +29,16 @@ pub enum EngineError {
     /// finished.
     #[error("corrupt record of an interrupted write batch")]
     BadRedo,
+    /// The store on disk is in a format this build does not read.
+    #[error("the store in {dir} is in engine format {found}; this build reads format {supported}")]
+    Format {
+        /// The store's directory.
+        dir: std::path::PathBuf,
+        /// The format its directory names.
+        found: String,
+        /// The format this build reads.
+        supported: u32,
+    },
     /// A stored key does not have the layout its key space expects.
     #[error("corrupt key in key space {space}")]
     BadKey {

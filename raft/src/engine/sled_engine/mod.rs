@@ -1,0 +1,551 @@
+//! [`Engine`] over sled 0.34.
+//!
+//! sled's `flush` ends in `sync_file_range`, which writes data pages back but is not a full
+//! fsync (sled issue 1452): file size and other metadata may still be lost on power loss. So
+//! [`SledEngine::sync`] follows the flush with `fdatasync` on sled's data file. That file is
+//! the only one sled writes for us: values are kept in pieces small enough that sled never
+//! writes a node as a blob file of its own ([`pieces`] says why that matters).
+
+mod migrate;
+mod pieces;
+mod redo;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pieces::{Head, Stored, FIRST_INTERNAL, PIECE};
+
+use super::{BatchOp, Engine, EngineError, RawEntry, Result, WriteBatch};
+
+/// sled's blob threshold is a quarter of a segment (2 MiB): a leaf node of 17 inline values
+/// or pieces of 64 KiB stays far below it.
+const SEGMENT_SIZE: usize = 8 << 20;
+
+/// Batches up to this size go through a redo record; larger ones (a snapshot install) use
+/// sled's own atomic batch.
+const MAX_REDO_BYTES: usize = 1 << 20;
+
+/// The redo record's key, among the engine's own keys. It exists only while a batch is being
+/// written (and after a crash cut one short), never when readers look.
+const REDO_KEY: &[u8] = b"\xffredo";
+
+/// An [`Engine`] backed by one sled database in its own directory.
+#[derive(Clone)]
+pub struct SledEngine {
+    tree: sled::Db,
+    data_file: Arc<File>,
+    /// One batch at a time owns the redo record.
+    redo: Arc<Mutex<()>>,
+    /// The keys whose value is in pieces. Held by every write, so that a key's head, its
+    /// pieces and this set change together.
+    in_pieces: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
+    EngineError::Backend(Box::new(e))
+}
+
+fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .segment_size(SEGMENT_SIZE)
+        .cache_capacity(64 << 20)
+        .flush_every_ms(Some(1000))
+}
+
+/// Writes staged into one sled batch, with each touched key's head as of those writes
+/// (`None`: the value is inline or gone).
+#[derive(Default)]
+struct Staged {
+    batch: sled::Batch,
+    heads: HashMap<Vec<u8>, Option<Head>>,
+}
+
+impl SledEngine {
+    /// Open (or create) the database under `dir`. A store written before values were kept in
+    /// pieces is copied into the current layout first, once.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let fresh = migrate::to_current(dir)?;
+        let engine = Self::open_current(dir)?;
+        if fresh {
+            migrate::mark_current(dir)?;
+        }
+        Ok(engine)
+    }
+
+    fn open_current(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let tree = sled_config(dir).open().map_err(backend)?;
+        // Sled keeps its data in `<dir>/db`; fsync through our own handle reaches the same inode.
+        let data_file = File::open(dir.join("db")).map_err(backend)?;
+        let mut in_pieces = HashSet::new();
+        for item in tree.range(pieces::marker_range()) {
+            let (marker, _) = item.map_err(backend)?;
+            in_pieces.insert(pieces::key_of_marker(&marker).to_vec());
+        }
+        let engine = Self {
+            tree,
+            data_file: Arc::new(data_file),
+            redo: Arc::default(),
+            in_pieces: Arc::new(Mutex::new(in_pieces)),
+        };
+        engine.finish_interrupted_batch()?;
+        Ok(engine)
+    }
+
+    /// Re-apply the batch a crash interrupted, if any.
+    fn finish_interrupted_batch(&self) -> Result<()> {
+        let Some(record) = self.get(REDO_KEY)? else {
+            return Ok(());
+        };
+        let ops = redo::decode(&record).ok_or(EngineError::BadRedo)?;
+        tracing::info!(
+            ops = ops.len(),
+            "finishing a write batch a crash interrupted"
+        );
+        self.apply_in_order(ops)?;
+        self.apply_in_order(vec![BatchOp::Delete(REDO_KEY.to_vec())])
+    }
+
+    fn lock_in_pieces(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.in_pieces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_in_order(&self, ops: Vec<BatchOp>) -> Result<()> {
+        // sled's log is recovered up to its first missing write, so a crash keeps a prefix.
+        let mut in_pieces = self.lock_in_pieces();
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) if v.len() <= PIECE && !in_pieces.contains(&k) => {
+                    self.tree.insert(k, pieces::inline(&v)).map(drop)
+                }
+                BatchOp::Delete(k) if !in_pieces.contains(&k) => self.tree.remove(k).map(drop),
+                op => {
+                    // A value's head and pieces change in one atomic sled batch.
+                    let mut staged = Staged::default();
+                    self.stage(&in_pieces, &mut staged, op)?;
+                    self.apply_staged(&mut in_pieces, staged)?;
+                    Ok(())
+                }
+            }
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// The batch through sled's own atomic batch (which writes its io buffer twice).
+    fn apply_sled_batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        let mut in_pieces = self.lock_in_pieces();
+        let mut staged = Staged::default();
+        for op in ops {
+            self.stage(&in_pieces, &mut staged, op)?;
+        }
+        self.apply_staged(&mut in_pieces, staged)
+    }
+
+    /// Add `op`'s sled writes to `staged`: the value inline or its pieces and head, and the
+    /// removal of the pieces it replaces.
+    fn stage(&self, in_pieces: &HashSet<Vec<u8>>, staged: &mut Staged, op: BatchOp) -> Result<()> {
+        let (key, value) = match op {
+            BatchOp::Put(k, v) => (k, Some(v)),
+            BatchOp::Delete(k) => (k, None),
+        };
+        let old = match staged.heads.get(&key) {
+            Some(head) => *head,
+            None if in_pieces.contains(&key) => self.head_of(&key)?,
+            None => None,
+        };
+        let batch = &mut staged.batch;
+        if let Some(old) = old {
+            for index in 0..old.count() {
+                batch.remove(pieces::piece_key(&key, old.gen, index));
+            }
+        }
+        let new = match value {
+            Some(value) if value.len() > PIECE => {
+                let head = Head {
+                    gen: old.map_or(0, |h| h.gen.wrapping_add(1)),
+                    len: value.len() as u64,
+                };
+                for (index, piece) in pieces::split(&value) {
+                    batch.insert(pieces::piece_key(&key, head.gen, index), piece);
+                }
+                batch.insert(key.as_slice(), head.encode());
+                batch.insert(pieces::marker_key(&key), &[][..]);
+                Some(head)
+            }
+            Some(value) => {
+                batch.insert(key.as_slice(), pieces::inline(&value));
+                batch.remove(pieces::marker_key(&key));
+                None
+            }
+            None => {
+                batch.remove(key.as_slice());
+                batch.remove(pieces::marker_key(&key));
+                None
+            }
+        };
+        staged.heads.insert(key, new);
+        Ok(())
+    }
+
+    fn apply_staged(&self, in_pieces: &mut HashSet<Vec<u8>>, staged: Staged) -> Result<()> {
+        self.tree.apply_batch(staged.batch).map_err(backend)?;
+        for (key, head) in staged.heads {
+            match head {
+                Some(_) => in_pieces.insert(key),
+                None => in_pieces.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    /// The head stored at `key`, if its value is in pieces.
+    fn head_of(&self, key: &[u8]) -> Result<Option<Head>> {
+        let Some(stored) = self.tree.get(key).map_err(backend)? else {
+            return Ok(None);
+        };
+        match pieces::decode(&stored).map_err(backend)? {
+            Stored::InPieces(head) => Ok(Some(head)),
+            Stored::Inline(_) => Ok(None),
+        }
+    }
+
+    /// The value of `key` as stored: `stored` is what its key held when read. `None` when a
+    /// writer removed the key meanwhile.
+    fn value_of(&self, key: &[u8], stored: sled::IVec) -> Result<Option<Vec<u8>>> {
+        let mut stored = stored;
+        loop {
+            let head = match pieces::decode(&stored).map_err(backend)? {
+                Stored::Inline(value) => return Ok(Some(value.to_vec())),
+                Stored::InPieces(head) => head,
+            };
+            match self.read_pieces(key, head)? {
+                Ok(value) => return Ok(Some(value)),
+                // A writer may have replaced the value (and removed these pieces) since its
+                // head was read; only a head that still names them makes the loss real.
+                Err(bad) => match self.tree.get(key).map_err(backend)? {
+                    Some(now) if now != stored => stored = now,
+                    Some(_) => return Err(backend(bad)),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    fn read_pieces(
+        &self,
+        key: &[u8],
+        head: Head,
+    ) -> Result<std::result::Result<Vec<u8>, pieces::BadValue>> {
+        let count = head.count();
+        if head.len <= PIECE as u64 {
+            return Ok(Err(pieces::BadValue::Piece { index: 0, count }));
+        }
+        let first = pieces::piece_key(key, head.gen, 0);
+        let last = pieces::piece_key(key, head.gen, count - 1);
+        // A damaged head could name any length: grow with what is really there.
+        let mut value = Vec::with_capacity(head.len.min(16 << 20) as usize);
+        let mut index = 0;
+        for item in self.tree.range(first..=last) {
+            let (_, piece) = item.map_err(backend)?;
+            let want = if index + 1 == count {
+                head.len as usize - PIECE * (count as usize - 1)
+            } else {
+                PIECE
+            };
+            if piece.len() != want {
+                return Ok(Err(pieces::BadValue::Piece { index, count }));
+            }
+            value.extend_from_slice(&piece);
+            index += 1;
+        }
+        if index != count {
+            return Ok(Err(pieces::BadValue::Piece { index, count }));
+        }
+        Ok(Ok(value))
+    }
+
+    /// Write the redo record and only `applied` of the batch's operations, as a crash would
+    /// leave them.
+    #[cfg(test)]
+    fn write_interrupted(&self, batch: WriteBatch, applied: usize) -> Result<()> {
+        let record = redo::encode(&batch.ops, redo::encoded_len(&batch.ops));
+        self.apply_in_order(vec![BatchOp::Put(REDO_KEY.to_vec(), record)])?;
+        self.apply_in_order(batch.ops.into_iter().take(applied).collect())
+    }
+}
+
+/// `end`, kept below the engine's own keys.
+fn below_internal(end: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
+    match end {
+        Bound::Included(k) | Bound::Excluded(k) if k.first() >= Some(&FIRST_INTERNAL) => {
+            Bound::Excluded(vec![FIRST_INTERNAL])
+        }
+        Bound::Unbounded => Bound::Excluded(vec![FIRST_INTERNAL]),
+        end => end,
+    }
+}
+
+/// Whether `start` lies among the engine's own keys, where no caller's range does.
+fn starts_internal(start: &Bound<Vec<u8>>) -> bool {
+    match start {
+        Bound::Included(k) | Bound::Excluded(k) => k.first() >= Some(&FIRST_INTERNAL),
+        Bound::Unbounded => false,
+    }
+}
+
+impl Engine for SledEngine {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.tree.get(key).map_err(backend)? {
+            Some(stored) => self.value_of(key, stored),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let mut out = Vec::new();
+        if starts_internal(&start) {
+            return Ok(out);
+        }
+        for item in self.tree.range((start, below_internal(end))) {
+            let (k, stored) = item.map_err(backend)?;
+            if let Some(v) = self.value_of(&k, stored)? {
+                out.push((k.to_vec(), v));
+            }
+            if limit != 0 && out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+        for item in self.tree.range(..vec![FIRST_INTERNAL]) {
+            let (k, stored) = item.map_err(backend)?;
+            match pieces::decode(&stored).map_err(backend)? {
+                Stored::Inline(v) => visit(&k, v),
+                Stored::InPieces(_) => {
+                    if let Some(v) = self.value_of(&k, stored)? {
+                        visit(&k, &v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn last(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Option<RawEntry>> {
+        if starts_internal(&start) {
+            return Ok(None);
+        }
+        let mut range = self.tree.range((start, below_internal(end)));
+        while let Some(item) = range.next_back() {
+            let (k, stored) = item.map_err(backend)?;
+            if let Some(v) = self.value_of(&k, stored)? {
+                return Ok(Some((k.to_vec(), v)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        // One operation is atomic by itself.
+        if batch.ops.len() <= 1 {
+            return self.apply_in_order(batch.ops);
+        }
+        let len = redo::encoded_len(&batch.ops);
+        if len > MAX_REDO_BYTES {
+            return self.apply_sled_batch(batch.ops);
+        }
+        let record = redo::encode(&batch.ops, len);
+        let _owner = self.redo.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply_in_order(vec![BatchOp::Put(REDO_KEY.to_vec(), record)])?;
+        self.apply_in_order(batch.ops)?;
+        self.apply_in_order(vec![BatchOp::Delete(REDO_KEY.to_vec())])
+    }
+
+    fn write_in_order(&self, batch: WriteBatch) -> Result<()> {
+        self.apply_in_order(batch.ops)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.tree.flush().map_err(backend)?;
+        self.data_file.sync_data().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ops: &[(&[u8], Option<&[u8]>)]) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => b.put_raw(k.to_vec(), v.to_vec()),
+                None => b.delete_raw(k.to_vec()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn a_batch_a_crash_interrupted_is_finished_when_the_engine_opens_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let e = SledEngine::open(dir.path()).expect("open");
+            e.write(batch(&[
+                (b"\x01a", Some(b"old")),
+                (b"\x01gone", Some(b"x")),
+            ]))
+            .expect("write");
+            let interrupted = batch(&[
+                (b"\x01a", Some(b"new")),
+                (b"\x01gone", None),
+                (b"\x01b", Some(b"added")),
+            ]);
+            e.write_interrupted(interrupted, 1).expect("partial write");
+            e.sync().expect("sync");
+        }
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(e.get(b"\x01a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(e.get(b"\x01gone").expect("get"), None);
+        assert_eq!(
+            e.get(b"\x01b").expect("get").as_deref(),
+            Some(&b"added"[..])
+        );
+        assert_eq!(
+            e.get(REDO_KEY).expect("get"),
+            None,
+            "the record is gone once finished"
+        );
+        let all = e.scan(Bound::Unbounded, Bound::Unbounded, 0).expect("scan");
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn a_finished_batch_leaves_no_redo_record_and_large_batches_stay_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        e.write(batch(&[(b"\x01a", Some(b"1")), (b"\x01b", Some(b"2"))]))
+            .expect("write");
+        assert_eq!(e.get(REDO_KEY).expect("get"), None);
+        let big = vec![7u8; MAX_REDO_BYTES];
+        e.write(batch(&[(b"\x01big", Some(&big)), (b"\x01a", None)]))
+            .expect("large write");
+        assert_eq!(
+            e.get(b"\x01big").expect("get").map(|v| v.len()),
+            Some(big.len())
+        );
+        assert_eq!(e.get(b"\x01a").expect("get"), None);
+    }
+
+    /// The engine's own keys left in the tree (markers, pieces, a redo record).
+    fn internal_keys(e: &SledEngine) -> usize {
+        e.tree.range(vec![FIRST_INTERNAL]..).count()
+    }
+
+    #[test]
+    fn large_values_are_kept_in_pieces_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = |n: usize, b: u8| vec![b; n];
+        {
+            let e = SledEngine::open(dir.path()).expect("open");
+            e.write(batch(&[
+                (b"\x01a", Some(&big(3 * PIECE + 17, 1))),
+                (b"\x01b", Some(b"small")),
+                (b"\x01c", Some(&big(PIECE + 1, 3))),
+            ]))
+            .expect("write");
+            assert_eq!(e.get(b"\x01a").expect("get"), Some(big(3 * PIECE + 17, 1)));
+            let all = e.scan(Bound::Unbounded, Bound::Unbounded, 0).expect("scan");
+            let lens: Vec<usize> = all.iter().map(|(_, v)| v.len()).collect();
+            assert_eq!(
+                lens,
+                vec![3 * PIECE + 17, 5, PIECE + 1],
+                "pieces never show"
+            );
+            let mut seen = Vec::new();
+            e.for_each(&mut |k, v| seen.push((k.to_vec(), v.len())))
+                .expect("for_each");
+            assert_eq!(seen.len(), 3);
+            let last = e.last(Bound::Unbounded, Bound::Unbounded).expect("last");
+            assert_eq!(
+                last.map(|(k, v)| (k, v.len())),
+                Some((b"\x01c".to_vec(), PIECE + 1))
+            );
+            e.sync().expect("sync");
+        }
+        // Reopened: the engine still knows which values are in pieces, so a rewrite or a
+        // delete removes the old pieces.
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        e.write(batch(&[(b"\x01a", Some(&big(2 * PIECE, 2)))]))
+            .expect("a smaller large value");
+        assert_eq!(e.get(b"\x01a").expect("get"), Some(big(2 * PIECE, 2)));
+        e.write(batch(&[(b"\x01c", Some(b"inline now"))]))
+            .expect("an inline value over one in pieces");
+        assert_eq!(
+            e.get(b"\x01c").expect("get").as_deref(),
+            Some(&b"inline now"[..])
+        );
+        e.write(batch(&[(b"\x01a", None)])).expect("delete");
+        assert_eq!(e.get(b"\x01a").expect("get"), None);
+        assert_eq!(internal_keys(&e), 0, "no piece or marker is left behind");
+    }
+
+    #[test]
+    fn a_batch_too_large_for_a_redo_record_keeps_pieces_right_when_a_key_repeats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        e.write(batch(&[(b"\x01k", Some(&vec![1; 5 * PIECE]))]))
+            .expect("write");
+        let ops: Vec<(&[u8], Option<Vec<u8>>)> = vec![
+            (b"\x01k", None),
+            (b"\x01k", Some(vec![2; 9 * PIECE])),
+            (b"\x01k", Some(vec![3; 4 * PIECE + 1])),
+            (b"\x01other", Some(vec![4; 12 * PIECE])),
+        ];
+        let ops: Vec<(&[u8], Option<&[u8]>)> =
+            ops.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        e.write(batch(&ops)).expect("a batch over the redo limit");
+        assert_eq!(e.get(b"\x01k").expect("get"), Some(vec![3; 4 * PIECE + 1]));
+        assert_eq!(e.get(b"\x01other").expect("get"), Some(vec![4; 12 * PIECE]));
+        // Two markers, and the pieces of the two values now stored: nothing else.
+        assert_eq!(internal_keys(&e), 2 + 5 + 12);
+    }
+
+    #[test]
+    fn large_values_never_make_sled_write_blob_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        for i in 0..40u8 {
+            let key = format!("\x01big-{i:03}").into_bytes();
+            e.write(batch(&[(&key, Some(&vec![i; 512 << 10]))]))
+                .expect("write");
+        }
+        e.sync().expect("sync");
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        assert_eq!(blobs, 0, "sled wrote nodes as blob files");
+    }
+
+    #[test]
+    fn a_redo_record_that_is_not_one_is_refused() {
+        assert!(redo::decode(&[9, 0, 0, 0, 1, b'k']).is_none());
+        assert!(redo::decode(&[1, 0, 0, 0, 5, b'k']).is_none());
+        let ops = vec![
+            BatchOp::Put(b"k".to_vec(), b"v".to_vec()),
+            BatchOp::Delete(b"d".to_vec()),
+        ];
+        let back = redo::decode(&redo::encode(&ops, redo::encoded_len(&ops))).expect("decodes");
+        assert_eq!(format!("{back:?}"), format!("{ops:?}"));
+    }
+}
