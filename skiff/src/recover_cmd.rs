@@ -44,18 +44,17 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    // Refuses a directory of a newer format, and records this one's before its stores are
-    // opened (which brings them to it).
+    // A running member holds its store open (locked): refuse rather than copy it mid-write,
+    // and before changing anything.
+    skiff_raft::engine::SledEngine::check_not_open(&dir.join("state")).map_err(|e| {
+        anyhow::anyhow!(
+            "--data-dir {}: its store cannot be opened ({e}); stop the member first",
+            dir.display()
+        )
+    })?;
+    // Refuses a directory of a newer format, and records this one's before the stores (the
+    // copies recovered from) are brought to it.
     bootstrap::claim_data_dir(dir, &cluster_id, id)?;
-    // A running member holds its store open (locked): refuse rather than copy it mid-write.
-    skiff_raft::engine::SledEngine::open(&dir.join("state"))
-        .map(drop)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--data-dir {}: its store cannot be opened ({e}); stop the member first",
-                dir.display()
-            )
-        })?;
     let (work, staging) = (
         Staging::beside(dir, "recover-work")?,
         Staging::beside(dir, "recovering")?,

@@ -148,7 +148,7 @@ async fn a_data_directory_of_the_previous_release_opens_and_new_members_join_it(
         "the directory records this release's format, so the previous one refuses it"
     );
     for store in ["log", "state"] {
-        let format = std::fs::read_to_string(data.join(store).join("engine-format"))
+        let format = std::fs::read_to_string(data.join(store).join("store/engine-format"))
             .unwrap_or_else(|e| panic!("{store}: the store was brought to this format: {e}"));
         assert_eq!(format.trim(), "2", "{store}");
     }

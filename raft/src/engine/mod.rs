@@ -29,6 +29,24 @@ pub enum EngineError {
     /// finished.
     #[error("corrupt record of an interrupted write batch")]
     BadRedo,
+    /// A stored value is damaged: its layout is not one this build writes, or a part of it
+    /// is missing.
+    #[error("corrupt value in the store")]
+    Corrupt(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A key the engine does not take.
+    #[error("refused a key of {len} bytes: {reason}")]
+    RefusedKey {
+        /// The key's length.
+        len: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A value larger than the engine keeps.
+    #[error("refused a value of {len} bytes: larger than the engine keeps (1 GiB)")]
+    RefusedValue {
+        /// The value's length.
+        len: usize,
+    },
     /// The store on disk is in a format this build does not read.
     #[error("the store in {dir} is in engine format {found}; this build reads format {supported}")]
     Format {
@@ -83,7 +101,8 @@ impl WriteBatch {
 /// A key and its value as stored.
 pub type RawEntry = (Vec<u8>, Vec<u8>);
 
-/// An ordered key-value engine with atomic batches and a real durability barrier.
+/// An ordered key-value engine with atomic batches and a real durability barrier. Keys from
+/// byte `0xfc` up are the engine's own: writes of them are refused, and scans never show them.
 pub trait Engine: Send + Sync + 'static {
     /// Read one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;

@@ -1,12 +1,14 @@
-//! The engine's on-disk format, and the one-time copy of a store written before it.
+//! The engine's on-disk layout, and the one-time copy of a store written before it.
 //!
-//! Format 1 (no format file) kept every value as it came, large ones in sled blob files that a
-//! power cut could lose. Format 2 keeps values tagged, large ones in pieces ([`super::pieces`]),
-//! and names itself in a file beside sled's. A format-1 store is copied into a new directory in
-//! format 2 beside it and swapped in by two renames, so a crash at any point leaves either the
-//! old store or the new one whole: [`finish_interrupted`] tells which when the engine opens.
+//! Format 1 kept sled's files right in the store's directory, every value as it came (large
+//! ones in sled blob files that a power cut could lose). Format 2 keeps them in `store/` under
+//! it, with an `engine-format` file naming the format, values tagged and large ones in pieces
+//! ([`super::pieces`]). `store/` is made whole as `store.new/` and renamed into place, so it
+//! exists only once complete: a fresh one holds its format file, a copied one every record of
+//! the format-1 files beside it, which are removed after. A crash at any point leaves either
+//! the old files or the new store whole, and the next open finishes or restarts the work. The
+//! store's directory itself is never renamed (it may be a mount point).
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,59 +20,70 @@ use crate::engine::{BatchOp, Engine, EngineError, Result};
 /// The format this build writes and reads.
 pub(super) const FORMAT: u32 = 2;
 
-/// The file, beside sled's own, that names the directory's format.
+/// The file in `store/` that names its format.
 const FORMAT_FILE: &str = "engine-format";
+const STORE: &str = "store";
+const STORE_NEW: &str = "store.new";
 
-/// Bring the store in `dir` to [`FORMAT`]. True when `dir` holds no store yet.
-pub(super) fn to_current(dir: &Path) -> Result<bool> {
-    finish_interrupted(dir)?;
-    match read_format(dir)? {
-        Some(found) if found == FORMAT.to_string() => Ok(false),
-        Some(found) => Err(EngineError::Format {
-            dir: dir.to_path_buf(),
-            found,
-            supported: FORMAT,
-        }),
-        None if dir.join("db").exists() => {
-            copy_format_1(dir)?;
-            Ok(false)
+/// The directory sled's files are in under `dir`, whatever its format; `None` with no store.
+pub(super) fn sled_dir(dir: &Path) -> Option<PathBuf> {
+    let store = dir.join(STORE);
+    if store.exists() {
+        Some(store)
+    } else if dir.join("db").exists() {
+        Some(dir.to_path_buf())
+    } else {
+        None
+    }
+}
+
+/// Bring `dir` to [`FORMAT`], making a store if it holds none, and return the directory sled's
+/// files are in.
+pub(super) fn open_layout(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(backend)?;
+    let store = dir.join(STORE);
+    let new = dir.join(STORE_NEW);
+    // A store made or copied only in part: made again below.
+    remove_dir(&new)?;
+    if !store.exists() {
+        std::fs::create_dir(&new).map_err(backend)?;
+        write_synced(&new.join(FORMAT_FILE), format!("{FORMAT}\n").as_bytes())?;
+        if dir.join("db").exists() {
+            copy_format_1(dir, &new)?;
         }
-        None => Ok(true),
+        sync_dir(&new)?;
+        std::fs::rename(&new, &store).map_err(backend)?;
+        sync_dir(dir)?;
     }
+    check_format(&store)?;
+    remove_format_1(dir)?;
+    Ok(store)
 }
 
-/// Record that `dir` is in [`FORMAT`].
-pub(super) fn mark_current(dir: &Path) -> Result<()> {
-    let io = |e| backend(e);
-    let mut f = File::create(dir.join(FORMAT_FILE)).map_err(io)?;
-    f.write_all(format!("{FORMAT}\n").as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
-}
-
-fn read_format(dir: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(dir.join(FORMAT_FILE)) {
-        Ok(s) => Ok(Some(s.trim().to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(backend(e)),
-    }
-}
-
-/// `dir` with `suffix` after its last component: `state` → `state.migrating`.
-fn beside(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = OsString::from(dir.as_os_str());
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn sync_parent(dir: &Path) -> Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+fn check_format(store: &Path) -> Result<()> {
+    let found = match std::fs::read_to_string(store.join(FORMAT_FILE)) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "unknown (no format file)".into(),
+        Err(e) => return Err(backend(e)),
     };
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(backend)
+    if found == FORMAT.to_string() {
+        return Ok(());
+    }
+    Err(EngineError::Format {
+        dir: store.to_path_buf(),
+        found,
+        supported: FORMAT,
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(backend)?;
+    f.write_all(bytes).map_err(backend)?;
+    f.sync_all().map_err(backend)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(backend)
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -81,54 +94,52 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Finish or undo a copy a crash interrupted. The new store is renamed into place only once
-/// whole, so: an old store put aside means the copy was whole; a copy with the old store still
-/// in place was cut short.
-fn finish_interrupted(dir: &Path) -> Result<()> {
-    let copy = beside(dir, ".migrating");
-    let old = beside(dir, ".format-1");
-    if old.exists() {
-        if !dir.exists() {
-            std::fs::rename(&copy, dir).map_err(backend)?;
-            sync_parent(dir)?;
-        }
-        tracing::info!(dir = %dir.display(), "removing the store's format-1 copy");
-        remove_dir(&old)?;
-    }
-    remove_dir(&copy)
+/// Whether `name` is one of the files sled 0.34 keeps in its directory.
+fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
-/// Copy the format-1 store in `dir` into format 2, then swap the copy in.
-fn copy_format_1(dir: &Path) -> Result<()> {
+/// Remove format-1 files left beside a whole `store/` (a copy whose clean-up a crash cut
+/// short). With none, this reads one small directory.
+fn remove_format_1(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(backend)? {
+        let entry = entry.map_err(backend)?;
+        let name = entry.file_name();
+        if !is_sled_file(&name.to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            remove_dir(&path)?;
+        } else {
+            std::fs::remove_file(&path).map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy every record of the format-1 store in `dir` into the new store at `new`.
+fn copy_format_1(dir: &Path, new: &Path) -> Result<()> {
     let started = Instant::now();
-    let copy = beside(dir, ".migrating");
-    let old = beside(dir, ".format-1");
     tracing::info!(dir = %dir.display(), "copying a store of engine format 1 into format {FORMAT}");
     let (mut records, mut bytes) = (0u64, 0u64);
-    {
-        let source = sled_config(dir).open().map_err(backend)?;
-        let target = SledEngine::open_current(&copy)?;
-        for item in source.iter() {
-            let (k, v) = item.map_err(backend)?;
-            if k == REDO_KEY {
-                continue;
-            }
-            records += 1;
-            bytes += (k.len() + v.len()) as u64;
-            target.apply_in_order(vec![BatchOp::Put(k.to_vec(), v.to_vec())])?;
+    let source = sled_config(dir).open().map_err(backend)?;
+    let target = SledEngine::open_sled(new)?;
+    for item in source.iter() {
+        let (k, v) = item.map_err(backend)?;
+        if k == REDO_KEY {
+            continue;
         }
-        // A batch a crash interrupted in the old store: finish it in the copy.
-        if let Some(record) = source.get(REDO_KEY).map_err(backend)? {
-            let ops = redo::decode(&record).ok_or(EngineError::BadRedo)?;
-            target.apply_in_order(ops)?;
-        }
-        target.sync()?;
+        records += 1;
+        bytes += (k.len() + v.len()) as u64;
+        target.apply_in_order(vec![BatchOp::Put(k.to_vec(), v.to_vec())])?;
     }
-    mark_current(&copy)?;
-    std::fs::rename(dir, &old).map_err(backend)?;
-    std::fs::rename(&copy, dir).map_err(backend)?;
-    sync_parent(dir)?;
-    remove_dir(&old)?;
+    // A batch a crash interrupted in the old store: finish it in the copy.
+    if let Some(record) = source.get(REDO_KEY).map_err(backend)? {
+        let ops = redo::decode(&record).ok_or(EngineError::BadRedo)?;
+        target.apply_in_order(ops)?;
+    }
+    target.sync()?;
     tracing::info!(
         dir = %dir.display(),
         records,
@@ -179,54 +190,58 @@ mod tests {
         assert_eq!(e.get(REDO_KEY).expect("get"), None);
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|d| d.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn a_format_1_store_is_copied_into_format_2_once_with_every_value() {
         let base = tempfile::tempdir().expect("tempdir");
         let dir = base.path().join("state");
         write_format_1(&dir);
-        assert_eq!(read_format(&dir).expect("read"), None);
         {
             let e = SledEngine::open(&dir).expect("open");
             assert_copied(&e);
         }
-        assert_eq!(read_format(&dir).expect("read").as_deref(), Some("2"));
-        let left: Vec<_> = std::fs::read_dir(base.path())
-            .expect("ls")
-            .map(|d| d.expect("entry").file_name())
-            .collect();
+        assert_eq!(names(&dir), vec![STORE], "the format-1 files are gone");
         assert_eq!(
-            left,
-            vec![OsString::from("state")],
-            "nothing left beside it"
+            std::fs::read_to_string(dir.join(STORE).join(FORMAT_FILE)).expect("format file"),
+            "2\n"
         );
         let e = SledEngine::open(&dir).expect("reopen");
         assert_copied(&e);
     }
 
     #[test]
-    fn a_copy_interrupted_between_its_renames_is_finished_and_one_cut_short_is_undone() {
+    fn a_copy_cut_short_is_made_again_and_one_whose_clean_up_was_cut_short_is_finished() {
         let base = tempfile::tempdir().expect("tempdir");
         let dir = base.path().join("state");
         write_format_1(&dir);
-        // Cut short: a partial copy beside the old store, which is still in place.
-        std::fs::create_dir_all(beside(&dir, ".migrating").join("db")).expect("mkdir");
+        // Cut short: part of a copy beside the format-1 files, which are all still there.
+        std::fs::create_dir_all(dir.join(STORE_NEW).join("db")).expect("mkdir");
         {
             let e = SledEngine::open(&dir).expect("open");
             assert_copied(&e);
         }
-        // Between the renames: the new store whole beside, the old one put aside.
-        std::fs::rename(&dir, beside(&dir, ".migrating")).expect("rename");
-        write_format_1(&beside(&dir, ".format-1"));
+        // Renamed into place, the format-1 files not yet removed.
+        let store_only = names(&dir);
+        write_format_1(&dir);
+        assert!(names(&dir).len() > store_only.len());
         let e = SledEngine::open(&dir).expect("open");
         assert_copied(&e);
-        assert!(!beside(&dir, ".format-1").exists());
-        assert!(!beside(&dir, ".migrating").exists());
+        assert_eq!(names(&dir), store_only);
     }
 
     #[test]
-    fn a_store_in_a_newer_format_is_refused_naming_both() {
+    fn a_store_of_another_format_is_refused_naming_both() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(FORMAT_FILE), "3\n").expect("write");
+        std::fs::create_dir_all(dir.path().join(STORE)).expect("mkdir");
+        std::fs::write(dir.path().join(STORE).join(FORMAT_FILE), "3\n").expect("write");
         let e = SledEngine::open(dir.path()).err().expect("refused");
         let msg = e.to_string();
         assert!(

@@ -5,6 +5,10 @@
 //! [`SledEngine::sync`] follows the flush with `fdatasync` on sled's data file. That file is
 //! the only one sled writes for us: values are kept in pieces small enough that sled never
 //! writes a node as a blob file of its own ([`pieces`] says why that matters).
+//!
+//! sled recovers a prefix of its writes after a crash, so a change made of several writes is
+//! made in an order whose every prefix can be finished or undone: a batch through its redo
+//! record ([`redo`]), a value to or from pieces through its intent ([`pieces::Intent`]).
 
 mod migrate;
 mod pieces;
@@ -16,13 +20,17 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pieces::{Head, Stored, FIRST_INTERNAL, PIECE};
+use pieces::{Head, Intent, Stored, FIRST_INTERNAL, PIECE};
 
 use super::{BatchOp, Engine, EngineError, RawEntry, Result, WriteBatch};
 
-/// sled's blob threshold is a quarter of a segment (2 MiB): a leaf node of 17 inline values
-/// or pieces of 64 KiB stays far below it.
+/// sled's blob threshold is a quarter of a segment (2 MiB): a leaf node of ~19 inline values
+/// or pieces of 64 KiB, with keys up to [`MAX_KEY`], stays far below it.
 const SEGMENT_SIZE: usize = 8 << 20;
+
+/// The longest key a caller may write (the API's keys are at most 4 KiB, and key spaces add a
+/// few bytes): an index node of 257 such keys stays under sled's blob threshold too.
+const MAX_KEY: usize = 6 << 10;
 
 /// Batches up to this size go through a redo record; larger ones (a snapshot install) use
 /// sled's own atomic batch.
@@ -48,6 +56,10 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
     EngineError::Backend(Box::new(e))
 }
 
+fn corrupt(e: pieces::BadValue) -> EngineError {
+    EngineError::Corrupt(Box::new(e))
+}
+
 fn sled_config(dir: &Path) -> sled::Config {
     sled::Config::new()
         .path(dir)
@@ -65,35 +77,80 @@ struct Staged {
 }
 
 impl SledEngine {
-    /// Open (or create) the database under `dir`. A store written before values were kept in
+    /// Open (or create) the store under `dir`. A store written before values were kept in
     /// pieces is copied into the current layout first, once.
     pub fn open(dir: &Path) -> Result<Self> {
-        let fresh = migrate::to_current(dir)?;
-        let engine = Self::open_current(dir)?;
-        if fresh {
-            migrate::mark_current(dir)?;
-        }
-        Ok(engine)
+        let store = migrate::open_layout(dir)?;
+        Self::open_sled(&store)
     }
 
-    fn open_current(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(backend)?;
-        let tree = sled_config(dir).open().map_err(backend)?;
-        // Sled keeps its data in `<dir>/db`; fsync through our own handle reaches the same inode.
-        let data_file = File::open(dir.join("db")).map_err(backend)?;
-        let mut in_pieces = HashSet::new();
-        for item in tree.range(pieces::marker_range()) {
-            let (marker, _) = item.map_err(backend)?;
-            in_pieces.insert(pieces::key_of_marker(&marker).to_vec());
+    /// Fails when another process holds the store under `dir` open; changes nothing.
+    pub fn check_not_open(dir: &Path) -> Result<()> {
+        match migrate::sled_dir(dir) {
+            Some(sled_dir) => sled_config(&sled_dir).open().map(drop).map_err(backend),
+            None => Ok(()),
         }
+    }
+
+    /// Open sled's files in `sled_dir`, which hold the current format.
+    fn open_sled(sled_dir: &Path) -> Result<Self> {
+        let tree = sled_config(sled_dir).open().map_err(backend)?;
+        // Sled keeps its data in `db`; fsync through our own handle reaches the same inode.
+        let data_file = File::open(sled_dir.join("db")).map_err(backend)?;
         let engine = Self {
             tree,
             data_file: Arc::new(data_file),
             redo: Arc::default(),
-            in_pieces: Arc::new(Mutex::new(in_pieces)),
+            in_pieces: Arc::default(),
         };
+        engine.finish_intents()?;
+        let mut in_pieces = engine.lock_in_pieces();
+        for item in engine.tree.range(pieces::marker_range()) {
+            let (marker, _) = item.map_err(backend)?;
+            in_pieces.insert(pieces::key_behind(&marker).to_vec());
+        }
+        drop(in_pieces);
         engine.finish_interrupted_batch()?;
         Ok(engine)
+    }
+
+    /// Finish each change to or from pieces that a crash cut short if its head was written,
+    /// undo it if not.
+    fn finish_intents(&self) -> Result<()> {
+        let intents: Vec<_> = self
+            .tree
+            .range(pieces::intent_range())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(backend)?;
+        for (intent_key, intent) in intents {
+            let key = pieces::key_behind(&intent_key);
+            let intent = Intent::decode(&intent).map_err(corrupt)?;
+            let now = self.head_of(key)?;
+            let done = match intent.new {
+                Some(new) => now == Some(new),
+                None => now != intent.old,
+            };
+            let (keep, drop) = if done {
+                (intent.new, intent.old)
+            } else {
+                (intent.old, intent.new)
+            };
+            tracing::info!(
+                key = %String::from_utf8_lossy(key),
+                done,
+                "finishing a change of a large value a crash interrupted"
+            );
+            if let Some(drop) = drop {
+                self.remove_pieces(key, drop)?;
+            }
+            match keep {
+                Some(_) => self.tree.insert(pieces::marker_key(key), &[][..]),
+                None => self.tree.remove(pieces::marker_key(key)),
+            }
+            .map_err(backend)?;
+            self.tree.remove(&intent_key).map_err(backend)?;
+        }
+        Ok(())
     }
 
     /// Re-apply the batch a crash interrupted, if any.
@@ -114,24 +171,108 @@ impl SledEngine {
         self.in_pieces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Refuse keys the engine keeps for itself and keys long enough to grow a node past
+    /// sled's blob threshold.
+    fn check_keys(ops: &[BatchOp]) -> Result<()> {
+        for op in ops {
+            let key = match op {
+                BatchOp::Put(k, _) | BatchOp::Delete(k) => k,
+            };
+            if key.first() >= Some(&FIRST_INTERNAL) {
+                return Err(EngineError::RefusedKey {
+                    len: key.len(),
+                    reason: "keys from byte 0xfc up are the engine's own",
+                });
+            }
+            if key.len() > MAX_KEY {
+                return Err(EngineError::RefusedKey {
+                    len: key.len(),
+                    reason: "longer than the engine keeps (6 KiB)",
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn apply_in_order(&self, ops: Vec<BatchOp>) -> Result<()> {
-        // sled's log is recovered up to its first missing write, so a crash keeps a prefix.
         let mut in_pieces = self.lock_in_pieces();
         for op in ops {
-            match op {
-                BatchOp::Put(k, v) if v.len() <= PIECE && !in_pieces.contains(&k) => {
-                    self.tree.insert(k, pieces::inline(&v)).map(drop)
-                }
-                BatchOp::Delete(k) if !in_pieces.contains(&k) => self.tree.remove(k).map(drop),
-                op => {
-                    // A value's head and pieces change in one atomic sled batch.
-                    let mut staged = Staged::default();
-                    self.stage(&in_pieces, &mut staged, op)?;
-                    self.apply_staged(&mut in_pieces, staged)?;
-                    Ok(())
-                }
+            self.apply_one(&mut in_pieces, op)?;
+        }
+        Ok(())
+    }
+
+    /// One put or delete, in writes whose every prefix a crash may keep: a value inline over
+    /// one inline is one write; a change to or from pieces records its intent, writes the new
+    /// pieces, then the key (the point from which it is done), then removes the old pieces
+    /// and the intent.
+    fn apply_one(&self, in_pieces: &mut HashSet<Vec<u8>>, op: BatchOp) -> Result<()> {
+        let (key, value) = match op {
+            BatchOp::Put(k, v) => (k, Some(v)),
+            BatchOp::Delete(k) => (k, None),
+        };
+        let old = match in_pieces.contains(&key) {
+            true => self.head_of(&key)?,
+            false => None,
+        };
+        let new = match &value {
+            Some(v) if v.len() > PIECE => Some(self.new_head(v.len())?),
+            _ => None,
+        };
+        let tree = &self.tree;
+        if old.is_none() && new.is_none() {
+            return match value {
+                Some(v) => tree.insert(key, pieces::inline(&v)).map(drop),
+                None => tree.remove(key).map(drop),
             }
+            .map_err(backend);
+        }
+        let intent_key = pieces::intent_key(&key);
+        tree.insert(intent_key.as_slice(), Intent { new, old }.encode())
             .map_err(backend)?;
+        if let (Some(head), Some(value)) = (new, &value) {
+            for (index, piece) in pieces::split(value) {
+                tree.insert(pieces::piece_key(&key, head.gen, index), piece)
+                    .map_err(backend)?;
+            }
+            tree.insert(pieces::marker_key(&key), &[][..])
+                .map_err(backend)?;
+        }
+        match (new, value) {
+            (Some(head), _) => tree.insert(key.as_slice(), head.encode()),
+            (None, Some(v)) => tree.insert(key.as_slice(), pieces::inline(&v)),
+            (None, None) => tree.remove(key.as_slice()),
+        }
+        .map_err(backend)?;
+        if new.is_none() {
+            tree.remove(pieces::marker_key(&key)).map_err(backend)?;
+        }
+        if let Some(old) = old {
+            self.remove_pieces(&key, old)?;
+        }
+        tree.remove(intent_key).map_err(backend)?;
+        match new {
+            Some(_) => in_pieces.insert(key),
+            None => in_pieces.remove(&key),
+        };
+        Ok(())
+    }
+
+    fn new_head(&self, len: usize) -> Result<Head> {
+        if len as u64 > pieces::MAX_VALUE {
+            return Err(EngineError::RefusedValue { len });
+        }
+        Ok(Head {
+            gen: self.tree.generate_id().map_err(backend)?,
+            len: len as u64,
+        })
+    }
+
+    fn remove_pieces(&self, key: &[u8], head: Head) -> Result<()> {
+        for index in 0..head.count() {
+            self.tree
+                .remove(pieces::piece_key(key, head.gen, index))
+                .map_err(backend)?;
         }
         Ok(())
     }
@@ -143,56 +284,6 @@ impl SledEngine {
         for op in ops {
             self.stage(&in_pieces, &mut staged, op)?;
         }
-        self.apply_staged(&mut in_pieces, staged)
-    }
-
-    /// Add `op`'s sled writes to `staged`: the value inline or its pieces and head, and the
-    /// removal of the pieces it replaces.
-    fn stage(&self, in_pieces: &HashSet<Vec<u8>>, staged: &mut Staged, op: BatchOp) -> Result<()> {
-        let (key, value) = match op {
-            BatchOp::Put(k, v) => (k, Some(v)),
-            BatchOp::Delete(k) => (k, None),
-        };
-        let old = match staged.heads.get(&key) {
-            Some(head) => *head,
-            None if in_pieces.contains(&key) => self.head_of(&key)?,
-            None => None,
-        };
-        let batch = &mut staged.batch;
-        if let Some(old) = old {
-            for index in 0..old.count() {
-                batch.remove(pieces::piece_key(&key, old.gen, index));
-            }
-        }
-        let new = match value {
-            Some(value) if value.len() > PIECE => {
-                let head = Head {
-                    gen: old.map_or(0, |h| h.gen.wrapping_add(1)),
-                    len: value.len() as u64,
-                };
-                for (index, piece) in pieces::split(&value) {
-                    batch.insert(pieces::piece_key(&key, head.gen, index), piece);
-                }
-                batch.insert(key.as_slice(), head.encode());
-                batch.insert(pieces::marker_key(&key), &[][..]);
-                Some(head)
-            }
-            Some(value) => {
-                batch.insert(key.as_slice(), pieces::inline(&value));
-                batch.remove(pieces::marker_key(&key));
-                None
-            }
-            None => {
-                batch.remove(key.as_slice());
-                batch.remove(pieces::marker_key(&key));
-                None
-            }
-        };
-        staged.heads.insert(key, new);
-        Ok(())
-    }
-
-    fn apply_staged(&self, in_pieces: &mut HashSet<Vec<u8>>, staged: Staged) -> Result<()> {
         self.tree.apply_batch(staged.batch).map_err(backend)?;
         for (key, head) in staged.heads {
             match head {
@@ -203,12 +294,55 @@ impl SledEngine {
         Ok(())
     }
 
+    /// Add `op`'s sled writes to `staged`: the value inline or its pieces and head, and the
+    /// removal of the pieces it replaces. The batch is atomic, so no intent is needed.
+    fn stage(&self, in_pieces: &HashSet<Vec<u8>>, staged: &mut Staged, op: BatchOp) -> Result<()> {
+        let (key, value) = match op {
+            BatchOp::Put(k, v) => (k, Some(v)),
+            BatchOp::Delete(k) => (k, None),
+        };
+        let old = match staged.heads.get(&key) {
+            Some(head) => *head,
+            None if in_pieces.contains(&key) => self.head_of(&key)?,
+            None => None,
+        };
+        let new = match &value {
+            Some(v) if v.len() > PIECE => Some(self.new_head(v.len())?),
+            _ => None,
+        };
+        let batch = &mut staged.batch;
+        if let Some(old) = old {
+            for index in 0..old.count() {
+                batch.remove(pieces::piece_key(&key, old.gen, index));
+            }
+        }
+        match (new, value) {
+            (Some(head), Some(value)) => {
+                for (index, piece) in pieces::split(&value) {
+                    batch.insert(pieces::piece_key(&key, head.gen, index), piece);
+                }
+                batch.insert(key.as_slice(), head.encode());
+                batch.insert(pieces::marker_key(&key), &[][..]);
+            }
+            (_, Some(value)) => {
+                batch.insert(key.as_slice(), pieces::inline(&value));
+                batch.remove(pieces::marker_key(&key));
+            }
+            (_, None) => {
+                batch.remove(key.as_slice());
+                batch.remove(pieces::marker_key(&key));
+            }
+        }
+        staged.heads.insert(key, new);
+        Ok(())
+    }
+
     /// The head stored at `key`, if its value is in pieces.
     fn head_of(&self, key: &[u8]) -> Result<Option<Head>> {
         let Some(stored) = self.tree.get(key).map_err(backend)? else {
             return Ok(None);
         };
-        match pieces::decode(&stored).map_err(backend)? {
+        match pieces::decode(&stored).map_err(corrupt)? {
             Stored::InPieces(head) => Ok(Some(head)),
             Stored::Inline(_) => Ok(None),
         }
@@ -219,7 +353,7 @@ impl SledEngine {
     fn value_of(&self, key: &[u8], stored: sled::IVec) -> Result<Option<Vec<u8>>> {
         let mut stored = stored;
         loop {
-            let head = match pieces::decode(&stored).map_err(backend)? {
+            let head = match pieces::decode(&stored).map_err(corrupt)? {
                 Stored::Inline(value) => return Ok(Some(value.to_vec())),
                 Stored::InPieces(head) => head,
             };
@@ -229,26 +363,23 @@ impl SledEngine {
                 // head was read; only a head that still names them makes the loss real.
                 Err(bad) => match self.tree.get(key).map_err(backend)? {
                     Some(now) if now != stored => stored = now,
-                    Some(_) => return Err(backend(bad)),
+                    Some(_) => return Err(corrupt(bad)),
                     None => return Ok(None),
                 },
             }
         }
     }
 
+    /// The pieces `head` names, joined; `Err` when one is missing or the wrong length.
     fn read_pieces(
         &self,
         key: &[u8],
         head: Head,
     ) -> Result<std::result::Result<Vec<u8>, pieces::BadValue>> {
         let count = head.count();
-        if head.len <= PIECE as u64 {
-            return Ok(Err(pieces::BadValue::Piece { index: 0, count }));
-        }
         let first = pieces::piece_key(key, head.gen, 0);
         let last = pieces::piece_key(key, head.gen, count - 1);
-        // A damaged head could name any length: grow with what is really there.
-        let mut value = Vec::with_capacity(head.len.min(16 << 20) as usize);
+        let mut value = Vec::with_capacity(head.len as usize);
         let mut index = 0;
         for item in self.tree.range(first..=last) {
             let (_, piece) = item.map_err(backend)?;
@@ -331,7 +462,7 @@ impl Engine for SledEngine {
     fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
         for item in self.tree.range(..vec![FIRST_INTERNAL]) {
             let (k, stored) = item.map_err(backend)?;
-            match pieces::decode(&stored).map_err(backend)? {
+            match pieces::decode(&stored).map_err(corrupt)? {
                 Stored::Inline(v) => visit(&k, v),
                 Stored::InPieces(_) => {
                     if let Some(v) = self.value_of(&k, stored)? {
@@ -358,6 +489,7 @@ impl Engine for SledEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        Self::check_keys(&batch.ops)?;
         // One operation is atomic by itself.
         if batch.ops.len() <= 1 {
             return self.apply_in_order(batch.ops);
@@ -374,6 +506,7 @@ impl Engine for SledEngine {
     }
 
     fn write_in_order(&self, batch: WriteBatch) -> Result<()> {
+        Self::check_keys(&batch.ops)?;
         self.apply_in_order(batch.ops)
     }
 
@@ -533,8 +666,105 @@ mod tests {
                 .expect("write");
         }
         e.sync().expect("sync");
-        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        let blobs = std::fs::read_dir(dir.path().join("store/blobs")).map_or(0, |d| d.count());
         assert_eq!(blobs, 0, "sled wrote nodes as blob files");
+    }
+
+    #[test]
+    fn a_change_of_a_large_value_a_crash_cut_short_is_undone_before_its_key_and_finished_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = b"\x01k".to_vec();
+        let a = vec![1u8; 3 * PIECE];
+        let b = vec![2u8; 5 * PIECE];
+        let old = {
+            let e = SledEngine::open(dir.path()).expect("open");
+            e.write(batch(&[(&key, Some(&a))])).expect("write");
+            e.head_of(&key).expect("head").expect("in pieces")
+        };
+        let new = Head {
+            gen: old.gen + 1000,
+            len: b.len() as u64,
+        };
+        // What `apply_one` writes, up to `through` of its steps; then the process dies.
+        let cut = |through: usize| {
+            let e = SledEngine::open(dir.path()).expect("open");
+            let t = &e.tree;
+            let steps: Vec<Box<dyn Fn()>> = vec![
+                Box::new(|| {
+                    t.insert(
+                        pieces::intent_key(&key),
+                        Intent {
+                            new: Some(new),
+                            old: Some(old),
+                        }
+                        .encode(),
+                    )
+                    .map(drop)
+                    .expect("intent")
+                }),
+                Box::new(|| {
+                    for (i, p) in pieces::split(&b) {
+                        t.insert(pieces::piece_key(&key, new.gen, i), p)
+                            .expect("piece");
+                    }
+                }),
+                Box::new(|| {
+                    t.insert(key.as_slice(), new.encode())
+                        .map(drop)
+                        .expect("head")
+                }),
+            ];
+            for step in &steps[..through] {
+                step();
+            }
+            e.sync().expect("sync");
+        };
+        cut(2);
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(e.get(&key).expect("get"), Some(a.clone()), "undone");
+        assert_eq!(
+            internal_keys(&e),
+            1 + 3,
+            "the marker and the old pieces only"
+        );
+        drop(e);
+        cut(3);
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(e.get(&key).expect("get"), Some(b.clone()), "finished");
+        assert_eq!(
+            internal_keys(&e),
+            1 + 5,
+            "the marker and the new pieces only"
+        );
+        // Deleted, cut once the key is gone: finished, nothing left.
+        let now = e.head_of(&key).expect("head").expect("in pieces");
+        e.tree
+            .insert(
+                pieces::intent_key(&key),
+                Intent {
+                    new: None,
+                    old: Some(now),
+                }
+                .encode(),
+            )
+            .expect("intent");
+        e.tree.remove(key.as_slice()).expect("remove");
+        e.sync().expect("sync");
+        drop(e);
+        let e = SledEngine::open(dir.path()).expect("reopen");
+        assert_eq!(e.get(&key).expect("get"), None);
+        assert_eq!(internal_keys(&e), 0);
+    }
+
+    #[test]
+    fn the_engines_own_keys_and_overlong_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SledEngine::open(dir.path()).expect("open");
+        for key in [&b"\xfcx"[..], REDO_KEY, &vec![1u8; MAX_KEY + 1]] {
+            let err = e.write(batch(&[(key, Some(b"v"))])).unwrap_err();
+            assert!(matches!(err, EngineError::RefusedKey { .. }), "{err}");
+        }
+        assert_eq!(internal_keys(&e), 0, "a refused write changes nothing");
     }
 
     #[test]
