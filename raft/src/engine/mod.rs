@@ -113,9 +113,14 @@ pub trait Engine: Send + Sync + 'static {
         end: Bound<Vec<u8>>,
         limit: usize,
     ) -> Result<Vec<RawEntry>>;
-    /// Visit every record in key order, without copying them out first.
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
-        for (k, v) in self.scan(Bound::Unbounded, Bound::Unbounded, 0)? {
+    /// Visit the records in `[start, end)` in key order, without copying them out first.
+    fn for_each_in(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        for (k, v) in self.scan(start, end, 0)? {
             visit(&k, &v);
         }
         Ok(())

@@ -459,8 +459,16 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
-    fn for_each(&self, visit: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
-        for item in self.tree.range(..vec![FIRST_INTERNAL]) {
+    fn for_each_in(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        if starts_internal(&start) {
+            return Ok(());
+        }
+        for item in self.tree.range((start, below_internal(end))) {
             let (k, stored) = item.map_err(backend)?;
             match pieces::decode(&stored).map_err(corrupt)? {
                 Stored::Inline(v) => visit(&k, v),
@@ -608,8 +616,10 @@ mod tests {
                 "pieces never show"
             );
             let mut seen = Vec::new();
-            e.for_each(&mut |k, v| seen.push((k.to_vec(), v.len())))
-                .expect("for_each");
+            e.for_each_in(Bound::Unbounded, Bound::Unbounded, &mut |k, v| {
+                seen.push((k.to_vec(), v.len()))
+            })
+            .expect("for_each_in");
             assert_eq!(seen.len(), 3);
             let last = e.last(Bound::Unbounded, Bound::Unbounded).expect("last");
             assert_eq!(
