@@ -81,19 +81,19 @@ fn serialise_records_into<E: Engine, W: std::io::Write>(
     let applied_key = AppliedSpace::raw_key(&APPLIED_KEY);
     let mut visit = |k: &[u8], v: &[u8]| {
         if k == applied_key.as_slice() {
-                match bincode::deserialize::<super::AppliedState>(v) {
-                    Ok(s) => state = Some(s),
-                    Err(e) => failed = Some(e.to_string()),
-                }
+            match bincode::deserialize::<super::AppliedState>(v) {
+                Ok(s) => state = Some(s),
+                Err(e) => failed = Some(e.to_string()),
             }
-            if failed.is_some() {
-                return;
-            }
-            let pair = (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v));
-            if let Err(e) = bincode::serialize_into(&mut *out, &pair) {
-                failed = Some(e.to_string());
-            }
-            count += 1;
+        }
+        if failed.is_some() {
+            return;
+        }
+        let pair = (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v));
+        if let Err(e) = bincode::serialize_into(&mut *out, &pair) {
+            failed = Some(e.to_string());
+        }
+        count += 1;
     };
     // The history is most of the store and no part of a snapshot: never read it.
     let history = vec![HistorySpace::PREFIX];
