@@ -13,7 +13,9 @@ mod up;
 use clap::{Parser, Subcommand};
 
 // sled rewrites whole tree nodes on every change; glibc's allocator spent a quarter of a
-// control node's CPU on that churn (perf), mimalloc a fraction of it.
+// control node's CPU on that churn (perf), mimalloc a fraction of it. The feature
+// `system-allocator` keeps glibc's, which heap profilers (heaptrack) see.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

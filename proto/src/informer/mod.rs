@@ -321,14 +321,20 @@ async fn run_informer<K>(
             }
         };
         backoff = Duration::from_millis(100);
-        let mut fresh = Vec::with_capacity(list.items.len());
+        // Filled beside the old cache, which readers keep using until the swap.
+        let mut fresh = me.read(Store::empty_like);
         for item in list.items {
             match serde_json::from_slice::<K>(&item) {
-                Ok(k) => fresh.push((name_of(&k), Arc::new(k), item)),
+                Ok(k) => {
+                    let k = Arc::new(k);
+                    fresh.insert(name_of(&*k), &k, &item);
+                }
                 Err(e) => me.report_undecodable(resource, &item, &e),
             }
         }
-        me.write(|s| s.replace(fresh));
+        // The old cache is freed outside the lock.
+        let old = me.write(|s| std::mem::replace(s, fresh));
+        drop(old);
         me.advance(list.revision);
         if tx.send(InformerEvent::Synced).await.is_err() {
             return;

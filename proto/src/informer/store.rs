@@ -137,17 +137,18 @@ impl<K: DeserializeOwned> Store<K> {
     }
 
     /// Hold exactly `objects` (each with the JSON it was decoded from).
-    pub(super) fn replace(&mut self, objects: Vec<(ObjectName, Arc<K>, Vec<u8>)>) {
-        for index in &mut self.indexes {
-            index.entries.clear();
-        }
-        self.objects.clear();
-        for (key, obj, json) in objects {
-            for index in &mut self.indexes {
-                index.insert(&key, &obj);
-            }
-            let stored = self.stored(&obj, &json);
-            self.objects.insert(key, stored);
+    /// An empty store with the same indexes, kept the same way: a re-list fills one object
+    /// at a time (a compact store never holds every object decoded at once) and then takes
+    /// the place of the old.
+    pub(super) fn empty_like(&self) -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            indexes: self
+                .indexes
+                .iter()
+                .map(|i| Index::new(i.name, i.values_of.clone()))
+                .collect(),
+            compact: self.compact,
         }
     }
 
@@ -238,7 +239,8 @@ mod tests {
             let mut s = Store::new(vec![by_app()], compact);
             let (ka, a, ja) = config_map("a", "web", "1");
             let (kb, b, jb) = config_map("b", "web", "2");
-            s.replace(vec![(ka.clone(), a, ja), (kb.clone(), b, jb)]);
+            s.insert(ka.clone(), &a, &ja);
+            s.insert(kb.clone(), &b, &jb);
             assert_eq!(names(&objects(s.by_index("app", "web"))), ["a", "b"]);
 
             // b moves to another app: the index follows, and the previous state comes back.
