@@ -15,6 +15,13 @@ fn key(i: u8) -> Vec<u8> {
     format!("/registry/core/configmaps/default/big-{i:03}").into_bytes()
 }
 
+/// A key between the synced ones, rewritten while they are synced.
+fn busy_key(i: u8) -> Vec<u8> {
+    let mut k = key(i);
+    k.extend_from_slice(b"-busy");
+    k
+}
+
 fn put(engine: &SledEngine, key: Vec<u8>, value: Vec<u8>) {
     let mut batch = WriteBatch::default();
     batch.put_raw(key, value);
@@ -38,9 +45,11 @@ fn large_values_written_and_synced_survive_a_power_cut() {
                 let mut round = 0u8;
                 while !done.load(Ordering::Relaxed) {
                     for i in 0..written {
-                        let mut k = key(i);
-                        k.extend_from_slice(b"-busy");
-                        put(&engine, k, vec![round; VALUE_BYTES / 2 + i as usize]);
+                        put(
+                            &engine,
+                            busy_key(i),
+                            vec![round; VALUE_BYTES / 2 + i as usize],
+                        );
                         // Spread over the syncs rather than flooding the filesystem.
                         std::thread::sleep(std::time::Duration::from_millis(2));
                     }
@@ -67,10 +76,8 @@ fn large_values_written_and_synced_survive_a_power_cut() {
             "value {i}, synced before the cut, came back as {:?} bytes",
             value.map(|v| v.len())
         );
-        let mut busy = key(i);
-        busy.extend_from_slice(b"-busy");
         let value = engine
-            .get(&busy)
+            .get(&busy_key(i))
             .expect("an unsynced value reads back whole or not at all");
         if let Some(v) = value {
             assert_eq!(v.len(), VALUE_BYTES / 2 + i as usize, "{i}-busy");

@@ -77,6 +77,16 @@ pub enum BatchOp {
     Delete(Vec<u8>),
 }
 
+impl BatchOp {
+    /// The key, and the value it is set to (`None`: removed).
+    pub fn into_parts(self) -> (Vec<u8>, Option<Vec<u8>>) {
+        match self {
+            Self::Put(k, v) => (k, Some(v)),
+            Self::Delete(k) => (k, None),
+        }
+    }
+}
+
 /// A set of writes applied all-or-nothing.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {

@@ -207,18 +207,12 @@ impl SledEngine {
     /// pieces, then the key (the point from which it is done), then removes the old pieces
     /// and the intent.
     fn apply_one(&self, in_pieces: &mut HashSet<Vec<u8>>, op: BatchOp) -> Result<()> {
-        let (key, value) = match op {
-            BatchOp::Put(k, v) => (k, Some(v)),
-            BatchOp::Delete(k) => (k, None),
-        };
+        let (key, value) = op.into_parts();
         let old = match in_pieces.contains(&key) {
             true => self.head_of(&key)?,
             false => None,
         };
-        let new = match &value {
-            Some(v) if v.len() > PIECE => Some(self.new_head(v.len())?),
-            _ => None,
-        };
+        let new = self.head_for(value.as_deref())?;
         let tree = &self.tree;
         if old.is_none() && new.is_none() {
             return match value {
@@ -251,21 +245,24 @@ impl SledEngine {
             self.remove_pieces(&key, old)?;
         }
         tree.remove(intent_key).map_err(backend)?;
-        match new {
-            Some(_) => in_pieces.insert(key),
-            None => in_pieces.remove(&key),
-        };
+        note_head(in_pieces, key, new);
         Ok(())
     }
 
-    fn new_head(&self, len: usize) -> Result<Head> {
+    /// The head a write of `value` stores: a fresh one when the value goes in pieces, `None`
+    /// when it is inline or removed.
+    fn head_for(&self, value: Option<&[u8]>) -> Result<Option<Head>> {
+        let len = match value {
+            Some(v) if v.len() > PIECE => v.len(),
+            _ => return Ok(None),
+        };
         if len as u64 > pieces::MAX_VALUE {
             return Err(EngineError::RefusedValue { len });
         }
-        Ok(Head {
+        Ok(Some(Head {
             gen: self.tree.generate_id().map_err(backend)?,
             len: len as u64,
-        })
+        }))
     }
 
     fn remove_pieces(&self, key: &[u8], head: Head) -> Result<()> {
@@ -286,10 +283,7 @@ impl SledEngine {
         }
         self.tree.apply_batch(staged.batch).map_err(backend)?;
         for (key, head) in staged.heads {
-            match head {
-                Some(_) => in_pieces.insert(key),
-                None => in_pieces.remove(&key),
-            };
+            note_head(&mut in_pieces, key, head);
         }
         Ok(())
     }
@@ -297,19 +291,13 @@ impl SledEngine {
     /// Add `op`'s sled writes to `staged`: the value inline or its pieces and head, and the
     /// removal of the pieces it replaces. The batch is atomic, so no intent is needed.
     fn stage(&self, in_pieces: &HashSet<Vec<u8>>, staged: &mut Staged, op: BatchOp) -> Result<()> {
-        let (key, value) = match op {
-            BatchOp::Put(k, v) => (k, Some(v)),
-            BatchOp::Delete(k) => (k, None),
-        };
+        let (key, value) = op.into_parts();
         let old = match staged.heads.get(&key) {
             Some(head) => *head,
             None if in_pieces.contains(&key) => self.head_of(&key)?,
             None => None,
         };
-        let new = match &value {
-            Some(v) if v.len() > PIECE => Some(self.new_head(v.len())?),
-            _ => None,
-        };
+        let new = self.head_for(value.as_deref())?;
         let batch = &mut staged.batch;
         if let Some(old) = old {
             for index in 0..old.count() {
@@ -350,8 +338,7 @@ impl SledEngine {
 
     /// The value of `key` as stored: `stored` is what its key held when read. `None` when a
     /// writer removed the key meanwhile.
-    fn value_of(&self, key: &[u8], stored: sled::IVec) -> Result<Option<Vec<u8>>> {
-        let mut stored = stored;
+    fn value_of(&self, key: &[u8], mut stored: sled::IVec) -> Result<Option<Vec<u8>>> {
         loop {
             let head = match pieces::decode(&stored).map_err(corrupt)? {
                 Stored::Inline(value) => return Ok(Some(value.to_vec())),
@@ -408,6 +395,14 @@ impl SledEngine {
         self.apply_in_order(vec![BatchOp::Put(REDO_KEY.to_vec(), record)])?;
         self.apply_in_order(batch.ops.into_iter().take(applied).collect())
     }
+}
+
+/// Record in `in_pieces` whether `key`'s value is now in pieces (it has a head).
+fn note_head(in_pieces: &mut HashSet<Vec<u8>>, key: Vec<u8>, head: Option<Head>) {
+    match head {
+        Some(_) => in_pieces.insert(key),
+        None => in_pieces.remove(&key),
+    };
 }
 
 /// `end`, kept below the engine's own keys.

@@ -90,9 +90,14 @@ pub enum BadValue {
 
 /// The value as stored inline: its tag, then its bytes.
 pub(super) fn inline(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + value.len());
-    out.push(INLINE);
-    out.extend_from_slice(value);
+    prefixed(INLINE, value)
+}
+
+/// `byte ++ bytes`.
+fn prefixed(byte: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + bytes.len());
+    out.push(byte);
+    out.extend_from_slice(bytes);
     out
 }
 
@@ -117,10 +122,7 @@ pub(super) fn decode(stored: &[u8]) -> Result<Stored<'_>, BadValue> {
 }
 
 pub(super) fn marker_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(MARKER);
-    out.extend_from_slice(key);
-    out
+    prefixed(MARKER, key)
 }
 
 /// The marker space: every key whose value is in pieces, behind [`MARKER`].
@@ -190,10 +192,7 @@ impl Intent {
 }
 
 pub(super) fn intent_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(INTENT);
-    out.extend_from_slice(key);
-    out
+    prefixed(INTENT, key)
 }
 
 /// The intent space, behind [`INTENT`].
