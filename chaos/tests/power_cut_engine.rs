@@ -2,7 +2,7 @@
 //! not fsynced): with large values, a write that `sync` returned for must survive the cut,
 //! while other writers rewrite the same nodes without waiting for syncs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use skiff_chaos::powercut::PowerCutMount;
 use skiff_raft::engine::{Engine, SledEngine, WriteBatch};
@@ -10,6 +10,11 @@ use skiff_raft::engine::{Engine, SledEngine, WriteBatch};
 /// ConfigMaps near the API's size limit: 16 to a node would make nodes of several MiB, over
 /// sled's blob threshold, if the engine stored them whole.
 const VALUE_BYTES: usize = 512 << 10;
+
+/// Busy writes per synced one: enough to rewrite every busy key several times over the run
+/// (nodes freed and segments reused under the syncs), bounded so that a slow machine writes
+/// no more than a fast one.
+const BUSY_PER_SYNC: usize = 16;
 
 fn key(i: u8) -> Vec<u8> {
     format!("/registry/core/configmaps/default/big-{i:03}").into_bytes()
@@ -38,27 +43,32 @@ fn large_values_written_and_synced_survive_a_power_cut() {
     {
         let engine = SledEngine::open(&dir).expect("open");
         let done = AtomicBool::new(false);
+        let synced = AtomicUsize::new(0);
         std::thread::scope(|s| {
             // Keys between the synced ones, rewritten while the syncs run: their nodes hold
             // synced values too.
             s.spawn(|| {
-                let mut round = 0u8;
+                let mut puts = 0usize;
                 while !done.load(Ordering::Relaxed) {
-                    for i in 0..written {
-                        put(
-                            &engine,
-                            busy_key(i),
-                            vec![round; VALUE_BYTES / 2 + i as usize],
-                        );
-                        // Spread over the syncs rather than flooding the filesystem.
-                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    // Spread over the syncs rather than flooding the filesystem.
+                    if puts >= BUSY_PER_SYNC * (synced.load(Ordering::Relaxed) + 1) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        continue;
                     }
-                    round = round.wrapping_add(1);
+                    let i = (puts % written as usize) as u8;
+                    let round = (puts / written as usize) as u8;
+                    put(
+                        &engine,
+                        busy_key(i),
+                        vec![round; VALUE_BYTES / 2 + i as usize],
+                    );
+                    puts += 1;
                 }
             });
             for i in 0..written {
                 put(&engine, key(i), vec![i; VALUE_BYTES]);
                 engine.sync().expect("sync");
+                synced.fetch_add(1, Ordering::Relaxed);
             }
             done.store(true, Ordering::Relaxed);
         });

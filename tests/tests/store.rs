@@ -137,10 +137,40 @@ async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
         fc.get("big", false).await.unwrap().is_none(),
         "nothing may be stored"
     );
-    let st = fc.status().await.unwrap();
+    // The control plane writes too (its controllers' leases), so the revision may have moved:
+    // every revision since must be another key's change, none the refused write's.
+    let now = fc.status().await.unwrap().revision;
+    let mut changes = fc.watch("", true, rev + 1);
+    let mut since = Vec::new();
+    while since.last().map_or(rev, |(r, _)| *r) < now {
+        let item = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("the watch of the revisions since stalled")
+            .expect("watch open")
+            .expect("watch event");
+        if let WatchEvent::Events(events) = item {
+            since.extend(events.iter().map(|e| {
+                let kv = e.kv.as_ref().expect("event kv");
+                (
+                    kv.mod_revision,
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                )
+            }));
+        }
+    }
+    let taken: Vec<u64> = since
+        .iter()
+        .map(|(r, _)| *r)
+        .filter(|r| *r <= now)
+        .collect();
     assert_eq!(
-        st.revision, rev,
-        "the refused write must not change the revision"
+        taken,
+        (rev + 1..=now).collect::<Vec<_>>(),
+        "the refused write must not take a revision: {since:?}"
+    );
+    assert!(
+        since.iter().all(|(_, key)| key != "big"),
+        "the refused write must not be seen: {since:?}"
     );
 
     info!("exactly 1.5 MiB is accepted");

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use pieces::{Head, Intent, Stored, FIRST_INTERNAL, PIECE};
 
@@ -68,6 +69,28 @@ fn sled_config(dir: &Path) -> sled::Config {
         .flush_every_ms(Some(1000))
 }
 
+/// How long an open waits for sled's lock on its files before it gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Open sled in `sled_dir`, waiting briefly for its lock: a store closed a moment ago in this
+/// process is still held while sled's io threads finish writing its last buffers (they own a
+/// handle of the file, and its lock, until their task ends). Another process holding the
+/// store keeps it past the wait, and the open fails naming the lock.
+fn open_waiting_for_lock(sled_dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled_config(sled_dir).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened.map_err(backend),
+        }
+    }
+}
+
 /// Writes staged into one sled batch, with each touched key's head as of those writes
 /// (`None`: the value is inline or gone).
 #[derive(Default)]
@@ -94,7 +117,7 @@ impl SledEngine {
 
     /// Open sled's files in `sled_dir`, which hold the current format.
     fn open_sled(sled_dir: &Path) -> Result<Self> {
-        let tree = sled_config(sled_dir).open().map_err(backend)?;
+        let tree = open_waiting_for_lock(sled_dir)?;
         // Sled keeps its data in `db`; fsync through our own handle reaches the same inode.
         let data_file = File::open(sled_dir.join("db")).map_err(backend)?;
         let engine = Self {
@@ -566,6 +589,33 @@ mod tests {
         );
         let all = e.scan(Bound::Unbounded, Bound::Unbounded, 0).expect("scan");
         assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn an_open_waits_for_a_store_still_closing_and_gives_up_on_one_held_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = SledEngine::open(dir.path()).expect("open");
+        first
+            .write(batch(&[(b"\x01a", Some(b"kept"))]))
+            .expect("write");
+        let closing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let second = SledEngine::open(dir.path()).expect("opens once the first has closed");
+        closing.join().expect("closing thread");
+        assert_eq!(
+            second.get(b"\x01a").expect("get").as_deref(),
+            Some(&b"kept"[..])
+        );
+        let refused = SledEngine::open(dir.path())
+            .err()
+            .expect("a store held open is refused after the wait");
+        let why = std::error::Error::source(&refused).map(ToString::to_string);
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("lock")),
+            "{refused}: {why:?}"
+        );
     }
 
     #[test]
