@@ -13,11 +13,14 @@ mod up;
 use clap::{Parser, Subcommand};
 
 // sled rewrites whole tree nodes on every change; glibc's allocator spent a quarter of a
-// control node's CPU on that churn (perf), mimalloc a fraction of it. The feature
-// `system-allocator` keeps glibc's, which heap profilers (heaptrack) see.
+// control node's CPU on that churn (perf). jemalloc costs a fraction of it and, unlike
+// mimalloc, gives memory back once a burst is over (its background threads purge pages
+// unused for a second; `.cargo/config.toml` sets that, `_RJEM_MALLOC_CONF` overrides it), so
+// a member's resident memory follows what it holds rather than its largest burst. The
+// feature `system-allocator` keeps glibc's, which heap profilers (heaptrack) see.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
