@@ -27,6 +27,15 @@ fn busy_key(i: u8) -> Vec<u8> {
     k
 }
 
+/// Tells the busy writer to stop when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn put(engine: &SledEngine, key: Vec<u8>, value: Vec<u8>) {
     let mut batch = WriteBatch::default();
     batch.put_raw(key, value);
@@ -65,12 +74,13 @@ fn large_values_written_and_synced_survive_a_power_cut() {
                     puts += 1;
                 }
             });
+            // Set even when a write below panics: the busy writer waits on the syncs.
+            let _stop = StopOnDrop(&done);
             for i in 0..written {
                 put(&engine, key(i), vec![i; VALUE_BYTES]);
                 engine.sync().expect("sync");
                 synced.fetch_add(1, Ordering::Relaxed);
             }
-            done.store(true, Ordering::Relaxed);
         });
         let blobs = std::fs::read_dir(dir.join("store/blobs")).map_or(0, |d| d.count());
         assert_eq!(blobs, 0, "sled wrote nodes as blob files it never fsyncs");

@@ -75,7 +75,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Open sled in `sled_dir`, waiting briefly for its lock: a store closed a moment ago in this
 /// process is still held while sled's io threads finish writing its last buffers (they own a
 /// handle of the file, and its lock, until their task ends). Another process holding the
-/// store keeps it past the wait, and the open fails naming the lock.
+/// store keeps it past the wait, and the open fails naming the lock. sled reports the lock
+/// only in its message (`vendor/sled/src/config.rs`, `try_lock`), hence the text match; the
+/// unit test below fails if that text changes.
 fn open_waiting_for_lock(sled_dir: &Path) -> Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
