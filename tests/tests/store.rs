@@ -139,7 +139,7 @@ async fn writes_sent_to_a_follower_succeed_and_oversized_values_are_refused() {
     );
     // The control plane writes too (its controllers' leases), so the revision may have moved:
     // every revision since must be another key's change, none the refused write's.
-    let now = fc.status().await.unwrap().revision;
+    let now = fc.status().await.expect("status").revision;
     let mut changes = fc.watch("", true, rev + 1);
     let mut since = Vec::new();
     while since.last().map_or(rev, |(r, _)| *r) < now {
