@@ -33,9 +33,7 @@ pub async fn run(client: Option<&Client>, cmd: SnapshotCommand) -> anyhow::Resul
             save(client, &file).await
         }
         SnapshotCommand::Inspect { file, json } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let i = backup::inspect(&bytes).with_context(|| file.display().to_string())?;
+            let i = backup::inspect(&file).with_context(|| file.display().to_string())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&as_json(&i))?);
             } else {
@@ -55,7 +53,7 @@ async fn save(client: &Client, file: &Path) -> anyhow::Result<()> {
     let (header, checksum) = (v.header, v.checksum);
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     println!(
-        "saved {} ({size} bytes): revision {}, {} records, sha256 {checksum}",
+        "saved {} ({size} bytes): revision {}, {} records, checksum {checksum}",
         file.display(),
         header.revision,
         header.records,
@@ -65,7 +63,7 @@ async fn save(client: &Client, file: &Path) -> anyhow::Result<()> {
 
 fn print(i: &Inspection) {
     let h = &i.header;
-    println!("checksum:   sha256 {} (OK)", i.checksum);
+    println!("checksum:   {} (OK)", i.checksum);
     println!("size:       {} bytes", i.size);
     println!(
         "cluster:    {} (taken on member {})",

@@ -25,7 +25,7 @@ use openraft::{BasicNode, CommittedLeaderId, Membership, SnapshotMeta, StoredMem
 use crate::engine::SledEngine;
 use crate::log_store::LogStore;
 use crate::node::RaftNode;
-use crate::state_machine::snapshot::{self, SnapshotBody};
+use crate::state_machine::snapshot;
 use crate::types::{LogId, NodeId};
 use format::{BackupHeader, FormatError};
 
@@ -60,15 +60,17 @@ pub enum BackupError {
     },
 }
 
-/// A backup being sent: the start of its file and its records, captured into a file beside
-/// the store (removed when this is dropped), so that the member's memory does not grow with
-/// the store; [`Streamed::into_chunks`] gives the file piece by piece, checksum last.
+/// A backup being sent: the start of its file, and its records as they are captured into a
+/// file beside the store (removed when this is dropped), so that the member's memory does not
+/// grow with the store; [`Streamed::into_chunks`] gives the file piece by piece, its end last.
 #[derive(Debug)]
 pub struct Streamed {
-    /// What its header says.
+    /// What its header says (the counts of its records are known at its end).
     pub header: BackupHeader,
     head: Vec<u8>,
+    encoder: format::Encoder,
     records: CaptureFile,
+    progress: tokio::sync::mpsc::UnboundedReceiver<snapshot::Capture>,
 }
 
 /// The records file of a [`Streamed`] backup, removed when dropped.
@@ -105,8 +107,8 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 const READ_AHEAD: usize = 4;
 
 /// Take a backup of `node`'s store to be sent as it is read: every write acknowledged before
-/// the call is in it. Writes wait while the records are copied to disk, as [`take`] makes
-/// them wait while they are copied to memory.
+/// the call is in it. Writes wait while the records are copied into a file beside the store;
+/// the copy is sent on as it is written.
 pub async fn take(node: &RaftNode) -> Result<Streamed, BackupError> {
     node.linearizable_read()
         .await
@@ -118,17 +120,25 @@ pub async fn take(node: &RaftNode) -> Result<Streamed, BackupError> {
             .join(format!("backup-{}.capture", rand::random::<u64>())),
     );
     let path = records.0.clone();
-    let (count, bytes, state) =
-        tokio::task::spawn_blocking(move || snapshot::capture_body_to_file(&shared, &path))
-            .await
-            .map_err(|e| BackupError::Store(e.to_string()))?
-            .map_err(BackupError::Store)?;
-    let header = header_of(&node.config().cluster_id, node.id(), count, bytes, &state);
-    let head = format::encode_head(&header)?;
+    let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    tokio::task::spawn_blocking(move || snapshot::capture_pairs_to_file(&shared, &path, &tx));
+    let state = match progress.recv().await {
+        Some(snapshot::Capture::Started(state)) => state,
+        Some(snapshot::Capture::Failed(e)) => return Err(BackupError::Store(e)),
+        other => {
+            return Err(BackupError::Store(format!(
+                "the capture stopped before it started: {other:?}"
+            )))
+        }
+    };
+    let header = header_of(&node.config().cluster_id, node.id(), 0, 0, &state);
+    let (encoder, head) = format::Encoder::start(&header)?;
     Ok(Streamed {
         header,
         head,
+        encoder,
         records,
+        progress,
     })
 }
 
@@ -139,10 +149,11 @@ impl Streamed {
         save::save(self.into_chunks(), path).await
     }
 
-    /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records, then
-    /// the SHA-256 of all before it. A blocking thread reads and hashes the records ahead of
-    /// the sender (a few pieces), so that hashing goes on while the last piece is encrypted
-    /// and sent. The records file goes when the stream does, or when the receiver leaves.
+    /// The backup file in pieces of at most [`CHUNK_BYTES`]: its start, its records as the
+    /// capture writes them, then its end. A blocking thread reads and hashes the records
+    /// ahead of the sender (a few pieces), so that hashing goes on while the last piece is
+    /// encrypted and sent. The records file goes when the stream does, or when the receiver
+    /// leaves (and the capture stops then, if it is still going).
     pub fn into_chunks(self) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
@@ -156,38 +167,52 @@ impl Streamed {
         })
     }
 
-    /// Send the head, the records in pieces, then the checksum, to `tx`.
+    /// Send the head, the records in pieces as the capture writes them, then the end, to
+    /// `tx`.
     fn read_hashed(
         self,
         tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
     ) -> std::io::Result<()> {
-        use sha2::Digest;
+        use snapshot::Capture;
         use std::io::Read;
-        let Streamed { head, records, .. } = self;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(&head);
+        let Streamed {
+            head,
+            mut encoder,
+            records,
+            mut progress,
+            ..
+        } = self;
         let gone = || std::io::Error::other("the receiver left");
         tx.blocking_send(Ok(head)).map_err(|_| gone())?;
         let mut file = std::fs::File::open(&records.0)?;
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < buf.len() {
-                match file.read(&mut buf[filled..])? {
-                    0 => break,
-                    n => filled += n,
+        // Bytes of the file written (readable), and sent; the count once the capture is done.
+        let (mut written, mut sent, mut done) = (0u64, 0u64, None);
+        let count = loop {
+            while done.is_none() && written - sent < CHUNK_BYTES as u64 {
+                match progress.blocking_recv() {
+                    Some(Capture::Written(n)) => written = n,
+                    Some(Capture::Done { records, bytes }) => {
+                        (written, done) = (bytes, Some(records))
+                    }
+                    Some(Capture::Failed(e)) => return Err(std::io::Error::other(e)),
+                    Some(Capture::Started(_)) | None => {
+                        return Err(std::io::Error::other("the capture stopped"))
+                    }
                 }
             }
-            if filled == 0 {
-                break;
+            let piece = (written - sent).min(CHUNK_BYTES as u64) as usize;
+            match done {
+                Some(count) if piece == 0 => break count,
+                _ => {}
             }
-            buf.truncate(filled);
-            hasher.update(&buf);
+            let mut buf = vec![0u8; piece];
+            file.read_exact(&mut buf)?;
+            encoder.records(&buf);
+            sent += piece as u64;
             tx.blocking_send(Ok(buf)).map_err(|_| gone())?;
-        }
+        };
         drop(records);
-        tx.blocking_send(Ok(hasher.finalize().to_vec()))
-            .map_err(|_| gone())
+        tx.blocking_send(Ok(encoder.end(count))).map_err(|_| gone())
     }
 }
 
@@ -229,17 +254,25 @@ pub struct Inspection {
     pub size: u64,
 }
 
-fn records(data: &[u8]) -> Result<SnapshotBody, BackupError> {
-    bincode::deserialize(data).map_err(|e| BackupError::Records(e.to_string()))
-}
-
-/// Check `file` and count what it holds.
-pub fn inspect(file: &[u8]) -> Result<Inspection, BackupError> {
-    let v = format::decode(file)?;
-    let body = records(v.records)?;
+/// Check the backup file at `path` and count what it holds, reading it in pieces.
+pub fn inspect(path: &Path) -> Result<Inspection, BackupError> {
+    use std::io::{BufReader, Read, Seek, SeekFrom};
+    let v = format::verify_file(path).map_err(|e| match e {
+        format::VerifyError::Format(f) => BackupError::Format(f),
+        format::VerifyError::Io(e) => BackupError::Read(e),
+    })?;
+    let read = |e: &dyn std::fmt::Display| BackupError::Read(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(|e| read(&e))?;
+    let size = file.metadata().map_err(|e| read(&e))?.len();
+    file.seek(SeekFrom::Start(v.pairs_at))
+        .map_err(|e| read(&e))?;
+    let mut pairs = BufReader::with_capacity(1 << 20, file).take(v.pairs_bytes);
     let (mut keys, mut objects) = (0, BTreeMap::<String, u64>::new());
     let kv = crate::state_machine::kv_prefix();
-    for (k, _) in &body.pairs {
+    for _ in 0..v.header.records {
+        let (k, _): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            bincode::deserialize_from(&mut pairs)
+                .map_err(|e| BackupError::Records(e.to_string()))?;
         let Some(user_key) = k.strip_prefix(&[kv]) else {
             continue;
         };
@@ -263,7 +296,7 @@ pub fn inspect(file: &[u8]) -> Result<Inspection, BackupError> {
         checksum: v.checksum,
         keys,
         objects,
-        size: file.len() as u64,
+        size,
     })
 }
 
@@ -330,40 +363,33 @@ pub async fn recover(
         .map_err(|e| store(&e))?
         .map_or(0, |v| v.leader_id().term);
     let term = vote_term.max(applied.map_or(0, |l| l.leader_id.term)) + 1;
-    let (records, state) = snapshot::capture_body(&sm.shared()).map_err(BackupError::Store)?;
+    let (body, state) = snapshot::capture_body(&sm.shared()).map_err(BackupError::Store)?;
     // The body starts with its record count (bincode's length of the pairs).
-    let count = records
+    let count = body
         .get(..8)
         .and_then(|c| c.try_into().ok())
         .map(u64::from_le_bytes)
         .unwrap_or(0);
-    let header = header_of(cluster_id, id, count, records.len() as u64, &state);
-    let file = format::encode(&header, &records)?;
+    let header = header_of(
+        cluster_id,
+        id,
+        count,
+        (body.len() as u64).saturating_sub(8),
+        &state,
+    );
+    let checksum = format!("blake3:{}", blake3::hash(&body).to_hex());
     let members = BTreeMap::from([(id, addr.clone())]);
-    let header = restore_in_term(&file, staging, id, &members, term)?;
+    let (meta, at) = new_cluster_at(staging, id, &members, term, &header, &checksum)?;
+    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
+    let state = SledEngine::open(&staging.join("state")).map_err(|e| store(&e))?;
+    snapshot::seed(&state, &staging.join("snapshot.bin"), &meta, &body).map_err(|e| store(&e))?;
+    let log = LogStore::new(SledEngine::open(&staging.join("log")).map_err(|e| store(&e))?);
+    log.seed_restored(at, id).map_err(|e| store(&e))?;
     Ok(Recovered {
         header,
         addr,
         applied_from_log,
     })
-}
-
-fn restore_in_term(
-    file: &[u8],
-    dir: &Path,
-    id: NodeId,
-    members: &BTreeMap<NodeId, String>,
-    term: u64,
-) -> Result<BackupHeader, BackupError> {
-    let v = format::decode(file)?;
-    records(v.records)?;
-    let (meta, at) = new_cluster_at(dir, id, members, term, &v.header, &v.checksum)?;
-    let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
-    let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
-    snapshot::seed(&state, &dir.join("snapshot.bin"), &meta, v.records).map_err(|e| store(&e))?;
-    let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
-    log.seed_restored(at, id).map_err(|e| store(&e))?;
-    Ok(v.header)
 }
 
 /// Fill the empty data directory `dir` of member `id` of a new cluster of `members` with the
@@ -383,12 +409,13 @@ pub fn restore_file(
     let (meta, at) = new_cluster_at(dir, id, members, 1, &v.header, &v.checksum)?;
     let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
     let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
-    let body = snapshot::BodyInFile {
+    let pairs = snapshot::PairsInFile {
         path,
-        offset: v.records_at,
-        len: v.header.records_bytes,
+        offset: v.pairs_at,
+        len: v.pairs_bytes,
+        records: v.header.records,
     };
-    snapshot::seed_from_file(&state, &dir.join("snapshot.bin"), &meta, &body)
+    snapshot::seed_from_file(&state, &dir.join("snapshot.bin"), &meta, &pairs)
         .map_err(|e| BackupError::Records(e.to_string()))?;
     let log = LogStore::new(SledEngine::open(&dir.join("log")).map_err(|e| store(&e))?);
     log.seed_restored(at, id).map_err(|e| store(&e))?;
@@ -442,7 +469,6 @@ mod tests {
     fn a_restore_refuses_a_damaged_file_or_a_used_directory_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let members = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
-        let body = bincode::serialize(&SnapshotBody { pairs: Vec::new() }).unwrap_or_default();
         let header = BackupHeader {
             cluster_id: "c".into(),
             member_id: 1,
@@ -450,11 +476,11 @@ mod tests {
             raft_index: 0,
             raft_term: 0,
             records: 0,
-            records_bytes: body.len() as u64,
+            records_bytes: 0,
             taken_at: jiff::Timestamp::now().to_string(),
             written_by: "test".into(),
         };
-        let file = format::encode(&header, &body).unwrap_or_default();
+        let file = format::encode(&header, 0, &[]).unwrap_or_default();
         let (whole, cut_short) = (dir.path().join("whole.skiff"), dir.path().join("cut.skiff"));
         std::fs::write(&whole, &file).unwrap_or_default();
         std::fs::write(&cut_short, &file[..file.len() - 3]).unwrap_or_default();

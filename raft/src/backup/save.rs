@@ -165,7 +165,7 @@ mod tests {
             taken_at: "2026-12-07T00:00:00Z".into(),
             written_by: "test".into(),
         };
-        encode(&header, records).unwrap_or_default()
+        encode(&header, 1, records).unwrap_or_default()
     }
 
     fn pieces(file: &[u8], size: usize) -> Vec<Result<Vec<u8>, String>> {

@@ -88,9 +88,8 @@ impl Cluster for ClusterService {
             })?;
         tracing::info!(
             revision = taken.header.revision,
-            records_bytes = taken.header.records_bytes,
             took_ms = started.elapsed().as_millis() as u64,
-            "backup taken; streaming it"
+            "backup started; streaming it as it is captured"
         );
         // Read from disk as the client takes it: the member holds a chunk or two, not the file.
         let chunks = taken.into_chunks().map(|c| {

@@ -62,32 +62,30 @@ struct Captured {
 /// record, so the store is never held twice in small pieces (a copy of each record, then the
 /// serialised form).
 fn serialise_records<E: Engine>(engine: &E) -> Result<Captured, String> {
-    let mut body = Vec::new();
-    let (count, state) = serialise_records_into(engine, &mut body)?;
+    let mut body = 0u64.to_le_bytes().to_vec();
+    let (count, state) = serialise_pairs_into(engine, &mut body)?;
     body[..8].copy_from_slice(&count.to_le_bytes());
     Ok(Captured { body, state })
 }
 
-/// Write every record but the history to `out` as a snapshot body, whose first 8 bytes (the
-/// record count) are left zero for the caller to fill in; returns the count and the applied
-/// state among the records.
-fn serialise_records_into<E: Engine, W: std::io::Write>(
+/// Write every record but the history to `out` as the pairs of a snapshot body (each key
+/// and value as a length and its bytes; the body's count before them is the caller's), and
+/// return their count and the applied state among them.
+fn serialise_pairs_into<E: Engine, W: std::io::Write>(
     engine: &E,
     out: &mut W,
 ) -> Result<(u64, super::AppliedState), String> {
-    out.write_all(&0u64.to_le_bytes())
-        .map_err(|e| e.to_string())?;
     let (mut count, mut state, mut failed) = (0u64, None, None);
     let applied_key = AppliedSpace::raw_key(&APPLIED_KEY);
     let mut visit = |k: &[u8], v: &[u8]| {
+        if failed.is_some() {
+            return;
+        }
         if k == applied_key.as_slice() {
             match bincode::deserialize::<super::AppliedState>(v) {
                 Ok(s) => state = Some(s),
                 Err(e) => failed = Some(e.to_string()),
             }
-        }
-        if failed.is_some() {
-            return;
         }
         let pair = (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v));
         if let Err(e) = bincode::serialize_into(&mut *out, &pair) {
@@ -111,7 +109,7 @@ fn serialise_records_into<E: Engine, W: std::io::Write>(
 }
 
 /// Every record but the history, serialised as a snapshot's body, with the applied state it
-/// is of (a backup).
+/// is of (a recovery).
 pub(crate) fn capture_body<E: Engine>(
     shared: &SmShared<E>,
 ) -> Result<(Vec<u8>, super::AppliedState), String> {
@@ -119,27 +117,77 @@ pub(crate) fn capture_body<E: Engine>(
     serialise_records(&shared.engine).map(|c| (c.body, c.state))
 }
 
-/// Every record but the history, serialised as a snapshot's body into the new file `path`
-/// (fsync is the caller's choice: the file is read back at once), with the record count, the
-/// body's length and the applied state it is of. Writes wait while it is taken; memory does
-/// not grow with the store.
-pub(crate) fn capture_body_to_file<E: Engine>(
+/// How far a capture into a file has got, told as it goes (see [`capture_pairs_to_file`]).
+#[derive(Debug)]
+pub(crate) enum Capture {
+    /// Taken at this applied state; the records follow.
+    Started(super::AppliedState),
+    /// The file holds this many bytes of pairs, readable now.
+    Written(u64),
+    /// Done: the file holds `records` pairs in `bytes`.
+    Done {
+        /// Pairs written.
+        records: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// It stopped.
+    Failed(String),
+}
+
+/// Every record but the history, as the pairs of a snapshot body, into the new file `path`,
+/// telling `progress` the applied state they are of, then how many bytes are written as they
+/// are (a reader follows behind and sends them on), then the count. Writes wait while it is
+/// taken; memory does not grow with the store. It stops, releasing them, if nobody listens.
+pub(crate) fn capture_pairs_to_file<E: Engine>(
     shared: &SmShared<E>,
     path: &Path,
-) -> Result<(u64, u64, super::AppliedState), String> {
-    use std::io::{Seek, Write};
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (count, state) = {
-        let _guard = shared.state();
-        serialise_records_into(&shared.engine, &mut out)?
-    };
-    let mut file = out.into_inner().map_err(|e| e.to_string())?;
-    let len = file.stream_position().map_err(|e| e.to_string())?;
-    file.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| file.write_all(&count.to_le_bytes()))
-        .map_err(|e| e.to_string())?;
-    Ok((count, len, state))
+    progress: &tokio::sync::mpsc::UnboundedSender<Capture>,
+) {
+    let captured = (|| {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let told = Told {
+            file,
+            written: 0,
+            progress,
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, told);
+        let guard = shared.state();
+        progress
+            .send(Capture::Started(guard.clone()))
+            .map_err(|_| "nobody waits for the backup".to_string())?;
+        let (records, _) = serialise_pairs_into(&shared.engine, &mut out)?;
+        drop(guard);
+        let told = out.into_inner().map_err(|e| e.error().to_string())?;
+        Ok::<_, String>((records, told.written))
+    })();
+    // A send fails only when nobody listens any more: there is no one left to tell.
+    let _ = progress.send(match captured {
+        Ok((records, bytes)) => Capture::Done { records, bytes },
+        Err(e) => Capture::Failed(e),
+    });
+}
+
+/// A file that tells how much of it is written after each write.
+struct Told<'a> {
+    file: std::fs::File,
+    written: u64,
+    progress: &'a tokio::sync::mpsc::UnboundedSender<Capture>,
+}
+
+impl std::io::Write for Told<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = io::Write::write(&mut self.file, buf)?;
+        self.written += n as u64;
+        self.progress
+            .send(Capture::Written(self.written))
+            .map_err(|_| io::Error::other("nobody waits for the backup"))?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::Write::flush(&mut self.file)
+    }
 }
 
 /// Put every record of `body` but the history into `batch`, with the applied state they are
@@ -188,36 +236,42 @@ fn finish_records(
     batch.put::<AppliedSpace>(&APPLIED_KEY, state);
 }
 
-/// Where a snapshot body lies in a file: from `offset`, `len` bytes (a backup's records).
+/// Where the pairs of a snapshot body lie in a file: from `offset`, `len` bytes, `records`
+/// pairs (a backup's records).
 #[derive(Debug, Clone)]
-pub(crate) struct BodyInFile<'a> {
+pub(crate) struct PairsInFile<'a> {
     /// The file.
     pub path: &'a Path,
-    /// Where the body starts.
+    /// Where the pairs start.
     pub offset: u64,
-    /// Its length.
+    /// Their bytes.
     pub len: u64,
+    /// How many pairs.
+    pub records: u64,
 }
 
 /// Records put into the store per write while seeding from a file: memory stays bounded by
 /// this, not by the store.
 const SEED_BATCH_BYTES: usize = 16 << 20;
 
-/// [`seed`] from a body in a file, read twice in pieces (the records into `engine` in
-/// bounded batches; beside that, on a second thread, copied into the Raft snapshot at
-/// `snapshot_path`): memory does not grow with the store.
+/// [`seed`] from the pairs of a body in a file, read twice in pieces (the records into
+/// `engine` in bounded batches; beside that, on a second thread, copied into the Raft
+/// snapshot at `snapshot_path`): memory does not grow with the store.
 pub(crate) fn seed_from_file<E: Engine>(
     engine: &E,
     snapshot_path: &Path,
     meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-    body: &BodyInFile<'_>,
+    pairs: &PairsInFile<'_>,
 ) -> Result<super::AppliedState, StorageError> {
-    use std::io::{Read, Seek};
+    use std::io::Seek;
     let read_err = |e: &dyn std::fmt::Display| snap_err(ErrorVerb::Read, e);
     let open = || -> io::Result<io::Take<io::BufReader<std::fs::File>>> {
-        let mut f = std::fs::File::open(body.path)?;
-        f.seek(io::SeekFrom::Start(body.offset))?;
-        Ok(io::BufReader::with_capacity(1 << 20, f).take(body.len))
+        let mut f = std::fs::File::open(pairs.path)?;
+        f.seek(io::SeekFrom::Start(pairs.offset))?;
+        Ok(io::Read::take(
+            io::BufReader::with_capacity(1 << 20, f),
+            pairs.len,
+        ))
     };
     // The Raft snapshot file holds the same body after its meta, as `persist_at` writes it;
     // it is put in place only once the store holds the records too.
@@ -225,7 +279,9 @@ pub(crate) fn seed_from_file<E: Engine>(
     let copy = || -> io::Result<()> {
         let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
         bincode::serialize_into(&mut out, meta).map_err(io::Error::other)?;
-        io::Write::write_all(&mut out, &body.len.to_le_bytes())?;
+        // The body's length, then the body: the pairs' count, then the pairs.
+        io::Write::write_all(&mut out, &(pairs.len + 8).to_le_bytes())?;
+        io::Write::write_all(&mut out, &pairs.records.to_le_bytes())?;
         io::copy(&mut open()?, &mut out)?;
         let f = out.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()
@@ -239,11 +295,9 @@ pub(crate) fn seed_from_file<E: Engine>(
     };
     let load = || -> Result<super::AppliedState, StorageError> {
         let mut input = open().map_err(|e| read_err(&e))?;
-        let mut count = [0u8; 8];
-        input.read_exact(&mut count).map_err(|e| read_err(&e))?;
         let mut state: super::AppliedState = Default::default();
         let (mut batch, mut batch_bytes) = (WriteBatch::default(), 0usize);
-        for _ in 0..u64::from_le_bytes(count) {
+        for _ in 0..pairs.records {
             let (k, v): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
                 bincode::deserialize_from(&mut input).map_err(|e| read_err(&e))?;
             batch_bytes += k.len() + v.len();
