@@ -207,8 +207,15 @@ impl PeerClient {
     }
 }
 
-/// The largest AppendEntries sent: a message's limit, less room for the rest of the request.
-const MAX_APPEND_BYTES: usize = MAX_MESSAGE_BYTES - (256 << 10);
+/// The most bytes of entries one AppendEntries carries (a single larger entry still goes
+/// alone). openraft gives each AppendEntries one heartbeat interval to be answered, the
+/// follower's write and fsync included, and sends the same entries again when it is not: a
+/// batch of large objects that a loaded follower cannot take in that time is sent forever,
+/// each try costing both members a copy of it (seen: two members at a full core each for
+/// ten minutes, every message timing out, filling a store with 512 KiB objects). Small
+/// objects never come near it; large ones go a few per message. Well under a message's
+/// limit (`MAX_MESSAGE_BYTES`), which the peer enforces.
+const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// How many of `entries`, from the first, serialise into at most `limit` bytes (at least one).
 fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], limit: usize) -> u64 {
@@ -246,14 +253,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if rpc.entries.len() > 1 {
+            // Counted before anything is copied: openraft asks again with the hint.
+            let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
+            if fit < rpc.entries.len() as u64 {
+                return Err(PayloadTooLarge::new_entries_hint(fit).into());
+            }
+        }
         let payload =
             bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if payload.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
-            // Large objects: fewer entries per message, or the peer refuses every one of them
-            // and a follower that fell behind never catches up.
-            let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
-            return Err(PayloadTooLarge::new_entries_hint(fit).into());
-        }
         self.send_payload(RpcKind::Append, payload, &option).await
     }
 

@@ -315,6 +315,62 @@ async fn kill_of_all_members_then_restart_keeps_every_acknowledged_write() {
     assert_all_readable(&cluster.client(), "all", &check).await;
 }
 
+/// A follower that missed tens of MiB of large values is sent them a few per message: a
+/// message of 32 of them (16 MiB) took longer than the heartbeat interval openraft allows an
+/// answer on a loaded machine, and was sent again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_missed_large_values_catches_up_on_them() {
+    init_tracing();
+    let cluster = Cluster::start(3, MemberOptions::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    let client = cluster.client_of(leader);
+
+    info!(
+        follower,
+        "writes of 48 values of 512 KiB while a follower is paused"
+    );
+    cluster.pause(follower, true);
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 512 << 10];
+    let writes = (0..48).map(|i| {
+        let client = client.clone();
+        async move { client.put(format!("large/{i:02}"), value(i)).await }
+    });
+    let written = futures::future::join_all(writes).await;
+    cluster.pause(follower, false);
+    assert!(
+        written.iter().all(|w| w.is_ok()),
+        "writes with a quorum of two: {:?}",
+        written.iter().filter_map(|w| w.as_ref().err()).next()
+    );
+
+    info!("the follower holds every value, byte for byte, in its own state");
+    let theirs = cluster.client_of(follower);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..48 {
+        loop {
+            let got = theirs
+                .range(pb::RangeRequest {
+                    key: format!("large/{i:02}").into_bytes(),
+                    stale: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.kvs.into_iter().next().map(|kv| kv.value));
+            if matches!(&got, Ok(Some(v)) if *v == value(i)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "follower {follower} lacks large/{i:02}: {:?}\n{}",
+                got.map(|v| v.map(|v| v.len())),
+                cluster.log_of(follower)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fourth_member_added_under_load_catches_up_through_a_snapshot() {
     init_tracing();
