@@ -182,6 +182,7 @@ impl Streamed {
             mut progress,
             ..
         } = self;
+        let started = std::time::Instant::now();
         let gone = || std::io::Error::other("the receiver left");
         tx.blocking_send(Ok(head)).map_err(|_| gone())?;
         let mut file = std::fs::File::open(&records.0)?;
@@ -205,14 +206,26 @@ impl Streamed {
                 Some(count) if piece == 0 => break count,
                 _ => {}
             }
-            let mut buf = vec![0u8; piece];
-            file.read_exact(&mut buf)?;
+            // Not zeroed first: zeroing a fresh piece of 1 MiB costs the allocator a madvise
+            // and a page fault per page, a visible share of the member's time in a backup.
+            let mut buf = Vec::with_capacity(piece);
+            (&mut file).take(piece as u64).read_to_end(&mut buf)?;
+            if buf.len() < piece {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             encoder.records(&buf);
             sent += piece as u64;
             tx.blocking_send(Ok(buf)).map_err(|_| gone())?;
         };
         drop(records);
-        tx.blocking_send(Ok(encoder.end(count))).map_err(|_| gone())
+        tx.blocking_send(Ok(encoder.end(count)))
+            .map_err(|_| gone())?;
+        tracing::info!(
+            bytes = sent,
+            took_ms = started.elapsed().as_millis() as u64,
+            "backup sent"
+        );
+        Ok(())
     }
 }
 

@@ -144,6 +144,7 @@ pub(crate) fn capture_pairs_to_file<E: Engine>(
     path: &Path,
     progress: &tokio::sync::mpsc::UnboundedSender<Capture>,
 ) {
+    let started = std::time::Instant::now();
     let captured = (|| {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let told = Told {
@@ -163,7 +164,16 @@ pub(crate) fn capture_pairs_to_file<E: Engine>(
     })();
     // A send fails only when nobody listens any more: there is no one left to tell.
     let _ = progress.send(match captured {
-        Ok((records, bytes)) => Capture::Done { records, bytes },
+        Ok((records, bytes)) => {
+            // Writes waited this long.
+            tracing::info!(
+                records,
+                bytes,
+                took_ms = started.elapsed().as_millis() as u64,
+                "backup captured"
+            );
+            Capture::Done { records, bytes }
+        }
         Err(e) => Capture::Failed(e),
     });
 }

@@ -22,8 +22,11 @@ const MAX_QUEUE_ITEMS: usize = 64;
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// Skiff: 16, not 256. A shard keeps the page it was last given even past its capacity (the
+// cache's divided by the shards): with 256 shards of 256 KiB and leaves of large values near
+// 1 MiB, that was up to 256 MiB over a 64 MiB cache.
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 16;
 
 struct AccessBlock {
     len: AtomicUsize,
@@ -249,6 +252,22 @@ impl Lru {
         let shards = self.shards.len() as u64;
         let (shard_idx, item_pos) = (id % shards, id / shards);
         let (stack, shard_mu) = &self.shards[safe_usize(shard_idx)];
+
+        // Skiff: an access is counted at once when its shard is free. Queued, it was counted
+        // only once 64 accesses to the same shard had gathered, and a page read in stayed in
+        // memory uncounted until then: a scan of a store of large pages (a backup) read it
+        // all into memory past any cache capacity.
+        if let Some(mut shard) = shard_mu.try_lock() {
+            let accesses = stack.take(guard)
+                .map(CacheAccess::decompose)
+                .chain(std::iter::once((item_pos, item_size)));
+            for (item_pos, item_size) in accesses {
+                for pos in shard.accessed(safe_usize(item_pos), item_size) {
+                    ret.push((pos * shards) + shard_idx);
+                }
+            }
+            return ret;
+        }
 
         let filled = stack.push(CacheAccess::new(item_pos, item_size));
 

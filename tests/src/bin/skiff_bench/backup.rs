@@ -122,7 +122,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let work = cluster.dir().join("bench-backup");
     std::fs::create_dir_all(&work)?;
     let config = cluster.config_file();
-    println!("\nround  dd MiB/s  save s  save MiB/s  save/dd  member +RSS MiB  skiffctl peak MiB  restore s  restore MiB/s  restore/dd  restore peak MiB  engine load s  engine/dd  engine wrote MiB");
+    println!("\nround  dd MiB/s  save s  save MiB/s  save/dd  member RSS MiB  member +RSS MiB  skiffctl peak MiB  restore s  restore MiB/s  restore/dd  restore peak MiB  engine load s  engine/dd  engine wrote MiB");
     let (mut save_ratio, mut restore_ratio, mut member_growth, mut engine_ratio) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
@@ -176,9 +176,10 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         let engine = mib_per_s(bytes, engine_took);
         let growth = member_peak.saturating_sub(baseline) as f64 / (1 << 20) as f64;
         println!(
-            "{round:>5}  {dd:>8.0}  {:>6.1}  {save:>10.0}  {:>7.2}  {growth:>15.0}  {:>17.0}  {:>9.1}  {restore:>13.0}  {:>10.2}  {:>16.0}  {:>13.1}  {:>9.2}  {:>16.0}",
+            "{round:>5}  {dd:>8.0}  {:>6.1}  {save:>10.0}  {:>7.2}  {:>14.0}  {growth:>15.0}  {:>17.0}  {:>9.1}  {restore:>13.0}  {:>10.2}  {:>16.0}  {:>13.1}  {:>9.2}  {:>16.0}",
             save_took.as_secs_f64(),
             save / dd,
+            baseline as f64 / (1 << 20) as f64,
             ctl_peak as f64 / (1 << 20) as f64,
             restore_took.as_secs_f64(),
             restore / dd,
