@@ -60,6 +60,15 @@ pub enum BackupError {
     },
 }
 
+impl From<format::VerifyError> for BackupError {
+    fn from(e: format::VerifyError) -> Self {
+        match e {
+            format::VerifyError::Format(f) => Self::Format(f),
+            format::VerifyError::Io(e) => Self::Read(e),
+        }
+    }
+}
+
 /// A backup being sent: the start of its file, and its records as they are captured into a
 /// file beside the store (removed when this is dropped), so that the member's memory does not
 /// grow with the store; [`Streamed::into_chunks`] gives the file piece by piece, its end last.
@@ -270,10 +279,7 @@ pub struct Inspection {
 /// Check the backup file at `path` and count what it holds, reading it in pieces.
 pub fn inspect(path: &Path) -> Result<Inspection, BackupError> {
     use std::io::{BufReader, Read, Seek, SeekFrom};
-    let v = format::verify_file(path).map_err(|e| match e {
-        format::VerifyError::Format(f) => BackupError::Format(f),
-        format::VerifyError::Io(e) => BackupError::Read(e),
-    })?;
+    let v = format::verify_file(path)?;
     let read = |e: &dyn std::fmt::Display| BackupError::Read(format!("{}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| read(&e))?;
     let size = file.metadata().map_err(|e| read(&e))?.len();
@@ -415,10 +421,7 @@ pub fn restore_file(
     id: NodeId,
     members: &BTreeMap<NodeId, String>,
 ) -> Result<BackupHeader, BackupError> {
-    let v = format::verify_file(path).map_err(|e| match e {
-        format::VerifyError::Format(f) => BackupError::Format(f),
-        format::VerifyError::Io(e) => BackupError::Read(e),
-    })?;
+    let v = format::verify_file(path)?;
     let (meta, at) = new_cluster_at(dir, id, members, 1, &v.header, &v.checksum)?;
     let store = |e: &dyn std::fmt::Display| BackupError::Store(e.to_string());
     let state = SledEngine::open(&dir.join("state")).map_err(|e| store(&e))?;
