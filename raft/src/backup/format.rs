@@ -367,7 +367,9 @@ impl Checker {
         let (sum, counts) = match layout {
             Layout::V1 => {
                 if let Ok(h) = &header {
-                    let expected = head_end + h.records_bytes + CHECKSUM_LEN as u64;
+                    let expected = head_end
+                        .saturating_add(h.records_bytes)
+                        .saturating_add(CHECKSUM_LEN as u64);
                     if expected != self.len {
                         return Err(FormatError::WrongLength {
                             expected,

@@ -162,7 +162,7 @@ impl Streamed {
     /// capture writes them, then its end. A blocking thread reads and hashes the records
     /// ahead of the sender (a few pieces), so that hashing goes on while the last piece is
     /// encrypted and sent. The records file goes when the stream does, or when the receiver
-    /// leaves (and the capture stops then, if it is still going).
+    /// leaves (and the capture stops writing then, if it is still going).
     pub fn into_chunks(self) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send {
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
@@ -265,7 +265,7 @@ fn header_of(
 pub struct Inspection {
     /// Its header.
     pub header: BackupHeader,
-    /// Its SHA-256 (verified).
+    /// Its checksum, with its algorithm (verified).
     pub checksum: String,
     /// Keys of the key-value store (objects among them).
     pub keys: u64,

@@ -94,7 +94,7 @@ impl Cluster for ClusterService {
         // Read from disk as the client takes it: the member holds a chunk or two, not the file.
         let chunks = taken.into_chunks().map(|c| {
             c.map(|data| pb::BackupChunk { data })
-                .map_err(|e| Status::internal(format!("reading the backup's records: {e}")))
+                .map_err(|e| Status::internal(format!("taking the backup: {e}")))
         });
         Ok(Response::new(Box::pin(chunks)))
     }

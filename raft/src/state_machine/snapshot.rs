@@ -138,7 +138,9 @@ pub(crate) enum Capture {
 /// Every record but the history, as the pairs of a snapshot body, into the new file `path`,
 /// telling `progress` the applied state they are of, then how many bytes are written as they
 /// are (a reader follows behind and sends them on), then the count. Writes wait while it is
-/// taken; memory does not grow with the store. It stops, releasing them, if nobody listens.
+/// taken; memory does not grow with the store. If nobody listens any more it stops writing,
+/// but the engine's scan cannot be broken off: writes wait until it has passed over the rest
+/// of the store, no longer than a whole capture.
 pub(crate) fn capture_pairs_to_file<E: Engine>(
     shared: &SmShared<E>,
     path: &Path,
