@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -250,19 +249,26 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        if rpc.entries.len() > 1 {
-            // Counted before anything is copied: openraft asks again with the hint.
-            let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES);
-            if fit < rpc.entries.len() as u64 {
-                return Err(PayloadTooLarge::new_entries_hint(fit).into());
-            }
-        }
+        // Counted before anything is copied. Only the entries that fit go, and openraft hears
+        // how far they reached and goes on from there (its partial success: a refusal with a
+        // hint would be logged as an error and forgotten after ten messages).
+        let fit = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES) as usize;
+        let partial = fit < rpc.entries.len();
+        rpc.entries.truncate(fit);
+        let last_sent = rpc.entries.last().map(|e| e.log_id);
         let payload =
             bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.send_payload(RpcKind::Append, payload, &option).await
+        let reply: AppendEntriesResponse<NodeId> =
+            self.send_payload(RpcKind::Append, payload, &option).await?;
+        Ok(match reply {
+            AppendEntriesResponse::Success if partial => {
+                AppendEntriesResponse::PartialSuccess(last_sent)
+            }
+            other => other,
+        })
     }
 
     async fn install_snapshot(
