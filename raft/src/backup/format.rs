@@ -232,8 +232,8 @@ impl Encoder {
     }
 }
 
-/// The whole file for `header` and `pairs`, `records` of them (in memory: tests, small
-/// stores).
+#[cfg(test)]
+/// The whole file for `header` and `pairs`, `records` of them, in memory (the tests').
 pub fn encode(header: &BackupHeader, records: u64, pairs: &[u8]) -> Result<Vec<u8>, FormatError> {
     let (mut encoder, mut out) = Encoder::start(header)?;
     encoder.records(pairs);
@@ -257,8 +257,8 @@ pub struct VerifiedFile {
     pub format: u32,
 }
 
-/// Check the backup file at `path` as [`decode`] checks one in memory (magic, format, length,
-/// checksum), reading it in pieces: memory does not grow with its size.
+/// Check the backup file at `path` (magic, format, length, checksum), reading it in pieces:
+/// memory does not grow with its size.
 pub fn verify_file(path: &std::path::Path) -> Result<VerifiedFile, VerifyError> {
     use std::io::Read;
     let io = |e: std::io::Error| VerifyError::Io(format!("{}: {e}", path.display()));
@@ -279,9 +279,9 @@ pub fn verify_file(path: &std::path::Path) -> Result<VerifiedFile, VerifyError> 
 /// bytes, and a damaged length must not make a reader buffer the whole file.
 const MAX_HEADER_LEN: usize = 1 << 20;
 
-/// Checks a backup as its bytes go by (received, or read from disk), as [`decode`] checks one
-/// whole: memory holds the header and the file's last bytes seen (its end, if it ends there),
-/// not the file.
+/// Checks a backup as its bytes go by, received or read from disk (magic, format, length,
+/// checksum): memory holds the header and the file's last bytes seen (its end, if it ends
+/// there), not the file.
 #[derive(Default)]
 pub struct Checker {
     /// The file's start until its header is complete.
@@ -451,6 +451,7 @@ pub enum VerifyError {
     Io(String),
 }
 
+#[cfg(test)]
 /// A verified backup in memory: its header and its records' pairs.
 #[derive(Debug)]
 pub struct Verified<'a> {
@@ -477,6 +478,7 @@ fn preamble(start: &[u8]) -> Result<(Layout, usize), FormatError> {
     Ok((layout, word(MAGIC.len() + 4) as usize))
 }
 
+#[cfg(test)]
 /// Read and check `file`: magic, format, length and checksum, before anything in it is used.
 pub fn decode(file: &[u8]) -> Result<Verified<'_>, FormatError> {
     let mut checker = Checker::default();
