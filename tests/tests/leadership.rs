@@ -1,13 +1,14 @@
 //! Leadership moved on purpose: `skiffctl cluster transfer-leader`, and a rolling restart in
 //! which each member is stopped as systemd stops it (SIGTERM) — a leader hands over first —
-//! under a steady write and watch load.
+//! under a steady write and watch load; and leadership that moves on while the new leader's
+//! controllers are still starting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use skiff_e2e::{init_tracing, Cluster, MemberOptions};
+use skiff_e2e::{http_get, init_tracing, prometheus_samples, Cluster, MemberOptions};
 use skiff_proto::pb;
 use skiff_proto::{Client, ClientConfig, WatchEvent};
 use tracing::info;
@@ -290,4 +291,96 @@ async fn a_rolling_restart_under_load_loses_no_write_and_no_watch_event() {
     let got: BTreeSet<String> = counts.keys().map(|k| k.to_string()).collect();
     assert_eq!(got, stored, "the watch saw exactly the stored keys");
     assert!(counts.values().all(|c| *c == 1), "a key's event came twice");
+}
+
+/// Object watches a member serves, from its metrics.
+fn watches_open(cluster: &Cluster, id: u64) -> f64 {
+    let (code, text) = http_get(&cluster.metrics[&id], "/metrics");
+    assert_eq!(code, 200, "member {id}'s metrics");
+    prometheus_samples(&text)
+        .get("skiff_watches_open")
+        .copied()
+        .unwrap_or_else(|| panic!("member {id} counts its watches: {text}"))
+}
+
+/// The controllers watch what they cache through their own member's API, so the watches a
+/// member serves (nobody else watches here) are its controllers'. Leadership moved on again
+/// and again, each time as soon as the new leader took over (while its controllers were
+/// still listing what they watch), must leave none of them behind: once it settles, the
+/// members that do not lead serve no watch, and the leader as many as a leader that started
+/// undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controllers_stopped_while_starting_leave_no_watch_behind() {
+    init_tracing();
+    let cluster = Cluster::start(
+        3,
+        MemberOptions {
+            metrics: true,
+            ..Default::default()
+        },
+    );
+    let first = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = client(&cluster);
+    // Something for the controllers to list.
+    for i in 0..50 {
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("listed-{i}")}, "data": {"a": "1"}});
+        client
+            .create_object(
+                "configmaps",
+                "default",
+                serde_json::to_vec(&cm).expect("json"),
+            )
+            .await
+            .expect("a write");
+    }
+    let settled = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // A leader's controllers, started undisturbed: the count stops changing.
+    settled("the first leader's controllers to start", &|| {
+        let now = watches_open(&cluster, first);
+        std::thread::sleep(Duration::from_millis(500));
+        now > 0.0 && now == watches_open(&cluster, first)
+    });
+    let one_set = watches_open(&cluster, first);
+    info!(one_set, "watches of one leader's controllers");
+    for id in cluster.members.keys().filter(|id| **id != first) {
+        assert_eq!(
+            watches_open(&cluster, *id),
+            0.0,
+            "follower {id} serves no watch"
+        );
+    }
+
+    info!("leadership moved on six times, each as soon as the last move took effect");
+    for _ in 0..6 {
+        client
+            .transfer_leader(None)
+            .await
+            .expect("leadership handed over");
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    info!(leader, "settled");
+    settled("the members that do not lead to serve no watch", &|| {
+        cluster
+            .members
+            .keys()
+            .filter(|id| **id != leader)
+            .all(|id| watches_open(&cluster, *id) == 0.0)
+    });
+    settled(
+        "the leader to serve its controllers' watches, once",
+        &|| watches_open(&cluster, leader) == one_set,
+    );
+    // And it stays so: nothing left behind comes back.
+    std::thread::sleep(Duration::from_secs(2));
+    for id in cluster.members.keys() {
+        let want = if *id == leader { one_set } else { 0.0 };
+        assert_eq!(watches_open(&cluster, *id), want, "member {id}");
+    }
 }

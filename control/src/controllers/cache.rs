@@ -42,6 +42,18 @@ pub const LABEL: &str = "label";
 pub struct Watched<K> {
     informer: Informer<K>,
     feed: broadcast::Sender<InformerEvent<K>>,
+    /// Held for its drop, which ends the forwarder and with it the informer.
+    _forwarder: Forwarder,
+}
+
+/// The forwarder's task, stopped when its [`Watched`] goes: whether the term's controllers
+/// ran or their start was cut short by a lost leadership, nothing of them outlives it.
+struct Forwarder(tokio::task::AbortHandle);
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<K> Deref for Watched<K> {
@@ -56,13 +68,8 @@ impl<K> Watched<K>
 where
     K: Cacheable,
 {
-    /// Start the informer of `builder`. `synced` fires after its first list; `tasks` gets the
-    /// forwarder, whose end stops the informer.
-    pub fn start(
-        builder: InformerBuilder<K>,
-        synced: &mut Vec<oneshot::Receiver<()>>,
-        tasks: &mut Vec<tokio::task::AbortHandle>,
-    ) -> Self {
+    /// Start the informer of `builder`. `synced` fires after its first list.
+    pub fn start(builder: InformerBuilder<K>, synced: &mut Vec<oneshot::Receiver<()>>) -> Self {
         let (informer, mut events) = builder.start();
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let (sync_tx, sync_rx) = oneshot::channel();
@@ -80,8 +87,11 @@ where
                 let _ = forward.send(e);
             }
         });
-        tasks.push(task.abort_handle());
-        Self { informer, feed }
+        Self {
+            informer,
+            feed,
+            _forwarder: Forwarder(task.abort_handle()),
+        }
     }
 
     /// Changes from now on.

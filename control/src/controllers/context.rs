@@ -97,16 +97,6 @@ pub struct Ctx {
     pub recorder: EventRecorder,
     /// What the controllers count.
     pub metrics: ControllerMetrics,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        // The informers end when their event receivers, held by these tasks, are dropped.
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 impl Ctx {
@@ -117,8 +107,7 @@ impl Ctx {
         metrics: ControllerMetrics,
     ) -> Arc<Self> {
         let mut synced = Vec::new();
-        let mut tasks = Vec::new();
-        let (s, t) = (&mut synced, &mut tasks);
+        let s = &mut synced;
         // Every pod of the cluster, of which each reconcile reads a few: kept compact.
         let pods = Watched::start(
             cache::with_label_index(cache::with_owner_indexes(cache::builder(&client)))
@@ -141,35 +130,29 @@ impl Ctx {
                         .collect()
                 }),
             s,
-            t,
         );
         let replicasets = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
-            t,
         );
         let replicationcontrollers = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
-            t,
         );
         let deployments = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
-            t,
         );
-        let daemonsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
+        let daemonsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s);
         let jobs = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
-            t,
         );
-        let statefulsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
-        let revisions = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
+        let statefulsets = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s);
+        let revisions = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s);
         let claims = Watched::start(
             cache::with_namespace_index(cache::with_owner_indexes(cache::builder(&client))),
             s,
-            t,
         );
         let volumes = Watched::start(
             cache::builder(&client).index(cache::CLAIM, |v: &PersistentVolume| {
@@ -187,16 +170,15 @@ impl Ctx {
                     .collect()
             }),
             s,
-            t,
         );
-        let storage_classes = Watched::start(cache::builder(&client), s, t);
-        let pdbs = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
-        let cronjobs = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s, t);
-        let services = Watched::start(cache::with_namespace_index(cache::builder(&client)), s, t);
-        let nodes = Watched::start(cache::builder(&client), s, t);
-        let endpoints = Watched::start(cache::builder(&client), s, t);
-        let leases = Watched::start(cache::builder(&client), s, t);
-        let events = Watched::start(cache::builder(&client), s, t);
+        let storage_classes = Watched::start(cache::builder(&client), s);
+        let pdbs = Watched::start(cache::with_namespace_index(cache::builder(&client)), s);
+        let cronjobs = Watched::start(cache::with_owner_indexes(cache::builder(&client)), s);
+        let services = Watched::start(cache::with_namespace_index(cache::builder(&client)), s);
+        let nodes = Watched::start(cache::builder(&client), s);
+        let endpoints = Watched::start(cache::builder(&client), s);
+        let leases = Watched::start(cache::builder(&client), s);
+        let events = Watched::start(cache::builder(&client), s);
         for s in synced {
             let _ = s.await;
         }
@@ -223,7 +205,6 @@ impl Ctx {
             events,
             settings,
             metrics,
-            tasks,
         })
     }
 }

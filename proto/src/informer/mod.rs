@@ -315,6 +315,10 @@ async fn run_informer<K>(
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(resource, error = %e, "informer list failed; retrying");
+                // Stopped while its API cannot be reached: no list will ever tell it so.
+                if tx.is_closed() {
+                    return;
+                }
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
@@ -345,6 +349,9 @@ async fn run_informer<K>(
                 WatchEnd::Expired => continue 'list,
                 WatchEnd::Failed(e) => {
                     tracing::debug!(resource, error = %e, "informer watch failed; watching again from its revision");
+                    if tx.is_closed() {
+                        return;
+                    }
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
