@@ -27,6 +27,12 @@ use crate::types::{NodeId, Raft, Write};
 /// How long a call waits for an election to produce a leader before giving up.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 
+/// The log's page cache. Entries are written, replicated and applied within moments of each
+/// other, and sled keeps the pages it writes; only a follower far behind reads older ones (from
+/// the system's file cache then). A cache the size of the state's held mostly entries nobody
+/// would read again.
+const LOG_CACHE_BYTES: u64 = 16 << 20;
+
 /// Settings of a member.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -48,6 +54,8 @@ pub struct NodeConfig {
     pub keep_behind_snapshot: u64,
     /// Revisions of history kept for watchers.
     pub history_revisions: u64,
+    /// The state store's page cache, in bytes (sled's count of its pages).
+    pub state_cache_bytes: u64,
     /// The member's credentials: Raft and forwarded requests to peers go over mutual TLS.
     pub tls: Option<skiff_proto::tls::LiveCredentials>,
     /// Backups taken while it leads (none when the interval is zero).
@@ -68,6 +76,7 @@ impl NodeConfig {
             snapshot_every: 100_000,
             keep_behind_snapshot: 1_000,
             history_revisions: StateMachineConfig::default().history_revisions,
+            state_cache_bytes: crate::engine::DEFAULT_CACHE_BYTES,
             tls: None,
             backups: crate::backup::schedule::Schedule {
                 interval: Duration::ZERO,
@@ -142,21 +151,23 @@ impl RaftNode {
         .validate()
         .map_err(OpenError::Config)?;
 
-        let open = |sub: &str| {
+        let open = |sub: &str, cache: u64| {
             let path = config.data_dir.join(sub);
-            SledEngine::open(&path).map_err(|source| OpenError::Storage { path, source })
+            SledEngine::open_with_cache(&path, cache)
+                .map_err(|source| OpenError::Storage { path, source })
         };
         crate::backup::remove_stale_captures(&config.data_dir);
         let (log_events, log_events_rx) = eager_replication::channel();
         let stats = RaftStats::default();
-        let log = LogStore::timed(open("log")?, stats.log_fsync.clone()).with_events(log_events);
+        let log = LogStore::timed(open("log", LOG_CACHE_BYTES)?, stats.log_fsync.clone())
+            .with_events(log_events);
         log.resign_leadership(config.id)
             .map_err(|source| OpenError::Storage {
                 path: config.data_dir.join("log"),
                 source,
             })?;
         let sm = StateMachineStore::open(
-            open("state")?,
+            open("state", config.state_cache_bytes)?,
             config.data_dir.join("snapshot.bin"),
             StateMachineConfig {
                 history_revisions: config.history_revisions,

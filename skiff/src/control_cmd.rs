@@ -60,6 +60,10 @@ pub struct ControlArgs {
     /// Revisions of change history kept for watchers.
     #[arg(long, default_value_t = 50_000)]
     pub history_revisions: u64,
+    /// Page cache of the state store, in MiB: reads of the objects and history it holds
+    /// decode no page from disk.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub store_cache_mib: u64,
     /// Leader heartbeat period in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
@@ -267,6 +271,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     config.snapshot_every = args.snapshot_every;
     config.keep_behind_snapshot = args.keep_behind_snapshot;
     config.history_revisions = args.history_revisions;
+    config.state_cache_bytes = args.store_cache_mib << 20;
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.election_timeout = election;
     config.backups = skiff_raft::backup::schedule::Schedule {

@@ -2,8 +2,8 @@
 //! by, and a feed of its changes that every controller's runner subscribes to.
 //!
 //! ```text
-//!  Informer<K> ──events──▶ forwarder ──broadcast──▶ runner of controller A
-//!       │ cache + indexes                      └──▶ runner of controller B
+//!  Informer<K> ──events──▶ forwarder ──feed──▶ runner of controller A
+//!       │ cache + indexes                 └──▶ runner of controller B
 //!       └────────── read by reconciles (get, by_index) ◀───────┘
 //! ```
 
@@ -15,12 +15,14 @@ use k8s_openapi::Metadata;
 use skiff_proto::informer::Cacheable;
 use skiff_proto::objects::{Informer, InformerBuilder, InformerEvent, Selection};
 use skiff_proto::Client;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
+use super::feed::{self, Feed};
 use super::ownership::controller_uid;
 use super::runner::ObjectKey;
 
-/// Changes buffered per subscriber; a runner that falls further behind reconciles every key.
+/// Changes queued per subscriber and not yet taken; a runner that falls further behind
+/// reconciles every key.
 const FEED_CAPACITY: usize = 16 * 1024;
 
 /// Index: the uid of an object's controlling owner.
@@ -41,7 +43,7 @@ pub const LABEL: &str = "label";
 /// One kind as the controllers see it.
 pub struct Watched<K> {
     informer: Informer<K>,
-    feed: broadcast::Sender<InformerEvent<K>>,
+    feed: Arc<Feed<InformerEvent<K>>>,
     /// Held for its drop, which ends the forwarder and with it the informer.
     _forwarder: Forwarder,
 }
@@ -71,7 +73,7 @@ where
     /// Start the informer of `builder`. `synced` fires after its first list.
     pub fn start(builder: InformerBuilder<K>, synced: &mut Vec<oneshot::Receiver<()>>) -> Self {
         let (informer, mut events) = builder.start();
-        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let feed = Arc::new(Feed::new(FEED_CAPACITY));
         let (sync_tx, sync_rx) = oneshot::channel();
         synced.push(sync_rx);
         let forward = feed.clone();
@@ -84,7 +86,7 @@ where
                     }
                 }
                 // No subscriber yet is fine: a runner reconciles every key when it starts.
-                let _ = forward.send(e);
+                forward.send(e);
             }
         });
         Self {
@@ -95,7 +97,7 @@ where
     }
 
     /// Changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<InformerEvent<K>> {
+    pub fn subscribe(&self) -> feed::Receiver<InformerEvent<K>> {
         self.feed.subscribe()
     }
 

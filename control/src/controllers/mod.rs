@@ -24,6 +24,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod event_cleanup;
 pub mod events;
+pub mod feed;
 pub mod garbage_collector;
 pub mod job;
 pub mod node_ipam;

@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 use skiff_proto::objects::{Api, InformerEvent};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::controllers::context::Ctx;
+use crate::controllers::feed;
 use crate::controllers::ownership::{controller_uid, created_at};
 use crate::controllers::runner::metrics::Figures;
 use crate::controllers::runner::ObjectKey;
@@ -136,17 +137,12 @@ fn claim_changed(
 }
 
 /// Hand `f` every change already waiting in `rx`.
-fn drain<T: Clone>(
-    rx: &mut broadcast::Receiver<T>,
-    mut f: impl FnMut(Result<T, broadcast::error::RecvError>),
-) {
+fn drain<T>(rx: &mut feed::Receiver<T>, mut f: impl FnMut(Result<T, feed::RecvError>)) {
     loop {
         match rx.try_recv() {
             Ok(e) => f(Ok(e)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                f(Err(broadcast::error::RecvError::Lagged(n)))
-            }
-            Err(_) => return,
+            Err(feed::TryRecvError::Lagged) => f(Err(feed::RecvError::Lagged)),
+            Err(feed::TryRecvError::Empty | feed::TryRecvError::Closed) => return,
         }
     }
 }
@@ -204,7 +200,7 @@ impl Scheduler {
         }
     }
 
-    fn on_pod(&mut self, e: Result<InformerEvent<Pod>, broadcast::error::RecvError>) {
+    fn on_pod(&mut self, e: Result<InformerEvent<Pod>, feed::RecvError>) {
         match e {
             Ok(InformerEvent::Applied { object, .. }) => {
                 self.cache.pod_applied(&object);
@@ -214,21 +210,17 @@ impl Scheduler {
                 self.cache.pod_deleted(&p);
                 self.queue.remove(&ObjectKey::of(&*p));
             }
-            Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                self.rebuild()
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
+            Ok(InformerEvent::Synced) | Err(feed::RecvError::Lagged) => self.rebuild(),
+            Err(feed::RecvError::Closed) => {}
         }
     }
 
-    fn on_node(&mut self, e: Result<InformerEvent<Node>, broadcast::error::RecvError>) {
+    fn on_node(&mut self, e: Result<InformerEvent<Node>, feed::RecvError>) {
         match e {
             Ok(InformerEvent::Applied { object, .. }) => self.cache.node_applied(&object),
             Ok(InformerEvent::Deleted(n)) => self.cache.node_deleted(&n),
-            Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                self.rebuild()
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+            Ok(InformerEvent::Synced) | Err(feed::RecvError::Lagged) => self.rebuild(),
+            Err(feed::RecvError::Closed) => return,
         }
         self.queue.nodes_changed();
     }

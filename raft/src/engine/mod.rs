@@ -8,7 +8,7 @@ mod sled_engine;
 
 use std::ops::Bound;
 
-pub use sled_engine::SledEngine;
+pub use sled_engine::{SledEngine, DEFAULT_CACHE_BYTES};
 
 /// Errors of a storage engine.
 #[derive(Debug, thiserror::Error)]

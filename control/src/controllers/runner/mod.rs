@@ -37,13 +37,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use skiff_proto::objects::{ApiError, InformerEvent};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use self::backoff::KeyBackoff;
 use self::metrics::Figures;
 use self::queue::WorkQueue;
+use super::feed;
 
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -322,7 +323,7 @@ impl<R: Reconciler> Runner<R> {
     /// of both its new and its previous state (a pod whose labels changed concerns the
     /// Services it left as well as those it joined). A re-list, or events missed because
     /// this runner fell behind, queue every key.
-    pub fn watches<K, F>(self, events: broadcast::Receiver<InformerEvent<K>>, map: F) -> Self
+    pub fn watches<K, F>(self, events: feed::Receiver<InformerEvent<K>>, map: F) -> Self
     where
         K: Send + Sync + 'static,
         F: Fn(&K) -> Vec<R::Key> + Send + Sync + 'static,
@@ -342,7 +343,7 @@ impl<R: Reconciler> Runner<R> {
     /// DaemonSets, not its heartbeats). A re-list, or missed events, queue every key.
     pub fn watches_changes<K, F>(
         mut self,
-        mut events: broadcast::Receiver<InformerEvent<K>>,
+        mut events: feed::Receiver<InformerEvent<K>>,
         map: F,
     ) -> Self
     where
@@ -359,10 +360,10 @@ impl<R: Reconciler> Runner<R> {
                             shared.add_all(map(&object, previous.as_deref()));
                         }
                         Ok(InformerEvent::Deleted(object)) => shared.add_all(map(&object, None)),
-                        Ok(InformerEvent::Synced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Ok(InformerEvent::Synced) | Err(feed::RecvError::Lagged) => {
                             shared.add_all(reconciler.all_keys());
                         }
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        Err(feed::RecvError::Closed) => return,
                     }
                 }
             }

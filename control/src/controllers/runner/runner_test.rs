@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::controllers::feed::Feed;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use skiff_proto::objects::InformerEvent;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::metrics::ControllerMetrics;
@@ -204,12 +204,13 @@ async fn every_key_is_reconciled_at_start_and_after_a_relist() {
         keys: vec!["x".into(), "y".into()],
         ..Default::default()
     });
-    let (tx, rx) = broadcast::channel::<InformerEvent<Pod>>(16);
+    let tx = Feed::<InformerEvent<Pod>>::new(16);
+    let rx = tx.subscribe();
     let r = runner(&fake).watches(rx, |_| Vec::new());
     let task = tokio::spawn(r.run());
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fake.calls_of("x").len(), 1);
-    tx.send(InformerEvent::Synced).expect("send");
+    tx.send(InformerEvent::Synced);
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fake.calls_of("x").len(), 2);
     assert_eq!(fake.calls_of("y").len(), 2);
@@ -250,25 +251,23 @@ fn owner_key(p: &Pod) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn an_owned_objects_change_reaches_its_owner_and_its_former_owner() {
     let fake = Arc::new(Fake::default());
-    let (tx, rx) = broadcast::channel::<InformerEvent<Pod>>(16);
+    let tx = Feed::<InformerEvent<Pod>>::new(16);
+    let rx = tx.subscribe();
     let r = runner(&fake).watches(rx, owner_key);
     let task = tokio::spawn(r.run());
     tokio::time::sleep(Duration::from_millis(10)).await;
     tx.send(InformerEvent::Applied {
         object: pod("web-1", Some("web")),
         previous: None,
-    })
-    .expect("send");
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fake.calls_of("default/web").len(), 1);
     // Released by "web", taken by "api": both owners look again.
     tx.send(InformerEvent::Applied {
         object: pod("web-1", Some("api")),
         previous: Some(pod("web-1", Some("web"))),
-    })
-    .expect("send");
-    tx.send(InformerEvent::Deleted(pod("orphan", None)))
-        .expect("send");
+    });
+    tx.send(InformerEvent::Deleted(pod("orphan", None)));
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fake.calls_of("default/web").len(), 2);
     assert_eq!(fake.calls_of("default/api").len(), 1);

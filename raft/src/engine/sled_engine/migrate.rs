@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{backend, redo, sled_config, SledEngine, REDO_KEY};
+use super::{backend, redo, sled_config, SledEngine, DEFAULT_CACHE_BYTES, REDO_KEY};
 use crate::engine::{BatchOp, Engine, EngineError, Result};
 
 /// The format this build writes and reads.
@@ -123,8 +123,10 @@ fn copy_format_1(dir: &Path, new: &Path) -> Result<()> {
     let started = Instant::now();
     tracing::info!(dir = %dir.display(), "copying a store of engine format 1 into format {FORMAT}");
     let (mut records, mut bytes) = (0u64, 0u64);
-    let source = sled_config(dir).open().map_err(backend)?;
-    let target = SledEngine::open_sled(new)?;
+    let source = sled_config(dir, DEFAULT_CACHE_BYTES)
+        .open()
+        .map_err(backend)?;
+    let target = SledEngine::open_sled(new, DEFAULT_CACHE_BYTES)?;
     for item in source.iter() {
         let (k, v) = item.map_err(backend)?;
         if k == REDO_KEY {
@@ -158,7 +160,7 @@ mod tests {
 
     /// A store as format 1 wrote it: every value as is, a redo record of a batch cut short.
     fn write_format_1(dir: &Path) {
-        let db = sled_config(dir).open().expect("sled");
+        let db = sled_config(dir, DEFAULT_CACHE_BYTES).open().expect("sled");
         for i in 0..40u8 {
             db.insert(format!("\x01big-{i:03}"), vec![i; LARGE])
                 .expect("insert");

@@ -61,11 +61,14 @@ fn corrupt(e: pieces::BadValue) -> EngineError {
     EngineError::Corrupt(Box::new(e))
 }
 
-fn sled_config(dir: &Path) -> sled::Config {
+/// The page cache of a store opened with [`SledEngine::open`].
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+fn sled_config(dir: &Path, cache_bytes: u64) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .segment_size(SEGMENT_SIZE)
-        .cache_capacity(64 << 20)
+        .cache_capacity(cache_bytes)
         .flush_every_ms(Some(1000))
 }
 
@@ -78,10 +81,10 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// store keeps it past the wait, and the open fails naming the lock. sled reports the lock
 /// only in its message (`vendor/sled/src/config.rs`, `try_lock`), hence the text match; the
 /// unit test below fails if that text changes.
-fn open_waiting_for_lock(sled_dir: &Path) -> Result<sled::Db> {
+fn open_waiting_for_lock(sled_dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled_config(sled_dir).open() {
+        match sled_config(sled_dir, cache_bytes).open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && Instant::now() < deadline =>
@@ -105,21 +108,30 @@ impl SledEngine {
     /// Open (or create) the store under `dir`. A store written before values were kept in
     /// pieces is copied into the current layout first, once.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledEngine::open`], with a page cache of `cache_bytes` (sled's count of the pages
+    /// it holds; what they take in memory is somewhat more).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         let store = migrate::open_layout(dir)?;
-        Self::open_sled(&store)
+        Self::open_sled(&store, cache_bytes)
     }
 
     /// Fails when another process holds the store under `dir` open; changes nothing.
     pub fn check_not_open(dir: &Path) -> Result<()> {
         match migrate::sled_dir(dir) {
-            Some(sled_dir) => sled_config(&sled_dir).open().map(drop).map_err(backend),
+            Some(sled_dir) => sled_config(&sled_dir, DEFAULT_CACHE_BYTES)
+                .open()
+                .map(drop)
+                .map_err(backend),
             None => Ok(()),
         }
     }
 
     /// Open sled's files in `sled_dir`, which hold the current format.
-    fn open_sled(sled_dir: &Path) -> Result<Self> {
-        let tree = open_waiting_for_lock(sled_dir)?;
+    fn open_sled(sled_dir: &Path, cache_bytes: u64) -> Result<Self> {
+        let tree = open_waiting_for_lock(sled_dir, cache_bytes)?;
         // Sled keeps its data in `db`; fsync through our own handle reaches the same inode.
         let data_file = File::open(sled_dir.join("db")).map_err(backend)?;
         let engine = Self {

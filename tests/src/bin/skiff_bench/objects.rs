@@ -330,6 +330,20 @@ async fn watch_fanout(
 
 /// Create `pods` pods of ~1 KiB in namespace `bench-list` and `nodes` Ready nodes; the
 /// creates that failed, of each.
+/// Flags for the members of a cluster that [`fill`] fills: its nodes are records that renew no
+/// Lease, so they are kept from being found unreachable (after the 10 s default, every pod on
+/// them would be evicted while the bench measures a cluster of that many pods), unless
+/// `flags` already says how long a node may stay silent.
+pub(crate) fn static_nodes(flags: &[String]) -> Vec<String> {
+    let mut out = flags.to_vec();
+    if !flags.iter().any(|f| f.starts_with("--node-grace-seconds")) {
+        out.extend(["--node-grace-seconds".to_string(), "86400".to_string()]);
+    }
+    out
+}
+
+/// `pods` pods (pending until the nodes come) and `nodes` Ready nodes, created 64 at a time.
+/// Start the cluster's members with [`static_nodes`].
 pub(crate) async fn fill(
     cluster: &Cluster,
     pods: usize,
@@ -468,6 +482,7 @@ pub async fn run(args: ObjectsArgs) -> anyhow::Result<()> {
         3,
         MemberOptions {
             plaintext: args.plaintext,
+            extra_args: static_nodes(&[]),
             ..Default::default()
         },
     );

@@ -22,7 +22,7 @@ use skiff_proto::Client;
 use tokio::sync::watch;
 
 use super::etcd::Etcd;
-use super::objects::{client_of, ensure_namespace, fill, now_micros, rss_line};
+use super::objects::{client_of, ensure_namespace, fill, now_micros, rss_line, static_nodes};
 use super::{median, print_verdict};
 
 #[derive(clap::Args, Clone)]
@@ -477,7 +477,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let cluster = Cluster::start(
         3,
         MemberOptions {
-            extra_args: args.member_flags.clone(),
+            extra_args: static_nodes(&args.member_flags),
             ..Default::default()
         },
     );
