@@ -321,18 +321,19 @@ async fn controllers_stopped_while_starting_leave_no_watch_behind() {
     );
     let first = cluster.wait_leader(Duration::from_secs(10)).await;
     let client = client(&cluster);
-    // Something for the controllers to list.
+    // Something for the controllers to list: they cache every Lease (a node's, in their own
+    // namespace, concerns them; these in `default` do not).
     for i in 0..50 {
-        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": format!("listed-{i}")}, "data": {"a": "1"}});
+        let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": format!("listed-{i}")}, "spec": {"holderIdentity": "test"}});
         client
             .create_object(
-                "configmaps",
+                "leases",
                 "default",
-                serde_json::to_vec(&cm).expect("json"),
+                serde_json::to_vec(&lease).expect("json"),
             )
             .await
-            .expect("a write");
+            .expect("a Lease");
     }
     let settled = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
